@@ -1,0 +1,41 @@
+"""Every tunable number of fastff in one place: thresholds, histogram bins, block sizes.
+
+Tests patch these module attributes (for example a smaller column chunk so that tiny inputs span
+many blocks). Kernels read them at call time, never at import time.
+"""
+import math
+
+# -- Saturation rules (reference/glorot2010.md section 7: the paper sets no numeric threshold) --
+# A unit output h counts as saturated-low when h <= low and saturated-high when h >= high.
+# tanh/softsign: |h| >= 0.99 is the common tutorial convention; sigmoid uses 0.01 / 0.99;
+# relu: h == 0 counts on the low side ("dead" for that example), there is no high side;
+# linear (the softmax layer's affine part) never saturates.
+SATURATION = {
+    "sigmoid": (0.01, 0.99),
+    "tanh": (-0.99, 0.99),
+    "softsign": (-0.99, 0.99),
+    "relu": (0.0, math.inf),
+    "linear": (-math.inf, math.inf),
+}
+
+# -- Histograms of activation values: fixed bins over each activation's range ------------------
+HIST_BINS = 50
+HIST_RANGE = {
+    "sigmoid": (0.0, 1.0),
+    "tanh": (-1.0, 1.0),
+    "softsign": (-1.0, 1.0),
+    "relu": (0.0, 4.0),  # values above 4 land in the last bin
+    "linear": (-4.0, 4.0),
+}
+
+# -- CPU kernel blocking (measured on a 2-core AVX-512 machine, see benchmarks/NOTES.md) -------
+# Batches up to this size use fastff's own register-blocked loops (weight-streaming, memory
+# and load-port bound); larger batches use BLAS for the matrix products and fuse the rest.
+CPU_SMALL_BATCH_MAX = 32
+# Output columns per forward task; a multiple of 16 keeps row segments cache-line aligned.
+CPU_COL_CHUNK = 128
+# Rows of W per backward task.
+CPU_ROW_CHUNK = 64
+
+# -- Training defaults ------------------------------------------------------------------------
+MONITOR_EXAMPLES = 300  # the paper's fixed monitor set (section 1)

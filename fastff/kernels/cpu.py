@@ -1,0 +1,511 @@
+"""Fused Numba kernels for the CPU, with the contracts of :mod:`fastff.kernels.reference`.
+
+How the work is laid out (numbers measured on a 2-core AVX-512 machine, benchmarks/NOTES.md):
+
+* Small batches (<= ``config.CPU_SMALL_BATCH_MAX`` rows, the paper's batch of 10): the step is
+  bound by streaming the weights, so fastff uses its own register-blocked loops. The forward
+  pass splits the output columns into chunks; each task accumulates its (batch x chunk) tile of
+  s = x @ W, then adds the bias, applies f and counts statistics while the tile is still in L1.
+  The backward pass walks W once, row by row: for each row it forms dC/dx with the *old* row,
+  then the weight-gradient row g = x[:, i] @ delta and applies W[i] -= lr * g while the row is
+  in L1; the full weight gradient is never materialized.
+* Large batches: the matrix products go to BLAS (np.dot inside @njit calls it) and the epilogue
+  (bias, activation, statistics; derivative and update) is one fused parallel pass.
+
+Determinism: work is split into a fixed number of chunks that does not depend on the thread
+count, every chunk writes only its own columns or rows, and the per-chunk partial histograms and
+sums are merged in chunk order. Same inputs, same bits.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from .. import activations, config
+from ..activations import LINEAR, RELU, SIGMOID, SOFTSIGN, TANH
+from ..checks import dense_shapes, finite, float_array, labels, writable_c_contiguous
+from ..errors import InputError
+
+# fastmath without 'nnan'/'ninf': NaN and inf must stay visible to the statistics and checks.
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_JIT = dict(fastmath=_FAST, error_model="numpy", cache=True, nogil=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar helpers, specialized on float32 / float64 so that float32 code never promotes.
+# ---------------------------------------------------------------------------------------------
+def like(v, c):
+    """The constant ``c`` in the float type of ``v`` (compiled code only)."""
+
+
+@overload(like)
+def _like_impl(v, c):
+    if isinstance(v, types.Float) and v.bitwidth == 32:
+        return lambda v, c: np.float32(c)
+    return lambda v, c: np.float64(c)
+
+
+def fast_tanh(v):
+    """tanh: a branch-free rational approximation in float32 (abs. error ~3e-7), libm in float64."""
+
+
+# Rational minimax approximation of tanh on [-7.905, 7.905] (the form Eigen uses); beyond that
+# range tanh is 1 to float32 precision. It vectorizes, unlike a scalar libm call.
+_T_CLAMP = np.float32(7.90531110763549805)
+_A1, _A3, _A5 = np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04), np.float32(1.48572235717979e-05)
+_A7, _A9, _A11 = np.float32(5.12229709037114e-08), np.float32(-8.60467152213735e-11), np.float32(2.00018790482477e-13)
+_A13 = np.float32(-2.76076847742355e-16)
+_B0, _B2, _B4, _B6 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03), np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
+
+
+@overload(fast_tanh)
+def _fast_tanh_impl(v):
+    if isinstance(v, types.Float) and v.bitwidth == 32:
+        def tanh32(v):
+            x = min(max(v, -_T_CLAMP), _T_CLAMP)
+            x2 = x * x
+            p = x2 * _A13 + _A11
+            p = x2 * p + _A9
+            p = x2 * p + _A7
+            p = x2 * p + _A5
+            p = x2 * p + _A3
+            p = x2 * p + _A1
+            p = x * p
+            q = x2 * _B6 + _B4
+            q = x2 * q + _B2
+            q = x2 * q + _B0
+            return p / q
+        return tanh32
+    return lambda v: math.tanh(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile epilogues: activation, derivative, statistics over rows [r0, r1) x columns [j0, j1).
+# The switch on the activation code sits outside the loops so each loop vectorizes.
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _activate_tile(s, b, act, r0, r1, j0, j1):
+    """s[r, j] <- f(s[r, j] + b[j]) in place."""
+    for r in range(r0, r1):
+        row = s[r]
+        if act == TANH:
+            for j in range(j0, j1):
+                row[j] = fast_tanh(row[j] + b[j])
+        elif act == SIGMOID:
+            for j in range(j0, j1):
+                half = like(row[j], 0.5)
+                row[j] = half * fast_tanh(half * (row[j] + b[j])) + half
+        elif act == SOFTSIGN:
+            for j in range(j0, j1):
+                v = row[j] + b[j]
+                row[j] = v / (like(v, 1.0) + abs(v))
+        elif act == RELU:
+            for j in range(j0, j1):
+                v = row[j] + b[j]
+                row[j] = max(v, like(v, 0.0))
+        else:
+            for j in range(j0, j1):
+                row[j] = row[j] + b[j]
+
+
+@njit(**_JIT)
+def _stats_tile(h, r0, r1, j0, j1, low, high, sat_low, sat_high, total, total_sq, hist,
+                hist_lo, hist_scale):
+    """Accumulate the ForwardStats of h[r0:r1, j0:j1] (see fastff.kernels.stats)."""
+    bins = hist.shape[0]
+    for r in range(r0, r1):
+        row = h[r]
+        for j in range(j0, j1):
+            v = row[j]
+            if v <= low:
+                sat_low[j] += 1
+            if v >= high:
+                sat_high[j] += 1
+            v64 = np.float64(v)
+            total[j] += v64
+            total_sq[j] += v64 * v64
+            t = (v64 - hist_lo) * hist_scale  # same float64 arithmetic as reference.hist_bin_index
+            if t >= bins:
+                hist[bins - 1] += 1
+            elif t >= 0:
+                hist[int(t)] += 1
+            elif t < 0:
+                hist[0] += 1
+
+
+@njit(**_JIT)
+def _delta_tile(grad_h, h, delta, act, r0, r1, j0, j1):
+    """delta = grad_h * f'(h), with f' expressed from the output h."""
+    for r in range(r0, r1):
+        g, y, d = grad_h[r], h[r], delta[r]
+        if act == TANH:
+            for j in range(j0, j1):
+                d[j] = g[j] * (like(y[j], 1.0) - y[j] * y[j])
+        elif act == SIGMOID:
+            for j in range(j0, j1):
+                d[j] = g[j] * (y[j] * (like(y[j], 1.0) - y[j]))
+        elif act == SOFTSIGN:
+            for j in range(j0, j1):
+                t = like(y[j], 1.0) - abs(y[j])
+                d[j] = g[j] * (t * t)
+        elif act == RELU:
+            for j in range(j0, j1):
+                d[j] = g[j] if y[j] > 0 else g[j] * like(y[j], 0.0)
+        else:
+            for j in range(j0, j1):
+                d[j] = g[j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-batch matrix loops.
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _gemm_tile(x, W, s, j0, j1):
+    """s[:, j0:j1] = x @ W[:, j0:j1], blocked 4 rows of x by 4 rows of W (register reuse)."""
+    B, n_in = x.shape
+    n = j1 - j0
+    for r in range(B):
+        s[r, j0:j1] = 0
+    i = 0
+    while i + 4 <= n_in:
+        w0, w1, w2, w3 = W[i, j0:j1], W[i + 1, j0:j1], W[i + 2, j0:j1], W[i + 3, j0:j1]
+        r = 0
+        while r + 4 <= B:
+            a0, a1, a2, a3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            c0, c1, c2, c3 = x[r + 1, i], x[r + 1, i + 1], x[r + 1, i + 2], x[r + 1, i + 3]
+            e0, e1, e2, e3 = x[r + 2, i], x[r + 2, i + 1], x[r + 2, i + 2], x[r + 2, i + 3]
+            g0, g1, g2, g3 = x[r + 3, i], x[r + 3, i + 1], x[r + 3, i + 2], x[r + 3, i + 3]
+            s0, s1, s2, s3 = s[r, j0:j1], s[r + 1, j0:j1], s[r + 2, j0:j1], s[r + 3, j0:j1]
+            for j in range(n):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                s0[j] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                s1[j] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3
+                s2[j] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
+                s3[j] += g0 * v0 + g1 * v1 + g2 * v2 + g3 * v3
+            r += 4
+        while r < B:
+            a0, a1, a2, a3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            s0 = s[r, j0:j1]
+            for j in range(n):
+                s0[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
+            r += 1
+        i += 4
+    while i < n_in:
+        w0 = W[i, j0:j1]
+        for r in range(B):
+            a0 = x[r, i]
+            s0 = s[r, j0:j1]
+            for j in range(n):
+                s0[j] += a0 * w0[j]
+        i += 1
+
+
+@njit(**_JIT)
+def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part):
+    """For each row i of W: gx[:, i] = delta @ W[i] (old row), then W[i] -= lr * x[:, i] @ delta.
+
+    ``g`` is a private row buffer for the weight-gradient row. With ``want_stats`` the sum and
+    sum of squares of the weight gradient over these rows go to ``gw_part`` (float64).
+    """
+    B = x.shape[0]
+    n = W.shape[1]
+    for i in range(i0, i1):
+        w = W[i]
+        z = like(w[0], 0.0)
+        if want_gx:
+            r = 0
+            while r + 4 <= B:
+                d0, d1, d2, d3 = delta[r], delta[r + 1], delta[r + 2], delta[r + 3]
+                a0, a1, a2, a3 = z, z, z, z
+                for j in range(n):
+                    v = w[j]
+                    a0 += d0[j] * v
+                    a1 += d1[j] * v
+                    a2 += d2[j] * v
+                    a3 += d3[j] * v
+                gx[r, i], gx[r + 1, i], gx[r + 2, i], gx[r + 3, i] = a0, a1, a2, a3
+                r += 4
+            while r < B:
+                d0 = delta[r]
+                a0 = z
+                for j in range(n):
+                    a0 += d0[j] * w[j]
+                gx[r, i] = a0
+                r += 1
+        for j in range(n):
+            g[j] = z
+        r = 0
+        while r + 4 <= B:
+            c0, c1, c2, c3 = x[r, i], x[r + 1, i], x[r + 2, i], x[r + 3, i]
+            d0, d1, d2, d3 = delta[r], delta[r + 1], delta[r + 2], delta[r + 3]
+            for j in range(n):
+                g[j] += (c0 * d0[j] + c1 * d1[j]) + (c2 * d2[j] + c3 * d3[j])
+            r += 4
+        while r < B:
+            c0 = x[r, i]
+            d0 = delta[r]
+            for j in range(n):
+                g[j] += c0 * d0[j]
+            r += 1
+        if want_stats:
+            s1, s2 = 0.0, 0.0
+            for j in range(n):
+                v = np.float64(g[j])
+                s1 += v
+                s2 += v * v
+            gw_part[0] += s1
+            gw_part[1] += s2
+        for j in range(n):
+            w[j] -= lr * g[j]
+
+
+# ---------------------------------------------------------------------------------------------
+# Drivers.
+# ---------------------------------------------------------------------------------------------
+@njit(parallel=True, **_JIT)
+def _forward(x, W, b, act, out, use_blas, chunk, want_stats, low, high, sat_low, sat_high,
+             total, total_sq, hist_parts, hist_lo, hist_scale):
+    B = x.shape[0]
+    n_out = W.shape[1]
+    if use_blas:
+        np.dot(x, W, out)
+    n_chunks = (n_out + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        j0 = c * chunk
+        j1 = min(n_out, j0 + chunk)
+        if not use_blas:
+            _gemm_tile(x, W, out, j0, j1)
+        _activate_tile(out, b, act, 0, B, j0, j1)
+        if want_stats:
+            _stats_tile(out, 0, B, j0, j1, low, high, sat_low, sat_high, total, total_sq,
+                        hist_parts[c], hist_lo, hist_scale)
+
+
+@njit(parallel=True, **_JIT)
+def _delta_bias(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq):
+    """delta = grad_h * f'(h); b -= lr * delta.sum(0); per-unit delta sums when asked."""
+    B, n_out = h.shape
+    n_chunks = (n_out + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        j0 = c * chunk
+        j1 = min(n_out, j0 + chunk)
+        _delta_tile(grad_h, h, delta, act, 0, B, j0, j1)
+        for j in range(j0, j1):
+            acc = like(b[j], 0.0)
+            for r in range(B):
+                acc += delta[r, j]
+            b[j] -= lr * acc
+        if want_stats:
+            for r in range(B):
+                for j in range(j0, j1):
+                    v = np.float64(delta[r, j])
+                    d_total[j] += v
+                    d_total_sq[j] += v * v
+
+
+@njit(parallel=True, **_JIT)
+def _backward_small(x, delta, W, gx, lr, want_gx, g_rows, chunk, want_stats, gw_parts):
+    n_in = W.shape[0]
+    n_chunks = (n_in + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        i0 = c * chunk
+        _backward_rows(x, delta, W, gx, lr, i0, min(n_in, i0 + chunk), want_gx, g_rows[c],
+                       want_stats, gw_parts[c])
+
+
+@njit(**_JIT)
+def _backward_blas(xt, delta, W, gx, lr, want_gx, chunk, want_stats, gw_parts):
+    """Large batch: BLAS for both products, W updated one block of rows at a time."""
+    if want_gx:
+        np.dot(delta, W.T, gx)  # before any update: the old W
+    n_in, n_out = W.shape
+    n_chunks = (n_in + chunk - 1) // chunk
+    for c in range(n_chunks):
+        i0 = c * chunk
+        i1 = min(n_in, i0 + chunk)
+        G = np.dot(xt[i0:i1], delta)  # one block of the weight gradient, never all of it
+        for i in range(i1 - i0):
+            w = W[i0 + i]
+            gr = G[i]
+            for j in range(n_out):
+                w[j] -= lr * gr[j]
+            if want_stats:
+                s1, s2 = 0.0, 0.0
+                for j in range(n_out):
+                    v = np.float64(gr[j])
+                    s1 += v
+                    s2 += v * v
+                gw_parts[c, 0] += s1
+                gw_parts[c, 1] += s2
+
+
+@njit(**_JIT)
+def _softmax_nll(z, y, grad):
+    B, K = z.shape
+    loss = 0.0
+    inv_rows = like(z[0, 0], 1.0) / like(z[0, 0], B)
+    for r in range(B):
+        zr, gr = z[r], grad[r]
+        m = zr[0]
+        for k in range(1, K):
+            m = max(m, zr[k])
+        tot = like(m, 0.0)
+        for k in range(K):
+            gr[k] = np.exp(zr[k] - m)
+            tot += gr[k]
+        loss += np.float64(math.log(tot)) + np.float64(m) - np.float64(zr[y[r]])
+        for k in range(K):
+            gr[k] = gr[k] / tot
+        gr[y[r]] -= like(m, 1.0)
+        for k in range(K):
+            gr[k] = gr[k] * inv_rows
+    return loss / B
+
+
+# ---------------------------------------------------------------------------------------------
+# Python entry points: validate, prepare arguments, call the compiled drivers.
+# ---------------------------------------------------------------------------------------------
+_NO_I64 = np.zeros(1, np.int64)
+_NO_F64 = np.zeros(1, np.float64)
+_NO_HIST = np.zeros((1, 1), np.int64)
+_NO_PARTS = np.zeros((1, 2), np.float64)
+
+
+def _n_chunks(n, chunk):
+    return (n + chunk - 1) // chunk
+
+
+def forward_unchecked(x, W, b, code, out, stats):
+    """The forward pass on validated, C-contiguous arrays of one dtype (used by the MLP)."""
+    chunk = int(config.CPU_COL_CHUNK)
+    use_blas = x.shape[0] > config.CPU_SMALL_BATCH_MAX
+    dt = W.dtype.type
+    if stats is None:
+        _forward(x, W, b, code, out, use_blas, chunk, False, dt(0), dt(0), _NO_I64, _NO_I64,
+                 _NO_F64, _NO_F64, _NO_HIST, 0.0, 0.0)
+        return out
+    parts = np.zeros((_n_chunks(W.shape[1], chunk), stats.bins), np.int64)
+    _forward(x, W, b, code, out, use_blas, chunk, True, dt(stats.low), dt(stats.high),
+             stats.sat_low, stats.sat_high, stats.total, stats.total_sq, parts,
+             float(stats.hist_lo), stats.bins / (stats.hist_hi - stats.hist_lo))
+    stats.hist += parts.sum(axis=0)  # integer sums: exact in any order
+    stats.rows += x.shape[0]
+    return out
+
+
+def backward_unchecked(x, h, W, b, grad_h, code, lr, grad_x, stats, compute_grad_x, delta=None):
+    """The backward pass + SGD update on validated arrays (used by the MLP)."""
+    dt = W.dtype.type
+    lr = dt(lr)
+    B = x.shape[0]
+    n_in, n_out = W.shape
+    if delta is None:
+        delta = np.empty((B, n_out), W.dtype)
+    want_stats = stats is not None
+    _delta_bias(grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), want_stats,
+                stats.delta_total if want_stats else _NO_F64,
+                stats.delta_total_sq if want_stats else _NO_F64)
+    gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
+    chunk = int(config.CPU_ROW_CHUNK)
+    parts = np.zeros((_n_chunks(n_in, chunk), 2), np.float64) if want_stats else _NO_PARTS
+    if B > config.CPU_SMALL_BATCH_MAX:
+        _backward_blas(np.ascontiguousarray(x.T), delta, W, gx, lr, compute_grad_x, chunk,
+                       want_stats, parts)
+    else:
+        g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)
+        _backward_small(x, delta, W, gx, lr, compute_grad_x, g_rows, chunk, want_stats, parts)
+    if want_stats:
+        total = parts.sum(axis=0)  # fixed chunk order: deterministic
+        stats.grad_w_total += total[0]
+        stats.grad_w_total_sq += total[1]
+        stats.rows += B
+        stats.steps += 1
+    return grad_x if compute_grad_x else None
+
+
+def _layer_arrays(x, W, b):
+    float_array("W", W, 2)
+    float_array("x", x, 2, W.dtype)
+    float_array("b", b, 1, W.dtype)
+    dense_shapes(x, W, b)
+    finite("x", x)
+    return np.ascontiguousarray(x)
+
+
+def _out_array(name, out, shape, dtype):
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+        raise InputError(f"{name} must be a {dtype} array of shape {shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    writable_c_contiguous(name, out)
+    return out
+
+
+def dense_forward(x, W, b, activation, out=None, stats=None):
+    """h = f(x @ W + b) with statistics, fused; the contract of reference.dense_forward.
+
+    Parameters
+    ----------
+    x : ndarray (batch, n_in), float32 or float64
+    W : ndarray (n_in, n_out), same dtype
+    b : ndarray (n_out,), same dtype
+    activation : str
+    out : ndarray (batch, n_out), optional
+    stats : ForwardStats, optional
+        Accumulates saturation counts, sums and the histogram of h in the same pass.
+
+    Returns
+    -------
+    ndarray (batch, n_out)
+    """
+    act = activations.get(activation)
+    x = _layer_arrays(x, W, b)
+    out = _out_array("out", out, (x.shape[0], W.shape[1]), W.dtype)
+    return forward_unchecked(x, np.ascontiguousarray(W), np.ascontiguousarray(b), act.code, out,
+                             stats)
+
+
+def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True):
+    """Backward pass and SGD update in one pass over W; the contract of reference.dense_backward_sgd.
+
+    W and b are updated in place and must be C-contiguous and writable. Returns dC/dx computed
+    with the old W (or None when ``compute_grad_x`` is False).
+    """
+    act = activations.get(activation)
+    x = _layer_arrays(x, W, b)
+    float_array("h", h, 2, W.dtype)
+    float_array("grad_h", grad_h, 2, W.dtype)
+    dense_shapes(x, W, b, h=h, grad_h=grad_h)
+    finite("grad_h", grad_h)
+    if not np.isfinite(lr) or lr <= 0:
+        raise InputError(f"lr must be a positive number, got {lr!r}")
+    writable_c_contiguous("W", W)
+    writable_c_contiguous("b", b)
+    if compute_grad_x:
+        grad_x = _out_array("grad_x", grad_x, x.shape, W.dtype)
+    return backward_unchecked(x, np.ascontiguousarray(h), W, b, np.ascontiguousarray(grad_h),
+                              act.code, lr, grad_x, stats, compute_grad_x)
+
+
+def softmax_nll(z, y, grad_z=None):
+    """Mean softmax negative log-likelihood and its gradient; the contract of reference.softmax_nll."""
+    float_array("z", z, 2)
+    labels(y, z.shape[0], z.shape[1])
+    finite("z", z)
+    grad_z = _out_array("grad_z", grad_z, z.shape, z.dtype)
+    loss = _softmax_nll(np.ascontiguousarray(z), np.ascontiguousarray(y, dtype=np.int64), grad_z)
+    return float(loss), grad_z
+
+
+def softmax_nll_unchecked(z, y, grad_z):
+    """softmax_nll on validated arrays (used by the MLP)."""
+    return float(_softmax_nll(z, y, grad_z)), grad_z
+
+
+def threading_layer():
+    """The Numba threading layer in use (after the first parallel call)."""
+    return numba.threading_layer()

@@ -1,0 +1,158 @@
+"""NumPy implementation of every fused op: the executable spec.
+
+Every other backend (Numba on the CPU, CUDA on a GPU) must agree with these functions; the
+tests compare against them on fresh random inputs. The code is written to be obviously right,
+not fast. Contracts (DESIGN.md, "Kernel contracts"): W has shape (n_in, n_out), x (batch, n_in),
+s = x @ W + b, h = f(s).
+"""
+import numpy as np
+
+from .. import activations
+from ..checks import labels
+
+
+def hist_bin_index(h, lo, hi, bins):
+    """Bin index of each value of ``h`` for a fixed-bin histogram over [lo, hi).
+
+    Computed in float64 so that every backend finds the same bin: values below ``lo`` go to bin
+    0, values at or above ``hi`` to the last bin, NaN gets -1 (not counted).
+    """
+    v = (np.asarray(h, dtype=np.float64) - lo) * (bins / (hi - lo))
+    idx = np.full(v.shape, -1, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        inside = (v >= 0) & (v < bins)
+        idx[inside] = v[inside].astype(np.int64)
+        idx[v < 0] = 0
+        idx[v >= bins] = bins - 1
+    return idx
+
+
+def accumulate_forward_stats(h, stats):
+    """Add the statistics of a layer output ``h`` (batch, n_units) to a ForwardStats."""
+    low, high = h.dtype.type(stats.low), h.dtype.type(stats.high)  # compare in h's own dtype
+    stats.sat_low += (h <= low).sum(axis=0)
+    stats.sat_high += (h >= high).sum(axis=0)
+    h64 = h.astype(np.float64)
+    stats.total += h64.sum(axis=0)
+    stats.total_sq += (h64 * h64).sum(axis=0)
+    idx = hist_bin_index(h, stats.hist_lo, stats.hist_hi, stats.bins).ravel()
+    stats.hist += np.bincount(idx[idx >= 0], minlength=stats.bins)
+    stats.rows += h.shape[0]
+
+
+def accumulate_backward_stats(delta, grad_w, stats):
+    """Add dC/ds (``delta``) and dC/dW (``grad_w``) statistics to a BackwardStats."""
+    d64 = delta.astype(np.float64)
+    stats.delta_total += d64.sum(axis=0)
+    stats.delta_total_sq += (d64 * d64).sum(axis=0)
+    g64 = grad_w.astype(np.float64)
+    stats.grad_w_total += g64.sum()
+    stats.grad_w_total_sq += (g64 * g64).sum()
+    stats.rows += delta.shape[0]
+    stats.steps += 1
+
+
+def dense_forward(x, W, b, activation, out=None, stats=None):
+    """h = f(x @ W + b); accumulate output statistics into ``stats`` when given.
+
+    Parameters
+    ----------
+    x : ndarray (batch, n_in)
+    W : ndarray (n_in, n_out)
+    b : ndarray (n_out,)
+    activation : str
+        ``sigmoid``, ``tanh``, ``softsign``, ``relu`` or ``linear``.
+    out : ndarray (batch, n_out), optional
+        Written with h and returned.
+    stats : ForwardStats, optional
+
+    Returns
+    -------
+    ndarray (batch, n_out)
+    """
+    act = activations.get(activation)
+    h = act.forward(x @ W + b).astype(W.dtype, copy=False)
+    if out is not None:
+        out[...] = h
+        h = out
+    if stats is not None:
+        accumulate_forward_stats(h, stats)
+    return h
+
+
+def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True):
+    """Back-propagate through one layer and apply its SGD update in place.
+
+    delta = grad_h * f'(h) (derivative from the output); grad_x = delta @ W.T with the *old* W;
+    then W -= lr * x.T @ delta and b -= lr * delta.sum(0).
+
+    Parameters
+    ----------
+    x : ndarray (batch, n_in)
+        The layer's input from the forward pass.
+    h : ndarray (batch, n_out)
+        The layer's output from the forward pass.
+    W, b : ndarray
+        Parameters, updated in place.
+    grad_h : ndarray (batch, n_out)
+        dC/dh. For a mean loss it already carries the 1/batch factor.
+    activation : str
+    lr : float
+        Learning rate.
+    grad_x : ndarray (batch, n_in), optional
+        Written with dC/dx and returned.
+    stats : BackwardStats, optional
+        Accumulates statistics of delta = dC/ds and of dC/dW.
+    compute_grad_x : bool
+        False skips dC/dx (the first layer needs none) and returns None.
+
+    Returns
+    -------
+    ndarray (batch, n_in) or None
+    """
+    act = activations.get(activation)
+    dt = W.dtype.type
+    delta = (grad_h * act.derivative(h)).astype(W.dtype, copy=False)
+    gx = None
+    if compute_grad_x:
+        gx = delta @ W.T
+        if grad_x is not None:
+            grad_x[...] = gx
+            gx = grad_x
+    grad_w = x.T @ delta
+    if stats is not None:
+        accumulate_backward_stats(delta, grad_w, stats)
+    W -= dt(lr) * grad_w
+    b -= dt(lr) * delta.sum(axis=0)
+    return gx
+
+
+def softmax_nll(z, y):
+    """Mean negative log-likelihood of a softmax over ``z`` and its gradient.
+
+    Parameters
+    ----------
+    z : ndarray (batch, n_classes)
+        Logits.
+    y : ndarray (batch,) of ints
+        Class ids in [0, n_classes).
+
+    Returns
+    -------
+    loss : float
+        mean over the batch of -log softmax(z)[y].
+    grad_z : ndarray (batch, n_classes)
+        d loss / d z = (softmax(z) - onehot(y)) / batch, in the dtype of ``z``.
+    """
+    labels(y, z.shape[0], z.shape[1])
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    total = e.sum(axis=1, keepdims=True)
+    rows = np.arange(z.shape[0])
+    logp_y = (z[rows, y] - m[:, 0]) - np.log(total[:, 0])
+    loss = float(-logp_y.astype(np.float64).mean())
+    grad = e / total
+    grad[rows, y] -= 1
+    grad /= z.shape[0]
+    return loss, grad.astype(z.dtype, copy=False)
