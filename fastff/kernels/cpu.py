@@ -206,8 +206,8 @@ def _gemm_tile(x, W, s, j0, j1):
 def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part):
     """For each row i of W: gx[:, i] = delta @ W[i] (old row), then W[i] -= lr * x[:, i] @ delta.
 
-    ``g`` is a private row buffer for the weight-gradient row. With ``want_stats`` the sum and
-    sum of squares of the weight gradient over these rows go to ``gw_part`` (float64).
+    With ``want_stats`` the weight-gradient row is formed in the private buffer ``g`` and its
+    sum and sum of squares go to ``gw_part`` (float64).
     """
     B = x.shape[0]
     n = W.shape[1]
@@ -234,22 +234,24 @@ def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part)
                     a0 += d0[j] * w[j]
                 gx[r, i] = a0
                 r += 1
-        for j in range(n):
-            g[j] = z
-        r = 0
-        while r + 4 <= B:
-            c0, c1, c2, c3 = x[r, i], x[r + 1, i], x[r + 2, i], x[r + 3, i]
-            d0, d1, d2, d3 = delta[r], delta[r + 1], delta[r + 2], delta[r + 3]
-            for j in range(n):
-                g[j] += (c0 * d0[j] + c1 * d1[j]) + (c2 * d2[j] + c3 * d3[j])
-            r += 4
-        while r < B:
-            c0 = x[r, i]
-            d0 = delta[r]
-            for j in range(n):
-                g[j] += c0 * d0[j]
-            r += 1
         if want_stats:
+            # The weight-gradient row, only to measure it: the update below does not use it, so
+            # the parameters come out bit-identical with statistics on or off.
+            for j in range(n):
+                g[j] = z
+            r = 0
+            while r + 4 <= B:
+                c0, c1, c2, c3 = x[r, i], x[r + 1, i], x[r + 2, i], x[r + 3, i]
+                d0, d1, d2, d3 = delta[r], delta[r + 1], delta[r + 2], delta[r + 3]
+                for j in range(n):
+                    g[j] += (c0 * d0[j] + c1 * d1[j]) + (c2 * d2[j] + c3 * d3[j])
+                r += 4
+            while r < B:
+                c0 = x[r, i]
+                d0 = delta[r]
+                for j in range(n):
+                    g[j] += c0 * d0[j]
+                r += 1
             s1, s2 = 0.0, 0.0
             for j in range(n):
                 v = np.float64(g[j])
@@ -257,8 +259,20 @@ def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part)
                 s2 += v * v
             gw_part[0] += s1
             gw_part[1] += s2
-        for j in range(n):
-            w[j] -= lr * g[j]
+        # W[i] -= lr * x[:, i] @ delta, four rows of delta per sweep over the (L1-resident) row.
+        r = 0
+        while r + 4 <= B:
+            c0, c1, c2, c3 = lr * x[r, i], lr * x[r + 1, i], lr * x[r + 2, i], lr * x[r + 3, i]
+            d0, d1, d2, d3 = delta[r], delta[r + 1], delta[r + 2], delta[r + 3]
+            for j in range(n):
+                w[j] -= (c0 * d0[j] + c1 * d1[j]) + (c2 * d2[j] + c3 * d3[j])
+            r += 4
+        while r < B:
+            c0 = lr * x[r, i]
+            d0 = delta[r]
+            for j in range(n):
+                w[j] -= c0 * d0[j]
+            r += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +325,8 @@ def _backward_small(x, delta, W, gx, lr, want_gx, g_rows, chunk, want_stats, gw_
     n_chunks = (n_in + chunk - 1) // chunk
     for c in prange(n_chunks):
         i0 = c * chunk
-        _backward_rows(x, delta, W, gx, lr, i0, min(n_in, i0 + chunk), want_gx, g_rows[c],
+        _backward_rows(x, delta, W, gx, lr, i0, min(n_in, i0 + chunk), want_gx,
+                       g_rows[c],
                        want_stats, gw_parts[c])
 
 
@@ -367,6 +382,7 @@ def _softmax_nll(z, y, grad):
 # ---------------------------------------------------------------------------------------------
 # Python entry points: validate, prepare arguments, call the compiled drivers.
 # ---------------------------------------------------------------------------------------------
+_CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 _NO_I64 = np.zeros(1, np.int64)
 _NO_F64 = np.zeros(1, np.float64)
 _NO_HIST = np.zeros((1, 1), np.int64)
@@ -377,8 +393,11 @@ def _n_chunks(n, chunk):
     return (n + chunk - 1) // chunk
 
 
-def forward_unchecked(x, W, b, code, out, stats):
+def forward_unchecked(x, W, b, activation, out=None, stats=None):
     """The forward pass on validated, C-contiguous arrays of one dtype (used by the MLP)."""
+    code = _CODES[activation]
+    if out is None:
+        out = np.empty((x.shape[0], W.shape[1]), W.dtype)
     chunk = int(config.CPU_COL_CHUNK)
     use_blas = x.shape[0] > config.CPU_SMALL_BATCH_MAX
     dt = W.dtype.type
@@ -395,8 +414,12 @@ def forward_unchecked(x, W, b, code, out, stats):
     return out
 
 
-def backward_unchecked(x, h, W, b, grad_h, code, lr, grad_x, stats, compute_grad_x, delta=None):
+def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True, delta=None):
     """The backward pass + SGD update on validated arrays (used by the MLP)."""
+    code = _CODES[activation]
+    if compute_grad_x and grad_x is None:
+        grad_x = np.empty(x.shape, W.dtype)
     dt = W.dtype.type
     lr = dt(lr)
     B = x.shape[0]
@@ -414,7 +437,7 @@ def backward_unchecked(x, h, W, b, grad_h, code, lr, grad_x, stats, compute_grad
         _backward_blas(np.ascontiguousarray(x.T), delta, W, gx, lr, compute_grad_x, chunk,
                        want_stats, parts)
     else:
-        g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)
+        g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)  # used with stats only
         _backward_small(x, delta, W, gx, lr, compute_grad_x, g_rows, chunk, want_stats, parts)
     if want_stats:
         total = parts.sum(axis=0)  # fixed chunk order: deterministic
@@ -464,7 +487,7 @@ def dense_forward(x, W, b, activation, out=None, stats=None):
     act = activations.get(activation)
     x = _layer_arrays(x, W, b)
     out = _out_array("out", out, (x.shape[0], W.shape[1]), W.dtype)
-    return forward_unchecked(x, np.ascontiguousarray(W), np.ascontiguousarray(b), act.code, out,
+    return forward_unchecked(x, np.ascontiguousarray(W), np.ascontiguousarray(b), act.name, out,
                              stats)
 
 
@@ -488,7 +511,7 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if compute_grad_x:
         grad_x = _out_array("grad_x", grad_x, x.shape, W.dtype)
     return backward_unchecked(x, np.ascontiguousarray(h), W, b, np.ascontiguousarray(grad_h),
-                              act.code, lr, grad_x, stats, compute_grad_x)
+                              act.name, lr, grad_x, stats, compute_grad_x)
 
 
 def softmax_nll(z, y, grad_z=None):
@@ -501,8 +524,10 @@ def softmax_nll(z, y, grad_z=None):
     return float(loss), grad_z
 
 
-def softmax_nll_unchecked(z, y, grad_z):
+def softmax_nll_unchecked(z, y, grad_z=None):
     """softmax_nll on validated arrays (used by the MLP)."""
+    if grad_z is None:
+        grad_z = np.empty_like(z)
     return float(_softmax_nll(z, y, grad_z)), grad_z
 
 

@@ -1,0 +1,220 @@
+"""The multilayer perceptron: parameters on one device, every step through the kernel registry."""
+import numpy as np
+
+from . import activations, device as devices, kernels
+from .arch import parse_sizes
+from .checks import choose, finite, float_array, labels, positive
+from .errors import InputError
+from .init import INITS, init_weights
+from .kernels.stats import BackwardStats, ForwardStats
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class StepStats:
+    """Per-hidden-layer accumulators filled by :meth:`MLP.step` (one pair per hidden layer)."""
+
+    def __init__(self, model):
+        xp = np
+        self.forward = [ForwardStats(n, model.activation, xp) for n in model.sizes[1:-1]]
+        self.backward = [BackwardStats(n, xp) for n in model.sizes[1:-1]]
+
+    def reset(self):
+        """Zero every accumulator."""
+        for s in self.forward + self.backward:
+            s.reset()
+
+    def summary(self, sizes):
+        """One dict of scalars per hidden layer (see ForwardStats/BackwardStats.summary)."""
+        return [{**f.summary(), **b.summary(n_in)}
+                for f, b, n_in in zip(self.forward, self.backward, sizes[:-2])]
+
+
+class MLP:
+    """A dense feedforward classifier: hidden layers with one activation, a softmax output.
+
+    Parameters
+    ----------
+    sizes : list of int or str
+        All layer sizes, input and output included: ``[1024, 1000, 1000, 9]`` or
+        ``"1024-1000x5-9"``.
+    activation : str
+        Hidden-unit nonlinearity: ``sigmoid``, ``tanh``, ``softsign`` or ``relu``.
+    init : str
+        Weight initialization (see :mod:`fastff.init`), applied to every layer including the
+        softmax layer (the paper uses one rule "at each layer"); biases start at zero.
+    device : str
+        ``cpu`` or ``cuda``.
+    seed : int
+        Seeds the weights; the same seed gives the same weights.
+    dtype : str
+        ``float32`` (default) or ``float64``.
+    kernels : str, optional
+        Override the backend: ``reference`` runs the NumPy spec (slow; for checks and benchmarks).
+
+    Examples
+    --------
+    >>> import numpy as np, fastff
+    >>> net = fastff.MLP("20-30x2-3", activation="tanh", init="normalized", seed=0)
+    >>> x = np.random.default_rng(0).random((10, 20), dtype=np.float32)
+    >>> loss = net.step(x, np.arange(10) % 3, lr=0.1)
+    """
+
+    def __init__(self, sizes, activation="tanh", init="normalized", device="cpu", seed=0,
+                 dtype="float32", kernels=None):
+        self.sizes = parse_sizes(sizes)
+        self.activation = activations.get_hidden(activation).name
+        choose("init", init, INITS)
+        self.init = init
+        self.dtype = np.dtype(choose("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype, DTYPES))
+        self.device = devices.resolve(device)
+        self.backend = self.device if kernels is None else choose(
+            "kernels", kernels, {"reference": "reference", self.device: self.device})
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        rng = np.random.default_rng(self.seed)
+        xp = devices.array_module(self.device)
+        self.params = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            W = init_weights(init, n_in, n_out, rng, self.dtype)
+            self.params.append((xp.asarray(W), xp.zeros(n_out, dtype=self.dtype)))
+        self._ops = {op: kernels_get(op, self.backend)
+                     for op in ("forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")}
+        self._workspace = {}
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def layer_activations(self):
+        """The activation of every layer: the hidden one, then ``linear`` under the softmax."""
+        return [self.activation] * (len(self.sizes) - 2) + ["linear"]
+
+    @property
+    def n_hidden(self):
+        return len(self.sizes) - 2
+
+    def __repr__(self):
+        return (f"MLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
+                f"init={self.init!r}, device={self.device!r}, dtype={self.dtype.name!r})")
+
+    # -- input checks -------------------------------------------------------------------------
+    def _check_x(self, x):
+        float_array("x", x, 2)
+        if x.shape[1] != self.sizes[0]:
+            raise InputError(f"x has {x.shape[1]} features but the network expects {self.sizes[0]}")
+        finite("x", x)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    # -- inference ----------------------------------------------------------------------------
+    def hidden(self, x, stats=None):
+        """All layer outputs for a batch: ``[h1, ..., hL, logits]``."""
+        x = self._check_x(x)
+        return self._forward_all(x, stats)
+
+    def _forward_all(self, x, stats=None, outs=None):
+        fwd = self._ops["forward_unchecked"]
+        hs = []
+        for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
+            st = stats.forward[l] if stats is not None and l < self.n_hidden else None
+            out = outs[l] if outs is not None else None
+            x = fwd(x, W, b, act, out=out, stats=st)
+            hs.append(x)
+        return hs
+
+    def logits(self, x, chunk=1024):
+        """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows)."""
+        x = self._check_x(x)
+        return np.concatenate([self._forward_all(x[i:i + chunk])[-1]
+                               for i in range(0, x.shape[0], chunk)])
+
+    def forward(self, x):
+        """Class probabilities, shape (batch, n_classes)."""
+        z = self.logits(x).astype(np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return (p / p.sum(axis=1, keepdims=True)).astype(self.dtype)
+
+    def predict(self, x):
+        """The most probable class of every row."""
+        return self.logits(x).argmax(axis=1)
+
+    def error(self, x, y):
+        """Fraction of rows whose predicted class differs from ``y``."""
+        x = self._check_x(x)
+        labels(y, x.shape[0], self.sizes[-1])
+        return float((self.predict(x) != y).mean())
+
+    # -- training -----------------------------------------------------------------------------
+    def new_stats(self):
+        """Fresh per-layer accumulators to pass to :meth:`step`."""
+        return StepStats(self)
+
+    def _buffers(self, batch):
+        ws = self._workspace.get(batch)
+        if ws is None:
+            ws = dict(h=[np.empty((batch, n), self.dtype) for n in self.sizes[1:]],
+                      g=[np.empty((batch, n), self.dtype) for n in self.sizes[:-1]],
+                      delta=[np.empty((batch, n), self.dtype) for n in self.sizes[1:]])
+            self._workspace = {batch: ws}  # keep one batch size: training uses one
+        return ws
+
+    def step(self, x, y, lr, stats=None):
+        """One SGD step on a minibatch; returns the batch's mean negative log-likelihood.
+
+        Parameters
+        ----------
+        x : ndarray (batch, n_in)
+        y : ndarray (batch,) of class ids
+        lr : float
+            Learning rate (the paper's epsilon): theta <- theta - lr * mean gradient.
+        stats : StepStats, optional
+            From :meth:`new_stats`; the kernels accumulate per-layer statistics into it.
+        """
+        x = self._check_x(x)
+        labels(y, x.shape[0], self.sizes[-1])
+        positive("lr", lr)
+        return self._step(x, np.ascontiguousarray(y, dtype=np.int64), lr, stats)
+
+    def _step(self, x, y, lr, stats=None):
+        ws = self._buffers(x.shape[0])
+        hs = self._forward_all(x, stats, ws["h"])
+        loss, grad = self._ops["softmax_nll_unchecked"](hs[-1], y, ws["g"][-1] if False else None)
+        back = self._ops["backward_unchecked"]
+        acts = self.layer_activations
+        for l in range(len(self.params) - 1, -1, -1):
+            W, b = self.params[l]
+            inp = hs[l - 1] if l > 0 else x
+            st = stats.backward[l] if stats is not None and l < self.n_hidden else None
+            kw = dict(delta=ws["delta"][l]) if self.backend == "cpu" else {}
+            grad = back(inp, hs[l], W, b, grad, acts[l], lr, grad_x=ws["g"][l] if l > 0 else None,
+                        stats=st, compute_grad_x=l > 0, **kw)
+        return loss
+
+    # -- state --------------------------------------------------------------------------------
+    def state(self):
+        """Parameters and description as a dict of NumPy arrays (for checkpoints)."""
+        out = {"sizes": np.array(self.sizes)}
+        for l, (W, b) in enumerate(self.params):
+            out[f"W{l}"] = np.asarray(W)
+            out[f"b{l}"] = np.asarray(b)
+        return out
+
+    def load_state(self, state):
+        """Copy parameters from :meth:`state` output into this model (shapes must match)."""
+        if list(np.asarray(state["sizes"])) != self.sizes:
+            raise InputError(f"state has sizes {list(state['sizes'])}, model has {self.sizes}")
+        for l, (W, b) in enumerate(self.params):
+            W[...] = state[f"W{l}"]
+            b[...] = state[f"b{l}"]
+
+
+def kernels_get(op, backend):
+    return kernels.get(op, backend)
+
+
+def _is_dtype(d):
+    try:
+        np.dtype(d)
+        return True
+    except TypeError:
+        return False
