@@ -14,10 +14,10 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 class StepStats:
     """Per-hidden-layer accumulators filled by :meth:`MLP.step` (one pair per hidden layer)."""
 
-    def __init__(self, model):
+    def __init__(self, model, weight_grad=False):
         xp = np
         self.forward = [ForwardStats(n, model.activation, xp) for n in model.sizes[1:-1]]
-        self.backward = [BackwardStats(n, xp) for n in model.sizes[1:-1]]
+        self.backward = [BackwardStats(n, xp, weight_grad) for n in model.sizes[1:-1]]
 
     def reset(self):
         """Zero every accumulator."""
@@ -145,9 +145,12 @@ class MLP:
         return float((self.predict(x) != y).mean())
 
     # -- training -----------------------------------------------------------------------------
-    def new_stats(self):
-        """Fresh per-layer accumulators to pass to :meth:`step`."""
-        return StepStats(self)
+    def new_stats(self, weight_grad=False):
+        """Fresh per-layer accumulators to pass to :meth:`step`.
+
+        ``weight_grad=True`` also measures dC/dW, at the cost of one more product per weight.
+        """
+        return StepStats(self, weight_grad)
 
     def _buffers(self, batch):
         ws = self._workspace.get(batch)
@@ -178,7 +181,7 @@ class MLP:
     def _step(self, x, y, lr, stats=None):
         ws = self._buffers(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
-        loss, grad = self._ops["softmax_nll_unchecked"](hs[-1], y, ws["g"][-1] if False else None)
+        loss, grad = self._ops["softmax_nll_unchecked"](hs[-1], y)
         back = self._ops["backward_unchecked"]
         acts = self.layer_activations
         for l in range(len(self.params) - 1, -1, -1):

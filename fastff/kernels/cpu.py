@@ -386,7 +386,6 @@ _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 _NO_I64 = np.zeros(1, np.int64)
 _NO_F64 = np.zeros(1, np.float64)
 _NO_HIST = np.zeros((1, 1), np.int64)
-_NO_PARTS = np.zeros((1, 2), np.float64)
 
 
 def _n_chunks(n, chunk):
@@ -432,17 +431,19 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
                 stats.delta_total_sq if want_stats else _NO_F64)
     gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
     chunk = int(config.CPU_ROW_CHUNK)
-    parts = np.zeros((_n_chunks(n_in, chunk), 2), np.float64) if want_stats else _NO_PARTS
+    want_gw = want_stats and stats.weight_grad
+    parts = np.zeros((_n_chunks(n_in, chunk), 2), np.float64)  # one row per chunk, always
     if B > config.CPU_SMALL_BATCH_MAX:
         _backward_blas(np.ascontiguousarray(x.T), delta, W, gx, lr, compute_grad_x, chunk,
-                       want_stats, parts)
+                       want_gw, parts)
     else:
-        g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)  # used with stats only
-        _backward_small(x, delta, W, gx, lr, compute_grad_x, g_rows, chunk, want_stats, parts)
-    if want_stats:
+        g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)  # read only with want_gw
+        _backward_small(x, delta, W, gx, lr, compute_grad_x, g_rows, chunk, want_gw, parts)
+    if want_gw:
         total = parts.sum(axis=0)  # fixed chunk order: deterministic
         stats.grad_w_total += total[0]
         stats.grad_w_total_sq += total[1]
+    if want_stats:
         stats.rows += B
         stats.steps += 1
     return grad_x if compute_grad_x else None

@@ -45,9 +45,10 @@ def accumulate_backward_stats(delta, grad_w, stats):
     d64 = delta.astype(np.float64)
     stats.delta_total += d64.sum(axis=0)
     stats.delta_total_sq += (d64 * d64).sum(axis=0)
-    g64 = grad_w.astype(np.float64)
-    stats.grad_w_total += g64.sum()
-    stats.grad_w_total_sq += (g64 * g64).sum()
+    if stats.weight_grad:
+        g64 = grad_w.astype(np.float64)
+        stats.grad_w_total += g64.sum()
+        stats.grad_w_total_sq += (g64 * g64).sum()
     stats.rows += delta.shape[0]
     stats.steps += 1
 

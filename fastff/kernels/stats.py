@@ -67,7 +67,10 @@ class ForwardStats:
 class BackwardStats:
     """Sums of the back-propagated gradient dC/ds per unit and of the weight gradient."""
 
-    def __init__(self, n_units, xp=np):
+    def __init__(self, n_units, xp=np, weight_grad=True):
+        # Measuring dC/dW costs the kernel an extra product per weight; per-step monitoring
+        # leaves it off and measures it on the monitor set instead.
+        self.weight_grad = bool(weight_grad)
         self.delta_total = xp.zeros(n_units, dtype=np.float64)
         self.delta_total_sq = xp.zeros(n_units, dtype=np.float64)
         self.grad_w_total = xp.zeros(1, dtype=np.float64)

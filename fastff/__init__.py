@@ -1,0 +1,17 @@
+"""fastff: compiled kernels for deep feedforward networks, built around Glorot & Bengio (2010).
+
+>>> import fastff
+>>> run = fastff.train("1000x5", dataset="shapeset", activation="tanh", init="normalized",
+...                    updates=1000, progress=False)                       # doctest: +SKIP
+"""
+__version__ = "0.1.0"
+
+from . import activations, arch, config, data, init, kernels
+from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError
+from .init import init_weights
+from .model import MLP
+from .train import Run, train
+
+__all__ = ["train", "Run", "MLP", "data", "kernels", "init", "init_weights", "activations",
+           "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
+           "DataError", "__version__"]
