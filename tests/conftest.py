@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+
+def tolerance(dtype):
+    """(atol, rtol) per dtype for kernel-vs-reference comparisons."""
+    return (2e-5, 2e-4) if np.dtype(dtype) == np.float32 else (1e-11, 1e-9)
+
+
+def assert_close(got, ref, dtype, scale=1.0):
+    atol, rtol = tolerance(dtype)
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    bad = np.abs(got - ref) > atol * scale + rtol * np.abs(ref)
+    assert not bad.any(), f"{bad.sum()} of {bad.size} differ; max abs diff {np.abs(got - ref).max():.3g}"
+
+
+@pytest.fixture
+def rng(request):
+    # a fresh seeded generator per test, different across tests
+    return np.random.default_rng(abs(hash(request.node.name)) % (2 ** 32))
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Tiny block sizes so that small inputs span many chunks."""
+    from fastff import config
+    monkeypatch.setattr(config, "CPU_COL_CHUNK", 16)
+    monkeypatch.setattr(config, "CPU_ROW_CHUNK", 8)

@@ -1,0 +1,76 @@
+"""The reference's gradients against finite differences (float64) and PyTorch autograd."""
+import numpy as np
+import pytest
+
+from fastff.kernels import reference as ref
+
+ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
+
+
+def two_layer_loss(x, y, W1, b1, W2, b2, act):
+    h = ref.dense_forward(x, W1, b1, act)
+    z = ref.dense_forward(h, W2, b2, "linear")
+    return ref.softmax_nll(z, y)[0]
+
+
+def analytic_grads(x, y, W1, b1, W2, b2, act, lr=1.0):
+    """Gradients recovered from the SGD update: g = (old - new) / lr."""
+    P = [a.copy() for a in (W1, b1, W2, b2)]
+    h = ref.dense_forward(x, P[0], P[1], act)
+    z = ref.dense_forward(h, P[2], P[3], "linear")
+    _, gz = ref.softmax_nll(z, y)
+    gh = ref.dense_backward_sgd(h, z, P[2], P[3], gz, "linear", lr)
+    gx = ref.dense_backward_sgd(x, h, P[0], P[1], gh, act, lr)
+    return [(o - n) / lr for o, n in zip((W1, b1, W2, b2), P)], gx
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_gradients_match_finite_differences(act):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 7))
+    y = rng.integers(0, 3, 5)
+    params = [rng.standard_normal((7, 6)) * 0.7, rng.standard_normal(6) * 0.3,
+              rng.standard_normal((6, 3)) * 0.7, rng.standard_normal(3) * 0.3]
+    grads, gx = analytic_grads(x, y, *params, act)
+    eps = 1e-6
+    for p, g in zip(params, grads):
+        num = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + eps
+            up = two_layer_loss(x, y, *params, act)
+            p[idx] = old - eps
+            down = two_layer_loss(x, y, *params, act)
+            p[idx] = old
+            num[idx] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
+    num_x = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + eps
+        up = two_layer_loss(x, y, *params, act)
+        x[idx] = old - eps
+        down = two_layer_loss(x, y, *params, act)
+        x[idx] = old
+        num_x[idx] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(gx, num_x, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_gradients_match_pytorch(act):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((10, 13))
+    y = rng.integers(0, 4, 10)
+    params = [rng.standard_normal((13, 8)) * 0.5, rng.standard_normal(8) * 0.2,
+              rng.standard_normal((8, 4)) * 0.5, rng.standard_normal(4) * 0.2]
+    grads, _ = analytic_grads(x, y, *params, act)
+    tp = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in params]
+    f = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "softsign": torch.nn.functional.softsign,
+         "relu": torch.relu, "linear": lambda s: s}[act]
+    z = f(torch.tensor(x) @ tp[0] + tp[1]) @ tp[2] + tp[3]
+    loss = torch.nn.functional.cross_entropy(z, torch.tensor(y))
+    loss.backward()
+    assert two_layer_loss(x, y, *params, act) == pytest.approx(loss.item(), rel=1e-12)
+    for g, t in zip(grads, tp):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-12)

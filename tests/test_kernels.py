@@ -1,0 +1,202 @@
+"""Every Numba kernel against the NumPy reference, on fresh random inputs."""
+import numpy as np
+import pytest
+
+import fastff
+from fastff import kernels
+from fastff.errors import DeviceError, InputError
+from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
+
+from conftest import assert_close
+
+ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
+DTYPES = [np.float32, np.float64]
+# (batch, n_in, n_out): odd and prime sizes; 37 and 41 take the large-batch (BLAS) path
+SHAPES = [(1, 7, 5), (10, 131, 97), (3, 1, 2), (37, 64, 33), (41, 17, 131)]
+
+
+def layer(rng, batch, n_in, n_out, dtype, wscale=1.0):
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) * wscale / np.sqrt(n_in)).astype(dtype)
+    b = (rng.standard_normal(n_out) * 0.5).astype(dtype)
+    return x, W, b
+
+
+def assert_forward_stats_equal(a, b):
+    for name in ("sat_low", "sat_high", "hist", "rows"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_allclose(a.total, b.total, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(a.total_sq, b.total_sq, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_matches_reference(rng, request, dtype, act, shape, blocks):
+    if blocks == "small":
+        request.getfixturevalue("small_blocks")
+    x, W, b = layer(rng, *shape, dtype, wscale=4.0)  # large enough to saturate some units
+    st = ForwardStats(shape[2], act)
+    h = cpu.dense_forward(x, W, b, act, stats=st)
+    assert h.dtype == dtype and h.shape == (shape[0], shape[2])
+    assert_close(h, ref.dense_forward(x, W, b, act), dtype)
+    # counters agree exactly with the reference applied to the kernel's own output
+    st_ref = ForwardStats(shape[2], act)
+    ref.accumulate_forward_stats(h, st_ref)
+    assert_forward_stats_equal(st, st_ref)
+
+
+def test_forward_stats_see_saturation(rng):
+    x, W, b = layer(rng, 10, 50, 40, np.float32, wscale=20.0)
+    st = ForwardStats(40, "tanh")
+    cpu.dense_forward(x, W, b, "tanh", stats=st)
+    s = st.summary()
+    assert s["sat_low"] > 0.2 and s["sat_high"] > 0.2  # heavily saturated by construction
+    assert st.hist.sum() == 400 and st.hist[0] > 0 and st.hist[-1] > 0
+
+
+@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_sgd_matches_reference(rng, request, dtype, act, shape, blocks):
+    if blocks == "small":
+        request.getfixturevalue("small_blocks")
+    x, W, b = layer(rng, *shape, dtype)
+    h = ref.dense_forward(x, W, b, act)
+    grad_h = rng.standard_normal(h.shape).astype(dtype)
+    W1, b1, W2, b2 = W.copy(), b.copy(), W.copy(), b.copy()
+    s1, s2 = BackwardStats(shape[2]), BackwardStats(shape[2])
+    gx1 = cpu.dense_backward_sgd(x, h, W1, b1, grad_h, act, 0.1, stats=s1)
+    gx2 = ref.dense_backward_sgd(x, h, W2, b2, grad_h, act, 0.1, stats=s2)
+    assert_close(gx1, gx2, dtype, scale=np.abs(gx2).max())
+    assert_close(W1, W2, dtype)
+    assert_close(b1, b2, dtype)
+    # float sums of values that may differ in their last bits: compared with tolerances
+    assert_close(s1.delta_total, s2.delta_total, dtype, scale=np.abs(s2.delta_total).max())
+    assert_close(s1.delta_total_sq, s2.delta_total_sq, dtype)
+    np.testing.assert_allclose(s1.grad_w_total_sq, s2.grad_w_total_sq, rtol=1e-4)
+    assert s1.rows[0] == s2.rows[0] == shape[0]
+
+
+def test_backward_uses_old_weights_and_skips_grad_x(rng):
+    x, W, b = layer(rng, 10, 33, 21, np.float64)
+    h = ref.dense_forward(x, W, b, "tanh")
+    g = rng.standard_normal(h.shape)
+    expected = (g * (1 - h * h)) @ W.T
+    W1 = W.copy()
+    gx = cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "tanh", 0.5)
+    np.testing.assert_allclose(gx, expected, rtol=1e-12)
+    W2 = W.copy()
+    assert cpu.dense_backward_sgd(x, h, W2, b.copy(), g, "tanh", 0.5, compute_grad_x=False) is None
+    np.testing.assert_array_equal(W1, W2)  # same update either way
+
+
+def test_stats_do_not_change_the_update(rng):
+    x, W, b = layer(rng, 10, 64, 48, np.float32)
+    h = ref.dense_forward(x, W, b, "softsign")
+    g = rng.standard_normal(h.shape).astype(np.float32)
+    W1, W2 = W.copy(), W.copy()
+    cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "softsign", 0.1)
+    cpu.dense_backward_sgd(x, h, W2, b.copy(), g, "softsign", 0.1, stats=BackwardStats(48))
+    np.testing.assert_array_equal(W1, W2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(10, 9), (1, 2), (37, 10)])
+def test_softmax_nll_matches_reference(rng, dtype, shape):
+    z = (rng.standard_normal(shape) * 5).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    l1, g1 = cpu.softmax_nll(z, y)
+    l2, g2 = ref.softmax_nll(z, y)
+    assert abs(l1 - l2) <= 1e-5 * max(1, abs(l2))
+    assert_close(g1, g2, dtype)
+
+
+def test_softmax_nll_is_stable_for_huge_logits():
+    z = np.array([[1000.0, 0.0, -1000.0]], np.float32)
+    loss, g = cpu.softmax_nll(z, np.array([0]))
+    assert loss == pytest.approx(0.0, abs=1e-6) and np.isfinite(g).all()
+
+
+def test_kernels_are_deterministic(rng):
+    x, W, b = layer(rng, 10, 200, 150, np.float32)
+    h = cpu.dense_forward(x, W, b, "tanh")
+    g = rng.standard_normal(h.shape).astype(np.float32)
+    outs = []
+    for _ in range(2):
+        W1, st = W.copy(), BackwardStats(150)
+        gx = cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "tanh", 0.1, stats=st)
+        outs.append((W1, gx, st.grad_w_total_sq.copy()))
+    for a, c in zip(*outs):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_fortran_and_strided_inputs_give_right_answers(rng):
+    x, W, b = layer(rng, 10, 31, 17, np.float64)
+    xf = np.asfortranarray(x)
+    xs = np.repeat(x, 2, axis=1)[:, ::2]
+    for xx in (xf, xs):
+        np.testing.assert_allclose(cpu.dense_forward(xx, W, b, "tanh"),
+                                   ref.dense_forward(x, W, b, "tanh"), rtol=1e-12)
+    with pytest.raises(InputError, match="C-contiguous"):
+        cpu.dense_backward_sgd(x, np.tanh(x @ W + b), np.asfortranarray(W), b.copy(),
+                               np.ones((10, 17)), "tanh", 0.1)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("shape", "features"), ("dtype_int", "float32 or float64"), ("float16", "float32 or float64"),
+    ("nan", "NaN"), ("inf", "NaN or inf"), ("empty", "empty"), ("mixed", "dtype"),
+    ("act", "valid: linear, relu, sigmoid, softsign, tanh"), ("bias", "b must have shape"),
+])
+def test_forward_rejects_bad_input(rng, case, match):
+    x, W, b = layer(rng, 4, 6, 5, np.float32)
+    act = "tanh"
+    if case == "shape":
+        x = x[:, :5]
+    elif case == "dtype_int":
+        x = np.ones((4, 6), np.int64)
+    elif case == "float16":
+        x = x.astype(np.float16)
+    elif case == "nan":
+        x[1, 2] = np.nan
+    elif case == "inf":
+        x[0, 0] = np.inf
+    elif case == "empty":
+        x = x[:0]
+    elif case == "mixed":
+        x = x.astype(np.float64)
+    elif case == "act":
+        act = "tanhh"
+    elif case == "bias":
+        b = b[:3]
+    with pytest.raises(InputError, match=match):
+        kernels.dense_forward(x, W, b, act)
+
+
+def test_backward_and_softmax_reject_bad_input(rng):
+    x, W, b = layer(rng, 4, 6, 5, np.float32)
+    h = ref.dense_forward(x, W, b, "tanh")
+    with pytest.raises(InputError, match="lr"):
+        cpu.dense_backward_sgd(x, h, W, b, h, "tanh", 0.0)
+    with pytest.raises(InputError, match="grad_h"):
+        cpu.dense_backward_sgd(x, h, W, b, h[:, :4], "tanh", 0.1)
+    with pytest.raises(InputError, match=r"\[0, 5\)"):
+        cpu.softmax_nll(h, np.array([0, 1, 2, 5]))
+    with pytest.raises(InputError, match="integer"):
+        cpu.softmax_nll(h, np.zeros(4))
+    with pytest.raises(InputError, match="4 rows"):
+        cpu.softmax_nll(h, np.zeros(3, np.int64))
+
+
+def test_registry_dispatch_and_errors():
+    assert kernels.get("dense_forward", "cpu") is cpu.dense_forward
+    assert kernels.get("dense_forward", "reference") is ref.dense_forward
+    with pytest.raises(InputError, match="valid:"):
+        kernels.get("dense_forwards", "cpu")
+    with pytest.raises(DeviceError):
+        kernels.get("dense_forward", "cuda")
+    with pytest.raises(InputError, match="NumPy or CuPy"):
+        kernels.backend_of([1, 2, 3])
+    assert fastff.kernels.backend_of(np.zeros(2)) == "cpu"

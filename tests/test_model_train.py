@@ -1,0 +1,144 @@
+"""The MLP, the trainer, the run record and the command line."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import fastff
+from fastff import cli
+from fastff.errors import DeviceError, DivergenceError, InputError
+from fastff.data import ArrayDataset
+
+
+def tiny_data(seed=0, n=400, n_in=12, classes=3):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, n_in)) * 2
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.standard_normal((n, n_in))).astype(np.float32)
+    split = lambda a, b: (x[a:b], y[a:b])
+    return ArrayDataset("blobs", split(0, 200), split(200, 300), split(300, 400), classes, seed)
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
+def test_cpu_step_matches_reference_step(act):
+    rng = np.random.default_rng(3)
+    a = fastff.MLP("23-31x3-5", activation=act, seed=1)
+    b = fastff.MLP("23-31x3-5", activation=act, seed=1, kernels="reference")
+    for _ in range(5):
+        x = rng.standard_normal((10, 23)).astype(np.float32)
+        y = rng.integers(0, 5, 10)
+        assert a.step(x, y, 0.1) == pytest.approx(b.step(x, y, 0.1), rel=1e-5)
+    for (W1, b1), (W2, b2) in zip(a.params, b.params):
+        np.testing.assert_allclose(W1, W2, atol=2e-5, rtol=2e-4)
+
+
+def test_mlp_api():
+    net = fastff.MLP([12, 20, 20, 3], activation="tanh", init="standard", seed=0)
+    x = np.random.default_rng(0).standard_normal((7, 12)).astype(np.float32)
+    p = net.forward(x)
+    assert p.shape == (7, 3) and np.allclose(p.sum(1), 1, atol=1e-6)
+    assert net.predict(x).shape == (7,)
+    assert 0.0 <= net.error(x, np.zeros(7, np.int64)) <= 1.0
+    assert len(net.params) == 3 and net.params[0][0].shape == (12, 20)
+    assert all(not b.any() for _, b in net.params)  # biases start at zero
+    assert "12-20-20-3" in repr(net)
+
+
+def test_mlp_rejects_bad_input():
+    net = fastff.MLP("4-5-2")
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(InputError, match="expects 4"):
+        net.step(np.ones((3, 5), np.float32), np.zeros(3, np.int64), 0.1)
+    with pytest.raises(InputError, match="lr"):
+        net.step(x, np.zeros(3, np.int64), -1)
+    with pytest.raises(InputError, match=r"\[0, 2\)"):
+        net.step(x, np.array([0, 1, 2]), 0.1)
+    with pytest.raises(InputError, match="NaN"):
+        net.step(np.full((3, 4), np.nan, np.float32), np.zeros(3, np.int64), 0.1)
+    with pytest.raises(InputError, match="valid: relu, sigmoid, softsign, tanh"):
+        fastff.MLP("4-5-2", activation="gelu")
+    with pytest.raises(InputError, match="valid: cpu, cuda"):
+        fastff.MLP("4-5-2", device="tpu")
+    with pytest.raises(InputError, match="float32"):
+        fastff.MLP("4-5-2", dtype="float16")
+
+
+def test_cuda_without_gpu_says_what_is_missing():
+    try:
+        import cupy  # noqa: F401
+        cupy.cuda.runtime.getDeviceCount()
+        pytest.skip("a CUDA device is present")
+    except Exception:
+        pass
+    with pytest.raises(DeviceError, match="CuPy|GPU"):
+        fastff.MLP("4-5-2", device="cuda")
+
+
+def test_train_records_run_and_is_deterministic(tmp_path):
+    runs = [fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=60, eval_every=20,
+                         out_dir=tmp_path / f"r{i}", progress=False) for i in range(2)]
+    assert [h["update"] for h in runs[0].history] == [0, 20, 40, 60]
+    assert runs[0].history[-1]["valid_error"] < 0.5  # it learns the blobs
+    for (Wa, _), (Wb, _) in zip(runs[0].model.params, runs[1].model.params):
+        np.testing.assert_array_equal(Wa, Wb)
+    d = runs[0].dir
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["arch"] == [12, 16, 16, 3] and cfg["seed"] == 0 and "numba" in cfg["versions"]
+    rows = list(csv.DictReader(open(d / "metrics.csv")))
+    assert len(rows) == 4 and {"L1_sat_low", "L2_std", "valid_error"} <= set(rows[0])
+    assert not list(d.glob("*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    full = fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=60, eval_every=20,
+                        progress=False)
+    fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=40, eval_every=20,
+                 out_dir=tmp_path, progress=False)
+    resumed = fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=60, eval_every=20,
+                           out_dir=tmp_path, progress=False, resume=True)
+    for (Wa, ba), (Wb, bb) in zip(full.model.params, resumed.model.params):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(ba, bb)
+    assert [h["update"] for h in resumed.history] == [0, 20, 40, 60]
+    with pytest.raises(InputError, match="lr"):
+        fastff.train("16x2", dataset=tiny_data(), lr=0.2, updates=60, eval_every=20,
+                     out_dir=tmp_path, progress=False, resume=True)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(DivergenceError, match=r"at update \d+.*checkpoint"):
+        fastff.train("64x3", dataset=tiny_data(), activation="relu", init="normal", lr=1e4,
+                     updates=200, eval_every=1, out_dir=tmp_path, progress=False)
+    state, update, history = fastff.record.RunDir(tmp_path).load_checkpoint()
+    assert all(np.isfinite(v).all() for k, v in state.items() if k != "sizes")
+    assert history[-1]["update"] == update
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=0), "lr"), (dict(updates=0), "updates"), (dict(dataset="imagenet"), "valid: cifar10, mnist, shapeset"),
+    (dict(init="xavierr"), "valid:"), (dict(resume=True), "out_dir"),
+])
+def test_train_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        fastff.train("8", **{"dataset": "shapeset", "progress": False, "updates": 1, **kwargs})
+
+
+def test_cli_train_on_shapeset(tmp_path, capsys):
+    rc = cli.main(["train", "--arch", "32x2", "--updates", "30", "--eval-size", "200",
+                   "--quiet", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "test error" in out and "saturated units" in out
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+
+
+def test_cli_reports_errors_cleanly(capsys):
+    assert cli.main(["train", "--updates", "0", "--quiet"]) == 2
+    assert "updates must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_data_show(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "grid.png"
+    assert cli.main(["data", "show", "shapeset", "--out", str(out), "--rows", "2", "--cols", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
