@@ -279,44 +279,69 @@ def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part)
 # Drivers.
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, **_JIT)
-def _forward(x, W, b, act, out, use_blas, chunk, want_stats, low, high, sat_low, sat_high,
+def _forward(x, W, b, act, out, chunk, want_stats, low, high, sat_low, sat_high,
              total, total_sq, hist_parts, hist_lo, hist_scale):
     B = x.shape[0]
     n_out = W.shape[1]
-    if use_blas:
-        np.dot(x, W, out)
     n_chunks = (n_out + chunk - 1) // chunk
     for c in prange(n_chunks):
         j0 = c * chunk
         j1 = min(n_out, j0 + chunk)
-        if not use_blas:
-            _gemm_tile(x, W, out, j0, j1)
+        _gemm_tile(x, W, out, j0, j1)
         _activate_tile(out, b, act, 0, B, j0, j1)
         if want_stats:
             _stats_tile(out, 0, B, j0, j1, low, high, sat_low, sat_high, total, total_sq,
                         hist_parts[c], hist_lo, hist_scale)
 
 
+@njit(**_JIT)
+def _forward_epilogue(out, b, act, chunk, want_stats, low, high, sat_low, sat_high, total,
+                      total_sq, hist_parts, hist_lo, hist_scale):
+    """The forward epilogue alone, serial: after a BLAS product, whose threads still spin on
+    the cores for a while, a second parallel team would only fight them (measured 4x slower)."""
+    B, n_out = out.shape
+    for c in range((n_out + chunk - 1) // chunk):
+        j0 = c * chunk
+        j1 = min(n_out, j0 + chunk)
+        _activate_tile(out, b, act, 0, B, j0, j1)
+        if want_stats:
+            _stats_tile(out, 0, B, j0, j1, low, high, sat_low, sat_high, total, total_sq,
+                        hist_parts[c], hist_lo, hist_scale)
+
+
+@njit(**_JIT)
+def _delta_bias_tiles(grad_h, h, delta, b, act, lr, j0, j1, want_stats, d_total, d_total_sq):
+    B = h.shape[0]
+    _delta_tile(grad_h, h, delta, act, 0, B, j0, j1)
+    for j in range(j0, j1):
+        acc = like(b[j], 0.0)
+        for r in range(B):
+            acc += delta[r, j]
+        b[j] -= lr * acc
+    if want_stats:
+        for r in range(B):
+            for j in range(j0, j1):
+                v = np.float64(delta[r, j])
+                d_total[j] += v
+                d_total_sq[j] += v * v
+
+
+@njit(**_JIT)
+def _delta_bias_serial(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq):
+    n_out = h.shape[1]
+    for c in range((n_out + chunk - 1) // chunk):
+        _delta_bias_tiles(grad_h, h, delta, b, act, lr, c * chunk, min(n_out, c * chunk + chunk),
+                          want_stats, d_total, d_total_sq)
+
+
 @njit(parallel=True, **_JIT)
 def _delta_bias(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq):
     """delta = grad_h * f'(h); b -= lr * delta.sum(0); per-unit delta sums when asked."""
-    B, n_out = h.shape
+    n_out = h.shape[1]
     n_chunks = (n_out + chunk - 1) // chunk
     for c in prange(n_chunks):
-        j0 = c * chunk
-        j1 = min(n_out, j0 + chunk)
-        _delta_tile(grad_h, h, delta, act, 0, B, j0, j1)
-        for j in range(j0, j1):
-            acc = like(b[j], 0.0)
-            for r in range(B):
-                acc += delta[r, j]
-            b[j] -= lr * acc
-        if want_stats:
-            for r in range(B):
-                for j in range(j0, j1):
-                    v = np.float64(delta[r, j])
-                    d_total[j] += v
-                    d_total_sq[j] += v * v
+        _delta_bias_tiles(grad_h, h, delta, b, act, lr, c * chunk, min(n_out, c * chunk + chunk),
+                          want_stats, d_total, d_total_sq)
 
 
 @njit(parallel=True, **_JIT)
@@ -331,29 +356,36 @@ def _backward_small(x, delta, W, gx, lr, want_gx, g_rows, chunk, want_stats, gw_
 
 
 @njit(**_JIT)
-def _backward_blas(xt, delta, W, gx, lr, want_gx, chunk, want_stats, gw_parts):
-    """Large batch: BLAS for both products, W updated one block of rows at a time."""
+def _update_rows(W, G, lr, i0, want_gw, gw_part):
+    """W[i0:i0+len(G)] -= lr * G; sums of G when asked (serial, see _forward_epilogue)."""
+    s1, s2 = 0.0, 0.0
+    for i in range(G.shape[0]):
+        w, g = W[i0 + i], G[i]
+        for j in range(g.shape[0]):
+            w[j] -= lr * g[j]
+        if want_gw:
+            for j in range(g.shape[0]):
+                v = np.float64(g[j])
+                s1 += v
+                s2 += v * v
+    gw_part[0] += s1
+    gw_part[1] += s2
+
+
+def _backward_blas(x, delta, W, gx, lr, want_gx, chunk, want_gw, gw_parts):
+    """Large batch: NumPy's BLAS for both products, the weight gradient one block of rows at a
+    time (never all of it), each block applied while it is in cache."""
     if want_gx:
-        np.dot(delta, W.T, gx)  # before any update: the old W
-    n_in, n_out = W.shape
-    n_chunks = (n_in + chunk - 1) // chunk
-    for c in range(n_chunks):
+        np.dot(delta, W.T, out=gx)  # before the update: the old W
+    xt = np.ascontiguousarray(x.T)
+    n_in = W.shape[0]
+    block = np.empty((min(chunk, n_in), W.shape[1]), W.dtype)
+    for c in range(_n_chunks(n_in, chunk)):
         i0 = c * chunk
         i1 = min(n_in, i0 + chunk)
-        G = np.dot(xt[i0:i1], delta)  # one block of the weight gradient, never all of it
-        for i in range(i1 - i0):
-            w = W[i0 + i]
-            gr = G[i]
-            for j in range(n_out):
-                w[j] -= lr * gr[j]
-            if want_stats:
-                s1, s2 = 0.0, 0.0
-                for j in range(n_out):
-                    v = np.float64(gr[j])
-                    s1 += v
-                    s2 += v * v
-                gw_parts[c, 0] += s1
-                gw_parts[c, 1] += s2
+        G = block[:i1 - i0]
+        np.dot(xt[i0:i1], delta, out=G)
+        _update_rows(W, G, lr, i0, want_gw, gw_parts[c])
 
 
 @njit(**_JIT)
@@ -400,14 +432,21 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None):
     chunk = int(config.CPU_COL_CHUNK)
     use_blas = x.shape[0] > config.CPU_SMALL_BATCH_MAX
     dt = W.dtype.type
+    if use_blas:
+        np.dot(x, W, out=out)  # NumPy's threaded BLAS; then the fused epilogue, serial
     if stats is None:
-        _forward(x, W, b, code, out, use_blas, chunk, False, dt(0), dt(0), _NO_I64, _NO_I64,
-                 _NO_F64, _NO_F64, _NO_HIST, 0.0, 0.0)
+        args = (False, dt(0), dt(0), _NO_I64, _NO_I64, _NO_F64, _NO_F64, _NO_HIST, 0.0, 0.0)
+    else:
+        parts = np.zeros((_n_chunks(W.shape[1], chunk), stats.bins), np.int64)
+        args = (True, dt(stats.low), dt(stats.high), stats.sat_low, stats.sat_high, stats.total,
+                stats.total_sq, parts, float(stats.hist_lo),
+                stats.bins / (stats.hist_hi - stats.hist_lo))
+    if use_blas:
+        _forward_epilogue(out, b, code, chunk, *args)
+    else:
+        _forward(x, W, b, code, out, chunk, *args)
+    if stats is None:
         return out
-    parts = np.zeros((_n_chunks(W.shape[1], chunk), stats.bins), np.int64)
-    _forward(x, W, b, code, out, use_blas, chunk, True, dt(stats.low), dt(stats.high),
-             stats.sat_low, stats.sat_high, stats.total, stats.total_sq, parts,
-             float(stats.hist_lo), stats.bins / (stats.hist_hi - stats.hist_lo))
     stats.hist += parts.sum(axis=0)  # integer sums: exact in any order
     stats.rows += x.shape[0]
     return out
@@ -426,16 +465,17 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if delta is None:
         delta = np.empty((B, n_out), W.dtype)
     want_stats = stats is not None
-    _delta_bias(grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), want_stats,
-                stats.delta_total if want_stats else _NO_F64,
-                stats.delta_total_sq if want_stats else _NO_F64)
+    use_blas = B > config.CPU_SMALL_BATCH_MAX
+    (_delta_bias_serial if use_blas else _delta_bias)(
+        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), want_stats,
+        stats.delta_total if want_stats else _NO_F64,
+        stats.delta_total_sq if want_stats else _NO_F64)
     gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
     chunk = int(config.CPU_ROW_CHUNK)
     want_gw = want_stats and stats.weight_grad
     parts = np.zeros((_n_chunks(n_in, chunk), 2), np.float64)  # one row per chunk, always
-    if B > config.CPU_SMALL_BATCH_MAX:
-        _backward_blas(np.ascontiguousarray(x.T), delta, W, gx, lr, compute_grad_x, chunk,
-                       want_gw, parts)
+    if use_blas:
+        _backward_blas(x, delta, W, gx, lr, compute_grad_x, chunk, want_gw, parts)
     else:
         g_rows = np.empty((_n_chunks(n_in, chunk), n_out), W.dtype)  # read only with want_gw
         _backward_small(x, delta, W, gx, lr, compute_grad_x, g_rows, chunk, want_gw, parts)

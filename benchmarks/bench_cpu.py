@@ -1,0 +1,92 @@
+"""CPU throughput of the paper's network (1024-1000x5-9, tanh, float32).
+
+Run: ``pytest benchmarks --benchmark-only``. Each group puts fastff's Numba kernels beside the
+NumPy reference (and PyTorch eager, when installed) in the same run; compare the medians.
+Samples/s = batch / median step time. Floors and measured ratios: benchmarks/NOTES.md.
+"""
+import numpy as np
+import pytest
+
+import fastff
+from fastff.kernels import ForwardStats, cpu, reference
+
+from conftest import PAPER_SIZES
+
+BATCHES = [10, 128, 1024]
+
+
+def _rounds(batch):
+    return dict(rounds=30 if batch <= 128 else 8, warmup_rounds=2, iterations=1)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("impl", ["fastff", "numpy-reference", "pytorch-eager"])
+def test_train_step(benchmark, batch_data, impl, batch):
+    """One full SGD step: forward, softmax NLL, backward and update of every layer."""
+    benchmark.group = f"train step, batch {batch}"
+    x, y = batch_data(batch)
+    if impl == "pytorch-eager":
+        torch = pytest.importorskip("torch")
+        torch.manual_seed(0)
+        layers = []
+        for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(PAPER_SIZES) - 2:
+                layers.append(torch.nn.Tanh())
+        net = torch.nn.Sequential(*layers)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(tx), ty).backward()
+            opt.step()
+    else:
+        net = fastff.MLP(PAPER_SIZES, activation="tanh", kernels="reference" if impl == "numpy-reference" else None)
+        stats = net.new_stats()
+        net.step(x, y, 0.01, stats=stats)
+
+        def step():
+            net.step(x, y, 0.01, stats=stats)
+    benchmark.extra_info["samples_per_s"] = None
+    benchmark.pedantic(step, **_rounds(batch))
+    benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("impl", ["fastff", "numpy-reference"])
+def test_dense_forward(benchmark, batch_data, impl, batch):
+    """One 1000x1000 tanh layer with statistics."""
+    benchmark.group = f"dense_forward 1000x1000, batch {batch}"
+    rng = np.random.default_rng(1)
+    x = rng.random((batch, 1000), dtype=np.float32)
+    W = fastff.init_weights("normalized", 1000, 1000, rng)
+    b = np.zeros(1000, np.float32)
+    st = ForwardStats(1000, "tanh")
+    fn = cpu.forward_unchecked if impl == "fastff" else reference.dense_forward
+    out = np.empty((batch, 1000), np.float32)
+    benchmark.pedantic(lambda: fn(x, W, b, "tanh", out=out, stats=st), **_rounds(batch))
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("impl", ["fastff", "numpy-reference"])
+def test_dense_backward_sgd(benchmark, batch_data, impl, batch):
+    """Backward pass and SGD update of one 1000x1000 tanh layer."""
+    benchmark.group = f"dense_backward_sgd 1000x1000, batch {batch}"
+    rng = np.random.default_rng(2)
+    x = rng.random((batch, 1000), dtype=np.float32)
+    W = fastff.init_weights("normalized", 1000, 1000, rng)
+    b = np.zeros(1000, np.float32)
+    h = np.tanh(x @ W)
+    g = (rng.standard_normal((batch, 1000)) * 1e-3).astype(np.float32)
+    fn = cpu.backward_unchecked if impl == "fastff" else reference.dense_backward_sgd
+    benchmark.pedantic(lambda: fn(x, h, W, b, g, "tanh", 1e-6), **_rounds(batch))
+
+
+def test_shapeset_generation(benchmark):
+    """Shapeset-3x2 images per second (target: >= 50,000/s on 2 cores)."""
+    from fastff.data import shapeset
+    shapeset.generate(100, seed=0)
+    benchmark.group = "shapeset generation, 10,000 images"
+    benchmark.pedantic(lambda: shapeset.generate(10_000, seed=1), rounds=10, warmup_rounds=1)
+    benchmark.extra_info["images_per_s"] = 10_000 / benchmark.stats.stats.median
