@@ -1,7 +1,8 @@
 """The multilayer perceptron: parameters on one device, every step through the kernel registry."""
 import numpy as np
 
-from . import activations, device as devices, kernels
+from . import activations, device as devices
+from .kernels import get as get_kernel
 from .arch import parse_sizes
 from .checks import choose, finite, float_array, labels, positive
 from .errors import InputError
@@ -15,9 +16,8 @@ class StepStats:
     """Per-hidden-layer accumulators filled by :meth:`MLP.step` (one pair per hidden layer)."""
 
     def __init__(self, model, weight_grad=False):
-        xp = np
-        self.forward = [ForwardStats(n, model.activation, xp) for n in model.sizes[1:-1]]
-        self.backward = [BackwardStats(n, xp, weight_grad) for n in model.sizes[1:-1]]
+        self.forward = [ForwardStats(n, model.activation) for n in model.sizes[1:-1]]
+        self.backward = [BackwardStats(n, weight_grad=weight_grad) for n in model.sizes[1:-1]]
 
     def reset(self):
         """Zero every accumulator."""
@@ -79,7 +79,7 @@ class MLP:
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             W = init_weights(init, n_in, n_out, rng, self.dtype)
             self.params.append((xp.asarray(W), xp.zeros(n_out, dtype=self.dtype)))
-        self._ops = {op: kernels_get(op, self.backend)
+        self._ops = {op: get_kernel(op, self.backend)
                      for op in ("forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")}
         self._workspace = {}
 
@@ -209,10 +209,6 @@ class MLP:
         for l, (W, b) in enumerate(self.params):
             W[...] = state[f"W{l}"]
             b[...] = state[f"b{l}"]
-
-
-def kernels_get(op, backend):
-    return kernels.get(op, backend)
 
 
 def _is_dtype(d):

@@ -153,11 +153,10 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     if start == 0 and not history:
         log(0)
     bar = _progress(progress, start, updates)
-    y_dtype = np.int64
     for k in range(start, updates):
         x, y = data.train_batch(k, batch_size)
         loss = model._step(np.ascontiguousarray(x, dtype=model.dtype),
-                           np.ascontiguousarray(y, dtype=y_dtype), lr, stats)
+                           np.ascontiguousarray(y, dtype=np.int64), lr, stats)
         if not math.isfinite(loss):
             where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
             raise DivergenceError(f"loss became {loss} at update {k + 1} (lr={lr}){where}")

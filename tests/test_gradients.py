@@ -24,6 +24,20 @@ def analytic_grads(x, y, W1, b1, W2, b2, act, lr=1.0):
     return [(o - n) / lr for o, n in zip((W1, b1, W2, b2), P)], gx
 
 
+def numeric_grad(loss, p, eps=1e-6):
+    """Central differences of ``loss()`` with respect to every entry of ``p`` (changed in place)."""
+    num = np.zeros_like(p)
+    for idx in np.ndindex(p.shape):
+        old = p[idx]
+        p[idx] = old + eps
+        up = loss()
+        p[idx] = old - eps
+        down = loss()
+        p[idx] = old
+        num[idx] = (up - down) / (2 * eps)
+    return num
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_reference_gradients_match_finite_differences(act):
     rng = np.random.default_rng(7)
@@ -32,27 +46,10 @@ def test_reference_gradients_match_finite_differences(act):
     params = [rng.standard_normal((7, 6)) * 0.7, rng.standard_normal(6) * 0.3,
               rng.standard_normal((6, 3)) * 0.7, rng.standard_normal(3) * 0.3]
     grads, gx = analytic_grads(x, y, *params, act)
-    eps = 1e-6
+    loss = lambda: two_layer_loss(x, y, *params, act)
     for p, g in zip(params, grads):
-        num = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            old = p[idx]
-            p[idx] = old + eps
-            up = two_layer_loss(x, y, *params, act)
-            p[idx] = old - eps
-            down = two_layer_loss(x, y, *params, act)
-            p[idx] = old
-            num[idx] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
-    num_x = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        up = two_layer_loss(x, y, *params, act)
-        x[idx] = old - eps
-        down = two_layer_loss(x, y, *params, act)
-        x[idx] = old
-        num_x[idx] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(g, numeric_grad(loss, p), rtol=1e-5, atol=1e-8)
+    num_x = numeric_grad(loss, x)
     np.testing.assert_allclose(gx, num_x, rtol=1e-5, atol=1e-8)
 
 
