@@ -83,31 +83,35 @@ def _fast_tanh_impl(v):
 
 # ---------------------------------------------------------------------------------------------
 # Tile epilogues: activation, derivative, statistics over rows [r0, r1) x columns [j0, j1).
-# The switch on the activation code sits outside the loops so each loop vectorizes.
+# The switch on the activation code sits outside the loops so each loop vectorizes. Every inner
+# loop runs over a slice from index 0: a loop over range(j0, j1) does not vectorize (Numba
+# cannot rule out a negative index and keeps the wraparound branch; measured 12x slower).
 # ---------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def _activate_tile(s, b, act, r0, r1, j0, j1):
     """s[r, j] <- f(s[r, j] + b[j]) in place."""
+    n = j1 - j0
+    bb = b[j0:j1]
     for r in range(r0, r1):
-        row = s[r]
+        row = s[r, j0:j1]
         if act == TANH:
-            for j in range(j0, j1):
-                row[j] = fast_tanh(row[j] + b[j])
+            for j in range(n):
+                row[j] = fast_tanh(row[j] + bb[j])
         elif act == SIGMOID:
-            for j in range(j0, j1):
+            for j in range(n):
                 half = like(row[j], 0.5)
-                row[j] = half * fast_tanh(half * (row[j] + b[j])) + half
+                row[j] = half * fast_tanh(half * (row[j] + bb[j])) + half
         elif act == SOFTSIGN:
-            for j in range(j0, j1):
-                v = row[j] + b[j]
+            for j in range(n):
+                v = row[j] + bb[j]
                 row[j] = v / (like(v, 1.0) + abs(v))
         elif act == RELU:
-            for j in range(j0, j1):
-                v = row[j] + b[j]
+            for j in range(n):
+                v = row[j] + bb[j]
                 row[j] = max(v, like(v, 0.0))
         else:
-            for j in range(j0, j1):
-                row[j] = row[j] + b[j]
+            for j in range(n):
+                row[j] = row[j] + bb[j]
 
 
 @njit(**_JIT)
@@ -115,46 +119,57 @@ def _stats_tile(h, r0, r1, j0, j1, low, high, sat_low, sat_high, total, total_sq
                 hist_lo, hist_scale):
     """Accumulate the ForwardStats of h[r0:r1, j0:j1] (see fastff.kernels.stats)."""
     bins = hist.shape[0]
+    n = j1 - j0
+    lo_count, hi_count = sat_low[j0:j1], sat_high[j0:j1]
+    tot, tot_sq = total[j0:j1], total_sq[j0:j1]
+    top = np.float64(bins - 1)
+    idx = np.empty(n, np.int64)
+    local = np.zeros((4, bins), np.int64)
     for r in range(r0, r1):
-        row = h[r]
-        for j in range(j0, j1):
+        row = h[r, j0:j1]
+        for j in range(n):  # branch-free: vectorizes
             v = row[j]
-            if v <= low:
-                sat_low[j] += 1
-            if v >= high:
-                sat_high[j] += 1
+            lo_count[j] += np.int64(v <= low)
+            hi_count[j] += np.int64(v >= high)
             v64 = np.float64(v)
-            total[j] += v64
-            total_sq[j] += v64 * v64
-            t = (v64 - hist_lo) * hist_scale  # same float64 arithmetic as reference.hist_bin_index
-            if t >= bins:
-                hist[bins - 1] += 1
-            elif t >= 0:
-                hist[int(t)] += 1
-            elif t < 0:
-                hist[0] += 1
+            tot[j] += v64
+            tot_sq[j] += v64 * v64
+        # bin index in float64 as reference.hist_bin_index: clamping to [0, bins - 1] sends
+        # outside values to the end bins, NaN to -1 (not counted)
+        for j in range(n):
+            t = (np.float64(row[j]) - hist_lo) * hist_scale
+            t = top if t > top else t
+            t = 0.0 if t < 0.0 else t
+            idx[j] = np.int64(t) if t == t else -1
+        for j in range(n):  # the scatter, into 4 interleaved copies: no chain on one counter
+            if idx[j] >= 0:
+                local[j & 3, idx[j]] += 1
+    for k in range(4):
+        for i in range(bins):
+            hist[i] += local[k, i]
 
 
 @njit(**_JIT)
 def _delta_tile(grad_h, h, delta, act, r0, r1, j0, j1):
     """delta = grad_h * f'(h), with f' expressed from the output h."""
+    n = j1 - j0
     for r in range(r0, r1):
-        g, y, d = grad_h[r], h[r], delta[r]
+        g, y, d = grad_h[r, j0:j1], h[r, j0:j1], delta[r, j0:j1]
         if act == TANH:
-            for j in range(j0, j1):
+            for j in range(n):
                 d[j] = g[j] * (like(y[j], 1.0) - y[j] * y[j])
         elif act == SIGMOID:
-            for j in range(j0, j1):
+            for j in range(n):
                 d[j] = g[j] * (y[j] * (like(y[j], 1.0) - y[j]))
         elif act == SOFTSIGN:
-            for j in range(j0, j1):
+            for j in range(n):
                 t = like(y[j], 1.0) - abs(y[j])
                 d[j] = g[j] * (t * t)
         elif act == RELU:
-            for j in range(j0, j1):
+            for j in range(n):
                 d[j] = g[j] if y[j] > 0 else g[j] * like(y[j], 0.0)
         else:
-            for j in range(j0, j1):
+            for j in range(n):
                 d[j] = g[j]
 
 
@@ -280,10 +295,11 @@ def _backward_rows(x, delta, W, gx, lr, i0, i1, want_gx, g, want_stats, gw_part)
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, **_JIT)
 def _forward(x, W, b, act, out, chunk, want_stats, low, high, sat_low, sat_high,
-             total, total_sq, hist_parts, hist_lo, hist_scale):
+             total, total_sq, hist, rows, hist_lo, hist_scale):
     B = x.shape[0]
     n_out = W.shape[1]
     n_chunks = (n_out + chunk - 1) // chunk
+    parts = np.zeros((n_chunks if want_stats else 1, hist.shape[0]), np.int64)
     for c in prange(n_chunks):
         j0 = c * chunk
         j1 = min(n_out, j0 + chunk)
@@ -291,12 +307,23 @@ def _forward(x, W, b, act, out, chunk, want_stats, low, high, sat_low, sat_high,
         _activate_tile(out, b, act, 0, B, j0, j1)
         if want_stats:
             _stats_tile(out, 0, B, j0, j1, low, high, sat_low, sat_high, total, total_sq,
-                        hist_parts[c], hist_lo, hist_scale)
+                        parts[c], hist_lo, hist_scale)
+    if want_stats:
+        _merge_hist(parts, hist, rows, B)
+
+
+@njit(**_JIT)
+def _merge_hist(parts, hist, rows, B):
+    """Add the per-chunk histograms (integers: exact in any order) and count the rows."""
+    for c in range(parts.shape[0]):
+        for i in range(hist.shape[0]):
+            hist[i] += parts[c, i]
+    rows[0] += B
 
 
 @njit(**_JIT)
 def _forward_epilogue(out, b, act, chunk, want_stats, low, high, sat_low, sat_high, total,
-                      total_sq, hist_parts, hist_lo, hist_scale):
+                      total_sq, hist, rows, hist_lo, hist_scale):
     """The forward epilogue alone, serial: after a BLAS product, whose threads still spin on
     the cores for a while, a second parallel team would only fight them (measured 4x slower)."""
     B, n_out = out.shape
@@ -306,42 +333,57 @@ def _forward_epilogue(out, b, act, chunk, want_stats, low, high, sat_low, sat_hi
         _activate_tile(out, b, act, 0, B, j0, j1)
         if want_stats:
             _stats_tile(out, 0, B, j0, j1, low, high, sat_low, sat_high, total, total_sq,
-                        hist_parts[c], hist_lo, hist_scale)
+                        hist, hist_lo, hist_scale)
+    if want_stats:
+        rows[0] += B
 
 
 @njit(**_JIT)
 def _delta_bias_tiles(grad_h, h, delta, b, act, lr, j0, j1, want_stats, d_total, d_total_sq):
     B = h.shape[0]
+    n = j1 - j0
     _delta_tile(grad_h, h, delta, act, 0, B, j0, j1)
-    for j in range(j0, j1):
-        acc = like(b[j], 0.0)
-        for r in range(B):
-            acc += delta[r, j]
-        b[j] -= lr * acc
+    acc = np.zeros(n, b.dtype)
+    for r in range(B):  # rows in order: the same sums as a loop down each column
+        d = delta[r, j0:j1]
+        for j in range(n):
+            acc[j] += d[j]
+    bb = b[j0:j1]
+    for j in range(n):
+        bb[j] -= lr * acc[j]
     if want_stats:
+        tot, tot_sq = d_total[j0:j1], d_total_sq[j0:j1]
         for r in range(B):
-            for j in range(j0, j1):
-                v = np.float64(delta[r, j])
-                d_total[j] += v
-                d_total_sq[j] += v * v
+            d = delta[r, j0:j1]
+            for j in range(n):
+                v = np.float64(d[j])
+                tot[j] += v
+                tot_sq[j] += v * v
 
 
 @njit(**_JIT)
-def _delta_bias_serial(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq):
+def _delta_bias_serial(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq,
+                       counts):
     n_out = h.shape[1]
     for c in range((n_out + chunk - 1) // chunk):
         _delta_bias_tiles(grad_h, h, delta, b, act, lr, c * chunk, min(n_out, c * chunk + chunk),
                           want_stats, d_total, d_total_sq)
+    if want_stats:
+        counts[0] += h.shape[0]  # rows
+        counts[1] += 1  # steps
 
 
 @njit(parallel=True, **_JIT)
-def _delta_bias(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq):
+def _delta_bias(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_total_sq, counts):
     """delta = grad_h * f'(h); b -= lr * delta.sum(0); per-unit delta sums when asked."""
     n_out = h.shape[1]
     n_chunks = (n_out + chunk - 1) // chunk
     for c in prange(n_chunks):
         _delta_bias_tiles(grad_h, h, delta, b, act, lr, c * chunk, min(n_out, c * chunk + chunk),
                           want_stats, d_total, d_total_sq)
+    if want_stats:
+        counts[0] += h.shape[0]  # rows
+        counts[1] += 1  # steps
 
 
 @njit(parallel=True, **_JIT)
@@ -417,7 +459,7 @@ def _softmax_nll(z, y, grad):
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 _NO_I64 = np.zeros(1, np.int64)
 _NO_F64 = np.zeros(1, np.float64)
-_NO_HIST = np.zeros((1, 1), np.int64)
+_NO_COUNTS = np.zeros(2, np.int64)
 
 
 def _n_chunks(n, chunk):
@@ -435,20 +477,15 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None):
     if use_blas:
         np.dot(x, W, out=out)  # NumPy's threaded BLAS; then the fused epilogue, serial
     if stats is None:
-        args = (False, dt(0), dt(0), _NO_I64, _NO_I64, _NO_F64, _NO_F64, _NO_HIST, 0.0, 0.0)
+        args = (False, dt(0), dt(0), _NO_I64, _NO_I64, _NO_F64, _NO_F64, _NO_I64, _NO_I64, 0.0, 0.0)
     else:
-        parts = np.zeros((_n_chunks(W.shape[1], chunk), stats.bins), np.int64)
         args = (True, dt(stats.low), dt(stats.high), stats.sat_low, stats.sat_high, stats.total,
-                stats.total_sq, parts, float(stats.hist_lo),
+                stats.total_sq, stats.hist, stats.rows, float(stats.hist_lo),
                 stats.bins / (stats.hist_hi - stats.hist_lo))
     if use_blas:
         _forward_epilogue(out, b, code, chunk, *args)
     else:
         _forward(x, W, b, code, out, chunk, *args)
-    if stats is None:
-        return out
-    stats.hist += parts.sum(axis=0)  # integer sums: exact in any order
-    stats.rows += x.shape[0]
     return out
 
 
@@ -469,7 +506,8 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     (_delta_bias_serial if use_blas else _delta_bias)(
         grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), want_stats,
         stats.delta_total if want_stats else _NO_F64,
-        stats.delta_total_sq if want_stats else _NO_F64)
+        stats.delta_total_sq if want_stats else _NO_F64,
+        stats.counts if want_stats else _NO_COUNTS)
     gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
     chunk = int(config.CPU_ROW_CHUNK)
     want_gw = want_stats and stats.weight_grad
@@ -483,9 +521,6 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         total = parts.sum(axis=0)  # fixed chunk order: deterministic
         stats.grad_w_total += total[0]
         stats.grad_w_total_sq += total[1]
-    if want_stats:
-        stats.rows += B
-        stats.steps += 1
     return grad_x if compute_grad_x else None
 
 

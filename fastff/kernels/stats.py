@@ -75,13 +75,15 @@ class BackwardStats:
         self.delta_total_sq = xp.zeros(n_units, dtype=np.float64)
         self.grad_w_total = xp.zeros(1, dtype=np.float64)
         self.grad_w_total_sq = xp.zeros(1, dtype=np.float64)
-        self.rows = xp.zeros(1, dtype=np.int64)
-        self.steps = xp.zeros(1, dtype=np.int64)
+        # rows and steps share one array so that a kernel updates both in one argument
+        self.counts = xp.zeros(2, dtype=np.int64)
+        self.rows = self.counts[0:1]
+        self.steps = self.counts[1:2]
 
     def reset(self):
         """Zero every accumulator in place."""
         for a in (self.delta_total, self.delta_total_sq, self.grad_w_total,
-                  self.grad_w_total_sq, self.rows, self.steps):
+                  self.grad_w_total_sq, self.counts):
             a.fill(0)
 
     def summary(self, n_in):
