@@ -86,21 +86,31 @@ def test_train_records_run_and_is_deterministic(tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["arch"] == [12, 16, 16, 3] and cfg["seed"] == 0 and "numba" in cfg["versions"]
     rows = list(csv.DictReader(open(d / "metrics.csv")))
-    assert len(rows) == 4 and {"L1_sat_low", "L2_std", "valid_error"} <= set(rows[0])
+    assert tuple(rows[0]) == fastff.record.COLUMNS
+    keys = {(r["source"], r["layer"], r["statistic"]) for r in rows}
+    assert {("train", "1", "sat_low"), ("train", "2", "std"), ("eval", "0", "valid_error"),
+            ("monitor", "2", "jacobian_sv"), ("monitor", "1", "act_p98")} <= keys
+    valid = [r for r in rows if r["statistic"] == "valid_error"]
+    assert [int(r["update"]) for r in valid] == [0, 20, 40, 60]
+    # default cadence: a snapshot every updates/20 = 3 updates, update 0 included
+    assert list(runs[0].stats.updates) == list(range(0, 61, 3))
+    saved = fastff.record.RunDir(d).load_stats()
+    np.testing.assert_array_equal(saved.scalar("act_std"), runs[0].stats.scalar("act_std"))
+    np.testing.assert_array_equal(saved.hist("delta"), runs[1].stats.hist("delta"))
     assert not list(d.glob("*.tmp"))  # atomic writes leave nothing behind
 
 
 def test_resume_gives_the_uninterrupted_result(tmp_path):
-    full = fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=60, eval_every=20,
-                        progress=False)
-    fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=40, eval_every=20,
-                 out_dir=tmp_path, progress=False)
-    resumed = fastff.train("16x2", dataset=tiny_data(), lr=0.1, updates=60, eval_every=20,
-                           out_dir=tmp_path, progress=False, resume=True)
+    opts = dict(dataset=tiny_data(), lr=0.1, eval_every=20, monitor_every=10, progress=False)
+    full = fastff.train("16x2", updates=60, **opts)
+    fastff.train("16x2", updates=40, out_dir=tmp_path, **opts)
+    resumed = fastff.train("16x2", updates=60, out_dir=tmp_path, resume=True, **opts)
     for (Wa, ba), (Wb, bb) in zip(full.model.params, resumed.model.params):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)
     assert [h["update"] for h in resumed.history] == [0, 20, 40, 60]
+    assert list(resumed.stats.updates) == [0, 10, 20, 30, 40, 50, 60]
+    np.testing.assert_array_equal(full.stats.scalar("delta_std"), resumed.stats.scalar("delta_std"))
     with pytest.raises(InputError, match="lr"):
         fastff.train("16x2", dataset=tiny_data(), lr=0.2, updates=60, eval_every=20,
                      out_dir=tmp_path, progress=False, resume=True)

@@ -1,0 +1,407 @@
+"""The paper's per-layer measurements of a network at one moment, on a fixed monitor set.
+
+Glorot & Bengio (2010) watch a network through a fixed set of 300 test examples (reference
+sections 5 and 7). :func:`measure` computes, for every hidden layer k = 1..L of a model:
+
+==============  ==================================================================  ==========
+name            what                                                                 paper
+==============  ==================================================================  ==========
+act_mean        mean of the activations h over examples and units                   Fig. 2
+act_std         their standard deviation                                             Figs. 2,3
+act_p98         98th percentile of |h|                                               Figs. 3,10
+sat_low/high    fraction of (example, unit) pairs saturated low / high               section 7
+dead            fraction of relu units that are 0 on every example (0 otherwise)
+delta_mean/std  the back-propagated gradient dC/ds on the pre-activation s, per
+                example (C = -log P(y|x) of that example)                            Fig. 7
+grad_w_mean/    the weight gradient dC/dW of the mean cost over the monitor set,
+grad_w_std      over the entries of W                                                Figs. 8,9
+jacobian_sv     mean singular value of J = diag(f'(s)) W^T = dh_k/dh_(k-1), the
+                plain mean of the singular values (not the RMS), averaged over the
+                first ``jacobian_examples`` examples                                 Eq. 17
+==============  ==================================================================  ==========
+
+and fixed-bin histograms ``act`` (over the activation's range, Figs. 4, 6), ``delta`` (Fig. 7)
+and ``grad_w`` (Fig. 8). The activation statistics come from the model's own fused forward
+kernels (the same counters the training step fills); the rest is array code on the model's
+device (NumPy or CuPy), so nothing is copied to the host but the results.
+
+A model that has diverged is measured without crashing: its values are NaN and
+:attr:`Measurement.finite` is False.
+"""
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import activations, config
+from .checks import float_array, labels
+from .errors import InputError
+
+SCALARS = ("act_mean", "act_std", "act_p98", "sat_low", "sat_high", "dead", "delta_mean",
+           "delta_std", "grad_w_mean", "grad_w_std", "jacobian_sv")
+HISTOGRAMS = ("act", "delta", "grad_w")
+
+
+@dataclass
+class Measurement:
+    """Everything :func:`measure` finds at one moment.
+
+    Attributes
+    ----------
+    update, examples : int or None
+        When it was taken (updates done, training examples seen), if known.
+    loss, error : float
+        Mean NLL and classification error on the measured examples.
+    scalars : dict of str -> ndarray (L,)
+        One value per hidden layer for every name in :data:`SCALARS` (layer 1 first).
+    hists : dict of str -> ndarray (L, bins) of int64
+        Counts per bin for ``act``, ``delta``, ``grad_w``.
+    edges : dict of str -> ndarray (bins + 1,)
+        Bin edges of each histogram (shared by the layers).
+    finite : bool
+        False when the network produced NaN or inf.
+    """
+
+    update: int = None
+    examples: int = None
+    loss: float = float("nan")
+    error: float = float("nan")
+    scalars: dict = field(default_factory=dict)
+    hists: dict = field(default_factory=dict)
+    edges: dict = field(default_factory=dict)
+    finite: bool = True
+
+    @property
+    def n_layers(self):
+        return len(self.scalars["act_std"])
+
+    def layer(self, k):
+        """The scalars of hidden layer ``k`` (1 = first hidden layer) as a dict."""
+        if not 1 <= k <= self.n_layers:
+            raise InputError(f"layer must be in 1..{self.n_layers}, got {k}")
+        return {name: float(v[k - 1]) for name, v in self.scalars.items()}
+
+    def table(self):
+        """A plain-text table: one line per layer, one column per scalar."""
+        head = "layer " + " ".join(f"{n:>12}" for n in SCALARS)
+        lines = [head]
+        for k in range(1, self.n_layers + 1):
+            row = self.layer(k)
+            lines.append(f"{k:>5} " + " ".join(f"{row[n]:>12.4g}" for n in SCALARS))
+        state = "" if self.finite else "  NOT FINITE: the network has diverged (NaN/inf)"
+        return (f"update {self.update}: loss {self.loss:.4g}, error {self.error:.4f}{state}\n"
+                + "\n".join(lines))
+
+    def __repr__(self):
+        return f"Measurement(update={self.update}, layers={self.n_layers}, finite={self.finite})"
+
+
+def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
+    """Measure every hidden layer of ``model`` on the examples ``x``, ``y``.
+
+    Parameters
+    ----------
+    model : MLP
+    x : ndarray (n, n_in)
+        The monitor set (the paper uses 300 fixed test examples).
+    y : ndarray (n,)
+        Its class ids.
+    jacobian_examples : int, optional
+        How many of the first rows get their layer Jacobians decomposed
+        (default :data:`fastff.config.JACOBIAN_EXAMPLES`; 0 skips, giving NaN).
+    update, examples : int, optional
+        Stored in the result for the record.
+
+    Returns
+    -------
+    Measurement
+    """
+    x = model._check_x(x)
+    labels(y, x.shape[0], model.sizes[-1])
+    n_jac = config.JACOBIAN_EXAMPLES if jacobian_examples is None else int(jacobian_examples)
+    if n_jac < 0:
+        raise InputError(f"jacobian_examples must be >= 0, got {jacobian_examples}")
+    xp = _array_module(model)
+    x = xp.asarray(x)
+    y = xp.asarray(np.asarray(y, dtype=np.int64))
+    act = activations.get(model.activation)
+    L = model.n_hidden
+
+    stats = model.new_stats()
+    with np.errstate(all="ignore"):
+        hs = model._forward_all(x, stats)
+        loss, error, grad = _softmax_grad(hs[-1], y, xp)  # grad: per-example dC/dz
+        deltas, grad_ws = _backward(model, x, hs, grad, act, xp)
+
+    out = Measurement(update=update, examples=examples, loss=loss, error=error)
+    sc = {name: np.full(L, np.nan) for name in SCALARS}
+    for k in range(L):
+        s = stats.forward[k].summary()
+        sc["act_mean"][k], sc["act_std"][k] = s["mean"], s["std"]
+        sc["sat_low"][k], sc["sat_high"][k], sc["dead"][k] = s["sat_low"], s["sat_high"], s["dead"]
+        sc["act_p98"][k] = float(xp.percentile(xp.abs(hs[k]).ravel(), 98.0))
+        sc["delta_mean"][k], sc["delta_std"][k] = _mean_std(deltas[k], xp)
+        sc["grad_w_mean"][k], sc["grad_w_std"][k] = _mean_std(grad_ws[k], xp)
+    sc["jacobian_sv"][:] = jacobian_mean_singular_values(model, hs, n_jac, xp)
+    out.scalars = sc
+
+    lo, hi = act.hist_range
+    out.edges["act"] = np.linspace(lo, hi, config.HIST_BINS + 1)
+    out.hists["act"] = np.stack([_to_host(s.hist) for s in stats.forward])
+    for name, values in (("delta", deltas), ("grad_w", grad_ws)):
+        stds = sc[name + "_std"][np.isfinite(sc[name + "_std"])]
+        half = config.GRAD_HIST_SIGMAS * stds.max() if stds.size else 1.0
+        if not half > 0:
+            half = 1.0
+        out.edges[name] = np.linspace(-half, half, config.GRAD_HIST_BINS + 1)
+        out.hists[name] = np.stack([histogram(v, -half, half, config.GRAD_HIST_BINS, xp)
+                                    for v in values])
+
+    checked = [v for name, v in sc.items() if name != "jacobian_sv" or n_jac > 0]
+    out.finite = bool(np.isfinite(loss) and all(np.isfinite(v).all() for v in checked))
+    if not out.finite:
+        warnings.warn(f"measured a network that is not finite (NaN/inf) at update {update}; "
+                      "its statistics are NaN", RuntimeWarning, stacklevel=2)
+    return out
+
+
+def jacobian_mean_singular_values(model, hs, n_examples, xp=np):
+    """Mean singular value of each hidden layer's Jacobian, averaged over examples (Eq. 17).
+
+    For layer k with weights W (n_in, n_out) and output h = f(x W + b), the Jacobian of one
+    example is J = diag(f'(s)) W^T (n_out, n_in). Its singular values are the square roots of
+    the eigenvalues of the smaller Gram matrix: D (W^T W) D when n_out <= n_in (W^T W is
+    shared by all examples), else (W D)(W D)^T. The result is the plain mean of the singular
+    values (reference section 6), one float per hidden layer; NaN when ``n_examples`` is 0 or
+    the layer is not finite. Through the Gram matrix a singular value of exactly 0 comes out
+    as at most sqrt(eps * |G|) (about 3e-4 in float32), far below what the mean resolves.
+    """
+    act = activations.get(model.activation)
+    out = np.full(model.n_hidden, np.nan)
+    n_examples = min(int(n_examples), hs[0].shape[0])
+    if n_examples <= 0:
+        return out
+    for k in range(model.n_hidden):
+        W = model.params[k][0]
+        n_in, n_out = W.shape
+        d = act.derivative(hs[k][:n_examples], xp)
+        if not (bool(xp.isfinite(W).all()) and bool(xp.isfinite(d).all())):
+            continue
+        shared = W.T @ W if n_out <= n_in else None
+        values = []
+        for i in range(n_examples):
+            if shared is not None:
+                gram = d[i][:, None] * shared * d[i][None, :]
+            else:
+                wd = W * d[i][None, :]
+                gram = wd @ wd.T
+            eig = xp.linalg.eigvalsh(gram)
+            values.append(float(xp.sqrt(xp.clip(eig, 0, None)).mean()))
+        out[k] = float(np.mean(values))
+    return out
+
+
+def histogram(values, lo, hi, bins, xp=np):
+    """Counts of ``values`` in ``bins`` equal bins over [lo, hi); outside values go to the end
+    bins, NaN and inf are not counted. Returns a host int64 array."""
+    v = values.ravel()
+    v = v[xp.isfinite(v)]
+    idx = xp.floor((v.astype(np.float64) - lo) * (bins / (hi - lo)))
+    idx = xp.clip(idx, 0, bins - 1).astype(np.int64)
+    return _to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
+
+
+def _softmax_grad(z, y, xp):
+    """Mean NLL, error and the per-example gradient dC/dz (no 1/n factor)."""
+    z64 = z.astype(np.float64)
+    m = z64.max(axis=1, keepdims=True)
+    e = xp.exp(z64 - m)
+    total = e.sum(axis=1, keepdims=True)
+    rows = xp.arange(z.shape[0])
+    loss = float(-((z64[rows, y] - m[:, 0]) - xp.log(total[:, 0])).mean())
+    error = float((z64.argmax(axis=1) != y).mean())
+    grad = e / total
+    grad[rows, y] -= 1
+    return loss, error, grad.astype(z.dtype)
+
+
+def _backward(model, x, hs, grad, act, xp):
+    """Per-example dC/ds of every hidden layer and dC/dW of the mean cost (no update)."""
+    n = x.shape[0]
+    deltas, grad_ws = [None] * model.n_hidden, [None] * model.n_hidden
+    g = grad @ model.params[-1][0].T  # dC/dh of the top hidden layer
+    for k in range(model.n_hidden - 1, -1, -1):
+        delta = g * act.derivative(hs[k], xp)
+        inp = hs[k - 1] if k > 0 else x
+        deltas[k] = delta
+        grad_ws[k] = (inp.T @ delta) / n
+        if k > 0:
+            g = delta @ model.params[k][0].T
+    return deltas, grad_ws
+
+
+def _mean_std(a, xp):
+    a64 = a.astype(np.float64)
+    mean = float(a64.mean())
+    return mean, float(xp.sqrt(((a64 - mean) ** 2).mean()))
+
+
+def _array_module(model):
+    if model.device == "cuda":
+        import cupy
+        return cupy
+    return np
+
+
+def _to_host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+class Stats:
+    """Measurements over training, in update order: what a run's ``stats.npz`` holds.
+
+    Index it (``stats[-1]``) or iterate for :class:`Measurement` objects; the properties and
+    :meth:`scalar`, :meth:`hist`, :meth:`edges` give stacked arrays with time first.
+    """
+
+    def __init__(self, measurements=()):
+        self.measurements = list(measurements)
+
+    def append(self, m):
+        self.measurements.append(m)
+
+    def __len__(self):
+        return len(self.measurements)
+
+    def __getitem__(self, i):
+        return self.measurements[i]
+
+    def __iter__(self):
+        return iter(self.measurements)
+
+    def __repr__(self):
+        ups = self.updates
+        span = f"updates {ups[0]}..{ups[-1]}" if len(ups) else "empty"
+        return f"Stats({len(self)} snapshots, {span})"
+
+    @property
+    def updates(self):
+        return np.array([m.update for m in self], dtype=np.int64)
+
+    @property
+    def examples(self):
+        return np.array([m.examples for m in self], dtype=np.int64)
+
+    @property
+    def loss(self):
+        return np.array([m.loss for m in self])
+
+    @property
+    def error(self):
+        return np.array([m.error for m in self])
+
+    def scalar(self, name):
+        """Array (T, L) of one of :data:`SCALARS`."""
+        _known("statistic", name, SCALARS)
+        return np.stack([m.scalars[name] for m in self])
+
+    def hist(self, name):
+        """Array (T, L, bins) of counts of one of :data:`HISTOGRAMS`."""
+        _known("histogram", name, HISTOGRAMS)
+        return np.stack([m.hists[name] for m in self])
+
+    def edges(self, name):
+        """Array (T, bins + 1) of the bin edges of one of :data:`HISTOGRAMS`."""
+        _known("histogram", name, HISTOGRAMS)
+        return np.stack([m.edges[name] for m in self])
+
+    def until(self, update):
+        """The snapshots taken at or before ``update``."""
+        return Stats(m for m in self if m.update <= update)
+
+    def to_arrays(self):
+        """The arrays saved in ``stats.npz`` (names as in the README's run-record section)."""
+        out = dict(updates=self.updates, examples=self.examples, loss=self.loss,
+                   error=self.error, finite=np.array([m.finite for m in self]))
+        for name in SCALARS:
+            out[name] = self.scalar(name)
+        for name in HISTOGRAMS:
+            out[f"hist_{name}"] = self.hist(name)
+            out[f"edges_{name}"] = self.edges(name)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """Inverse of :meth:`to_arrays`."""
+        missing = [k for k in ("updates", "examples", "loss", "error", "finite") + SCALARS
+                   if k not in arrays]
+        missing += [f"{p}_{n}" for n in HISTOGRAMS for p in ("hist", "edges")
+                    if f"{p}_{n}" not in arrays]
+        if missing:
+            raise InputError(f"not a fastff stats file: arrays {', '.join(missing)} are missing")
+        out = cls()
+        for t in range(len(arrays["updates"])):
+            out.append(Measurement(
+                update=int(arrays["updates"][t]), examples=int(arrays["examples"][t]),
+                loss=float(arrays["loss"][t]), error=float(arrays["error"][t]),
+                finite=bool(arrays["finite"][t]),
+                scalars={n: np.asarray(arrays[n][t]) for n in SCALARS},
+                hists={n: np.asarray(arrays[f"hist_{n}"][t]) for n in HISTOGRAMS},
+                edges={n: np.asarray(arrays[f"edges_{n}"][t]) for n in HISTOGRAMS}))
+        return out
+
+    def rows(self):
+        """Tidy rows (update, examples, source, layer, statistic, value); layer 0 is the
+        whole network."""
+        for m in self:
+            yield (m.update, m.examples, "monitor", 0, "loss", m.loss)
+            yield (m.update, m.examples, "monitor", 0, "error", m.error)
+            for name in SCALARS:
+                for k, v in enumerate(m.scalars[name], start=1):
+                    yield (m.update, m.examples, "monitor", k, name, float(v))
+
+
+class Monitor:
+    """A fixed monitor set and the measurements taken on it over training.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        The monitor set; the paper uses 300 fixed test examples (``Monitor.from_dataset``).
+    jacobian_examples : int, optional
+        See :func:`measure`.
+
+    Examples
+    --------
+    >>> mon = fastff.Monitor.from_dataset(fastff.data.load("shapeset"))   # doctest: +SKIP
+    >>> mon(model, update=0).table()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, x, y, *, jacobian_examples=None):
+        float_array("x", x, 2)
+        self.x = x
+        self.y = np.asarray(y)
+        self.jacobian_examples = jacobian_examples
+        self.stats = Stats()
+
+    @classmethod
+    def from_dataset(cls, dataset, n=None, **kwargs):
+        """The first ``n`` test examples of a dataset (default :data:`config.MONITOR_EXAMPLES`)."""
+        n = config.MONITOR_EXAMPLES if n is None else int(n)
+        x, y = dataset.test
+        return cls(x[:n], y[:n], **kwargs)
+
+    def __call__(self, model, update=None, examples=None, jacobian=True):
+        """Measure ``model`` on the monitor set, keep the result in :attr:`stats`, return it.
+
+        ``jacobian=False`` skips the Jacobian singular values (NaN) for a cheaper snapshot.
+        """
+        m = measure(model, self.x, self.y, update=update, examples=examples,
+                    jacobian_examples=self.jacobian_examples if jacobian else 0)
+        self.stats.append(m)
+        return m
+
+
+def _known(kind, name, valid):
+    if name not in valid:
+        raise InputError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
