@@ -97,3 +97,26 @@ def test_shapeset_generation(benchmark):
     benchmark.group = "shapeset generation, 10,000 images"
     benchmark.pedantic(lambda: shapeset.generate(10_000, seed=1), rounds=10, warmup_rounds=1)
     benchmark.extra_info["images_per_s"] = 10_000 / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("batch", [10, 128])
+@pytest.mark.parametrize("statistics", ["on", "off"])
+def test_train_step_statistics_cost(benchmark, batch_data, statistics, batch):
+    """What the per-step statistics (saturation counts, sums, histograms, dC/ds sums) cost."""
+    benchmark.group = f"train step statistics cost, batch {batch}"
+    x, y = batch_data(batch)
+    net = fastff.MLP(PAPER_SIZES, activation="tanh")
+    stats = net.new_stats() if statistics == "on" else None
+    net.step(x, y, 0.01, stats=stats)
+    benchmark.pedantic(lambda: net.step(x, y, 0.01, stats=stats), rounds=60, warmup_rounds=5,
+                       iterations=1)
+
+
+@pytest.mark.parametrize("jacobian_examples", [0, 5])
+def test_monitor_snapshot(benchmark, batch_data, jacobian_examples):
+    """One monitor snapshot of the paper's net on 300 examples (fastff.measure)."""
+    benchmark.group = "monitor snapshot, 300 examples"
+    x, y = batch_data(300)
+    net = fastff.MLP(PAPER_SIZES, activation="tanh")
+    benchmark.pedantic(lambda: fastff.measure(net, x, y, jacobian_examples=jacobian_examples),
+                       rounds=5, warmup_rounds=1, iterations=1)

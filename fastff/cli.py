@@ -1,9 +1,10 @@
-"""The ``fastff`` command line: train, and look at or fetch data.
+"""The ``fastff`` command line: train, report, and look at or fetch data.
 
 Examples::
 
     fastff train                                   # the paper's 5x1000 tanh net on Shapeset
     fastff train --arch 1000x4 --activation sigmoid --init standard --updates 50000 --out runs/sig
+    fastff report runs/std runs/norm --out report  # the paper's figures and an index.html
     fastff data show shapeset --out shapeset.png
     fastff data fetch mnist
 """
@@ -25,7 +26,8 @@ def _train(args):
                 lr=args.lr, batch_size=args.batch_size, updates=args.updates, device=args.device,
                 seed=args.seed, eval_every=args.eval_every, out_dir=args.out,
                 progress=not args.quiet, resume=args.resume, dtype=args.dtype,
-                data_options=options, data_dir=args.data_dir)
+                data_options=options, data_dir=args.data_dir, monitor_every=args.monitor_every,
+                jacobian_every=args.jacobian_every)
     last = run.final
     print(f"{run.model}")
     print(f"updates {last['update']}  examples {last['examples']}  train loss {last['train_loss']:.4f}  "
@@ -35,7 +37,15 @@ def _train(args):
            for k in range(1, run.model.n_hidden + 1)]
     print("saturated units (last interval): " + "  ".join(sat))
     if run.dir is not None:
-        print(f"run record: {run.dir}/ (config.json, metrics.csv, checkpoint.npz)")
+        print(f"run record: {run.dir}/ (config.json, metrics.csv, stats.npz, checkpoint.npz); "
+              f"figures: fastff report {run.dir}")
+    return 0
+
+
+def _report(args):
+    from .report import report
+    index = report(args.runs, args.out)
+    print(f"wrote {index} and the figures beside it")
     return 0
 
 
@@ -94,8 +104,18 @@ def build_parser():
     t.add_argument("--out", default=None, help="run directory (default: no record)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--data-dir", default=None)
+    t.add_argument("--monitor-every", type=int, default=None,
+                   help="updates between monitor snapshots (default updates/20; 0: off)")
+    t.add_argument("--jacobian-every", type=int, default=None,
+                   help="updates between Jacobian decompositions (default: first and last)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    r = sub.add_parser("report", help="draw the paper's figures from run directories")
+    r.add_argument("runs", nargs="+", help="run directories (one panel each, in this order)")
+    r.add_argument("--out", default=None,
+                   help="output directory (default RUN/figures for one run, fastff-report for more)")
+    r.set_defaults(func=_report)
 
     d = sub.add_parser("data", help="look at or fetch datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -1,0 +1,243 @@
+"""The paper's figures from run directories (matplotlib, Agg backend).
+
+Every figure function takes a list of :class:`~fastff.report.runs.RunData` and returns a
+matplotlib Figure, or None when no run has what it needs. Per-run figures stack one panel per
+run, top to bottom, as the paper stacks its standard (top) and normalized (bottom) panels.
+The x axis counts updates; a second axis on top counts examples seen (the paper's "epochs"
+are undefined for online Shapeset, reference section 5).
+"""
+import numpy as np
+
+from ..errors import FastffError
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a clear error when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FastffError("figures need matplotlib: pip install 'fastff[plot]'") from None
+    return plt
+
+
+def _layer_colors(n):
+    return pyplot().cm.viridis(np.linspace(0.0, 0.85, n))
+
+
+def _panels(runs, height=2.9):
+    plt = pyplot()
+    fig, axes = plt.subplots(len(runs), 1, figsize=(8.5, height * len(runs) + 0.4), squeeze=False)
+    return fig, axes[:, 0]
+
+
+def _examples_axis(ax, batch):
+    top = ax.secondary_xaxis("top", functions=(lambda u: u * batch, lambda e: e / batch))
+    top.set_xlabel("examples seen", fontsize=8)
+    top.tick_params(labelsize=7)
+
+
+def _legend(ax):
+    """Legend outside the plot, on the right, so that it hides no data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _finish(fig, title):
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _monitored(runs):
+    return [r for r in runs if len(r.stats)]
+
+
+def activation_mean_std(runs):
+    """Fig. 2: mean and std (vertical bars) of the activations per layer over training."""
+    runs = _monitored(runs)
+    if not runs:
+        return None
+    fig, axes = _panels(runs)
+    for ax, run in zip(axes, runs):
+        u, mean, std = run.stats.updates, run.stats.scalar("act_mean"), run.stats.scalar("act_std")
+        span = max(int(u[-1]), 1)
+        for k, c in enumerate(_layer_colors(run.n_hidden)):
+            shift = (k - run.n_hidden / 2) * span * 0.004  # keep the bars of the layers apart
+            ax.errorbar(u + shift, mean[:, k], yerr=std[:, k], color=c, capsize=2, lw=1,
+                        marker="o", ms=2.5, label=f"layer {k + 1}")
+        ax.set(xlabel="updates", ylabel="activation mean ± std", title=run.label)
+        _examples_axis(ax, run.batch_size)
+        _legend(ax)
+    return _finish(fig, "Activation mean and standard deviation per layer (paper Fig. 2)")
+
+
+def activation_p98_std(runs):
+    """Figs. 3 and 10: 98th percentile of |h| (markers alone) and std (lines with markers)."""
+    runs = _monitored(runs)
+    if not runs:
+        return None
+    fig, axes = _panels(runs)
+    for ax, run in zip(axes, runs):
+        u, p98, std = run.stats.updates, run.stats.scalar("act_p98"), run.stats.scalar("act_std")
+        for k, c in enumerate(_layer_colors(run.n_hidden)):
+            ax.plot(u, p98[:, k], ls="none", marker="^", ms=4, color=c)
+            ax.plot(u, std[:, k], ls="-", marker="o", ms=2.5, color=c, label=f"layer {k + 1}")
+        ax.set(xlabel="updates", ylabel="98th pct |h| (▲), std (—)", title=run.label)
+        _examples_axis(ax, run.batch_size)
+        _legend(ax)
+    return _finish(fig, "98th percentile (markers) and std (lines) of activations (paper Figs. 3, 10)")
+
+
+def _histograms(runs, name, when, xlabel, title):
+    runs = _monitored(runs)
+    if not runs:
+        return None
+    fig, axes = _panels(runs)
+    for ax, run in zip(axes, runs):
+        m = run.stats[when]
+        edges = m.edges[name]
+        centres = (edges[:-1] + edges[1:]) / 2
+        for k, c in enumerate(_layer_colors(run.n_hidden)):
+            counts = m.hists[name][k].astype(np.float64)
+            total = counts.sum()
+            ax.plot(centres, counts / total if total else counts, color=c, lw=1.2,
+                    label=f"layer {k + 1}")
+        ax.set(xlabel=xlabel, ylabel="fraction of values", title=f"{run.label}, update {m.update}")
+        _legend(ax)
+    return _finish(fig, title)
+
+
+def activation_hist_end(runs):
+    """Fig. 4: normalized histograms of the activations at the end of training."""
+    return _histograms(runs, "act", -1, "activation value",
+                       "Activation histograms at the end of training (paper Fig. 4)")
+
+
+def activation_hist_init(runs):
+    """Fig. 6: normalized histograms of the activations at initialization."""
+    return _histograms(runs, "act", 0, "activation value",
+                       "Activation histograms at initialization (paper Fig. 6)")
+
+
+def delta_hist_init(runs):
+    """Fig. 7: histograms of the back-propagated gradients dC/ds at initialization."""
+    return _histograms(runs, "delta", 0, "back-propagated gradient dC/ds",
+                       "Back-propagated gradient histograms at initialization (paper Fig. 7)")
+
+
+def grad_w_hist_init(runs):
+    """Fig. 8: histograms of the weight gradients dC/dW just after initialization."""
+    return _histograms(runs, "grad_w", 0, "weight gradient dC/dW",
+                       "Weight gradient histograms at initialization (paper Fig. 8)")
+
+
+def grad_w_std_training(runs):
+    """Fig. 9: standard-deviation intervals of the weight gradients per layer during training."""
+    runs = _monitored(runs)
+    if not runs:
+        return None
+    fig, axes = _panels(runs)
+    for ax, run in zip(axes, runs):
+        u = run.stats.updates
+        mean, std = run.stats.scalar("grad_w_mean"), run.stats.scalar("grad_w_std")
+        span = max(int(u[-1]), 1)
+        for k, c in enumerate(_layer_colors(run.n_hidden)):
+            shift = (k - run.n_hidden / 2) * span * 0.006
+            ax.errorbar(u + shift, mean[:, k], yerr=std[:, k], fmt="none", ecolor=c, capsize=2,
+                        lw=1.2, label=f"layer {k + 1}")
+        ax.set(xlabel="updates", ylabel="dC/dW mean ± std", title=run.label)
+        _examples_axis(ax, run.batch_size)
+        _legend(ax)
+    return _finish(fig, "Weight gradient std intervals per layer during training (paper Fig. 9)")
+
+
+def test_error_curves(runs):
+    """Fig. 11: test error against updates for every run on one axis; the legend is sorted by
+    decreasing final error, as in the paper."""
+    plt = pyplot()
+    curves = []
+    for run in runs:
+        u, err = run.series("eval", "test_error")
+        if len(u):
+            curves.append((err[-1], run, u, err))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for final, run, u, err in sorted(curves, key=lambda c: -c[0]):
+        ax.plot(u, 100 * err, marker="o", ms=2.5,
+                label=f"{run.label}: {100 * final:.2f}% (batch {run.batch_size})")
+    ax.set(xlabel="updates", ylabel="test error (%)")
+    if len({run.batch_size for _, run, _, _ in curves}) == 1:
+        _examples_axis(ax, curves[0][1].batch_size)
+    _legend(ax)
+    ax.grid(alpha=0.3)
+    return _finish(fig, "Test error during training (paper Figs. 11, 12)")
+
+
+def saturation_heatmap(runs):
+    """Fraction of saturated outputs (low + high) per layer over training, from the per-step
+    kernel statistics of every update."""
+    plt = pyplot()
+    usable = []
+    for run in runs:
+        rows = [run.series("train", s, k) for k in range(1, run.n_hidden + 1)
+                for s in ("sat_low", "sat_high")]
+        if rows and len(rows[0][0]) > 1:
+            usable.append((run, rows))
+    if not usable:
+        return None
+    fig, axes = _panels([r for r, _ in usable], height=2.4)
+    for ax, (run, rows) in zip(axes, usable):
+        u = rows[0][0][1:]  # update 0 has no steps behind it
+        sat = np.array([rows[2 * k][1][1:] + rows[2 * k + 1][1][1:] for k in range(run.n_hidden)])
+        prev = np.concatenate([[0], u[:-1]])  # each value covers the updates since the last row
+        xedges = np.concatenate([prev[:1], u])
+        mesh = ax.pcolormesh(xedges, np.arange(run.n_hidden + 1) + 0.5,
+                             np.ma.masked_invalid(100 * sat), cmap="magma", vmin=0,
+                             vmax=max(1e-9, 100 * np.nanmax(sat)) if np.isfinite(sat).any() else 1)
+        ax.set(xlabel="updates", ylabel="hidden layer", title=run.label,
+               yticks=np.arange(1, run.n_hidden + 1))
+        fig.colorbar(mesh, ax=ax, label="% saturated")
+    return _finish(fig, "Saturated outputs per layer over training (thresholds: fastff.config)")
+
+
+def jacobian(runs):
+    """Mean singular value of each layer's Jacobian (Eq. 17) at every snapshot that has it."""
+    plt = pyplot()
+    runs = _monitored(runs)
+    fig, ax = plt.subplots(figsize=(9.5, 3.8))
+    drawn = False
+    colors = plt.cm.tab10(np.arange(max(len(runs), 1)) % 10)
+    for run, c in zip(runs, colors):
+        sv = run.stats.scalar("jacobian_sv")
+        have = np.flatnonzero(np.isfinite(sv).any(axis=1))
+        for i, t in enumerate(have):
+            layers = np.arange(1, run.n_hidden + 1)
+            ax.plot(layers, sv[t], color=c, marker="o", ms=3, ls="-" if i == 0 else "--",
+                    alpha=1.0 if i == 0 else 0.6,
+                    label=f"{run.label}, update {run.stats.updates[t]}")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="hidden layer", ylabel="mean singular value of J",
+           xticks=np.arange(1, max(r.n_hidden for r in runs) + 1))
+    _legend(ax)
+    ax.grid(alpha=0.3)
+    return _finish(fig, "Layer Jacobian mean singular value (paper Eq. 17: ~0.5 standard, ~0.8 normalized)")
+
+
+# (file name, figure function): the order of the report
+FIGURES = (
+    ("fig02_activation_mean_std.png", activation_mean_std),
+    ("fig03_fig10_activation_p98_std.png", activation_p98_std),
+    ("fig04_activation_hist_end.png", activation_hist_end),
+    ("fig06_activation_hist_init.png", activation_hist_init),
+    ("fig07_backprop_grad_hist_init.png", delta_hist_init),
+    ("fig08_weight_grad_hist_init.png", grad_w_hist_init),
+    ("fig09_weight_grad_std_training.png", grad_w_std_training),
+    ("fig11_test_error.png", test_error_curves),
+    ("saturation_heatmap.png", saturation_heatmap),
+    ("jacobian_singular_values.png", jacobian),
+)
