@@ -112,7 +112,7 @@ def test_train_step_statistics_cost(benchmark, batch_data, statistics, batch):
                        iterations=1)
 
 
-@pytest.mark.parametrize("jacobian_examples", [0, 5])
+@pytest.mark.parametrize("jacobian_examples", [0, 3])
 def test_monitor_snapshot(benchmark, batch_data, jacobian_examples):
     """One monitor snapshot of the paper's net on 300 examples (fastff.measure)."""
     benchmark.group = "monitor snapshot, 300 examples"

@@ -107,9 +107,9 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--monitor-every", type=int, default=None,
-                   help="updates between monitor snapshots (default updates/20; 0: off)")
+                   help="updates between monitor snapshots (default updates/10; 0: off)")
     t.add_argument("--jacobian-every", type=int, default=None,
-                   help="updates between Jacobian decompositions (default: first and last)")
+                   help="updates between Jacobian decompositions (default: update 0 only)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

@@ -92,8 +92,8 @@ def test_train_records_run_and_is_deterministic(tmp_path):
             ("monitor", "2", "jacobian_sv"), ("monitor", "1", "act_p98")} <= keys
     valid = [r for r in rows if r["statistic"] == "valid_error"]
     assert [int(r["update"]) for r in valid] == [0, 20, 40, 60]
-    # default cadence: a snapshot every updates/20 = 3 updates, update 0 included
-    assert list(runs[0].stats.updates) == list(range(0, 61, 3))
+    # default cadence: a snapshot every updates/10 = 6 updates, update 0 included
+    assert list(runs[0].stats.updates) == list(range(0, 61, 6))
     saved = fastff.record.RunDir(d).load_stats()
     np.testing.assert_array_equal(saved.scalar("act_std"), runs[0].stats.scalar("act_std"))
     np.testing.assert_array_equal(saved.hist("delta"), runs[1].stats.hist("delta"))
