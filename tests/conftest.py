@@ -14,6 +14,20 @@ def assert_close(got, ref, dtype, scale=1.0):
     assert not bad.any(), f"{bad.sum()} of {bad.size} differ; max abs diff {np.abs(got - ref).max():.3g}"
 
 
+def numeric_grad(loss, p, eps=1e-6):
+    """Central differences of ``loss()`` with respect to every entry of ``p`` (changed in place)."""
+    num = np.zeros_like(p)
+    for idx in np.ndindex(p.shape):
+        old = p[idx]
+        p[idx] = old + eps
+        up = loss()
+        p[idx] = old - eps
+        down = loss()
+        p[idx] = old
+        num[idx] = (up - down) / (2 * eps)
+    return num
+
+
 @pytest.fixture
 def rng(request):
     # a fresh seeded generator per test, different across tests

@@ -4,6 +4,8 @@ import pytest
 
 from fastff.kernels import reference as ref
 
+from conftest import numeric_grad
+
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 
 
@@ -22,20 +24,6 @@ def analytic_grads(x, y, W1, b1, W2, b2, act, lr=1.0):
     gh = ref.dense_backward_sgd(h, z, P[2], P[3], gz, "linear", lr)
     gx = ref.dense_backward_sgd(x, h, P[0], P[1], gh, act, lr)
     return [(o - n) / lr for o, n in zip((W1, b1, W2, b2), P)], gx
-
-
-def numeric_grad(loss, p, eps=1e-6):
-    """Central differences of ``loss()`` with respect to every entry of ``p`` (changed in place)."""
-    num = np.zeros_like(p)
-    for idx in np.ndindex(p.shape):
-        old = p[idx]
-        p[idx] = old + eps
-        up = loss()
-        p[idx] = old - eps
-        down = loss()
-        p[idx] = old
-        num[idx] = (up - down) / (2 * eps)
-    return num
 
 
 @pytest.mark.parametrize("act", ACTS)
