@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import activations, config
+from .device import array_module
 from .checks import float_array, labels
 from .errors import InputError
 
@@ -121,7 +122,7 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     n_jac = config.JACOBIAN_EXAMPLES if jacobian_examples is None else int(jacobian_examples)
     if n_jac < 0:
         raise InputError(f"jacobian_examples must be >= 0, got {jacobian_examples}")
-    xp = _array_module(model)
+    xp = array_module(model.device)
     x = xp.asarray(x)
     y = xp.asarray(np.asarray(y, dtype=np.int64))
     act = activations.get(model.activation)
@@ -244,13 +245,6 @@ def _mean_std(a, xp):
     a64 = a.astype(np.float64)
     mean = float(a64.mean())
     return mean, float(xp.sqrt(((a64 - mean) ** 2).mean()))
-
-
-def _array_module(model):
-    if model.device == "cuda":
-        import cupy
-        return cupy
-    return np
 
 
 def _to_host(a):
@@ -387,9 +381,8 @@ class Monitor:
     @classmethod
     def from_dataset(cls, dataset, n=None, **kwargs):
         """The first ``n`` test examples of a dataset (default :data:`config.MONITOR_EXAMPLES`)."""
-        n = config.MONITOR_EXAMPLES if n is None else int(n)
-        x, y = dataset.test
-        return cls(x[:n], y[:n], **kwargs)
+        return cls(*dataset.monitor_set(config.MONITOR_EXAMPLES if n is None else int(n)),
+                   **kwargs)
 
     def __call__(self, model, update=None, examples=None, jacobian=True):
         """Measure ``model`` on the monitor set, keep the result in :attr:`stats`, return it.

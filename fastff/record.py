@@ -25,7 +25,6 @@ from .errors import InputError
 # (validation and test error) or ``monitor`` (the fixed monitor set, see fastff.monitor).
 # ``layer`` 0 is the whole network, 1 the first hidden layer.
 COLUMNS = ("update", "examples", "source", "layer", "statistic", "value")
-FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz")
 _NETWORK_KEYS = {"train_loss": ("train", "loss"), "seconds": ("train", "seconds"),
                  "monitor_seconds": ("monitor", "seconds"),
                  "valid_error": ("eval", "valid_error"), "test_error": ("eval", "test_error")}

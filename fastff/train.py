@@ -160,17 +160,16 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     monitor = Monitor.from_dataset(data) if monitor_every else None
     if monitor is not None and resume:
         monitor.stats = monitor_stats
-    monitor_seconds = [history[-1].get("monitor_seconds", 0.0) if history else 0.0]
+    monitor_seconds = history[-1].get("monitor_seconds", 0.0) if history else 0.0
 
     def observe(update):
+        nonlocal monitor_seconds
         if monitor is None or not (update % monitor_every == 0 or update == updates):
             return
-        if monitor.stats and monitor.stats[-1].update >= update:
-            return  # already measured before a resume
         t = time.perf_counter()
         jac = update == 0 or bool(jacobian_every and (update % jacobian_every == 0 or update == updates))
         monitor(model, update=update, examples=update * batch_size, jacobian=jac)
-        monitor_seconds[0] += time.perf_counter() - t
+        monitor_seconds += time.perf_counter() - t
         if record is not None:
             record.save_stats(monitor.stats)
 
@@ -184,7 +183,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                    train_loss=float(np.mean(losses)) if losses else math.nan,
                    valid_error=valid_err, test_error=test_err,
                    seconds=round(time.perf_counter() - t0, 3),
-                   monitor_seconds=round(monitor_seconds[0], 3))
+                   monitor_seconds=round(monitor_seconds, 3))
         row.update(_layer_columns(stats.summary(model.sizes)))
         history.append(row)
         losses.clear()

@@ -53,48 +53,56 @@ def _monitored(runs):
     return [r for r in runs if len(r.stats)]
 
 
-def activation_mean_std(runs):
-    """Fig. 2: mean and std (vertical bars) of the activations per layer over training."""
+def _monitor_panels(runs, draw, title, xlabel=None):
+    """One panel per run that has monitor snapshots; ``draw(ax, run)`` fills a panel and
+    returns its y label and title. Without ``xlabel`` the x axis is updates, with examples
+    seen on top."""
     runs = _monitored(runs)
     if not runs:
         return None
     fig, axes = _panels(runs)
     for ax, run in zip(axes, runs):
-        u, mean, std = run.stats.updates, run.stats.scalar("act_mean"), run.stats.scalar("act_std")
-        span = max(int(u[-1]), 1)
-        for k, c in enumerate(_layer_colors(run.n_hidden)):
-            shift = (k - run.n_hidden / 2) * span * 0.004  # keep the bars of the layers apart
-            ax.errorbar(u + shift, mean[:, k], yerr=std[:, k], color=c, capsize=2, lw=1,
-                        marker="o", ms=2.5, label=f"layer {k + 1}")
-        ax.set(xlabel="updates", ylabel="activation mean ± std", title=run.label)
-        _examples_axis(ax, run.batch_size)
+        ylabel, panel_title = draw(ax, run)
+        ax.set(xlabel=xlabel or "updates", ylabel=ylabel, title=panel_title)
+        if xlabel is None:
+            _examples_axis(ax, run.batch_size)
         _legend(ax)
-    return _finish(fig, "Activation mean and standard deviation per layer (paper Fig. 2)")
+    return _finish(fig, title)
+
+
+def _layer_intervals(ax, run, mean_name, std_name, spread, **style):
+    """mean ± std of one statistic per layer over training, the layers' bars side by side."""
+    u = run.stats.updates
+    mean, std = run.stats.scalar(mean_name), run.stats.scalar(std_name)
+    span = max(int(u[-1]), 1)
+    for k, c in enumerate(_layer_colors(run.n_hidden)):
+        shift = (k - run.n_hidden / 2) * span * spread  # keep the bars of the layers apart
+        ax.errorbar(u + shift, mean[:, k], yerr=std[:, k], color=c, capsize=2,
+                    label=f"layer {k + 1}", **style)
+
+
+def activation_mean_std(runs):
+    """Fig. 2: mean and std (vertical bars) of the activations per layer over training."""
+    def draw(ax, run):
+        _layer_intervals(ax, run, "act_mean", "act_std", 0.004, lw=1, marker="o", ms=2.5)
+        return "activation mean ± std", run.label
+    return _monitor_panels(runs, draw, "Activation mean and standard deviation per layer (paper Fig. 2)")
 
 
 def activation_p98_std(runs):
     """Figs. 3 and 10: 98th percentile of |h| (markers alone) and std (lines with markers)."""
-    runs = _monitored(runs)
-    if not runs:
-        return None
-    fig, axes = _panels(runs)
-    for ax, run in zip(axes, runs):
+    def draw(ax, run):
         u, p98, std = run.stats.updates, run.stats.scalar("act_p98"), run.stats.scalar("act_std")
         for k, c in enumerate(_layer_colors(run.n_hidden)):
             ax.plot(u, p98[:, k], ls="none", marker="^", ms=4, color=c)
             ax.plot(u, std[:, k], ls="-", marker="o", ms=2.5, color=c, label=f"layer {k + 1}")
-        ax.set(xlabel="updates", ylabel="98th pct |h| (▲), std (—)", title=run.label)
-        _examples_axis(ax, run.batch_size)
-        _legend(ax)
-    return _finish(fig, "98th percentile (markers) and std (lines) of activations (paper Figs. 3, 10)")
+        return "98th pct |h| (▲), std (—)", run.label
+    return _monitor_panels(runs, draw, "98th percentile (markers) and std (lines) of activations "
+                           "(paper Figs. 3, 10)")
 
 
 def _histograms(runs, name, when, xlabel, title):
-    runs = _monitored(runs)
-    if not runs:
-        return None
-    fig, axes = _panels(runs)
-    for ax, run in zip(axes, runs):
+    def draw(ax, run):
         m = run.stats[when]
         edges = m.edges[name]
         centres = (edges[:-1] + edges[1:]) / 2
@@ -103,9 +111,8 @@ def _histograms(runs, name, when, xlabel, title):
             total = counts.sum()
             ax.plot(centres, counts / total if total else counts, color=c, lw=1.2,
                     label=f"layer {k + 1}")
-        ax.set(xlabel=xlabel, ylabel="fraction of values", title=f"{run.label}, update {m.update}")
-        _legend(ax)
-    return _finish(fig, title)
+        return "fraction of values", f"{run.label}, update {m.update}"
+    return _monitor_panels(runs, draw, title, xlabel=xlabel)
 
 
 def activation_hist_end(runs):
@@ -134,22 +141,11 @@ def grad_w_hist_init(runs):
 
 def grad_w_std_training(runs):
     """Fig. 9: standard-deviation intervals of the weight gradients per layer during training."""
-    runs = _monitored(runs)
-    if not runs:
-        return None
-    fig, axes = _panels(runs)
-    for ax, run in zip(axes, runs):
-        u = run.stats.updates
-        mean, std = run.stats.scalar("grad_w_mean"), run.stats.scalar("grad_w_std")
-        span = max(int(u[-1]), 1)
-        for k, c in enumerate(_layer_colors(run.n_hidden)):
-            shift = (k - run.n_hidden / 2) * span * 0.006
-            ax.errorbar(u + shift, mean[:, k], yerr=std[:, k], fmt="none", ecolor=c, capsize=2,
-                        lw=1.2, label=f"layer {k + 1}")
-        ax.set(xlabel="updates", ylabel="dC/dW mean ± std", title=run.label)
-        _examples_axis(ax, run.batch_size)
-        _legend(ax)
-    return _finish(fig, "Weight gradient std intervals per layer during training (paper Fig. 9)")
+    def draw(ax, run):
+        _layer_intervals(ax, run, "grad_w_mean", "grad_w_std", 0.006, fmt="none", lw=1.2)
+        return "dC/dW mean ± std", run.label
+    return _monitor_panels(runs, draw, "Weight gradient std intervals per layer during training "
+                           "(paper Fig. 9)")
 
 
 def test_error_curves(runs):
