@@ -1,7 +1,7 @@
 """The multilayer perceptron: parameters on one device, every step through the kernel registry."""
 import numpy as np
 
-from . import activations, device as devices
+from . import activations, config, device as devices
 from .kernels import get as get_kernel
 from .arch import parse_sizes
 from .checks import choose, finite, float_array, labels, positive
@@ -82,6 +82,8 @@ class MLP:
         self._ops = {op: get_kernel(op, self.backend)
                      for op in ("forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")}
         self._workspace = {}
+        # weights too large to stay in cache are prefetched by the CPU kernels (config)
+        self._prefetch = sum(int(W.nbytes) for W, _ in self.params) > config.CPU_PREFETCH_MIN_BYTES
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -117,7 +119,7 @@ class MLP:
         for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
             st = stats.forward[l] if stats is not None and l < self.n_hidden else None
             out = outs[l] if outs is not None else None
-            x = fwd(x, W, b, act, out=out, stats=st)
+            x = fwd(x, W, b, act, out=out, stats=st, prefetch=self._prefetch)
             hs.append(x)
         return hs
 
@@ -188,9 +190,9 @@ class MLP:
             W, b = self.params[l]
             inp = hs[l - 1] if l > 0 else x
             st = stats.backward[l] if stats is not None and l < self.n_hidden else None
-            kw = dict(delta=ws["delta"][l]) if self.backend == "cpu" else {}
             grad = back(inp, hs[l], W, b, grad, acts[l], lr, grad_x=ws["g"][l] if l > 0 else None,
-                        stats=st, compute_grad_x=l > 0, **kw)
+                        stats=st, compute_grad_x=l > 0, delta=ws["delta"][l],
+                        prefetch=self._prefetch)
         return loss
 
     # -- state --------------------------------------------------------------------------------

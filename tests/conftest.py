@@ -39,4 +39,4 @@ def small_blocks(monkeypatch):
     """Tiny block sizes so that small inputs span many chunks."""
     from fastff import config
     monkeypatch.setattr(config, "CPU_COL_CHUNK", 16)
-    monkeypatch.setattr(config, "CPU_ROW_CHUNK", 8)
+    monkeypatch.setattr(config, "CPU_ROW_BLOCK", 8)

@@ -1,4 +1,5 @@
 """Every Numba kernel against the NumPy reference, on fresh random inputs."""
+import numba
 import numpy as np
 import pytest
 
@@ -11,8 +12,11 @@ from conftest import assert_close
 
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 DTYPES = [np.float32, np.float64]
-# (batch, n_in, n_out): odd and prime sizes; 37 and 41 take the large-batch (BLAS) path
-SHAPES = [(1, 7, 5), (10, 131, 97), (3, 1, 2), (37, 64, 33), (41, 17, 131)]
+# (batch, n_in, n_out): odd and prime sizes. Batches up to 16 take the register-tile loops: 7
+# splits into forward row tiles of 4 + 3, 16 into 6 + 5 + 5 and a one-row-of-W backward tile;
+# 37 and 41 take the large-batch (BLAS) path.
+SHAPES = [(1, 7, 5), (10, 131, 97), (3, 1, 2), (7, 67, 41), (16, 129, 70), (37, 64, 33),
+          (41, 17, 131)]
 
 
 def layer(rng, batch, n_in, n_out, dtype, wscale=1.0):
@@ -120,17 +124,26 @@ def test_softmax_nll_is_stable_for_huge_logits():
     assert loss == pytest.approx(0.0, abs=1e-6) and np.isfinite(g).all()
 
 
-def test_kernels_are_deterministic(rng):
-    x, W, b = layer(rng, 10, 200, 150, np.float32)
-    h = cpu.dense_forward(x, W, b, "tanh")
-    g = rng.standard_normal(h.shape).astype(np.float32)
+@pytest.mark.parametrize("batch", [10, 40])
+def test_kernels_are_deterministic_for_any_thread_count(rng, batch):
+    # work is split into fixed blocks and partial sums are added in block order, so neither a
+    # second run nor another number of threads changes a bit
+    x, W, b = layer(rng, batch, 300, 150, np.float32)
+    g = rng.standard_normal((batch, 150)).astype(np.float32)
+    threads = numba.get_num_threads()
     outs = []
-    for _ in range(2):
-        W1, st = W.copy(), BackwardStats(150)
-        gx = cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "tanh", 0.1, stats=st)
-        outs.append((W1, gx, st.grad_w_total_sq.copy()))
-    for a, c in zip(*outs):
-        np.testing.assert_array_equal(a, c)
+    try:
+        for n in (threads, 1, threads):
+            numba.set_num_threads(n)
+            fs, W1, bs = ForwardStats(150, "tanh"), W.copy(), BackwardStats(150)
+            h = cpu.dense_forward(x, W, b, "tanh", stats=fs)
+            gx = cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "tanh", 0.1, stats=bs)
+            outs.append((h, fs.hist, fs.total, W1, gx, bs.delta_total, bs.grad_w_total_sq))
+    finally:
+        numba.set_num_threads(threads)
+    for run in outs[1:]:
+        for a, c in zip(outs[0], run):
+            np.testing.assert_array_equal(a, c)
 
 
 def test_fortran_and_strided_inputs_give_right_answers(rng):

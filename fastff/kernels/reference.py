@@ -168,6 +168,15 @@ def softmax_nll_unchecked(z, y, grad_z=None):
     return loss, grad
 
 
-# The reference has no separate fast path: the MLP calls the same functions.
-forward_unchecked = dense_forward
-backward_unchecked = dense_backward_sgd
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
+    """dense_forward with the interface the MLP calls on every backend (``prefetch``, a hint to
+    the CPU kernels, means nothing here)."""
+    return dense_forward(x, W, b, activation, out=out, stats=stats)
+
+
+def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True, delta=None, prefetch=True):
+    """dense_backward_sgd with the interface the MLP calls on every backend (``delta``, a
+    workspace, and ``prefetch``, a hint, are for the CPU kernels and mean nothing here)."""
+    return dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=grad_x, stats=stats,
+                              compute_grad_x=compute_grad_x)
