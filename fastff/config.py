@@ -4,6 +4,7 @@ Tests patch these module attributes (for example a smaller column chunk so that 
 many blocks). Kernels read them at call time, never at import time.
 """
 import math
+import os
 
 # -- Saturation rules (reference/glorot2010.md section 7: the paper sets no numeric threshold) --
 # A unit output h counts as saturated-low when h <= low and saturated-high when h >= high.
@@ -47,8 +48,9 @@ CPU_BWD_PREFETCH_ROWS = 4
 # 20 x 1000 units (80 MB) 9.4 ms without, 7.0 ms with.
 CPU_PREFETCH_MIN_BYTES = 24 * 2**20
 # Width of the SIMD vectors in fastff.kernels.simd: None picks the host's widest (64 bytes with
-# AVX-512, else 32). Read once, at import of fastff.kernels.
-CPU_VECTOR_BYTES = None
+# AVX-512, else 32); the environment variable FASTFF_CPU_VECTOR_BYTES overrides it. Read once,
+# at import of fastff.kernels (Numba's on-disk cache keeps the width code was compiled with).
+CPU_VECTOR_BYTES = int(os.environ.get("FASTFF_CPU_VECTOR_BYTES", "0")) or None
 
 # -- Training defaults ------------------------------------------------------------------------
 MONITOR_EXAMPLES = 300  # the paper's fixed monitor set (section 1)

@@ -81,6 +81,8 @@ def test_dense_backward_sgd_matches_reference(rng, request, dtype, act, shape, b
     assert_close(s1.delta_total, s2.delta_total, dtype, scale=np.abs(s2.delta_total).max())
     assert_close(s1.delta_total_sq, s2.delta_total_sq, dtype)
     np.testing.assert_allclose(s1.grad_w_total_sq, s2.grad_w_total_sq, rtol=1e-4)
+    np.testing.assert_allclose(s1.grad_w_total, s2.grad_w_total, rtol=1e-4,
+                               atol=1e-6 * np.sqrt(s2.grad_w_total_sq[0]))
     assert s1.rows[0] == s2.rows[0] == shape[0]
 
 
@@ -144,6 +146,40 @@ def test_kernels_are_deterministic_for_any_thread_count(rng, batch):
     for run in outs[1:]:
         for a, c in zip(outs[0], run):
             np.testing.assert_array_equal(a, c)
+
+
+_NARROW_VECTORS = """
+import numpy as np
+from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref, simd
+assert simd.VEC_BYTES == {width}
+rng = np.random.default_rng(5)
+for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
+    for batch, n_in, n_out in ((10, 37, 29), (3, 8, 17)):
+        x = rng.standard_normal((batch, n_in)).astype(dtype)
+        W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+        b = rng.standard_normal(n_out).astype(dtype)
+        h = cpu.dense_forward(x, W, b, "tanh")
+        np.testing.assert_allclose(h, ref.dense_forward(x, W, b, "tanh"), rtol=tol, atol=tol)
+        g = rng.standard_normal(h.shape).astype(dtype)
+        W1, W2, b1, b2 = W.copy(), W.copy(), b.copy(), b.copy()
+        gx1 = cpu.dense_backward_sgd(x, h, W1, b1, g, "tanh", 0.1)
+        gx2 = ref.dense_backward_sgd(x, h, W2, b2, g, "tanh", 0.1)
+        np.testing.assert_allclose(gx1, gx2, rtol=tol, atol=tol)
+        np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("width", [32])
+def test_register_tiles_with_narrower_vectors(tmp_path, width):
+    # machines without AVX-512 get 32-byte vectors: same answers, checked in a fresh process
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, FASTFF_CPU_VECTOR_BYTES=str(width), NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _NARROW_VECTORS.format(width=width)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 def test_fortran_and_strided_inputs_give_right_answers(rng):

@@ -278,17 +278,16 @@ def _dot_update(x, delta, W, gx, lr, i0, i1, two, ahead):
         nv = min(2, i1 - i)
         c = tile_coefs(two, x, i, nv, lr)
         acc = two
+        j = 0
         if nv == 2:
             for j in range(0, n_full, lanes):
                 if i + ahead + 1 < K:
                     prefetch(W, i + ahead, j)
                     prefetch(W, i + ahead + 1, j)
                 acc = tile_grad_update(acc, delta, W, i, None, j, None, c)
-        else:
-            for j in range(0, n_full, lanes):
-                acc = tile_grad_update(acc, delta, W, i, nv, j, lanes, c)
-        if n_full < n:
-            acc = tile_grad_update(acc, delta, W, i, nv, n_full, n - n_full, c)
+            j = n_full
+        for jm in range(j, n, lanes):  # masked: the last columns, or a lone last row of W
+            acc = tile_grad_update(acc, delta, W, i, nv, jm, n - jm, c)
         tile_hsum_store(acc, gx, i, nv)
 
 
@@ -301,17 +300,16 @@ def _update(x, delta, W, lr, i0, i1, two, ahead):
     for i in range(i0, i1, 2):
         nv = min(2, i1 - i)
         c = tile_coefs(two, x, i, nv, lr)
+        j = 0
         if nv == 2:
             for j in range(0, n_full, lanes):
                 if i + ahead + 1 < K:
                     prefetch(W, i + ahead, j)
                     prefetch(W, i + ahead + 1, j)
                 tile_update(delta, W, i, None, j, None, c)
-        else:
-            for j in range(0, n_full, lanes):
-                tile_update(delta, W, i, nv, j, lanes, c)
-        if n_full < n:
-            tile_update(delta, W, i, nv, n_full, n - n_full, c)
+            j = n_full
+        for jm in range(j, n, lanes):
+            tile_update(delta, W, i, nv, jm, n - jm, c)
 
 
 @njit(**_JIT)

@@ -31,6 +31,8 @@ from .. import config
 def _vector_bytes():
     """64 (AVX-512) or 32 bytes: the widest vector registers the host CPU has."""
     if config.CPU_VECTOR_BYTES:
+        if config.CPU_VECTOR_BYTES not in (16, 32, 64):
+            raise ValueError(f"CPU_VECTOR_BYTES must be 16, 32 or 64, got {config.CPU_VECTOR_BYTES}")
         return int(config.CPU_VECTOR_BYTES)
     llvm.initialize_native_target()
     return 64 if "+avx512f" in llvm.get_host_cpu_features().flatten().split(",") else 32
