@@ -12,10 +12,11 @@ below). This module gives compiled code a value type that LLVM keeps in register
     SSA value: assigning it to a variable in a loop costs no memory traffic.
 
 and the operations the kernels in :mod:`fastff.kernels.cpu` are made of. ``rows`` and ``vecs``
-are compile-time constants (``numba.literally``); each distinct value compiles its own code.
-Every vector access takes a count ``n`` of valid lanes and is masked: lanes at ``j + k`` with
-``k >= n`` are neither read (they read as 0) nor written, so one code path serves full and
-partial vectors and never touches memory outside an array.
+are compile-time constants: ``tile_zeros(W, 5, 4)`` with literal numbers, chosen by an explicit
+``if``/``elif`` chain where the shape depends on the data; each shape compiles its own code.
+Vector accesses take a count ``n`` of valid columns and are masked: lanes at ``j + k`` with
+``k >= n`` are neither read (they read as 0) nor written, so partial vectors never touch memory
+outside an array. Where ``n`` may be None the access is a plain full-width load or store.
 
 The sums run in a fixed order (no reassociation across calls), so results are deterministic.
 """
@@ -100,30 +101,26 @@ class _Gen:
     def zeros(self):
         return ir.Constant(self.vec, None)
 
-    def splat(self, scalar):
-        v = self.b.insert_element(ir.Constant(self.vec, ir.Undefined), scalar,
-                                  ir.Constant(ir.IntType(32), 0))
+    def _broadcast(self, scalar):
+        """``scalar`` in every lane of a vector of its type."""
+        ty = ir.VectorType(scalar.type, self.lanes)
+        v = self.b.insert_element(ir.Constant(ty, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
         zeros = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes)
-        return self.b.shuffle_vector(v, ir.Constant(self.vec, ir.Undefined), zeros)
+        return self.b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
+
+    def splat(self, scalar):
+        """A float scalar in every lane."""
+        return self._broadcast(scalar)
 
     def splat_bool(self, flag):
         """An i1 scalar broadcast to a lane mask."""
-        ty = ir.VectorType(ir.IntType(1), self.lanes)
-        v = self.b.insert_element(ir.Constant(ty, ir.Undefined), flag, ir.Constant(ir.IntType(32), 0))
-        return self.b.shuffle_vector(v, ir.Constant(ty, ir.Undefined),
-                                     ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
+        return self._broadcast(flag)
 
     def mask(self, n, k):
-        """Lanes 0..lanes-1 of vector k (elements k*lanes + lane) that are below n."""
+        """The lanes of vector k (elements k*lanes + lane) that are below n."""
         i64 = ir.IntType(64)
         lanes = ir.Constant(ir.VectorType(i64, self.lanes), list(range(self.lanes)))
-        count = self.b.sub(n, ir.Constant(i64, k * self.lanes))
-        splat = self.b.shuffle_vector(
-            self.b.insert_element(ir.Constant(ir.VectorType(i64, self.lanes), ir.Undefined), count,
-                                  ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(ir.VectorType(i64, self.lanes), ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
-        return self.b.icmp_signed("<", lanes, splat)
+        return self.b.icmp_signed("<", lanes, self._broadcast(self.b.sub(n, ir.Constant(i64, k * self.lanes))))
 
     def _vptr(self, elem_ptr, k):
         p = self.b.gep(elem_ptr, [ir.Constant(ir.IntType(64), k * self.lanes)])

@@ -1,0 +1,93 @@
+"""The register-tile operations of fastff.kernels.simd, one at a time, against NumPy."""
+import numpy as np
+import pytest
+from numba import njit
+
+from fastff.kernels import simd
+from fastff.kernels.simd import (tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
+                                 tile_load, tile_rank1, tile_store, tile_update, tile_zeros)
+
+DTYPES = [np.float32, np.float64]
+
+
+@njit
+def _product(x, W, s, r0, j, n):
+    acc = tile_zeros(W, 3, 2)
+    for i in range(W.shape[0]):
+        acc = tile_rank1(acc, x, r0, W, i, j, n)
+    tile_store(acc, s, r0, j, n)
+
+
+@njit
+def _load_store(src, dst, r0, j, n):
+    tile_store(tile_load(tile_zeros(src, 3, 2), src, r0, j, n), dst, r0, j, n)
+
+
+@njit
+def _backward(x, delta, W, gx, lr, i, nv, want_gx):
+    two = tile_zeros(W, 4, 2)
+    c = tile_coefs(two, x, i, nv, lr)
+    acc = two
+    lanes = tile_lanes(two)
+    for j in range(0, W.shape[1], lanes):
+        if want_gx:
+            acc = tile_grad_update(acc, delta, W, i, nv, j, W.shape[1] - j, c)
+        else:
+            tile_update(delta, W, i, nv, j, W.shape[1] - j, c)
+    if want_gx:
+        tile_hsum_store(acc, gx, i, nv)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 5, None])
+def test_rank1_product_writes_only_the_valid_columns(dtype, n):
+    rng = np.random.default_rng(3)
+    lanes = simd.LANES[np.dtype(dtype).name]
+    n = 2 * lanes if n is None else n
+    x = rng.standard_normal((5, 11)).astype(dtype)
+    W = rng.standard_normal((11, 3 * lanes)).astype(dtype)
+    s = np.full((5, 3 * lanes), -7.0, dtype)
+    _product(x, W, s, 1, 3, n)
+    expect = np.full_like(s, -7.0)
+    expect[1:4, 3:3 + n] = x[1:4] @ W[:, 3:3 + n]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(s, expect, rtol=tol, atol=tol)
+    # masked load then store: a copy of exactly the valid columns
+    dst = np.full_like(s, 9.0)
+    _load_store(s, dst, 1, 3, n)
+    copied = np.full_like(s, 9.0)
+    copied[1:4, 3:3 + n] = s[1:4, 3:3 + n]
+    np.testing.assert_array_equal(dst, copied)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nv", [1, 2])
+@pytest.mark.parametrize("want_gx", [True, False])
+def test_backward_tile_matches_numpy_and_leaves_other_rows_alone(dtype, nv, want_gx):
+    rng = np.random.default_rng(4)
+    lanes = simd.LANES[np.dtype(dtype).name]
+    n_out = 2 * lanes + 3  # two full vectors and a masked tail
+    x = rng.standard_normal((4, 7)).astype(dtype)
+    delta = rng.standard_normal((4, n_out)).astype(dtype)
+    W = rng.standard_normal((7, n_out)).astype(dtype)
+    gx = np.full((4, 7), -5.0, dtype)
+    W1 = W.copy()
+    _backward(x, delta, W1, gx, dtype(0.1), 5, nv, want_gx)
+    rows = slice(5, 5 + nv)
+    expect_W = W.copy()
+    expect_W[rows] -= 0.1 * x[:, rows].T @ delta
+    expect_gx = np.full_like(gx, -5.0)
+    if want_gx:
+        expect_gx[:, rows] = delta @ W[rows].T  # with the old W
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(W1, expect_W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gx, expect_gx, rtol=tol, atol=tol)
+
+
+def test_tile_shape_must_be_a_compile_time_constant():
+    @njit
+    def runtime_rows(W, k):
+        return tile_zeros(W, k, 1)
+
+    with pytest.raises(Exception, match="tile_zeros"):
+        runtime_rows(np.ones((2, 2), np.float32), 3)
