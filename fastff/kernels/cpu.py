@@ -293,7 +293,10 @@ def _dot_update(x, delta, W, gx, lr, i0, i1, two, ahead):
 
 @njit(**_JIT)
 def _update(x, delta, W, lr, i0, i1, two, ahead):
-    """_dot_update without dC/dx (the first layer): W[i] -= lr * x[:, i] @ delta."""
+    """_dot_update without dC/dx (the first layer): W[i] -= lr * x[:, i] @ delta.
+
+    A twin rather than a flag inside _dot_update: with both loops in one function the dC/dx
+    loop compiled to slower code (126 against 110 us per 1000x1000 layer, measured)."""
     n, K = W.shape[1], W.shape[0]
     lanes = tile_lanes(two)
     n_full = n - n % lanes

@@ -276,24 +276,6 @@ def prefetch(typingctx, ary, i, j):
 
 
 @intrinsic
-def tile_load(typingctx, acc, s, r0, j, n):
-    """A tile like ``acc`` with rows s[r0 + r, j + v*lanes : ...] (0 past the n valid columns)."""
-    _float_array(s, 2, "s")
-
-    def codegen(context, builder, sig, args):
-        tty = sig.args[0]
-        g = _Gen(context, builder, tty.dtype, tty.lanes)
-        r0_v, j_v, n_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 3, 4)]
-        masks = [g.mask(n_v, v) for v in range(tty.vecs)]
-        parts = []
-        for r in range(tty.rows):
-            p = g.ptr2(sig.args[1], args[1], builder.add(r0_v, _const(r)), j_v)
-            parts.append([g.load(p, v, masks[v]) for v in range(tty.vecs)])
-        return _pack(builder, tty, parts)
-    return acc(acc, s, r0, j, n), codegen
-
-
-@intrinsic
 def tile_coefs(typingctx, shape, x, i, nv, lr):
     """A tile like ``shape`` with lr * x[r, i + v] in every lane of vector [r, v] (0 for v >= nv).
 
