@@ -60,15 +60,19 @@ def test_train_step(benchmark, batch_data, impl, batch):
     benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median
 
 
+def _layer(batch, seed):
+    """Input, weights and bias of one 1000x1000 layer (normalized init, float32)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, 1000), dtype=np.float32)
+    return rng, x, fastff.init_weights("normalized", 1000, 1000, rng), np.zeros(1000, np.float32)
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("impl", ["fastff", "numpy-reference"])
-def test_dense_forward(benchmark, batch_data, impl, batch):
+def test_dense_forward(benchmark, impl, batch):
     """One 1000x1000 tanh layer with statistics."""
     benchmark.group = f"dense_forward 1000x1000, batch {batch}"
-    rng = np.random.default_rng(1)
-    x = rng.random((batch, 1000), dtype=np.float32)
-    W = fastff.init_weights("normalized", 1000, 1000, rng)
-    b = np.zeros(1000, np.float32)
+    _, x, W, b = _layer(batch, seed=1)
     st = ForwardStats(1000, "tanh")
     fn = cpu.forward_unchecked if impl == "fastff" else reference.dense_forward
     out = np.empty((batch, 1000), np.float32)
@@ -77,13 +81,10 @@ def test_dense_forward(benchmark, batch_data, impl, batch):
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("impl", ["fastff", "numpy-reference"])
-def test_dense_backward_sgd(benchmark, batch_data, impl, batch):
+def test_dense_backward_sgd(benchmark, impl, batch):
     """Backward pass and SGD update of one 1000x1000 tanh layer."""
     benchmark.group = f"dense_backward_sgd 1000x1000, batch {batch}"
-    rng = np.random.default_rng(2)
-    x = rng.random((batch, 1000), dtype=np.float32)
-    W = fastff.init_weights("normalized", 1000, 1000, rng)
-    b = np.zeros(1000, np.float32)
+    rng, x, W, b = _layer(batch, seed=2)
     h = np.tanh(x @ W)
     g = (rng.standard_normal((batch, 1000)) * 1e-3).astype(np.float32)
     fn = cpu.backward_unchecked if impl == "fastff" else reference.dense_backward_sgd

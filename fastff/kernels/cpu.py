@@ -214,17 +214,17 @@ def _strip_rows(x, r0, h, W, s, i0, i1, j, n, ahead, width):
     """_strip over h = 1 .. _FWD_TILE_ROWS rows, each height its own compiled tile."""
     a = (x, r0, W, s, i0, i1, j, n)
     if h == 6:
-        _strip(*a, tile_zeros(W, 6, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 6, _FWD_TILE_VECS), ahead, width)
     elif h == 5:
-        _strip(*a, tile_zeros(W, 5, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 5, _FWD_TILE_VECS), ahead, width)
     elif h == 4:
-        _strip(*a, tile_zeros(W, 4, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 4, _FWD_TILE_VECS), ahead, width)
     elif h == 3:
-        _strip(*a, tile_zeros(W, 3, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 3, _FWD_TILE_VECS), ahead, width)
     elif h == 2:
-        _strip(*a, tile_zeros(W, 2, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 2, _FWD_TILE_VECS), ahead, width)
     else:
-        _strip(*a, tile_zeros(W, 1, 4), ahead, width)
+        _strip(*a, tile_zeros(W, 1, _FWD_TILE_VECS), ahead, width)
 
 
 @njit(**_JIT)

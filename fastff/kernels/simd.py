@@ -101,26 +101,18 @@ class _Gen:
     def zeros(self):
         return ir.Constant(self.vec, None)
 
-    def _broadcast(self, scalar):
-        """``scalar`` in every lane of a vector of its type."""
+    def splat(self, scalar):
+        """``scalar`` (a float, or an i1 for a lane mask) in every lane of a vector."""
         ty = ir.VectorType(scalar.type, self.lanes)
         v = self.b.insert_element(ir.Constant(ty, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
         zeros = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes)
         return self.b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
 
-    def splat(self, scalar):
-        """A float scalar in every lane."""
-        return self._broadcast(scalar)
-
-    def splat_bool(self, flag):
-        """An i1 scalar broadcast to a lane mask."""
-        return self._broadcast(flag)
-
     def mask(self, n, k):
         """The lanes of vector k (elements k*lanes + lane) that are below n."""
         i64 = ir.IntType(64)
         lanes = ir.Constant(ir.VectorType(i64, self.lanes), list(range(self.lanes)))
-        return self.b.icmp_signed("<", lanes, self._broadcast(self.b.sub(n, ir.Constant(i64, k * self.lanes))))
+        return self.b.icmp_signed("<", lanes, self.splat(self.b.sub(n, ir.Constant(i64, k * self.lanes))))
 
     def _vptr(self, elem_ptr, k):
         p = self.b.gep(elem_ptr, [ir.Constant(ir.IntType(64), k * self.lanes)])
@@ -324,7 +316,7 @@ def _grad_update_codegen(want_dot):
             else:  # rows of W past nv: no memory access at all
                 valid = builder.icmp_signed("<", _const(v), nv_v)
                 row = builder.select(valid, row, i_v)
-                masks.append(builder.and_(m, g.splat_bool(valid)))
+                masks.append(builder.and_(m, g.splat(valid)))
             w_ptrs.append(g.ptr2(W_t, W_v, row, j_v))
             w.append(g.load(w_ptrs[v], 0, masks[v]))
             upd.append(g.zeros())
