@@ -7,7 +7,7 @@
 __version__ = "0.1.0"
 
 from . import activations, arch, config, data, init, kernels, monitor
-from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError
+from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError, RecordError
 from .init import init_weights
 from .model import MLP
 from .monitor import Measurement, Monitor, Stats, measure
@@ -15,4 +15,4 @@ from .train import Run, train
 
 __all__ = ["train", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
-           "DataError", "__version__"]
+           "DataError", "RecordError", "__version__"]

@@ -2,10 +2,15 @@
 
 Accepted forms:
 
-* a list of ints including input and output: ``[1024, 1000, 1000, 9]``;
+* a list of ints including input and output: ``[1024, 1000, 1000, 9]`` (for :class:`MLP`);
 * a full string: ``"1024-1000x5-9"`` (``x`` repeats a width, ``-`` separates groups);
-* hidden layers only: ``"1000x5"`` or ``[1000] * 5``, completed with the dataset's input and
-  output sizes by :func:`fastff.train`.
+* hidden layers only: ``"1000x5"`` (one group, no ``-``) or a list ``[1000] * 5``, completed
+  with the dataset's input and output sizes by :func:`fastff.train`.
+
+Where a dataset is known (:func:`fastff.train`), a string with ``-`` is always read as full
+sizes, and its first and last sizes must be the dataset's: ``"1024-9"`` on Shapeset-3x2 is
+softmax regression, and ``"784-20-10"`` on Shapeset-3x2 is an error, never a silent
+``1024-784-20-10-9``.
 """
 import re
 
@@ -42,15 +47,23 @@ def parse_hidden(spec):
 def parse_sizes(spec, n_in=None, n_out=None):
     """Full layer sizes ``[n_in, hidden..., n_out]``.
 
-    With ``n_in`` and ``n_out`` given (a dataset's), a spec that already starts and ends with
-    them is taken as is and any other spec is read as hidden widths only. Without them the spec
-    must be complete (at least input and output).
+    With ``n_in`` and ``n_out`` given (a dataset's), a string with ``-`` holds full sizes that
+    must start with ``n_in`` and end with ``n_out``; any other spec (one group such as
+    ``"1000x5"``, or a list) holds hidden widths only. Without them the spec must be complete
+    (at least input and output).
     """
     sizes = parse_hidden(spec)
     if n_in is None and n_out is None:
         if len(sizes) < 2:
             raise InputError(f"architecture {spec!r} needs at least an input and an output size")
         return sizes
-    if len(sizes) >= 3 and sizes[0] == n_in and sizes[-1] == n_out:
+    if isinstance(spec, str) and "-" in spec:
+        if len(sizes) < 2 or sizes[0] != n_in or sizes[-1] != n_out:
+            hidden = sizes[1:-1] if len(sizes) > 2 else sizes
+            raise InputError(
+                f"architecture {spec!r} gives full sizes from {sizes[0]} to {sizes[-1]}, but the "
+                f"dataset has {n_in} inputs and {n_out} classes; write "
+                f"'{'-'.join(map(str, [n_in, *hidden, n_out]))}', or the hidden widths alone as "
+                f"a list: {hidden}")
         return sizes
     return [n_in, *sizes, n_out]

@@ -20,7 +20,9 @@ def float_array(name, a, ndim, dtype=None):
     if a.ndim != ndim:
         raise InputError(f"{name} must be {ndim}-D, got shape {tuple(a.shape)}")
     if a.dtype not in FLOAT_DTYPES:
-        raise InputError(f"{name} must be float32 or float64, got {a.dtype}")
+        hint = (" (scale integer pixels to floats first, e.g. x.astype('float32') / 255)"
+                if a.dtype.kind in "iub" else "")
+        raise InputError(f"{name} must be float32 or float64, got {a.dtype}{hint}")
     if dtype is not None and a.dtype != dtype:
         raise InputError(f"{name} has dtype {a.dtype} but the weights are {dtype}")
     if a.size == 0:
@@ -75,3 +77,10 @@ def positive(name, value, integer=False):
         kind = "a positive integer" if integer else "a positive number"
         raise InputError(f"{name} must be {kind}, got {value!r}")
     return value
+
+
+def seed(value):
+    """A seed: a non-negative integer (NumPy's generators refuse negative ones)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise InputError(f"seed must be a non-negative integer, got {value!r}")
+    return int(value)

@@ -1,19 +1,22 @@
-"""The ``fastff`` command line: train, report, and look at or fetch data.
+"""The ``fastff`` command line: train, report, export, and look at or fetch data.
 
 Examples::
 
     fastff train                                   # the paper's 5x1000 tanh net on Shapeset
     fastff train --arch 1000x4 --activation sigmoid --init standard --updates 50000 --out runs/sig
     fastff report runs/std runs/norm --out report  # the paper's figures and an index.html
+    fastff export tensorboard runs/std runs/norm   # scalars and histograms for TensorBoard
     fastff data show shapeset --out shapeset.png
     fastff data fetch mnist
 """
 import argparse
-import json
+import os
 import sys
+from pathlib import Path
 
-from . import activations, data
-from .errors import FastffError
+from . import __version__, activations, data
+from .checks import positive
+from .errors import FastffError, InputError
 from .init import INITS
 
 
@@ -25,9 +28,9 @@ def _train(args):
     run = train(args.arch, dataset=args.dataset, activation=args.activation, init=args.init,
                 lr=args.lr, batch_size=args.batch_size, updates=args.updates, device=args.device,
                 seed=args.seed, eval_every=args.eval_every, out_dir=args.out,
-                progress=not args.quiet, resume=args.resume, dtype=args.dtype,
-                data_options=options, data_dir=args.data_dir, monitor_every=args.monitor_every,
-                jacobian_every=args.jacobian_every)
+                progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
+                dtype=args.dtype, data_options=options, data_dir=args.data_dir,
+                monitor_every=args.monitor_every, jacobian_every=args.jacobian_every)
     last = run.final
     print(f"{run.model}")
     print(f"updates {last['update']}  examples {last['examples']}  train loss {last['train_loss']:.4f}  "
@@ -37,8 +40,9 @@ def _train(args):
            for k in range(1, run.model.n_hidden + 1)]
     print("saturated units (last interval): " + "  ".join(sat))
     if run.dir is not None:
-        print(f"run record: {run.dir}/ (config.json, metrics.csv, stats.npz, checkpoint.npz); "
-              f"figures: fastff report {run.dir}")
+        from .record import RUN_FILES
+        files = [f for f in RUN_FILES if (run.dir / f).is_file()]
+        print(f"run record: {run.dir}/ ({', '.join(files)}); figures: fastff report {run.dir}")
     return 0
 
 
@@ -54,6 +58,13 @@ def _data_show(args):
     from .data import shapeset
     if args.name != "shapeset":
         raise FastffError("`fastff data show` draws Shapeset-3x2 only")
+    positive("--rows", args.rows, integer=True)
+    positive("--cols", args.cols, integer=True)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: the directory {out.parent} does not exist")
+    if out.is_dir():
+        raise InputError(f"cannot write {out}: it is a directory")
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -69,8 +80,11 @@ def _data_show(args):
         ax.axis("off")
     fig.suptitle(f"Shapeset-3x2, seed {args.seed} (T triangle, P parallelogram, E ellipse)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc}") from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -86,52 +100,100 @@ def _data_fetch(args):
     return 0
 
 
+def _export_tensorboard(args):
+    from .export import tensorboard
+    written = tensorboard(args.runs, args.out)
+    for run_dir, log_dir in written:
+        print(f"{run_dir} -> {log_dir}")
+    logdir = args.out or os.path.commonpath([str(d.resolve()) for _, d in written])
+    print(f"view with: tensorboard --logdir {logdir}")
+    return 0
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where it is None (the help says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
+    fmt = _Defaults
     p = argparse.ArgumentParser(prog="fastff", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"fastff {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an MLP with SGD and record the run")
-    t.add_argument("--arch", default="1000x5", help="hidden layers, e.g. 1000x5 (default) or 1024-1000x5-9")
-    t.add_argument("--dataset", default="shapeset", choices=sorted(data.LOADERS))
-    t.add_argument("--activation", default="tanh", choices=activations.HIDDEN_ACTIVATIONS)
-    t.add_argument("--init", default="normalized", choices=sorted(INITS))
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--batch-size", type=int, default=10)
-    t.add_argument("--updates", type=int, default=10_000)
-    t.add_argument("--eval-every", type=int, default=None)
-    t.add_argument("--eval-size", type=int, default=5_000, help="Shapeset validation and test size")
-    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train an MLP with SGD and record the run", formatter_class=fmt,
+                       description="Train an MLP with plain minibatch SGD, as Glorot & Bengio "
+                       "(2010) do, and record the run (config.json, metrics.csv, stats.npz, "
+                       "checkpoint.npz) in --out.")
+    t.add_argument("--arch", default="1000x5",
+                   help="hidden layers (1000x5) or full sizes starting and ending with the "
+                   "dataset's inputs and classes (1024-1000x5-9)")
+    t.add_argument("--dataset", default="shapeset", choices=sorted(data.LOADERS),
+                   help="dataset; shapeset is generated online")
+    t.add_argument("--activation", default="tanh", choices=activations.HIDDEN_ACTIVATIONS,
+                   help="hidden-unit nonlinearity")
+    t.add_argument("--init", default="normalized", choices=sorted(INITS),
+                   help="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)")
+    t.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    t.add_argument("--batch-size", type=int, default=10, help="examples per update (10 in the paper)")
+    t.add_argument("--updates", type=int, default=10_000,
+                   help="SGD updates in all (on --resume: the new total)")
+    t.add_argument("--eval-every", type=int, default=None,
+                   help="updates between evaluations (default: updates/10; on --resume the saved run's)")
+    t.add_argument("--eval-size", type=int, default=5_000,
+                   help="Shapeset validation and test set size")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="floating-point type of parameters and activations")
+    t.add_argument("--seed", type=int, default=0, help="fixes weights and data (non-negative)")
     t.add_argument("--out", default=None, help="run directory (default: no record)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--data-dir", default=None)
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its files are removed first)")
+    t.add_argument("--data-dir", default=None, help="directory holding dataset files")
     t.add_argument("--monitor-every", type=int, default=None,
-                   help="updates between monitor snapshots (default updates/10; 0: off)")
+                   help="updates between monitor snapshots (default: updates/10; 0: off)")
     t.add_argument("--jacobian-every", type=int, default=None,
                    help="updates between Jacobian decompositions (default: update 0 only)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    r = sub.add_parser("report", help="draw the paper's figures from run directories")
+    r = sub.add_parser("report", help="draw the paper's figures from run directories",
+                       formatter_class=fmt)
     r.add_argument("runs", nargs="+", help="run directories (one panel each, in this order)")
     r.add_argument("--out", default=None,
-                   help="output directory (default RUN/figures for one run, fastff-report for more)")
+                   help="output directory (default: RUN/figures for one run, fastff-report for more)")
     r.set_defaults(func=_report)
+
+    e = sub.add_parser("export", help="export runs to other tools")
+    esub = e.add_subparsers(dest="export_command", required=True)
+    tb = esub.add_parser("tensorboard", formatter_class=fmt,
+                         help="write TensorBoard event files (scalars and histograms)")
+    tb.add_argument("runs", nargs="+", help="run directories")
+    tb.add_argument("--out", default=None,
+                    help="log directory; with several runs each goes into OUT/RUN_NAME "
+                    "(default: RUN/tensorboard for each run)")
+    tb.set_defaults(func=_export_tensorboard)
 
     d = sub.add_parser("data", help="look at or fetch datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    show = dsub.add_parser("show", help="write a PNG grid of examples with their labels")
+    show = dsub.add_parser("show", help="write a PNG grid of examples with their labels",
+                           formatter_class=fmt)
     show.add_argument("name", choices=["shapeset"])
-    show.add_argument("--out", default="shapeset.png")
-    show.add_argument("--rows", type=int, default=6)
-    show.add_argument("--cols", type=int, default=8)
-    show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--balanced", action="store_true")
+    show.add_argument("--out", default="shapeset.png", help="PNG file to write")
+    show.add_argument("--rows", type=int, default=6, help="rows of the grid")
+    show.add_argument("--cols", type=int, default=8, help="columns of the grid")
+    show.add_argument("--seed", type=int, default=0, help="generator seed")
+    show.add_argument("--balanced", action="store_true", help="draw the 9 classes uniformly")
     show.set_defaults(func=_data_show)
-    fetch = dsub.add_parser("fetch", help="fetch and verify a dataset into the cache")
+    fetch = dsub.add_parser("fetch", help="fetch and verify a dataset into the cache",
+                            formatter_class=fmt)
     fetch.add_argument("name", choices=["mnist", "cifar10"])
-    fetch.add_argument("--data-dir", default=None)
+    fetch.add_argument("--data-dir", default=None, help="look here first")
     fetch.set_defaults(func=_data_fetch)
     return p
 

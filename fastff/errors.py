@@ -19,3 +19,7 @@ class DivergenceError(FastffError, FloatingPointError):
 
 class DataError(FastffError, OSError):
     """A dataset is missing, corrupted or in an unexpected layout."""
+
+
+class RecordError(InputError):
+    """A run directory cannot be used: a file is damaged, from another run, or in the way."""

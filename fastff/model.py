@@ -4,9 +4,10 @@ import numpy as np
 from . import activations, config, device as devices
 from .kernels import get as get_kernel
 from .arch import parse_sizes
-from .checks import choose, finite, float_array, labels, positive
+from .checks import choose, finite, float_array, labels, positive, seed as check_seed
 from .errors import InputError
 from .init import INITS, init_weights
+from .kernels.contracts import check_stats
 from .kernels.stats import BackwardStats, ForwardStats
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -16,6 +17,8 @@ class StepStats:
     """Per-hidden-layer accumulators filled by :meth:`MLP.step` (one pair per hidden layer)."""
 
     def __init__(self, model, weight_grad=False):
+        self.sizes = list(model.sizes)
+        self.activation = model.activation
         self.forward = [ForwardStats(n, model.activation) for n in model.sizes[1:-1]]
         self.backward = [BackwardStats(n, weight_grad=weight_grad) for n in model.sizes[1:-1]]
 
@@ -24,10 +27,30 @@ class StepStats:
         for s in self.forward + self.backward:
             s.reset()
 
-    def summary(self, sizes):
-        """One dict of scalars per hidden layer (see ForwardStats/BackwardStats.summary)."""
+    def check(self, model):
+        """Raise InputError unless these accumulators were made for ``model``'s layers."""
+        if not isinstance(self, StepStats):
+            raise InputError(f"stats must come from model.new_stats(), got {type(self).__name__}")
+        want = f"{'-'.join(map(str, model.sizes))} {model.activation}"
+        have = f"{'-'.join(map(str, self.sizes))} {self.activation}"
+        if have != want or len(self.forward) != model.n_hidden or len(self.backward) != model.n_hidden:
+            raise InputError(f"these statistics were made for a {have} network, not this "
+                             f"{want} one; use model.new_stats()")
+        for n, f, b in zip(model.sizes[1:-1], self.forward, self.backward):
+            check_stats(f, ForwardStats, n, model.activation)
+            check_stats(b, BackwardStats, n)
+        return self
+
+    def summary(self, sizes=None):
+        """One dict of scalars per hidden layer (see ForwardStats/BackwardStats.summary).
+
+        ``sizes``, when given, must be the sizes of the network these statistics belong to.
+        """
+        if sizes is not None and list(sizes) != self.sizes:
+            raise InputError(f"these statistics belong to a {'-'.join(map(str, self.sizes))} "
+                             f"network, not {list(sizes)}")
         return [{**f.summary(), **b.summary(n_in)}
-                for f, b, n_in in zip(self.forward, self.backward, sizes[:-2])]
+                for f, b, n_in in zip(self.forward, self.backward, self.sizes[:-2])]
 
 
 class MLP:
@@ -70,9 +93,7 @@ class MLP:
         self.device = devices.resolve(device)
         self.backend = self.device if kernels is None else choose(
             "kernels", kernels, {"reference": "reference", self.device: self.device})
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise InputError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         rng = np.random.default_rng(self.seed)
         xp = devices.array_module(self.device)
         self.params = []
@@ -84,6 +105,14 @@ class MLP:
         self._workspace = {}
         # weights too large to stay in cache are prefetched by the CPU kernels (config)
         self._prefetch = sum(int(W.nbytes) for W, _ in self.params) > config.CPU_PREFETCH_MIN_BYTES
+
+    def copy(self):
+        """An independent copy: the same network with its own parameters."""
+        net = object.__new__(MLP)
+        net.__dict__.update(self.__dict__)
+        net.params = [(W.copy(), b.copy()) for W, b in self.params]
+        net._workspace = {}
+        return net
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -105,7 +134,11 @@ class MLP:
         if x.shape[1] != self.sizes[0]:
             raise InputError(f"x has {x.shape[1]} features but the network expects {self.sizes[0]}")
         finite("x", x)
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        with np.errstate(over="ignore"):
+            cast = np.ascontiguousarray(x, dtype=self.dtype)
+        if cast.dtype != x.dtype:  # float64 values beyond float32's range become inf
+            finite(f"x as {self.dtype.name}", cast)
+        return cast
 
     # -- inference ----------------------------------------------------------------------------
     def hidden(self, x, stats=None):
@@ -178,6 +211,10 @@ class MLP:
         x = self._check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
         positive("lr", lr)
+        if stats is not None:
+            if not isinstance(stats, StepStats):
+                raise InputError(f"stats must come from model.new_stats(), got {type(stats).__name__}")
+            stats.check(self)
         return self._step(x, np.ascontiguousarray(y, dtype=np.int64), lr, stats)
 
     def _step(self, x, y, lr, stats=None):
@@ -205,12 +242,37 @@ class MLP:
         return out
 
     def load_state(self, state):
-        """Copy parameters from :meth:`state` output into this model (shapes must match)."""
-        if list(np.asarray(state["sizes"])) != self.sizes:
-            raise InputError(f"state has sizes {list(state['sizes'])}, model has {self.sizes}")
+        """Copy parameters from :meth:`state` output into this model.
+
+        Every array must be there with the model's shapes and hold finite values; on any error
+        the model is left unchanged.
+        """
+        if not hasattr(state, "keys"):
+            raise InputError(f"state must be a dict of arrays (model.state()), got {type(state).__name__}")
+        want = {"sizes": (len(self.sizes),)}
         for l, (W, b) in enumerate(self.params):
-            W[...] = state[f"W{l}"]
-            b[...] = state[f"b{l}"]
+            want[f"W{l}"], want[f"b{l}"] = tuple(W.shape), tuple(b.shape)
+        missing = [k for k in want if k not in state]
+        if missing:
+            raise InputError(f"state lacks {', '.join(missing)} (a {'-'.join(map(str, self.sizes))} "
+                             "network needs sizes, W0.., b0..)")
+        sizes = np.asarray(state["sizes"])
+        if sizes.shape != want["sizes"] or list(sizes) != self.sizes:
+            raise InputError(f"state has sizes {sizes.tolist()}, model has {self.sizes}")
+        arrays = {}
+        for k, shape in want.items():
+            a = np.asarray(state[k])
+            if k == "sizes":
+                continue
+            if a.shape != shape or a.dtype.kind != "f":
+                raise InputError(f"state[{k!r}] is {a.dtype} of shape {a.shape}; the model needs "
+                                 f"floats of shape {shape}")
+            if not np.isfinite(a).all():
+                raise InputError(f"state[{k!r}] holds NaN or inf")
+            arrays[k] = a
+        for l, (W, b) in enumerate(self.params):
+            W[...] = arrays[f"W{l}"]
+            b[...] = arrays[f"b{l}"]
 
 
 def _is_dtype(d):

@@ -21,7 +21,9 @@ jacobian_sv     mean singular value of J = diag(f'(s)) W^T = dh_k/dh_(k-1), the
 ==============  ==================================================================  ==========
 
 and fixed-bin histograms ``act`` (over the activation's range, Figs. 4, 6), ``delta`` (Fig. 7)
-and ``grad_w`` (Fig. 8). The activation statistics come from the model's own fused forward
+and ``grad_w`` (Fig. 8). A histogram counts the values inside its range only; the fraction of
+values outside it (relu outputs above 4, gradients beyond the shared +-4 std range) is kept
+apart, in :attr:`Measurement.outside`, so that it never piles up in the end bins. The activation statistics come from the model's own fused forward
 kernels (the same counters the training step fills); the rest is array code on the model's
 device (NumPy or CuPy), so nothing is copied to the host but the results.
 
@@ -56,9 +58,11 @@ class Measurement:
     scalars : dict of str -> ndarray (L,)
         One value per hidden layer for every name in :data:`SCALARS` (layer 1 first).
     hists : dict of str -> ndarray (L, bins) of int64
-        Counts per bin for ``act``, ``delta``, ``grad_w``.
+        Counts per bin for ``act``, ``delta``, ``grad_w``, of the values inside the range.
     edges : dict of str -> ndarray (bins + 1,)
         Bin edges of each histogram (shared by the layers).
+    outside : dict of str -> ndarray (L,)
+        Per histogram, the fraction of each layer's values outside its range (NaN: unknown).
     finite : bool
         False when the network produced NaN or inf.
     """
@@ -70,6 +74,7 @@ class Measurement:
     scalars: dict = field(default_factory=dict)
     hists: dict = field(default_factory=dict)
     edges: dict = field(default_factory=dict)
+    outside: dict = field(default_factory=dict)
     finite: bool = True
 
     @property
@@ -148,15 +153,24 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
 
     lo, hi = act.hist_range
     out.edges["act"] = np.linspace(lo, hi, config.HIST_BINS + 1)
-    out.hists["act"] = np.stack([_to_host(s.hist) for s in stats.forward])
+    # the kernels' histogram clips outside values into the end bins: take them back out
+    act_hist = np.stack([_to_host(s.hist) for s in stats.forward]).astype(np.int64)
+    below = np.array([int((hs[k] < lo).sum()) for k in range(L)], np.int64)
+    above = np.array([int((hs[k] > hi).sum()) for k in range(L)], np.int64)
+    if L:
+        act_hist[:, 0] -= below
+        act_hist[:, -1] -= above
+    out.hists["act"] = act_hist
+    out.outside["act"] = np.array([(below[k] + above[k]) / hs[k].size for k in range(L)])
     for name, values in (("delta", deltas), ("grad_w", grad_ws)):
         stds = sc[name + "_std"][np.isfinite(sc[name + "_std"])]
         half = config.GRAD_HIST_SIGMAS * stds.max() if stds.size else 1.0
         if not half > 0:
             half = 1.0
         out.edges[name] = np.linspace(-half, half, config.GRAD_HIST_BINS + 1)
-        out.hists[name] = np.stack([histogram(v, -half, half, config.GRAD_HIST_BINS, xp)
-                                    for v in values])
+        counts = [histogram(v, -half, half, config.GRAD_HIST_BINS, xp) for v in values]
+        out.hists[name] = np.stack([c for c, _ in counts]) if L else np.zeros((0, config.GRAD_HIST_BINS), np.int64)
+        out.outside[name] = np.array([n / values[k].size for k, (_, n) in enumerate(counts)])
 
     checked = [v for name, v in sc.items() if name != "jacobian_sv" or n_jac > 0]
     out.finite = bool(np.isfinite(loss) and all(np.isfinite(v).all() for v in checked))
@@ -203,13 +217,18 @@ def jacobian_mean_singular_values(model, hs, n_examples, xp=np):
 
 
 def histogram(values, lo, hi, bins, xp=np):
-    """Counts of ``values`` in ``bins`` equal bins over [lo, hi); outside values go to the end
-    bins, NaN and inf are not counted. Returns a host int64 array."""
-    v = values.ravel()
-    v = v[xp.isfinite(v)]
-    idx = xp.floor((v.astype(np.float64) - lo) * (bins / (hi - lo)))
+    """Counts of ``values`` in ``bins`` equal bins over [lo, hi] (``hi`` in the last bin).
+
+    Returns (host int64 array of counts, number of values outside [lo, hi]); NaN is counted
+    nowhere, +-inf is outside.
+    """
+    v = values.ravel().astype(np.float64)
+    v = v[~xp.isnan(v)]
+    inside = (v >= lo) & (v <= hi)
+    idx = xp.floor((v[inside] - lo) * (bins / (hi - lo)))
     idx = xp.clip(idx, 0, bins - 1).astype(np.int64)
-    return _to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
+    counts = _to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
+    return counts, int(v.size - int(inside.sum()))
 
 
 def _softmax_grad(z, y, xp):
@@ -309,6 +328,11 @@ class Stats:
         _known("histogram", name, HISTOGRAMS)
         return np.stack([m.edges[name] for m in self])
 
+    def outside(self, name):
+        """Array (T, L): fraction of each layer's values outside the range of a histogram."""
+        _known("histogram", name, HISTOGRAMS)
+        return np.stack([m.outside.get(name, np.full(m.n_layers, np.nan)) for m in self])
+
     def until(self, update):
         """The snapshots taken at or before ``update``."""
         return Stats(m for m in self if m.update <= update)
@@ -322,6 +346,7 @@ class Stats:
         for name in HISTOGRAMS:
             out[f"hist_{name}"] = self.hist(name)
             out[f"edges_{name}"] = self.edges(name)
+            out[f"outside_{name}"] = self.outside(name)
         return out
 
     @classmethod
@@ -333,6 +358,18 @@ class Stats:
                     if f"{p}_{n}" not in arrays]
         if missing:
             raise InputError(f"not a fastff stats file: arrays {', '.join(missing)} are missing")
+        T = len(arrays["updates"])
+        L = np.shape(arrays[SCALARS[0]])[1] if np.ndim(arrays[SCALARS[0]]) == 2 else -1
+        bad = [k for k in ("examples", "loss", "error", "finite") if np.shape(arrays[k]) != (T,)]
+        bad += [n for n in SCALARS if np.shape(arrays[n]) != (T, L)]
+        for n in HISTOGRAMS:
+            h, e = np.shape(arrays[f"hist_{n}"]), np.shape(arrays[f"edges_{n}"])
+            o = np.shape(arrays.get(f"outside_{n}", np.zeros((T, L))))
+            if len(h) != 3 or h[:2] != (T, L) or e != (T, h[2] + 1) or o != (T, L):
+                bad.append(n)
+        if bad or L < 0:
+            raise InputError(f"inconsistent fastff stats file: the arrays {', '.join(bad)} do not "
+                             f"match {T} snapshots of {L} layers")
         out = cls()
         for t in range(len(arrays["updates"])):
             out.append(Measurement(
@@ -341,7 +378,9 @@ class Stats:
                 finite=bool(arrays["finite"][t]),
                 scalars={n: np.asarray(arrays[n][t]) for n in SCALARS},
                 hists={n: np.asarray(arrays[f"hist_{n}"][t]) for n in HISTOGRAMS},
-                edges={n: np.asarray(arrays[f"edges_{n}"][t]) for n in HISTOGRAMS}))
+                edges={n: np.asarray(arrays[f"edges_{n}"][t]) for n in HISTOGRAMS},
+                outside={n: np.asarray(arrays[f"outside_{n}"][t]) for n in HISTOGRAMS
+                         if f"outside_{n}" in arrays}))
         return out
 
     def rows(self):

@@ -13,12 +13,22 @@ import io
 import json
 import os
 import platform
-import tempfile
+import shutil
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, RecordError
+from .files import atomic_write_bytes  # noqa: F401  (re-exported: the writer of run files)
+
+# Every file and folder a run (and its report and exports) writes into its directory: what an
+# overwrite removes, and what makes a directory "hold a run".
+RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz")
+RUN_FOLDERS = ("figures", "tensorboard")
+# What reading a damaged .npz or .json can raise, besides OSError.
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
 
 # metrics.csv columns. ``source`` says where a value comes from: ``train`` (the per-step kernel
 # statistics and the loss, averaged over the updates since the previous row), ``eval``
@@ -43,29 +53,6 @@ def history_rows(history):
                 yield (u, n, "train", int(layer), name, value)
 
 
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def versions():
     """Versions of the software that produced a run."""
     import numba
@@ -74,15 +61,66 @@ def versions():
             "python": platform.python_version()}
 
 
+def thread_counts():
+    """Threads of the compiled kernels (Numba) and of the BLAS library, as far as known.
+
+    Above the small-batch limit a step uses BLAS, whose sums can change in their last bits with
+    its thread count; a run records these numbers and a resume warns when they differ.
+    """
+    import numba
+    out = {"numba": int(numba.get_num_threads())}
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+        out["blas"] = int(blas[0]) if blas else None
+    except ImportError:  # threadpoolctl is a dependency, but the record must not need it
+        out["blas"] = None
+    return out
+
+
 class RunDir:
     """Reader and writer of one run directory."""
 
     def __init__(self, path):
+        if not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"a run directory must be a path, got {type(path).__name__}")
         self.path = Path(path)
 
     @property
     def checkpoint_path(self):
         return self.path / "checkpoint.npz"
+
+    def run_files(self):
+        """The names of the run files and folders present in the directory."""
+        if not self.path.is_dir():
+            return []
+        return [n for n in RUN_FILES + RUN_FOLDERS if (self.path / n).exists()]
+
+    def holds_run(self):
+        """True when the directory holds any file of a run."""
+        return any((self.path / n).exists() for n in RUN_FILES)
+
+    def prepare(self):
+        """Make the directory (and its parents); a clear error when it cannot be one."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RecordError(f"{self.path} exists and is not a directory; choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordError(f"cannot create the run directory {self.path}: {exc}") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RecordError(f"the run directory {self.path} is not writable")
+
+    def clear(self):
+        """Remove every file and folder of a previous run (and nothing else)."""
+        for name in RUN_FILES + RUN_FOLDERS:
+            p = self.path / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        for tmp in self.path.glob("*.tmp"):  # left by a process killed mid-write
+            tmp.unlink()
 
     def write_config(self, config):
         atomic_write_bytes(self.path / "config.json",
@@ -91,8 +129,18 @@ class RunDir:
     def read_config(self):
         p = self.path / "config.json"
         if not p.is_file():
-            raise InputError(f"{self.path} is not a fastff run: config.json is missing")
-        return json.loads(p.read_text())
+            raise RecordError(f"{self.path} is not a fastff run: config.json is missing")
+        try:
+            config = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise RecordError(f"{p} is damaged (not readable JSON: {exc}); it cannot be "
+                              "resumed or reported") from None
+        missing = [k for k in ("arch", "activation", "init", "batch_size", "updates")
+                   if not isinstance(config, dict) or k not in config]
+        if missing:
+            raise RecordError(f"{p} is not a fastff run configuration: "
+                              f"{', '.join(missing)} missing")
+        return config
 
     def write_metrics(self, history, stats=None):
         """Rewrite metrics.csv, tidy, from the whole history and monitor stats (atomic)."""
@@ -110,14 +158,17 @@ class RunDir:
         """metrics.csv as a list of dicts with typed values."""
         p = self.path / "metrics.csv"
         if not p.is_file():
-            raise InputError(f"{self.path} is not a complete fastff run: metrics.csv is missing")
-        with open(p, newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise InputError(f"{p} does not have the columns {', '.join(COLUMNS)}")
-            return [dict(update=int(r["update"]), examples=int(r["examples"]),
-                         source=r["source"], layer=int(r["layer"]), statistic=r["statistic"],
-                         value=float(r["value"])) for r in reader]
+            raise RecordError(f"{self.path} is not a complete fastff run: metrics.csv is missing")
+        try:
+            with open(p, newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != COLUMNS:
+                    raise RecordError(f"{p} does not have the columns {', '.join(COLUMNS)}")
+                return [dict(update=int(r["update"]), examples=int(r["examples"]),
+                             source=r["source"], layer=int(r["layer"]),
+                             statistic=r["statistic"], value=float(r["value"])) for r in reader]
+        except (OSError, ValueError, TypeError, csv.Error) as exc:
+            raise RecordError(f"{p} is damaged: {type(exc).__name__}: {exc}") from None
 
     @property
     def stats_path(self):
@@ -135,10 +186,15 @@ class RunDir:
         if not self.stats_path.is_file():
             return Stats()
         try:
-            with np.load(self.stats_path) as z:
-                return Stats.from_arrays({k: z[k] for k in z.files})
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.stats_path} cannot be read: {exc}") from None
+            with np.load(self.stats_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except _DAMAGED as exc:
+            raise RecordError(f"{self.stats_path} cannot be read (damaged or truncated: "
+                              f"{type(exc).__name__}: {exc})") from None
+        try:
+            return Stats.from_arrays(arrays)
+        except InputError as exc:
+            raise RecordError(f"{self.stats_path} cannot be read: {exc}") from None
 
     def save_checkpoint(self, model, update, history):
         buf = io.BytesIO()
@@ -148,8 +204,20 @@ class RunDir:
 
     def load_checkpoint(self):
         """(state dict, update, history) of the last checkpoint."""
-        if not self.checkpoint_path.is_file():
-            raise InputError(f"no checkpoint in {self.path}")
-        with np.load(self.checkpoint_path) as z:
-            state = {k: z[k] for k in z.files if k not in ("update", "history")}
-            return state, int(z["update"]), json.loads(str(z["history"]))
+        p = self.checkpoint_path
+        if not p.is_file():
+            raise RecordError(f"no checkpoint in {self.path}")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            update = int(arrays.pop("update"))
+            history = json.loads(str(arrays.pop("history")))
+        except _DAMAGED as exc:
+            raise RecordError(f"{p} cannot be read (damaged, truncated or not a fastff "
+                              f"checkpoint: {type(exc).__name__}: {exc})") from None
+        if (update < 0 or not isinstance(history, list) or not history
+                or not all(isinstance(h, dict) and "update" in h for h in history)
+                or history[-1]["update"] != update):
+            raise RecordError(f"{p} is not a consistent fastff checkpoint: its history does not "
+                              f"end at its update {update}")
+        return arrays, update, history

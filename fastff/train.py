@@ -1,18 +1,32 @@
 """The training loop of the paper: plain minibatch SGD, periodic evaluation, a run record."""
 import math
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numba.core import event as numba_event
 
-from . import data as datasets
+from . import config as fastff_config, data as datasets
 from .arch import parse_sizes
-from .checks import positive
-from .errors import DivergenceError, InputError
+from .checks import finite, positive, seed as check_seed
+from .data.base import ArrayDataset
+from .data.shapeset import Shapeset
+from .data.sources import check_fits_memory
+from .errors import DivergenceError, InputError, RecordError
 from .model import MLP
 from .monitor import Monitor, Stats
-from .record import RunDir, versions
+from .record import RunDir, thread_counts, versions
+
+# Keys of config.json that a resumed run must share with the saved one (``updates`` may grow;
+# the cadences, when not given, are taken from the saved run).
+RESUME_FIXED = ("arch", "dataset", "activation", "init", "lr", "batch_size", "seed", "eval_every",
+                "monitor_every", "jacobian_every", "dtype", "data_options")
+# Datasets whose training batches are checked once, when the dataset is built: their batches
+# skip the per-batch check that every other Dataset's batches get.
+_TRUSTED_BATCHES = (ArrayDataset.train_batch, Shapeset.train_batch)
 
 
 @dataclass
@@ -61,19 +75,98 @@ def _layer_columns(summaries):
     return row
 
 
+def _check_dataset(data, dtype):
+    """Everything train relies on from a Dataset, checked before the first step."""
+    for name in ("n_in", "n_classes"):
+        value = getattr(data, name, None)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"dataset {data!r}: {name} must be a positive integer, got {value!r}")
+    if data.n_classes < 2:
+        raise InputError(f"dataset {data!r} has {data.n_classes} class; at least 2 are needed")
+    if isinstance(data, ArrayDataset):  # checked when built; its values must also fit dtype
+        x = data.train[0]
+        limit = float(np.finfo(dtype).max)
+        if x.dtype.itemsize > np.dtype(dtype).itemsize and float(np.abs(x).max()) > limit:
+            raise InputError(f"dataset {data.name}: training inputs reach "
+                             f"{float(np.abs(x).max()):.3g}, beyond the range of {np.dtype(dtype)}")
+
+
+def _checked_batch(model, data, k, batch_size, trusted):
+    """Training batch k as contiguous arrays of the model's dtype; checked unless trusted."""
+    x, y = data.train_batch(k, batch_size)
+    if trusted:
+        return (np.ascontiguousarray(x, dtype=model.dtype),
+                np.ascontiguousarray(y, dtype=np.int64))
+    try:
+        x = model._check_x(x)
+        from .checks import labels
+        labels(y, x.shape[0], model.sizes[-1])
+    except InputError as exc:
+        raise InputError(f"training batch {k} of {data!r}: {exc}") from None
+    if x.shape[0] != batch_size:
+        raise InputError(f"training batch {k} of {data!r} has {x.shape[0]} rows, "
+                         f"batch_size is {batch_size}")
+    return x, np.ascontiguousarray(y, dtype=np.int64)
+
+
+def _check_memory(sizes, batch_size, dtype):
+    """Refuse, before allocating, a batch whose buffers cannot fit in memory."""
+    per_row = (2 * sum(sizes[1:]) + sum(sizes[:-1]) + 2 * sizes[0]) * np.dtype(dtype).itemsize
+    check_fits_memory(batch_size * per_row, f"batch_size={batch_size} for {'-'.join(map(str, sizes))}")
+
+
+class _CompileNotice(numba_event.Listener):
+    """Says once, on stderr, that kernels are compiling (Numba runs compiler passes only for
+    code that is not in its on-disk cache), and how long it took."""
+
+    def __init__(self, enabled):
+        self.enabled, self.started = enabled, None
+
+    def on_start(self, ev):
+        if self.enabled and self.started is None:
+            self.started = time.perf_counter()
+            print("fastff: compiling kernels for this machine (once; cached on disk "
+                  "afterwards)...", file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+    def done(self):
+        if self.started is not None:
+            print(f"fastff: kernels ready ({time.perf_counter() - self.started:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+
+def _warm_up(model, batch_size):
+    """A step and a large-batch forward (evaluation, monitor) on a scratch copy, so that
+    compiling is done before the clock starts."""
+    scratch = model.copy()
+    x = np.zeros((batch_size, model.sizes[0]), model.dtype)
+    scratch._step(x, np.zeros(batch_size, np.int64), 1e-3, scratch.new_stats())
+    big = np.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
+    scratch._forward_all(big, scratch.new_stats())
+
+
+def _bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normalized", lr=0.01,
           batch_size=10, updates=20_000, device="cpu", seed=0, eval_every=None, out_dir=None,
-          progress=True, resume=False, dtype="float32", data_options=None, data_dir=None,
-          monitor_every=None, jacobian_every=None):
+          progress=True, resume=False, overwrite=False, dtype="float32", data_options=None,
+          data_dir=None, monitor_every=None, jacobian_every=None):
     """Train an MLP with plain SGD as in Glorot & Bengio (2010) and record the run.
 
     Parameters
     ----------
     arch : str or list of int
-        Hidden layers (``"1000x5"``) or full sizes (``"1024-1000x5-9"``); input and output
-        sizes come from the dataset.
+        Hidden layers (``"1000x5"`` or ``[1000] * 5``) or full sizes (``"1024-1000x5-9"``,
+        whose first and last sizes must be the dataset's inputs and classes).
     dataset : str or Dataset
-        ``shapeset`` (online, the default), ``mnist`` or ``cifar10``, or a Dataset object.
+        ``shapeset`` (online, the default), ``mnist``, ``cifar10`` or ``small_imagenet``, or a
+        Dataset object (its arrays are checked: float inputs, finite, labels in range).
     activation, init : str
         Hidden nonlinearity and weight initialization (see :mod:`fastff.activations`,
         :mod:`fastff.init`).
@@ -82,20 +175,25 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     batch_size : int
         10 in the paper.
     updates : int
-        Number of SGD updates (minibatches).
+        Number of SGD updates (minibatches). On resume: the total, at least what the
+        checkpoint has done.
     device : str
         ``cpu`` or ``cuda``.
     seed : int
         Fixes weights and data order: the same seed gives the same numbers on the CPU.
     eval_every : int, optional
-        Updates between evaluations (default: updates / 10). Update 0 is always evaluated.
+        Updates between evaluations (default: updates / 10; on resume, the saved run's).
+        Update 0 is always evaluated.
     out_dir : str, optional
-        Run directory (config.json, metrics.csv, checkpoint.npz).
+        Run directory (config.json, metrics.csv, stats.npz, checkpoint.npz). A directory that
+        already holds a run is refused unless ``resume`` or ``overwrite`` is given.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (and say when kernels are being compiled).
     resume : bool
         Continue the run in ``out_dir`` from its checkpoint; the result equals an uninterrupted
         run's.
+    overwrite : bool
+        Replace the run in ``out_dir``: every file of the old run is removed first.
     dtype : str
         ``float32`` or ``float64``.
     data_options : dict, optional
@@ -105,8 +203,9 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     monitor_every : int, optional
         Updates between measurements of the paper's statistics on the fixed monitor set (the
         first 300 test examples; :mod:`fastff.monitor`). Update 0 and the last update are
-        always measured. Default: updates / 10, which keeps monitoring under 5% of the training
-        time of the paper's net at batch 10 on the CPU; 0 turns monitoring off.
+        always measured. Default: updates / 10 (on resume, the saved run's), which keeps
+        monitoring under 5% of the training time of the paper's net at batch 10 on the CPU;
+        0 turns monitoring off.
     jacobian_every : int, optional
         Updates between layer-Jacobian decompositions, taken at monitor snapshots (the most
         expensive measurement; the last update is included). Default: at update 0 only, where
@@ -120,41 +219,95 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     ------
     DivergenceError
         When the loss becomes NaN or inf; the last good checkpoint is kept.
+    RecordError
+        When ``out_dir`` holds another run, or a file of the run to resume is damaged.
     """
     positive("lr", lr)
     positive("updates", updates, integer=True)
     positive("batch_size", batch_size, integer=True)
-    eval_every = max(1, updates // 10) if eval_every is None else positive("eval_every", eval_every, integer=True)
-    if monitor_every is None:
-        monitor_every = max(1, updates // 10)
-    elif monitor_every != 0:
+    check_seed(seed)
+    progress, resume, overwrite = (_bool("progress", progress), _bool("resume", resume),
+                                   _bool("overwrite", overwrite))
+    if eval_every is not None:
+        positive("eval_every", eval_every, integer=True)
+    if monitor_every not in (None, 0):
         positive("monitor_every", monitor_every, integer=True)
     if jacobian_every is not None:
         positive("jacobian_every", jacobian_every, integer=True)
-    if resume and out_dir is None:
-        raise InputError("resume=True needs out_dir, the run to continue")
-    data = dataset if isinstance(dataset, datasets.Dataset) else datasets.load(
-        dataset, seed=seed, data_dir=data_dir, **(data_options or {}))
+    if data_options is not None and not isinstance(data_options, dict):
+        raise InputError(f"data_options must be a dict, got {type(data_options).__name__}")
+    if resume and overwrite:
+        raise InputError("resume=True continues the run in out_dir and overwrite=True replaces "
+                         "it: choose one")
+    if (resume or overwrite) and out_dir is None:
+        raise InputError(f"{'resume' if resume else 'overwrite'}=True needs out_dir, the run "
+                         f"to {'continue' if resume else 'replace'}")
+    record = RunDir(out_dir) if out_dir is not None else None
+    if record is not None:
+        if record.path.exists() and not record.path.is_dir():
+            raise RecordError(f"{record.path} exists and is not a directory; choose another out_dir")
+        if not resume and record.holds_run() and not overwrite:
+            raise RecordError(
+                f"{record.path} already holds a run ({', '.join(record.run_files())}); "
+                "resume it (resume=True, --resume), replace it (overwrite=True, --overwrite) "
+                "or choose another directory")
+        old = record.read_config() if resume else None
+    if isinstance(dataset, datasets.Dataset):
+        data = dataset
+    elif isinstance(dataset, str):
+        data = datasets.load(dataset, seed=seed, data_dir=data_dir, **(data_options or {}))
+    else:
+        raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
     sizes = parse_sizes(arch, data.n_in, data.n_classes)
     model = MLP(sizes, activation=activation, init=init, device=device, seed=seed, dtype=dtype)
+    _check_dataset(data, model.dtype)
+    _check_memory(sizes, batch_size, model.dtype)
+
+    history, start, monitor_stats = [], 0, None
+    if resume:
+        # cadences not given are the saved run's: their defaults depend on ``updates``
+        eval_every = old.get("eval_every") if eval_every is None else eval_every
+        monitor_every = old.get("monitor_every") if monitor_every is None else monitor_every
+        jacobian_every = old.get("jacobian_every") if jacobian_every is None else jacobian_every
+    eval_every = max(1, updates // 10) if eval_every is None else eval_every
+    monitor_every = max(1, updates // 10) if monitor_every is None else monitor_every
     config = dict(arch=sizes, dataset=data.name, activation=model.activation, init=init, lr=lr,
                   batch_size=batch_size, updates=updates, device=model.device, seed=seed,
                   eval_every=eval_every, monitor_every=monitor_every,
                   jacobian_every=jacobian_every, dtype=model.dtype.name,
-                  data_options=data_options or {}, versions=versions())
-    record = RunDir(out_dir) if out_dir is not None else None
-    history, start = [], 0
+                  data_options=data_options or {}, versions=versions(), threads=thread_counts())
     if resume:
-        old = record.read_config()
-        fixed = ("arch", "dataset", "activation", "init", "lr", "batch_size", "seed", "eval_every",
-                 "monitor_every", "jacobian_every", "dtype", "data_options")
-        diff = [k for k in fixed if old.get(k) != config[k]]
+        diff = [k for k in RESUME_FIXED if old.get(k) != config[k]]
         if diff:
-            raise InputError(f"cannot resume {out_dir}: {', '.join(diff)} differ from the saved run")
+            raise InputError(f"cannot resume {out_dir}: {', '.join(diff)} differ from the saved "
+                             f"run ({', '.join(f'{k}={old.get(k)!r}' for k in diff)})")
         state, start, history = record.load_checkpoint()
-        model.load_state(state)
+        if updates < start:
+            raise InputError(f"cannot resume {out_dir} with updates={updates}: its checkpoint "
+                             f"has already done {start}; ask for more to extend it")
+        try:
+            model.load_state(state)
+        except InputError as exc:
+            raise RecordError(f"{record.checkpoint_path} does not fit this run: {exc}") from None
         monitor_stats = record.load_stats().until(start)
+        if len(monitor_stats) and monitor_stats[0].n_layers != model.n_hidden:
+            raise RecordError(f"{record.stats_path} holds {monitor_stats[0].n_layers} layers, "
+                              f"the run has {model.n_hidden}")
+        saved_blas = (old.get("threads") or {}).get("blas")
+        if (batch_size > fastff_config.CPU_SMALL_BATCH_MAX and saved_blas is not None
+                and saved_blas != config["threads"]["blas"]):
+            warnings.warn(f"{out_dir} ran with {saved_blas} BLAS threads and resumes with "
+                          f"{config['threads']['blas']}: at batch_size {batch_size} (above "
+                          f"{fastff_config.CPU_SMALL_BATCH_MAX}) the products go to BLAS, whose "
+                          "sums can differ in their last bits, so the result may not be "
+                          "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=2)
+        if start == updates:  # nothing left to do: the saved run, unchanged
+            return Run(model=model, history=history, stats=monitor_stats,
+                       dir=record.path, config=old)
     if record is not None:
+        record.prepare()
+        if overwrite:
+            record.clear()
         record.write_config(config)
 
     monitor = Monitor.from_dataset(data) if monitor_every else None
@@ -175,7 +328,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
 
     stats = model.new_stats()
     losses = []
-    t0 = time.perf_counter()
+    t0 = 0.0
 
     def log(update):
         valid_err, test_err = _evaluate(model, data)
@@ -184,7 +337,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                    valid_error=valid_err, test_error=test_err,
                    seconds=round(time.perf_counter() - t0, 3),
                    monitor_seconds=round(monitor_seconds, 3))
-        row.update(_layer_columns(stats.summary(model.sizes)))
+        row.update(_layer_columns(stats.summary()))
         history.append(row)
         losses.clear()
         stats.reset()
@@ -193,27 +346,35 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
             record.write_metrics(history, monitor.stats if monitor else None)
         return row
 
-    if start == 0 and not history:
-        observe(0)
-        log(0)
-    bar = _progress(progress, start, updates)
-    for k in range(start, updates):
-        x, y = data.train_batch(k, batch_size)
-        loss = model._step(np.ascontiguousarray(x, dtype=model.dtype),
-                           np.ascontiguousarray(y, dtype=np.int64), lr, stats)
-        if not math.isfinite(loss):
-            where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
-            raise DivergenceError(f"loss became {loss} at update {k + 1} (lr={lr}){where}")
-        losses.append(loss)
-        observe(k + 1)
-        if (k + 1) % eval_every == 0 or k + 1 == updates:
-            row = log(k + 1)
+    trusted = type(data).train_batch in _TRUSTED_BATCHES
+    # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        notice = _CompileNotice(progress)
+        with numba_event.install_listener("numba:run_pass", notice):
+            _warm_up(model, batch_size)
+        notice.done()
+        # the clock starts after compiling; a resumed run's goes on from the saved run's
+        t0 = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
+        if start == 0 and not history:
+            observe(0)
+            log(0)
+        bar = _progress(progress, start, updates)
+        for k in range(start, updates):
+            x, y = _checked_batch(model, data, k, batch_size, trusted)
+            loss = model._step(x, y, lr, stats)
+            if not math.isfinite(loss):
+                where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
+                raise DivergenceError(f"loss became {loss} at update {k + 1} (lr={lr}){where}")
+            losses.append(loss)
+            observe(k + 1)
+            if (k + 1) % eval_every == 0 or k + 1 == updates:
+                row = log(k + 1)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
             if bar is not None:
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
+                bar.update(1)
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return Run(model=model, history=history, stats=monitor.stats if monitor else Stats(),
                dir=record.path if record else None, config=config)
 

@@ -63,7 +63,9 @@ def test_activation_names():
     ("1000x5", 1024, 9, [1024] + [1000] * 5 + [9]),
     ([1000] * 2, 784, 10, [784, 1000, 1000, 10]),
     ("1024-1000x5-9", 1024, 9, [1024] + [1000] * 5 + [9]),
-    (" 500 x 2 - 30 ", 7, 3, [7, 500, 500, 30, 3]),
+    (" 7 - 500 x 2 - 30 -3", 7, 3, [7, 500, 500, 30, 3]),
+    ([500, 500, 30], 7, 3, [7, 500, 500, 30, 3]),
+    ("1024-9", 1024, 9, [1024, 9]),  # softmax regression, not 1024-1024-9-9
 ])
 def test_parse_sizes(spec, n_in, n_out, expected):
     assert arch.parse_sizes(spec, n_in, n_out) == expected
@@ -73,3 +75,9 @@ def test_parse_sizes(spec, n_in, n_out, expected):
 def test_parse_sizes_rejects(spec):
     with pytest.raises(InputError):
         arch.parse_sizes(spec)
+
+
+@pytest.mark.parametrize("spec", ["784-20-10", "1024-20-10", "500-250", "1024-1000x5-10"])
+def test_full_sizes_that_contradict_the_dataset_are_refused(spec):
+    with pytest.raises(InputError, match="dataset has 1024 inputs and 9 classes"):
+        arch.parse_sizes(spec, 1024, 9)

@@ -35,11 +35,17 @@ def test_activation_statistics_equal_the_reference(rng, activation, dtype):
         # counts exactly: the fractions are integer counts over the same denominator
         assert round(m.scalars["sat_low"][k] * n) == st.sat_low.sum() == round(s["sat_low"] * n)
         assert round(m.scalars["sat_high"][k] * n) == st.sat_high.sum()
-        np.testing.assert_array_equal(m.hists["act"][k], st.hist)
+        lo, hi = fastff.activations.get(activation).hist_range
+        clipped = st.hist.copy()  # the kernel's counts, outside values taken out of the end bins
+        clipped[0] -= (h < lo).sum()
+        clipped[-1] -= (h > hi).sum()
+        np.testing.assert_array_equal(m.hists["act"][k], clipped)
+        assert m.outside["act"][k] * h.size == pytest.approx(((h < lo) | (h > hi)).sum())
         np.testing.assert_allclose(m.scalars["act_mean"][k], h.astype(np.float64).mean(), atol=1e-6)
         np.testing.assert_allclose(m.scalars["act_std"][k], h.astype(np.float64).std(), rtol=1e-4)
         np.testing.assert_allclose(m.scalars["act_p98"][k], np.percentile(np.abs(h), 98), rtol=1e-6)
-    assert m.finite and m.hists["act"].sum() == 41 * (37 + 29)
+    assert m.finite
+    assert m.hists["act"].sum() + round((m.outside["act"] * [41 * 37, 41 * 29]).sum()) == 41 * (37 + 29)
 
 
 def test_gradients_match_finite_differences(rng):
@@ -77,18 +83,19 @@ def test_jacobian_mean_singular_value_equals_direct_svd(rng, activation):
         np.testing.assert_allclose(m.scalars["jacobian_sv"][k], np.mean(direct), rtol=1e-9, atol=1e-7)
 
 
-def test_histogram_puts_outside_values_in_end_bins_and_skips_nan():
+def test_histogram_keeps_outside_values_apart_and_skips_nan():
     v = np.array([-5.0, -1.0, -0.01, 0.0, 0.99, 1.0, 7.0, np.nan, np.inf])
-    h = histogram(v, -1.0, 1.0, 4, np)
-    assert list(h) == [2, 1, 1, 3] and h.sum() == 7
+    h, outside = histogram(v, -1.0, 1.0, 4, np)
+    assert list(h) == [1, 1, 1, 2] and outside == 3  # -5, 7 and inf; NaN nowhere
 
 
 def test_gradient_histograms_count_every_value(rng):
     net = fastff.MLP("10-12-8-3", seed=0)
     x, y = random_set(rng, 15, 10, 3)
     m = measure(net, x, y, jacobian_examples=1)
-    assert m.hists["delta"].sum(axis=1).tolist() == [15 * 12, 15 * 8]
-    assert m.hists["grad_w"].sum(axis=1).tolist() == [10 * 12, 12 * 8]
+    for name, sizes in (("delta", [15 * 12, 15 * 8]), ("grad_w", [10 * 12, 12 * 8])):
+        inside = m.hists[name].sum(axis=1)
+        np.testing.assert_array_equal(inside + np.round(m.outside[name] * sizes), sizes)
     assert m.hists["delta"].shape[1] == config.GRAD_HIST_BINS == len(m.edges["delta"]) - 1
     assert m.edges["grad_w"][-1] == pytest.approx(config.GRAD_HIST_SIGMAS * m.scalars["grad_w_std"].max())
 

@@ -7,7 +7,10 @@ cifar10        CIFAR-10, 40k/10k/10k; from a directory you provide, or downloade
 small_imagenet Small-ImageNet, 37x37 grey, 10 classes; from a .npz you provide
 =============  =============================================================================
 """
-from ..checks import choose
+import inspect
+
+from ..checks import choose, seed as check_seed
+from ..errors import InputError
 from . import cifar10, mnist, shapeset, small_imagenet
 from .base import ArrayDataset, Dataset
 from .shapeset import Shapeset, shapeset_stream
@@ -16,6 +19,9 @@ from .shapeset import Shapeset, shapeset_stream
 def _shapeset(seed=0, data_dir=None, fetch=True, **options):
     return Shapeset(seed=seed, **options)
 
+
+# where a loader passes its options on, the signature that lists them
+_OPTIONS = {"shapeset": Shapeset.__init__}
 
 LOADERS = {"shapeset": _shapeset, "mnist": mnist.load, "cifar10": cifar10.load,
            "small_imagenet": small_imagenet.load}
@@ -43,6 +49,13 @@ def load(name, seed=0, data_dir=None, fetch=True, **options):
     Dataset
     """
     loader = choose("dataset", name, LOADERS)
+    check_seed(seed)
+    valid = [p for p in inspect.signature(_OPTIONS.get(name, loader)).parameters
+             if p not in ("self", "seed", "data_dir", "fetch", "options")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                         f"for dataset {name!r}; valid: {', '.join(valid) or 'none'}")
     return loader(seed=seed, data_dir=data_dir, fetch=fetch, **options)
 
 

@@ -5,6 +5,27 @@ the batches an uninterrupted one would.
 """
 import numpy as np
 
+from ..checks import finite, float_array, labels, positive, seed as check_seed
+from ..errors import InputError
+
+
+def check_split(dataset, split_name, split, n_classes, n_in=None):
+    """Check one (x, y) split of a dataset: float inputs, finite, labels in [0, n_classes)."""
+    if not (isinstance(split, (tuple, list)) and len(split) == 2):
+        raise InputError(f"{dataset}: the {split_name} split must be a pair (x, y), "
+                         f"got {type(split).__name__}")
+    x, y = split
+    where = f"{dataset} {split_name}"
+    float_array(f"{where} x", x, 2)
+    if n_in is not None and x.shape[1] != n_in:
+        raise InputError(f"{where} x has {x.shape[1]} features, the training set {n_in}")
+    finite(f"{where} x", x)
+    try:
+        labels(y, x.shape[0], n_classes)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return x, y
+
 
 class Dataset:
     """A classification dataset: ``train_batch(k, batch_size)``, ``valid`` and ``test``.
@@ -41,13 +62,16 @@ class ArrayDataset(Dataset):
     """A finite dataset held in memory; every epoch is a fresh seeded permutation."""
 
     def __init__(self, name, train, valid, test, n_classes, seed=0):
-        self.name = name
-        self.train = train
-        self.valid = valid
-        self.test = test
+        self.name = str(name)
+        positive("n_classes", n_classes, integer=True)
+        if n_classes < 2:
+            raise InputError(f"{name}: a classification dataset needs at least 2 classes")
+        self.train = check_split(name, "train", train, n_classes)
         self.n_in = train[0].shape[1]
-        self.n_classes = n_classes
-        self.seed = int(seed)
+        self.valid = check_split(name, "valid", valid, n_classes, self.n_in)
+        self.test = check_split(name, "test", test, n_classes, self.n_in)
+        self.n_classes = int(n_classes)
+        self.seed = check_seed(seed)
         self._perm_epoch, self._perm = None, None
 
     def _permutation(self, epoch):

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import ArrayDataset
-from .sources import cache_dir, check_fits_memory, download, user_dirs
+from .sources import cache_dir, check_fits_memory, download, safe_extract, user_dirs
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 URL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -91,7 +91,9 @@ def fetch_to_cache(timeout=30):
                            uncompressed=False)  # URL_MD5 is the archive's own
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
+                for member in tar.getmembers():
+                    if member.isfile():
+                        safe_extract(tar, member, tmp)
         except (tarfile.TarError, OSError) as exc:
             raise DataError(f"{URL} could not be unpacked: {exc}") from None
         target = root / "cifar-10-batches-py"

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..checks import choose, positive
+from ..checks import choose, positive, seed as check_seed
 from .sources import check_fits_memory
 from .base import Dataset
 
@@ -159,7 +159,7 @@ def generate(n, seed=0, balanced=False, size=SIZE):
     n_objects : ndarray (n,) int64, 1 or 2
     """
     positive("n", n, integer=True)
-    seed32 = int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
+    seed32 = int(np.random.SeedSequence(check_seed(seed)).generate_state(1)[0])
     images = np.empty((n, size * size), np.uint8)
     labels = np.empty(n, np.int64)
     n_objects = np.empty(n, np.int64)
@@ -183,7 +183,7 @@ class Shapeset(Dataset):
     name = "shapeset"
 
     def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit"):
-        self.seed, self.balanced, self.scale = int(seed), bool(balanced), scale
+        self.seed, self.balanced, self.scale = check_seed(seed), bool(balanced), scale
         choose("scale", scale, SCALES)
         self.n_in, self.n_classes = SIZE * SIZE, 9
         positive("valid_size", valid_size, integer=True)

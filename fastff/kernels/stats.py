@@ -17,9 +17,35 @@ Backward (per layer): ``delta_total[j]``, ``delta_total_sq[j]`` for the back-pro
 delta = dC/ds (the paper's Fig. 7 quantity), and ``grad_w_total``, ``grad_w_total_sq`` (two
 scalars in 1-element arrays) for the weight gradient dC/dW = x.T @ delta (Figs. 8, 9).
 """
+import math
+
 import numpy as np
 
 from .. import activations, config
+from ..checks import positive
+from ..errors import InputError
+
+
+def _check_arrays(owner, expected, xp):
+    """Every accumulator of ``owner`` must still be the array the kernels were promised:
+    the right length, dtype, array module, contiguous and writable (they index it unchecked)."""
+    for name, (shape, dtype) in expected.items():
+        a = getattr(owner, name, None)
+        ok = (a is not None and type(a).__module__.split(".")[0] == xp.__name__.split(".")[0]
+              and tuple(a.shape) == shape and a.dtype == dtype and a.flags.c_contiguous
+              and a.flags.writeable)
+        if not ok:
+            got = (f"{type(a).__name__} {getattr(a, 'dtype', '')} {tuple(getattr(a, 'shape', ()))}"
+                   if a is not None else "nothing")
+            raise InputError(f"{type(owner).__name__}.{name} must be a writable, contiguous "
+                             f"{xp.__name__} {np.dtype(dtype)} array of shape {shape}, got {got}")
+
+
+def _check_width(owner, first, n_units):
+    width = getattr(first, "shape", (None,))[0] if getattr(first, "ndim", 0) == 1 else None
+    if width is not None and width != n_units:
+        raise InputError(f"these {type(owner).__name__} were made for {width} units but the layer "
+                         f"has {n_units}; make them with {type(owner).__name__}({n_units}, ...)")
 
 
 class ForwardStats:
@@ -27,10 +53,11 @@ class ForwardStats:
 
     def __init__(self, n_units, activation, xp=np, bins=None):
         act = activations.get(activation)
+        positive("n_units", n_units, integer=True)
         self.activation = act.name
         self.low, self.high = act.thresholds
         self.hist_lo, self.hist_hi = act.hist_range
-        self.bins = int(bins or config.HIST_BINS)
+        self.bins = int(positive("bins", config.HIST_BINS if bins is None else bins, integer=True))
         self.sat_low = xp.zeros(n_units, dtype=np.int64)
         self.sat_high = xp.zeros(n_units, dtype=np.int64)
         self.total = xp.zeros(n_units, dtype=np.float64)
@@ -41,6 +68,31 @@ class ForwardStats:
     @property
     def n_units(self):
         return self.sat_low.shape[0]
+
+    def check(self, n_units, activation, xp=np):
+        """Raise InputError unless these accumulators fit a layer of ``n_units`` outputs of
+        ``activation`` on the array module ``xp`` (a kernel indexes them without checks)."""
+        if not isinstance(self, ForwardStats):
+            raise InputError(f"stats must be a ForwardStats, got {type(self).__name__}")
+        act = activations.get(activation).name
+        if self.activation != act:
+            raise InputError(f"these ForwardStats count {self.activation!r} saturation but the "
+                             f"layer is {act!r}; make them with ForwardStats(n, {act!r})")
+        _check_width(self, self.sat_low, n_units)
+        if not (isinstance(self.bins, int) and self.bins >= 1):
+            raise InputError(f"ForwardStats.bins must be a positive integer, got {self.bins!r}")
+        _check_arrays(self, {"sat_low": ((n_units,), np.int64), "sat_high": ((n_units,), np.int64),
+                             "total": ((n_units,), np.float64),
+                             "total_sq": ((n_units,), np.float64),
+                             "hist": ((self.bins,), np.int64), "rows": ((1,), np.int64)}, xp)
+        for name in ("low", "high", "hist_lo", "hist_hi"):
+            if not isinstance(getattr(self, name), (int, float)):
+                raise InputError(f"ForwardStats.{name} must be a number")
+        if not (math.isfinite(self.hist_lo) and math.isfinite(self.hist_hi)
+                and self.hist_lo < self.hist_hi):
+            raise InputError(f"ForwardStats histogram range [{self.hist_lo}, {self.hist_hi}) "
+                             "must be finite and increasing")
+        return self
 
     def reset(self):
         """Zero every accumulator in place."""
@@ -68,6 +120,7 @@ class BackwardStats:
     """Sums of the back-propagated gradient dC/ds per unit and of the weight gradient."""
 
     def __init__(self, n_units, xp=np, weight_grad=True):
+        positive("n_units", n_units, integer=True)
         # Measuring dC/dW costs the kernel an extra product per weight; per-step monitoring
         # leaves it off and measures it on the monitor set instead.
         self.weight_grad = bool(weight_grad)
@@ -77,14 +130,37 @@ class BackwardStats:
         self.grad_w_total_sq = xp.zeros(1, dtype=np.float64)
         # rows and steps share one array so that a kernel updates both in one argument
         self.counts = xp.zeros(2, dtype=np.int64)
-        self.rows = self.counts[0:1]
-        self.steps = self.counts[1:2]
+
+    @property
+    def rows(self):
+        return self.counts[0:1]
+
+    @property
+    def steps(self):
+        return self.counts[1:2]
 
     def reset(self):
         """Zero every accumulator in place."""
         for a in (self.delta_total, self.delta_total_sq, self.grad_w_total,
                   self.grad_w_total_sq, self.counts):
             a.fill(0)
+
+    @property
+    def n_units(self):
+        return self.delta_total.shape[0]
+
+    def check(self, n_units, xp=np):
+        """Raise InputError unless these accumulators fit a layer of ``n_units`` outputs on
+        the array module ``xp`` (a kernel indexes them without checks)."""
+        if not isinstance(self, BackwardStats):
+            raise InputError(f"stats must be a BackwardStats, got {type(self).__name__}")
+        _check_width(self, self.delta_total, n_units)
+        _check_arrays(self, {"delta_total": ((n_units,), np.float64),
+                             "delta_total_sq": ((n_units,), np.float64),
+                             "grad_w_total": ((1,), np.float64),
+                             "grad_w_total_sq": ((1,), np.float64),
+                             "counts": ((2,), np.int64)}, xp)
+        return self
 
     def summary(self, n_in):
         """Layer scalars: std of dC/ds over units and rows, std of dC/dW entries (over steps)."""
@@ -94,7 +170,7 @@ class BackwardStats:
         if rows:
             m = float(self.delta_total.sum()) / (rows * n_units)
             out["delta_std"] = max(float(self.delta_total_sq.sum()) / (rows * n_units) - m * m, 0.0) ** 0.5
-        if steps:
+        if steps and self.weight_grad:  # not measured: NaN, never a made-up 0
             count = steps * n_in * n_units
             m = float(self.grad_w_total[0]) / count
             out["grad_w_std"] = max(float(self.grad_w_total_sq[0]) / count - m * m, 0.0) ** 0.5

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from ..errors import InputError
-from ..record import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .figures import FIGURES, pyplot
 from .html import index_html
 from .runs import RunData, load_run

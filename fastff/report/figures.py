@@ -4,7 +4,8 @@ Every figure function takes a list of :class:`~fastff.report.runs.RunData` and r
 matplotlib Figure, or None when no run has what it needs. Per-run figures stack one panel per
 run, top to bottom, as the paper stacks its standard (top) and normalized (bottom) panels.
 The x axis counts updates; a second axis on top counts examples seen (the paper's "epochs"
-are undefined for online Shapeset, reference section 5).
+are undefined for online Shapeset, reference section 5). Panels that are compared share their
+x and y scales (and heat maps their colour scale), so that equal heights mean equal values.
 """
 import numpy as np
 
@@ -27,8 +28,12 @@ def _layer_colors(n):
 
 
 def _panels(runs, height=2.9):
+    """One axis per run, stacked, sharing x and y scales."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(runs), 1, figsize=(8.5, height * len(runs) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(8.5, height * len(runs) + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes[:, 0]:
+        ax.tick_params(labelbottom=True)  # every panel keeps its own labels
     return fig, axes[:, 0]
 
 
@@ -106,11 +111,16 @@ def _histograms(runs, name, when, xlabel, title):
         m = run.stats[when]
         edges = m.edges[name]
         centres = (edges[:-1] + edges[1:]) / 2
+        outside = m.outside.get(name, np.full(run.n_hidden, np.nan))
         for k, c in enumerate(_layer_colors(run.n_hidden)):
             counts = m.hists[name][k].astype(np.float64)
-            total = counts.sum()
+            # fractions of all the layer's values: those outside the range are not piled into
+            # the end bins but said in the legend
+            inside = 1.0 - outside[k] if np.isfinite(outside[k]) else 1.0
+            total = counts.sum() / inside if inside > 0 else 0.0
+            note = f" ({100 * outside[k]:.2g}% outside)" if outside[k] > 0 else ""
             ax.plot(centres, counts / total if total else counts, color=c, lw=1.2,
-                    label=f"layer {k + 1}")
+                    label=f"layer {k + 1}{note}")
         return "fraction of values", f"{run.label}, update {m.update}"
     return _monitor_panels(runs, draw, title, xlabel=xlabel)
 
@@ -184,14 +194,19 @@ def saturation_heatmap(runs):
     if not usable:
         return None
     fig, axes = _panels([r for r, _ in usable], height=2.4)
-    for ax, (run, rows) in zip(axes, usable):
+    grids = []
+    for run, rows in usable:
         u = rows[0][0][1:]  # update 0 has no steps behind it
         sat = np.array([rows[2 * k][1][1:] + rows[2 * k + 1][1][1:] for k in range(run.n_hidden)])
+        grids.append((u, 100 * sat))
+    # one colour scale for every panel: the same colour is the same saturation
+    finite = [g[np.isfinite(g)] for _, g in grids]
+    top = max((float(f.max()) for f in finite if f.size), default=1.0)
+    for ax, (run, _), (u, sat) in zip(axes, usable, grids):
         prev = np.concatenate([[0], u[:-1]])  # each value covers the updates since the last row
         xedges = np.concatenate([prev[:1], u])
-        mesh = ax.pcolormesh(xedges, np.arange(run.n_hidden + 1) + 0.5,
-                             np.ma.masked_invalid(100 * sat), cmap="magma", vmin=0,
-                             vmax=max(1e-9, 100 * np.nanmax(sat)) if np.isfinite(sat).any() else 1)
+        mesh = ax.pcolormesh(xedges, np.arange(run.n_hidden + 1) + 0.5, np.ma.masked_invalid(sat),
+                             cmap="magma", vmin=0, vmax=max(top, 1e-9))
         ax.set(xlabel="updates", ylabel="hidden layer", title=run.label,
                yticks=np.arange(1, run.n_hidden + 1))
         fig.colorbar(mesh, ax=ax, label="% saturated")
