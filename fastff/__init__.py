@@ -6,7 +6,7 @@
 """
 __version__ = "0.1.0"
 
-from . import activations, arch, config, data, init, kernels, monitor
+from . import activations, arch, config, data, export, init, kernels, monitor, report
 from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError, RecordError
 from .init import init_weights
 from .model import MLP

@@ -65,3 +65,85 @@ def test_cli_report(two_runs, tmp_path, capsys):
     assert "index.html" in capsys.readouterr().out
     assert cli.main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def _panel_axes(fig):
+    """The data panels of a figure (not colour bars or the secondary 'examples' axes)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_title()]
+
+
+def test_compared_panels_share_their_scales(two_runs):
+    from fastff.report import figures
+    from fastff.report.runs import load_run
+    runs = [load_run(p) for p in two_runs]
+    for draw in (figures.activation_hist_init, figures.delta_hist_init, figures.grad_w_hist_init,
+                 figures.grad_w_std_training, figures.activation_mean_std):
+        axes = _panel_axes(draw(runs))
+        assert len(axes) == 2, draw.__name__
+        assert axes[0].get_xlim() == axes[1].get_xlim(), draw.__name__
+        assert axes[0].get_ylim() == axes[1].get_ylim(), draw.__name__
+    fig = figures.saturation_heatmap(runs)
+    meshes = [c for ax in _panel_axes(fig) for c in ax.collections]
+    assert len(meshes) == 2 and meshes[0].norm.vmax == meshes[1].norm.vmax
+
+
+def test_values_outside_a_histogram_are_said_not_piled_up(tmp_path):
+    from fastff.report import figures
+    from fastff.report.runs import load_run
+    run = fastff.train("40x2", activation="relu", init="normal", lr=1e-4, updates=4,
+                       eval_every=2, monitor_every=2, out_dir=tmp_path / "relu", progress=False,
+                       data_options=dict(valid_size=50, test_size=300))
+    m = run.stats[0]
+    assert (m.outside["act"] > 0).all()  # N(0, 1) weights: relu outputs far above 4
+    # the end bin holds only values inside the range, not every clipped one
+    assert m.hists["act"][0, -1] < m.outside["act"][0] * 300 * 40
+    fig = figures.activation_hist_init([load_run(tmp_path / "relu")])
+    labels = [t.get_text() for t in _panel_axes(fig)[0].get_legend().get_texts()]
+    assert all("% outside)" in label for label in labels), labels
+
+
+def _read_events(path):
+    """Every Event of a TensorBoard event file (TFRecord framing, read by hand)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    data, events, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (length,) = struct.unpack("<Q", data[i:i + 8])
+        ev = event_pb2.Event()
+        ev.ParseFromString(data[i + 12:i + 12 + length])
+        events.append(ev)
+        i += 12 + length + 4
+    return events
+
+
+def test_tensorboard_export_reads_back(two_runs, tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    assert cli.main(["export", "tensorboard", *map(str, two_runs), "--out", str(tmp_path / "tb")]) == 0
+    assert "tensorboard --logdir" in capsys.readouterr().out
+    files = list((tmp_path / "tb" / "standard").glob("events.out.tfevents.*"))
+    assert len(files) == 1 and (tmp_path / "tb" / "normalized").is_dir()
+    scalars, histos = {}, {}
+    for ev in _read_events(files[0]):
+        for v in ev.summary.value:
+            if v.HasField("histo"):
+                histos.setdefault(v.tag, {})[ev.step] = v.histo
+            else:
+                scalars.setdefault(v.tag, {})[ev.step] = v.simple_value
+    run = fastff.report.load_run(two_runs[0])
+    u, err = run.series("eval", "test_error")
+    assert scalars["eval/test_error"] == pytest.approx(dict(zip(u.tolist(), err.tolist())))
+    u, sat = run.series("train", "sat_high", 2)
+    assert scalars["train/L2/sat_high"] == pytest.approx(dict(zip(u[1:].tolist(), sat[1:].tolist())))
+    assert set(histos) == {f"{n}/L{k}" for n in ("act", "delta", "grad_w") for k in (1, 2, 3)}
+    for t, m in enumerate(run.stats):
+        h = histos["delta/L3"][int(m.update)]
+        assert list(h.bucket) == m.hists["delta"][2].tolist()
+        assert list(h.bucket_limit) == pytest.approx(m.edges["delta"][1:].tolist())
+    # a second export replaces the first (one event file, not two)
+    fastff.export.tensorboard(two_runs, tmp_path / "tb")
+    assert len(list((tmp_path / "tb" / "standard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_tensorboard_export_errors(tmp_path):
+    with pytest.raises(InputError, match="config.json is missing"):
+        fastff.export.tensorboard([tmp_path])
