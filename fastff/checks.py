@@ -30,8 +30,18 @@ def float_array(name, a, ndim, dtype=None):
     return a
 
 
-def finite(name, a, xp=np):
+def array_module_of(a):
+    """numpy, or cupy for a CuPy array (imported only when one is met)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def finite(name, a, xp=None):
     """Raise if ``a`` holds NaN or inf."""
+    if xp is None:
+        xp = np if type(a) is np.ndarray else array_module_of(a)
     if not bool(xp.isfinite(a).all()):
         raise InputError(f"{name} contains NaN or inf")
 
@@ -41,7 +51,7 @@ def writable_c_contiguous(name, a):
     if not a.flags.c_contiguous:
         raise InputError(f"{name} is updated in place and must be C-contiguous; "
                          f"pass np.ascontiguousarray({name})")
-    if not a.flags.writeable:
+    if not getattr(a.flags, 'writeable', True):
         raise InputError(f"{name} is updated in place and must be writable")
 
 
@@ -57,7 +67,7 @@ def dense_shapes(x, W, b, h=None, grad_h=None):
             raise InputError(f"{name} must have shape ({x.shape[0]}, {n_out}), got {tuple(a.shape)}")
 
 
-def labels(y, n_rows, n_classes, xp=np):
+def labels(y, n_rows, n_classes, xp=None):
     """Check integer class labels in [0, n_classes) with one label per row."""
     if not hasattr(y, "dtype") or y.ndim != 1:
         raise InputError(f"y must be a 1-D integer array, got {getattr(y, 'shape', type(y).__name__)}")

@@ -67,3 +67,16 @@ GRAD_HIST_SIGMAS = 4.0
 # (normalized init) and 0.02 (standard), so 3 examples give about +-0.035, well inside the gap
 # between the paper's 0.5 and 0.8.
 JACOBIAN_EXAMPLES = 3
+
+# -- CUDA launch shapes (fastff/kernels/cuda.py; compiled in as -D defines) --------------------
+# GEMM tiles (rows, columns, depth) of the split-K products: (TN / 4) x (TM / 2) threads per
+# block, 2 x 4 outputs per thread. Powers of two; the host emulation tests patch small ones.
+CUDA_GEMM_TILE = (32, 64, 16)
+# Entries of W per side of a weight-update block: (UT / 4)^2 threads, 4 x 4 entries each.
+CUDA_UPDATE_TILE = 64
+# Threads per block of the one-thread-per-column kernels (epilogues, delta, softmax).
+CUDA_THREADS = 256
+# Split-K aims at this many blocks per SM, so that a batch-10 layer fills the GPU.
+CUDA_BLOCKS_PER_SM = 2
+# Largest activation histogram the CUDA epilogue counts in shared memory.
+CUDA_MAX_BINS = 1024

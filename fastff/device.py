@@ -33,12 +33,3 @@ def resolve(device):
         if not ok:
             raise DeviceError(reason)
     return name
-
-
-def array_module(device):
-    """numpy for ``cpu``, cupy for ``cuda``."""
-    if resolve(device) == "cuda":
-        import cupy
-        return cupy
-    import numpy
-    return numpy

@@ -1,8 +1,10 @@
 """The multilayer perceptron: parameters on one device, every step through the kernel registry."""
+import operator
+
 import numpy as np
 
-from . import activations, config, device as devices
-from .kernels import get as get_kernel
+from . import activations, device as devices
+from .kernels import get_backend
 from .arch import parse_sizes
 from .checks import choose, finite, float_array, labels, positive, seed as check_seed
 from .errors import InputError
@@ -19,8 +21,11 @@ class StepStats:
     def __init__(self, model, weight_grad=False):
         self.sizes = list(model.sizes)
         self.activation = model.activation
-        self.forward = [ForwardStats(n, model.activation) for n in model.sizes[1:-1]]
-        self.backward = [BackwardStats(n, weight_grad=weight_grad) for n in model.sizes[1:-1]]
+        xp = model.backend.xp  # the accumulators live where the kernels run
+        self.forward = [ForwardStats(n, model.activation, xp=xp) for n in model.sizes[1:-1]]
+        self.backward = [BackwardStats(n, xp=xp, weight_grad=weight_grad)
+                         for n in model.sizes[1:-1]]
+        self._checked = None  # (model key, fingerprints) of the last full check
 
     def reset(self):
         """Zero every accumulator."""
@@ -28,7 +33,21 @@ class StepStats:
             s.reset()
 
     def check(self, model):
-        """Raise InputError unless these accumulators were made for ``model``'s layers."""
+        """Raise InputError unless these accumulators were made for ``model``'s layers.
+
+        The full check runs once; later calls only confirm that the model, the statistics
+        objects and their attributes are still the ones checked (a few microseconds, where the
+        full check costs about 70 per step of the paper's net). While checked, the accumulator
+        arrays are referenced from here too, which keeps NumPy from resizing them in place.
+        """
+        key = (tuple(model.sizes), model.activation, model.backend.name)
+        layers = (*self.forward, *self.backward)
+        if self._checked is not None:
+            old_key, old_layers, versions, _ = self._checked
+            if (old_key == key and len(old_layers) == len(layers)
+                    and all(map(operator.is_, old_layers, layers))
+                    and versions == tuple(s._version for s in layers)):
+                return self
         if not isinstance(self, StepStats):
             raise InputError(f"stats must come from model.new_stats(), got {type(self).__name__}")
         want = f"{'-'.join(map(str, model.sizes))} {model.activation}"
@@ -36,9 +55,12 @@ class StepStats:
         if have != want or len(self.forward) != model.n_hidden or len(self.backward) != model.n_hidden:
             raise InputError(f"these statistics were made for a {have} network, not this "
                              f"{want} one; use model.new_stats()")
+        xp = model.backend.xp
         for n, f, b in zip(model.sizes[1:-1], self.forward, self.backward):
-            check_stats(f, ForwardStats, n, model.activation)
-            check_stats(b, BackwardStats, n)
+            check_stats(f, ForwardStats, n, model.activation, xp)
+            check_stats(b, BackwardStats, n, xp=xp)
+        self._checked = (key, layers, tuple(s._version for s in layers),
+                         tuple(a for s in layers for a in s.arrays()))
         return self
 
     def summary(self, sizes=None):
@@ -73,7 +95,13 @@ class MLP:
     dtype : str
         ``float32`` (default) or ``float64``.
     kernels : str, optional
-        Override the backend: ``reference`` runs the NumPy spec (slow; for checks and benchmarks).
+        Override the backend: ``reference`` runs the NumPy spec on the CPU (slow; for checks
+        and benchmarks).
+
+    Attributes
+    ----------
+    backend : fastff.kernels.backend.Backend
+        Where the parameters live and the kernels run; every step goes through it.
 
     Examples
     --------
@@ -91,27 +119,27 @@ class MLP:
         self.init = init
         self.dtype = np.dtype(choose("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype, DTYPES))
         self.device = devices.resolve(device)
-        self.backend = self.device if kernels is None else choose(
+        name = self.device if kernels is None else choose(
             "kernels", kernels, {"reference": "reference", self.device: self.device})
+        self.backend = get_backend(name)
+        if self.backend.device != self.device:
+            raise InputError(f"kernels={name!r} run on the {self.backend.device}, not on "
+                             f"device={self.device!r}")
         self.seed = check_seed(seed)
         rng = np.random.default_rng(self.seed)
-        xp = devices.array_module(self.device)
         self.params = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             W = init_weights(init, n_in, n_out, rng, self.dtype)
-            self.params.append((xp.asarray(W), xp.zeros(n_out, dtype=self.dtype)))
-        self._ops = {op: get_kernel(op, self.backend)
-                     for op in ("forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")}
-        self._workspace = {}
-        # weights too large to stay in cache are prefetched by the CPU kernels (config)
-        self._prefetch = sum(int(W.nbytes) for W, _ in self.params) > config.CPU_PREFETCH_MIN_BYTES
+            self.params.append((self.backend.to_device(W),
+                                self.backend.to_device(np.zeros(n_out, self.dtype))))
+        self._plan = self.backend.plan(self.sizes, self.dtype)
 
     def copy(self):
         """An independent copy: the same network with its own parameters."""
         net = object.__new__(MLP)
         net.__dict__.update(self.__dict__)
         net.params = [(W.copy(), b.copy()) for W, b in self.params]
-        net._workspace = {}
+        net._plan = self.backend.plan(self.sizes, self.dtype)
         return net
 
     # -- properties ---------------------------------------------------------------------------
@@ -130,15 +158,22 @@ class MLP:
 
     # -- input checks -------------------------------------------------------------------------
     def _check_x(self, x):
+        """``x`` checked (2-D floats, the input width, finite) and on this model's device as a
+        contiguous array of its dtype."""
         float_array("x", x, 2)
         if x.shape[1] != self.sizes[0]:
             raise InputError(f"x has {x.shape[1]} features but the network expects {self.sizes[0]}")
         finite("x", x)
         with np.errstate(over="ignore"):
-            cast = np.ascontiguousarray(x, dtype=self.dtype)
+            cast = self.backend.to_device(x, self.dtype)
         if cast.dtype != x.dtype:  # float64 values beyond float32's range become inf
             finite(f"x as {self.dtype.name}", cast)
         return cast
+
+    def _check_y(self, y, n_rows):
+        """Class ids checked (integers in range, one per row) and on this model's device."""
+        labels(y, n_rows, self.sizes[-1])
+        return self.backend.to_device(y, np.int64)
 
     # -- inference ----------------------------------------------------------------------------
     def hidden(self, x, stats=None):
@@ -147,20 +182,23 @@ class MLP:
         return self._forward_all(x, stats)
 
     def _forward_all(self, x, stats=None, outs=None):
-        fwd = self._ops["forward_unchecked"]
+        fwd, hints = self._plan.forward, self._plan.hints
         hs = []
         for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
             st = stats.forward[l] if stats is not None and l < self.n_hidden else None
             out = outs[l] if outs is not None else None
-            x = fwd(x, W, b, act, out=out, stats=st, prefetch=self._prefetch)
+            x = fwd(x, W, b, act, out, st, *hints)
             hs.append(x)
         return hs
 
     def logits(self, x, chunk=1024):
-        """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows)."""
+        """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows), on
+        the host."""
         x = self._check_x(x)
-        return np.concatenate([self._forward_all(x[i:i + chunk])[-1]
-                               for i in range(0, x.shape[0], chunk)])
+        xp = self.backend.xp
+        z = xp.concatenate([self._forward_all(x[i:i + chunk])[-1]
+                            for i in range(0, x.shape[0], chunk)])
+        return self.backend.to_host(z)
 
     def forward(self, x):
         """Class probabilities, shape (batch, n_classes)."""
@@ -177,7 +215,7 @@ class MLP:
         """Fraction of rows whose predicted class differs from ``y``."""
         x = self._check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
-        return float((self.predict(x) != y).mean())
+        return float((self.predict(x) != self.backend.to_host(y)).mean())
 
     # -- training -----------------------------------------------------------------------------
     def new_stats(self, weight_grad=False):
@@ -186,15 +224,6 @@ class MLP:
         ``weight_grad=True`` also measures dC/dW, at the cost of one more product per weight.
         """
         return StepStats(self, weight_grad)
-
-    def _buffers(self, batch):
-        ws = self._workspace.get(batch)
-        if ws is None:
-            ws = dict(h=[np.empty((batch, n), self.dtype) for n in self.sizes[1:]],
-                      g=[np.empty((batch, n), self.dtype) for n in self.sizes[:-1]],
-                      delta=[np.empty((batch, n), self.dtype) for n in self.sizes[1:]])
-            self._workspace = {batch: ws}  # keep one batch size: training uses one
-        return ws
 
     def step(self, x, y, lr, stats=None):
         """One SGD step on a minibatch; returns the batch's mean negative log-likelihood.
@@ -207,29 +236,36 @@ class MLP:
             Learning rate (the paper's epsilon): theta <- theta - lr * mean gradient.
         stats : StepStats, optional
             From :meth:`new_stats`; the kernels accumulate per-layer statistics into it.
+
+        Returns
+        -------
+        float
+            The loss, read from the device (a synchronization on a GPU; the trainer keeps it on
+            the device and reads it only when it logs).
         """
         x = self._check_x(x)
-        labels(y, x.shape[0], self.sizes[-1])
+        y = self._check_y(y, x.shape[0])
         positive("lr", lr)
         if stats is not None:
             if not isinstance(stats, StepStats):
                 raise InputError(f"stats must come from model.new_stats(), got {type(stats).__name__}")
             stats.check(self)
-        return self._step(x, np.ascontiguousarray(y, dtype=np.int64), lr, stats)
+        return float(self._step(x, y, lr, stats))
 
     def _step(self, x, y, lr, stats=None):
-        ws = self._buffers(x.shape[0])
+        """The step on checked device arrays; the loss stays a device scalar."""
+        plan = self._plan
+        ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
-        loss, grad = self._ops["softmax_nll_unchecked"](hs[-1], y)
-        back = self._ops["backward_unchecked"]
+        loss, grad = plan.softmax_nll(hs[-1], y)
+        back, hints = plan.backward, plan.hints
         acts = self.layer_activations
         for l in range(len(self.params) - 1, -1, -1):
             W, b = self.params[l]
             inp = hs[l - 1] if l > 0 else x
             st = stats.backward[l] if stats is not None and l < self.n_hidden else None
-            grad = back(inp, hs[l], W, b, grad, acts[l], lr, grad_x=ws["g"][l] if l > 0 else None,
-                        stats=st, compute_grad_x=l > 0, delta=ws["delta"][l],
-                        prefetch=self._prefetch)
+            grad = back(inp, hs[l], W, b, grad, acts[l], lr, ws["g"][l] if l > 0 else None, st,
+                        l > 0, ws["delta"][l], *hints)
         return loss
 
     # -- state --------------------------------------------------------------------------------
@@ -237,8 +273,8 @@ class MLP:
         """Parameters and description as a dict of NumPy arrays (for checkpoints)."""
         out = {"sizes": np.array(self.sizes)}
         for l, (W, b) in enumerate(self.params):
-            out[f"W{l}"] = np.asarray(W)
-            out[f"b{l}"] = np.asarray(b)
+            out[f"W{l}"] = self.backend.to_host(W)
+            out[f"b{l}"] = self.backend.to_host(b)
         return out
 
     def load_state(self, state):
@@ -271,8 +307,8 @@ class MLP:
                 raise InputError(f"state[{k!r}] holds NaN or inf")
             arrays[k] = a
         for l, (W, b) in enumerate(self.params):
-            W[...] = arrays[f"W{l}"]
-            b[...] = arrays[f"b{l}"]
+            W[...] = self.backend.to_device(arrays[f"W{l}"], self.dtype)
+            b[...] = self.backend.to_device(arrays[f"b{l}"], self.dtype)
 
 
 def _is_dtype(d):

@@ -36,8 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import activations, config
-from .device import array_module
-from .checks import float_array, labels
+from .checks import float_array
 from .errors import InputError
 
 SCALARS = ("act_mean", "act_std", "act_p98", "sat_low", "sat_high", "dead", "delta_mean",
@@ -122,14 +121,12 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     -------
     Measurement
     """
-    x = model._check_x(x)
-    labels(y, x.shape[0], model.sizes[-1])
+    x = model._check_x(x)  # on the model's device, as is y below
+    y = model._check_y(y, x.shape[0])
     n_jac = config.JACOBIAN_EXAMPLES if jacobian_examples is None else int(jacobian_examples)
     if n_jac < 0:
         raise InputError(f"jacobian_examples must be >= 0, got {jacobian_examples}")
-    xp = array_module(model.device)
-    x = xp.asarray(x)
-    y = xp.asarray(np.asarray(y, dtype=np.int64))
+    xp = model.backend.xp
     act = activations.get(model.activation)
     L = model.n_hidden
 

@@ -95,18 +95,16 @@ def _checked_batch(model, data, k, batch_size, trusted):
     """Training batch k as contiguous arrays of the model's dtype; checked unless trusted."""
     x, y = data.train_batch(k, batch_size)
     if trusted:
-        return (np.ascontiguousarray(x, dtype=model.dtype),
-                np.ascontiguousarray(y, dtype=np.int64))
+        return model.backend.to_device(x, model.dtype), model.backend.to_device(y, np.int64)
     try:
         x = model._check_x(x)
-        from .checks import labels
-        labels(y, x.shape[0], model.sizes[-1])
+        y = model._check_y(y, x.shape[0])
     except InputError as exc:
         raise InputError(f"training batch {k} of {data!r}: {exc}") from None
     if x.shape[0] != batch_size:
         raise InputError(f"training batch {k} of {data!r} has {x.shape[0]} rows, "
                          f"batch_size is {batch_size}")
-    return x, np.ascontiguousarray(y, dtype=np.int64)
+    return x, y
 
 
 def _check_memory(sizes, batch_size, dtype):
@@ -140,10 +138,10 @@ class _CompileNotice(numba_event.Listener):
 def _warm_up(model, batch_size):
     """A step and a large-batch forward (evaluation, monitor) on a scratch copy, so that
     compiling is done before the clock starts."""
-    scratch = model.copy()
-    x = np.zeros((batch_size, model.sizes[0]), model.dtype)
-    scratch._step(x, np.zeros(batch_size, np.int64), 1e-3, scratch.new_stats())
-    big = np.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
+    scratch, xp = model.copy(), model.backend.xp
+    x = xp.zeros((batch_size, model.sizes[0]), model.dtype)
+    scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats())
+    big = xp.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
     scratch._forward_all(big, scratch.new_stats())
 
 
@@ -331,9 +329,16 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     t0 = 0.0
 
     def log(update):
+        # the losses stay on the device until now (one read per evaluation, not per step)
+        backend = model.backend
+        host = (backend.to_host(backend.xp.stack(losses)) if backend.loss_on_device and losses
+                else np.asarray(losses, np.float64))
+        bad = np.flatnonzero(~np.isfinite(host))
+        if bad.size:
+            diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
         valid_err, test_err = _evaluate(model, data)
         row = dict(update=update, examples=update * batch_size,
-                   train_loss=float(np.mean(losses)) if losses else math.nan,
+                   train_loss=float(np.mean(host)) if host.size else math.nan,
                    valid_error=valid_err, test_error=test_err,
                    seconds=round(time.perf_counter() - t0, 3),
                    monitor_seconds=round(monitor_seconds, 3))
@@ -346,7 +351,12 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
             record.write_metrics(history, monitor.stats if monitor else None)
         return row
 
+    def diverged(update, loss):
+        where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
+        raise DivergenceError(f"loss became {loss} at update {update} (lr={lr}){where}")
+
     trusted = type(data).train_batch in _TRUSTED_BATCHES
+    check_each_step = not model.backend.loss_on_device  # free on the host; a GPU waits for a log
     # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         notice = _CompileNotice(progress)
@@ -362,9 +372,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         for k in range(start, updates):
             x, y = _checked_batch(model, data, k, batch_size, trusted)
             loss = model._step(x, y, lr, stats)
-            if not math.isfinite(loss):
-                where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
-                raise DivergenceError(f"loss became {loss} at update {k + 1} (lr={lr}){where}")
+            if check_each_step and not math.isfinite(loss):
+                diverged(k + 1, loss)
             losses.append(loss)
             observe(k + 1)
             if (k + 1) % eval_every == 0 or k + 1 == updates:

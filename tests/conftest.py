@@ -48,3 +48,17 @@ def small_blocks(monkeypatch):
     from fastff import config
     monkeypatch.setattr(config, "CPU_COL_CHUNK", 16)
     monkeypatch.setattr(config, "CPU_ROW_BLOCK", 8)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where CuPy sees a GPU and are skipped, saying why, elsewhere."""
+    if not any(item.get_closest_marker("cuda") for item in items):
+        return
+    from fastff.device import cuda_status
+    ok, reason = cuda_status()
+    if ok:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {reason}")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)

@@ -244,8 +244,13 @@ def test_registry_dispatch_and_errors():
     assert kernels.get("dense_forward", "reference") is ref.dense_forward
     with pytest.raises(InputError, match="valid:"):
         kernels.get("dense_forwards", "cpu")
-    with pytest.raises(DeviceError):
-        kernels.get("dense_forward", "cuda")
+    assert kernels.get("dense_forward", "cuda") is fastff.kernels.cuda.dense_forward
+    try:
+        import cupy  # noqa: F401
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no CuPy or no GPU: the CUDA kernels say what is missing
+        with pytest.raises(DeviceError, match="CuPy|GPU"):
+            fastff.kernels.cuda.dense_forward(None, None, None, "tanh")
     with pytest.raises(InputError, match="NumPy or CuPy"):
         kernels.backend_of([1, 2, 3])
     assert fastff.kernels.backend_of(np.zeros(2)) == "cpu"

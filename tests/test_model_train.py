@@ -152,3 +152,24 @@ def test_cli_data_show(tmp_path):
     out = tmp_path / "grid.png"
     assert cli.main(["data", "show", "shapeset", "--out", str(out), "--rows", "2", "--cols", "3"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_kernels_run_on_the_cpu_only(monkeypatch):
+    # where a GPU is usable, device="cuda" with kernels="reference" is refused, not run on host
+    monkeypatch.setattr("fastff.device.cuda_status", lambda: (True, ""))
+    with pytest.raises(InputError, match="run on the cpu, not on device='cuda'"):
+        fastff.MLP("4-5-2", device="cuda", kernels="reference")
+
+
+def test_backends_are_objects_in_one_registry():
+    from fastff import kernels
+    assert kernels.backends() == ["cpu", "cuda", "reference"]
+    cpu_backend = kernels.get_backend("cpu")
+    assert cpu_backend.xp is np and cpu_backend.device == "cpu" and not cpu_backend.loss_on_device
+    assert kernels.get_backend("cuda").loss_on_device
+    small = fastff.MLP("4-5-2")._plan
+    big = cpu_backend.plan([1024] + [3000] * 3 + [9], "float32")
+    assert small.hints == (False,) and big.hints == (True,)  # prefetch: the CPU's own tunable
+    assert kernels.get_backend("reference").plan([4, 5, 2], "float32").hints == ()
+    with pytest.raises(InputError, match="valid: cpu, cuda, reference"):
+        kernels.get_backend("tpu")

@@ -92,6 +92,32 @@ def test_step_refuses_statistics_of_another_activation(rng):
                  stats=fastff.MLP("20-30-3", activation="sigmoid").new_stats())
 
 
+@pytest.mark.parametrize("mutate", [
+    lambda s: setattr(s.forward[1], "hist", np.zeros(3, np.int64)),
+    lambda s: setattr(s.forward[1], "bins", 7),
+    lambda s: setattr(s.backward[0], "counts", np.zeros(1, np.int64)),
+    lambda s: s.forward.__setitem__(1, ForwardStats(30, "sigmoid")),
+    lambda s: s.backward.pop(),
+])
+def test_statistics_changed_after_a_step_are_checked_again(rng, mutate):
+    # MLP.step checks its statistics fully once, then only that nothing was swapped or set
+    net = fastff.MLP("20-30-30-3")
+    x, y = rng.standard_normal((10, 20)).astype(np.float32), np.zeros(10, np.int64)
+    stats = net.new_stats()
+    net.step(x, y, 0.1, stats)
+    mutate(stats)
+    with pytest.raises(InputError):
+        net.step(x, y, 0.1, stats)
+
+
+def test_checked_statistics_cannot_be_resized_in_place(rng):
+    net = fastff.MLP("20-30-3")
+    stats = net.new_stats()
+    net.step(rng.standard_normal((4, 20)).astype(np.float32), np.zeros(4, np.int64), 0.1, stats)
+    with pytest.raises(ValueError, match="cannot resize"):
+        stats.backward[0].delta_total.resize(3)
+
+
 @pytest.mark.parametrize("call", [
     lambda: ForwardStats(-1, "tanh"), lambda: ForwardStats(0, "tanh"), lambda: BackwardStats(2.5),
     lambda: ForwardStats(3, "tanh", bins=0),

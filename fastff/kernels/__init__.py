@@ -13,42 +13,48 @@ behind your back: mixing them is an error.
 import numpy as np
 
 from . import cpu, reference
+from .backend import Backend, CPUPlan
 from .stats import BackwardStats, ForwardStats
 from ..checks import choose
 from ..errors import DeviceError, InputError
 
-OPS = ("dense_forward", "dense_backward_sgd", "softmax_nll",
-       "forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")
+OPS = Backend.OPS
 
-_REGISTRY = {}
-
-
-def register(op, backend, fn):
-    """Register ``fn`` as the implementation of ``op`` on ``backend``."""
-    if op not in OPS:
-        raise InputError(f"unknown op {op!r}; valid: {', '.join(OPS)}")
-    _REGISTRY[(op, backend)] = fn
+# The one registry: backend objects by name (fastff.kernels.backend).
+_BACKENDS = {}
 
 
-for _backend, _module in (("reference", reference), ("cpu", cpu)):
-    for _op in OPS:
-        register(_op, _backend, getattr(_module, _op))
+def register_backend(backend):
+    """Register a :class:`~fastff.kernels.backend.Backend` under its name."""
+    if not isinstance(backend, Backend):
+        raise InputError(f"expected a fastff Backend, got {type(backend).__name__}")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+register_backend(Backend("reference", "cpu", "fastff.kernels.reference"))
+register_backend(Backend("cpu", "cpu", "fastff.kernels.cpu", plan_class=CPUPlan))
+# CuPy is imported on the first CUDA kernel call, which says what is missing if it cannot run
+register_backend(Backend("cuda", "cuda", "fastff.kernels.cuda", array_module="cupy",
+                         loss_on_device=True))
 
 
 def backends():
     """Names of the registered backends."""
-    return sorted({b for _, b in _REGISTRY})
+    return sorted(_BACKENDS)
+
+
+def get_backend(name):
+    """The backend object called ``name``; a clear error if there is none."""
+    if name not in _BACKENDS:
+        raise InputError(f"unknown backend {name!r}; valid: {', '.join(backends())}")
+    return _BACKENDS[name]
 
 
 def get(op, backend):
     """The implementation of ``op`` on ``backend``; a clear error if there is none."""
     choose("op", op, dict.fromkeys(OPS))
-    if (op, backend) not in _REGISTRY:
-        if backend == "cuda":
-            raise DeviceError("this build of fastff has no CUDA kernels registered; "
-                              "use device='cpu' or NumPy arrays")
-        raise InputError(f"unknown backend {backend!r}; valid: {', '.join(backends())}")
-    return _REGISTRY[(op, backend)]
+    return getattr(get_backend(backend), op)
 
 
 def backend_of(*arrays):
@@ -89,4 +95,5 @@ def softmax_nll(z, y):
 
 
 __all__ = ["dense_forward", "dense_backward_sgd", "softmax_nll", "ForwardStats",
-           "BackwardStats", "register", "get", "backends", "backend_of", "reference", "cpu"]
+           "BackwardStats", "Backend", "register_backend", "get_backend", "get", "backends",
+           "backend_of", "reference", "cpu"]

@@ -33,7 +33,7 @@ def _check_arrays(owner, expected, xp):
         a = getattr(owner, name, None)
         ok = (a is not None and type(a).__module__.split(".")[0] == xp.__name__.split(".")[0]
               and tuple(a.shape) == shape and a.dtype == dtype and a.flags.c_contiguous
-              and a.flags.writeable)
+              and getattr(a.flags, 'writeable', True))
         if not ok:
             got = (f"{type(a).__name__} {getattr(a, 'dtype', '')} {tuple(getattr(a, 'shape', ()))}"
                    if a is not None else "nothing")
@@ -48,7 +48,18 @@ def _check_width(owner, first, n_units):
                          f"has {n_units}; make them with {type(owner).__name__}({n_units}, ...)")
 
 
-class ForwardStats:
+class _Watched:
+    """Counts assignments to its attributes, so that a check of the object can be trusted until
+    one of them changes (see :meth:`fastff.model.StepStats.check`)."""
+
+    _version = 0
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_version", self._version + 1)
+
+
+class ForwardStats(_Watched):
     """Per-unit saturation counters, sums and a layer histogram of the outputs h."""
 
     def __init__(self, n_units, activation, xp=np, bins=None):
@@ -68,6 +79,10 @@ class ForwardStats:
     @property
     def n_units(self):
         return self.sat_low.shape[0]
+
+    def arrays(self):
+        """The accumulators a kernel writes."""
+        return (self.sat_low, self.sat_high, self.total, self.total_sq, self.hist, self.rows)
 
     def check(self, n_units, activation, xp=np):
         """Raise InputError unless these accumulators fit a layer of ``n_units`` outputs of
@@ -116,7 +131,7 @@ class ForwardStats:
         return out
 
 
-class BackwardStats:
+class BackwardStats(_Watched):
     """Sums of the back-propagated gradient dC/ds per unit and of the weight gradient."""
 
     def __init__(self, n_units, xp=np, weight_grad=True):
@@ -148,6 +163,11 @@ class BackwardStats:
     @property
     def n_units(self):
         return self.delta_total.shape[0]
+
+    def arrays(self):
+        """The accumulators a kernel writes."""
+        return (self.delta_total, self.delta_total_sq, self.grad_w_total, self.grad_w_total_sq,
+                self.counts)
 
     def check(self, n_units, xp=np):
         """Raise InputError unless these accumulators fit a layer of ``n_units`` outputs on

@@ -1,0 +1,133 @@
+"""Backend objects: everything the model, the trainer and the monitor need from a device.
+
+One :class:`Backend` per kind of kernels, registered in :mod:`fastff.kernels` (the one
+registry). A backend gives:
+
+* ``xp``: its array module (NumPy, or CuPy for ``cuda``), for the few array operations outside
+  the kernels (statistics accumulators, the monitor's measurements);
+* the three kernels with the contracts of :mod:`fastff.kernels.reference`, checked
+  (``dense_forward``, ``dense_backward_sgd``, ``softmax_nll``) and unchecked for the hot path
+  (``forward_unchecked``, ``backward_unchecked``, ``softmax_nll_unchecked``);
+* :meth:`Backend.plan`: the per-model execution plan (its workspace and the backend's own
+  tunables, such as the CPU's software prefetch), through which :class:`fastff.MLP` steps;
+* host <-> device transfer (:meth:`to_device`, :meth:`to_host`).
+
+``import fastff`` never imports CuPy: a backend's array module is looked up on first use.
+"""
+import importlib
+
+import numpy as np
+
+from .. import config
+
+
+class Plan:
+    """How one model runs on a backend: the unchecked kernels bound to the model's workspace
+    and tunables. :class:`fastff.MLP` calls only ``workspace``, ``forward``, ``backward`` and
+    ``softmax_nll`` in its step."""
+
+    def __init__(self, backend, sizes, dtype):
+        self.backend, self.sizes, self.dtype = backend, list(sizes), np.dtype(dtype)
+        self._workspace = {}
+        # The three kernels the step calls, positionally and with ``*hints`` last (no Python
+        # layer per call; measured: a wrapper per call cost 1 us, 12 us a step):
+        # forward(x, W, b, activation, out, stats, *hints);
+        # backward(x, h, W, b, grad_h, activation, lr, grad_x, stats, compute_grad_x, delta,
+        #          *hints); softmax_nll(z, y, grad_z=None).
+        self.forward = backend.forward_unchecked
+        self.backward = backend.backward_unchecked
+        self.softmax_nll = backend.softmax_nll_unchecked
+        self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
+
+    def workspace(self, batch):
+        """Activations h, gradients dC/dx and deltas of every layer for one batch size (the last
+        size asked for is kept: training uses one)."""
+        ws = self._workspace.get(batch)
+        if ws is None:
+            empty = self.backend.xp.empty
+            ws = dict(h=[empty((batch, n), self.dtype) for n in self.sizes[1:]],
+                      g=[empty((batch, n), self.dtype) for n in self.sizes[:-1]],
+                      delta=[empty((batch, n), self.dtype) for n in self.sizes[1:]])
+            self._workspace = {batch: ws}
+        return ws
+
+
+
+class CPUPlan(Plan):
+    """The CPU's plan: a ``delta`` workspace for the fused backward pass, and software
+    prefetch only for models whose weights do not stay in cache between steps
+    (config.CPU_PREFETCH_MIN_BYTES, benchmarks/NOTES.md)."""
+
+    def __init__(self, backend, sizes, dtype):
+        super().__init__(backend, sizes, dtype)
+        weight_bytes = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * self.dtype.itemsize
+        self.prefetch = weight_bytes > config.CPU_PREFETCH_MIN_BYTES
+        self.hints = (self.prefetch,)
+
+
+class Backend:
+    """One kind of kernels on one device.
+
+    Parameters
+    ----------
+    name : str
+        Registry name: ``cpu``, ``reference`` or ``cuda``.
+    device : str
+        The device its arrays live on: ``cpu`` or ``cuda``.
+    module : str
+        The module holding its kernels (imported on first use).
+    array_module : str
+        ``numpy`` or ``cupy`` (imported on first use).
+    plan_class : type
+        Its :class:`Plan`.
+    loss_on_device : bool
+        The step's loss comes back as a device array: reading it costs a synchronization, so
+        the trainer checks it for NaN when it logs, not after every step.
+    """
+
+    OPS = ("dense_forward", "dense_backward_sgd", "softmax_nll",
+           "forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")
+
+    def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
+                 loss_on_device=False):
+        self.name, self.device, self.loss_on_device = name, device, loss_on_device
+        self._module_name, self._xp_name, self._plan_class = module, array_module, plan_class
+        self._module = self._xp = None
+
+    def __repr__(self):
+        return f"<fastff backend {self.name!r} on {self.device}>"
+
+    @property
+    def module(self):
+        if self._module is None:
+            self._module = importlib.import_module(self._module_name)
+        return self._module
+
+    @property
+    def xp(self):
+        """The array module of this backend's arrays."""
+        if self._xp is None:
+            self._xp = importlib.import_module(self._xp_name)
+        return self._xp
+
+    def __getattr__(self, op):  # the kernels: backend.dense_forward(...), ...
+        if op in Backend.OPS:
+            return getattr(self.module, op)
+        raise AttributeError(op)
+
+    def plan(self, sizes, dtype):
+        """The execution plan of a model of ``sizes`` and ``dtype`` on this backend."""
+        return self._plan_class(self, sizes, dtype)
+
+    def to_device(self, a, dtype=None):
+        """``a`` as a contiguous array of this backend (a no-op for one that already is)."""
+        if self._xp_name == "numpy":
+            if type(a) is not np.ndarray and hasattr(a, "get"):
+                a = a.get()  # a CuPy array coming home
+            return np.ascontiguousarray(a, dtype=dtype)
+        xp = self.xp
+        return xp.ascontiguousarray(xp.asarray(a, dtype=dtype))
+
+    def to_host(self, a):
+        """``a`` as a NumPy array (a copy from the GPU; the array itself on the host)."""
+        return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)

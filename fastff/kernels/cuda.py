@@ -1,0 +1,347 @@
+"""CUDA kernels through CuPy, with the contracts of :mod:`fastff.kernels.reference`.
+
+The CUDA C++ sources are in ``fastff/kernels/cuda/`` (``common.cuh``, then one file per op);
+they are compiled once by NVRTC through a CuPy ``RawModule`` (cached on disk by CuPy), every
+template instance named in :func:`name_expressions`. The call tree::
+
+    dense_forward       -> dense_forward_partial<T>        split-K products (all SMs busy at batch 10)
+                        -> dense_forward_epilogue<T, ACT>  sum of splits, bias, f, statistics
+    dense_backward_sgd  -> dense_backward_delta<T, ACT>    delta, bias update, dC/ds sums
+                        -> grad_x_partial<T>, sum_parts<T> dC/dx with the old W (split over N)
+                        -> dense_backward_update<T>        W -= lr x^T delta, dC/dW block sums
+                        -> reduce_grad_w                   dC/dW sums in block order
+    softmax_nll         -> softmax_nll<T>                  loss stays on the device
+
+Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
+bits every time. The launch geometry is plain Python (:func:`gemm_geometry`), shared with the
+host emulator of the tests (``tests/cuda_host``), which runs these very sources and this very
+orchestration on the CPU. ``import fastff.kernels.cuda`` needs no CuPy: the runtime is created
+on the first kernel call, and says what is missing when it cannot be.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from .. import activations, config
+from ..errors import DeviceError, InputError
+from .contracts import backward_args, forward_args, softmax_args
+
+SOURCE_DIR = Path(__file__).with_name("cuda")
+SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu", "softmax_nll.cu")
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
+
+
+def source():
+    """The one translation unit NVRTC compiles: common.cuh, then every kernel file."""
+    return "\n".join((SOURCE_DIR / name).read_text() for name in SOURCES)
+
+
+def name_expressions():
+    """Every kernel template instance the backend launches."""
+    out = []
+    for t in CTYPES.values():
+        out += [f"dense_forward_partial<{t}>", f"grad_x_partial<{t}>", f"sum_parts<{t}>",
+                f"dense_backward_update<{t}>", f"softmax_nll<{t}>"]
+        for code in sorted(set(_CODES.values())):
+            out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>"]
+    return out + ["reduce_grad_w"]
+
+
+def defines():
+    """Tile sizes from :mod:`fastff.config`, as the -D options of a compile."""
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    for name, value in (("CUDA_GEMM_TILE rows", tm), ("CUDA_GEMM_TILE columns", tn),
+                        ("CUDA_UPDATE_TILE", config.CUDA_UPDATE_TILE)):
+        if value < 2 or value & (value - 1):
+            raise InputError(f"config.{name} must be a power of two >= 2, got {value}")
+    if tn < 4 or config.CUDA_UPDATE_TILE < 4:
+        raise InputError("config.CUDA_GEMM_TILE columns and CUDA_UPDATE_TILE must be >= 4")
+    return [f"-DFASTFF_TM={tm}", f"-DFASTFF_TN={tn}", f"-DFASTFF_TK={tk}",
+            f"-DFASTFF_UT={config.CUDA_UPDATE_TILE}", f"-DFASTFF_MAX_BINS={config.CUDA_MAX_BINS}",
+            f"-DFASTFF_THREADS={config.CUDA_THREADS}",
+            f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}"]
+
+
+def compile_options():
+    """NVRTC options of the backend (the compile gate adds the architecture and ptxas flags)."""
+    return ("-std=c++17", *defines())
+
+
+# -- launch geometry: plain Python, shared with the host emulator ------------------------------
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def gemm_geometry(M, R, Nc, sms):
+    """(grid, block, chunk, splits) of a split-R product of an (M, R) by (R, Nc) matrix.
+
+    The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
+    that there are about ``config.CUDA_BLOCKS_PER_SM`` blocks per SM: at batch 10 a 1000 x 1000
+    layer has 16 column tiles and one row tile, and the splits give the other SMs work.
+    """
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    tiles = _ceil(Nc, tn) * _ceil(M, tm)
+    want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_BLOCKS_PER_SM * sms, tiles)))
+    chunk = _ceil(_ceil(R, want), tk) * tk
+    splits = _ceil(R, chunk)
+    return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 2, 1), chunk, splits
+
+
+def columns_geometry(n, sms):
+    """(grid, block) of a kernel with one thread per column (grid-stride beyond that)."""
+    threads = int(config.CUDA_THREADS)
+    return (max(1, min(_ceil(n, threads), config.CUDA_BLOCKS_PER_SM * sms)),), (threads,)
+
+
+def update_geometry(K, N):
+    """(grid, block, blocks) of the weight update: one block per UT x UT tile of W."""
+    ut = config.CUDA_UPDATE_TILE
+    grid = (_ceil(N, ut), _ceil(K, ut), 1)
+    return grid, (ut // 4, ut // 4, 1), grid[0] * grid[1]
+
+
+# -- the runtime: CuPy on a GPU (tests swap in the host emulator) -----------------------------
+class Runtime:
+    """Where kernels launch: ``xp`` (its array module), ``sms``, ``launch`` and ``scratch``."""
+
+    xp = np
+    sms = 1
+
+    def launch(self, name, grid, block, args):
+        raise NotImplementedError
+
+    def scratch(self, name, size, dtype):
+        """A reused buffer of at least ``size`` elements (no allocation per step)."""
+        store = self.__dict__.setdefault("_scratch", {})
+        buf = store.get((name, np.dtype(dtype)))
+        if buf is None or buf.size < size:
+            buf = store[(name, np.dtype(dtype))] = self.xp.empty(max(1, size), dtype)
+        return buf
+
+
+class CuPyRuntime(Runtime):
+    """Compiles the module once and launches its kernels on the current CUDA device."""
+
+    def __init__(self):
+        from ..device import resolve
+        resolve("cuda")  # a DeviceError saying what is missing (CuPy, a driver, a GPU)
+        import cupy
+        self.xp = cupy
+        self.sms = int(cupy.cuda.Device().attributes["MultiProcessorCount"])
+        self._module = cupy.RawModule(code=source(), options=compile_options(),
+                                      name_expressions=name_expressions())
+        self._functions = {}
+
+    def launch(self, name, grid, block, args):
+        fn = self._functions.get(name)
+        if fn is None:
+            fn = self._functions[name] = self._module.get_function(name)
+        fn(tuple(grid), tuple(block), args)
+
+
+_RUNTIME = None
+
+# ptxas flags of the compile gate: resource usage in the log, and spills or local memory fail
+PTXAS_GATE = ("-Xptxas", "-v", "-Xptxas", "-warn-spills", "-Xptxas", "-warn-lmem-usage",
+              "-Xptxas", "--warning-as-error")
+
+
+def compile_report(arch, src=None):
+    """Compile every kernel instance with NVRTC for ``arch`` (``sm_80``, ``sm_90``), ptxas
+    warnings as errors, and return one dict per instance: registers, shared memory, stack,
+    spills and the threads per block the launches use. Needs CuPy's NVRTC, not a GPU.
+
+    Raises DeviceError with the compiler's log when the compile fails (a spill, local memory).
+    ``src`` replaces :func:`source` (the tests break a kernel on purpose with it).
+    """
+    try:
+        from cupy.cuda import nvrtc
+    except ImportError as exc:
+        raise DeviceError(f"the compile check needs CuPy's NVRTC: pip install 'fastff[cuda]' ({exc})") from None
+    import re
+    names = name_expressions()
+    prog = nvrtc.createProgram(source() if src is None else src, "fastff_kernels.cu", [], [])
+    try:
+        for n in names:
+            nvrtc.addNameExpression(prog, n)
+        try:
+            nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *compile_options(), *PTXAS_GATE])
+        except Exception as exc:
+            raise DeviceError(f"NVRTC failed for {arch}: {exc}\n{nvrtc.getProgramLog(prog)}") from None
+        log = nvrtc.getProgramLog(prog)
+        lowered = {nvrtc.getLoweredName(prog, n): n for n in names}
+    finally:
+        nvrtc.destroyProgram(prog)
+    rows, current = {}, None
+    for line in log.splitlines():
+        m = re.search(r"(?:Compiling entry function|Function properties for) '?([\w$]+)'?", line)
+        if m and m.group(1) in lowered:
+            current = rows.setdefault(lowered[m.group(1)], dict(kernel=lowered[m.group(1)]))
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
+                           spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            current["registers"] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            current["smem"] = int(s.group(1)) if s else 0
+    for name, row in rows.items():
+        row["threads"] = threads_per_block(name)
+    return [rows[n] for n in names if n in rows]
+
+
+def threads_per_block(name):
+    """Threads per block the launches of kernel ``name`` use (its __launch_bounds__)."""
+    tm, tn, _ = config.CUDA_GEMM_TILE
+    ut = config.CUDA_UPDATE_TILE
+    if name.startswith(("dense_forward_partial", "grad_x_partial")):
+        return (tn // 4) * (tm // 2)
+    if name.startswith("dense_backward_update"):
+        return (ut // 4) ** 2
+    if name.startswith("reduce_grad_w"):
+        return 32
+    return int(config.CUDA_THREADS)
+
+
+def runtime():
+    """The runtime kernels launch through (created on first use)."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = CuPyRuntime()
+    return _RUNTIME
+
+
+_i32, _i64, _f64 = np.int32, np.int64, np.float64
+
+
+def _dummies(rt):
+    return rt.scratch("no_i64", 2, np.int64), rt.scratch("no_f64", 2, np.float64)
+
+
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
+    """dense_forward on checked device arrays (``prefetch``, a CPU hint, means nothing here)."""
+    rt = runtime()
+    B, K = x.shape
+    N = W.shape[1]
+    T = W.dtype
+    ct = CTYPES[T]
+    if out is None:
+        out = rt.xp.empty((B, N), T)
+    grid, block, chunk, splits = gemm_geometry(B, K, N, rt.sms)
+    parts = rt.scratch("forward_parts", splits * B * N, T)
+    rt.launch(f"dense_forward_partial<{ct}>", grid, block,
+              (x, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+    no_i64, no_f64 = _dummies(rt)
+    if stats is None:
+        st = (_i32(0), T.type(0), T.type(0), no_i64, no_i64, no_f64, no_f64, no_i64, _i32(1),
+              _f64(0), _f64(0), no_i64)
+    else:
+        bins = int(stats.hist.shape[0])  # the array's own length: what the kernel may index
+        if bins > config.CUDA_MAX_BINS:
+            raise InputError(f"the CUDA kernels count at most config.CUDA_MAX_BINS = "
+                             f"{config.CUDA_MAX_BINS} histogram bins, got {bins}")
+        st = (_i32(1), T.type(stats.low), T.type(stats.high), stats.sat_low, stats.sat_high,
+              stats.total, stats.total_sq, stats.hist, _i32(bins), _f64(stats.hist_lo),
+              _f64(bins / (stats.hist_hi - stats.hist_lo)), stats.rows)
+    grid, block = columns_geometry(N, rt.sms)
+    rt.launch(f"dense_forward_epilogue<{ct}, {_CODES[activation]}>", grid, block,
+              (parts, _i32(splits), b, out, _i32(B), _i32(N)) + st)
+    return out
+
+
+def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True, delta=None, prefetch=True):
+    """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
+    workspace."""
+    rt = runtime()
+    B, K = x.shape
+    N = W.shape[1]
+    T = W.dtype
+    ct = CTYPES[T]
+    if delta is None:
+        delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
+    no_i64, no_f64 = _dummies(rt)
+    want = stats is not None
+    grid, block = columns_geometry(N, rt.sms)
+    rt.launch(f"dense_backward_delta<{ct}, {_CODES[activation]}>", grid, block,
+              (grad_h, h, delta, b, T.type(lr), _i32(B), _i32(N), _i32(want),
+               stats.delta_total if want else no_f64, stats.delta_total_sq if want else no_f64,
+               stats.counts if want else no_i64))
+    if compute_grad_x:
+        if grad_x is None:
+            grad_x = rt.xp.empty((B, K), T)
+        grid, block, chunk, splits = gemm_geometry(B, N, K, rt.sms)
+        parts = rt.scratch("grad_x_parts", splits * B * K, T)
+        rt.launch(f"grad_x_partial<{ct}>", grid, block,
+                  (delta, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+        grid, block = columns_geometry(B * K, rt.sms)
+        rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), grad_x, _i64(B * K)))
+    want_gw = want and stats.weight_grad
+    grid, block, blocks = update_geometry(K, N)
+    gw_parts = rt.scratch("grad_w_parts", 2 * blocks, np.float64)
+    rt.launch(f"dense_backward_update<{ct}>", grid, block,
+              (x, delta, W, T.type(lr), _i32(B), _i32(K), _i32(N), _i32(want_gw), gw_parts))
+    if want_gw:
+        rt.launch("reduce_grad_w", (1, 1, 1), (32, 1, 1),
+                  (gw_parts, _i32(blocks), stats.grad_w_total, stats.grad_w_total_sq))
+    return grad_x if compute_grad_x else None
+
+
+def softmax_nll_unchecked(z, y, grad_z=None):
+    """softmax_nll on checked device arrays; the loss comes back as a 0-d device array (no
+    synchronization)."""
+    rt = runtime()
+    B, K = z.shape
+    if grad_z is None:
+        grad_z = rt.xp.empty_like(z)
+    loss = rt.xp.empty(1, np.float64)  # fresh: the trainer keeps each step's loss until it logs
+    rt.launch(f"softmax_nll<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
+              (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
+    return loss[0], grad_z
+
+
+def _on_device(rt, **arrays):
+    """Every array must be this runtime's (CuPy on a GPU): fastff never copies behind your back."""
+    for name, a in arrays.items():
+        if a is not None and not isinstance(a, rt.xp.ndarray):
+            raise DeviceError(f"{name} is a {type(a).__module__}.{type(a).__name__}; the CUDA "
+                              f"kernels take {rt.xp.__name__} arrays (move it with cupy.asarray)")
+
+
+def dense_forward(x, W, b, activation, out=None, stats=None):
+    """h = f(x @ W + b) with statistics on the GPU; the contract of reference.dense_forward."""
+    rt = runtime()
+    _on_device(rt, x=x, W=W, b=b, out=out)
+    activation, out = forward_args(x, W, b, activation, out, stats, rt.xp)
+    xp = rt.xp
+    return forward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(W),
+                             xp.ascontiguousarray(b), activation, out, stats)
+
+
+def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True):
+    """Backward pass and SGD update on the GPU; the contract of reference.dense_backward_sgd."""
+    rt = runtime()
+    _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, grad_x=grad_x)
+    activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
+                                       compute_grad_x, rt.xp)
+    xp = rt.xp
+    return backward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(h), W, b,
+                              xp.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
+                              bool(compute_grad_x))
+
+
+def softmax_nll(z, y, grad_z=None):
+    """Mean softmax NLL and its gradient on the GPU; the contract of reference.softmax_nll
+    (the loss is returned as a float: one synchronization)."""
+    rt = runtime()
+    _on_device(rt, z=z, y=y, grad_z=grad_z)
+    grad_z = softmax_args(z, y, grad_z, rt.xp)
+    loss, grad_z = softmax_nll_unchecked(rt.xp.ascontiguousarray(z),
+                                         rt.xp.ascontiguousarray(y, dtype=np.int64), grad_z)
+    return float(loss), grad_z

@@ -1,0 +1,294 @@
+"""The CUDA kernels against the NumPy reference.
+
+Every case runs twice: on the host, where tests/cuda_host/emu.h runs the very .cu sources
+through fastff.kernels.cuda's own launch code (every CI run; tiles patched small so that tiny
+shapes span many blocks and K splits), and on a GPU through CuPy (marked ``cuda``: skipped
+where none is usable). Counters must match the reference exactly, applied to the kernel's own
+output; floats within ``atol + rtol*|ref|``.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastff
+from fastff import config
+from fastff.errors import DeviceError, InputError
+from fastff.kernels import Backend, BackwardStats, ForwardStats, cuda, reference as ref
+
+import cuda_emulator
+from conftest import assert_close
+
+ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 7, 5), (10, 13, 9), (3, 1, 2), (17, 33, 19)]  # (batch, n_in, n_out)
+# Tiny tiles: 2 x 2 threads per GEMM block, 8 threads per column kernel, so the shapes above
+# span many blocks, several K splits (sms=16) and partial tiles on every edge.
+SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2)
+
+
+@pytest.fixture(scope="module", params=["host", pytest.param("gpu", marks=pytest.mark.cuda)])
+def rt(request, tmp_path_factory):
+    """The runtime the CUDA kernels launch through: the host emulator or a GPU."""
+    mp = pytest.MonkeyPatch()
+    old = cuda._RUNTIME
+    if request.param == "host":
+        if cuda_emulator.compiler() is None:
+            pytest.skip("the host emulation of the CUDA kernels needs g++")
+        for key, value in SMALL.items():
+            mp.setattr(config, key, value)
+        runtime = cuda_emulator.EmuRuntime(cuda_emulator.build(tmp_path_factory.mktemp("emu")), sms=16)
+    else:
+        runtime = cuda.CuPyRuntime()
+    cuda._RUNTIME = runtime
+    yield runtime
+    cuda._RUNTIME = old
+    mp.undo()
+
+
+def host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def layer(rng, batch, n_in, n_out, dtype, wscale=1.0):
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) * wscale / np.sqrt(n_in)).astype(dtype)
+    b = (rng.standard_normal(n_out) * 0.5).astype(dtype)
+    return x, W, b
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_matches_reference(rt, rng, dtype, act, shape):
+    x, W, b = layer(rng, *shape, dtype, wscale=4.0)  # large enough to saturate some units
+    st = ForwardStats(shape[2], act, xp=rt.xp)
+    h = cuda.dense_forward(rt.xp.asarray(x), rt.xp.asarray(W), rt.xp.asarray(b), act, stats=st)
+    assert_close(host(h), ref.dense_forward(x, W, b, act), dtype)
+    mine = ForwardStats(shape[2], act)
+    ref.accumulate_forward_stats(host(h), mine)
+    for name in ("sat_low", "sat_high", "hist", "rows"):
+        np.testing.assert_array_equal(host(getattr(st, name)), getattr(mine, name), err_msg=name)
+    np.testing.assert_allclose(host(st.total), mine.total, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(host(st.total_sq), mine.total_sq, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_sgd_matches_reference(rt, rng, dtype, act, shape):
+    xp = rt.xp
+    x, W, b = layer(rng, *shape, dtype)
+    h = ref.dense_forward(x, W, b, act)
+    g = rng.standard_normal(h.shape).astype(dtype)
+    W1, b1 = xp.array(W), xp.array(b)  # copies: updated in place
+    s1, s2 = BackwardStats(shape[2], xp=xp), BackwardStats(shape[2])
+    gx1 = cuda.dense_backward_sgd(xp.asarray(x), xp.asarray(h), W1, b1, xp.asarray(g), act, 0.1,
+                                  stats=s1)
+    W2, b2 = W.copy(), b.copy()
+    gx2 = ref.dense_backward_sgd(x, h, W2, b2, g, act, 0.1, stats=s2)
+    assert_close(host(gx1), gx2, dtype, scale=np.abs(gx2).max())
+    assert_close(host(W1), W2, dtype)
+    assert_close(host(b1), b2, dtype)
+    assert_close(host(s1.delta_total), s2.delta_total, dtype, scale=np.abs(s2.delta_total).max())
+    assert_close(host(s1.delta_total_sq), s2.delta_total_sq, dtype)
+    np.testing.assert_array_equal(host(s1.counts), s2.counts)
+    np.testing.assert_allclose(host(s1.grad_w_total_sq), s2.grad_w_total_sq, rtol=1e-4)
+    np.testing.assert_allclose(host(s1.grad_w_total), s2.grad_w_total, rtol=1e-4,
+                               atol=1e-6 * np.sqrt(s2.grad_w_total_sq[0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_without_grad_x_updates_the_same(rt, rng, dtype):
+    xp = rt.xp
+    x, W, b = layer(rng, 10, 13, 9, dtype)
+    h = ref.dense_forward(x, W, b, "tanh")
+    g = rng.standard_normal(h.shape).astype(dtype)
+    Wa, Wb = xp.array(W), xp.array(W)
+    args = (xp.asarray(x), xp.asarray(h))
+    assert cuda.dense_backward_sgd(*args, Wa, xp.array(b), xp.asarray(g), "tanh", 0.2,
+                                   compute_grad_x=False) is None
+    cuda.dense_backward_sgd(*args, Wb, xp.array(b), xp.asarray(g), "tanh", 0.2)
+    np.testing.assert_array_equal(host(Wa), host(Wb))
+
+
+@pytest.mark.parametrize("shape", [(10, 9), (1, 2), (37, 10)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_nll_matches_reference(rt, rng, dtype, shape):
+    z = (rng.standard_normal(shape) * 5).astype(dtype)
+    y = rng.integers(0, shape[1], shape[0])
+    loss, g = cuda.softmax_nll_unchecked(rt.xp.asarray(z), rt.xp.asarray(y))
+    if rt.xp is not np:
+        assert isinstance(loss, rt.xp.ndarray)  # stays on the device until someone reads it
+    l2, g2 = ref.softmax_nll(z, y)
+    assert abs(float(loss) - l2) <= 1e-5 * max(1.0, abs(l2))
+    assert_close(host(g), g2, dtype)
+    assert cuda.softmax_nll(rt.xp.asarray(z), rt.xp.asarray(y))[0] == pytest.approx(l2, rel=1e-5)
+
+
+def test_kernels_give_the_same_bits_every_time(rt, rng):
+    xp = rt.xp
+    x, W, b = layer(rng, 17, 33, 19, np.float32)
+    outs = []
+    for _ in range(2):
+        st, Wd = ForwardStats(19, "tanh", xp=xp), xp.array(W)
+        h = cuda.dense_forward(xp.asarray(x), Wd, xp.asarray(b), "tanh", stats=st)
+        bs = BackwardStats(19, xp=xp)
+        gx = cuda.dense_backward_sgd(xp.asarray(x), h, Wd, xp.array(b), h, "tanh", 0.1, stats=bs)
+        outs.append([host(a) for a in (h, st.total, st.hist, gx, Wd, bs.delta_total, bs.grad_w_total_sq)])
+    for a, c in zip(*outs):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_public_cuda_kernels_check_their_arguments(rt, rng):
+    xp = rt.xp
+    x, W, b = layer(rng, 10, 13, 9, np.float32)
+    with pytest.raises(InputError, match="made for 3 units"):
+        cuda.dense_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b), "tanh",
+                           stats=ForwardStats(3, "tanh", xp=xp))
+    with pytest.raises(InputError, match=r"labels must lie in \[0, 9\)"):
+        cuda.softmax_nll(xp.asarray(x[:, :9]), xp.asarray(np.full(10, 9)))
+    with pytest.raises(InputError, match="lr must be a positive number"):
+        cuda.dense_backward_sgd(xp.asarray(x), xp.asarray(x[:, :9]), xp.asarray(W),
+                                xp.asarray(b), xp.asarray(x[:, :9]), "tanh", -1.0)
+    if xp is not np:  # on a GPU, host arrays are refused rather than copied
+        with pytest.raises(DeviceError, match="cupy"):
+            cuda.dense_forward(x, xp.asarray(W), xp.asarray(b), "tanh")
+
+
+def _cuda_model(rt, sizes, act, dtype):
+    """An MLP whose steps run through the CUDA kernels: on the GPU, or emulated on the host."""
+    if rt.xp is not np:
+        return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda")
+    net = fastff.MLP(sizes, activation=act, dtype=dtype, seed=4)
+    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda")
+    net._plan = net.backend.plan(net.sizes, net.dtype)
+    return net
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
+def test_whole_steps_through_the_cuda_kernels_match_the_reference(rt, rng, act):
+    sizes = [11, 17, 13, 5]
+    net = _cuda_model(rt, sizes, act, "float64")
+    twin = fastff.MLP(sizes, activation=act, dtype="float64", seed=4, kernels="reference")
+    stats, twin_stats = net.new_stats(weight_grad=True), twin.new_stats(weight_grad=True)
+    for _ in range(3):
+        x = rng.standard_normal((10, 11))
+        y = rng.integers(0, 5, 10)
+        assert net.step(x, y, 0.1, stats) == pytest.approx(twin.step(x, y, 0.1, twin_stats), rel=1e-9)
+    for (W1, b1), (W2, b2) in zip(net.params, twin.params):
+        np.testing.assert_allclose(host(W1), W2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(host(b1), b2, rtol=1e-9, atol=1e-12)
+    for mine, theirs in zip(stats.summary(), twin_stats.summary()):
+        assert mine == pytest.approx(theirs, rel=1e-7, nan_ok=True)
+
+
+# -- ThreadSanitizer: the same sources, built with -fsanitize=thread, on a few cases ----------
+_TSAN_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import cuda_emulator
+from fastff import config
+from fastff.kernels import BackwardStats, ForwardStats, cuda
+for key, value in {small!r}.items():
+    setattr(config, key, value)
+cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms=16)
+rng = np.random.default_rng(1)
+for act in ("tanh", "relu"):
+    x = rng.standard_normal((10, 13)); W = rng.standard_normal((13, 9)); b = np.zeros(9)
+    st = ForwardStats(9, act)
+    h = cuda.dense_forward(x, W, b, act, stats=st)
+    cuda.dense_backward_sgd(x, h, W, b, h, act, 0.1, stats=BackwardStats(9))
+    cuda.softmax_nll(h, rng.integers(0, 9, 10))
+print("done")
+"""
+
+
+def _tsan_run(tmp_path, src=None):
+    lib = cuda_emulator.build(tmp_path, src=src, flags=("-O1", "-g", "-shared", "-fPIC", "-fsanitize=thread"))
+    runtime = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
+    code = _TSAN_SCRIPT.format(tests=str(cuda_emulator.HOST.parent), small=SMALL, lib=str(lib))
+    env = dict(os.environ, LD_PRELOAD=runtime, TSAN_OPTIONS="exitcode=66 halt_on_error=1 report_signal_unsafe=0")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tsan_available(tmp_path_factory):
+    if cuda_emulator.compiler() is None:
+        pytest.skip("needs g++")
+    probe = tmp_path_factory.mktemp("tsan-probe") / "p.cpp"
+    probe.write_text("int main() { return 0; }")
+    out = subprocess.run(["g++", "-fsanitize=thread", str(probe), "-o", str(probe.with_suffix(""))],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"g++ has no ThreadSanitizer here: {out.stderr[-300:]}")
+
+
+def test_thread_sanitizer_finds_no_race(tsan_available, tmp_path):
+    out = _tsan_run(tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
+    assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
+
+
+def test_thread_sanitizer_finds_a_missing_syncthreads(tsan_available, tmp_path):
+    # the check itself: drop the barrier between staging a GEMM tile and reading it
+    src = cuda.source()
+    anchor = "      bs[k * FASTFF_TN + c] = v;\n    }\n    __syncthreads();"
+    assert anchor in src
+    out = _tsan_run(tmp_path, src=src.replace(anchor, anchor.replace("__syncthreads();", "")))
+    assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
+
+
+def _host_cuda_backend(monkeypatch):
+    """device='cpu' trains through the CUDA kernels on the host emulator, with the loss kept
+    as a device value (checked when the trainer logs, as on a GPU)."""
+    from fastff import kernels
+    emulated = Backend("cpu", "cpu", "fastff.kernels.cuda", loss_on_device=True)
+    monkeypatch.setitem(kernels._BACKENDS, "cpu", emulated)
+    return emulated
+
+
+def test_training_through_the_cuda_kernels_follows_the_cpu_run(rt, monkeypatch, tmp_path):
+    if rt.xp is not np:
+        pytest.skip("on a GPU: see test_training_on_the_gpu")
+    from test_model_train import tiny_data
+    opts = dict(dataset=tiny_data(), lr=0.1, updates=40, eval_every=10, monitor_every=20,
+                dtype="float64", progress=False)
+    cpu_run = fastff.train("9x2", **opts)
+    _host_cuda_backend(monkeypatch)
+    cuda_run = fastff.train("9x2", **opts, out_dir=tmp_path)
+    assert cuda_run.model.backend.module is cuda
+    for a, b in zip(cpu_run.history, cuda_run.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
+        assert a["valid_error"] == b["valid_error"]
+    for (W1, _), (W2, _) in zip(cpu_run.model.params, cuda_run.model.params):
+        np.testing.assert_allclose(W1, W2, rtol=1e-9, atol=1e-12)
+
+
+def test_divergence_found_at_the_log_names_the_update(rt, monkeypatch, tmp_path):
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    from test_model_train import tiny_data
+    _host_cuda_backend(monkeypatch)
+    with pytest.raises(fastff.DivergenceError, match=r"at update \d+ .*checkpoint"):
+        fastff.train("64x3", dataset=tiny_data(), activation="relu", init="normal", lr=1e4,
+                     updates=60, eval_every=20, out_dir=tmp_path, progress=False, monitor_every=0)
+    state, update, history = fastff.record.RunDir(tmp_path).load_checkpoint()
+    assert all(np.isfinite(v).all() for k, v in state.items() if k != "sizes")
+
+
+@pytest.mark.cuda
+def test_training_on_the_gpu(tmp_path):
+    from test_model_train import tiny_data
+    opts = dict(dataset=tiny_data(), lr=0.1, updates=40, eval_every=10, monitor_every=20,
+                dtype="float64", progress=False)
+    cpu_run = fastff.train("9x2", **opts)
+    gpu_run = fastff.train("9x2", **opts, device="cuda", out_dir=tmp_path)
+    for a, b in zip(cpu_run.history, gpu_run.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
+    state, update, _ = fastff.record.RunDir(tmp_path).load_checkpoint()
+    assert update == 40 and isinstance(state["W0"], np.ndarray)
