@@ -26,8 +26,8 @@ from numba.extending import overload
 from .. import activations, config
 from ..activations import LINEAR, RELU, SIGMOID, SOFTSIGN, TANH
 from .contracts import backward_args, forward_args, softmax_args
-from .simd import (prefetch, tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
-                   tile_rank1, tile_store, tile_update, tile_zeros)
+from .simd import (VEC_REGISTERS, prefetch, tile_coefs, tile_grad_update, tile_hsum_store,
+                   tile_lanes, tile_rank1, tile_store, tile_update, tile_zeros)
 
 # fastmath without 'nnan'/'ninf': NaN and inf must stay visible to the statistics and checks.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -181,8 +181,11 @@ def _delta_tile(grad_h, h, delta, act, r0, r1, j0, j1):
 # ---------------------------------------------------------------------------------------------
 # Forward: tiles of up to 6 rows of x by 4 vectors of columns (24 accumulators); a batch of more
 # rows runs in balanced tiles (10 -> 5 + 5) over the same strip of W, then in L1/L2.
-_FWD_TILE_ROWS = 6
-_FWD_TILE_VECS = 4
+# The tile shapes follow the vector register file, an ISA property: AVX-512 has 32 registers,
+# AVX2 16, where a 6 x 4 tile would keep its 24 partial sums in memory (benchmarks/NOTES.md,
+# "AVX2"). With 16: 4 rows x 3 vectors, 12 partial sums, 3 loads of W and a broadcast.
+_FWD_TILE_ROWS = 6 if VEC_REGISTERS >= 32 else 4
+_FWD_TILE_VECS = 4 if VEC_REGISTERS >= 32 else 3
 
 
 @njit(**_JIT)
@@ -238,9 +241,12 @@ def _gemm_rows(x, W, s, i0, i1, ahead):
     for j in range(0, n_out, width):
         r0 = 0
         for t in range(n_tiles):
-            h = (B - r0 + n_tiles - t - 1) // (n_tiles - t)  # balanced: 10 rows -> 5 + 5
-            _strip_rows(x, r0, h, W, s, i0, i1, j, min(width, n_out - j),
-                        ahead if t == 0 else 0, width)
+            h = (B - r0 + n_tiles - t - 1) // (n_tiles - t)  # balanced: 10 rows -> 5 + 5 (or 4 + 3 + 3)
+            a = ahead if t == 0 else 0
+            if n_out - j >= width:  # a full strip: plain loads (masked ones are slow on AVX2)
+                _strip_rows(x, r0, h, W, s, i0, i1, j, None, a, width)
+            else:
+                _strip_rows(x, r0, h, W, s, i0, i1, j, n_out - j, a, width)
             r0 += h
 
 
@@ -259,30 +265,33 @@ def _sum_blocks(parts, out, j0, j1):
 
 
 # Backward: the whole batch is one tile (dC/dx needs the old W and the update needs every row,
-# so the batch is not split) by two rows of W, with the pair's SGD coefficients built once
+# so the batch is not split) by _BWD_W_ROWS rows of W, with their SGD coefficients built once
 # (tile_coefs) rather than loaded for every column vector. Measured per 1000x1000 layer:
-# 111 us, against 116-125 us with the coefficients loaded and 140 us one row of W at a time.
+# AVX-512 111 us with two rows of W, against 116-125 us with the coefficients loaded and 140 us
+# one row at a time; AVX2 (16 registers) 320-332 us with two rows, 393-413 us with one: the
+# coefficients that do not fit in registers become memory operands of the FMAs.
 _BWD_MAX_ROWS = 16
+_BWD_W_ROWS = 2
 
 
 @njit(**_JIT)
-def _dot_update(x, delta, W, gx, lr, i0, i1, two, ahead):
-    """Rows i0..i1 of W, two at a time: gx[:, i] = delta @ W[i] with the old row, then
+def _dot_update(x, delta, W, gx, lr, i0, i1, tile, ahead):
+    """Rows i0..i1 of W, _BWD_W_ROWS at a time: gx[:, i] = delta @ W[i] with the old row, then
     W[i] -= lr * x[:, i] @ delta. Full vectors first, then a masked tail; the rows ``ahead`` on
     are prefetched (measured from DRAM: 150 -> 126 us per layer)."""
     n, K = W.shape[1], W.shape[0]
-    lanes = tile_lanes(two)
+    lanes = tile_lanes(tile)
     n_full = n - n % lanes
-    for i in range(i0, i1, 2):
-        nv = min(2, i1 - i)
-        c = tile_coefs(two, x, i, nv, lr)
-        acc = two
+    for i in range(i0, i1, _BWD_W_ROWS):
+        nv = min(_BWD_W_ROWS, i1 - i)
+        c = tile_coefs(tile, x, i, nv, lr)
+        acc = tile
         j = 0
-        if nv == 2:
+        if nv == _BWD_W_ROWS:
             for j in range(0, n_full, lanes):
-                if i + ahead + 1 < K:
-                    prefetch(W, i + ahead, j)
-                    prefetch(W, i + ahead + 1, j)
+                if i + ahead + _BWD_W_ROWS - 1 < K:
+                    for v in range(_BWD_W_ROWS):
+                        prefetch(W, i + ahead + v, j)
                 acc = tile_grad_update(acc, delta, W, i, None, j, None, c)
             j = n_full
         for jm in range(j, n, lanes):  # masked: the last columns, or a lone last row of W
@@ -291,23 +300,23 @@ def _dot_update(x, delta, W, gx, lr, i0, i1, two, ahead):
 
 
 @njit(**_JIT)
-def _update(x, delta, W, lr, i0, i1, two, ahead):
+def _update(x, delta, W, lr, i0, i1, tile, ahead):
     """_dot_update without dC/dx (the first layer): W[i] -= lr * x[:, i] @ delta.
 
     A twin rather than a flag inside _dot_update: with both loops in one function the dC/dx
     loop compiled to slower code (126 against 110 us per 1000x1000 layer, measured)."""
     n, K = W.shape[1], W.shape[0]
-    lanes = tile_lanes(two)
+    lanes = tile_lanes(tile)
     n_full = n - n % lanes
-    for i in range(i0, i1, 2):
-        nv = min(2, i1 - i)
-        c = tile_coefs(two, x, i, nv, lr)
+    for i in range(i0, i1, _BWD_W_ROWS):
+        nv = min(_BWD_W_ROWS, i1 - i)
+        c = tile_coefs(tile, x, i, nv, lr)
         j = 0
-        if nv == 2:
+        if nv == _BWD_W_ROWS:
             for j in range(0, n_full, lanes):
-                if i + ahead + 1 < K:
-                    prefetch(W, i + ahead, j)
-                    prefetch(W, i + ahead + 1, j)
+                if i + ahead + _BWD_W_ROWS - 1 < K:
+                    for v in range(_BWD_W_ROWS):
+                        prefetch(W, i + ahead + v, j)
                 tile_update(delta, W, i, None, j, None, c)
             j = n_full
         for jm in range(j, n, lanes):
@@ -315,11 +324,11 @@ def _update(x, delta, W, lr, i0, i1, two, ahead):
 
 
 @njit(**_JIT)
-def _grad_update(x, delta, W, gx, lr, i0, i1, want_gx, two, ahead):
+def _grad_update(x, delta, W, gx, lr, i0, i1, want_gx, tile, ahead):
     if want_gx:
-        _dot_update(x, delta, W, gx, lr, i0, i1, two, ahead)
+        _dot_update(x, delta, W, gx, lr, i0, i1, tile, ahead)
     else:
-        _update(x, delta, W, lr, i0, i1, two, ahead)
+        _update(x, delta, W, lr, i0, i1, tile, ahead)
 
 
 @njit(**_JIT)
@@ -328,37 +337,37 @@ def _grad_update_rows(x, delta, W, gx, lr, i0, i1, want_gx, ahead):
     B = delta.shape[0]
     a = (x, delta, W, gx, lr, i0, i1, want_gx)
     if B == 10:  # the paper's batch first
-        _grad_update(*a, tile_zeros(W, 10, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 10, _BWD_W_ROWS), ahead)
     elif B == 1:
-        _grad_update(*a, tile_zeros(W, 1, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 1, _BWD_W_ROWS), ahead)
     elif B == 2:
-        _grad_update(*a, tile_zeros(W, 2, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 2, _BWD_W_ROWS), ahead)
     elif B == 3:
-        _grad_update(*a, tile_zeros(W, 3, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 3, _BWD_W_ROWS), ahead)
     elif B == 4:
-        _grad_update(*a, tile_zeros(W, 4, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 4, _BWD_W_ROWS), ahead)
     elif B == 5:
-        _grad_update(*a, tile_zeros(W, 5, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 5, _BWD_W_ROWS), ahead)
     elif B == 6:
-        _grad_update(*a, tile_zeros(W, 6, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 6, _BWD_W_ROWS), ahead)
     elif B == 7:
-        _grad_update(*a, tile_zeros(W, 7, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 7, _BWD_W_ROWS), ahead)
     elif B == 8:
-        _grad_update(*a, tile_zeros(W, 8, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 8, _BWD_W_ROWS), ahead)
     elif B == 9:
-        _grad_update(*a, tile_zeros(W, 9, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 9, _BWD_W_ROWS), ahead)
     elif B == 11:
-        _grad_update(*a, tile_zeros(W, 11, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 11, _BWD_W_ROWS), ahead)
     elif B == 12:
-        _grad_update(*a, tile_zeros(W, 12, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 12, _BWD_W_ROWS), ahead)
     elif B == 13:
-        _grad_update(*a, tile_zeros(W, 13, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 13, _BWD_W_ROWS), ahead)
     elif B == 14:
-        _grad_update(*a, tile_zeros(W, 14, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 14, _BWD_W_ROWS), ahead)
     elif B == 15:
-        _grad_update(*a, tile_zeros(W, 15, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 15, _BWD_W_ROWS), ahead)
     else:
-        _grad_update(*a, tile_zeros(W, 16, 2), ahead)
+        _grad_update(*a, tile_zeros(W, 16, _BWD_W_ROWS), ahead)
 
 
 @njit(**_JIT)

@@ -41,6 +41,9 @@ def _vector_bytes():
 
 VEC_BYTES = _vector_bytes()
 LANES = {"float32": VEC_BYTES // 4, "float64": VEC_BYTES // 8}
+# Vector registers of the ISA that VEC_BYTES selects: 32 with AVX-512 (zmm0-31), 16 with AVX2
+# (ymm0-15); the kernels size their tiles to them (fastff.kernels.cpu).
+VEC_REGISTERS = 32 if VEC_BYTES == 64 else 16
 
 
 class Tile(types.Type):
@@ -207,7 +210,8 @@ def tile_rank1(typingctx, acc, x, r0, W, i, j, n):
     """acc[r, v] += x[r0 + r, i] * W[i, j + v*lanes : ...] for every row r and vector v.
 
     One step of ``s = x @ W`` for a block of rows of x and a strip of columns of W: the strip of
-    row i of W is loaded once and used by every row of the tile.
+    row i of W is loaded once and used by every row of the tile. ``n`` None: a full strip, read
+    with plain loads (a masked load is a slow instruction without AVX-512).
     """
     _float_array(x, 2, "x")
     _float_array(W, 2, "W")
@@ -215,10 +219,12 @@ def tile_rank1(typingctx, acc, x, r0, W, i, j, n):
     def codegen(context, builder, sig, args):
         tty = sig.args[0]
         g = _Gen(context, builder, tty.dtype, tty.lanes)
-        r0_v, i_v, j_v, n_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 4, 5, 6)]
+        r0_v, i_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 4, 5)]
+        full = isinstance(sig.args[6], types.NoneType)
+        n_v = None if full else _i64(context, builder, args[6], sig.args[6])
         parts = _parts(builder, args[0], tty)
         wp = g.ptr2(sig.args[3], args[3], i_v, j_v)
-        w = [g.load(wp, v, g.mask(n_v, v)) for v in range(tty.vecs)]
+        w = [g.load(wp, v, None if full else g.mask(n_v, v)) for v in range(tty.vecs)]
         for r in range(tty.rows):
             row = builder.add(r0_v, _const(r))
             xs = g.splat(builder.load(g.ptr2(sig.args[1], args[1], row, i_v)))
@@ -230,15 +236,17 @@ def tile_rank1(typingctx, acc, x, r0, W, i, j, n):
 
 @intrinsic
 def tile_store(typingctx, acc, s, r0, j, n):
-    """s[r0 + r, j + v*lanes : ...] = acc[r, v], for the n valid columns from j."""
+    """s[r0 + r, j + v*lanes : ...] = acc[r, v], for the n valid columns from j (n None: all)."""
     _float_array(s, 2, "s")
 
     def codegen(context, builder, sig, args):
         tty = sig.args[0]
         g = _Gen(context, builder, tty.dtype, tty.lanes)
-        r0_v, j_v, n_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 3, 4)]
+        r0_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 3)]
+        full = isinstance(sig.args[4], types.NoneType)
+        n_v = None if full else _i64(context, builder, args[4], sig.args[4])
         parts = _parts(builder, args[0], tty)
-        masks = [g.mask(n_v, v) for v in range(tty.vecs)]
+        masks = [None if full else g.mask(n_v, v) for v in range(tty.vecs)]
         for r in range(tty.rows):
             p = g.ptr2(sig.args[1], args[1], builder.add(r0_v, _const(r)), j_v)
             for v in range(tty.vecs):
