@@ -25,7 +25,7 @@ class StepStats:
         self.forward = [ForwardStats(n, model.activation, xp=xp) for n in model.sizes[1:-1]]
         self.backward = [BackwardStats(n, xp=xp, weight_grad=weight_grad)
                          for n in model.sizes[1:-1]]
-        self._checked = None  # (model key, fingerprints) of the last full check
+        self._checked = None  # (model key, layers, their versions, arrays held) of the last check
 
     def reset(self):
         """Zero every accumulator."""

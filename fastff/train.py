@@ -11,7 +11,7 @@ from numba.core import event as numba_event
 
 from . import config as fastff_config, data as datasets
 from .arch import parse_sizes
-from .checks import finite, positive, seed as check_seed
+from .checks import positive, seed as check_seed
 from .data.base import ArrayDataset
 from .data.shapeset import Shapeset
 from .data.sources import check_fits_memory

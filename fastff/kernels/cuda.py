@@ -168,8 +168,9 @@ def compile_report(arch, src=None):
         try:
             nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *compile_options(), *PTXAS_GATE])
         except Exception as exc:
-            raise DeviceError(f"NVRTC failed for {arch}: {exc}\n{nvrtc.getProgramLog(prog)}") from None
-        log = nvrtc.getProgramLog(prog)
+            log = nvrtc.getProgramLog(prog).replace("\x00", "")  # the log ends in a NUL
+            raise DeviceError(f"NVRTC failed for {arch}: {exc}\n{log}") from None
+        log = nvrtc.getProgramLog(prog).replace("\x00", "")
         lowered = {nvrtc.getLoweredName(prog, n): n for n in names}
     finally:
         nvrtc.destroyProgram(prog)
@@ -220,16 +221,18 @@ _i32, _i64, _f64 = np.int32, np.int64, np.float64
 
 
 def _dummies(rt):
+    """Stand-ins for statistics arrays a launch without statistics never touches."""
     return rt.scratch("no_i64", 2, np.int64), rt.scratch("no_f64", 2, np.float64)
+
+
+def _layer(x, W):
+    """(runtime, batch, n_in, n_out, dtype, C++ type) of one layer's launches."""
+    return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
 
 
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
     """dense_forward on checked device arrays (``prefetch``, a CPU hint, means nothing here)."""
-    rt = runtime()
-    B, K = x.shape
-    N = W.shape[1]
-    T = W.dtype
-    ct = CTYPES[T]
+    rt, B, K, N, T, ct = _layer(x, W)
     if out is None:
         out = rt.xp.empty((B, N), T)
     grid, block, chunk, splits = gemm_geometry(B, K, N, rt.sms)
@@ -258,11 +261,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
                        compute_grad_x=True, delta=None, prefetch=True):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
     workspace."""
-    rt = runtime()
-    B, K = x.shape
-    N = W.shape[1]
-    T = W.dtype
-    ct = CTYPES[T]
+    rt, B, K, N, T, ct = _layer(x, W)
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     no_i64, no_f64 = _dummies(rt)

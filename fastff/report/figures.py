@@ -184,7 +184,6 @@ def test_error_curves(runs):
 def saturation_heatmap(runs):
     """Fraction of saturated outputs (low + high) per layer over training, from the per-step
     kernel statistics of every update."""
-    plt = pyplot()
     usable = []
     for run in runs:
         rows = [run.series("train", s, k) for k in range(1, run.n_hidden + 1)
