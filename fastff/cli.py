@@ -5,6 +5,7 @@ Examples::
     fastff train                                   # the paper's 5x1000 tanh net on Shapeset
     fastff train --arch 1000x4 --activation sigmoid --init standard --updates 50000 --out runs/sig
     fastff report runs/std runs/norm --out report  # the paper's figures and an index.html
+    fastff sweep '{"init": ["standard", "normalized"], "updates": 1000}' --out sweeps/init
     fastff export tensorboard runs/std runs/norm   # scalars and histograms for TensorBoard
     fastff data show shapeset --out shapeset.png
     fastff data fetch mnist
@@ -100,6 +101,22 @@ def _data_fetch(args):
     return 0
 
 
+def _sweep(args):
+    import json
+    from .sweep import sweep
+    spec = Path(args.spec)
+    try:
+        grid = json.loads(spec.read_text() if spec.is_file() else args.spec)
+    except ValueError as exc:
+        raise InputError(f"SPEC must be a JSON file or JSON text of a grid: {exc}") from None
+    rows = sweep(grid, args.out, scheduler=args.scheduler, workers=args.workers,
+                 progress=not args.quiet)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "diverged", "failed")}
+    print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f"; table: {Path(args.out) / 'runs.csv'}")
+    return 0 if not counts["failed"] else 1
+
+
 def _export_tensorboard(args):
     from .export import tensorboard
     written = tensorboard(args.runs, args.out)
@@ -168,6 +185,21 @@ def build_parser():
     r.add_argument("--out", default=None,
                    help="output directory (default: RUN/figures for one run, fastff-report for more)")
     r.set_defaults(func=_report)
+
+    w = sub.add_parser("sweep", formatter_class=fmt, help="train every point of a grid on Dask",
+                       description="Train one run per point of a grid of train() arguments, "
+                       "on a LocalCluster of worker processes or an existing Dask cluster, and "
+                       "keep OUT/runs.csv. Run again, finished runs are skipped and unfinished "
+                       "ones resumed.")
+    w.add_argument("spec", help='grid as JSON (a file, or the text), e.g. \'{"activation": '
+                   '["tanh", "softsign"], "init": ["standard", "normalized"], "updates": 1000}\'')
+    w.add_argument("--out", required=True, help="sweep directory: one run folder per point")
+    w.add_argument("--scheduler", default=None,
+                   help="address of a Dask scheduler (default: a LocalCluster here)")
+    w.add_argument("--workers", type=int, default=None,
+                   help="LocalCluster worker processes (default: one per core)")
+    w.add_argument("--quiet", action="store_true", help="no progress lines")
+    w.set_defaults(func=_sweep)
 
     e = sub.add_parser("export", help="export runs to other tools")
     esub = e.add_subparsers(dest="export_command", required=True)

@@ -25,7 +25,7 @@ from .files import atomic_write_bytes  # noqa: F401  (re-exported: the writer of
 
 # Every file and folder a run (and its report and exports) writes into its directory: what an
 # overwrite removes, and what makes a directory "hold a run".
-RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz")
+RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz", "sweep_status.json")
 RUN_FOLDERS = ("figures", "tensorboard")
 # What reading a damaged .npz or .json can raise, besides OSError.
 _DAMAGED = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)

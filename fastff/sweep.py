@@ -1,0 +1,255 @@
+"""Grids of runs on Dask: one code path from a laptop to a cluster.
+
+``fastff.sweep(grid, out_dir)`` trains one ordinary run directory per point of a grid over any
+:func:`fastff.train` arguments and keeps ``out_dir/runs.csv``, one row per run: its
+configuration, status (``done``, ``diverged``, ``failed``), final validation and test error,
+updates done and seconds. Without a scheduler the runs go to a ``distributed.LocalCluster`` of
+worker processes, sized so that workers x kernel threads never exceed the cores; with a
+scheduler address (or a ``distributed.Client``) to any Dask cluster.
+
+* Run again, a sweep skips finished runs (done or diverged) and resumes the others from their
+  checkpoints.
+* When the workers can see ``out_dir`` (checked with a marker file), they train straight into it
+  and checkpoint there, so a run whose worker died resumes from its last checkpoint on another
+  worker (Dask retries the task). Otherwise each worker trains in a folder of its own and the
+  files come back with the result, and the client writes the run directory.
+* A diverged or failed run is a row of runs.csv, never the end of the sweep.
+"""
+import csv
+import hashlib
+import inspect
+import io
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from .errors import DivergenceError, FastffError, InputError
+from .files import atomic_write_bytes
+from .record import RunDir
+
+# train() arguments a sweep sets itself
+_OWN = ("out_dir", "progress", "resume", "overwrite")
+# a run's result, beside its configuration (whose ``updates`` is the number asked for)
+RESULT_COLUMNS = ("status", "valid_error", "test_error", "updates_done", "seconds",
+                  "resumed_from", "message")
+
+
+def _train_arguments():
+    from .train import train
+    return [p for p in inspect.signature(train).parameters if p not in _OWN]
+
+
+def expand(grid):
+    """The points of a grid: a dict of ``train`` arguments, each a value or a list of values
+    (every combination, in the order the keys are given). Returns a list of dicts."""
+    if not isinstance(grid, dict) or not grid:
+        raise InputError("a sweep grid is a non-empty dict of train() arguments")
+    valid = _train_arguments()
+    unknown = [k for k in grid if k not in valid]
+    if unknown:
+        raise InputError(f"unknown train() argument{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)} in the grid; valid: {', '.join(valid)}")
+    axes = [(k, v if isinstance(v, list) else [v]) for k, v in grid.items()]
+    for k, values in axes:
+        if not values:
+            raise InputError(f"grid axis {k!r} is empty")
+    return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def run_name(point, varying):
+    """A folder name for one point: the values of the varying arguments, and a short hash of
+    the whole point (so two points never share a folder)."""
+    text = json.dumps(point, sort_keys=True, default=str)
+    slug = ",".join(f"{k}={point[k]}" for k in varying)
+    slug = "".join(c if c.isalnum() or c in "=,.-_" else "_" for c in slug)[:120]
+    return f"{slug or 'run'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _finished(run_dir, point):
+    """The result row of a run directory that already finished (done, or diverged), else None."""
+    status_file = Path(run_dir) / "sweep_status.json"
+    if not status_file.is_file():
+        return None
+    try:
+        row = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if row.get("point") == json.loads(json.dumps(point, default=str)) else None
+
+
+def _run(point, run_dir, threads, shared):
+    """Train one point (on a worker). Returns its result row and, when the client cannot see the
+    worker's files, the run directory's files as bytes."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    from .train import train
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    work = Path(run_dir) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-"))
+    try:
+        resume = RunDir(work).holds_run() and (work / "checkpoint.npz").is_file()
+        resumed_from = 0
+        if resume:
+            try:
+                resumed_from = RunDir(work).load_checkpoint()[1]
+            except FastffError:  # a damaged checkpoint: start the run again
+                resume = False
+        t0 = time.perf_counter()
+        row = dict(status="done", message="", resumed_from=resumed_from)
+        try:
+            with threadpool_limits(threads):
+                run = train(**point, out_dir=work, progress=False, resume=resume,
+                            overwrite=not resume and RunDir(work).holds_run())
+            last = run.final
+        except DivergenceError as exc:
+            row.update(status="diverged", message=str(exc).splitlines()[0])
+            last = RunDir(work).load_checkpoint()[2][-1] if (work / "checkpoint.npz").is_file() else {}
+        except Exception as exc:  # a failed run is a row, never the end of the sweep
+            row.update(status="failed", message=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            last = {}
+        row.update(valid_error=last.get("valid_error", ""), test_error=last.get("test_error", ""),
+                   updates_done=last.get("update", ""), seconds=round(time.perf_counter() - t0, 3))
+        if row["status"] != "failed":
+            atomic_write_bytes(work / "sweep_status.json",
+                               json.dumps({**row, "point": point}, default=str).encode())
+        files = None if shared else {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+        return row, files
+    finally:
+        if not shared:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _client(scheduler, workers):
+    """(client, cluster we started or None, kernel threads per worker)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise FastffError("sweeps run on Dask: pip install 'fastff[sweep]'") from None
+    if scheduler is not None and not isinstance(scheduler, str):
+        return scheduler, None, 1  # a distributed.Client
+    if scheduler is not None:
+        return Client(scheduler), None, 1
+    cores = os.cpu_count() or 1
+    n = max(1, min(cores, workers or cores))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    return Client(cluster), cluster, max(1, cores // n)
+
+
+def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
+    """Train every point of ``grid`` and record them in ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    grid : dict
+        :func:`fastff.train` arguments, each a value or a list of values.
+    out_dir : str or Path
+        One run directory per point, and ``runs.csv``.
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler address or client; default: a LocalCluster of worker processes.
+    workers : int, optional
+        Worker processes of the LocalCluster (default: one per core; each worker's kernels get
+        cores / workers threads).
+    progress : bool
+        One line per finished run and an overall bar.
+
+    Returns
+    -------
+    list of dict
+        The rows of runs.csv.
+    """
+    points = expand(grid)
+    varying = [k for k, v in grid.items() if isinstance(v, list) and len(v) > 1]
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    names = [run_name(p, varying) for p in points]
+    rows = {}
+    todo = []
+    for name, point in zip(names, points):
+        done = _finished(out / name, point)
+        if done is not None:
+            rows[name] = {k: done.get(k, "") for k in RESULT_COLUMNS}
+        else:
+            todo.append((name, point))
+    _write_table(out, names, points, rows)
+    if not todo:
+        return _table_rows(names, points, rows)
+    client, cluster, threads = _client(scheduler, workers)
+    marker = out / f".fastff-sweep-{uuid.uuid4().hex}"
+    marker.write_text("")
+    try:
+        shared = all(client.run(os.path.exists, str(marker.resolve())).values())
+        futures = {client.submit(_run, point, str((out / name).resolve()), threads, shared,
+                                 key=f"fastff-run-{name}", pure=False): name
+                   for name, point in todo}
+        bar = _bar(progress, len(points), len(points) - len(todo))
+        started, updates = time.perf_counter(), 0
+        from distributed import as_completed
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                row, files = future.result()
+            except Exception as exc:  # the task itself was lost (every retry)
+                row, files = dict(status="failed", message=f"{type(exc).__name__}: {exc}",
+                                  valid_error="", test_error="", updates_done="", seconds="",
+                                  resumed_from=""), None
+            if files:
+                _receive(out / name, files)
+            rows[name] = row
+            _write_table(out, names, points, rows)
+            if progress:
+                err = row["test_error"]
+                err = f"{100 * err:.2f}%" if isinstance(err, float) else "n/a"
+                bar.write(f"{row['status']:>8} {name}: test error {err} "
+                          f"({row['updates_done']} updates, {row['seconds']} s)")
+                if isinstance(row["updates_done"], int):
+                    updates += row["updates_done"] - (row.get("resumed_from") or 0)
+                bar.set_postfix_str(f"{updates / (time.perf_counter() - started):,.0f} upd/s")
+                bar.update(1)
+        if progress:
+            bar.close()
+    finally:
+        marker.unlink(missing_ok=True)
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    return _table_rows(names, points, rows)
+
+
+def _receive(run_dir, files):
+    """Write the files of a run that came back from a worker (replacing the folder's run)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    RunDir(run_dir).clear()
+    for name, data in files.items():
+        atomic_write_bytes(run_dir / name, data)
+
+
+def _table_rows(names, points, rows):
+    keys = list(dict.fromkeys(k for p in points for k in p))
+    return [dict(name=n, **{k: p.get(k, "") for k in keys},
+                 **{k: (rows.get(n) or {}).get(k, "") for k in RESULT_COLUMNS})
+            for n, p in zip(names, points)]
+
+
+def _write_table(out, names, points, rows):
+    table = _table_rows(names, points, rows)
+    for row in table:
+        if not row["status"]:
+            row["status"] = "pending"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                      for k, v in row.items()} for row in table)
+    atomic_write_bytes(out / "runs.csv", buf.getvalue().encode())
+
+
+def _bar(enabled, total, initial):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="run", disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,143 @@
+"""Sweeps on a real Dask LocalCluster with worker processes."""
+import csv
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastff
+from fastff.errors import InputError
+from fastff.record import RunDir
+from fastff.sweep import expand
+
+distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else __import__("distributed")
+
+SMALL = dict(dataset="shapeset", data_options=dict(valid_size=50, test_size=50), updates=40,
+             eval_every=20, monitor_every=20)
+GRID = dict(arch="16x2", activation=["tanh", "softsign"], init=["standard", "normalized"],
+            lr=0.05, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0")
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_expand_is_every_combination_in_order():
+    points = expand(dict(activation=["tanh", "sigmoid"], lr=[0.1, 0.01], updates=5))
+    assert points == [dict(activation=a, lr=l, updates=5) for a in ("tanh", "sigmoid")
+                      for l in (0.1, 0.01)]
+    with pytest.raises(InputError, match="unknown train.. argument lrate"):
+        expand(dict(lrate=[0.1]))
+    with pytest.raises(InputError, match="empty"):
+        expand(dict(lr=[]))
+
+
+def test_a_sweep_trains_every_point_and_records_runs_csv(client, tmp_path):
+    rows = fastff.sweep(GRID, tmp_path, scheduler=client, progress=False)
+    assert [r["status"] for r in rows] == ["done"] * 4
+    table = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert [(t["activation"], t["init"], t["status"]) for t in table] == [
+        (a, i, "done") for a in ("tanh", "softsign") for i in ("standard", "normalized")]
+    assert {"valid_error", "test_error", "updates_done", "seconds", "lr", "arch"} <= set(table[0])
+    # each point is an ordinary run directory, with the numbers train() itself gives
+    direct = fastff.train(**{**expand(GRID)[0]}, progress=False)
+    state = RunDir(tmp_path / table[0]["name"]).load_checkpoint()[0]
+    for l, (W, _) in enumerate(direct.model.params):
+        np.testing.assert_array_equal(state[f"W{l}"], W)
+    assert float(table[0]["test_error"]) == direct.final["test_error"]
+    # run again: every finished run is skipped, nothing is rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/checkpoint.npz")}
+    again = fastff.sweep(GRID, tmp_path, scheduler=client, progress=False)
+    assert again == rows
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/checkpoint.npz")}
+
+
+def test_diverged_and_failed_runs_are_rows_not_the_end(client, tmp_path):
+    grid = dict(arch=["64x3", "784-20-10"], activation="relu", lr=[0.01, 1e6], **SMALL)
+    rows = fastff.sweep(grid, tmp_path, scheduler=client, progress=False)
+    status = {(r["arch"], r["lr"]): r["status"] for r in rows}
+    assert status[("784-20-10", 0.01)] == status[("784-20-10", 1e6)] == "failed"
+    assert status[("64x3", 1e6)] == "diverged" and status[("64x3", 0.01)] == "done"
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "dataset has 1024 inputs" in failed["message"]
+
+
+def test_a_sweep_resumes_an_unfinished_run_from_its_checkpoint(client, tmp_path):
+    from fastff.sweep import run_name
+    point = {**GRID, "activation": "tanh", "init": "normalized"}
+    run_dir = tmp_path / run_name(point, [])
+    fastff.train(**{**point, "updates": 20}, out_dir=run_dir, progress=False)  # stopped early
+    rows = fastff.sweep(point, tmp_path, scheduler=client, progress=False)
+    assert rows[0]["status"] == "done" and rows[0]["updates_done"] == 40
+    assert rows[0]["resumed_from"] == 20
+    assert json.loads((run_dir / "sweep_status.json").read_text())["updates_done"] == 40
+    state, update, history = RunDir(run_dir).load_checkpoint()
+    assert [h["update"] for h in history] == [0, 20, 40]
+    direct = fastff.train(**point, progress=False)
+    for l, (W, _) in enumerate(direct.model.params):
+        np.testing.assert_array_equal(state[f"W{l}"], W)
+
+
+def test_a_killed_worker_loses_only_its_progress(tmp_path):
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0")
+    client = distributed.Client(cluster)
+    point = dict(arch="200x3", activation="tanh", lr=0.05, updates=3000, eval_every=100,
+                 monitor_every=0, dataset="shapeset", data_options=dict(valid_size=50, test_size=50))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        rows=fastff.sweep(point, tmp_path, scheduler=client, progress=False)))
+    try:
+        thread.start()
+        deadline, killed = time.monotonic() + 300, None
+        while killed is None and time.monotonic() < deadline:
+            ckpt = list(tmp_path.glob("*/checkpoint.npz"))
+            if ckpt:
+                try:
+                    update = RunDir(ckpt[0].parent).load_checkpoint()[1]
+                except Exception:
+                    update = 0
+                busy = [w for w, keys in client.processing().items() if keys]
+                if update >= 300 and busy:
+                    killed = update
+                    try:
+                        client.run(os._exit, 1, workers=busy)  # the worker dies mid-run
+                    except Exception:  # it died before it could answer: as meant
+                        pass
+            time.sleep(0.05)
+        thread.join(timeout=600)
+    finally:
+        client.close()
+        cluster.close()
+    assert killed is not None, "the run finished before its worker could be killed"
+    rows = result["rows"]
+    assert rows[0]["status"] == "done" and int(rows[0]["updates_done"]) == 3000
+    assert int(rows[0]["resumed_from"]) >= killed  # resumed from its checkpoint, not restarted
+    history = RunDir(next(tmp_path.glob("*/checkpoint.npz")).parent).load_checkpoint()[2]
+    assert [h["update"] for h in history] == list(range(0, 3001, 100))
+    direct = fastff.train(**point, progress=False)
+    state = RunDir(next(tmp_path.glob("*/checkpoint.npz")).parent).load_checkpoint()[0]
+    for l, (W, _) in enumerate(direct.model.params):
+        np.testing.assert_array_equal(state[f"W{l}"], W)  # the same bits as without the kill
+
+
+def test_cli_sweep(tmp_path, capsys):
+    from fastff import cli
+    spec = json.dumps({"arch": "8", "init": ["standard", "normalized"], **SMALL, "updates": 10,
+                       "eval_every": 5, "monitor_every": 0})
+    assert cli.main(["sweep", spec, "--out", str(tmp_path), "--workers", "2", "--quiet"]) == 0
+    assert "2 runs: 2 done, 0 diverged, 0 failed" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(tmp_path / "runs.csv")))) == 2
+    assert cli.main(["sweep", "{not json", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "SPEC must be a JSON file or JSON text" in capsys.readouterr().err
+    assert cli.main(["sweep", '{"lrate": [1]}', "--out", str(tmp_path), "--quiet"]) == 2
+    assert "unknown train() argument lrate" in capsys.readouterr().err
