@@ -230,15 +230,22 @@ def _layer(x, W):
     return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
 
 
+def _split_k(rt, kernel, a, W, B, K, N, transposed):
+    """Launch one layer's split-K product (x @ W, or delta @ W^T when ``transposed``) into a
+    scratch buffer of per-split partial products; returns (parts, splits)."""
+    M, R, Nc = (B, N, K) if transposed else (B, K, N)
+    grid, block, chunk, splits = gemm_geometry(M, R, Nc, rt.sms)
+    parts = rt.scratch(kernel, splits * M * Nc, W.dtype)
+    rt.launch(kernel, grid, block, (a, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+    return parts, splits
+
+
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
     """dense_forward on checked device arrays (``prefetch``, a CPU hint, means nothing here)."""
     rt, B, K, N, T, ct = _layer(x, W)
     if out is None:
         out = rt.xp.empty((B, N), T)
-    grid, block, chunk, splits = gemm_geometry(B, K, N, rt.sms)
-    parts = rt.scratch("forward_parts", splits * B * N, T)
-    rt.launch(f"dense_forward_partial<{ct}>", grid, block,
-              (x, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+    parts, splits = _split_k(rt, f"dense_forward_partial<{ct}>", x, W, B, K, N, False)
     no_i64, no_f64 = _dummies(rt)
     if stats is None:
         st = (_i32(0), T.type(0), T.type(0), no_i64, no_i64, no_f64, no_f64, no_i64, _i32(1),
@@ -274,10 +281,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.xp.empty((B, K), T)
-        grid, block, chunk, splits = gemm_geometry(B, N, K, rt.sms)
-        parts = rt.scratch("grad_x_parts", splits * B * K, T)
-        rt.launch(f"grad_x_partial<{ct}>", grid, block,
-                  (delta, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+        parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", delta, W, B, K, N, True)
         grid, block = columns_geometry(B * K, rt.sms)
         rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), grad_x, _i64(B * K)))
     want_gw = want and stats.weight_grad
