@@ -13,7 +13,8 @@ from .model import MLP
 from .monitor import Measurement, Monitor, Stats, measure
 from .train import Run, train
 from .sweep import sweep  # noqa: E402  (the function; fastff.sweep the module's other names)
+from .reproduce import reproduce  # noqa: E402  (likewise)
 
-__all__ = ["train", "sweep", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init", "init_weights", "activations",
+__all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
            "DataError", "RecordError", "__version__"]

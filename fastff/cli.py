@@ -6,7 +6,9 @@ Examples::
     fastff train --arch 1000x4 --activation sigmoid --init standard --updates 50000 --out runs/sig
     fastff report runs/std runs/norm --out report  # the paper's figures and an index.html
     fastff sweep '{"init": ["standard", "normalized"], "updates": 1000}' --out sweeps/init
+    fastff reproduce glorot2010 --budget quick --out repro   # Table 1 and Figs. 2-4, 6-12
     fastff export tensorboard runs/std runs/norm   # scalars and histograms for TensorBoard
+    fastff figure cost-surface --out fig05.png     # Fig. 5, no run needed
     fastff data show shapeset --out shapeset.png
     fastff data fetch mnist
 """
@@ -31,7 +33,8 @@ def _train(args):
                 seed=args.seed, eval_every=args.eval_every, out_dir=args.out,
                 progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                 dtype=args.dtype, data_options=options, data_dir=args.data_dir,
-                monitor_every=args.monitor_every, jacobian_every=args.jacobian_every)
+                monitor_every=args.monitor_every, jacobian_every=args.jacobian_every,
+                loss=args.loss)
     last = run.final
     print(f"{run.model}")
     print(f"updates {last['update']}  examples {last['examples']}  train loss {last['train_loss']:.4f}  "
@@ -117,6 +120,39 @@ def _sweep(args):
     return 0 if not counts["failed"] else 1
 
 
+def _reproduce(args):
+    from .reproduce import reproduce
+    result = reproduce(args.paper, budget=args.budget, out_dir=args.out, datasets=args.datasets,
+                       seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
+                       data_dir=args.data_dir, progress=not args.quiet)
+    print((result.out_dir / "table1.md").read_text())
+    print(f"wrote {result.index}, table1.csv, table1.md and {len(result.figures)} figures")
+    failed = sum(r["status"] == "failed" for r in result.runs)
+    if failed:
+        print(f"{failed} runs failed: see {result.out_dir / 'runs' / 'runs.csv'}", file=sys.stderr)
+    return 0 if not failed else 1
+
+
+def _figure_cost_surface(args):
+    import io
+    from .files import atomic_write_bytes
+    from .report.cost_surface import cost_surface, draw
+    from .report.figures import pyplot
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: the directory {out.parent} does not exist")
+    surface = cost_surface(span=args.span, points=args.points, seed=args.seed)
+    fig = draw(surface)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    pyplot().close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    print("plateau (|grad| < 1% of max, cost above median): " + ", ".join(
+        f"{name} {100 * v:.1f}% of the grid" for name, v in surface.plateau.items()))
+    print(f"wrote {out}")
+    return 0
+
+
 def _export_tensorboard(args):
     from .export import tensorboard
     written = tensorboard(args.runs, args.out)
@@ -155,6 +191,9 @@ def build_parser():
                    help="hidden-unit nonlinearity")
     t.add_argument("--init", default="normalized", choices=sorted(INITS),
                    help="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)")
+    t.add_argument("--loss", default="nll", choices=["nll", "quadratic"],
+                   help="output cost: the softmax's negative log-likelihood (the paper's) or "
+                   "the quadratic cost between the softmax and the one-hot target (Fig. 5)")
     t.add_argument("--lr", type=float, default=0.01, help="learning rate")
     t.add_argument("--batch-size", type=int, default=10, help="examples per update (10 in the paper)")
     t.add_argument("--updates", type=int, default=10_000,
@@ -200,6 +239,40 @@ def build_parser():
                    help="LocalCluster worker processes (default: one per core)")
     w.add_argument("--quiet", action="store_true", help="no progress lines")
     w.set_defaults(func=_sweep)
+
+    from .reproduce.glorot2010 import BUDGETS, DATASETS
+    rp = sub.add_parser("reproduce", formatter_class=fmt,
+                        help="reproduce a paper's comparison (Table 1 and the figures)",
+                        description="Train every model of Glorot & Bengio (2010)'s Table 1 over a "
+                        "learning-rate grid on Dask, choose each learning rate on validation "
+                        "error, and write OUT/table1.csv, table1.md, the figures and index.html. "
+                        "Run again, finished runs are skipped and unfinished ones resumed.")
+    rp.add_argument("paper", choices=["glorot2010"], help="the paper")
+    rp.add_argument("--budget", default="quick", choices=list(BUDGETS),
+                    help="smoke: narrow nets, a minute or two; quick: the paper's nets, about an "
+                    "hour on 2 cores (Shapeset, MNIST); paper: 5 million updates per run")
+    rp.add_argument("--out", default="reproduction", help="output directory")
+    rp.add_argument("--datasets", default=",".join(DATASETS),
+                    help="comma-separated; those not available offline are skipped with a note")
+    rp.add_argument("--seeds", type=int, default=None,
+                    help="runs per model, learning rate and dataset (default: the budget's)")
+    rp.add_argument("--scheduler", default=None,
+                    help="address of a Dask scheduler (default: a LocalCluster here)")
+    rp.add_argument("--workers", type=int, default=None,
+                    help="LocalCluster worker processes (default: one per core)")
+    rp.add_argument("--data-dir", default=None, help="directory holding dataset files")
+    rp.add_argument("--quiet", action="store_true", help="no progress lines")
+    rp.set_defaults(func=_reproduce)
+
+    fg = sub.add_parser("figure", help="draw a figure that needs no run")
+    fsub = fg.add_subparsers(dest="figure_command", required=True)
+    cs = fsub.add_parser("cost-surface", formatter_class=fmt,
+                         help="Fig. 5: cross-entropy and quadratic cost over two weights")
+    cs.add_argument("--out", default="fig05_cost_surface.png", help="PNG file to write")
+    cs.add_argument("--span", type=float, default=8.0, help="both weights run over [-span, span]")
+    cs.add_argument("--points", type=int, default=61, help="grid points per weight")
+    cs.add_argument("--seed", type=int, default=0, help="fixes the random inputs and targets")
+    cs.set_defaults(func=_figure_cost_surface)
 
     e = sub.add_parser("export", help="export runs to other tools")
     esub = e.add_subparsers(dest="export_command", required=True)

@@ -3,7 +3,7 @@ import operator
 
 import numpy as np
 
-from . import activations, device as devices
+from . import activations, device as devices, losses
 from .kernels import get_backend
 from .arch import parse_sizes
 from .checks import choose, finite, float_array, labels, positive, seed as check_seed
@@ -97,6 +97,9 @@ class MLP:
     kernels : str, optional
         Override the backend: ``reference`` runs the NumPy spec on the CPU (slow; for checks
         and benchmarks).
+    loss : str
+        The output cost: ``nll`` (the paper's, default) or ``quadratic`` (see
+        :mod:`fastff.losses`).
 
     Attributes
     ----------
@@ -112,11 +115,12 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="tanh", init="normalized", device="cpu", seed=0,
-                 dtype="float32", kernels=None):
+                 dtype="float32", kernels=None, loss="nll"):
         self.sizes = parse_sizes(sizes)
         self.activation = activations.get_hidden(activation).name
         choose("init", init, INITS)
         self.init = init
+        self.loss = losses.get(loss)
         self.dtype = np.dtype(choose("dtype", str(np.dtype(dtype)) if _is_dtype(dtype) else dtype, DTYPES))
         self.device = devices.resolve(device)
         name = self.device if kernels is None else choose(
@@ -154,7 +158,8 @@ class MLP:
 
     def __repr__(self):
         return (f"MLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
-                f"init={self.init!r}, device={self.device!r}, dtype={self.dtype.name!r})")
+                f"init={self.init!r}, device={self.device!r}, dtype={self.dtype.name!r}"
+                + (f", loss={self.loss!r})" if self.loss != "nll" else ")"))
 
     # -- input checks -------------------------------------------------------------------------
     def _check_x(self, x):
@@ -226,7 +231,8 @@ class MLP:
         return StepStats(self, weight_grad)
 
     def step(self, x, y, lr, stats=None):
-        """One SGD step on a minibatch; returns the batch's mean negative log-likelihood.
+        """One SGD step on a minibatch; returns the batch's mean cost (negative log-likelihood,
+        or the quadratic cost for ``loss="quadratic"``).
 
         Parameters
         ----------
@@ -257,7 +263,7 @@ class MLP:
         plan = self._plan
         ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
-        loss, grad = plan.softmax_nll(hs[-1], y)
+        loss, grad = plan.costs[self.loss](hs[-1], y)
         back, hints = plan.backward, plan.hints
         acts = self.layer_activations
         for l in range(len(self.params) - 1, -1, -1):

@@ -38,6 +38,7 @@ import numpy as np
 from . import activations, config
 from .checks import float_array
 from .errors import InputError
+from .losses import per_example
 
 SCALARS = ("act_mean", "act_std", "act_p98", "sat_low", "sat_high", "dead", "delta_mean",
            "delta_std", "grad_w_mean", "grad_w_std", "jacobian_sv")
@@ -133,7 +134,7 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     stats = model.new_stats()
     with np.errstate(all="ignore"):
         hs = model._forward_all(x, stats)
-        loss, error, grad = _softmax_grad(hs[-1], y, xp)  # grad: per-example dC/dz
+        loss, error, grad = per_example(hs[-1], y, model.loss, xp)  # per-example dC/dz
         deltas, grad_ws = _backward(model, x, hs, grad, act, xp)
 
     out = Measurement(update=update, examples=examples, loss=loss, error=error)
@@ -226,20 +227,6 @@ def histogram(values, lo, hi, bins, xp=np):
     idx = xp.clip(idx, 0, bins - 1).astype(np.int64)
     counts = _to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
     return counts, int(v.size - int(inside.sum()))
-
-
-def _softmax_grad(z, y, xp):
-    """Mean NLL, error and the per-example gradient dC/dz (no 1/n factor)."""
-    z64 = z.astype(np.float64)
-    m = z64.max(axis=1, keepdims=True)
-    e = xp.exp(z64 - m)
-    total = e.sum(axis=1, keepdims=True)
-    rows = xp.arange(z.shape[0])
-    loss = float(-((z64[rows, y] - m[:, 0]) - xp.log(total[:, 0])).mean())
-    error = float((z64.argmax(axis=1) != y).mean())
-    grad = e / total
-    grad[rows, y] -= 1
-    return loss, error, grad.astype(z.dtype)
 
 
 def _backward(model, x, hs, grad, act, xp):

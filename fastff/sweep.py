@@ -46,9 +46,16 @@ def _train_arguments():
 
 def expand(grid):
     """The points of a grid: a dict of ``train`` arguments, each a value or a list of values
-    (every combination, in the order the keys are given). Returns a list of dicts."""
+    (every combination, in the order the keys are given), or a list of such dicts (their
+    points one after another). Returns a list of dicts."""
+    if isinstance(grid, list):
+        if not grid:
+            raise InputError("a sweep grid is a non-empty dict of train() arguments, or a "
+                             "non-empty list of them")
+        return [p for g in grid for p in expand(g)]
     if not isinstance(grid, dict) or not grid:
-        raise InputError("a sweep grid is a non-empty dict of train() arguments")
+        raise InputError("a sweep grid is a non-empty dict of train() arguments, or a "
+                         "non-empty list of them")
     valid = _train_arguments()
     unknown = [k for k in grid if k not in valid]
     if unknown:
@@ -61,11 +68,20 @@ def expand(grid):
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
 
 
-def run_name(point, varying):
+def varying(points):
+    """The arguments whose values differ between points, in first-seen order."""
+    keys = list(dict.fromkeys(k for p in points for k in p))
+    text = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+    return [k for k in keys if len({text(p.get(k)) for p in points}) > 1]
+
+
+def run_name(point, keys):
     """A folder name for one point: the values of the varying arguments, and a short hash of
     the whole point (so two points never share a folder)."""
     text = json.dumps(point, sort_keys=True, default=str)
-    slug = ",".join(f"{k}={point[k]}" for k in varying)
+    # scalar values only: the hash tells points apart whose dicts or lists differ
+    slug = ",".join(f"{k}={point[k]}" for k in keys
+                    if k in point and not isinstance(point[k], (dict, list)))
     slug = "".join(c if c.isalnum() or c in "=,.-_" else "_" for c in slug)[:120]
     return f"{slug or 'run'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
@@ -145,8 +161,9 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
 
     Parameters
     ----------
-    grid : dict
-        :func:`fastff.train` arguments, each a value or a list of values.
+    grid : dict or list of dict
+        :func:`fastff.train` arguments, each a value or a list of values (every combination);
+        or a list of such dicts, whose points are swept together.
     out_dir : str or Path
         One run directory per point, and ``runs.csv``.
     scheduler : str or distributed.Client, optional
@@ -163,12 +180,12 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
         The rows of runs.csv.
     """
     points = expand(grid)
-    varying = [k for k, v in grid.items() if isinstance(v, list) and len(v) > 1]
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    names = [run_name(p, varying) for p in points]
+    keys = varying(points)
+    names = [run_name(p, keys) for p in points]
     rows = {}
     todo = []
     for name, point in zip(names, points):

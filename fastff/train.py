@@ -23,7 +23,7 @@ from .record import RunDir, thread_counts, versions
 # Keys of config.json that a resumed run must share with the saved one (``updates`` may grow;
 # the cadences, when not given, are taken from the saved run).
 RESUME_FIXED = ("arch", "dataset", "activation", "init", "lr", "batch_size", "seed", "eval_every",
-                "monitor_every", "jacobian_every", "dtype", "data_options")
+                "monitor_every", "jacobian_every", "dtype", "data_options", "loss")
 # Datasets whose training batches are checked once, when the dataset is built: their batches
 # skip the per-batch check that every other Dataset's batches get.
 _TRUSTED_BATCHES = (ArrayDataset.train_batch, Shapeset.train_batch)
@@ -154,7 +154,7 @@ def _bool(name, value):
 def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normalized", lr=0.01,
           batch_size=10, updates=20_000, device="cpu", seed=0, eval_every=None, out_dir=None,
           progress=True, resume=False, overwrite=False, dtype="float32", data_options=None,
-          data_dir=None, monitor_every=None, jacobian_every=None):
+          data_dir=None, monitor_every=None, jacobian_every=None, loss="nll"):
     """Train an MLP with plain SGD as in Glorot & Bengio (2010) and record the run.
 
     Parameters
@@ -208,6 +208,9 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         Updates between layer-Jacobian decompositions, taken at monitor snapshots (the most
         expensive measurement; the last update is included). Default: at update 0 only, where
         the paper measures it.
+    loss : str
+        The output cost: ``nll`` (the paper's, default) or ``quadratic`` (the squared error
+        between the softmax and the one-hot target; :mod:`fastff.losses`).
 
     Returns
     -------
@@ -257,7 +260,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     else:
         raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
     sizes = parse_sizes(arch, data.n_in, data.n_classes)
-    model = MLP(sizes, activation=activation, init=init, device=device, seed=seed, dtype=dtype)
+    model = MLP(sizes, activation=activation, init=init, device=device, seed=seed, dtype=dtype,
+                loss=loss)
     _check_dataset(data, model.dtype)
     _check_memory(sizes, batch_size, model.dtype)
 
@@ -273,8 +277,10 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                   batch_size=batch_size, updates=updates, device=model.device, seed=seed,
                   eval_every=eval_every, monitor_every=monitor_every,
                   jacobian_every=jacobian_every, dtype=model.dtype.name,
-                  data_options=data_options or {}, versions=versions(), threads=thread_counts())
+                  data_options=data_options or {}, loss=model.loss, versions=versions(),
+                  threads=thread_counts())
     if resume:
+        old = {"loss": "nll", **old}  # runs recorded before the cost was a choice
         diff = [k for k in RESUME_FIXED if old.get(k) != config[k]]
         if diff:
             raise InputError(f"cannot resume {out_dir}: {', '.join(diff)} differ from the saved "

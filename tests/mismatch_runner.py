@@ -61,6 +61,7 @@ def layer_case(rng, op):
     else:  # softmax
         a = dict(z=(rng.standard_normal((B, n_out + 1)) * 3).astype(dtype), dtype=dtype)
         a["y"] = rng.integers(0, n_out + 1, B)
+        a["cost"] = str(rng.choice(["softmax_nll", "softmax_quadratic"]))
     return a
 
 
@@ -176,7 +177,7 @@ def call(op, backend, a):
                                         grad_x=a.get("grad_x"), stats=st)
         extra = (st.delta_total, st.counts) if isinstance(st, BackwardStats) else ()
         return (gx, W, b) + extra
-    loss, g = backend.softmax_nll(a["z"], a["y"])
+    loss, g = getattr(backend, a["cost"])(a["z"], a["y"])
     return (np.float64(loss), g)
 
 

@@ -114,18 +114,19 @@ def test_backward_without_grad_x_updates_the_same(rt, rng, dtype):
     np.testing.assert_array_equal(host(Wa), host(Wb))
 
 
+@pytest.mark.parametrize("cost", ["softmax_nll", "softmax_quadratic"])
 @pytest.mark.parametrize("shape", [(10, 9), (1, 2), (37, 10)])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_nll_matches_reference(rt, rng, dtype, shape):
+def test_softmax_costs_match_reference(rt, rng, dtype, shape, cost):
     z = (rng.standard_normal(shape) * 5).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
-    loss, g = cuda.softmax_nll_unchecked(rt.xp.asarray(z), rt.xp.asarray(y))
+    loss, g = getattr(cuda, f"{cost}_unchecked")(rt.xp.asarray(z), rt.xp.asarray(y))
     if rt.xp is not np:
         assert isinstance(loss, rt.xp.ndarray)  # stays on the device until someone reads it
-    l2, g2 = ref.softmax_nll(z, y)
+    l2, g2 = getattr(ref, cost)(z, y)
     assert abs(float(loss) - l2) <= 1e-5 * max(1.0, abs(l2))
     assert_close(host(g), g2, dtype)
-    assert cuda.softmax_nll(rt.xp.asarray(z), rt.xp.asarray(y))[0] == pytest.approx(l2, rel=1e-5)
+    assert getattr(cuda, cost)(rt.xp.asarray(z), rt.xp.asarray(y))[0] == pytest.approx(l2, rel=1e-5)
 
 
 def test_kernels_give_the_same_bits_every_time(rt, rng):

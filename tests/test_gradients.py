@@ -9,18 +9,18 @@ from conftest import numeric_grad
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 
 
-def two_layer_loss(x, y, W1, b1, W2, b2, act):
+def two_layer_loss(x, y, W1, b1, W2, b2, act, cost="softmax_nll"):
     h = ref.dense_forward(x, W1, b1, act)
     z = ref.dense_forward(h, W2, b2, "linear")
-    return ref.softmax_nll(z, y)[0]
+    return getattr(ref, cost)(z, y)[0]
 
 
-def analytic_grads(x, y, W1, b1, W2, b2, act, lr=1.0):
+def analytic_grads(x, y, W1, b1, W2, b2, act, lr=1.0, cost="softmax_nll"):
     """Gradients recovered from the SGD update: g = (old - new) / lr."""
     P = [a.copy() for a in (W1, b1, W2, b2)]
     h = ref.dense_forward(x, P[0], P[1], act)
     z = ref.dense_forward(h, P[2], P[3], "linear")
-    _, gz = ref.softmax_nll(z, y)
+    _, gz = getattr(ref, cost)(z, y)
     gh = ref.dense_backward_sgd(h, z, P[2], P[3], gz, "linear", lr)
     gx = ref.dense_backward_sgd(x, h, P[0], P[1], gh, act, lr)
     return [(o - n) / lr for o, n in zip((W1, b1, W2, b2), P)], gx
@@ -57,5 +57,26 @@ def test_reference_gradients_match_pytorch(act):
     loss = torch.nn.functional.cross_entropy(z, torch.tensor(y))
     loss.backward()
     assert two_layer_loss(x, y, *params, act) == pytest.approx(loss.item(), rel=1e-12)
+    for g, t in zip(grads, tp):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_quadratic_cost_gradients_match_finite_differences_and_pytorch():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 5))
+    y = rng.integers(0, 4, 6)
+    params = [rng.standard_normal((5, 7)) * 0.8, rng.standard_normal(7) * 0.3,
+              rng.standard_normal((7, 4)) * 0.8, rng.standard_normal(4) * 0.3]
+    grads, gx = analytic_grads(x, y, *params, "tanh", cost="softmax_quadratic")
+    loss = lambda: two_layer_loss(x, y, *params, "tanh", cost="softmax_quadratic")  # noqa: E731
+    for p, g in zip(params + [x], grads + [gx]):
+        np.testing.assert_allclose(g, numeric_grad(loss, p), rtol=1e-5, atol=1e-9)
+    torch = pytest.importorskip("torch")
+    tp = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in params]
+    z = torch.tanh(torch.tensor(x) @ tp[0] + tp[1]) @ tp[2] + tp[3]
+    target = torch.nn.functional.one_hot(torch.tensor(y), 4).double()
+    t_loss = 0.5 * ((torch.softmax(z, dim=1) - target) ** 2).sum(dim=1).mean()
+    t_loss.backward()
+    assert loss() == pytest.approx(t_loss.item(), rel=1e-12)
     for g, t in zip(grads, tp):
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-12)

@@ -109,21 +109,32 @@ def test_stats_do_not_change_the_update(rng):
     np.testing.assert_array_equal(W1, W2)
 
 
+@pytest.mark.parametrize("cost", ["softmax_nll", "softmax_quadratic"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(10, 9), (1, 2), (37, 10)])
-def test_softmax_nll_matches_reference(rng, dtype, shape):
+def test_softmax_costs_match_reference(rng, dtype, shape, cost):
     z = (rng.standard_normal(shape) * 5).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
-    l1, g1 = cpu.softmax_nll(z, y)
-    l2, g2 = ref.softmax_nll(z, y)
+    l1, g1 = getattr(cpu, cost)(z, y)
+    l2, g2 = getattr(ref, cost)(z, y)
     assert abs(l1 - l2) <= 1e-5 * max(1, abs(l2))
     assert_close(g1, g2, dtype)
+    l3, g3 = getattr(cpu, f"{cost}_unchecked")(z, y)
+    assert l3 == l1 and np.array_equal(g3, g1)
 
 
-def test_softmax_nll_is_stable_for_huge_logits():
+@pytest.mark.parametrize("cost", ["softmax_nll", "softmax_quadratic"])
+def test_softmax_costs_are_stable_for_huge_logits(cost):
     z = np.array([[1000.0, 0.0, -1000.0]], np.float32)
-    loss, g = cpu.softmax_nll(z, np.array([0]))
+    loss, g = getattr(cpu, cost)(z, np.array([0]))
     assert loss == pytest.approx(0.0, abs=1e-6) and np.isfinite(g).all()
+    # a confident wrong answer: the quadratic cost's gradient vanishes (its plateau, Fig. 5),
+    # the log-likelihood's does not
+    loss, g = getattr(cpu, cost)(np.array([[30.0, 0.0]]), np.array([1]))
+    if cost == "softmax_quadratic":
+        assert loss == pytest.approx(1.0) and np.abs(g).max() < 1e-12
+    else:
+        assert loss == pytest.approx(30.0) and np.abs(g).max() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("batch", [10, 40])
@@ -237,6 +248,11 @@ def test_backward_and_softmax_reject_bad_input(rng):
         cpu.softmax_nll(h, np.zeros(4))
     with pytest.raises(InputError, match="4 rows"):
         cpu.softmax_nll(h, np.zeros(3, np.int64))
+    for kernel in (cpu.softmax_quadratic, ref.softmax_quadratic):
+        with pytest.raises(InputError, match=r"\[0, 5\)"):
+            kernel(h, np.array([0, 1, 2, -1]))
+        with pytest.raises(InputError, match="NaN or inf"):
+            kernel(np.full_like(h, np.nan), np.zeros(4, np.int64))
 
 
 def test_registry_dispatch_and_errors():

@@ -20,11 +20,12 @@ def tiny_data(seed=0, n=400, n_in=12, classes=3):
     return ArrayDataset("blobs", split(0, 200), split(200, 300), split(300, 400), classes, seed)
 
 
+@pytest.mark.parametrize("loss", ["nll", "quadratic"])
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
-def test_cpu_step_matches_reference_step(act):
+def test_cpu_step_matches_reference_step(act, loss):
     rng = np.random.default_rng(3)
-    a = fastff.MLP("23-31x3-5", activation=act, seed=1)
-    b = fastff.MLP("23-31x3-5", activation=act, seed=1, kernels="reference")
+    a = fastff.MLP("23-31x3-5", activation=act, seed=1, loss=loss)
+    b = fastff.MLP("23-31x3-5", activation=act, seed=1, kernels="reference", loss=loss)
     for _ in range(5):
         x = rng.standard_normal((10, 23)).astype(np.float32)
         y = rng.integers(0, 5, 10)
@@ -173,3 +174,28 @@ def test_backends_are_objects_in_one_registry():
     assert kernels.get_backend("reference").plan([4, 5, 2], "float32").hints == ()
     with pytest.raises(InputError, match="valid: cpu, cuda, reference"):
         kernels.get_backend("tpu")
+
+
+def test_the_quadratic_cost_trains_records_and_measures(tmp_path, capsys):
+    from fastff.kernels import reference as ref
+    opts = dict(dataset=tiny_data(), lr=0.5, updates=60, eval_every=20, monitor_every=30,
+                progress=False)
+    run = fastff.train("16x2", loss="quadratic", out_dir=tmp_path / "q", **opts)
+    nll = fastff.train("16x2", **opts)
+    assert run.model.loss == "quadratic" and "loss='quadratic'" in repr(run.model)
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["loss"] == "quadratic"
+    # the step's cost is the quadratic one: at most 1 per example, and not the nll run's numbers
+    assert 0 < run.history[-1]["train_loss"] < 1 and run.history[-1]["train_loss"] != nll.history[-1]["train_loss"]
+    # the monitor measures the run's own cost and its gradients
+    x, y = tiny_data().test
+    m = fastff.measure(run.model, x, y)
+    z = run.model.logits(x).astype(np.float64)
+    assert m.loss == pytest.approx(ref.softmax_quadratic(z, y)[0], rel=1e-6)
+    assert m.loss != pytest.approx(ref.softmax_nll(z, y)[0], rel=1e-3)
+    with pytest.raises(InputError, match="loss"):
+        fastff.train("16x2", out_dir=tmp_path / "q", resume=True, **opts)  # it was quadratic
+    with pytest.raises(InputError, match="unknown loss 'mse'"):
+        fastff.MLP("4-3-2", loss="mse")
+    assert cli.main(["train", "--arch", "8", "--loss", "quadratic", "--updates", "20",
+                     "--eval-size", "40", "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["loss"] == "quadratic"

@@ -10,7 +10,8 @@ from fastff.errors import InputError
 from fastff.kernels import reference as ref
 from fastff.kernels.stats import ForwardStats
 from conftest import numeric_grad
-from fastff.monitor import HISTOGRAMS, SCALARS, Stats, _backward, _softmax_grad, histogram, measure
+from fastff.losses import per_example
+from fastff.monitor import HISTOGRAMS, SCALARS, Stats, _backward, histogram, measure
 
 ACTS = ["sigmoid", "tanh", "softsign", "relu"]
 
@@ -58,7 +59,7 @@ def test_gradients_match_finite_differences(rng):
         return float(np.mean([ref.softmax_nll(z[i:i + 1], y[i:i + 1])[0] for i in range(len(y))]))
 
     hs = net.hidden(x)
-    _, _, grad = _softmax_grad(hs[-1], y, np)
+    _, _, grad = per_example(hs[-1], y, "nll", np)
     deltas, grad_ws = _backward(net, x, hs, grad, activations.get("tanh"), np)
     for k in range(2):
         np.testing.assert_allclose(numeric_grad(mean_cost, net.params[k][0]), grad_ws[k], atol=1e-8)

@@ -1,6 +1,8 @@
 """``fastff report``: every figure and index.html from real runs; clear errors otherwise."""
 import shutil
 
+import numpy as np
+
 import pytest
 
 import fastff
@@ -147,3 +149,36 @@ def test_tensorboard_export_reads_back(two_runs, tmp_path, capsys):
 def test_tensorboard_export_errors(tmp_path):
     with pytest.raises(InputError, match="config.json is missing"):
         fastff.export.tensorboard([tmp_path])
+
+
+def test_cost_surface_is_the_kernels_costs_and_measures_plateaus(tmp_path, capsys):
+    from fastff.kernels import reference as ref
+    from fastff.report.cost_surface import cost_surface, plateau_fraction
+    s = cost_surface(points=9, seed=3)
+    assert s.cost["nll"].shape == s.cost["quadratic"].shape == (9, 9)
+    # one grid point recomputed directly: the same data, weights and kernels
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((200, 1)), rng.integers(0, 2, 200)
+    W1 = fastff.init_weights("normalized", 1, 1, rng, np.float64)
+    W2 = fastff.init_weights("normalized", 1, 2, rng, np.float64)
+    W1[0, 0], W2[0, 0] = s.w1[2], s.w2[7]
+    z = np.tanh(x @ W1) @ W2
+    assert s.cost["nll"][2, 7] == pytest.approx(ref.softmax_nll(z, y)[0], rel=1e-12)
+    assert s.cost["quadratic"][2, 7] == pytest.approx(ref.softmax_quadratic(z, y)[0], rel=1e-12)
+    # the paper's claim (reference section 8), measured: the quadratic cost has plateaus where
+    # the log-likelihood has none
+    full = cost_surface(points=41)
+    assert full.plateau["nll"] == 0.0 and full.plateau["quadratic"] > 0.05
+    # the measure itself: a flat high shelf is plateau, a flat minimum is not
+    w = np.linspace(-1, 1, 21)
+    on_shelf = np.add.outer(w, w) > 1.2  # a corner: 8% of the grid
+    shelf = np.where(on_shelf, 3.2, np.add.outer(w, w) + 2)
+    assert 0.5 * on_shelf.mean() < plateau_fraction(shelf, w, w) <= on_shelf.mean()
+    assert plateau_fraction(np.add.outer(w ** 2, w ** 2), w, w) == 0.0
+    for kwargs, match in ((dict(points=2), "at least 3"), (dict(span=0), "span"),
+                          (dict(n_classes=1), "n_classes"), (dict(plateau_threshold=2), "threshold")):
+        with pytest.raises(InputError, match=match):
+            cost_surface(**kwargs)
+    assert cli.main(["figure", "cost-surface", "--points", "21", "--out", str(tmp_path / "f5.png")]) == 0
+    assert (tmp_path / "f5.png").stat().st_size > 20_000
+    assert "quadratic" in capsys.readouterr().out

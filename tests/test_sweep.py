@@ -11,7 +11,7 @@ import pytest
 import fastff
 from fastff.errors import InputError
 from fastff.record import RunDir
-from fastff.sweep import expand
+from fastff.sweep import expand, run_name, varying
 
 distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else __import__("distributed")
 
@@ -39,6 +39,26 @@ def test_expand_is_every_combination_in_order():
         expand(dict(lrate=[0.1]))
     with pytest.raises(InputError, match="empty"):
         expand(dict(lr=[]))
+
+
+def test_a_list_of_grids_is_swept_together_and_names_say_what_varies():
+    grids = [dict(arch="8x5", activation=["tanh", "softsign"], lr=0.1),
+             dict(arch="8x4", activation="sigmoid", lr=[0.1, 0.03])]
+    points = expand(grids)
+    assert points == [dict(arch="8x5", activation="tanh", lr=0.1),
+                      dict(arch="8x5", activation="softsign", lr=0.1),
+                      dict(arch="8x4", activation="sigmoid", lr=0.1),
+                      dict(arch="8x4", activation="sigmoid", lr=0.03)]
+    assert varying(points) == ["arch", "activation", "lr"]
+    names = [run_name(p, varying(points)) for p in points]
+    assert names[0].startswith("arch=8x5,activation=tanh,lr=0.1-") and len(set(names)) == 4
+    # dict values stay out of the name; the hash still tells the points apart
+    a, b = (dict(lr=0.1, data_options=dict(valid_size=n)) for n in (10, 20))
+    assert run_name(a, ["lr", "data_options"]).split("-")[0] == "lr=0.1"
+    assert run_name(a, ["lr", "data_options"]) != run_name(b, ["lr", "data_options"])
+    for bad in ([], [dict(lr=0.1), "lr"]):
+        with pytest.raises(InputError, match="non-empty"):
+            expand(bad)
 
 
 def test_a_sweep_trains_every_point_and_records_runs_csv(client, tmp_path):

@@ -94,6 +94,12 @@ def softmax_nll(z, y):
     return get("softmax_nll", backend_of(z, y))(z, y)
 
 
-__all__ = ["dense_forward", "dense_backward_sgd", "softmax_nll", "ForwardStats",
+def softmax_quadratic(z, y):
+    """Mean quadratic cost of a softmax and its gradient; see
+    :func:`fastff.kernels.reference.softmax_quadratic`."""
+    return get("softmax_quadratic", backend_of(z, y))(z, y)
+
+
+__all__ = ["dense_forward", "dense_backward_sgd", "softmax_nll", "softmax_quadratic", "ForwardStats",
            "BackwardStats", "Backend", "register_backend", "get_backend", "get", "backends",
            "backend_of", "reference", "cpu"]

@@ -19,12 +19,13 @@ import importlib
 import numpy as np
 
 from .. import config
+from ..losses import KERNELS
 
 
 class Plan:
     """How one model runs on a backend: the unchecked kernels bound to the model's workspace
     and tunables. :class:`fastff.MLP` calls only ``workspace``, ``forward``, ``backward`` and
-    ``softmax_nll`` in its step."""
+    one of ``costs`` in its step."""
 
     def __init__(self, backend, sizes, dtype):
         self.backend, self.sizes, self.dtype = backend, list(sizes), np.dtype(dtype)
@@ -36,7 +37,8 @@ class Plan:
         #          *hints); softmax_nll(z, y, grad_z=None).
         self.forward = backend.forward_unchecked
         self.backward = backend.backward_unchecked
-        self.softmax_nll = backend.softmax_nll_unchecked
+        # the output costs, by name (fastff.losses): cost(z, y, grad_z=None) -> (loss, grad_z)
+        self.costs = {name: getattr(backend, f"{op}_unchecked") for name, op in KERNELS.items()}
         self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
 
     def workspace(self, batch):
@@ -85,8 +87,9 @@ class Backend:
         the trainer checks it for NaN when it logs, not after every step.
     """
 
-    OPS = ("dense_forward", "dense_backward_sgd", "softmax_nll",
-           "forward_unchecked", "backward_unchecked", "softmax_nll_unchecked")
+    OPS = ("dense_forward", "dense_backward_sgd", "softmax_nll", "softmax_quadratic",
+           "forward_unchecked", "backward_unchecked", "softmax_nll_unchecked",
+           "softmax_quadratic_unchecked")
 
     def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
                  loss_on_device=False):

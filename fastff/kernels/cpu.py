@@ -577,6 +577,38 @@ def _softmax_nll(z, y, grad):
     return loss / B
 
 
+@njit(**_JIT)
+def _softmax_quadratic(z, y, grad):
+    """1/2 sum_k (softmax(z)_k - onehot_k)^2, mean over rows, and its gradient (in ``grad``)."""
+    B, K = z.shape
+    loss = 0.0
+    inv_rows = like(z[0, 0], 1.0) / like(z[0, 0], B)
+    for r in range(B):
+        zr, gr = z[r], grad[r]
+        m = zr[0]
+        for k in range(1, K):
+            m = max(m, zr[k])
+        tot = like(m, 0.0)
+        for k in range(K):
+            gr[k] = np.exp(zr[k] - m)
+            tot += gr[k]
+        # gr holds p; dot = sum_k (p_k - t_k) p_k
+        dot = like(m, 0.0)
+        row = 0.0
+        for k in range(K):
+            p = gr[k] / tot
+            gr[k] = p
+            e = p - like(m, 1.0) if k == y[r] else p
+            dot += e * p
+            row += np.float64(e) * np.float64(e)
+        loss += 0.5 * row
+        for k in range(K):
+            p = gr[k]
+            e = p - like(m, 1.0) if k == y[r] else p
+            gr[k] = p * (e - dot) * inv_rows
+    return loss / B
+
+
 # ---------------------------------------------------------------------------------------------
 # Python entry points: validate, prepare arguments, call the compiled drivers.
 # ---------------------------------------------------------------------------------------------
@@ -712,6 +744,22 @@ def softmax_nll_unchecked(z, y, grad_z=None):
     if grad_z is None:
         grad_z = np.empty_like(z)
     return float(_softmax_nll(z, y, grad_z)), grad_z
+
+
+def softmax_quadratic(z, y, grad_z=None):
+    """Mean quadratic cost of a softmax and its gradient; the contract of
+    reference.softmax_quadratic."""
+    grad_z = softmax_args(z, y, grad_z)
+    loss = _softmax_quadratic(np.ascontiguousarray(z), np.ascontiguousarray(y, dtype=np.int64),
+                              grad_z)
+    return float(loss), grad_z
+
+
+def softmax_quadratic_unchecked(z, y, grad_z=None):
+    """softmax_quadratic on validated arrays (used by the MLP)."""
+    if grad_z is None:
+        grad_z = np.empty_like(z)
+    return float(_softmax_quadratic(z, y, grad_z)), grad_z
 
 
 def threading_layer():

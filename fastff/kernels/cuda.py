@@ -11,6 +11,7 @@ template instance named in :func:`name_expressions`. The call tree::
                         -> dense_backward_update<T>        W -= lr x^T delta, dC/dW block sums
                         -> reduce_grad_w                   dC/dW sums in block order
     softmax_nll         -> softmax_nll<T>                  loss stays on the device
+    softmax_quadratic   -> softmax_quadratic<T>            the same, for the quadratic cost
 
 Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
 bits every time. The launch geometry is plain Python (:func:`gemm_geometry`), shared with the
@@ -27,7 +28,7 @@ from ..errors import DeviceError, InputError
 from .contracts import backward_args, forward_args, softmax_args
 
 SOURCE_DIR = Path(__file__).with_name("cuda")
-SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu", "softmax_nll.cu")
+SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu", "softmax_loss.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
@@ -42,7 +43,7 @@ def name_expressions():
     out = []
     for t in CTYPES.values():
         out += [f"dense_forward_partial<{t}>", f"grad_x_partial<{t}>", f"sum_parts<{t}>",
-                f"dense_backward_update<{t}>", f"softmax_nll<{t}>"]
+                f"dense_backward_update<{t}>", f"softmax_nll<{t}>", f"softmax_quadratic<{t}>"]
         for code in sorted(set(_CODES.values())):
             out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>"]
     return out + ["reduce_grad_w"]
@@ -295,17 +296,26 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     return grad_x if compute_grad_x else None
 
 
-def softmax_nll_unchecked(z, y, grad_z=None):
-    """softmax_nll on checked device arrays; the loss comes back as a 0-d device array (no
-    synchronization)."""
+def _softmax_loss(kernel, z, y, grad_z):
     rt = runtime()
     B, K = z.shape
     if grad_z is None:
         grad_z = rt.xp.empty_like(z)
     loss = rt.xp.empty(1, np.float64)  # fresh: the trainer keeps each step's loss until it logs
-    rt.launch(f"softmax_nll<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
+    rt.launch(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
               (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
     return loss[0], grad_z
+
+
+def softmax_nll_unchecked(z, y, grad_z=None):
+    """softmax_nll on checked device arrays; the loss comes back as a 0-d device array (no
+    synchronization)."""
+    return _softmax_loss("softmax_nll", z, y, grad_z)
+
+
+def softmax_quadratic_unchecked(z, y, grad_z=None):
+    """softmax_quadratic on checked device arrays; the loss stays a 0-d device array."""
+    return _softmax_loss("softmax_quadratic", z, y, grad_z)
 
 
 def _on_device(rt, **arrays):
@@ -339,12 +349,22 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
                               bool(compute_grad_x))
 
 
-def softmax_nll(z, y, grad_z=None):
-    """Mean softmax NLL and its gradient on the GPU; the contract of reference.softmax_nll
-    (the loss is returned as a float: one synchronization)."""
+def _checked_loss(unchecked, z, y, grad_z):
     rt = runtime()
     _on_device(rt, z=z, y=y, grad_z=grad_z)
     grad_z = softmax_args(z, y, grad_z, rt.xp)
-    loss, grad_z = softmax_nll_unchecked(rt.xp.ascontiguousarray(z),
-                                         rt.xp.ascontiguousarray(y, dtype=np.int64), grad_z)
+    loss, grad_z = unchecked(rt.xp.ascontiguousarray(z),
+                             rt.xp.ascontiguousarray(y, dtype=np.int64), grad_z)
     return float(loss), grad_z
+
+
+def softmax_nll(z, y, grad_z=None):
+    """Mean softmax NLL and its gradient on the GPU; the contract of reference.softmax_nll
+    (the loss is returned as a float: one synchronization)."""
+    return _checked_loss(softmax_nll_unchecked, z, y, grad_z)
+
+
+def softmax_quadratic(z, y, grad_z=None):
+    """Mean quadratic cost of a softmax and its gradient on the GPU; the contract of
+    reference.softmax_quadratic (the loss is returned as a float)."""
+    return _checked_loss(softmax_quadratic_unchecked, z, y, grad_z)

@@ -184,3 +184,47 @@ def softmax_nll_unchecked(z, y, grad_z=None):
         grad_z[...] = grad
         grad = grad_z
     return loss, grad
+
+
+def softmax_quadratic(z, y):
+    """Mean quadratic cost between a softmax over ``z`` and the one-hot target, and its gradient.
+
+    The paper compares the log-likelihood with the quadratic cost of Rumelhart et al. (1986)
+    (reference section 8) without naming the output nonlinearity under the quadratic cost;
+    fastff keeps the softmax, so that the two costs differ only in the cost:
+    C = 1/2 sum_k (p_k - t_k)^2 with p = softmax(z), t = onehot(y).
+
+    Parameters
+    ----------
+    z : ndarray (batch, n_classes)
+        Logits.
+    y : ndarray (batch,) of ints
+        Class ids in [0, n_classes).
+
+    Returns
+    -------
+    loss : float
+        mean over the batch of 1/2 sum_k (p_k - t_k)^2.
+    grad_z : ndarray (batch, n_classes)
+        d loss / d z_j = p_j ((p_j - t_j) - sum_k (p_k - t_k) p_k) / batch, in the dtype of ``z``.
+    """
+    softmax_args(z, y)
+    return softmax_quadratic_unchecked(z, y)
+
+
+def softmax_quadratic_unchecked(z, y, grad_z=None):
+    """softmax_quadratic on checked arguments (the interface the MLP calls on every backend)."""
+    z64 = z.astype(np.float64)
+    e = np.exp(z64 - z64.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    rows = np.arange(z.shape[0])
+    err = p.copy()
+    err[rows, y] -= 1
+    loss = float(0.5 * (err * err).sum(axis=1).mean())
+    grad = p * (err - (err * p).sum(axis=1, keepdims=True)) / z.shape[0]
+    grad = grad.astype(z.dtype)
+    if grad_z is not None:
+        grad_z[...] = grad
+        grad = grad_z
+    return loss, grad
+

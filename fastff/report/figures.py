@@ -158,26 +158,33 @@ def grad_w_std_training(runs):
                            "(paper Fig. 9)")
 
 
-def test_error_curves(runs):
-    """Fig. 11: test error against updates for every run on one axis; the legend is sorted by
-    decreasing final error, as in the paper."""
-    plt = pyplot()
+def error_curves(ax, runs):
+    """Test error against updates of each run on ``ax``, the legend sorted by decreasing final
+    error as in the paper. Returns the number of curves drawn."""
     curves = []
     for run in runs:
         u, err = run.series("eval", "test_error")
         if len(u):
             curves.append((err[-1], run, u, err))
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(9.5, 4.2))
     for final, run, u, err in sorted(curves, key=lambda c: -c[0]):
         ax.plot(u, 100 * err, marker="o", ms=2.5,
                 label=f"{run.label}: {100 * final:.2f}% (batch {run.batch_size})")
     ax.set(xlabel="updates", ylabel="test error (%)")
-    if len({run.batch_size for _, run, _, _ in curves}) == 1:
+    if curves and len({run.batch_size for _, run, _, _ in curves}) == 1:
         _examples_axis(ax, curves[0][1].batch_size)
     _legend(ax)
     ax.grid(alpha=0.3)
+    return len(curves)
+
+
+def test_error_curves(runs):
+    """Fig. 11: test error against updates for every run on one axis; the legend is sorted by
+    decreasing final error, as in the paper."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    if not error_curves(ax, runs):
+        plt.close(fig)
+        return None
     return _finish(fig, "Test error during training (paper Figs. 11, 12)")
 
 
@@ -238,11 +245,19 @@ def jacobian(runs):
     return _finish(fig, "Layer Jacobian mean singular value (paper Eq. 17: ~0.5 standard, ~0.8 normalized)")
 
 
+def cost_surface(runs=None):
+    """Fig. 5: the log-likelihood and quadratic costs of a one-hidden-layer tanh net over two
+    weights, with the plateaus measured (drawn without a run; fastff.report.cost_surface)."""
+    from . import cost_surface as surface
+    return surface.draw()
+
+
 # (file name, figure function): the order of the report
 FIGURES = (
     ("fig02_activation_mean_std.png", activation_mean_std),
     ("fig03_fig10_activation_p98_std.png", activation_p98_std),
     ("fig04_activation_hist_end.png", activation_hist_end),
+    ("fig05_cost_surface.png", cost_surface),
     ("fig06_activation_hist_init.png", activation_hist_init),
     ("fig07_backprop_grad_hist_init.png", delta_hist_init),
     ("fig08_weight_grad_hist_init.png", grad_w_hist_init),

@@ -17,11 +17,13 @@ class RunData:
     config: dict
     metrics: list
     stats: Stats
+    title: str = ""
 
     @property
     def label(self):
+        """``title`` when given, else the activation, init and folder name."""
         c = self.config
-        return f"{c['activation']} {c['init']} ({self.path.name})"
+        return self.title or f"{c['activation']} {c['init']} ({self.path.name})"
 
     @property
     def batch_size(self):
@@ -39,8 +41,9 @@ class RunData:
                 np.array([r["value"] for r in rows], dtype=np.float64))
 
 
-def load_run(path):
-    """Read a run directory; say exactly what is missing when it is not a (complete) run."""
+def load_run(path, title=""):
+    """Read a run directory; say exactly what is missing when it is not a (complete) run.
+    ``title`` names the run in figures (default: its activation, init and folder)."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path} is not a directory")
@@ -60,4 +63,4 @@ def load_run(path):
     stats = rd.load_stats()
     if config.get("monitor_every", 0) and not len(stats):
         raise InputError(f"{path}/stats.npz holds no snapshots")
-    return RunData(path=path, config=config, metrics=metrics, stats=stats)
+    return RunData(path=path, config=config, metrics=metrics, stats=stats, title=title)

@@ -1,0 +1,86 @@
+// The output costs, one block each: softmax_nll (the mean negative log-likelihood of a softmax)
+// and softmax_quadratic (the mean of 1/2 sum_k (p_k - t_k)^2, p the softmax, t the one-hot
+// target), each with its gradient. Each thread takes rows; the loss is added up by thread 0 in
+// row order (deterministic) and stays on the device. A label outside [0, K) (which the public
+// checks never let through) gives a NaN loss instead of a read out of bounds.
+
+namespace fastff {
+// row r's softmax into gr[0..K) (from the logits zr), with the max subtracted for stability;
+// the quadratic cost needs only p, so it is finite for any logits
+template <typename T>
+__device__ inline void softmax_row(const T* zr, T* gr, int K) {
+  T m = zr[0];
+  for (int k = 1; k < K; ++k) m = zr[k] > m ? zr[k] : m;
+  T tot = T(0);
+  for (int k = 0; k < K; ++k) {
+    gr[k] = ff_exp(zr[k] - m);
+    tot += gr[k];
+  }
+  for (int k = 0; k < K; ++k) gr[k] = ff_div(gr[k], tot);
+}
+
+// the mean of row_loss[0..B) into loss[0], in row order, by thread 0 after the block's rows
+__device__ inline void mean_rows(const double* row_loss, double* loss, int B) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double s = 0.0;
+    for (int r = 0; r < B; ++r) s += row_loss[r];
+    loss[0] = s / B;
+  }
+}
+
+__device__ inline double quiet_nan() { return __longlong_as_double(0x7ff8000000000000LL); }
+}  // namespace fastff
+
+template <typename T>
+__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
+softmax_nll(const T* __restrict__ z, const long long* __restrict__ y, T* __restrict__ grad,
+            double* __restrict__ row_loss, double* __restrict__ loss, int B, int K) {
+  for (int r = threadIdx.x; r < B; r += blockDim.x) {
+    const T* zr = z + (size_t)r * K;
+    T* gr = grad + (size_t)r * K;
+    T m = zr[0];
+    for (int k = 1; k < K; ++k) m = zr[k] > m ? zr[k] : m;
+    T tot = T(0);
+    for (int k = 0; k < K; ++k) {
+      gr[k] = fastff::ff_exp(zr[k] - m);
+      tot += gr[k];
+    }
+    const long long label = y[r];
+    const bool ok = label >= 0 && label < K;
+    for (int k = 0; k < K; ++k) gr[k] = fastff::ff_div(gr[k], tot);
+    if (ok) gr[label] -= T(1);
+    for (int k = 0; k < K; ++k) gr[k] = fastff::ff_div(gr[k], T(B));
+    // log p_y as (z_y - m) - log(tot): finite even where p_y underflows
+    row_loss[r] = ok ? double(fastff::ff_log(tot)) + double(m) - double(zr[label])
+                     : fastff::quiet_nan();
+  }
+  fastff::mean_rows(row_loss, loss, B);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
+softmax_quadratic(const T* __restrict__ z, const long long* __restrict__ y, T* __restrict__ grad,
+                  double* __restrict__ row_loss, double* __restrict__ loss, int B, int K) {
+  for (int r = threadIdx.x; r < B; r += blockDim.x) {
+    const T* zr = z + (size_t)r * K;
+    T* gr = grad + (size_t)r * K;
+    fastff::softmax_row(zr, gr, K);
+    const long long label = y[r];
+    const bool ok = label >= 0 && label < K;
+    T dot = T(0);  // sum_k (p_k - t_k) p_k
+    double sq = 0.0;
+    for (int k = 0; k < K; ++k) {
+      const T e = k == label ? gr[k] - T(1) : gr[k];
+      dot += e * gr[k];
+      sq += double(e) * double(e);
+    }
+    for (int k = 0; k < K; ++k) {
+      const T p = gr[k];
+      const T e = k == label ? p - T(1) : p;
+      gr[k] = fastff::ff_div(p * (e - dot), T(B));
+    }
+    row_loss[r] = ok ? 0.5 * sq : fastff::quiet_nan();
+  }
+  fastff::mean_rows(row_loss, loss, B);
+}

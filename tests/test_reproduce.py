@@ -1,0 +1,152 @@
+"""fastff reproduce glorot2010: learning-rate selection, Table 1, and the smoke budget end to end."""
+import csv
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+from fastff.cli import main
+from fastff.errors import InputError
+from fastff.reproduce import chosen_runs, glorot2010, reproduce
+from fastff.reproduce.table import choose_lr, markdown, table1
+
+if not os.environ.get("CI"):
+    pytest.importorskip("distributed")
+
+
+def _row(lr, valid, test=0.5, status="done", seed=0, dataset="shapeset", model="Tanh N",
+         updates=100):
+    m = glorot2010.MODEL_BY_NAME[model]
+    return dict(name=f"{model}-{lr}-{seed}", dataset=dataset, arch=f"8x{m.depth}",
+                activation=m.activation, init=m.init, lr=lr, seed=seed, status=status,
+                valid_error=valid, test_error=test, updates_done=updates)
+
+
+def test_the_lowest_mean_validation_error_wins():
+    runs = [_row(0.01, 0.30, seed=0), _row(0.01, 0.20, seed=1),   # mean 0.25
+            _row(0.1, 0.22, seed=0), _row(0.1, 0.26, seed=1),     # mean 0.24: chosen
+            _row(0.03, 0.10, seed=0), _row(0.03, 0.45, seed=1)]   # one lucky seed, mean 0.275
+    lr, chosen, note = choose_lr(runs)
+    assert lr == 0.1 and [r["seed"] for r in chosen] == [0, 1] and note == ""
+
+
+def test_ties_go_to_the_smaller_learning_rate():
+    runs = [_row(0.1, 0.25), _row(0.03, 0.25), _row(0.3, 0.25)]
+    assert choose_lr(runs)[0] == 0.03
+    # the rule does not depend on the order of the rows, nor on lr being a string (runs.csv)
+    assert choose_lr([dict(r, lr=str(r["lr"])) for r in reversed(runs)])[0] == 0.03
+
+
+def test_a_diverged_learning_rate_is_never_chosen_and_failures_are_said():
+    runs = [_row(0.3, 0.05, status="diverged", seed=0), _row(0.3, 0.04, seed=1),
+            _row(0.1, 0.30), _row(0.01, "", status="failed"), _row(0.01, 0.50)]
+    lr, chosen, note = choose_lr(runs)
+    assert lr == 0.1 and len(chosen) == 1
+    assert "lr 0.3 diverged" in note and "lr 0.01: 1 of 2 runs failed" in note
+    assert choose_lr([_row(0.1, "", status="failed")])[0] is None
+    assert choose_lr([])[:2] == (None, [])
+
+
+def test_table1_means_stds_bold_and_paper_numbers():
+    rng = np.random.default_rng(7)
+    rows = []
+    truth = {"Softsign": 0.16, "Softsign N": 0.161, "Tanh": 0.27, "Tanh N": 0.156,
+             "Sigmoid": 0.83, "Sigmoid depth 4": 0.40}
+    for model, err in truth.items():
+        for seed in range(4):
+            for lr, shift in ((0.01, 0.05), (0.1, 0.0)):
+                e = err + shift + rng.normal(0, 0.002)
+                rows.append(_row(lr, e + 0.01, test=e, seed=seed, model=model))
+    rows.append(_row(0.1, 0.2, dataset="mnist"))
+    table = table1(rows, ["shapeset", "cifar10"], {"shapeset": 5000},
+                   skipped={"cifar10": "not found"})
+    assert len(table) == 12
+    by = {(r["dataset"], r["model"]): r for r in table}
+    tanh_n = by[("shapeset", "Tanh N")]
+    chosen = [r["test_error"] for r in rows if r["dataset"] == "shapeset" and r["lr"] == 0.1
+              and r["activation"] == "tanh" and r["init"] == "normalized"]
+    assert tanh_n["lr"] == 0.1 and tanh_n["seeds"] == 4 and tanh_n["updates"] == 100
+    assert math.isclose(tanh_n["test_error"], 100 * np.mean(chosen), abs_tol=1e-4)
+    assert math.isclose(tanh_n["test_error_std"], 100 * np.std(chosen, ddof=1), abs_tol=1e-4)
+    assert tanh_n["paper_test_error"] == 15.60 and tanh_n["test"] == "best" and tanh_n["bold"]
+    # 0.4 points apart with 0.2-point noise and 4 seeds: not significant at p = 0.005
+    assert by[("shapeset", "Softsign")]["bold"] and by[("shapeset", "Softsign")]["test"] == "welch-t"
+    assert by[("shapeset", "Softsign")]["p_vs_best"] >= 0.005
+    for model in ("Tanh", "Sigmoid", "Sigmoid depth 4"):
+        assert not by[("shapeset", model)]["bold"] and by[("shapeset", model)]["p_vs_best"] < 0.005
+    assert by[("shapeset", "Sigmoid depth 4")]["paper_test_error"] == ""  # not in the paper
+    skipped = by[("cifar10", "Tanh N")]
+    assert skipped["note"] == "skipped: not found" and skipped["test_error"] == ""
+    md = markdown(table, glorot2010.BUDGETS["smoke"])
+    assert re.search(r"\| Tanh N \| \*\*15\.\d\d ± 0\.\d\d\*\* \[0\.1\] \(15\.60\) \| n/a \(52\.92\)", md)
+    assert "- CIFAR-10: skipped: not found" in md
+    assert "Welch's t-test" in md
+
+
+def test_one_seed_uses_fisher_exact_on_the_test_counts():
+    rows = [_row(0.1, 0.2, test=0.150, model="Tanh N"), _row(0.1, 0.2, test=0.160, model="Softsign"),
+            _row(0.1, 0.3, test=0.300, model="Tanh")]
+    table = {r["model"]: r for r in table1(rows, ["shapeset"], {"shapeset": 5000})}
+    assert table["Softsign"]["test"] == "fisher-exact" and table["Softsign"]["bold"]  # p ~ 0.18
+    assert not table["Tanh"]["bold"] and table["Tanh"]["p_vs_best"] < 1e-6
+    assert table["Sigmoid"]["test_error"] == "" and table["Sigmoid"]["note"] == "no runs"
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    for kwargs, match in ((dict(paper="glorot2011"), "unknown paper"),
+                          (dict(budget="huge"), "unknown budget"),
+                          (dict(datasets="shapeset,imagenet"), "unknown dataset 'imagenet'"),
+                          (dict(datasets=""), "no datasets"),
+                          (dict(seeds=0), "seeds must be a positive integer")):
+        with pytest.raises(InputError, match=match):
+            reproduce(**{"out_dir": tmp_path / "r", **kwargs}, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="not a directory"):
+        reproduce(budget="smoke", out_dir=tmp_path / "file", progress=False)
+
+
+def test_smoke_budget_end_to_end(tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", "glorot2010", "--budget", "smoke", "--out", str(out),
+                 "--datasets", "shapeset,mnist,small_imagenet", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Tanh N |" in printed and "wrote" in printed
+    table = list(csv.DictReader(open(out / "table1.csv")))
+    assert len(table) == 18
+    assert {r["dataset"] for r in table} == {"shapeset", "mnist", "small_imagenet"}
+    for r in table:
+        if r["dataset"] == "small_imagenet":  # no file: skipped with a note, not an error
+            assert r["note"].startswith("skipped: Small-ImageNet") and r["test_error"] == ""
+        else:
+            assert float(r["lr"]) in (0.03, 0.1) and r["updates"] == "300"
+            assert 0 <= float(r["test_error"]) <= 100 and r["bold"] in ("True", "False")
+    runs = list(csv.DictReader(open(out / "runs" / "runs.csv")))
+    assert len(runs) == 24 and {r["status"] for r in runs} == {"done"}
+    assert {r["arch"] for r in runs} == {"32x5", "32x4"}
+    # every figure the issue names, drawn from the right runs
+    for name in ("fig02_sigmoid4_activation_mean_std.png", "fig03_tanh_softsign_activation_p98_std.png",
+                 "fig04_tanh_softsign_activation_hist_end.png", "fig06_activation_hist_init.png",
+                 "fig07_backprop_grad_hist_init.png", "fig08_weight_grad_hist_init.png",
+                 "fig09_weight_grad_std_training.png", "fig10_tanh_n_activation_p98_std.png",
+                 "fig11_shapeset_test_error.png", "fig12_mnist_cifar10_test_error.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    page = (out / "index.html").read_text()
+    assert "fig11_shapeset_test_error.png" in page and "15.60" in page and "Small-ImageNet skipped" in page
+    rows = [dict(r, lr=float(r["lr"])) for r in runs]
+    tab = [dict(r, lr=float(r["lr"]) if r["lr"] else "") for r in table]
+    fig2 = chosen_runs(rows, tab, "shapeset")["Sigmoid depth 4"]
+    config = json.loads((out / "runs" / fig2 / "config.json").read_text())
+    assert (config["activation"], config["init"], len(config["arch"])) == ("sigmoid", "standard", 6)
+    # run again: nothing is retrained, the table is the same
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
+    again = reproduce("glorot2010", budget="smoke", out_dir=out,
+                      datasets=["shapeset", "mnist", "small_imagenet"], progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
+    assert [r["test_error"] for r in again.table] == [
+        float(r["test_error"]) if r["test_error"] else "" for r in table]
+    # a folder holds one reproduction
+    with pytest.raises(InputError, match="budget 'smoke'"):
+        reproduce("glorot2010", budget="quick", out_dir=out, datasets="shapeset", progress=False)
