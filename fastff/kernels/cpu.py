@@ -555,19 +555,26 @@ def _backward_blas(x, delta, W, gx, lr, want_gx, chunk, want_gw, gw_parts):
 
 
 @njit(**_JIT)
+def _exp_row(zr, gr):
+    """gr[k] = exp(zr[k] - max(zr)); returns (max, sum of gr): a softmax row before its division."""
+    m = zr[0]
+    for k in range(1, zr.shape[0]):
+        m = max(m, zr[k])
+    tot = like(m, 0.0)
+    for k in range(zr.shape[0]):
+        gr[k] = np.exp(zr[k] - m)
+        tot += gr[k]
+    return m, tot
+
+
+@njit(**_JIT)
 def _softmax_nll(z, y, grad):
     B, K = z.shape
     loss = 0.0
     inv_rows = like(z[0, 0], 1.0) / like(z[0, 0], B)
     for r in range(B):
         zr, gr = z[r], grad[r]
-        m = zr[0]
-        for k in range(1, K):
-            m = max(m, zr[k])
-        tot = like(m, 0.0)
-        for k in range(K):
-            gr[k] = np.exp(zr[k] - m)
-            tot += gr[k]
+        m, tot = _exp_row(zr, gr)
         loss += np.float64(math.log(tot)) + np.float64(m) - np.float64(zr[y[r]])
         for k in range(K):
             gr[k] = gr[k] / tot
@@ -585,13 +592,7 @@ def _softmax_quadratic(z, y, grad):
     inv_rows = like(z[0, 0], 1.0) / like(z[0, 0], B)
     for r in range(B):
         zr, gr = z[r], grad[r]
-        m = zr[0]
-        for k in range(1, K):
-            m = max(m, zr[k])
-        tot = like(m, 0.0)
-        for k in range(K):
-            gr[k] = np.exp(zr[k] - m)
-            tot += gr[k]
+        m, tot = _exp_row(zr, gr)
         # gr holds p; dot = sum_k (p_k - t_k) p_k
         dot = like(m, 0.0)
         row = 0.0
