@@ -88,6 +88,22 @@ def test_shapeset_dataset_random_access():
     np.testing.assert_array_equal(next(stream)[0], d.train_batch(0, 10)[0])
 
 
+def test_finite_shapeset_is_the_streams_first_images_in_epochs():
+    online = data.load("shapeset", seed=4, valid_size=30, test_size=30)
+    d = data.load("shapeset", seed=4, valid_size=30, test_size=30, finite=1_003)
+    stream = np.concatenate([online.train_batch(k, 17)[0] for k in range(59)])[:1_003]
+    np.testing.assert_array_equal(np.sort(d.finite.train[0], axis=0), np.sort(stream, axis=0))
+    np.testing.assert_array_equal(d.valid[0], online.valid[0])  # the same evaluation sets
+    # every epoch visits each image once, in a fresh order
+    seen = np.concatenate([d.train_batch(k, 17)[0] for k in range(59)])  # exactly one epoch
+    assert len(np.unique(seen, axis=0)) == len(np.unique(stream, axis=0))
+    first, second = d.train_batch(0, 17)[0], d.train_batch(59, 17)[0]
+    assert not np.array_equal(first, second)
+    for bad in (0, -5, 2.5):
+        with pytest.raises(InputError, match="finite"):
+            data.load("shapeset", valid_size=5, test_size=5, finite=bad)
+
+
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(InputError, match="valid: cifar10, mnist, shapeset, small_imagenet"):
         data.load("imagenet")

@@ -199,3 +199,12 @@ def test_the_quadratic_cost_trains_records_and_measures(tmp_path, capsys):
     assert cli.main(["train", "--arch", "8", "--loss", "quadratic", "--updates", "20",
                      "--eval-size", "40", "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert json.loads((tmp_path / "c" / "config.json").read_text())["loss"] == "quadratic"
+
+
+def test_train_on_a_finite_shapeset_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "fin"
+    assert cli.main(["train", "--arch", "8", "--finite", "40", "--updates", "12", "--eval-size",
+                     "20", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["data_options"]["finite"] == 40
+    assert cli.main(["train", "--dataset", "mnist", "--finite", "40", "--updates", "1"]) == 2
+    assert "--finite is a Shapeset option" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from numba import njit
 
 from ..checks import choose, positive, seed as check_seed
 from .sources import check_fits_memory
-from .base import Dataset
+from .base import ArrayDataset, Dataset
 
 SIZE = 32
 N_VERTICES = np.array([3, 4, 20], np.int64)  # triangle, parallelogram, ellipse
@@ -178,21 +178,37 @@ class Shapeset(Dataset):
 
     Training images come from seeds disjoint from those of the evaluation sets; the stream is
     cut into seeded blocks of 1000 images, so batch k is reproducible on its own.
+
+    ``finite=N`` trains on a fixed set instead: the first N images of the same stream, visited
+    in a fresh seeded permutation every epoch (as :class:`~fastff.data.ArrayDataset` does). The
+    paper's SVM baseline and its finite-set Tanh N net use 100,000 (reference section 4).
     """
 
     name = "shapeset"
 
-    def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit"):
+    def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit",
+                 finite=None):
         self.seed, self.balanced, self.scale = check_seed(seed), bool(balanced), scale
         choose("scale", scale, SCALES)
         self.n_in, self.n_classes = SIZE * SIZE, 9
         positive("valid_size", valid_size, integer=True)
         positive("test_size", test_size, integer=True)
+        if finite is not None:
+            positive("finite", finite, integer=True)
         # float32 images plus the uint8 originals, checked before anything is allocated
-        check_fits_memory((valid_size + test_size) * SIZE * SIZE * 5, "the Shapeset evaluation sets")
+        check_fits_memory((valid_size + test_size + (finite or 0)) * SIZE * SIZE * 5,
+                          "the Shapeset evaluation sets" + (" and finite training set" if finite else ""))
         self.valid = self._fixed(1, valid_size)
         self.test = self._fixed(2, test_size)
         self._block_index, self._block = None, None
+        self.finite = None
+        if finite is not None:
+            images = [self._train_block(i) for i in range(-(-finite // BLOCK))]
+            x = np.concatenate([b[0] for b in images])[:finite]
+            y = np.concatenate([b[1] for b in images])[:finite]
+            self.finite = ArrayDataset(self.name, (x, y), self.valid, self.test, self.n_classes,
+                                       self.seed)
+            self._block_index, self._block = None, None
 
     def _seed(self, *key):
         return int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])
@@ -209,6 +225,8 @@ class Shapeset(Dataset):
         return self._block
 
     def train_batch(self, k, batch_size):
+        if self.finite is not None:
+            return self.finite.train_batch(k, batch_size)
         start = k * batch_size
         xs, ys = [], []
         while len(xs) == 0 or sum(len(y) for y in ys) < batch_size:
