@@ -138,19 +138,13 @@ def _reproduce(args):
 
 
 def _figure_cost_surface(args):
-    import io
-    from .files import atomic_write_bytes
     from .report.cost_surface import cost_surface, draw
-    from .report.figures import pyplot
+    from .report.figures import save_png
     out = Path(args.out)
     if not out.parent.is_dir():
         raise InputError(f"cannot write {out}: the directory {out.parent} does not exist")
     surface = cost_surface(span=args.span, points=args.points, seed=args.seed)
-    fig = draw(surface)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    pyplot().close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    save_png(draw(surface), out)
     print("plateau (|grad| < 1% of max, cost above median): " + ", ".join(
         f"{name} {100 * v:.1f}% of the grid" for name, v in surface.plateau.items()))
     print(f"wrote {out}")

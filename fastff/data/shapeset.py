@@ -203,12 +203,15 @@ class Shapeset(Dataset):
         self._block_index, self._block = None, None
         self.finite = None
         if finite is not None:
-            images = [self._train_block(i) for i in range(-(-finite // BLOCK))]
-            x = np.concatenate([b[0] for b in images])[:finite]
-            y = np.concatenate([b[1] for b in images])[:finite]
+            # filled block by block: the memory checked above, not a second copy of the set
+            x = np.empty((finite, self.n_in), self.valid[0].dtype)
+            y = np.empty(finite, self.valid[1].dtype)
+            for start in range(0, finite, BLOCK):
+                bx, by = self._train_block(start // BLOCK)
+                x[start:start + BLOCK], y[start:start + BLOCK] = bx[:finite - start], by[:finite - start]
             self.finite = ArrayDataset(self.name, (x, y), self.valid, self.test, self.n_classes,
                                        self.seed)
-            self._block_index, self._block = None, None
+            self._block_index, self._block = None, None  # the stream's cache is not needed
 
     def _seed(self, *key):
         return int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])

@@ -30,11 +30,11 @@ class Plan:
     def __init__(self, backend, sizes, dtype):
         self.backend, self.sizes, self.dtype = backend, list(sizes), np.dtype(dtype)
         self._workspace = {}
-        # The three kernels the step calls, positionally and with ``*hints`` last (no Python
-        # layer per call; measured: a wrapper per call cost 1 us, 12 us a step):
+        # The kernels the step calls, positionally and with ``*hints`` last (no Python layer
+        # per call; measured: a wrapper per call cost 1 us, 12 us a step):
         # forward(x, W, b, activation, out, stats, *hints);
         # backward(x, h, W, b, grad_h, activation, lr, grad_x, stats, compute_grad_x, delta,
-        #          *hints); softmax_nll(z, y, grad_z=None).
+        #          *hints); and one of ``costs``.
         self.forward = backend.forward_unchecked
         self.backward = backend.backward_unchecked
         # the output costs, by name (fastff.losses): cost(z, y, grad_z=None) -> (loss, grad_z)

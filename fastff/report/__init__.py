@@ -2,12 +2,11 @@
 
 >>> fastff.report.report(["runs/tanh-standard", "runs/tanh-normalized"], "report")  # doctest: +SKIP
 """
-import io
 from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write_bytes
-from .figures import FIGURES, pyplot
+from .figures import FIGURES, pyplot, save_png
 from .html import index_html
 from .runs import RunData, load_run
 
@@ -35,7 +34,7 @@ def report(run_dirs, out_dir=None, dpi=110):
         run_dirs = [run_dirs]
     if not run_dirs:
         raise InputError("report needs at least one run directory")
-    plt = pyplot()
+    pyplot()  # matplotlib missing: a clear error before any run is read
     runs = [load_run(p) for p in run_dirs]
     out = Path(out_dir) if out_dir is not None else (
         runs[0].path / "figures" if len(runs) == 1 else Path("fastff-report"))
@@ -46,10 +45,7 @@ def report(run_dirs, out_dir=None, dpi=110):
         if fig is None:
             skipped.append((name, "no run has the data it needs (monitoring off, or too short)"))
             continue
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        plt.close(fig)
-        atomic_write_bytes(out / name, buf.getvalue())
+        save_png(fig, out / name, dpi)
         written.append((name, draw.__doc__.strip().split("\n\n")[0].replace("\n", " ")))
     index = out / "index.html"
     atomic_write_bytes(index, index_html(runs, written, skipped).encode())

@@ -137,8 +137,3 @@ def draw(surface=None):
     return _finish(fig, "Training cost over two weights of a one-hidden-layer tanh net, random "
                    "inputs and targets (paper Fig. 5)")
 
-
-def figure(runs=None):
-    """Fig. 5: the cost surfaces of the log-likelihood and the quadratic cost, with their
-    plateaus measured (needs no run)."""
-    return draw()

@@ -7,9 +7,12 @@ The x axis counts updates; a second axis on top counts examples seen (the paper'
 are undefined for online Shapeset, reference section 5). Panels that are compared share their
 x and y scales (and heat maps their colour scale), so that equal heights mean equal values.
 """
+import io
+
 import numpy as np
 
 from ..errors import FastffError
+from ..files import atomic_write_bytes
 
 
 def pyplot():
@@ -21,6 +24,14 @@ def pyplot():
     except ImportError:
         raise FastffError("figures need matplotlib: pip install 'fastff[plot]'") from None
     return plt
+
+
+def save_png(fig, path, dpi=110):
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all, and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _layer_colors(n):

@@ -8,7 +8,6 @@ and ``OUT/index.html``; the runs themselves are ordinary run directories under `
 
 >>> fastff.reproduce("glorot2010", budget="smoke", out_dir="repro")   # doctest: +SKIP
 """
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,16 +174,9 @@ def chosen_runs(rows, table, dataset):
     return out
 
 
-def _save(fig, path):
-    from ..report.figures import pyplot
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _figures(out, rows, table):
-    """Draw Figs. 2-4, 6-12 from the chosen runs; returns [(file name, caption)]."""
+    """Draw Figs. 2-12 (Fig. 5 needs no run, the others come from the chosen runs); returns
+    [(file name, caption)]."""
     from ..report import figures as F
     from ..report.runs import load_run
     loaded = {}
@@ -202,10 +194,10 @@ def _figures(out, rows, table):
             continue
         fig = getattr(F, draw)([have[m] for m in models])
         if fig is not None:
-            _save(fig, out / name)
+            F.save_png(fig, out / name)
             written.append((name, caption))
     for name, draw, caption in glorot2010.STANDALONE_FIGURES:
-        _save(getattr(F, draw)(), out / name)
+        F.save_png(getattr(F, draw)(), out / name)
         written.append((name, caption))
     plt = F.pyplot()
     for name, sets, caption in glorot2010.CURVE_FIGURES:
@@ -216,7 +208,7 @@ def _figures(out, rows, table):
         for ax, d in zip(axes[:, 0], sets):
             F.error_curves(ax, list(runs_of(d).values()))
             ax.set_title(f"{DATASET_TITLES[d]}: each model at its chosen learning rate")
-        _save(F._finish(fig, caption), out / name)
+        F.save_png(F._finish(fig, caption), out / name)
         written.append((name, caption))
     return written
 
