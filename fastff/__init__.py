@@ -6,7 +6,8 @@
 """
 __version__ = "0.1.0"
 
-from . import activations, arch, config, data, export, init, kernels, monitor, report
+from . import (activations, arch, baselines, config, data, export, init, kernels, monitor,
+               pretrain, report)
 from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError, RecordError
 from .init import init_weights
 from .model import MLP
@@ -15,6 +16,7 @@ from .train import Run, train
 from .sweep import sweep  # noqa: E402  (the function; fastff.sweep the module's other names)
 from .reproduce import reproduce  # noqa: E402  (likewise)
 
-__all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init", "init_weights", "activations",
+__all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init",
+           "baselines", "pretrain", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
            "DataError", "RecordError", "__version__"]

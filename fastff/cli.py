@@ -38,8 +38,15 @@ def _train(args):
                 progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                 dtype=args.dtype, data_options=options, data_dir=args.data_dir,
                 monitor_every=args.monitor_every, jacobian_every=args.jacobian_every,
-                loss=args.loss)
+                loss=args.loss, pretrain=args.pretrain, pretrain_updates=args.pretrain_updates,
+                corruption=args.corruption, pretrain_lr=args.pretrain_lr)
     last = run.final
+    if run.pretrain:
+        final = {}
+        for row in run.pretrain:
+            final[row["layer"]] = row["reconstruction"]
+        print("pre-trained (denoising auto-encoders), final reconstruction cross-entropy: "
+              + "  ".join(f"L{k}: {v:.4g}" for k, v in final.items()))
     print(f"{run.model}")
     print(f"updates {last['update']}  examples {last['examples']}  train loss {last['train_loss']:.4f}  "
           f"valid error {100 * last['valid_error']:.2f}%  test error {100 * last['test_error']:.2f}%  "
@@ -128,9 +135,14 @@ def _reproduce(args):
     from .reproduce import reproduce
     result = reproduce(args.paper, budget=args.budget, out_dir=args.out, datasets=args.datasets,
                        seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
-                       data_dir=args.data_dir, progress=not args.quiet)
+                       data_dir=args.data_dir, progress=not args.quiet,
+                       experiments=args.experiments)
     print((result.out_dir / "table1.md").read_text())
-    print(f"wrote {result.index}, table1.csv, table1.md and {len(result.figures)} figures")
+    if result.experiments:
+        print((result.out_dir / "experiments.md").read_text())
+    print(f"wrote {result.index}, table1.csv, table1.md"
+          + (", experiments.csv, experiments.md" if result.experiments else "")
+          + f" and {len(result.figures)} figures")
     failed = sum(r["status"] == "failed" for r in result.runs)
     if failed:
         print(f"{failed} runs failed: see {result.out_dir / 'runs' / 'runs.csv'}", file=sys.stderr)
@@ -203,6 +215,15 @@ def build_parser():
     t.add_argument("--finite", type=int, default=None,
                    help="train on a fixed set of this many Shapeset images instead of the online "
                    "stream (the paper's SVM comparison uses 100000)")
+    t.add_argument("--pretrain", default=None, choices=["dae"],
+                   help="pre-train each hidden layer as a denoising auto-encoder first (the "
+                   "paper's reference of Fig. 11)")
+    t.add_argument("--pretrain-updates", type=int, default=None,
+                   help="auto-encoder updates per hidden layer (default: updates/10)")
+    t.add_argument("--corruption", type=float, default=0.25,
+                   help="masking-noise probability of the auto-encoders")
+    t.add_argument("--pretrain-lr", type=float, default=None,
+                   help="learning rate of the auto-encoders (default: --lr)")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="floating-point type of parameters and activations")
@@ -261,6 +282,10 @@ def build_parser():
                     help="address of a Dask scheduler (default: a LocalCluster here)")
     rp.add_argument("--workers", type=int, default=None,
                     help="LocalCluster worker processes (default: one per core)")
+    rp.add_argument("--experiments", default="table1",
+                    help="comma-separated, some of table1, pretrain (the denoising auto-encoder "
+                    "reference), cost (the quadratic cost), svm (the RBF SVM on a finite "
+                    "Shapeset), or all")
     rp.add_argument("--data-dir", default=None, help="directory holding dataset files")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(func=_reproduce)

@@ -4,6 +4,7 @@
 ``metrics.csv``    tidy: one row per update x source x layer x statistic (see :data:`COLUMNS`)
 ``stats.npz``      the monitor's snapshots: per-layer scalars and histograms over training
 ``checkpoint.npz`` parameters, update count and history, written atomically
+``pretrain.csv``   the pre-training phase, when there is one (:mod:`fastff.pretrain`)
 
 Every file is rewritten whole through a temporary name and a rename, so a run directory never
 holds half a file, even when the process dies mid-write.
@@ -25,7 +26,8 @@ from .files import atomic_write_bytes  # noqa: F401  (re-exported: the writer of
 
 # Every file and folder a run (and its report and exports) writes into its directory: what an
 # overwrite removes, and what makes a directory "hold a run".
-RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz", "sweep_status.json")
+RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz", "pretrain.csv",
+             "sweep_status.json")
 RUN_FOLDERS = ("figures", "tensorboard")
 # What reading a damaged .npz or .json can raise, besides OSError.
 _DAMAGED = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
@@ -167,6 +169,31 @@ class RunDir:
                 return [dict(update=int(r["update"]), examples=int(r["examples"]),
                              source=r["source"], layer=int(r["layer"]),
                              statistic=r["statistic"], value=float(r["value"])) for r in reader]
+        except (OSError, ValueError, TypeError, csv.Error) as exc:
+            raise RecordError(f"{p} is damaged: {type(exc).__name__}: {exc}") from None
+
+    def write_pretrain(self, rows):
+        """Rewrite pretrain.csv from the pre-training log (atomic)."""
+        from .pretrain import PRETRAIN_COLUMNS
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, PRETRAIN_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.path / "pretrain.csv", buf.getvalue().encode())
+
+    def read_pretrain(self):
+        """pretrain.csv as a list of dicts of numbers; empty when the run was not pre-trained."""
+        from .pretrain import PRETRAIN_COLUMNS
+        p = self.path / "pretrain.csv"
+        if not p.is_file():
+            return []
+        try:
+            with open(p, newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != PRETRAIN_COLUMNS:
+                    raise RecordError(f"{p} does not have the columns {', '.join(PRETRAIN_COLUMNS)}")
+                return [{k: (int(v) if k in ("layer", "update", "examples") else float(v))
+                         for k, v in r.items()} for r in reader]
         except (OSError, ValueError, TypeError, csv.Error) as exc:
             raise RecordError(f"{p} is damaged: {type(exc).__name__}: {exc}") from None
 

@@ -18,12 +18,15 @@ from .data.sources import check_fits_memory
 from .errors import DivergenceError, InputError, RecordError
 from .model import MLP
 from .monitor import Monitor, Stats
+from .pretrain import check_options as check_pretrain, pretrain_dae
 from .record import RunDir, thread_counts, versions
 
 # Keys of config.json that a resumed run must share with the saved one (``updates`` may grow;
 # the cadences, when not given, are taken from the saved run).
 RESUME_FIXED = ("arch", "dataset", "activation", "init", "lr", "batch_size", "seed", "eval_every",
-                "monitor_every", "jacobian_every", "dtype", "data_options", "loss")
+                "monitor_every", "jacobian_every", "dtype", "data_options", "loss", "pretrain")
+# What runs recorded before a choice existed did: their config.json lacks the key.
+_OLD_DEFAULTS = {"loss": "nll", "pretrain": None}
 # Datasets whose training batches are checked once, when the dataset is built: their batches
 # skip the per-batch check that every other Dataset's batches get.
 _TRUSTED_BATCHES = (ArrayDataset.train_batch, Shapeset.train_batch)
@@ -46,6 +49,8 @@ class Run:
         hidden layer).
     stats : fastff.monitor.Stats
         The monitor's snapshots on the fixed monitor set (empty when monitoring is off).
+    pretrain : list of dict
+        The pre-training log (see :func:`fastff.pretrain.pretrain_dae`); empty without one.
     dir : pathlib.Path or None
         The run directory, when ``out_dir`` was given.
     config : dict
@@ -56,6 +61,7 @@ class Run:
     stats: Stats = field(default_factory=Stats)
     dir: Path = None
     config: dict = field(default_factory=dict)
+    pretrain: list = field(default_factory=list)
 
     @property
     def final(self):
@@ -154,7 +160,8 @@ def _bool(name, value):
 def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normalized", lr=0.01,
           batch_size=10, updates=20_000, device="cpu", seed=0, eval_every=None, out_dir=None,
           progress=True, resume=False, overwrite=False, dtype="float32", data_options=None,
-          data_dir=None, monitor_every=None, jacobian_every=None, loss="nll"):
+          data_dir=None, monitor_every=None, jacobian_every=None, loss="nll", pretrain=None,
+          pretrain_updates=None, corruption=0.25, pretrain_lr=None):
     """Train an MLP with plain SGD as in Glorot & Bengio (2010) and record the run.
 
     Parameters
@@ -211,6 +218,17 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     loss : str
         The output cost: ``nll`` (the paper's, default) or ``quadratic`` (the squared error
         between the softmax and the one-hot target; :mod:`fastff.losses`).
+    pretrain : str, optional
+        ``"dae"``: before the supervised updates, pre-train each hidden layer as a denoising
+        auto-encoder (:mod:`fastff.pretrain`; the paper's reference of Fig. 11). The phase is
+        logged to ``pretrain.csv`` and in ``Run.pretrain``.
+    pretrain_updates : int, optional
+        Auto-encoder updates per hidden layer (default: ``updates`` / 10).
+    corruption : float
+        Masking-noise probability of the auto-encoders (Vincent et al. 2008 use 0.25 among
+        others).
+    pretrain_lr : float, optional
+        Learning rate of the auto-encoders (default: ``lr``).
 
     Returns
     -------
@@ -237,6 +255,11 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         positive("jacobian_every", jacobian_every, integer=True)
     if data_options is not None and not isinstance(data_options, dict):
         raise InputError(f"data_options must be a dict, got {type(data_options).__name__}")
+    pretrain_options = check_pretrain(
+        pretrain, max(1, updates // 10) if pretrain_updates is None else pretrain_updates,
+        corruption, lr if pretrain_lr is None else pretrain_lr)
+    if pretrain is None and (pretrain_updates, pretrain_lr) != (None, None):
+        raise InputError("pretrain_updates and pretrain_lr need pretrain='dae'")
     if resume and overwrite:
         raise InputError("resume=True continues the run in out_dir and overwrite=True replaces "
                          "it: choose one")
@@ -277,10 +300,11 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                   batch_size=batch_size, updates=updates, device=model.device, seed=seed,
                   eval_every=eval_every, monitor_every=monitor_every,
                   jacobian_every=jacobian_every, dtype=model.dtype.name,
-                  data_options=data_options or {}, loss=model.loss, versions=versions(),
+                  data_options=data_options or {}, loss=model.loss,
+                  pretrain=pretrain_options, versions=versions(),
                   threads=thread_counts())
     if resume:
-        old = {"loss": "nll", **old}  # runs recorded before the cost was a choice
+        old = {**_OLD_DEFAULTS, **old}
         diff = [k for k in RESUME_FIXED if old.get(k) != config[k]]
         if diff:
             raise InputError(f"cannot resume {out_dir}: {', '.join(diff)} differ from the saved "
@@ -307,7 +331,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                           "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=2)
         if start == updates:  # nothing left to do: the saved run, unchanged
             return Run(model=model, history=history, stats=monitor_stats,
-                       dir=record.path, config=old)
+                       dir=record.path, config=old, pretrain=record.read_pretrain())
     if record is not None:
         record.prepare()
         if overwrite:
@@ -362,6 +386,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         raise DivergenceError(f"loss became {loss} at update {update} (lr={lr}){where}")
 
     trusted = type(data).train_batch in _TRUSTED_BATCHES
+    pretrain_log = []
     check_each_step = not model.backend.loss_on_device  # free on the host; a GPU waits for a log
     # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -369,6 +394,11 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         with numba_event.install_listener("numba:run_pass", notice):
             _warm_up(model, batch_size)
         notice.done()
+        if pretrain_options is not None and start == 0 and not history:
+            pretrain_log = _pretrain(model, data, batch_size, trusted, seed, pretrain_options,
+                                     record, progress)
+        elif resume and record is not None:
+            pretrain_log = record.read_pretrain()
         # the clock starts after compiling; a resumed run's goes on from the saved run's
         t0 = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
         if start == 0 and not history:
@@ -391,7 +421,27 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         if bar is not None:
             bar.close()
     return Run(model=model, history=history, stats=monitor.stats if monitor else Stats(),
-               dir=record.path if record else None, config=config)
+               dir=record.path if record else None, config=config, pretrain=pretrain_log)
+
+
+def _pretrain(model, data, batch_size, trusted, seed, options, record, progress):
+    """The denoising auto-encoder phase before update 0; its log goes to pretrain.csv as it
+    grows."""
+    rows = []
+
+    def on_log(row):
+        rows.append(row)
+        if record is not None:
+            record.write_pretrain(rows)
+        if progress:
+            print(f"fastff: pre-training layer {row['layer']}/{model.n_hidden}, update "
+                  f"{row['update']}/{options['pretrain_updates']}: reconstruction "
+                  f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
+
+    pretrain_dae(model, lambda k: _checked_batch(model, data, k, batch_size, trusted),
+                 updates=options["pretrain_updates"], lr=options["pretrain_lr"],
+                 corruption=options["corruption"], seed=seed, on_log=on_log)
+    return rows
 
 
 def _progress(enabled, start, total):

@@ -11,7 +11,7 @@ import pytest
 from fastff.cli import main
 from fastff.errors import InputError
 from fastff.reproduce import chosen_runs, glorot2010, reproduce
-from fastff.reproduce.table import choose_lr, markdown, table1
+from fastff.reproduce.table import choose_lr, experiments_table, markdown, table1
 
 if not os.environ.get("CI"):
     pytest.importorskip("distributed")
@@ -20,9 +20,16 @@ if not os.environ.get("CI"):
 def _row(lr, valid, test=0.5, status="done", seed=0, dataset="shapeset", model="Tanh N",
          updates=100):
     m = glorot2010.MODEL_BY_NAME[model]
-    return dict(name=f"{model}-{lr}-{seed}", dataset=dataset, arch=f"8x{m.depth}",
-                activation=m.activation, init=m.init, lr=lr, seed=seed, status=status,
-                valid_error=valid, test_error=test, updates_done=updates)
+    row = dict(name=f"{model}-{lr}-{seed}", dataset=dataset, arch=f"8x{m.depth}",
+               activation=m.activation, init=m.init, lr=lr, seed=seed, status=status,
+               valid_error=valid, test_error=test, updates_done=updates)
+    if m.pretrain:
+        row["pretrain"] = m.pretrain
+    if m.loss != "nll":
+        row["loss"] = m.loss
+    if m.finite:  # as runs.csv writes it: JSON text
+        row["data_options"] = json.dumps({"valid_size": 10, "finite": 100})
+    return row
 
 
 def test_the_lowest_mean_validation_error_wins():
@@ -150,3 +157,79 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
     # a folder holds one reproduction
     with pytest.raises(InputError, match="budget 'smoke'"):
         reproduce("glorot2010", budget="quick", out_dir=out, datasets="shapeset", progress=False)
+
+
+def test_every_run_belongs_to_one_model():
+    models = glorot2010.MODELS + glorot2010.EXPERIMENT_MODELS
+    assert len({glorot2010.model_of(_row(0.1, 0.2, model=m.name)) for m in models}) == len(models)
+    for m in models:
+        assert glorot2010.model_of(_row(0.1, 0.2, model=m.name)) == m
+    # a runs.csv row leaves the arguments a point does not have empty
+    assert glorot2010.model_of(dict(_row(0.1, 0.2), pretrain="", loss="", data_options="")) \
+        == glorot2010.MODEL_BY_NAME["Tanh N"]
+    budget = glorot2010.BUDGETS["quick"]
+    points = glorot2010.points(budget, ["shapeset", "mnist"], 1, experiments=glorot2010.EXPERIMENTS)
+    on_mnist = [p for p in points if p["dataset"] == "mnist"]
+    assert len(on_mnist) == 6 * 2 and all("pretrain" not in p for p in on_mnist)
+    assert len(points) - len(on_mnist) == 10 * 3
+    finite = [p for p in points if p.get("data_options", {}).get("finite")]
+    assert len(finite) == 3 and {p["data_options"]["finite"] for p in finite} == {100_000}
+    assert {p["pretrain_updates"] for p in points if "pretrain" in p} == {budget.pretrain_updates}
+
+
+def test_experiments_are_compared_with_the_papers_models():
+    rows = [_row(0.1, 0.20, test=0.150, model="Tanh N"), _row(0.1, 0.3, test=0.40, model="Tanh"),
+            _row(0.1, 0.80, test=0.83, model="Sigmoid depth 4"),
+            _row(0.1, 0.10, test=0.120, model="Tanh pre-trained"),
+            _row(0.03, 0.12, test=0.100, model="Tanh pre-trained"),  # higher valid: not chosen
+            _row(0.1, 0.25, test=0.300, model="Tanh N, quadratic cost"),
+            _row(0.1, 0.50, test=0.500, model="Tanh N, finite set")]
+    table = table1(rows, ["shapeset"], {"shapeset": 5000})
+    svm = dict(method="nystroem", n_components=2000, n_train=100_000, C=1.0, gamma=0.01,
+               valid_error=0.6, test_error=0.59, seconds=300.0, grid=[])
+    exp = {r["model"]: r for r in experiments_table(rows, table, 5000, svm,
+                                                    {"Tanh pre-trained": "ends lowest"})}
+    assert set(exp) == {"RBF SVM", "Tanh pre-trained", "Tanh N, quadratic cost",
+                        "Tanh N, finite set"}  # no pre-trained sigmoid runs: left out
+    pre = exp["Tanh pre-trained"]
+    assert (pre["lr"], pre["test_error"], pre["compared_with"], pre["compared_test_error"]) == (
+        0.1, 12.0, "Tanh N", 15.0)
+    assert pre["test"] == "fisher-exact" and pre["p_value"] < 1e-4 and pre["measured"] == "ends lowest"
+    fin = exp["Tanh N, finite set"]
+    assert (fin["compared_with"], fin["compared_test_error"], fin["paper_test_error"]) == (
+        "RBF SVM", 59.0, 50.47)
+    assert exp["RBF SVM"]["paper_test_error"] == 59.47 and "2000 Nystroem" in exp["RBF SVM"]["note"]
+    assert exp["Tanh N, quadratic cost"]["p_value"] < 1e-6
+
+
+def test_bad_experiments_are_refused(tmp_path):
+    for value, match in (("table2", "unknown experiment 'table2'"), ("", "no experiments")):
+        with pytest.raises(InputError, match=match):
+            reproduce(out_dir=tmp_path / "r", experiments=value, progress=False)
+
+
+def test_other_experiments_end_to_end(tmp_path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", "glorot2010", "--budget", "smoke", "--out", str(out),
+                 "--datasets", "shapeset", "--experiments", "all", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| pretrain | Tanh pre-trained |" in printed and "experiments.md" in printed
+    exp = {r["model"]: r for r in csv.DictReader(open(out / "experiments.csv"))}
+    assert set(exp) == {"RBF SVM", "Tanh pre-trained", "Sigmoid depth 4 pre-trained",
+                        "Tanh N, quadratic cost", "Tanh N, finite set"}
+    assert "exact SVC, 2,000 examples" in exp["RBF SVM"]["note"]
+    assert exp["Sigmoid depth 4 pre-trained"]["measured"].startswith("top layer's final mean")
+    assert re.match(r"ends (lowest|#\d) of 7", exp["Tanh pre-trained"]["measured"])
+    runs = list(csv.DictReader(open(out / "runs" / "runs.csv")))
+    assert len(runs) == 10 * 2 and {r["status"] for r in runs} == {"done"}
+    pre = [r for r in runs if r["pretrain"] == "dae"]
+    assert len(pre) == 4 and all((out / "runs" / r["name"] / "pretrain.csv").is_file() for r in pre)
+    assert (out / "fig02b_pretrained_sigmoid4_activation_mean_std.png").stat().st_size > 10_000
+    assert "The paper's other experiments" in (out / "index.html").read_text()
+    # run again: neither the nets nor the SVM are trained again
+    svm_stamp = (out / "svm.json").stat().st_mtime_ns
+    again = reproduce("glorot2010", budget="smoke", out_dir=out, datasets="shapeset",
+                      experiments="all", progress=False)
+    assert (out / "svm.json").stat().st_mtime_ns == svm_stamp
+    assert [r["test_error"] for r in again.experiments] == [
+        float(exp[r["model"]]["test_error"]) for r in again.experiments]

@@ -18,9 +18,9 @@ from ..errors import DataError, InputError
 from ..files import atomic_write_bytes
 from ..record import versions
 from . import glorot2010
-from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES
+from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .page import index_html
-from .table import table1, write_table
+from .table import experiments_table, table1, write_experiments, write_table
 
 PAPERS = {glorot2010.PAPER: glorot2010}
 
@@ -41,6 +41,10 @@ class Reproduction:
     index : pathlib.Path
         ``index.html``.
     figures : list of (file name, caption)
+    experiments : list of dict
+        The rows of ``experiments.csv`` (the paper's other experiments; errors in percent).
+    svm : dict or None
+        The SVM baseline's result (:class:`fastff.baselines.SVMResult` as a dict).
     """
 
     out_dir: Path
@@ -49,6 +53,8 @@ class Reproduction:
     skipped: dict
     index: Path
     figures: list = field(default_factory=list)
+    experiments: list = field(default_factory=list)
+    svm: dict = None
 
 
 def _datasets(names):
@@ -59,6 +65,44 @@ def _datasets(names):
     for n in names:
         choose("dataset", n, dict.fromkeys(DATASETS))
     return list(dict.fromkeys(names))
+
+
+def _experiments(names):
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = list(EXPERIMENTS) if names == ["all"] else names
+    if not names:
+        raise InputError(f"no experiments given; choose from {', '.join(EXPERIMENTS)} or all")
+    for n in names:
+        choose("experiment", n, dict.fromkeys(EXPERIMENTS))
+    return list(dict.fromkeys(names))
+
+
+def _svm(out, budget, seed=0, progress=True):
+    """The RBF SVM baseline on the budget's finite Shapeset set, kept in ``OUT/svm.json`` (run
+    again with the same arguments, it is read back, not refitted)."""
+    from ..baselines import rbf_svm
+    path = out / "svm.json"
+    args = dict(finite=budget.finite, valid_size=budget.shapeset_sizes[0],
+                test_size=budget.shapeset_sizes[1], seed=seed, **budget.svm)
+    args = json.loads(json.dumps(args))  # tuples as lists, as they come back from the file
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            if old.get("args") == args:
+                return old["result"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    if progress:
+        print(f"RBF SVM baseline on {budget.finite:,} Shapeset examples ({budget.svm['method']})",
+              flush=True)
+    data = fastff_data.load("shapeset", seed=seed, finite=budget.finite,
+                            valid_size=budget.shapeset_sizes[0], test_size=budget.shapeset_sizes[1])
+    svm_args = {k: v for k, v in budget.svm.items()}
+    result = rbf_svm(data.finite.train, data.valid, data.test, seed=seed, progress=progress,
+                     **svm_args).to_dict()
+    atomic_write_bytes(path, json.dumps({"args": args, "result": result}, indent=1).encode())
+    return result
 
 
 def _available(names, budget, data_dir):
@@ -94,7 +138,8 @@ def _check_plan(out, plan):
 
 
 def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
-              seeds=None, scheduler=None, workers=None, data_dir=None, progress=True):
+              seeds=None, scheduler=None, workers=None, data_dir=None, progress=True,
+              experiments=("table1",)):
     """Reproduce a paper's comparison with fastff's own runs.
 
     Parameters
@@ -120,6 +165,11 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         Where the dataset files are (also ``$FASTFF_DATA``).
     progress : bool
         A line per finished run and an overall bar.
+    experiments : list of str or str
+        Some of ``table1`` (the default), ``pretrain`` (the denoising auto-encoder reference of
+        Fig. 11 and a pre-trained Fig. 2 sigmoid), ``cost`` (Tanh N under the quadratic cost),
+        ``svm`` (the RBF SVM and Tanh N on the same finite Shapeset set), or ``all``. The other
+        experiments run on Shapeset and go to ``experiments.csv`` / ``experiments.md``.
 
     Returns
     -------
@@ -129,6 +179,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
     names = _datasets(datasets if datasets is not None else list(DATASETS))
+    chosen_experiments = _experiments(experiments)
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -146,21 +197,68 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
             print(f"{spec.TITLE}\nbudget {plan_budget.name}: {plan_budget.about}; datasets "
                   f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
                   + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
-        points = spec.points(plan_budget, run_sets, seeds, data_dir)
+        points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
         rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
                      progress=progress)
+    svm = (_svm(out, plan_budget, progress=progress)
+           if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     table = table1(rows, names, n_test, skipped)
     write_table(out, table, plan_budget)
-    figures = _figures(out, rows, table)
+    others = []
+    if set(chosen_experiments) - {"table1"} and "shapeset" in run_sets:
+        others = experiments_table(rows, table, n_test["shapeset"], svm,
+                                   _measured(out, rows, table))
+        write_experiments(out, others)
+    figures = _figures(out, rows, table + others)
     index = out / "index.html"
-    atomic_write_bytes(index, index_html(spec, plan_budget, table, figures, skipped).encode())
+    atomic_write_bytes(index, index_html(spec, plan_budget, table, figures, skipped,
+                                         others).encode())
     return Reproduction(out_dir=out, table=table, runs=rows, skipped=skipped, index=index,
-                        figures=figures)
+                        figures=figures, experiments=others, svm=svm)
+
+
+def _measured(out, rows, table):
+    """What the pre-training claims are about, measured in the chosen runs: the top hidden
+    layer's final activation mean (Fig. 2) and where the pre-trained curve ends in Fig. 11."""
+    from ..report.runs import load_run
+    from .table import _result
+    found = {}
+    for m in glorot2010.EXPERIMENT_MODELS:
+        runs = [r for r in rows if r["dataset"] == "shapeset" and glorot2010.model_of(r) == m]
+        lr = _result(runs)[0] if runs else None
+        if lr is not None:
+            found[m.name] = lr
+    measured = {}
+    if "Sigmoid depth 4 pre-trained" in found:
+        runs = chosen_runs(rows, table + [dict(dataset="shapeset", model=k, lr=v)
+                                          for k, v in found.items()], "shapeset")
+        tops = {}
+        for name in ("Sigmoid depth 4", "Sigmoid depth 4 pre-trained"):
+            if name in runs:
+                stats = load_run(out / "runs" / runs[name]).stats
+                if len(stats):
+                    tops[name] = float(stats.scalar("act_mean")[-1][-1])
+        if len(tops) == 2:
+            measured["Sigmoid depth 4 pre-trained"] = (
+                f"top layer's final mean activation {tops['Sigmoid depth 4 pre-trained']:.3f} "
+                f"(not pre-trained: {tops['Sigmoid depth 4']:.3f})")
+    if "Tanh pre-trained" in found:
+        errors = {t["model"]: t["test_error"] for t in table
+                  if t["dataset"] == "shapeset" and t["test_error"] != ""}
+        mine = [r for r in rows if r["dataset"] == "shapeset" and glorot2010.model_of(r)
+                == glorot2010.MODEL_BY_NAME["Tanh pre-trained"]
+                and float(r["lr"]) == found["Tanh pre-trained"] and r["status"] == "done"]
+        if mine and errors:
+            mean = 100 * sum(float(r["test_error"]) for r in mine) / len(mine)
+            rank = 1 + sum(e < mean for e in errors.values())
+            measured["Tanh pre-trained"] = (f"ends {'lowest' if rank == 1 else f'#{rank}'} of "
+                                            f"{len(errors) + 1} Shapeset curves")
+    return measured
 
 
 def chosen_runs(rows, table, dataset):
     """{model name: run folder} of one dataset's chosen runs (the first seed of the chosen
-    learning rate), in Table 1's model order."""
+    learning rate), in the table's order (Table 1's rows, or those and the experiments')."""
     out = {}
     for t in table:
         if t["dataset"] != dataset or t["lr"] == "":
@@ -206,7 +304,9 @@ def _figures(out, rows, table):
             continue
         fig, axes = plt.subplots(len(sets), 1, figsize=(9.5, 4.2 * len(sets)), squeeze=False)
         for ax, d in zip(axes[:, 0], sets):
-            F.error_curves(ax, list(runs_of(d).values()))
+            F.error_curves(ax, [run for m, run in runs_of(d).items()
+                                if m in glorot2010.CURVE_EXTRAS
+                                or glorot2010.MODEL_BY_NAME[m].experiment == "table1"])
             ax.set_title(f"{DATASET_TITLES[d]}: each model at its chosen learning rate")
         F.save_png(F._finish(fig, caption), out / name)
         written.append((name, caption))

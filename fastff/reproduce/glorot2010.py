@@ -13,12 +13,17 @@ TITLE = ('Glorot & Bengio (2010), "Understanding the difficulty of training deep
 
 @dataclass(frozen=True)
 class Model:
-    """One row of Table 1: a hidden activation, an initialization and a depth."""
+    """One trained model: a hidden activation, an initialization and a depth, and for the
+    paper's other experiments a pre-training, a cost or a finite training set."""
 
     name: str
     activation: str
     init: str
     depth: int
+    pretrain: str = None
+    loss: str = "nll"
+    finite: bool = False
+    experiment: str = "table1"
 
 
 # Table 1's rows (reference section 4), plus sigmoid with 4 hidden layers: the best sigmoid depth
@@ -31,7 +36,36 @@ MODELS = (
     Model("Sigmoid", "sigmoid", "standard", 5),
     Model("Sigmoid depth 4", "sigmoid", "standard", 4),
 )
-MODEL_BY_NAME = {m.name: m for m in MODELS}
+# The paper's other experiments, on Shapeset (reference section 4). Each names the model it is
+# compared with and the paper's claim.
+EXPERIMENT_MODELS = (
+    # the reference of Fig. 11: supervised fine-tuning after denoising auto-encoder pre-training
+    # (Vincent et al. 2008), of the standard-init tanh net as in the DAE papers
+    Model("Tanh pre-trained", "tanh", "standard", 5, pretrain="dae", experiment="pretrain"),
+    # pre-trained sigmoid nets do not show Fig. 2's top-layer saturation
+    Model("Sigmoid depth 4 pre-trained", "sigmoid", "standard", 4, pretrain="dae",
+          experiment="pretrain"),
+    # the log-likelihood "worked much better" than the quadratic cost (section 8, Fig. 5)
+    Model("Tanh N, quadratic cost", "tanh", "normalized", 5, loss="quadratic", experiment="cost"),
+    # the net of the SVM comparison: trained on the finite set the SVM sees
+    Model("Tanh N, finite set", "tanh", "normalized", 5, finite=True, experiment="svm"),
+)
+EXPERIMENTS = ("table1", "pretrain", "cost", "svm")
+# experiment model -> (the model it is compared with, the paper's claim)
+CLAIMS = {
+    "Tanh pre-trained": ("Tanh N", "normalized init removes a good part of the gap to "
+                         "pre-trained nets; the pre-trained curve ends lowest in Fig. 11"),
+    "Sigmoid depth 4 pre-trained": ("Sigmoid depth 4", "the top hidden layer of a pre-trained "
+                                    "sigmoid net does not saturate toward 0 (Fig. 2)"),
+    "Tanh N, quadratic cost": ("Tanh N", "the log-likelihood works much better than the "
+                               "quadratic cost (section 8, Fig. 5)"),
+    "Tanh N, finite set": ("RBF SVM", "on the same 100,000 examples the net beats the RBF SVM: "
+                           "50.47% vs 59.47%"),
+}
+# Test error in percent of the other experiments (reference section 4); the paper gives no
+# number for the pre-trained nets or the quadratic cost.
+PAPER_EXPERIMENTS = {"Tanh N, finite set": 50.47, "RBF SVM": 59.47}
+MODEL_BY_NAME = {m.name: m for m in MODELS + EXPERIMENT_MODELS}
 
 DATASETS = ("shapeset", "mnist", "cifar10", "small_imagenet")
 DATASET_TITLES = {"shapeset": "Shapeset-3x2", "mnist": "MNIST", "cifar10": "CIFAR-10",
@@ -58,6 +92,11 @@ class Budget:
     not give its grid, reference section 10), the updates per run and the number of evaluations
     (valid and test error) over a run; ``monitors`` is the number of monitor snapshots. ``shapeset_sizes``
     are the fixed Shapeset validation and test sets (the paper does not give them, section 10).
+
+    For the other experiments (Shapeset only): ``pretrain_updates`` auto-encoder updates per
+    hidden layer at ``pretrain_lr`` (the paper gives neither; fastff's choice), the size of the
+    ``finite`` training set shared by the SVM and its net (100,000 in the paper, section 4), and
+    the ``svm``'s arguments to :func:`fastff.baselines.rbf_svm`.
     """
 
     name: str
@@ -69,6 +108,10 @@ class Budget:
     seeds: int
     shapeset_sizes: tuple
     about: str
+    pretrain_updates: int = 0
+    pretrain_lr: float = 0.01
+    finite: int = 100_000
+    svm: dict = None
 
 
 BUDGETS = {
@@ -77,7 +120,8 @@ BUDGETS = {
         "smoke", width=32, lrs={d: (0.03, 0.1) for d in DATASETS},
         updates={"shapeset": 300, "mnist": 300, "cifar10": 300, "small_imagenet": 300},
         evals={"shapeset": 3, "mnist": 3, "cifar10": 3, "small_imagenet": 3}, monitors=3,
-        seeds=1, shapeset_sizes=(500, 500),
+        seeds=1, shapeset_sizes=(500, 500), pretrain_updates=100, finite=2_000,
+        svm=dict(method="exact", C=(1.0, 10.0), gamma_factors=(1.0,)),
         about="narrow nets (32 units per hidden layer) for a few hundred updates: checks the "
               "pipeline, not the paper"),
     # The full-width nets at what 2 cores finish in about an hour (Shapeset and MNIST).
@@ -88,7 +132,10 @@ BUDGETS = {
                                   "cifar10": (0.01, 0.03), "small_imagenet": (0.01, 0.03)},
         updates={"shapeset": 20_000, "mnist": 8_000, "cifar10": 8_000, "small_imagenet": 8_000},
         evals={"shapeset": 10, "mnist": 5, "cifar10": 5, "small_imagenet": 5}, monitors=10,
-        seeds=1, shapeset_sizes=(2_000, 5_000),
+        # pre-training: 2,000 updates per layer (10,000 for the 5-layer net, half its supervised
+        # updates); the SVM: C above 0.1 takes the linear solver over 6 minutes per fit here
+        seeds=1, shapeset_sizes=(2_000, 5_000), pretrain_updates=2_000,
+        svm=dict(method="nystroem", n_components=2_000, C=(0.03, 0.1), gamma_factors=(1.0, 2.0)),
         about="the paper's 1000-unit nets, 0.4% (Shapeset) and 0.16% (the others) of its 5 "
               "million updates"),
     # The paper's horizon: 5 million updates per run (section 1), for a cluster or the GPU.
@@ -96,7 +143,8 @@ BUDGETS = {
         "paper", width=1000, lrs={d: (0.001, 0.003, 0.01, 0.03, 0.1) for d in DATASETS},
         updates={d: 5_000_000 for d in DATASETS},
         evals={d: 50 for d in DATASETS}, monitors=50,
-        seeds=3, shapeset_sizes=(10_000, 10_000),
+        seeds=3, shapeset_sizes=(10_000, 10_000), pretrain_updates=500_000,
+        svm=dict(method="exact", C=(1.0, 10.0, 100.0), gamma_factors=(0.5, 1.0, 2.0)),
         about="the paper's 1000-unit nets and its 5 million updates per run (section 1)"),
 }
 
@@ -105,6 +153,10 @@ BUDGETS = {
 LAYER_FIGURES = (
     ("fig02_sigmoid4_activation_mean_std.png", "activation_mean_std", ("Sigmoid depth 4",),
      "Fig. 2: sigmoid activations per layer (4 hidden layers, standard init)"),
+    ("fig02b_pretrained_sigmoid4_activation_mean_std.png", "activation_mean_std",
+     ("Sigmoid depth 4", "Sigmoid depth 4 pre-trained"),
+     "Fig. 2 with pre-training: sigmoid activations per layer, from random init (top) and "
+     "after denoising auto-encoder pre-training (bottom)"),
     ("fig03_tanh_softsign_activation_p98_std.png", "activation_p98_std", ("Tanh", "Softsign"),
      "Fig. 3: 98th percentile and std of the activations, tanh (top) and softsign (bottom), "
      "standard init"),
@@ -128,7 +180,9 @@ STANDALONE_FIGURES = (
     ("fig05_cost_surface.png", "cost_surface",
      "Fig. 5: cross-entropy and quadratic cost over two weights, plateaus measured"),
 )
-# Figs. 11 and 12: test error over training for every model (section 5).
+# Figs. 11 and 12: test error over training for every model of Table 1 (section 5), and in
+# Fig. 11 the pre-trained reference when it ran.
+CURVE_EXTRAS = ("Tanh pre-trained",)
 CURVE_FIGURES = (
     ("fig11_shapeset_test_error.png", ("shapeset",),
      "Fig. 11: Shapeset-3x2 test error during training, every model at its chosen learning rate"),
@@ -139,13 +193,21 @@ CURVE_FIGURES = (
 )
 
 
-def points(budget, datasets, seeds, data_dir=None):
+def experiment_models(experiments):
+    """The models the chosen experiments train, Table 1's first."""
+    return [m for m in MODELS + EXPERIMENT_MODELS if m.experiment in experiments]
+
+
+def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
     """The train() arguments of every run of the reproduction: models x datasets x learning
-    rates x seeds. Returns a list of dicts, in that order within each dataset."""
+    rates x seeds (the other experiments' models on Shapeset only). Returns a list of dicts,
+    in that order within each dataset."""
     out = []
     for dataset in datasets:
         n = budget.updates[dataset]
-        for model in MODELS:
+        for model in experiment_models(experiments):
+            if model.experiment != "table1" and dataset != "shapeset":
+                continue
             for lr in budget.lrs[dataset]:
                 for seed in range(seeds):
                     p = dict(dataset=dataset, arch=f"{budget.width}x{model.depth}",
@@ -155,6 +217,13 @@ def points(budget, datasets, seeds, data_dir=None):
                     if dataset == "shapeset":
                         p["data_options"] = dict(valid_size=budget.shapeset_sizes[0],
                                                  test_size=budget.shapeset_sizes[1])
+                        if model.finite:
+                            p["data_options"]["finite"] = budget.finite
+                    if model.pretrain:
+                        p.update(pretrain=model.pretrain, pretrain_updates=budget.pretrain_updates,
+                                 pretrain_lr=budget.pretrain_lr)
+                    if model.loss != "nll":
+                        p["loss"] = model.loss
                     if data_dir is not None:
                         p["data_dir"] = str(data_dir)
                     out.append(p)
@@ -162,9 +231,16 @@ def points(budget, datasets, seeds, data_dir=None):
 
 
 def model_of(point):
-    """The Table 1 row a run belongs to, from its train() arguments."""
+    """The model a run belongs to, from its train() arguments (a sweep's row: values may be
+    JSON text, absent keys empty strings)."""
+    import json
     depth = int(str(point["arch"]).split("x")[-1])
-    for m in MODELS:
-        if (m.activation, m.init, m.depth) == (point["activation"], point["init"], depth):
+    options = point.get("data_options") or {}
+    if isinstance(options, str):
+        options = json.loads(options)
+    key = (point["activation"], point["init"], depth, point.get("pretrain") or None,
+           point.get("loss") or "nll", bool(options.get("finite")))
+    for m in MODELS + EXPERIMENT_MODELS:
+        if (m.activation, m.init, m.depth, m.pretrain, m.loss, m.finite) == key:
             return m
     return None

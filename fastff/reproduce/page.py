@@ -14,7 +14,38 @@ def _cell(row):
     return f"{text} <small>[lr {row['lr']:g}]</small>"
 
 
-def index_html(spec, budget, table, figures, skipped):
+def _experiments(rows):
+    """The other experiments' table as HTML ("" without any)."""
+    if not rows:
+        return ""
+    esc = html.escape
+    body = []
+    for r in rows:
+        value = "n/a" if r["test_error"] == "" else f"{r['test_error']:.2f}" + (
+            f" <small>[lr {r['lr']:g}]</small>" if r["lr"] != "" else "")
+        paper = "" if r["paper_test_error"] == "" else f"{r['paper_test_error']:.2f}"
+        other = esc(r["compared_with"]) + ("" if r["compared_test_error"] == ""
+                                           else f": {r['compared_test_error']:.2f}")
+        p = "" if r["p_value"] == "" else f"{r['p_value']:.3g}"
+        body.append(f"<tr><td>{esc(r['experiment'])}</td><td>{esc(r['model'])}</td>"
+                    f"<td>{value}</td><td>{paper}</td><td>{other}</td><td>{p}</td>"
+                    f"<td>{esc(r['measured'])}</td><td>{esc(r['claim'])}</td></tr>")
+    notes = "".join(f"<li>{esc(r['model'])}: {esc(r['note'])}</li>" for r in rows if r["note"])
+    return f"""<h2>The paper's other experiments (Shapeset-3x2)</h2>
+<p>Test error (%) of each experiment beside the model the paper compares it with; p: the
+difference's two-sided p-value (as in Table 1). The paper gives numbers only for the SVM
+comparison.</p>
+<table><tr><th>experiment</th><th>model</th><th>test error</th><th>paper</th>
+<th>compared with</th><th>p</th><th>measured</th><th>the paper's claim</th></tr>
+{''.join(body)}
+</table>
+{f"<ul>{notes}</ul>" if notes else ""}
+<p>Files: <a href="experiments.csv">experiments.csv</a>,
+<a href="experiments.md">experiments.md</a>.</p>
+"""
+
+
+def index_html(spec, budget, table, figures, skipped, experiments=()):
     """The HTML text of the reproduction's page.
 
     Parameters
@@ -27,6 +58,8 @@ def index_html(spec, budget, table, figures, skipped):
     figures : list of (file name, caption)
     skipped : dict
         Dataset -> why it was not run.
+    experiments : list of dict
+        The other experiments' rows (:func:`fastff.reproduce.table.experiments_table`).
     """
     esc = html.escape
     sets = list(dict.fromkeys(r["dataset"] for r in table))
@@ -74,6 +107,7 @@ come from 5 million updates per run.</p>
 <p>Files: <a href="table1.csv">table1.csv</a>, <a href="table1.md">table1.md</a>,
 <a href="runs/runs.csv">runs/runs.csv</a> (every run), run directories under
 <code>runs/</code> (<code>fastff report</code> draws any of them).</p>
+{_experiments(experiments)}
 <h2>Figures</h2>
 {figs}
 </body></html>

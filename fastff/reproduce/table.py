@@ -24,8 +24,14 @@ import math
 import numpy as np
 
 from ..files import atomic_write_bytes
-from .glorot2010 import DATASET_TITLES, MODELS, PAPER_TABLE1, SIGNIFICANCE_LEVEL, model_of
+from .glorot2010 import (CLAIMS, DATASET_TITLES, EXPERIMENT_MODELS, MODELS, PAPER_EXPERIMENTS,
+                         PAPER_TABLE1, SIGNIFICANCE_LEVEL, model_of)
 
+# The other experiments' table (experiments.csv): each result beside the model the paper
+# compares it with.
+EXPERIMENT_COLUMNS = ("experiment", "dataset", "model", "lr", "seeds", "valid_error",
+                      "test_error", "test_error_std", "paper_test_error", "compared_with",
+                      "compared_test_error", "p_value", "test", "measured", "claim", "note")
 COLUMNS = ("dataset", "model", "depth", "activation", "init", "lr", "seeds", "valid_error",
            "test_error", "test_error_std", "paper_test_error", "updates", "p_vs_best", "bold",
            "test", "note")
@@ -211,3 +217,102 @@ def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
              "Fisher's exact test on the test-set error counts (one seed)"}[t] for t in tests) + "."]
     lines += [""] + [f"- {n}" for n in skipped + notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _result(runs):
+    """(lr, test errors, row fields) of one model's runs: its chosen learning rate's."""
+    lr, chosen, note = choose_lr(runs)
+    if lr is None:
+        return None, [], dict(note=note)
+    test = [_number(r["test_error"]) for r in chosen]
+    return lr, test, dict(
+        lr=lr, seeds=len(chosen), note=note,
+        valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
+        test_error=_pct(np.mean(test)),
+        test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "")
+
+
+def experiments_table(rows, table, n_test, svm=None, measured=None):
+    """The paper's other experiments (Shapeset), each beside the model it is compared with.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The sweep's rows.
+    table : list of dict
+        Table 1 (:func:`table1`), for the compared models.
+    n_test : int
+        The Shapeset test set's size (for the one-seed test).
+    svm : dict, optional
+        :meth:`fastff.baselines.SVMResult.to_dict` of the baseline, when it ran.
+    measured : dict, optional
+        Model name -> a measurement the claim is about (text), e.g. the top layer's mean.
+
+    Returns
+    -------
+    list of dict
+        Rows with :data:`EXPERIMENT_COLUMNS`; errors in percent. Experiments without runs are
+        left out.
+    """
+    measured = measured or {}
+    out, tests = [], {}
+    for r in table:  # the compared Table 1 models
+        if r["dataset"] == "shapeset" and r["test_error"] != "":
+            runs = [x for x in rows if x["dataset"] == "shapeset"
+                    and model_of(x) is not None and model_of(x).name == r["model"]]
+            tests[r["model"]] = (r["test_error"], _result(runs)[1])
+    if svm is not None:
+        row = dict.fromkeys(EXPERIMENT_COLUMNS, "")
+        row.update(experiment="svm", dataset="shapeset", model="RBF SVM", seeds=1,
+                   valid_error=_pct(svm["valid_error"]), test_error=_pct(svm["test_error"]),
+                   paper_test_error=PAPER_EXPERIMENTS["RBF SVM"],
+                   note=(f"{svm['method']} ({svm['n_components']} Nystroem components, a "
+                         "linear SVM on them)" if svm["method"] == "nystroem" else "exact SVC")
+                   + f", {svm['n_train']:,} examples, C={svm['C']:g}, gamma={svm['gamma']:.4g} "
+                   f"(chosen on validation error), {svm['seconds']:.0f} s")
+        tests["RBF SVM"] = (row["test_error"], [svm["test_error"]])
+        out.append(row)
+    for model in EXPERIMENT_MODELS:
+        runs = [r for r in rows if r["dataset"] == "shapeset" and model_of(r) == model]
+        if not runs:
+            continue
+        row = dict.fromkeys(EXPERIMENT_COLUMNS, "")
+        other, claim = CLAIMS[model.name]
+        row.update(experiment=model.experiment, dataset="shapeset", model=model.name,
+                   paper_test_error=PAPER_EXPERIMENTS.get(model.name, ""), compared_with=other,
+                   claim=claim, measured=measured.get(model.name, ""))
+        lr, test, fields = _result(runs)
+        row.update(fields)
+        if lr is not None and other in tests:
+            row["compared_test_error"] = tests[other][0]
+            p, kind = _p_value(test, tests[other][1], n_test)
+            row.update(p_value=float(f"{p:.4g}") if p is not None else "", test=kind)
+        out.append(row)
+    return out
+
+
+def write_experiments(out_dir, rows):
+    """Write ``experiments.csv`` and ``experiments.md``; returns the markdown text."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EXPERIMENT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out_dir / "experiments.csv", buf.getvalue().encode())
+    lines = ["The paper's other experiments on Shapeset-3x2: test error (%) [chosen lr] "
+             "(paper), beside the model the paper compares it with; p: the difference's "
+             "two-sided p-value.", "",
+             "| experiment | model | test error (paper) | compared with | p | measured | "
+             "the paper's claim |", "|---|---|---:|---|---:|---|---|"]
+    for r in rows:
+        value = "n/a" if r["test_error"] == "" else _fmt(r["test_error"]) + (
+            f" [{r['lr']:g}]" if r["lr"] != "" else "")
+        paper = f" ({_fmt(r['paper_test_error'])})" if r["paper_test_error"] != "" else " (-)"
+        other = (f"{r['compared_with']}: {_fmt(r['compared_test_error'])}"
+                 if r["compared_test_error"] != "" else r["compared_with"])
+        lines.append(f"| {r['experiment']} | {r['model']} | {value}{paper} | {other} | "
+                     f"{_fmt(r['p_value'], 3) if r['p_value'] != '' else ''} | {r['measured']} | "
+                     f"{r['claim']} |")
+    lines += [""] + [f"- {r['model']}: {r['note']}" for r in rows if r["note"]]
+    md = "\n".join(lines).rstrip() + "\n"
+    atomic_write_bytes(out_dir / "experiments.md", md.encode())
+    return md

@@ -1,0 +1,175 @@
+"""Greedy layer-wise denoising auto-encoder pre-training (Vincent et al. 2008): the paper's
+reference curve of Fig. 11 and its pre-trained sigmoid nets (reference section 4).
+
+Each hidden layer in turn, from the bottom, is trained as a denoising auto-encoder on the output
+of the layers below it (already pre-trained, used without noise):
+
+* **masking noise**: each input component is set to 0 with probability ``corruption``;
+* **encoder** h = f(x~ W + b), the layer itself, run by the fused forward kernel (its
+  saturation and moments counted as in training);
+* **decoder** r = sigmoid(h W^T + c) with **tied weights**: the fused forward kernel on a
+  contiguous copy of W^T, with its own bias c (discarded after pre-training);
+* **reconstruction cross-entropy** against the clean input, C = -sum_i t_i log r_i +
+  (1 - t_i) log(1 - r_i), computed from the decoder's pre-activations a as softplus(a) - t a
+  (no log of a saturated sigmoid), with gradient r - t;
+* one SGD step on W, b and c: the fused backward kernel of the decoder gives dC/dh (with the
+  old W) and updates c; one more fused update applies W's two gradients at once, the
+  encoder's x~^T delta and the decoder's (dC/da)^T h, as one product over the two sets of rows
+  stacked (no transposed arithmetic on W, which NumPy does 25x slower than contiguous).
+
+The cross-entropy needs targets in [0, 1]. Inputs in [0, 1] are their own targets; tanh and
+softsign outputs, and inputs scaled to [-1, 1], are mapped to (t + 1) / 2 (fastff's choice:
+the paper names no reconstruction cost for symmetric units). ReLU units are unbounded and are
+refused. Each layer sees the training stream's first ``updates`` minibatches.
+"""
+import time
+
+import numpy as np
+
+from . import activations
+from .checks import choose, positive, seed as check_seed
+from .errors import DivergenceError, InputError
+
+METHODS = ("dae",)
+BOUNDED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
+PRETRAIN_COLUMNS = ("layer", "update", "examples", "reconstruction", "sat_low", "sat_high",
+                    "mean", "std", "seconds")
+
+
+def check_options(pretrain, updates, corruption, lr):
+    """The pre-training arguments of :func:`fastff.train`, checked; returns them normalized."""
+    if pretrain is None:
+        return None
+    choose("pretrain", pretrain, dict.fromkeys(METHODS))
+    positive("pretrain_updates", updates, integer=True)
+    if isinstance(corruption, (bool, np.bool_)) or not isinstance(corruption, (int, float, np.floating)):
+        raise InputError(f"corruption must be a number in [0, 1), got {corruption!r}")
+    if not 0 <= float(corruption) < 1:
+        raise InputError(f"corruption must be in [0, 1), got {corruption}")
+    positive("pretrain_lr", lr)
+    return dict(pretrain=pretrain, pretrain_updates=int(updates), corruption=float(corruption),
+                pretrain_lr=float(lr))
+
+
+def _target_map(lo, hi, what):
+    """(scale, shift) taking values in [lo, hi] to reconstruction targets in [0, 1]."""
+    if lo >= 0 and hi <= 1:
+        return 1.0, 0.0
+    if lo >= -1 and hi <= 1:
+        return 0.5, 0.5
+    raise InputError(f"denoising pre-training reconstructs {what} with a cross-entropy, which "
+                     f"needs values in [0, 1] or [-1, 1]; they span [{lo:.3g}, {hi:.3g}]")
+
+
+def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_every=None,
+                 on_log=None):
+    """Pre-train every hidden layer of ``model`` in place as a denoising auto-encoder.
+
+    Parameters
+    ----------
+    model : fastff.MLP
+        Its hidden layers are overwritten; the softmax layer is left as initialized.
+    batches : callable
+        ``batches(k)`` -> (x, y), the k-th training minibatch as arrays of the model's dtype on
+        its device (labels are ignored).
+    updates : int
+        SGD updates per hidden layer.
+    lr : float
+        Learning rate of the auto-encoders.
+    corruption : float
+        Probability of masking each input component, in [0, 1).
+    seed : int
+        Seeds the noise (drawn on the host: the same masks on every backend).
+    log_every : int, optional
+        Updates between rows of the returned log (default: updates / 10).
+    on_log : callable, optional
+        Called with each new row.
+
+    Returns
+    -------
+    list of dict
+        One row per logged interval and layer (:data:`PRETRAIN_COLUMNS`): the mean
+        reconstruction cross-entropy per example over the interval and the encoder's saturation
+        and moments counted by the forward kernel.
+
+    Raises
+    ------
+    DivergenceError
+        When the reconstruction cost becomes NaN or inf.
+    """
+    if model.activation not in BOUNDED:
+        raise InputError(f"denoising pre-training reconstructs each layer's input with a "
+                         f"cross-entropy, which needs bounded units; {model.activation} is not "
+                         f"(use {', '.join(BOUNDED)})")
+    positive("updates", updates, integer=True)
+    positive("lr", lr)
+    check_seed(seed)
+    log_every = max(1, updates // 10) if log_every is None else positive("log_every", log_every,
+                                                                         integer=True)
+    from .kernels.stats import ForwardStats
+    act = activations.get(model.activation)
+    backend, plan, dtype = model.backend, model._plan, model.dtype
+    xp, fwd, back, hints = backend.xp, plan.forward, plan.backward, plan.hints
+    rng = np.random.default_rng([seed, 0xDAE])
+    keep = 1.0 - corruption
+    rows, t0 = [], time.perf_counter()
+    for layer in range(model.n_hidden):
+        W, b = model.params[layer]
+        n_in, n_out = W.shape
+        c = xp.zeros(n_in, dtype)
+        fstats = ForwardStats(n_out, model.activation, xp=xp)
+        scratch_bias = xp.zeros(n_out, dtype)
+        losses, scale, shift = [], None, None
+        for k in range(updates):
+            x = batches(k)[0]
+            for l in range(layer):  # the pre-trained layers below, without noise
+                Wl, bl = model.params[l]
+                x = fwd(x, Wl, bl, model.activation, None, None, *hints)
+            if layer == 0:  # every batch: the data's range decides the targets
+                lo, hi = float(x.min()), float(x.max())
+                if scale is None or (scale, shift) != _target_map(lo, hi, "the input"):
+                    if scale is not None:
+                        raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], "
+                                         "unlike the batches before it")
+                    scale, shift = _target_map(lo, hi, "the input")
+            elif scale is None:
+                scale, shift = _target_map(*BOUNDED[model.activation],
+                                           f"layer {layer}'s {model.activation} units")
+            target = x * dtype.type(scale) + dtype.type(shift) if scale != 1.0 else x
+            mask = backend.to_device(rng.random(x.shape) < keep, dtype)
+            noisy = x * mask
+            h = fwd(noisy, W, b, model.activation, None, fstats, *hints)
+            Wt = xp.ascontiguousarray(W.T)  # the decoder's weights: a scratch copy of W^T
+            a = fwd(h, Wt, c, "linear", None, None, *hints)
+            # softplus(a) - t a, summed over the inputs, averaged over the batch
+            losses.append((xp.logaddexp(0, a) - target * a).sum(dtype=np.float64) / len(a))
+            grad_a = ((1 / (1 + xp.exp(-a)) - target) / dtype.type(len(a))).astype(dtype)
+            # dC/dh = grad_a W with the old W; c is updated (and the scratch copy, unused)
+            grad_h = back(h, a, Wt, c, grad_a, "linear", lr, None, None, True, None, *hints)
+            delta = grad_h * act.derivative(h, xp).astype(dtype, copy=False)
+            # W's two gradients in one fused update: noisy^T delta (encoder) + grad_a^T h
+            # (decoder, transposed), as one product over the rows stacked; the bias gets only
+            # the encoder's, so the stacked update goes to a scratch bias
+            rows_out = xp.concatenate([delta, h])  # also passed as h: a linear layer ignores it
+            back(xp.concatenate([noisy, grad_a]), rows_out, W, scratch_bias, rows_out, "linear",
+                 lr, None, None, False, None, *hints)
+            b -= dtype.type(lr) * delta.sum(axis=0)
+            if (k + 1) % log_every == 0 or k + 1 == updates:
+                host = backend.to_host(xp.stack(losses)) if hasattr(xp, "asnumpy") else np.array(
+                    [float(v) for v in losses])
+                if not np.isfinite(host).all():
+                    bad = int(np.flatnonzero(~np.isfinite(host))[0])
+                    raise DivergenceError(
+                        f"pre-training layer {layer + 1}: the reconstruction cost became "
+                        f"{host[bad]} at update {k + 1 - len(host) + bad + 1} (lr={lr})")
+                s = fstats.summary()
+                row = dict(layer=layer + 1, update=k + 1, examples=(k + 1) * len(x),
+                           reconstruction=float(host.mean()), sat_low=s["sat_low"],
+                           sat_high=s["sat_high"], mean=s["mean"], std=s["std"],
+                           seconds=round(time.perf_counter() - t0, 3))
+                rows.append(row)
+                if on_log is not None:
+                    on_log(row)
+                losses.clear()
+                fstats.reset()
+    return rows
