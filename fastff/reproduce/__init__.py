@@ -237,11 +237,13 @@ def _measured(out, rows, table):
             if name in runs:
                 stats = load_run(out / "runs" / runs[name]).stats
                 if len(stats):
-                    tops[name] = float(stats.scalar("act_mean")[-1][-1])
+                    tops[name] = (float(stats.scalar("act_mean")[-1][-1]),
+                                  float(stats.scalar("act_std")[-1][-1]))
         if len(tops) == 2:
+            (m, sd), (m0, sd0) = tops["Sigmoid depth 4 pre-trained"], tops["Sigmoid depth 4"]
             measured["Sigmoid depth 4 pre-trained"] = (
-                f"top layer's final mean activation {tops['Sigmoid depth 4 pre-trained']:.3f} "
-                f"(not pre-trained: {tops['Sigmoid depth 4']:.3f})")
+                f"top layer's final mean activation {m:.3f} ± {sd:.3f} (not pre-trained: "
+                f"{m0:.3f} ± {sd0:.3f})")
     if "Tanh pre-trained" in found:
         errors = {t["model"]: t["test_error"] for t in table
                   if t["dataset"] == "shapeset" and t["test_error"] != ""}

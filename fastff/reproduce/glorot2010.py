@@ -185,7 +185,8 @@ STANDALONE_FIGURES = (
 CURVE_EXTRAS = ("Tanh pre-trained",)
 CURVE_FIGURES = (
     ("fig11_shapeset_test_error.png", ("shapeset",),
-     "Fig. 11: Shapeset-3x2 test error during training, every model at its chosen learning rate"),
+     "Fig. 11: Shapeset-3x2 test error during training, every model at its chosen learning rate "
+     "(a pre-trained net's updates count from the end of its pre-training)"),
     ("fig12_mnist_cifar10_test_error.png", ("mnist", "cifar10"),
      "Fig. 12: MNIST and CIFAR-10 test error during training"),
     ("small_imagenet_test_error.png", ("small_imagenet",),

@@ -310,7 +310,7 @@ def write_experiments(out_dir, rows):
         other = (f"{r['compared_with']}: {_fmt(r['compared_test_error'])}"
                  if r["compared_test_error"] != "" else r["compared_with"])
         lines.append(f"| {r['experiment']} | {r['model']} | {value}{paper} | {other} | "
-                     f"{_fmt(r['p_value'], 3) if r['p_value'] != '' else ''} | {r['measured']} | "
+                     f"{format(r['p_value'], '.2g') if r['p_value'] != '' else ''} | {r['measured']} | "
                      f"{r['claim']} |")
     lines += [""] + [f"- {r['model']}: {r['note']}" for r in rows if r["note"]]
     md = "\n".join(lines).rstrip() + "\n"
