@@ -282,6 +282,43 @@ def test_divergence_found_at_the_log_names_the_update(rt, monkeypatch, tmp_path)
     assert all(np.isfinite(v).all() for k, v in state.items() if k != "sizes")
 
 
+def _unit_range_data():
+    """tiny_data squashed into [0, 1], where denoising pre-training reconstructs it."""
+    from fastff.data.base import ArrayDataset
+    from test_model_train import tiny_data
+    d = tiny_data()
+    squash = lambda split: ((1 / (1 + np.exp(-split[0]))).astype(np.float32), split[1])  # noqa: E731
+    return ArrayDataset("unit blobs", squash(d.train), squash(d.valid), squash(d.test), 3, 0)
+
+
+def test_pretraining_through_the_cuda_kernels_follows_the_cpu_run(rt, monkeypatch):
+    if rt.xp is not np:
+        pytest.skip("on a GPU: see test_pretraining_on_the_gpu")
+    opts = dict(dataset=_unit_range_data(), activation="sigmoid", lr=0.1, updates=20,
+                pretrain="dae", pretrain_updates=15, dtype="float64", progress=False,
+                monitor_every=0)
+    cpu_run = fastff.train("9x2", **opts)
+    _host_cuda_backend(monkeypatch)
+    cuda_run = fastff.train("9x2", **opts)
+    assert cuda_run.model.backend.module is cuda
+    for a, b in zip(cpu_run.pretrain, cuda_run.pretrain):
+        assert a["reconstruction"] == pytest.approx(b["reconstruction"], rel=1e-9)
+    for (W1, _), (W2, _) in zip(cpu_run.model.params, cuda_run.model.params):
+        np.testing.assert_allclose(W1, W2, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_pretraining_on_the_gpu():
+    opts = dict(dataset=_unit_range_data(), activation="tanh", lr=0.1, updates=20,
+                pretrain="dae", pretrain_updates=15, dtype="float64", progress=False)
+    cpu_run = fastff.train("9x2", **opts)
+    gpu_run = fastff.train("9x2", **opts, device="cuda")
+    for a, b in zip(cpu_run.pretrain, gpu_run.pretrain):
+        assert a["reconstruction"] == pytest.approx(b["reconstruction"], rel=1e-9)
+    for (W1, _), (W2, _) in zip(cpu_run.model.params, gpu_run.model.params):
+        np.testing.assert_allclose(W1, host(W2), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.cuda
 def test_training_on_the_gpu(tmp_path):
     from test_model_train import tiny_data
