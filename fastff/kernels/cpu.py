@@ -212,28 +212,21 @@ def _strip(x, r0, W, s, i0, i1, j, n, acc, ahead, width):
 
 
 @njit(**_JIT)
-def _strip_rows(x, r0, h, W, s, i0, i1, j, n, ahead, width):
-    """_strip over h = 1 .. _FWD_TILE_ROWS rows, each height its own compiled tile."""
-    a = (x, r0, W, s, i0, i1, j, n)
-    if h == 6:
-        _strip(*a, tile_zeros(W, 6, _FWD_TILE_VECS), ahead, width)
-    elif h == 5:
-        _strip(*a, tile_zeros(W, 5, _FWD_TILE_VECS), ahead, width)
-    elif h == 4:
-        _strip(*a, tile_zeros(W, 4, _FWD_TILE_VECS), ahead, width)
-    elif h == 3:
-        _strip(*a, tile_zeros(W, 3, _FWD_TILE_VECS), ahead, width)
-    elif h == 2:
-        _strip(*a, tile_zeros(W, 2, _FWD_TILE_VECS), ahead, width)
+def _strip_tile(x, r0, W, s, i0, i1, j, n, ahead, width, h, tall, short):
+    """_strip with a row tile of ``h`` rows, the length of ``tall`` or of ``short``."""
+    if h == len(tall):
+        _strip(x, r0, W, s, i0, i1, j, n, tile_zeros(W, tall, _FWD_TILE_VECS), ahead, width)
     else:
-        _strip(*a, tile_zeros(W, 1, _FWD_TILE_VECS), ahead, width)
+        _strip(x, r0, W, s, i0, i1, j, n, tile_zeros(W, short, _FWD_TILE_VECS), ahead, width)
 
 
 @njit(**_JIT)
-def _gemm_rows(x, W, s, i0, i1, ahead):
+def _gemm_rows(x, W, s, i0, i1, ahead, tall, short):
     """s = x[:, i0:i1] @ W[i0:i1]: the partial product of one block of rows of W, one strip of
-    _FWD_TILE_VECS vectors of columns at a time. The first row tile of a strip prefetches; the
-    others find the strip in cache."""
+    _FWD_TILE_VECS vectors of columns at a time, the batch split into balanced row tiles of
+    as many rows as ``tall`` or ``short`` has items (tuples whose types carry the heights, so
+    that each batch size compiles only its own tiles; :func:`_row_tiles`). The first row tile
+    of a strip prefetches; the others find the strip in cache."""
     B = x.shape[0]
     n_out = W.shape[1]
     width = _FWD_TILE_VECS * tile_lanes(tile_zeros(W, 1, 1))
@@ -244,10 +237,21 @@ def _gemm_rows(x, W, s, i0, i1, ahead):
             h = (B - r0 + n_tiles - t - 1) // (n_tiles - t)  # balanced: 10 rows -> 5 + 5 (or 4 + 3 + 3)
             a = ahead if t == 0 else 0
             if n_out - j >= width:  # a full strip: plain loads (masked ones are slow on AVX2)
-                _strip_rows(x, r0, h, W, s, i0, i1, j, None, a, width)
+                _strip_tile(x, r0, W, s, i0, i1, j, None, a, width, h, tall, short)
             else:
-                _strip_rows(x, r0, h, W, s, i0, i1, j, n_out - j, a, width)
+                _strip_tile(x, r0, W, s, i0, i1, j, n_out - j, a, width, h, tall, short)
             r0 += h
+
+
+def _height(n):
+    """A tuple of n items: a tile height carried in a type (see simd._literal)."""
+    return (0,) * n
+
+
+def _row_tiles(batch):
+    """(tall, short) as heights: the balanced row tiles _gemm_rows splits a batch into."""
+    n_tiles = -(-batch // _FWD_TILE_ROWS)
+    return _height(-(-batch // n_tiles)), _height(batch // n_tiles)
 
 
 @njit(**_JIT)
@@ -332,45 +336,6 @@ def _grad_update(x, delta, W, gx, lr, i0, i1, want_gx, tile, ahead):
 
 
 @njit(**_JIT)
-def _grad_update_rows(x, delta, W, gx, lr, i0, i1, want_gx, ahead):
-    """The backward rows i0..i1 with tiles of exactly the batch's rows (1 .. _BWD_MAX_ROWS)."""
-    B = delta.shape[0]
-    a = (x, delta, W, gx, lr, i0, i1, want_gx)
-    if B == 10:  # the paper's batch first
-        _grad_update(*a, tile_zeros(W, 10, _BWD_W_ROWS), ahead)
-    elif B == 1:
-        _grad_update(*a, tile_zeros(W, 1, _BWD_W_ROWS), ahead)
-    elif B == 2:
-        _grad_update(*a, tile_zeros(W, 2, _BWD_W_ROWS), ahead)
-    elif B == 3:
-        _grad_update(*a, tile_zeros(W, 3, _BWD_W_ROWS), ahead)
-    elif B == 4:
-        _grad_update(*a, tile_zeros(W, 4, _BWD_W_ROWS), ahead)
-    elif B == 5:
-        _grad_update(*a, tile_zeros(W, 5, _BWD_W_ROWS), ahead)
-    elif B == 6:
-        _grad_update(*a, tile_zeros(W, 6, _BWD_W_ROWS), ahead)
-    elif B == 7:
-        _grad_update(*a, tile_zeros(W, 7, _BWD_W_ROWS), ahead)
-    elif B == 8:
-        _grad_update(*a, tile_zeros(W, 8, _BWD_W_ROWS), ahead)
-    elif B == 9:
-        _grad_update(*a, tile_zeros(W, 9, _BWD_W_ROWS), ahead)
-    elif B == 11:
-        _grad_update(*a, tile_zeros(W, 11, _BWD_W_ROWS), ahead)
-    elif B == 12:
-        _grad_update(*a, tile_zeros(W, 12, _BWD_W_ROWS), ahead)
-    elif B == 13:
-        _grad_update(*a, tile_zeros(W, 13, _BWD_W_ROWS), ahead)
-    elif B == 14:
-        _grad_update(*a, tile_zeros(W, 14, _BWD_W_ROWS), ahead)
-    elif B == 15:
-        _grad_update(*a, tile_zeros(W, 15, _BWD_W_ROWS), ahead)
-    else:
-        _grad_update(*a, tile_zeros(W, 16, _BWD_W_ROWS), ahead)
-
-
-@njit(**_JIT)
 def _grad_w_moments(x, delta):
     """Sum and sum of squares of G = x.T @ delta without forming G (float64).
 
@@ -411,8 +376,8 @@ def _grad_w_moments(x, delta):
 # Drivers.
 # ---------------------------------------------------------------------------------------------
 @njit(parallel=True, **_JIT)
-def _forward(x, W, b, act, out, blocks, block, chunk, ahead, want_stats, low, high, sat_low,
-             sat_high, total, total_sq, hist, rows, hist_lo, hist_scale):
+def _forward(x, W, b, act, out, blocks, block, chunk, ahead, tall, short, want_stats, low,
+             high, sat_low, sat_high, total, total_sq, hist, rows, hist_lo, hist_scale):
     """Small batch. Pass 1, over blocks of rows of W: blocks[k] = x[:, rows k] @ W[rows k].
     Pass 2, over chunks of columns: the sum of the blocks, bias, f and statistics, fused.
 
@@ -424,7 +389,7 @@ def _forward(x, W, b, act, out, blocks, block, chunk, ahead, want_stats, low, hi
     n_in, n_out = W.shape
     for k in prange(blocks.shape[0]):
         i0 = k * block
-        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), ahead)
+        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), ahead, tall, short)
     n_chunks = (n_out + chunk - 1) // chunk
     parts = np.zeros((n_chunks if want_stats else 1, hist.shape[0]), np.int64)
     for c in prange(n_chunks):
@@ -514,11 +479,17 @@ def _delta_bias(grad_h, h, delta, b, act, lr, chunk, want_stats, d_total, d_tota
 
 
 @njit(parallel=True, **_JIT)
-def _backward_small(x, delta, W, gx, lr, want_gx, chunk, ahead):
+def _backward_small(x, delta, W, gx, lr, want_gx, chunk, ahead, rows):
+    """The small-batch backward pass, chunks of rows of W in parallel, with tiles of exactly
+    the batch's rows (1 .. _BWD_MAX_ROWS), given by ``rows``, a tuple of that length (its type
+    carries the height): each batch size compiles its own tile on first use, and only that one
+    (all sixteen at once took two thirds of the first run's compile, benchmarks/NOTES.md
+    "Compile time")."""
     n_in = W.shape[0]
     for c in prange((n_in + chunk - 1) // chunk):
         i0 = c * chunk
-        _grad_update_rows(x, delta, W, gx, lr, i0, min(n_in, i0 + chunk), want_gx, ahead)
+        _grad_update(x, delta, W, gx, lr, i0, min(n_in, i0 + chunk), want_gx,
+                     tile_zeros(W, rows, _BWD_W_ROWS), ahead)
 
 
 @njit(**_JIT)
@@ -654,7 +625,7 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
         block = int(config.CPU_ROW_BLOCK)
         blocks = np.empty((_n_chunks(W.shape[0], block), x.shape[0], W.shape[1]), W.dtype)
         ahead = int(config.CPU_FWD_PREFETCH_ROWS) if prefetch else 0
-        _forward(x, W, b, code, out, blocks, block, chunk, ahead, *args)
+        _forward(x, W, b, code, out, blocks, block, chunk, ahead, *_row_tiles(x.shape[0]), *args)
     return out
 
 
@@ -689,7 +660,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         if want_gw:  # from x and delta, which the update leaves alone
             moments = _grad_w_moments(x, delta)
         ahead = int(config.CPU_BWD_PREFETCH_ROWS) if prefetch else 0
-        _backward_small(x, delta, W, gx, lr, compute_grad_x, chunk, ahead)
+        _backward_small(x, delta, W, gx, lr, compute_grad_x, chunk, ahead, _height(B))
     if want_gw:
         stats.grad_w_total += moments[0]
         stats.grad_w_total_sq += moments[1]
