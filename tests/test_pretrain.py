@@ -84,6 +84,17 @@ def test_pretraining_lowers_the_reconstruction_cost_and_is_recorded(tmp_path):
     with pytest.raises(InputError, match="pretrain"):
         fastff.train("24x2", activation="sigmoid", init="standard", lr=0.1, updates=80,
                      out_dir=out, resume=True, progress=False, data_options=options)
+    # the report draws the pre-training; a run without one has no such panel
+    pytest.importorskip("matplotlib")
+    from fastff.report import report
+    plain_dir = tmp_path / "plain"
+    fastff.train("24x2", activation="sigmoid", init="standard", lr=0.1, updates=20,
+                 progress=False, data_options=options, out_dir=plain_dir)
+    index = report([out, plain_dir], tmp_path / "report")
+    assert (tmp_path / "report" / "pretraining_reconstruction.png").stat().st_size > 10_000
+    assert "pretraining_reconstruction.png" in index.read_text()
+    report([plain_dir], tmp_path / "plain_report")
+    assert not (tmp_path / "plain_report" / "pretraining_reconstruction.png").exists()
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -19,9 +19,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     for init in ("standard", "normalized"):
+        # the normalized one pre-trained too, so that every figure has a run to draw
+        pretrain = dict(pretrain="dae", pretrain_updates=20) if init == "normalized" else {}
         fastff.train("40x3", activation="tanh", init=init, lr=0.05, updates=60, eval_every=20,
                      monitor_every=10, jacobian_every=30, out_dir=base / init, progress=False,
-                     data_options=dict(valid_size=50, test_size=300))
+                     data_options=dict(valid_size=50, test_size=300), **pretrain)
     return [base / "standard", base / "normalized"]
 
 

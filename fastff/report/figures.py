@@ -199,6 +199,27 @@ def test_error_curves(runs):
     return _finish(fig, "Test error during training (paper Figs. 11, 12)")
 
 
+def pretraining(runs):
+    """Denoising auto-encoder pre-training: each layer's reconstruction cross-entropy over its
+    updates (fastff.pretrain), one panel per pre-trained run."""
+    runs = [r for r in runs if r.pretrain]
+    if not runs:
+        return None
+    fig, axes = _panels(runs)
+    for ax, run in zip(axes, runs):
+        layers = sorted({row["layer"] for row in run.pretrain})
+        for layer, color in zip(layers, _layer_colors(len(layers))):
+            rows = [row for row in run.pretrain if row["layer"] == layer]
+            ax.plot([row["update"] for row in rows], [row["reconstruction"] for row in rows],
+                    marker="o", ms=2.5, lw=1, color=color, label=f"layer {layer}")
+        ax.set_yscale("log")
+        ax.set_xlabel("auto-encoder updates (each layer)")
+        ax.set_ylabel("reconstruction cross-entropy\nper example")
+        ax.set_title(run.label)
+        _legend(ax)
+    return _finish(fig, "Pre-training: reconstruction cost per layer (denoising auto-encoders)")
+
+
 def saturation_heatmap(runs):
     """Fraction of saturated outputs (low + high) per layer over training, from the per-step
     kernel statistics of every update."""
@@ -274,6 +295,7 @@ FIGURES = (
     ("fig08_weight_grad_hist_init.png", grad_w_hist_init),
     ("fig09_weight_grad_std_training.png", grad_w_std_training),
     ("fig11_test_error.png", test_error_curves),
+    ("pretraining_reconstruction.png", pretraining),
     ("saturation_heatmap.png", saturation_heatmap),
     ("jacobian_singular_values.png", jacobian),
 )

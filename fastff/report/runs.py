@@ -18,6 +18,7 @@ class RunData:
     metrics: list
     stats: Stats
     title: str = ""
+    pretrain: list = None
 
     @property
     def label(self):
@@ -63,4 +64,5 @@ def load_run(path, title=""):
     stats = rd.load_stats()
     if config.get("monitor_every", 0) and not len(stats):
         raise InputError(f"{path}/stats.npz holds no snapshots")
-    return RunData(path=path, config=config, metrics=metrics, stats=stats, title=title)
+    return RunData(path=path, config=config, metrics=metrics, stats=stats, title=title,
+                   pretrain=rd.read_pretrain())
