@@ -62,7 +62,7 @@ def _target_map(lo, hi, what):
 
 
 def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_every=None,
-                 on_log=None):
+                 on_log=None, input_range=None):
     """Pre-train every hidden layer of ``model`` in place as a denoising auto-encoder.
 
     Parameters
@@ -84,6 +84,9 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
         Updates between rows of the returned log (default: updates / 10).
     on_log : callable, optional
         Called with each new row.
+    input_range : (float, float), optional
+        The range of the data's values, which decides the first layer's reconstruction
+        targets (default: the first batch's); every batch must lie in it.
 
     Returns
     -------
@@ -125,13 +128,14 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
             for l in range(layer):  # the pre-trained layers below, without noise
                 Wl, bl = model.params[l]
                 x = fwd(x, Wl, bl, model.activation, None, None, *hints)
-            if layer == 0:  # every batch: the data's range decides the targets
+            if layer == 0:  # every batch must map into [0, 1] as the data's range does
                 lo, hi = float(x.min()), float(x.max())
-                if scale is None or (scale, shift) != _target_map(lo, hi, "the input"):
-                    if scale is not None:
-                        raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], "
-                                         "unlike the batches before it")
-                    scale, shift = _target_map(lo, hi, "the input")
+                if scale is None:
+                    scale, shift = _target_map(*(input_range or (lo, hi)), "the input")
+                if not (0 <= lo * scale + shift and hi * scale + shift <= 1):
+                    raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], outside "
+                                     f"the [{-shift / scale + 0:g}, {(1 - shift) / scale:g}] its "
+                                     "reconstruction targets were chosen for")
             elif scale is None:
                 scale, shift = _target_map(*BOUNDED[model.activation],
                                            f"layer {layer}'s {model.activation} units")

@@ -438,9 +438,12 @@ def _pretrain(model, data, batch_size, trusted, seed, options, record, progress)
                   f"{row['update']}/{options['pretrain_updates']}: reconstruction "
                   f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
 
+    # the validation inputs tell the data's range (a first batch alone may not span it)
+    x_valid = data.valid[0]
     pretrain_dae(model, lambda k: _checked_batch(model, data, k, batch_size, trusted),
                  updates=options["pretrain_updates"], lr=options["pretrain_lr"],
-                 corruption=options["corruption"], seed=seed, on_log=on_log)
+                 corruption=options["corruption"], seed=seed, on_log=on_log,
+                 input_range=(float(x_valid.min()), float(x_valid.max())))
     return rows
 
 

@@ -28,6 +28,7 @@ def test_exact_and_approximate_svms_learn_and_say_what_they_are(shapeset):
     approx = rbf_svm(train, valid, test, method="nystroem", C=(0.1,), gamma_factors=(1.0, 2.0),
                      n_components=5000, seed=1)
     assert approx.method == "nystroem" and approx.n_components == 600  # capped at the set
+    assert all(isinstance(g["converged"], bool) for g in approx.grid)
     assert approx.test_error < majority and len(approx.grid) == 2
     again = rbf_svm(train, valid, test, method="nystroem", C=(0.1,), gamma_factors=(1.0, 2.0),
                     n_components=5000, seed=1)
@@ -46,6 +47,7 @@ def test_exact_and_approximate_svms_learn_and_say_what_they_are(shapeset):
     (dict(train=(np.ones((5, 3)), np.arange(5))), "valid x has 1024 features, the training set 3"),
     (dict(train=(np.full((4, 1024), np.nan, np.float32), np.arange(4))), "NaN"),
     (dict(train=(np.ones((4, 1024), np.float32), np.zeros(4, int))), "two classes"),
+    (dict(train=(np.ones((4, 1024), np.float32), np.arange(4) % 2)), "constant"),
 ])
 def test_bad_arguments_are_refused(shapeset, kwargs, match):
     with pytest.raises(InputError, match=match):

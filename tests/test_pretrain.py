@@ -119,6 +119,11 @@ def test_inputs_outside_the_unit_range_are_refused():
     x = np.full((2, 4), 3.0)
     with pytest.raises(InputError, match="span"):
         pretrain_dae(net, lambda k: (x, None), updates=1, lr=0.1)
+    # symmetric data whose first batch happens to be positive: the data's range decides
+    batches = [np.full((2, 4), 0.5), np.full((2, 4), -0.5)]
+    pretrain_dae(net, lambda k: (batches[k], None), updates=2, lr=0.1, input_range=(-1, 1))
+    with pytest.raises(InputError, match=r"batch 1 spans \[-0.5, -0.5\], outside the \[0, 1\]"):
+        pretrain_dae(net, lambda k: (batches[k], None), updates=2, lr=0.1)
 
 
 def test_cli_pretrains(tmp_path, capsys):

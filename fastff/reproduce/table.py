@@ -269,7 +269,11 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
                    note=(f"{svm['method']} ({svm['n_components']} Nystroem components, a "
                          "linear SVM on them)" if svm["method"] == "nystroem" else "exact SVC")
                    + f", {svm['n_train']:,} examples, C={svm['C']:g}, gamma={svm['gamma']:.4g} "
-                   f"(chosen on validation error), {svm['seconds']:.0f} s")
+                   f"(chosen on validation error), {svm['seconds']:.0f} s"
+                   + ("; the solver stopped before converging for "
+                      + ", ".join(f"C={g['C']:g} gamma={g['gamma']:.4g}" for g in svm["grid"]
+                                  if not g.get("converged", True))
+                      if not all(g.get("converged", True) for g in svm["grid"]) else ""))
         tests["RBF SVM"] = (row["test_error"], [svm["test_error"]])
         out.append(row)
     for model in EXPERIMENT_MODELS:
