@@ -270,3 +270,13 @@ def test_registry_dispatch_and_errors():
     with pytest.raises(InputError, match="NumPy or CuPy"):
         kernels.backend_of([1, 2, 3])
     assert fastff.kernels.backend_of(np.zeros(2)) == "cpu"
+
+
+@pytest.mark.parametrize("value", [17, -1, 2.5, True])
+def test_a_small_batch_limit_beyond_the_tiles_is_refused(monkeypatch, value):
+    from fastff import config
+    from fastff.kernels import cpu
+    monkeypatch.setattr(config, "CPU_SMALL_BATCH_MAX", value)
+    x, W, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.zeros(5, np.float32)
+    with pytest.raises(InputError, match="CPU_SMALL_BATCH_MAX is"):
+        cpu.dense_forward(x, W, b, "tanh")

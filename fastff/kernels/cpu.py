@@ -24,6 +24,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .. import activations, config
+from ..errors import InputError
 from ..activations import LINEAR, RELU, SIGMOID, SOFTSIGN, TANH
 from .contracts import backward_args, forward_args, softmax_args
 from .simd import (VEC_REGISTERS, prefetch, tile_coefs, tile_grad_update, tile_hsum_store,
@@ -591,8 +592,14 @@ _NO_COUNTS = np.zeros(2, np.int64)
 
 
 def _small_batch_max():
-    """Batches up to this size take the register-tile loops (at most _BWD_MAX_ROWS rows)."""
-    return min(int(config.CPU_SMALL_BATCH_MAX), _BWD_MAX_ROWS)
+    """Batches up to this size take the register-tile loops: config.CPU_SMALL_BATCH_MAX, which
+    may not exceed the _BWD_MAX_ROWS rows a backward tile holds in registers (0: always BLAS)."""
+    value = config.CPU_SMALL_BATCH_MAX
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _BWD_MAX_ROWS:
+        raise InputError(f"fastff.config.CPU_SMALL_BATCH_MAX is {value!r}; it must be an integer "
+                         f"from 0 to {_BWD_MAX_ROWS} (the rows a register tile of the backward "
+                         "pass holds; larger batches go to BLAS)")
+    return value
 
 
 def _n_chunks(n, chunk):
