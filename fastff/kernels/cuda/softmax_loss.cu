@@ -5,13 +5,13 @@
 // checks never let through) gives a NaN loss instead of a read out of bounds.
 
 namespace fastff {
-// row r's softmax into gr[0..K) (from the logits zr), with the max subtracted for stability;
-// the quadratic cost needs only p, so it is finite for any logits
+// row r's softmax into gr[0..K) (from the logits zr), with the max m subtracted for stability;
+// m and the sum tot of exp(z - m) come back for the log-likelihood (the CPU twin: _exp_row)
 template <typename T>
-__device__ inline void softmax_row(const T* zr, T* gr, int K) {
-  T m = zr[0];
+__device__ inline void softmax_row(const T* zr, T* gr, int K, T& m, T& tot) {
+  m = zr[0];
   for (int k = 1; k < K; ++k) m = zr[k] > m ? zr[k] : m;
-  T tot = T(0);
+  tot = T(0);
   for (int k = 0; k < K; ++k) {
     gr[k] = ff_exp(zr[k] - m);
     tot += gr[k];
@@ -39,16 +39,10 @@ softmax_nll(const T* __restrict__ z, const long long* __restrict__ y, T* __restr
   for (int r = threadIdx.x; r < B; r += blockDim.x) {
     const T* zr = z + (size_t)r * K;
     T* gr = grad + (size_t)r * K;
-    T m = zr[0];
-    for (int k = 1; k < K; ++k) m = zr[k] > m ? zr[k] : m;
-    T tot = T(0);
-    for (int k = 0; k < K; ++k) {
-      gr[k] = fastff::ff_exp(zr[k] - m);
-      tot += gr[k];
-    }
+    T m, tot;
+    fastff::softmax_row(zr, gr, K, m, tot);
     const long long label = y[r];
     const bool ok = label >= 0 && label < K;
-    for (int k = 0; k < K; ++k) gr[k] = fastff::ff_div(gr[k], tot);
     if (ok) gr[label] -= T(1);
     for (int k = 0; k < K; ++k) gr[k] = fastff::ff_div(gr[k], T(B));
     // log p_y as (z_y - m) - log(tot): finite even where p_y underflows
@@ -65,7 +59,8 @@ softmax_quadratic(const T* __restrict__ z, const long long* __restrict__ y, T* _
   for (int r = threadIdx.x; r < B; r += blockDim.x) {
     const T* zr = z + (size_t)r * K;
     T* gr = grad + (size_t)r * K;
-    fastff::softmax_row(zr, gr, K);
+    T m, tot;  // the quadratic cost needs only p, so it is finite for any logits
+    fastff::softmax_row(zr, gr, K, m, tot);
     const long long label = y[r];
     const bool ok = label >= 0 && label < K;
     T dot = T(0);  // sum_k (p_k - t_k) p_k
