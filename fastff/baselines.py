@@ -133,15 +133,15 @@ def rbf_svm(train, valid, test, *, method="auto", C=(1.0, 10.0), gamma_factors=(
         for c in C:
             if method == "exact":
                 model = SVC(C=c, gamma=gamma, kernel="rbf", cache_size=1000).fit(x, y)
-                predict = model.predict
+                predict, valid_pred, converged = model.predict, model.predict(xv), True
             else:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ConvergenceWarning)
                     model = LinearSVC(C=c, dual=True, max_iter=2000, random_state=seed).fit(z, y)
                 predict = lambda a, m=model, f=features: m.predict(f.transform(a))  # noqa: E731
-            err = float(np.mean((model.predict(zv) if method == "nystroem" else predict(xv)) != yv))
-            converged = method == "exact" or not any(
-                issubclass(w.category, ConvergenceWarning) for w in caught)
+                valid_pred = model.predict(zv)  # the features of xv, already computed
+                converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            err = float(np.mean(valid_pred != yv))
             grid.append({"C": c, "gamma": gamma, "valid_error": err, "converged": converged})
             if progress:
                 print(f"svm {method}: C={c:g} gamma={gamma:.4g}: valid error {100 * err:.2f}%",

@@ -29,6 +29,7 @@ import numpy as np
 from . import activations
 from .checks import choose, positive, seed as check_seed
 from .errors import DivergenceError, InputError
+from .kernels.stats import ForwardStats
 
 METHODS = ("dae",)
 BOUNDED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
@@ -109,7 +110,6 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
     check_seed(seed)
     log_every = max(1, updates // 10) if log_every is None else positive("log_every", log_every,
                                                                          integer=True)
-    from .kernels.stats import ForwardStats
     act = activations.get(model.activation)
     backend, plan, dtype = model.backend, model._plan, model.dtype
     xp, fwd, back, hints = backend.xp, plan.forward, plan.backward, plan.hints
@@ -159,8 +159,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
                  lr, None, None, False, None, *hints)
             b -= dtype.type(lr) * delta.sum(axis=0)
             if (k + 1) % log_every == 0 or k + 1 == updates:
-                host = backend.to_host(xp.stack(losses)) if hasattr(xp, "asnumpy") else np.array(
-                    [float(v) for v in losses])
+                host = backend.to_host(xp.stack(losses))  # one read from the device
                 if not np.isfinite(host).all():
                     bad = int(np.flatnonzero(~np.isfinite(host))[0])
                     raise DivergenceError(

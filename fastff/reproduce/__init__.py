@@ -57,24 +57,18 @@ class Reproduction:
     svm: dict = None
 
 
-def _datasets(names):
+def _names(kind, names, valid, everything=False):
+    """A comma-separated list (or a list) of names, each checked against ``valid``, in order
+    and without repeats; ``everything`` lets ``all`` stand for every valid name."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    if everything and names == ["all"]:
+        names = list(valid)
     if not names:
-        raise InputError(f"no datasets given; choose from {', '.join(DATASETS)}")
+        raise InputError(f"no {kind}s given; choose from {', '.join(valid)}"
+                         + (" or all" if everything else ""))
     for n in names:
-        choose("dataset", n, dict.fromkeys(DATASETS))
-    return list(dict.fromkeys(names))
-
-
-def _experiments(names):
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    names = list(EXPERIMENTS) if names == ["all"] else names
-    if not names:
-        raise InputError(f"no experiments given; choose from {', '.join(EXPERIMENTS)} or all")
-    for n in names:
-        choose("experiment", n, dict.fromkeys(EXPERIMENTS))
+        choose(kind, n, dict.fromkeys(valid))
     return list(dict.fromkeys(names))
 
 
@@ -98,9 +92,8 @@ def _svm(out, budget, seed=0, progress=True):
               flush=True)
     data = fastff_data.load("shapeset", seed=seed, finite=budget.finite,
                             valid_size=budget.shapeset_sizes[0], test_size=budget.shapeset_sizes[1])
-    svm_args = {k: v for k, v in budget.svm.items()}
     result = rbf_svm(data.finite.train, data.valid, data.test, seed=seed, progress=progress,
-                     **svm_args).to_dict()
+                     **budget.svm).to_dict()
     atomic_write_bytes(path, json.dumps({"args": args, "result": result}, indent=1).encode())
     return result
 
@@ -178,8 +171,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     from ..sweep import sweep
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
-    names = _datasets(datasets if datasets is not None else list(DATASETS))
-    chosen_experiments = _experiments(experiments)
+    names = _names("dataset", datasets if datasets is not None else list(DATASETS), DATASETS)
+    chosen_experiments = _names("experiment", experiments, EXPERIMENTS, everything=True)
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -206,8 +199,9 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     write_table(out, table, plan_budget)
     others = []
     if set(chosen_experiments) - {"table1"} and "shapeset" in run_sets:
-        others = experiments_table(rows, table, n_test["shapeset"], svm,
-                                   _measured(out, rows, table))
+        others = experiments_table(rows, table, n_test["shapeset"], svm)
+        for row, text in zip(others, _measured(out, rows, table, others)):
+            row["measured"] = text or row["measured"]
         write_experiments(out, others)
     figures = _figures(out, rows, table + others)
     index = out / "index.html"
@@ -217,45 +211,34 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                         figures=figures, experiments=others, svm=svm)
 
 
-def _measured(out, rows, table):
-    """What the pre-training claims are about, measured in the chosen runs: the top hidden
+def _measured(out, rows, table, others):
+    """What the pre-training claims are about, measured in the chosen runs, one text per row of
+    ``others`` (the experiments table; "" where there is nothing to measure): the top hidden
     layer's final activation mean (Fig. 2) and where the pre-trained curve ends in Fig. 11."""
     from ..report.runs import load_run
-    from .table import _result
-    found = {}
-    for m in glorot2010.EXPERIMENT_MODELS:
-        runs = [r for r in rows if r["dataset"] == "shapeset" and glorot2010.model_of(r) == m]
-        lr = _result(runs)[0] if runs else None
-        if lr is not None:
-            found[m.name] = lr
-    measured = {}
-    if "Sigmoid depth 4 pre-trained" in found:
-        runs = chosen_runs(rows, table + [dict(dataset="shapeset", model=k, lr=v)
-                                          for k, v in found.items()], "shapeset")
-        tops = {}
-        for name in ("Sigmoid depth 4", "Sigmoid depth 4 pre-trained"):
-            if name in runs:
-                stats = load_run(out / "runs" / runs[name]).stats
+    runs = chosen_runs(rows, table + others, "shapeset")
+    errors = {t["model"]: t["test_error"] for t in table
+              if t["dataset"] == "shapeset" and t["test_error"] != ""}
+    texts = []
+    for row in others:
+        text = ""
+        if row["model"] == "Sigmoid depth 4 pre-trained" and row["test_error"] != "":
+            tops = {}
+            for name in ("Sigmoid depth 4", "Sigmoid depth 4 pre-trained"):
+                stats = load_run(out / "runs" / runs[name]).stats if name in runs else ()
                 if len(stats):
                     tops[name] = (float(stats.scalar("act_mean")[-1][-1]),
                                   float(stats.scalar("act_std")[-1][-1]))
-        if len(tops) == 2:
-            (m, sd), (m0, sd0) = tops["Sigmoid depth 4 pre-trained"], tops["Sigmoid depth 4"]
-            measured["Sigmoid depth 4 pre-trained"] = (
-                f"top layer's final mean activation {m:.3f} ± {sd:.3f} (not pre-trained: "
-                f"{m0:.3f} ± {sd0:.3f})")
-    if "Tanh pre-trained" in found:
-        errors = {t["model"]: t["test_error"] for t in table
-                  if t["dataset"] == "shapeset" and t["test_error"] != ""}
-        mine = [r for r in rows if r["dataset"] == "shapeset" and glorot2010.model_of(r)
-                == glorot2010.MODEL_BY_NAME["Tanh pre-trained"]
-                and float(r["lr"]) == found["Tanh pre-trained"] and r["status"] == "done"]
-        if mine and errors:
-            mean = 100 * sum(float(r["test_error"]) for r in mine) / len(mine)
-            rank = 1 + sum(e < mean for e in errors.values())
-            measured["Tanh pre-trained"] = (f"ends {'lowest' if rank == 1 else f'#{rank}'} of "
-                                            f"{len(errors) + 1} Shapeset curves")
-    return measured
+            if len(tops) == 2:
+                (m, sd), (m0, sd0) = tops["Sigmoid depth 4 pre-trained"], tops["Sigmoid depth 4"]
+                text = (f"top layer's final mean activation {m:.3f} ± {sd:.3f} (not pre-trained: "
+                        f"{m0:.3f} ± {sd0:.3f})")
+        elif row["model"] == "Tanh pre-trained" and row["test_error"] != "" and errors:
+            rank = 1 + sum(e < row["test_error"] for e in errors.values())
+            text = (f"ends {'lowest' if rank == 1 else f'#{rank}'} of {len(errors) + 1} "
+                    "Shapeset curves")
+        texts.append(text)
+    return texts
 
 
 def chosen_runs(rows, table, dataset):

@@ -4,6 +4,7 @@ budgets, and which runs each figure is drawn from.
 Every number here that comes from the paper cites its section of the reference fact sheet
 (``reference/glorot2010.md``); everything else is a choice of fastff, said as such.
 """
+import json
 from dataclasses import dataclass
 
 PAPER = "glorot2010"
@@ -234,7 +235,6 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
 def model_of(point):
     """The model a run belongs to, from its train() arguments (a sweep's row: values may be
     JSON text, absent keys empty strings)."""
-    import json
     depth = int(str(point["arch"]).split("x")[-1])
     options = point.get("data_options") or {}
     if isinstance(options, str):

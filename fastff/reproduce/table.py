@@ -88,6 +88,21 @@ def choose_lr(runs):
     return lr, chosen, "; ".join(notes)
 
 
+def _result(runs):
+    """(lr, chosen runs, their test errors, row fields) of one model's runs: its chosen
+    learning rate's (fields: note, and lr, seeds and the errors in percent when one was
+    chosen)."""
+    lr, chosen, note = choose_lr(runs)
+    if lr is None:
+        return None, [], [], dict(note=note)
+    test = [_number(r["test_error"]) for r in chosen]
+    return lr, chosen, test, dict(
+        lr=lr, seeds=len(chosen), note=note,
+        valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
+        test_error=_pct(np.mean(test)),
+        test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "")
+
+
 def _p_value(errors, best_errors, n_test):
     """Two-sided p-value of a difference in test error (fractions) from the best model's."""
     from scipy import stats
@@ -137,15 +152,10 @@ def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL):
                 out.append(row)
                 continue
             runs = [r for r in rows if r["dataset"] == dataset and model_of(r) == model]
-            lr, chosen, note = choose_lr(runs)
-            row["note"] = note
+            lr, chosen, test, fields = _result(runs)
+            row.update(fields)
             if lr is not None:
-                test = [_number(r["test_error"]) for r in chosen]
-                row.update(lr=lr, seeds=len(chosen), updates=int(chosen[0]["updates_done"]),
-                           valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
-                           test_error=_pct(np.mean(test)),
-                           test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "",
-                           _test=test)
+                row.update(updates=int(chosen[0]["updates_done"]), _test=test)
             block.append(row)
             out.append(row)
         _bold(block, n_test.get(dataset), level)
@@ -219,19 +229,6 @@ def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _result(runs):
-    """(lr, test errors, row fields) of one model's runs: its chosen learning rate's."""
-    lr, chosen, note = choose_lr(runs)
-    if lr is None:
-        return None, [], dict(note=note)
-    test = [_number(r["test_error"]) for r in chosen]
-    return lr, test, dict(
-        lr=lr, seeds=len(chosen), note=note,
-        valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
-        test_error=_pct(np.mean(test)),
-        test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "")
-
-
 def experiments_table(rows, table, n_test, svm=None, measured=None):
     """The paper's other experiments (Shapeset), each beside the model it is compared with.
 
@@ -260,7 +257,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
         if r["dataset"] == "shapeset" and r["test_error"] != "":
             runs = [x for x in rows if x["dataset"] == "shapeset"
                     and model_of(x) is not None and model_of(x).name == r["model"]]
-            tests[r["model"]] = (r["test_error"], _result(runs)[1])
+            tests[r["model"]] = (r["test_error"], _result(runs)[2])
     if svm is not None:
         row = dict.fromkeys(EXPERIMENT_COLUMNS, "")
         row.update(experiment="svm", dataset="shapeset", model="RBF SVM", seeds=1,
@@ -285,7 +282,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
         row.update(experiment=model.experiment, dataset="shapeset", model=model.name,
                    paper_test_error=PAPER_EXPERIMENTS.get(model.name, ""), compared_with=other,
                    claim=claim, measured=measured.get(model.name, ""))
-        lr, test, fields = _result(runs)
+        lr, _, test, fields = _result(runs)
         row.update(fields)
         if lr is not None and other in tests:
             row["compared_test_error"] = tests[other][0]
