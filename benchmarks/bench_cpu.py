@@ -121,3 +121,19 @@ def test_monitor_snapshot(benchmark, batch_data, jacobian_examples):
     net = fastff.MLP(PAPER_SIZES, activation="tanh")
     benchmark.pedantic(lambda: fastff.measure(net, x, y, jacobian_examples=jacobian_examples),
                        rounds=5, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("batch", [10, 128])
+@pytest.mark.parametrize("impl", ["fastff sgd", "fastff diag_hessian", "fastff grad_variance",
+                                  "numpy-reference diag_hessian"])
+def test_train_step_second_order(benchmark, batch_data, impl, batch):
+    """A full step with per-parameter rates (fastff.kernels.rates) beside plain SGD's."""
+    benchmark.group = f"train step with per-parameter rates, batch {batch}"
+    x, y = batch_data(batch)
+    kernels, method = impl.split()
+    net = fastff.MLP(PAPER_SIZES, activation="tanh",
+                     kernels="reference" if kernels == "numpy-reference" else None)
+    rates = None if method == "sgd" else net.new_rates(method)
+    net.step(x, y, 0.01, rates=rates)
+    benchmark.pedantic(lambda: net.step(x, y, 0.01, rates=rates), **_rounds(batch))
+    benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median

@@ -39,7 +39,9 @@ def _train(args):
                 dtype=args.dtype, data_options=options, data_dir=args.data_dir,
                 monitor_every=args.monitor_every, jacobian_every=args.jacobian_every,
                 loss=args.loss, pretrain=args.pretrain, pretrain_updates=args.pretrain_updates,
-                corruption=args.corruption, pretrain_lr=args.pretrain_lr)
+                corruption=args.corruption, pretrain_lr=args.pretrain_lr,
+                optimizer=args.optimizer, damping=args.damping,
+                estimate_decay=args.estimate_decay)
     last = run.final
     if run.pretrain:
         final = {}
@@ -48,6 +50,10 @@ def _train(args):
         print("pre-trained (denoising auto-encoders), final reconstruction cross-entropy: "
               + "  ".join(f"L{k}: {v:.4g}" for k, v in final.items()))
     print(f"{run.model}")
+    if run.config.get("optimizer", "sgd") != "sgd":
+        o = run.config["rate_options"]
+        print(f"optimizer {run.config['optimizer']}: per-parameter rates lr / (1 + estimate / "
+              f"{o['damping']:g}), running average decay {o['decay']:g}")
     print(f"updates {last['update']}  examples {last['examples']}  train loss {last['train_loss']:.4f}  "
           f"valid error {100 * last['valid_error']:.2f}%  test error {100 * last['test_error']:.2f}%  "
           f"({last['seconds']:.1f} s)")
@@ -224,6 +230,15 @@ def build_parser():
                    help="masking-noise probability of the auto-encoders")
     t.add_argument("--pretrain-lr", type=float, default=None,
                    help="learning rate of the auto-encoders (default: --lr)")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "diag_hessian", "grad_variance"],
+                   help="plain SGD (the paper's), or SGD with per-parameter rates lr / (1 + A / "
+                   "damping) from a running estimate A: the Gauss-Newton diagonal (LeCun et al. "
+                   "1998b) or the per-example gradient's standard deviation")
+    t.add_argument("--damping", type=float, default=None,
+                   help="the estimate's scale in the per-parameter rate (default: "
+                   "fastff.config.SECOND_ORDER_DAMPING)")
+    t.add_argument("--estimate-decay", type=float, default=None,
+                   help="memory of the estimate's running average, in [0, 1) (default 0.99)")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="floating-point type of parameters and activations")
@@ -285,7 +300,8 @@ def build_parser():
     rp.add_argument("--experiments", default="table1",
                     help="comma-separated, some of table1, pretrain (the denoising auto-encoder "
                     "reference), cost (the quadratic cost), svm (the RBF SVM on a finite "
-                    "Shapeset), or all")
+                    "Shapeset), second_order (per-parameter rates from a diagonal Hessian or a "
+                    "gradient-variance estimate), or all")
     rp.add_argument("--data-dir", default=None, help="directory holding dataset files")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(func=_reproduce)

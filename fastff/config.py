@@ -68,6 +68,14 @@ GRAD_HIST_SIGMAS = 4.0
 # between the paper's 0.5 and 0.8.
 JACOBIAN_EXAMPLES = 3
 
+# -- Per-parameter learning rates (fastff.kernels.rates; reference section 4) ------------------
+# The running averages of the curvature / gradient-variance estimates keep about 1 / (1 - decay)
+# steps. The damping is the scale of the estimate (diag_hessian) or of its square root
+# (grad_variance) above which a parameter's rate lr / (1 + estimate / damping) shrinks; the
+# values were chosen on Shapeset (benchmarks/NOTES.md, "Second-order rates").
+SECOND_ORDER_DECAY = 0.99
+SECOND_ORDER_DAMPING = {"diag_hessian": 1e-6, "grad_variance": 1e-3}
+
 # -- CUDA launch shapes (fastff/kernels/cuda.py; compiled in as -D defines) --------------------
 # GEMM tiles (rows, columns, depth) of the split-K products: (TN / 4) x (TM / 2) threads per
 # block, 2 x 4 outputs per thread. Powers of two; the host emulation tests patch small ones.

@@ -10,6 +10,7 @@ from .checks import choose, finite, float_array, labels, positive, seed as check
 from .errors import InputError
 from .init import INITS, init_weights
 from .kernels.contracts import check_stats
+from .kernels.rates import LayerRates, check_hyper, output_curvature
 from .kernels.stats import BackwardStats, ForwardStats
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -73,6 +74,73 @@ class StepStats:
                              f"network, not {list(sizes)}")
         return [{**f.summary(), **b.summary(n_in)}
                 for f, b, n_in in zip(self.forward, self.backward, self.sizes[:-2])]
+
+
+class Rates:
+    """Per-parameter learning rates for every layer of a model (:mod:`fastff.kernels.rates`),
+    made by :meth:`MLP.new_rates` and passed to :meth:`MLP.step`.
+
+    Attributes
+    ----------
+    method : str
+        ``diag_hessian`` or ``grad_variance``.
+    layers : list of LayerRates
+        One per layer, the softmax layer's included.
+    """
+
+    def __init__(self, model, method, damping=None, decay=None):
+        method, damping, decay = check_hyper(method, damping, decay)
+        self.method, self.damping, self.decay = method, damping, decay
+        self.sizes = list(model.sizes)
+        xp = model.backend.xp
+        self.layers = [LayerRates(n_in, n_out, method, model.dtype, damping, decay, xp)
+                       for n_in, n_out in zip(model.sizes[:-1], model.sizes[1:])]
+
+    def check(self, model):
+        """Raise InputError unless these rates were made for ``model``'s layers."""
+        if not isinstance(self, Rates):
+            raise InputError(f"rates must come from model.new_rates(), got {type(self).__name__}")
+        if self.sizes != model.sizes or len(self.layers) != len(model.params):
+            raise InputError(f"these rates were made for a {'-'.join(map(str, self.sizes))} "
+                             f"network, not {'-'.join(map(str, model.sizes))}")
+        for layer, (W, _) in zip(self.layers, model.params):
+            layer.check(W, model.backend.xp)
+            if layer.method != self.method:
+                raise InputError("every layer of a Rates must use the same method")
+        return self
+
+    def finite(self, xp=np):
+        """True when every running estimate is finite (an overflowed one would step its
+        parameter by 0 while the loss stays finite)."""
+        return all(bool(xp.isfinite(a).all()) for layer in self.layers for a in (layer.W, layer.b))
+
+    def state(self, backend):
+        """The running averages and step counts as host arrays (for checkpoints)."""
+        out = {"rates_steps": np.array([layer.steps for layer in self.layers], np.int64)}
+        for l, layer in enumerate(self.layers):
+            out[f"rates_W{l}"] = backend.to_host(layer.W)
+            out[f"rates_b{l}"] = backend.to_host(layer.b)
+        return out
+
+    def load_state(self, state, backend):
+        """Copy :meth:`state` output back; every array must be there, finite, non-negative and
+        of the right shape, else nothing changes."""
+        steps = np.asarray(state.get("rates_steps", np.zeros(0)))
+        if steps.shape != (len(self.layers),) or steps.dtype.kind not in "iu" or (steps < 0).any():
+            raise InputError(f"state lacks the {self.method} rates of {len(self.layers)} layers")
+        arrays = []
+        for l, layer in enumerate(self.layers):
+            for name, want in (("W", layer.W), ("b", layer.b)):
+                a = np.asarray(state.get(f"rates_{name}{l}", np.zeros(0)))
+                if a.shape != tuple(want.shape) or a.dtype.kind != "f" or not np.isfinite(a).all() \
+                        or (a < 0).any():
+                    raise InputError(f"state['rates_{name}{l}'] must be finite, non-negative "
+                                     f"floats of shape {tuple(want.shape)}")
+                arrays.append((want, a))
+        for want, a in arrays:
+            want[...] = backend.to_device(a, want.dtype)
+        for layer, t in zip(self.layers, steps):
+            layer.steps = int(t)
 
 
 class MLP:
@@ -230,7 +298,19 @@ class MLP:
         """
         return StepStats(self, weight_grad)
 
-    def step(self, x, y, lr, stats=None):
+    def new_rates(self, method, damping=None, decay=None):
+        """Per-parameter learning rates to pass to :meth:`step` (:mod:`fastff.kernels.rates`).
+
+        Parameters
+        ----------
+        method : str
+            ``diag_hessian`` (LeCun et al. 1998b) or ``grad_variance``.
+        damping, decay : float, optional
+            Defaults: ``config.SECOND_ORDER_DAMPING[method]``, ``config.SECOND_ORDER_DECAY``.
+        """
+        return Rates(self, method, damping, decay)
+
+    def step(self, x, y, lr, stats=None, rates=None):
         """One SGD step on a minibatch; returns the batch's mean cost (negative log-likelihood,
         or the quadratic cost for ``loss="quadratic"``).
 
@@ -242,6 +322,9 @@ class MLP:
             Learning rate (the paper's epsilon): theta <- theta - lr * mean gradient.
         stats : StepStats, optional
             From :meth:`new_stats`; the kernels accumulate per-layer statistics into it.
+        rates : Rates, optional
+            From :meth:`new_rates`: each parameter steps by ``lr`` divided by its own curvature
+            or gradient-noise estimate, which the step also updates. None: plain SGD.
 
         Returns
         -------
@@ -256,14 +339,24 @@ class MLP:
             if not isinstance(stats, StepStats):
                 raise InputError(f"stats must come from model.new_stats(), got {type(stats).__name__}")
             stats.check(self)
-        return float(self._step(x, y, lr, stats))
+        if rates is not None:
+            if not isinstance(rates, Rates):
+                raise InputError(f"rates must come from model.new_rates(), got {type(rates).__name__}")
+            rates.check(self)
+            if rates.method == "grad_variance" and x.shape[0] < 2:
+                raise InputError("grad_variance estimates a variance over the batch and needs "
+                                 f"at least 2 rows, got {x.shape[0]}")
+        return float(self._step(x, y, lr, stats, rates))
 
-    def _step(self, x, y, lr, stats=None):
+    def _step(self, x, y, lr, stats=None, rates=None):
         """The step on checked device arrays; the loss stays a device scalar."""
         plan = self._plan
         ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
         loss, grad = plan.costs[self.loss](hs[-1], y)
+        if rates is not None:
+            self._second_order_backward(x, hs, grad, lr, stats, rates, ws)
+            return loss
         back, hints = plan.backward, plan.hints
         acts = self.layer_activations
         for l in range(len(self.params) - 1, -1, -1):
@@ -273,6 +366,23 @@ class MLP:
             grad = back(inp, hs[l], W, b, grad, acts[l], lr, ws["g"][l] if l > 0 else None, st,
                         l > 0, ws["delta"][l], *hints)
         return loss
+
+    def _second_order_backward(self, x, hs, grad, lr, stats, rates, ws):
+        """The backward pass with per-parameter rates: the curvature of ``diag_hessian`` goes
+        down beside the gradient, from the softmax's Gauss-Newton diagonal."""
+        plan = self._plan
+        hessian = rates.method == "diag_hessian"
+        curv = output_curvature(hs[-1], self.loss, self.backend.xp) if hessian else None
+        curvs = plan.curvature(x.shape[0]) if hessian else None
+        acts = self.layer_activations
+        for l in range(len(self.params) - 1, -1, -1):
+            W, b = self.params[l]
+            inp = hs[l - 1] if l > 0 else x
+            st = stats.backward[l] if stats is not None and l < self.n_hidden else None
+            grad, curv = plan.second_order(
+                inp, hs[l], W, b, grad, acts[l], lr, rates.layers[l], curv,
+                ws["g"][l] if l > 0 else None, curvs[l] if hessian and l > 0 else None, st, l > 0,
+                ws["delta"][l], *plan.hints)
 
     # -- state --------------------------------------------------------------------------------
     def state(self):

@@ -223,10 +223,12 @@ class RunDir:
         except InputError as exc:
             raise RecordError(f"{self.stats_path} cannot be read: {exc}") from None
 
-    def save_checkpoint(self, model, update, history):
+    def save_checkpoint(self, model, update, history, rates=None):
+        """Parameters, update count and history (and the per-parameter rates' state, a dict of
+        arrays from :meth:`fastff.model.Rates.state`), atomically."""
         buf = io.BytesIO()
         np.savez(buf, update=np.int64(update), history=np.array(json.dumps(history)),
-                 **model.state())
+                 **model.state(), **(rates or {}))
         atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
     def load_checkpoint(self):

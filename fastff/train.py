@@ -1,4 +1,5 @@
-"""The training loop of the paper: plain minibatch SGD, periodic evaluation, a run record."""
+"""The training loop of the paper: minibatch SGD (plain, or with the per-parameter rates of
+:mod:`fastff.kernels.rates`), periodic evaluation, a run record."""
 import math
 import sys
 import time
@@ -11,11 +12,12 @@ from numba.core import event as numba_event
 
 from . import config as fastff_config, data as datasets
 from .arch import parse_sizes
-from .checks import positive, seed as check_seed
+from .checks import choose, positive, seed as check_seed
 from .data.base import ArrayDataset
 from .data.shapeset import Shapeset
 from .data.sources import check_fits_memory
 from .errors import DivergenceError, InputError, RecordError
+from .kernels.rates import METHODS as rate_methods, check_hyper as check_rates
 from .model import MLP
 from .monitor import Monitor, Stats
 from .pretrain import check_options as check_pretrain, pretrain_dae
@@ -24,9 +26,11 @@ from .record import RunDir, thread_counts, versions
 # Keys of config.json that a resumed run must share with the saved one (``updates`` may grow;
 # the cadences, when not given, are taken from the saved run).
 RESUME_FIXED = ("arch", "dataset", "activation", "init", "lr", "batch_size", "seed", "eval_every",
-                "monitor_every", "jacobian_every", "dtype", "data_options", "loss", "pretrain")
+                "monitor_every", "jacobian_every", "dtype", "data_options", "loss", "pretrain",
+                "optimizer", "rate_options")
 # What runs recorded before a choice existed did: their config.json lacks the key.
-_OLD_DEFAULTS = {"loss": "nll", "pretrain": None}
+_OLD_DEFAULTS = {"loss": "nll", "pretrain": None, "optimizer": "sgd", "rate_options": None}
+OPTIMIZERS = ("sgd", *rate_methods)
 # Datasets whose training batches are checked once, when the dataset is built: their batches
 # skip the per-batch check that every other Dataset's batches get.
 _TRUSTED_BATCHES = (ArrayDataset.train_batch, Shapeset.train_batch)
@@ -141,12 +145,13 @@ class _CompileNotice(numba_event.Listener):
                   file=sys.stderr, flush=True)
 
 
-def _warm_up(model, batch_size):
+def _warm_up(model, batch_size, optimizer="sgd"):
     """A step and a large-batch forward (evaluation, monitor) on a scratch copy, so that
     compiling is done before the clock starts."""
     scratch, xp = model.copy(), model.backend.xp
     x = xp.zeros((batch_size, model.sizes[0]), model.dtype)
-    scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats())
+    rates = scratch.new_rates(optimizer) if optimizer != "sgd" else None
+    scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats(), rates)
     big = xp.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
     scratch._forward_all(big, scratch.new_stats())
 
@@ -161,8 +166,9 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
           batch_size=10, updates=20_000, device="cpu", seed=0, eval_every=None, out_dir=None,
           progress=True, resume=False, overwrite=False, dtype="float32", data_options=None,
           data_dir=None, monitor_every=None, jacobian_every=None, loss="nll", pretrain=None,
-          pretrain_updates=None, corruption=0.25, pretrain_lr=None):
-    """Train an MLP with plain SGD as in Glorot & Bengio (2010) and record the run.
+          pretrain_updates=None, corruption=0.25, pretrain_lr=None, optimizer="sgd",
+          damping=None, estimate_decay=None):
+    """Train an MLP with SGD as in Glorot & Bengio (2010) and record the run.
 
     Parameters
     ----------
@@ -229,6 +235,17 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         others).
     pretrain_lr : float, optional
         Learning rate of the auto-encoders (default: ``lr``).
+    optimizer : str
+        ``sgd`` (the paper's, default), or SGD with a per-parameter rate
+        ``lr / (1 + A / damping)`` from a running estimate A (the paper's "second-order"
+        trials, :mod:`fastff.kernels.rates`): ``diag_hessian``, the Gauss-Newton diagonal of
+        LeCun et al. (1998b); ``grad_variance``, the per-example gradient's standard deviation.
+        ``lr`` is then the largest rate a parameter gets.
+    damping : float, optional
+        The estimate's scale in the rate above (default:
+        ``fastff.config.SECOND_ORDER_DAMPING[optimizer]``).
+    estimate_decay : float, optional
+        The running average's memory, in [0, 1) (default: ``config.SECOND_ORDER_DECAY``).
 
     Returns
     -------
@@ -260,6 +277,18 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         corruption, lr if pretrain_lr is None else pretrain_lr)
     if pretrain is None and (pretrain_updates, pretrain_lr) != (None, None):
         raise InputError("pretrain_updates and pretrain_lr need pretrain='dae'")
+    choose("optimizer", optimizer, dict.fromkeys(OPTIMIZERS))
+    rate_options = None
+    if optimizer == "sgd":
+        if (damping, estimate_decay) != (None, None):
+            raise InputError("damping and estimate_decay are for optimizer='diag_hessian' or "
+                             "'grad_variance'")
+    else:
+        _, damping, estimate_decay = check_rates(optimizer, damping, estimate_decay)
+        rate_options = dict(damping=damping, decay=estimate_decay)
+        if optimizer == "grad_variance" and batch_size < 2:
+            raise InputError("optimizer='grad_variance' estimates a variance over each batch "
+                             "and needs batch_size >= 2")
     if resume and overwrite:
         raise InputError("resume=True continues the run in out_dir and overwrite=True replaces "
                          "it: choose one")
@@ -289,6 +318,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     _check_memory(sizes, batch_size, model.dtype)
 
     history, start, monitor_stats = [], 0, None
+    rates = (model.new_rates(optimizer, damping, estimate_decay) if optimizer != "sgd" else None)
     if resume:
         # cadences not given are the saved run's: their defaults depend on ``updates``
         eval_every = old.get("eval_every") if eval_every is None else eval_every
@@ -301,7 +331,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                   eval_every=eval_every, monitor_every=monitor_every,
                   jacobian_every=jacobian_every, dtype=model.dtype.name,
                   data_options=data_options or {}, loss=model.loss,
-                  pretrain=pretrain_options, versions=versions(),
+                  pretrain=pretrain_options, optimizer=optimizer, rate_options=rate_options,
+                  versions=versions(),
                   threads=thread_counts())
     if resume:
         old = {**_OLD_DEFAULTS, **old}
@@ -315,6 +346,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                              f"has already done {start}; ask for more to extend it")
         try:
             model.load_state(state)
+            if rates is not None:
+                rates.load_state(state, model.backend)
         except InputError as exc:
             raise RecordError(f"{record.checkpoint_path} does not fit this run: {exc}") from None
         monitor_stats = record.load_stats().until(start)
@@ -366,6 +399,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         bad = np.flatnonzero(~np.isfinite(host))
         if bad.size:
             diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
+        if rates is not None and not rates.finite(model.backend.xp):
+            diverged(update, what="the per-parameter rates' estimates became inf or NaN (found)")
         valid_err, test_err = _evaluate(model, data)
         row = dict(update=update, examples=update * batch_size,
                    train_loss=float(np.mean(host)) if host.size else math.nan,
@@ -377,13 +412,15 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         losses.clear()
         stats.reset()
         if record is not None:
-            record.save_checkpoint(model, update, history)
+            record.save_checkpoint(model, update, history,
+                                   rates.state(model.backend) if rates is not None else None)
             record.write_metrics(history, monitor.stats if monitor else None)
         return row
 
-    def diverged(update, loss):
+    def diverged(update, loss=None, what=None):
         where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
-        raise DivergenceError(f"loss became {loss} at update {update} (lr={lr}){where}")
+        what = what or f"loss became {loss}"
+        raise DivergenceError(f"{what} at update {update} (lr={lr}){where}")
 
     trusted = type(data).train_batch in _TRUSTED_BATCHES
     pretrain_log = []
@@ -392,7 +429,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         notice = _CompileNotice(progress)
         with numba_event.install_listener("numba:run_pass", notice):
-            _warm_up(model, batch_size)
+            _warm_up(model, batch_size, optimizer)
         notice.done()
         if pretrain_options is not None and start == 0 and not history:
             pretrain_log = _pretrain(model, data, batch_size, trusted, seed, pretrain_options,
@@ -407,7 +444,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
         bar = _progress(progress, start, updates)
         for k in range(start, updates):
             x, y = _checked_batch(model, data, k, batch_size, trusted)
-            loss = model._step(x, y, lr, stats)
+            loss = model._step(x, y, lr, stats, rates)
             if check_each_step and not math.isfinite(loss):
                 diverged(k + 1, loss)
             losses.append(loss)

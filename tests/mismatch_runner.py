@@ -11,6 +11,7 @@ views). For each case it prints ``BEGIN i`` before the call and one result line 
 * ``BAD i ...``: anything else (another exception, a result despite a broken contract, numbers
   that differ). A crash or a hang leaves a ``BEGIN`` without its result: the parent sees it.
 """
+import copy
 import sys
 import traceback
 
@@ -19,7 +20,7 @@ import numpy as np
 import fastff
 from fastff import kernels
 from fastff.errors import FastffError
-from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
+from fastff.kernels import BackwardStats, ForwardStats, LayerRates, cpu, reference as ref
 
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 BATCHES = [1, 3, 10, 13, 16, 17, 37]
@@ -52,12 +53,22 @@ def layer_case(rng, op):
     if op == "forward":
         a["stats"] = ForwardStats(n_out, act) if rng.random() < 0.7 else None
         a["out"] = np.empty((B, n_out), dtype) if rng.random() < 0.3 else None
-    elif op == "backward":
+    elif op in ("backward", "second_order"):
+        if op == "second_order" and B == 1:
+            B, x = 2, np.concatenate([x, x * 0.5])  # one row is a broken grad_variance call
+            a["x"] = x
         a["h"] = ref.dense_forward(x, W, b, act)
         a["grad_h"] = rng.standard_normal((B, n_out)).astype(dtype)
         a["lr"] = float(rng.choice([0.01, 0.5]))
         a["stats"] = BackwardStats(n_out, weight_grad=bool(rng.random() < 0.5)) if rng.random() < 0.7 else None
         a["grad_x"] = np.empty((B, n_in), dtype) if rng.random() < 0.3 else None
+        if op == "second_order":
+            method = str(rng.choice(["diag_hessian", "grad_variance"]))
+            a["grad_h"] /= B
+            a["rates"] = LayerRates(n_in, n_out, method, dtype)
+            hessian = method == "diag_hessian"
+            a["curv_h"] = (rng.random((B, n_out)) / B).astype(dtype) if hessian else None
+            a["curv_x"] = np.empty((B, n_in), dtype) if hessian and rng.random() < 0.3 else None
     else:  # softmax
         a = dict(z=(rng.standard_normal((B, n_out + 1)) * 3).astype(dtype), dtype=dtype)
         a["y"] = rng.integers(0, n_out + 1, B)
@@ -77,11 +88,42 @@ def _tamper(a, rng):
         ForwardStats(a["n_out"], a["act0"]) if "h" not in a else BackwardStats(a["n_out"]))
     if isinstance(st, ForwardStats):
         name = str(rng.choice(["hist", "sat_low", "total", "rows"]))
-        setattr(st, name, np.zeros(int(rng.integers(0, 3)), getattr(st, name).dtype))
+        length = pick(rng, [k for k in (0, 1, 2, 3) if k != len(getattr(st, name))])
+        setattr(st, name, np.zeros(length, getattr(st, name).dtype))  # any length but its own
     else:
         name = str(rng.choice(["delta_total", "counts", "grad_w_total_sq"]))
         setattr(st, name, np.zeros(7, np.float32))
     a["stats"] = st
+
+
+def _tamper_rates(a, rng):
+    rates = copy.deepcopy(a["rates"])
+    kind = int(rng.integers(0, 5))
+    if kind == 0:
+        rates.W = np.zeros((rates.W.shape[0], rates.W.shape[1] + 1), rates.W.dtype)
+    elif kind == 1:
+        rates.b = rates.b[:-1] if len(rates.b) > 1 else np.zeros(3, rates.b.dtype)
+    elif kind == 2:
+        rates.steps = pick(rng, [-1, 2.5, "3", None])
+    elif kind == 3:
+        rates.damping = pick(rng, [0.0, -1.0, float("nan"), "1e-3"])
+    else:
+        rates.method = pick(rng, ["adam", None, "diag"])
+    a["rates"] = rates
+
+
+def _swap_curv(a, rng):
+    """curv_h missing for diag_hessian, or given to grad_variance."""
+    if a["rates"].method == "diag_hessian":
+        a["curv_h"] = None
+    else:
+        a["curv_h"] = np.ones_like(a["grad_h"])
+
+
+def _one_row(a, rng):
+    if a["rates"].method != "grad_variance":
+        raise TypeError("a one-row batch is valid for diag_hessian")  # skipped
+    a.update(x=a["x"][:1], h=a["h"][:1], grad_h=a["grad_h"][:1], grad_x=None)
 
 
 def _labels(a, rng):
@@ -96,40 +138,55 @@ CHANGES = [
     ("stats of another activation", False, ("forward",),
      lambda a, r: a.update(stats=ForwardStats(a["n_out"], next(
          x for x in ACTS if x != a["act0"])))),
-    ("backward stats of another width", False, ("backward",),
+    ("backward stats of another width", False, ("backward", "second_order"),
      lambda a, r: a.update(stats=_other_width(a, r, BackwardStats))),
-    ("stats of the wrong kind", False, ("forward", "backward"),
+    ("stats of the wrong kind", False, ("forward", "backward", "second_order"),
      lambda a, r: a.update(stats=pick(r, [{}, [1, 2], "stats", 3]))),
-    ("tampered stats arrays", False, ("forward", "backward"), _tamper),
-    ("x of another dtype", False, ("forward", "backward"),
+    ("tampered stats arrays", False, ("forward", "backward", "second_order"), _tamper),
+    ("x of another dtype", False, ("forward", "backward", "second_order"),
      lambda a, r: a.update(x=a["x"].astype(np.float32 if a["dtype"] == np.float64 else np.float64))),
-    ("x with other features", False, ("forward", "backward"),
+    ("x with other features", False, ("forward", "backward", "second_order"),
      lambda a, r: a.update(x=np.ones((a["x"].shape[0], a["x"].shape[1] + 1), a["dtype"]))),
-    ("integer x", False, ("forward", "backward"), lambda a, r: a.update(x=a["x"].astype(np.int32))),
-    ("x with NaN", False, ("forward", "backward"),
+    ("integer x", False, ("forward", "backward", "second_order"), lambda a, r: a.update(x=a["x"].astype(np.int32))),
+    ("x with NaN", False, ("forward", "backward", "second_order"),
      lambda a, r: a.update(x=np.where(a["x"] > 0.5, np.nan, a["x"]).astype(a["dtype"]) if (a["x"] > 0.5).any()
                            else np.full_like(a["x"], np.inf))),
     ("3-d x", False, ("forward",), lambda a, r: a.update(x=a["x"][None])),
-    ("empty x", False, ("forward", "backward"), lambda a, r: a.update(x=a["x"][:0])),
-    ("b too short", False, ("forward", "backward"), lambda a, r: a.update(b=a["b"][:-1] if len(a["b"]) > 1 else a["b"][:0])),
-    ("bad activation", False, ("forward", "backward"), lambda a, r: a.update(activation="tanhh")),
+    ("empty x", False, ("forward", "backward", "second_order"), lambda a, r: a.update(x=a["x"][:0])),
+    ("b too short", False, ("forward", "backward", "second_order"), lambda a, r: a.update(b=a["b"][:-1] if len(a["b"]) > 1 else a["b"][:0])),
+    ("bad activation", False, ("forward", "backward", "second_order"), lambda a, r: a.update(activation="tanhh")),
     ("out of another shape", False, ("forward",),
      lambda a, r: a.update(out=np.empty((a["x"].shape[0] + 1, a["n_out"]), a["dtype"]))),
     ("out of another dtype", False, ("forward",),
      lambda a, r: a.update(out=np.empty((a["x"].shape[0], a["n_out"]), np.float16))),
-    ("h of another shape", False, ("backward",), lambda a, r: a.update(h=a["h"][:, :-1] if a["h"].shape[1] > 1 else a["h"][:0])),
-    ("grad_h with inf", False, ("backward",), lambda a, r: a.update(grad_h=a["grad_h"] * np.inf)),
-    ("bad lr", False, ("backward",),
+    ("h of another shape", False, ("backward", "second_order"), lambda a, r: a.update(h=a["h"][:, :-1] if a["h"].shape[1] > 1 else a["h"][:0])),
+    ("grad_h with inf", False, ("backward", "second_order"), lambda a, r: a.update(grad_h=a["grad_h"] * np.inf)),
+    ("bad lr", False, ("backward", "second_order"),
      lambda a, r: a.update(lr=pick(r, [0.0, -1.0, float("nan"), float("inf"), "0.1", None,
                                          np.array([0.01]), True]))),
-    ("grad_x of another shape", False, ("backward",),
+    ("grad_x of another shape", False, ("backward", "second_order"),
      lambda a, r: a.update(grad_x=np.empty((a["x"].shape[0], a["x"].shape[1] + 2), a["dtype"]))),
+    ("rates of another shape", False, ("second_order",),
+     lambda a, r: a.update(rates=LayerRates(a["W"].shape[0] + 1, a["n_out"], a["rates"].method,
+                                            a["dtype"]))),
+    ("rates of another dtype", False, ("second_order",),
+     lambda a, r: a.update(rates=LayerRates(*a["W"].shape, a["rates"].method,
+                                            np.float32 if a["dtype"] == np.float64 else np.float64))),
+    ("rates of the wrong kind", False, ("second_order",),
+     lambda a, r: a.update(rates=pick(r, [None, {}, "diag_hessian", BackwardStats(3)]))),
+    ("tampered rates", False, ("second_order",), _tamper_rates),
+    ("curv_h missing or out of place", False, ("second_order",), _swap_curv),
+    ("curv_h with NaN", False, ("second_order",),
+     lambda a, r: a.update(curv_h=np.full_like(a["grad_h"], np.nan))),
+    ("curv_h of another shape", False, ("second_order",),
+     lambda a, r: a.update(curv_h=np.ones((a["grad_h"].shape[0] + 1, a["n_out"]), a["dtype"]))),
+    ("one-row batch for grad_variance", False, ("second_order",), _one_row),
     ("labels out of range", False, ("softmax",), _labels),
     ("float labels", False, ("softmax",), lambda a, r: a.update(y=a["y"].astype(np.float64))),
     ("labels of another length", False, ("softmax",), lambda a, r: a.update(y=np.append(a["y"], 0))),
     ("labels as a list", False, ("softmax",), lambda a, r: a.update(y=list(a["y"]))),
-    ("Fortran-order x", True, ("forward", "backward"), lambda a, r: a.update(x=np.asfortranarray(a["x"]))),
-    ("strided x", True, ("forward", "backward"),
+    ("Fortran-order x", True, ("forward", "backward", "second_order"), lambda a, r: a.update(x=np.asfortranarray(a["x"]))),
+    ("strided x", True, ("forward", "backward", "second_order"),
      lambda a, r: a.update(x=np.repeat(a["x"], 2, axis=1)[:, ::2])),
     ("Fortran-order z", True, ("softmax",), lambda a, r: a.update(z=np.asfortranarray(a["z"]))),
 ]
@@ -177,6 +234,15 @@ def call(op, backend, a):
                                         grad_x=a.get("grad_x"), stats=st)
         extra = (st.delta_total, st.counts) if isinstance(st, BackwardStats) else ()
         return (gx, W, b) + extra
+    if op == "second_order":
+        W, b, st = a["W"].copy(), a["b"].copy(), a.get("stats")
+        rates = copy.deepcopy(a["rates"])  # the step updates its averages
+        gx, cx = backend.dense_backward_second_order(
+            a["x"], a["h"], W, b, a["grad_h"], a["activation"], a["lr"], rates,
+            curv_h=a.get("curv_h"), grad_x=a.get("grad_x"), curv_x=a.get("curv_x"), stats=st)
+        extra = (st.delta_total, st.counts) if isinstance(st, BackwardStats) else ()
+        return tuple(np.zeros(0) if v is None else v
+                     for v in (gx, cx, W, b, rates.W, rates.b) + extra)
     loss, g = getattr(backend, a["cost"])(a["z"], a["y"])
     return (np.float64(loss), g)
 
@@ -230,7 +296,8 @@ def run_model(rng):
 
 def run_case(seed, i):
     rng = np.random.default_rng([seed, i])
-    op = str(rng.choice(["forward", "backward", "softmax", "model"], p=[0.3, 0.3, 0.15, 0.25]))
+    op = str(rng.choice(["forward", "backward", "second_order", "softmax", "model"],
+                        p=[0.25, 0.25, 0.15, 0.12, 0.23]))
     with np.errstate(all="ignore"):
         return op, (run_model(rng) if op == "model" else run_layer(op, rng))
 

@@ -16,7 +16,7 @@ import pytest
 import fastff
 from fastff import config
 from fastff.errors import DeviceError, InputError
-from fastff.kernels import Backend, BackwardStats, ForwardStats, cuda, reference as ref
+from fastff.kernels import Backend, BackwardStats, ForwardStats, LayerRates, cuda, reference as ref
 
 import cuda_emulator
 from conftest import assert_close
@@ -98,6 +98,38 @@ def test_dense_backward_sgd_matches_reference(rt, rng, dtype, act, shape):
     np.testing.assert_allclose(host(s1.grad_w_total_sq), s2.grad_w_total_sq, rtol=1e-4)
     np.testing.assert_allclose(host(s1.grad_w_total), s2.grad_w_total, rtol=1e-4,
                                atol=1e-6 * np.sqrt(s2.grad_w_total_sq[0]))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("method", ["diag_hessian", "grad_variance"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_second_order_matches_reference(rt, rng, dtype, method, act, shape):
+    if method == "grad_variance" and shape[0] < 2:
+        pytest.skip("a variance over the batch needs 2 rows")
+    xp = rt.xp
+    x, W, b = layer(rng, *shape, dtype)
+    h = ref.dense_forward(x, W, b, act)
+    g = (rng.standard_normal(h.shape) / shape[0]).astype(dtype)
+    c = (rng.random(h.shape) / shape[0]).astype(dtype) if method == "diag_hessian" else None
+    W1, b1, W2, b2 = xp.array(W), xp.array(b), W.copy(), b.copy()
+    r1 = LayerRates(*W.shape, method, dtype, xp=xp)
+    r2 = LayerRates(*W.shape, method, dtype)
+    s1, s2 = BackwardStats(shape[2], xp=xp), BackwardStats(shape[2])
+    for _ in range(2):  # the second step reads the running estimates the first one left
+        out1 = cuda.dense_backward_second_order(
+            xp.asarray(x), xp.asarray(h), W1, b1, xp.asarray(g), act, 0.01, r1,
+            curv_h=None if c is None else xp.asarray(c), stats=s1)
+        out2 = ref.dense_backward_second_order(x, h, W2, b2, g, act, 0.01, r2, curv_h=c, stats=s2)
+    for mine, theirs in zip(out1, out2):
+        assert (mine is None) == (theirs is None)
+        if theirs is not None:
+            assert_close(host(mine), theirs, dtype, scale=np.abs(theirs).max())
+    for mine, theirs in ((W1, W2), (b1, b2), (r1.W, r2.W), (r1.b, r2.b)):
+        assert_close(host(mine), theirs, dtype, scale=np.abs(theirs).max())
+    assert r1.steps == r2.steps == 2
+    np.testing.assert_array_equal(host(s1.counts), s2.counts)
+    np.testing.assert_allclose(host(s1.grad_w_total_sq), s2.grad_w_total_sq, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -186,6 +218,22 @@ def test_whole_steps_through_the_cuda_kernels_match_the_reference(rt, rng, act):
         assert mine == pytest.approx(theirs, rel=1e-7, nan_ok=True)
 
 
+@pytest.mark.parametrize("method", ["diag_hessian", "grad_variance"])
+def test_whole_second_order_steps_through_the_cuda_kernels_match_the_reference(rt, rng, method):
+    sizes = [11, 17, 13, 5]
+    net = _cuda_model(rt, sizes, "tanh", "float64")
+    twin = fastff.MLP(sizes, activation="tanh", dtype="float64", seed=4, kernels="reference")
+    rates, twin_rates = net.new_rates(method), twin.new_rates(method)
+    for _ in range(3):
+        x = rng.standard_normal((10, 11))
+        y = rng.integers(0, 5, 10)
+        assert net.step(x, y, 0.01, rates=rates) == pytest.approx(
+            twin.step(x, y, 0.01, rates=twin_rates), rel=1e-9)
+    for (W1, b1), (W2, b2) in zip(net.params, twin.params):
+        np.testing.assert_allclose(host(W1), W2, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(host(b1), b2, rtol=1e-9, atol=1e-12)
+
+
 # -- ThreadSanitizer: the same sources, built with -fsanitize=thread, on a few cases ----------
 _TSAN_SCRIPT = """
 import sys
@@ -193,7 +241,7 @@ import numpy as np
 sys.path.insert(0, {tests!r})
 import cuda_emulator
 from fastff import config
-from fastff.kernels import BackwardStats, ForwardStats, cuda
+from fastff.kernels import BackwardStats, ForwardStats, LayerRates, cuda
 for key, value in {small!r}.items():
     setattr(config, key, value)
 cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms=16)
@@ -203,6 +251,10 @@ for act in ("tanh", "relu"):
     st = ForwardStats(9, act)
     h = cuda.dense_forward(x, W, b, act, stats=st)
     cuda.dense_backward_sgd(x, h, W, b, h, act, 0.1, stats=BackwardStats(9))
+    for method in ("diag_hessian", "grad_variance"):
+        cuda.dense_backward_second_order(
+            x, h, W, b, h / 10, act, 0.1, LayerRates(13, 9, method, np.float64),
+            curv_h=np.abs(h) / 10 if method == "diag_hessian" else None, stats=BackwardStats(9))
     cuda.softmax_nll(h, rng.integers(0, 9, 10))
 print("done")
 """

@@ -29,6 +29,8 @@ def _row(lr, valid, test=0.5, status="done", seed=0, dataset="shapeset", model="
         row["loss"] = m.loss
     if m.finite:  # as runs.csv writes it: JSON text
         row["data_options"] = json.dumps({"valid_size": 10, "finite": 100})
+    if m.optimizer != "sgd":
+        row["optimizer"] = m.optimizer
     return row
 
 
@@ -165,13 +167,16 @@ def test_every_run_belongs_to_one_model():
     for m in models:
         assert glorot2010.model_of(_row(0.1, 0.2, model=m.name)) == m
     # a runs.csv row leaves the arguments a point does not have empty
-    assert glorot2010.model_of(dict(_row(0.1, 0.2), pretrain="", loss="", data_options="")) \
-        == glorot2010.MODEL_BY_NAME["Tanh N"]
+    assert glorot2010.model_of(dict(_row(0.1, 0.2), pretrain="", loss="", data_options="",
+                                    optimizer="")) == glorot2010.MODEL_BY_NAME["Tanh N"]
     budget = glorot2010.BUDGETS["quick"]
     points = glorot2010.points(budget, ["shapeset", "mnist"], 1, experiments=glorot2010.EXPERIMENTS)
     on_mnist = [p for p in points if p["dataset"] == "mnist"]
     assert len(on_mnist) == 6 * 2 and all("pretrain" not in p for p in on_mnist)
-    assert len(points) - len(on_mnist) == 10 * 3
+    rates = [p for p in points if "optimizer" in p]
+    assert len(points) - len(on_mnist) - len(rates) == 10 * 3
+    assert len(rates) == 4 * len(budget.rate_lrs) and {p["lr"] for p in rates} == set(budget.rate_lrs)
+    assert {p["optimizer"] for p in rates} == {"diag_hessian", "grad_variance"}
     finite = [p for p in points if p.get("data_options", {}).get("finite")]
     assert len(finite) == 3 and {p["data_options"]["finite"] for p in finite} == {100_000}
     assert {p["pretrain_updates"] for p in points if "pretrain" in p} == {budget.pretrain_updates}
@@ -183,14 +188,15 @@ def test_experiments_are_compared_with_the_papers_models():
             _row(0.1, 0.10, test=0.120, model="Tanh pre-trained"),
             _row(0.03, 0.12, test=0.100, model="Tanh pre-trained"),  # higher valid: not chosen
             _row(0.1, 0.25, test=0.300, model="Tanh N, quadratic cost"),
-            _row(0.1, 0.50, test=0.500, model="Tanh N, finite set")]
+            _row(0.1, 0.50, test=0.500, model="Tanh N, finite set"),
+            _row(0.1, 0.35, test=0.350, model="Tanh, diagonal Hessian rates")]
     table = table1(rows, ["shapeset"], {"shapeset": 5000})
     svm = dict(method="nystroem", n_components=2000, n_train=100_000, C=1.0, gamma=0.01,
                valid_error=0.6, test_error=0.59, seconds=300.0, grid=[])
     exp = {r["model"]: r for r in experiments_table(rows, table, 5000, svm,
                                                     {"Tanh pre-trained": "ends lowest"})}
     assert set(exp) == {"RBF SVM", "Tanh pre-trained", "Tanh N, quadratic cost",
-                        "Tanh N, finite set"}  # no pre-trained sigmoid runs: left out
+                        "Tanh N, finite set", "Tanh, diagonal Hessian rates"}  # no runs: left out
     pre = exp["Tanh pre-trained"]
     assert (pre["lr"], pre["test_error"], pre["compared_with"], pre["compared_test_error"]) == (
         0.1, 12.0, "Tanh N", 15.0)
@@ -200,6 +206,9 @@ def test_experiments_are_compared_with_the_papers_models():
         "RBF SVM", 59.0, 50.47)
     assert exp["RBF SVM"]["paper_test_error"] == 59.47 and "2000 Nystroem" in exp["RBF SVM"]["note"]
     assert exp["Tanh N, quadratic cost"]["p_value"] < 1e-6
+    rates = exp["Tanh, diagonal Hessian rates"]
+    assert (rates["experiment"], rates["compared_with"], rates["compared_test_error"]) == (
+        "second_order", "Tanh", 40.0)
 
 
 def test_bad_experiments_are_refused(tmp_path):
@@ -216,15 +225,23 @@ def test_other_experiments_end_to_end(tmp_path, capsys):
     assert "| pretrain | Tanh pre-trained |" in printed and "experiments.md" in printed
     exp = {r["model"]: r for r in csv.DictReader(open(out / "experiments.csv"))}
     assert set(exp) == {"RBF SVM", "Tanh pre-trained", "Sigmoid depth 4 pre-trained",
-                        "Tanh N, quadratic cost", "Tanh N, finite set"}
+                        "Tanh N, quadratic cost", "Tanh N, finite set",
+                        "Tanh, diagonal Hessian rates", "Tanh, gradient-variance rates",
+                        "Tanh N, diagonal Hessian rates", "Tanh N, gradient-variance rates"}
     assert "exact SVC, 2,000 examples" in exp["RBF SVM"]["note"]
     assert exp["Sigmoid depth 4 pre-trained"]["measured"].startswith("top layer's final mean")
     assert re.match(r"ends (lowest|#\d) of 7", exp["Tanh pre-trained"]["measured"])
+    assert re.match(r"Tanh N: \d+\.\d\d$", exp["Tanh, gradient-variance rates"]["measured"])
     runs = list(csv.DictReader(open(out / "runs" / "runs.csv")))
-    assert len(runs) == 10 * 2 and {r["status"] for r in runs} == {"done"}
+    assert len(runs) == 14 * 2 and {r["status"] for r in runs} == {"done"}
+    rated = [r for r in runs if r["optimizer"]]
+    assert len(rated) == 8 and all(
+        np.load(out / "runs" / r["name"] / "checkpoint.npz")["rates_steps"].tolist() == [300] * 6
+        for r in rated)
     pre = [r for r in runs if r["pretrain"] == "dae"]
     assert len(pre) == 4 and all((out / "runs" / r["name"] / "pretrain.csv").is_file() for r in pre)
     assert (out / "fig02b_pretrained_sigmoid4_activation_mean_std.png").stat().st_size > 10_000
+    assert (out / "second_order_test_error.png").stat().st_size > 10_000
     assert "The paper's other experiments" in (out / "index.html").read_text()
     # run again: neither the nets nor the SVM are trained again
     svm_stamp = (out / "svm.json").stat().st_mtime_ns

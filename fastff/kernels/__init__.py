@@ -14,6 +14,7 @@ import numpy as np
 
 from . import cpu, reference
 from .backend import Backend, CPUPlan
+from .rates import LayerRates
 from .stats import BackwardStats, ForwardStats
 from ..checks import choose
 from ..errors import DeviceError, InputError
@@ -89,6 +90,15 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
               compute_grad_x=compute_grad_x)
 
 
+def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
+                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
+    """Backward pass + per-parameter-rate update; see
+    :func:`fastff.kernels.reference.dense_backward_second_order`."""
+    fn = get("dense_backward_second_order", backend_of(x, h, W, b, grad_h, curv_h, grad_x, curv_x))
+    return fn(x, h, W, b, grad_h, activation, lr, rates, curv_h=curv_h, grad_x=grad_x,
+              curv_x=curv_x, stats=stats, compute_grad_x=compute_grad_x)
+
+
 def softmax_nll(z, y):
     """Mean softmax NLL and its gradient; see :func:`fastff.kernels.reference.softmax_nll`."""
     return get("softmax_nll", backend_of(z, y))(z, y)
@@ -100,6 +110,6 @@ def softmax_quadratic(z, y):
     return get("softmax_quadratic", backend_of(z, y))(z, y)
 
 
-__all__ = ["dense_forward", "dense_backward_sgd", "softmax_nll", "softmax_quadratic", "ForwardStats",
-           "BackwardStats", "Backend", "register_backend", "get_backend", "get", "backends",
-           "backend_of", "reference", "cpu"]
+__all__ = ["dense_forward", "dense_backward_sgd", "dense_backward_second_order", "softmax_nll",
+           "softmax_quadratic", "ForwardStats", "BackwardStats", "LayerRates", "Backend",
+           "register_backend", "get_backend", "get", "backends", "backend_of", "reference", "cpu"]

@@ -5,9 +5,11 @@ registry). A backend gives:
 
 * ``xp``: its array module (NumPy, or CuPy for ``cuda``), for the few array operations outside
   the kernels (statistics accumulators, the monitor's measurements);
-* the three kernels with the contracts of :mod:`fastff.kernels.reference`, checked
-  (``dense_forward``, ``dense_backward_sgd``, ``softmax_nll``) and unchecked for the hot path
-  (``forward_unchecked``, ``backward_unchecked``, ``softmax_nll_unchecked``);
+* the kernels with the contracts of :mod:`fastff.kernels.reference`, checked
+  (``dense_forward``, ``dense_backward_sgd``, ``dense_backward_second_order``, ``softmax_nll``,
+  ``softmax_quadratic``) and unchecked for the hot path (``forward_unchecked``,
+  ``backward_unchecked``, ``second_order_unchecked``, ``softmax_nll_unchecked``,
+  ``softmax_quadratic_unchecked``);
 * :meth:`Backend.plan`: the per-model execution plan (its workspace and the backend's own
   tunables, such as the CPU's software prefetch), through which :class:`fastff.MLP` steps;
 * host <-> device transfer (:meth:`to_device`, :meth:`to_host`).
@@ -37,6 +39,9 @@ class Plan:
         #          *hints); and one of ``costs``.
         self.forward = backend.forward_unchecked
         self.backward = backend.backward_unchecked
+        # second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h, grad_x, curv_x, stats,
+        #              compute_grad_x, delta, *hints) -> (grad_x, curv_x): per-parameter rates
+        self.second_order = backend.second_order_unchecked
         # the output costs, by name (fastff.losses): cost(z, y, grad_z=None) -> (loss, grad_z)
         self.costs = {name: getattr(backend, f"{op}_unchecked") for name, op in KERNELS.items()}
         self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
@@ -52,6 +57,15 @@ class Plan:
                       delta=[empty((batch, n), self.dtype) for n in self.sizes[1:]])
             self._workspace = {batch: ws}
         return ws
+
+    def curvature(self, batch):
+        """The curvature arrays of ``diag_hessian`` (fastff.kernels.rates) for one batch size:
+        one (batch, n) array per layer input below the softmax's, made on first use."""
+        ws = self.workspace(batch)
+        if "curv" not in ws:
+            empty = self.backend.xp.empty
+            ws["curv"] = [empty((batch, n), self.dtype) for n in self.sizes[:-1]]
+        return ws["curv"]
 
 
 
@@ -87,9 +101,9 @@ class Backend:
         the trainer checks it for NaN when it logs, not after every step.
     """
 
-    OPS = ("dense_forward", "dense_backward_sgd", "softmax_nll", "softmax_quadratic",
-           "forward_unchecked", "backward_unchecked", "softmax_nll_unchecked",
-           "softmax_quadratic_unchecked")
+    OPS = ("dense_forward", "dense_backward_sgd", "dense_backward_second_order", "softmax_nll",
+           "softmax_quadratic", "forward_unchecked", "backward_unchecked",
+           "second_order_unchecked", "softmax_nll_unchecked", "softmax_quadratic_unchecked")
 
     def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
                  loss_on_device=False):

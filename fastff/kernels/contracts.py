@@ -11,6 +11,7 @@ import numpy as np
 from .. import activations
 from ..checks import dense_shapes, finite, float_array, labels, positive, writable_c_contiguous
 from ..errors import InputError
+from .rates import LayerRates
 from .stats import BackwardStats, ForwardStats
 
 
@@ -82,6 +83,47 @@ def backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats, compute_gra
                            (("x", x), ("h", h), ("W", W), ("b", b), ("grad_h", grad_h)), xp)
     check_stats(stats, BackwardStats, W.shape[1], xp=xp)
     return act, (grad_x if compute_grad_x else None)
+
+
+def second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h, grad_x, curv_x, stats,
+                      compute_grad_x, xp=np):
+    """Check the arguments of ``dense_backward_second_order``; return (grad_x, curv_x), fresh
+    or checked, each None where not computed."""
+    act, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
+                                compute_grad_x, xp)
+    if not isinstance(rates, LayerRates):
+        raise InputError(f"rates must be a fastff.kernels.LayerRates, got {type(rates).__name__}")
+    rates.check(W, xp)
+    for name, a in (("W", W), ("b", b)):
+        for other_name, other in (("rates.W", rates.W), ("rates.b", rates.b)):
+            if xp.may_share_memory(a, other):
+                raise InputError(f"{name} shares memory with {other_name}")
+    hessian = rates.method == "diag_hessian"
+    if hessian:
+        if curv_h is None:
+            raise InputError("diag_hessian needs curv_h, the curvature of the cost with respect "
+                             "to h (fastff.kernels.rates.output_curvature at the softmax)")
+        float_array("curv_h", curv_h, 2, W.dtype)
+        if curv_h.shape != grad_h.shape:
+            raise InputError(f"curv_h must have grad_h's shape {tuple(grad_h.shape)}, got "
+                             f"{tuple(curv_h.shape)}")
+        finite("curv_h", curv_h, xp)
+    elif curv_h is not None:
+        raise InputError("curv_h is for diag_hessian; grad_variance takes none")
+    elif x.shape[0] < 2:
+        raise InputError("grad_variance estimates a variance over the batch's examples and "
+                         f"needs a batch of at least 2, got {x.shape[0]}")
+    if curv_x is not None and not (hessian and compute_grad_x):
+        raise InputError("curv_x is written only by diag_hessian with compute_grad_x=True")
+    if hessian and compute_grad_x:
+        curv_x = out_array("curv_x", curv_x, tuple(x.shape), W.dtype,
+                           (("x", x), ("h", h), ("W", W), ("b", b), ("grad_h", grad_h),
+                            ("curv_h", curv_h), ("grad_x", grad_x), ("rates.W", rates.W)), xp)
+    for name, a in (("grad_x", grad_x), ("curv_x", curv_x)):
+        for other_name, other in (("curv_h", curv_h), ("rates.W", rates.W), ("rates.b", rates.b)):
+            if a is not None and other is not None and xp.may_share_memory(a, other):
+                raise InputError(f"{name} shares memory with {other_name}; pass a separate array")
+    return grad_x, curv_x
 
 
 def softmax_args(z, y, grad_z=None, xp=np):

@@ -26,7 +26,7 @@ from numba.extending import overload
 from .. import activations, config
 from ..errors import InputError
 from ..activations import LINEAR, RELU, SIGMOID, SOFTSIGN, TANH
-from .contracts import backward_args, forward_args, softmax_args
+from .contracts import backward_args, forward_args, second_order_args, softmax_args
 from .simd import (VEC_REGISTERS, prefetch, tile_coefs, tile_grad_update, tile_hsum_store,
                    tile_lanes, tile_rank1, tile_store, tile_update, tile_zeros)
 
@@ -526,6 +526,121 @@ def _backward_blas(x, delta, W, gx, lr, want_gx, chunk, want_gw, gw_parts):
         _update_rows(W, G, lr, i0, want_gw, gw_parts[c])
 
 
+# ---------------------------------------------------------------------------------------------
+# Per-parameter rates (fastff.kernels.rates): the SGD pass's layout, one walk over the rows of
+# W, each row's dC/dx (and curvature) read before its update, with two sums per entry instead
+# of one: g = x^T delta and s = (x^2)^T q.
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _rate_row(w, avg, g, s, lr, hessian, damping, keep, corr, B):
+    """One row of W (or b) and of its running estimate, from its sums g and s."""
+    n = w.shape[0]
+    fresh = like(lr, 1.0) - keep
+    if hessian:
+        for j in range(n):
+            avg[j] = keep * avg[j] + fresh * s[j]
+            w[j] -= lr * g[j] / (damping + corr * avg[j])
+    else:
+        unbias, rows = like(lr, B / (B - 1)), like(lr, B)
+        for j in range(n):
+            v = max(unbias * (rows * s[j] - g[j] * g[j]), like(lr, 0.0))
+            avg[j] = keep * avg[j] + fresh * v
+            w[j] -= lr * g[j] / (damping + math.sqrt(corr * avg[j]))
+
+
+@njit(**_JIT)
+def _rates_columns(grad_h, h, curv_h, delta, q, b, avg_b, act, lr, hessian, damping, keep, corr,
+                   want_stats, d_total, d_total_sq, counts):
+    """delta = grad_h f'(h); q = curv_h f'(h)^2 (diag_hessian) or delta^2; the bias's update;
+    the sums of delta when asked (serial: batch x n_out work)."""
+    B, n = h.shape
+    _delta_tile(grad_h, h, delta, act, 0, B, 0, n)
+    if hessian:
+        _delta_tile(curv_h, h, q, act, 0, B, 0, n)
+        _delta_tile(q, h, q, act, 0, B, 0, n)  # f' twice
+    else:
+        for r in range(B):
+            d, e = delta[r], q[r]
+            for j in range(n):
+                e[j] = d[j] * d[j]
+    g, s = np.zeros(n, b.dtype), np.zeros(n, b.dtype)
+    for r in range(B):  # rows in order, as _delta_bias_tiles
+        d, e = delta[r], q[r]
+        for j in range(n):
+            g[j] += d[j]
+            s[j] += e[j]
+    _rate_row(b, avg_b, g, s, lr, hessian, damping, keep, corr, B)
+    if want_stats:
+        for r in range(B):
+            d = delta[r]
+            for j in range(n):
+                v = np.float64(d[j])
+                d_total[j] += v
+                d_total_sq[j] += v * v
+        counts[0] += B  # rows
+        counts[1] += 1  # steps
+
+
+@njit(parallel=True, **_JIT)
+def _rates_small(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, want_gx, chunk):
+    """Small batches: chunks of rows of W in parallel; per row, dC/dx (and the curvature
+    below) with the old row, then the two sums and the row's update."""
+    B = x.shape[0]
+    n_in, n = W.shape
+    for c in prange((n_in + chunk - 1) // chunk):
+        g, s = np.empty(n, W.dtype), np.empty(n, W.dtype)
+        for i in range(c * chunk, min(n_in, c * chunk + chunk)):
+            w = W[i]
+            if want_gx:
+                for r in range(B):
+                    d, e = delta[r], q[r]
+                    acc, acc_sq = like(lr, 0.0), like(lr, 0.0)
+                    for j in range(n):
+                        acc += d[j] * w[j]
+                    gx[r, i] = acc
+                    if hessian:
+                        for j in range(n):
+                            acc_sq += e[j] * (w[j] * w[j])
+                        cx[r, i] = acc_sq
+            for j in range(n):
+                g[j] = like(lr, 0.0)
+                s[j] = like(lr, 0.0)
+            for r in range(B):
+                xv = x[r, i]
+                xv2 = xv * xv
+                d, e = delta[r], q[r]
+                for j in range(n):
+                    g[j] += xv * d[j]
+                    s[j] += xv2 * e[j]
+            _rate_row(w, avg[i], g, s, lr, hessian, damping, keep, corr, B)
+
+
+@njit(parallel=True, **_JIT)
+def _rates_rows(W, avg, G, S, i0, lr, hessian, damping, keep, corr, B):
+    """The updates of rows i0 .. i0 + len(G) from their sums G and S (the BLAS path)."""
+    for i in prange(G.shape[0]):
+        _rate_row(W[i0 + i], avg[i0 + i], G[i], S[i], lr, hessian, damping, keep, corr, B)
+
+
+def _rates_blas(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, want_gx, chunk):
+    """Large batches: the four products in BLAS (the sums a block of rows at a time)."""
+    if want_gx:
+        np.dot(delta, W.T, out=gx)  # before the update: the old W
+        if hessian:
+            np.dot(q, np.square(W).T, out=cx)
+    xt = np.ascontiguousarray(x.T)
+    x2t = xt * xt
+    n_in = W.shape[0]
+    G = np.empty((min(chunk, n_in), W.shape[1]), W.dtype)
+    S = np.empty_like(G)
+    for i0 in range(0, n_in, chunk):
+        i1 = min(n_in, i0 + chunk)
+        np.dot(xt[i0:i1], delta, out=G[:i1 - i0])
+        np.dot(x2t[i0:i1], q, out=S[:i1 - i0])
+        _rates_rows(W, avg, G[:i1 - i0], S[:i1 - i0], i0, lr, hessian, damping, keep, corr,
+                    x.shape[0])
+
+
 @njit(**_JIT)
 def _exp_row(zr, gr):
     """gr[k] = exp(zr[k] - max(zr)); returns (max, sum of gr): a softmax row before its division."""
@@ -672,6 +787,54 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         stats.grad_w_total += moments[0]
         stats.grad_w_total_sq += moments[1]
     return grad_x if compute_grad_x else None
+
+
+def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
+                           curv_x=None, stats=None, compute_grad_x=True, delta=None,
+                           prefetch=True):
+    """dense_backward_second_order on validated arrays (used by the MLP); ``delta`` is an
+    optional (batch, n_out) workspace, ``prefetch`` means nothing here."""
+    dt = W.dtype.type
+    B = x.shape[0]
+    n_in, n_out = W.shape
+    hessian = rates.method == "diag_hessian"
+    if compute_grad_x and grad_x is None:
+        grad_x = np.empty(x.shape, W.dtype)
+    if compute_grad_x and hessian and curv_x is None:
+        curv_x = np.empty(x.shape, W.dtype)
+    if delta is None:
+        delta = np.empty((B, n_out), W.dtype)
+    q = np.empty((B, n_out), W.dtype)
+    want_stats = stats is not None
+    # lr / (1 + A / damping) as lr * damping / (damping + A): one division per entry
+    hyper = (dt(lr * rates.damping), hessian, dt(rates.damping), dt(rates.decay),
+             dt(rates.correction()))
+    _rates_columns(grad_h, h, curv_h if hessian else q, delta, q, b, rates.b, _CODES[activation],
+                   *hyper, want_stats, stats.delta_total if want_stats else _NO_F64,
+                   stats.delta_total_sq if want_stats else _NO_F64,
+                   stats.counts if want_stats else _NO_COUNTS)
+    if want_stats and stats.weight_grad:  # from x and delta, which the update leaves alone
+        moments = _grad_w_moments(x, delta)
+        stats.grad_w_total += moments[0]
+        stats.grad_w_total_sq += moments[1]
+    gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
+    cx = curv_x if compute_grad_x and hessian else np.empty((1, 1), W.dtype)
+    path = _rates_blas if B > _small_batch_max() else _rates_small
+    path(x, delta, q, W, rates.W, gx, cx, *hyper, compute_grad_x, int(config.CPU_ROW_BLOCK))
+    rates.steps += 1
+    return (grad_x if compute_grad_x else None), (curv_x if compute_grad_x and hessian else None)
+
+
+def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
+                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
+    """Backward pass and per-parameter-rate update in one pass over W; the contract of
+    reference.dense_backward_second_order."""
+    grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
+                                       grad_x, curv_x, stats, compute_grad_x)
+    c = np.ascontiguousarray
+    return second_order_unchecked(c(x), c(h), W, b, c(grad_h), activations.get(activation).name,
+                                  lr, rates, None if curv_h is None else c(curv_h), grad_x,
+                                  curv_x, stats, bool(compute_grad_x))
 
 
 def dense_forward(x, W, b, activation, out=None, stats=None):

@@ -10,6 +10,11 @@ template instance named in :func:`name_expressions`. The call tree::
                         -> grad_x_partial<T>, sum_parts<T> dC/dx with the old W (split over N)
                         -> dense_backward_update<T>        W -= lr x^T delta, dC/dW block sums
                         -> reduce_grad_w                   dC/dW sums in block order
+    dense_backward_second_order                            per-parameter rates (rates.py)
+                        -> second_order_columns<T, ACT>    delta, q, the bias's rate step
+                        -> grad_x_partial<T>, sum_parts<T> dC/dx; with square_into<T>, the
+                                                           curvature passed down (diag_hessian)
+                        -> second_order_update<T>          W's rate step, dC/dW block sums
     softmax_nll         -> softmax_nll<T>                  loss stays on the device
     softmax_quadratic   -> softmax_quadratic<T>            the same, for the quadratic cost
 
@@ -25,10 +30,11 @@ import numpy as np
 
 from .. import activations, config
 from ..errors import DeviceError, InputError
-from .contracts import backward_args, forward_args, softmax_args
+from .contracts import backward_args, forward_args, second_order_args, softmax_args
 
 SOURCE_DIR = Path(__file__).with_name("cuda")
-SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu", "softmax_loss.cu")
+SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
+           "dense_backward_second_order.cu", "softmax_loss.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
@@ -43,9 +49,11 @@ def name_expressions():
     out = []
     for t in CTYPES.values():
         out += [f"dense_forward_partial<{t}>", f"grad_x_partial<{t}>", f"sum_parts<{t}>",
-                f"dense_backward_update<{t}>", f"softmax_nll<{t}>", f"softmax_quadratic<{t}>"]
+                f"dense_backward_update<{t}>", f"softmax_nll<{t}>", f"softmax_quadratic<{t}>",
+                f"square_into<{t}>", f"second_order_update<{t}>"]
         for code in sorted(set(_CODES.values())):
-            out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>"]
+            out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
+                    f"second_order_columns<{t}, {code}>"]
     return out + ["reduce_grad_w"]
 
 
@@ -282,9 +290,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.xp.empty((B, K), T)
-        parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", delta, W, B, K, N, True)
-        grid, block = columns_geometry(B * K, rt.sms)
-        rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), grad_x, _i64(B * K)))
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct)
     want_gw = want and stats.weight_grad
     grid, block, blocks = update_geometry(K, N)
     gw_parts = rt.scratch("grad_w_parts", 2 * blocks, np.float64)
@@ -294,6 +300,58 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         rt.launch("reduce_grad_w", (1, 1, 1), (32, 1, 1),
                   (gw_parts, _i32(blocks), stats.grad_w_total, stats.grad_w_total_sq))
     return grad_x if compute_grad_x else None
+
+
+def _grad_x(rt, a, W, out, B, K, N, ct):
+    """out = a @ W^T (split-K partial products, added in a fixed order)."""
+    parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", a, W, B, K, N, True)
+    grid, block = columns_geometry(B * K, rt.sms)
+    rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), out, _i64(B * K)))
+
+
+def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
+                           curv_x=None, stats=None, compute_grad_x=True, delta=None,
+                           prefetch=True):
+    """dense_backward_second_order on checked device arrays; ``delta`` is an optional
+    (batch, n_out) workspace."""
+    rt, B, K, N, T, ct = _layer(x, W)
+    hessian = rates.method == "diag_hessian"
+    if delta is None:
+        delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
+    q = rt.scratch("rates_q", B * N, T)[:B * N].reshape(B, N)
+    no_i64, no_f64 = _dummies(rt)
+    want = stats is not None
+    # lr / (1 + A / damping) as lr * damping / (damping + A), as the CPU's
+    hyper = (T.type(lr * rates.damping), _i32(hessian), T.type(rates.damping),
+             T.type(rates.decay), T.type(rates.correction()))
+    grid, block = columns_geometry(N, rt.sms)
+    rt.launch(f"second_order_columns<{ct}, {_CODES[activation]}>", grid, block,
+              (grad_h, h, curv_h if hessian else q, delta, q, b, rates.b) + hyper
+              + (_i32(B), _i32(N), _i32(want), stats.delta_total if want else no_f64,
+                 stats.delta_total_sq if want else no_f64, stats.counts if want else no_i64))
+    if compute_grad_x:
+        if grad_x is None:
+            grad_x = rt.xp.empty((B, K), T)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct)
+        if hessian:
+            if curv_x is None:
+                curv_x = rt.xp.empty((B, K), T)
+            w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
+            grid, block = columns_geometry(K * N, rt.sms)
+            rt.launch(f"square_into<{ct}>", grid, block, (W, w_sq, _i64(K * N)))
+            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct)
+    want_gw = want and stats.weight_grad
+    grid, block, blocks = update_geometry(K, N)
+    gw_parts = rt.scratch("grad_w_parts", 2 * blocks, np.float64)
+    rt.launch(f"second_order_update<{ct}>", grid, block,
+              (x, delta, q, W, rates.W) + hyper + (_i32(B), _i32(K), _i32(N), _i32(want_gw),
+                                                   gw_parts))
+    if want_gw:
+        rt.launch("reduce_grad_w", (1, 1, 1), (32, 1, 1),
+                  (gw_parts, _i32(blocks), stats.grad_w_total, stats.grad_w_total_sq))
+    rates.steps += 1
+    return ((grad_x if compute_grad_x else None),
+            (curv_x if compute_grad_x and hessian else None))
 
 
 def _softmax_loss(kernel, z, y, grad_z):
@@ -347,6 +405,21 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     return backward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(h), W, b,
                               xp.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
                               bool(compute_grad_x))
+
+
+def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
+                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
+    """Backward pass and per-parameter-rate update on the GPU; the contract of
+    reference.dense_backward_second_order."""
+    rt = runtime()
+    _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, curv_h=curv_h, grad_x=grad_x,
+               curv_x=curv_x, rates_W=getattr(rates, "W", None), rates_b=getattr(rates, "b", None))
+    grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
+                                       grad_x, curv_x, stats, compute_grad_x, rt.xp)
+    c = rt.xp.ascontiguousarray
+    return second_order_unchecked(c(x), c(h), W, b, c(grad_h), activations.get(activation).name,
+                                  lr, rates, None if curv_h is None else c(curv_h), grad_x,
+                                  curv_x, stats, bool(compute_grad_x))
 
 
 def _checked_loss(unchecked, z, y, grad_z):

@@ -8,7 +8,7 @@ s = x @ W + b, h = f(s).
 import numpy as np
 
 from .. import activations
-from .contracts import backward_args, forward_args, softmax_args
+from .contracts import backward_args, forward_args, second_order_args, softmax_args
 
 
 def hist_bin_index(h, lo, hi, bins):
@@ -145,6 +145,84 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     W -= dt(lr) * grad_w
     b -= dt(lr) * delta.sum(axis=0)
     return gx
+
+
+def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
+                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
+    """Back-propagate through one layer and apply a per-parameter-rate update in place.
+
+    As :func:`dense_backward_sgd`, but each parameter moves by ``lr / (1 + A / damping) * g``
+    where A is the running estimate held in ``rates`` (a
+    :class:`~fastff.kernels.rates.LayerRates`; the formulas are in that module's docstring):
+    the diagonal Gauss-Newton curvature (``diag_hessian``, which also back-propagates it) or
+    the square root of the per-example gradient variance (``grad_variance``).
+
+    Parameters
+    ----------
+    x, h, W, b, grad_h, activation, lr
+        As in :func:`dense_backward_sgd`.
+    rates : LayerRates
+        The running estimates of this layer, updated in place (``rates.steps`` goes up by 1).
+    curv_h : ndarray (batch, n_out), optional
+        ``diag_hessian`` only, and required there: the Gauss-Newton curvature of the cost with
+        respect to h (with the mean cost's 1/batch factor), from the layer above or from
+        :func:`fastff.kernels.rates.output_curvature`.
+    grad_x, curv_x : ndarray (batch, n_in), optional
+        Written with dC/dx and (``diag_hessian``) the curvature with respect to x.
+    stats : BackwardStats, optional
+    compute_grad_x : bool
+        False skips dC/dx and the curvature below (the first layer needs neither).
+
+    Returns
+    -------
+    (grad_x, curv_x)
+        Each an ndarray (batch, n_in), or None when not computed (``curv_x`` is None for
+        ``grad_variance``).
+    """
+    grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
+                                       grad_x, curv_x, stats, compute_grad_x)
+    return second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h, grad_x,
+                                  curv_x, stats, compute_grad_x)
+
+
+def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
+                           curv_x=None, stats=None, compute_grad_x=True, delta=None,
+                           prefetch=True):
+    """dense_backward_second_order on checked arguments, with the interface the MLP calls on
+    every backend (``delta`` and ``prefetch`` as in :func:`backward_unchecked`)."""
+    act = activations.get(activation)
+    dt = W.dtype.type
+    hessian = rates.method == "diag_hessian"
+    slope = act.derivative(h).astype(W.dtype, copy=False)
+    delta = (grad_h * slope).astype(W.dtype, copy=False)
+    q = (curv_h * slope * slope) if hessian else delta * delta
+    gx = cx = None
+    if compute_grad_x:
+        gx = delta @ W.T
+        cx = q @ (W * W).T if hessian else None
+        if grad_x is not None:
+            grad_x[...] = gx
+            gx = grad_x
+        if cx is not None and curv_x is not None:
+            curv_x[...] = cx
+            cx = curv_x
+    grad_w, grad_b = x.T @ delta, delta.sum(axis=0)
+    est_w, est_b = (x * x).T @ q, q.sum(axis=0)
+    if not hessian:
+        B = x.shape[0]
+        est_w = np.maximum(dt(B / (B - 1)) * (dt(B) * est_w - grad_w * grad_w), dt(0))
+        est_b = np.maximum(dt(B / (B - 1)) * (dt(B) * est_b - grad_b * grad_b), dt(0))
+    if stats is not None:
+        accumulate_backward_stats(delta, grad_w, stats)
+    corr, keep = dt(rates.correction()), dt(rates.decay)
+    for param, grad, avg, est in ((W, grad_w, rates.W, est_w), (b, grad_b, rates.b, est_b)):
+        avg[...] = keep * avg + (dt(1) - keep) * est
+        scale = corr * avg
+        if not hessian:
+            scale = np.sqrt(scale)
+        param -= dt(lr * rates.damping) * grad / (dt(rates.damping) + scale)
+    rates.steps += 1
+    return gx, cx
 
 
 def softmax_nll(z, y):

@@ -161,7 +161,9 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     experiments : list of str or str
         Some of ``table1`` (the default), ``pretrain`` (the denoising auto-encoder reference of
         Fig. 11 and a pre-trained Fig. 2 sigmoid), ``cost`` (Tanh N under the quadratic cost),
-        ``svm`` (the RBF SVM and Tanh N on the same finite Shapeset set), or ``all``. The other
+        ``svm`` (the RBF SVM and Tanh N on the same finite Shapeset set), ``second_order``
+        (per-parameter rates from a diagonal Hessian or a gradient-variance estimate, with
+        standard and normalized init), or ``all``. The other
         experiments run on Shapeset and go to ``experiments.csv`` / ``experiments.md``.
 
     Returns
@@ -212,9 +214,10 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
 
 
 def _measured(out, rows, table, others):
-    """What the pre-training claims are about, measured in the chosen runs, one text per row of
-    ``others`` (the experiments table; "" where there is nothing to measure): the top hidden
-    layer's final activation mean (Fig. 2) and where the pre-trained curve ends in Fig. 11."""
+    """What the claims are about, measured in the chosen runs, one text per row of ``others``
+    (the experiments table; "" where there is nothing to measure): the top hidden layer's final
+    activation mean (Fig. 2), where the pre-trained curve ends in Fig. 11, and normalized init's
+    error beside the standard-init nets with per-parameter rates."""
     from ..report.runs import load_run
     runs = chosen_runs(rows, table + others, "shapeset")
     errors = {t["model"]: t["test_error"] for t in table
@@ -233,6 +236,9 @@ def _measured(out, rows, table, others):
                 (m, sd), (m0, sd0) = tops["Sigmoid depth 4 pre-trained"], tops["Sigmoid depth 4"]
                 text = (f"top layer's final mean activation {m:.3f} ± {sd:.3f} (not pre-trained: "
                         f"{m0:.3f} ± {sd0:.3f})")
+        elif (row["experiment"] == "second_order" and row["compared_with"] == "Tanh"
+              and "Tanh N" in errors):
+            text = f"Tanh N: {errors['Tanh N']:.2f}"
         elif row["model"] == "Tanh pre-trained" and row["test_error"] != "" and errors:
             rank = 1 + sum(e < row["test_error"] for e in errors.values())
             text = (f"ends {'lowest' if rank == 1 else f'#{rank}'} of {len(errors) + 1} "
@@ -295,6 +301,14 @@ def _figures(out, rows, table):
             ax.set_title(f"{DATASET_TITLES[d]}: each model at its chosen learning rate")
         F.save_png(F._finish(fig, caption), out / name)
         written.append((name, caption))
+    for name, models, caption in glorot2010.MODEL_CURVES:
+        have = runs_of("shapeset")
+        chosen = [have[m] for m in models if m in have]
+        if sum(glorot2010.MODEL_BY_NAME[run.title].experiment != "table1" for run in chosen):
+            fig = F.test_error_curves(chosen)
+            if fig is not None:
+                F.save_png(F._finish(fig, caption), out / name)
+                written.append((name, caption))
     return written
 
 

@@ -15,7 +15,8 @@ TITLE = ('Glorot & Bengio (2010), "Understanding the difficulty of training deep
 @dataclass(frozen=True)
 class Model:
     """One trained model: a hidden activation, an initialization and a depth, and for the
-    paper's other experiments a pre-training, a cost or a finite training set."""
+    paper's other experiments a pre-training, a cost, a finite training set or per-parameter
+    learning rates (``optimizer``, :mod:`fastff.kernels.rates`)."""
 
     name: str
     activation: str
@@ -24,6 +25,7 @@ class Model:
     pretrain: str = None
     loss: str = "nll"
     finite: bool = False
+    optimizer: str = "sgd"
     experiment: str = "table1"
 
 
@@ -50,8 +52,18 @@ EXPERIMENT_MODELS = (
     Model("Tanh N, quadratic cost", "tanh", "normalized", 5, loss="quadratic", experiment="cost"),
     # the net of the SVM comparison: trained on the finite set the SVM sees
     Model("Tanh N, finite set", "tanh", "normalized", 5, finite=True, experiment="svm"),
+    # per-parameter rates from a diagonal Hessian (LeCun et al. 1998b) or a gradient-variance
+    # estimate, on the standard-init tanh net and combined with normalized init
+    Model("Tanh, diagonal Hessian rates", "tanh", "standard", 5, optimizer="diag_hessian",
+          experiment="second_order"),
+    Model("Tanh, gradient-variance rates", "tanh", "standard", 5, optimizer="grad_variance",
+          experiment="second_order"),
+    Model("Tanh N, diagonal Hessian rates", "tanh", "normalized", 5, optimizer="diag_hessian",
+          experiment="second_order"),
+    Model("Tanh N, gradient-variance rates", "tanh", "normalized", 5,
+          optimizer="grad_variance", experiment="second_order"),
 )
-EXPERIMENTS = ("table1", "pretrain", "cost", "svm")
+EXPERIMENTS = ("table1", "pretrain", "cost", "svm", "second_order")
 # experiment model -> (the model it is compared with, the paper's claim)
 CLAIMS = {
     "Tanh pre-trained": ("Tanh N", "normalized init removes a good part of the gap to "
@@ -62,6 +74,11 @@ CLAIMS = {
                                "quadratic cost (section 8, Fig. 5)"),
     "Tanh N, finite set": ("RBF SVM", "on the same 100,000 examples the net beats the RBF SVM: "
                            "50.47% vs 59.47%"),
+    **{f"Tanh, {kind} rates": ("Tanh", "per-parameter rates improve on plain SGD from the "
+                               "standard init but stay below normalized init (Tanh N)")
+       for kind in ("diagonal Hessian", "gradient-variance")},
+    **{f"Tanh N, {kind} rates": ("Tanh N", "combined with normalized init, per-parameter rates "
+                                 "help further") for kind in ("diagonal Hessian", "gradient-variance")},
 }
 # Test error in percent of the other experiments (reference section 4); the paper gives no
 # number for the pre-trained nets or the quadratic cost.
@@ -97,7 +114,9 @@ class Budget:
     For the other experiments (Shapeset only): ``pretrain_updates`` auto-encoder updates per
     hidden layer at ``pretrain_lr`` (the paper gives neither; fastff's choice), the size of the
     ``finite`` training set shared by the SVM and its net (100,000 in the paper, section 4), and
-    the ``svm``'s arguments to :func:`fastff.baselines.rbf_svm`.
+    the ``svm``'s arguments to :func:`fastff.baselines.rbf_svm`. ``rate_lrs`` is the
+    learning-rate grid of the per-parameter-rate models (default: Shapeset's ``lrs``): their
+    ``lr`` is the largest rate a parameter gets, most parameters get less.
     """
 
     name: str
@@ -113,6 +132,7 @@ class Budget:
     pretrain_lr: float = 0.01
     finite: int = 100_000
     svm: dict = None
+    rate_lrs: tuple = None
 
 
 BUDGETS = {
@@ -137,6 +157,9 @@ BUDGETS = {
         # updates); the SVM: C above 0.1 takes the linear solver over 6 minutes per fit here
         seeds=1, shapeset_sizes=(2_000, 5_000), pretrain_updates=2_000,
         svm=dict(method="nystroem", n_components=2_000, C=(0.03, 0.1), gamma_factors=(1.0, 2.0)),
+        # per-parameter rates: two points (20,000 updates of their step, 2.5 times SGD's, take
+        # about 10 min per run on one core)
+        rate_lrs=(0.1, 0.3),
         about="the paper's 1000-unit nets, 0.4% (Shapeset) and 0.16% (the others) of its 5 "
               "million updates"),
     # The paper's horizon: 5 million updates per run (section 1), for a cluster or the GPU.
@@ -146,6 +169,7 @@ BUDGETS = {
         evals={d: 50 for d in DATASETS}, monitors=50,
         seeds=3, shapeset_sizes=(10_000, 10_000), pretrain_updates=500_000,
         svm=dict(method="exact", C=(1.0, 10.0, 100.0), gamma_factors=(0.5, 1.0, 2.0)),
+        rate_lrs=(0.003, 0.01, 0.03, 0.1, 0.3),
         about="the paper's 1000-unit nets and its 5 million updates per run (section 1)"),
 }
 
@@ -195,6 +219,16 @@ CURVE_FIGURES = (
 )
 
 
+# Test-error curves of chosen Shapeset models on one axis, drawn when at least two of them ran.
+MODEL_CURVES = (
+    ("second_order_test_error.png",
+     ("Tanh", "Tanh N", "Tanh, diagonal Hessian rates", "Tanh, gradient-variance rates",
+      "Tanh N, diagonal Hessian rates", "Tanh N, gradient-variance rates"),
+     "Per-parameter learning rates beside plain SGD on Shapeset-3x2, each model at its chosen "
+     "learning rate"),
+)
+
+
 def experiment_models(experiments):
     """The models the chosen experiments train, Table 1's first."""
     return [m for m in MODELS + EXPERIMENT_MODELS if m.experiment in experiments]
@@ -210,7 +244,10 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
         for model in experiment_models(experiments):
             if model.experiment != "table1" and dataset != "shapeset":
                 continue
-            for lr in budget.lrs[dataset]:
+            lrs = budget.lrs[dataset]
+            if model.optimizer != "sgd" and budget.rate_lrs is not None:
+                lrs = budget.rate_lrs
+            for lr in lrs:
                 for seed in range(seeds):
                     p = dict(dataset=dataset, arch=f"{budget.width}x{model.depth}",
                              activation=model.activation, init=model.init, lr=lr, seed=seed,
@@ -226,6 +263,8 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
                                  pretrain_lr=budget.pretrain_lr)
                     if model.loss != "nll":
                         p["loss"] = model.loss
+                    if model.optimizer != "sgd":
+                        p["optimizer"] = model.optimizer
                     if data_dir is not None:
                         p["data_dir"] = str(data_dir)
                     out.append(p)
@@ -240,8 +279,9 @@ def model_of(point):
     if isinstance(options, str):
         options = json.loads(options)
     key = (point["activation"], point["init"], depth, point.get("pretrain") or None,
-           point.get("loss") or "nll", bool(options.get("finite")))
+           point.get("loss") or "nll", bool(options.get("finite")),
+           point.get("optimizer") or "sgd")
     for m in MODELS + EXPERIMENT_MODELS:
-        if (m.activation, m.init, m.depth, m.pretrain, m.loss, m.finite) == key:
+        if (m.activation, m.init, m.depth, m.pretrain, m.loss, m.finite, m.optimizer) == key:
             return m
     return None

@@ -43,6 +43,8 @@ __device__ __forceinline__ double ff_log(double v) { return log(v); }
 // memory (the compile gate refuses it): float within 2 ulp, double within 1.5 ulp.
 __device__ __forceinline__ float ff_div(float a, float b) { return __fdividef(a, b); }
 __device__ __forceinline__ double ff_div(double a, double b) { return a * __drcp_rn(b); }
+__device__ __forceinline__ float ff_sqrt(float v) { return sqrtf(v); }
+__device__ __forceinline__ double ff_sqrt(double v) { return sqrt(v); }
 
 // h = f(s)
 template <int ACT, typename T>
@@ -62,6 +64,23 @@ __device__ __forceinline__ T derivative(T h) {
   if (ACT == SOFTSIGN) { T t = T(1) - (h < T(0) ? -h : h); return t * t; }
   if (ACT == RELU) return h > T(0) ? T(1) : T(0);
   return T(1);
+}
+
+// One parameter's step under per-parameter rates (fastff/kernels/rates.py), from its sums over
+// the batch g = sum_r x delta and s = sum_r x^2 q: the running estimate (the Gauss-Newton
+// diagonal, or the per-example gradient variance), then w -= lr g / (damping + scale), where
+// the caller's lr already carries the damping factor (rate = lr / (1 + scale / damping)).
+template <typename T>
+__device__ __forceinline__ void rate_step(T& w, T& avg, T g, T s, T lr, int hessian, T damping,
+                                          T keep, T corr, int B) {
+  T est = s;
+  if (!hessian) {
+    est = ff_div(T(B), T(B - 1)) * (T(B) * s - g * g);
+    est = est > T(0) ? est : T(0);
+  }
+  avg = keep * avg + (T(1) - keep) * est;
+  const T scale = hessian ? corr * avg : ff_sqrt(corr * avg);
+  w -= ff_div(lr * g, damping + scale);
 }
 
 // Bin of a fixed-bin histogram, in float64 as reference.hist_bin_index: values below the range

@@ -1,0 +1,36 @@
+// dense_backward_second_order: the SGD pass of dense_backward_sgd.cu with per-parameter rates
+// (fastff/kernels/rates.py). Launched in this order on one stream:
+//
+// 1. second_order_columns: one thread per column j: delta = grad_h f'(h), q = curv_h f'(h)^2
+//    (diag_hessian) or delta^2 (grad_variance), the bias's rate step, the sums of delta.
+// 2. grad_x_partial and sum_parts on (delta, W): dC/dx with the old W; for diag_hessian the same
+//    on (q, W^2) after square_into: the curvature passed down.
+// 3. second_order_update: update_tile with RATES, then reduce_grad_w for the dC/dW statistics.
+
+template <typename T, int ACT>
+__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
+second_order_columns(const T* __restrict__ grad_h, const T* __restrict__ h,
+                     const T* __restrict__ curv_h, T* __restrict__ delta, T* __restrict__ q,
+                     T* __restrict__ b, T* __restrict__ avg_b, T lr, int hessian, T damping,
+                     T keep, T corr, int B, int N, int want_stats, double* __restrict__ d_total,
+                     double* __restrict__ d_total_sq, long long* __restrict__ counts) {
+  delta_columns<T, ACT, true>(grad_h, h, curv_h, delta, q, b, avg_b, lr, hessian, damping, keep,
+                              corr, B, N, want_stats, d_total, d_total_sq, counts);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
+square_into(const T* __restrict__ a, T* __restrict__ out, long long count) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += stride)
+    out[e] = a[e] * a[e];
+}
+
+template <typename T>
+__global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
+second_order_update(const T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ q,
+                    T* __restrict__ W, T* __restrict__ avg, T lr, int hessian, T damping, T keep,
+                    T corr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts) {
+  update_tile<T, true>(x, delta, q, W, avg, lr, hessian, damping, keep, corr, B, K, N, want_gw,
+                       gw_parts);
+}
