@@ -445,13 +445,20 @@ def _delta_bias_tiles(grad_h, h, delta, b, act, lr, j0, j1, want_stats, d_total,
     for j in range(n):
         bb[j] -= lr * acc[j]
     if want_stats:
-        tot, tot_sq = d_total[j0:j1], d_total_sq[j0:j1]
-        for r in range(B):
-            d = delta[r, j0:j1]
-            for j in range(n):
-                v = np.float64(d[j])
-                tot[j] += v
-                tot_sq[j] += v * v
+        _delta_moments(delta, j0, j1, d_total, d_total_sq)
+
+
+@njit(**_JIT)
+def _delta_moments(delta, j0, j1, d_total, d_total_sq):
+    """Add the per-unit sums of delta[:, j0:j1] and of its squares (float64), rows in order."""
+    n = j1 - j0
+    tot, tot_sq = d_total[j0:j1], d_total_sq[j0:j1]
+    for r in range(delta.shape[0]):
+        d = delta[r, j0:j1]
+        for j in range(n):
+            v = np.float64(d[j])
+            tot[j] += v
+            tot_sq[j] += v * v
 
 
 @njit(**_JIT)
@@ -571,12 +578,7 @@ def _rates_columns(grad_h, h, curv_h, delta, q, b, avg_b, act, lr, hessian, damp
             s[j] += e[j]
     _rate_row(b, avg_b, g, s, lr, hessian, damping, keep, corr, B)
     if want_stats:
-        for r in range(B):
-            d = delta[r]
-            for j in range(n):
-                v = np.float64(d[j])
-                d_total[j] += v
-                d_total_sq[j] += v * v
+        _delta_moments(delta, 0, n, d_total, d_total_sq)
         counts[0] += B  # rows
         counts[1] += 1  # steps
 

@@ -34,6 +34,7 @@ import numpy as np
 from .. import config
 from ..checks import choose
 from ..errors import InputError
+from .stats import _check_arrays
 
 METHODS = ("diag_hessian", "grad_variance")
 
@@ -101,16 +102,11 @@ class LayerRates:
         if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise InputError(f"LayerRates.steps must be a non-negative integer, got {self.steps!r}")
         n_in, n_out = W.shape
-        for name, shape in (("W", (n_in, n_out)), ("b", (n_out,))):
-            a = getattr(self, name, None)
-            ok = (a is not None and type(a).__module__.split(".")[0] == xp.__name__.split(".")[0]
-                  and tuple(a.shape) == shape and a.dtype == W.dtype and a.flags.c_contiguous
-                  and getattr(a.flags, "writeable", True) and not xp.may_share_memory(a, W))
-            if not ok:
-                got = (f"{type(a).__name__} {getattr(a, 'dtype', '')} {tuple(getattr(a, 'shape', ()))}"
-                       if a is not None else "nothing")
-                raise InputError(f"LayerRates.{name} must be a writable, contiguous {xp.__name__} "
-                                 f"{W.dtype} array of shape {shape} of its own, got {got}")
+        _check_arrays(self, {"W": ((n_in, n_out), W.dtype), "b": ((n_out,), W.dtype)}, xp)
+        for name in ("W", "b"):
+            if xp.may_share_memory(getattr(self, name), W):
+                raise InputError(f"LayerRates.{name} shares memory with the weights W; it must "
+                                 "be an array of its own")
         return self
 
 
