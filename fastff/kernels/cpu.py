@@ -617,10 +617,11 @@ def _rates_small(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, 
             _rate_row(w, avg[i], g, s, lr, hessian, damping, keep, corr, B)
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _rates_rows(W, avg, G, S, i0, lr, hessian, damping, keep, corr, B):
-    """The updates of rows i0 .. i0 + len(G) from their sums G and S (the BLAS path)."""
-    for i in prange(G.shape[0]):
+    """The updates of rows i0 .. i0 + len(G) from their sums G and S (the BLAS path; serial,
+    as _update_rows: a parallel team between BLAS calls fights BLAS's spinning threads)."""
+    for i in range(G.shape[0]):
         _rate_row(W[i0 + i], avg[i0 + i], G[i], S[i], lr, hessian, damping, keep, corr, B)
 
 
