@@ -72,7 +72,7 @@ _DERIVATIVE = {
     "relu": lambda h, xp: (h > 0).astype(h.dtype),
 }
 
-# Codes shared with the compiled kernels (fastff/kernels/cpu.py switches on them).
+# Codes shared with the compiled kernels (fastff/kernels/cpu/ switches on them).
 LINEAR, SIGMOID, TANH, SOFTSIGN, RELU = 0, 1, 2, 3, 4
 
 ACTIVATIONS = {

@@ -1,7 +1,8 @@
 """Every tunable number of fastff in one place: thresholds, histogram bins, block sizes.
 
 Tests patch these module attributes (for example a smaller column chunk so that tiny inputs span
-many blocks). Kernels read them at call time, never at import time.
+many blocks). Kernels read them at call time, never at import time; the one exception is
+CPU_VECTOR_BYTES (below), and a kernel finding it changed since import says so.
 """
 import math
 import os
@@ -38,6 +39,13 @@ CPU_COL_CHUNK = 128
 # Rows of W per task, in the forward (small batch) and backward passes alike: the two passes
 # must split W the same way so that each row stays with one core (benchmarks/NOTES.md).
 CPU_ROW_BLOCK = 128
+# Register tiles of the small-batch loops (fastff/kernels/cpu/tiles.py), by the number of
+# vector registers of the ISA (32 with AVX-512, 16 with AVX2): forward tiles of (rows of x,
+# vectors of columns of W): 6 x 4 = 24 partial sums in 32 registers, 4 x 3 = 12 in 16
+# (benchmarks/NOTES.md, "AVX2"); rows of W per backward tile, each by the whole batch (two rows
+# stay faster on AVX2 too, although their sums spill: NOTES.md, "AVX2").
+CPU_FORWARD_TILE = {32: (6, 4), 16: (4, 3)}
+CPU_BACKWARD_W_ROWS = 2
 # Software prefetch distance, in rows of W, of the small-batch forward (whose column strips
 # stride through W) and backward (which walks rows in order) loops; 0 turns prefetching off.
 CPU_FWD_PREFETCH_ROWS = 16
@@ -47,9 +55,9 @@ CPU_BWD_PREFETCH_ROWS = 4
 # Measured, median step at batch 10: the paper's net (20 MB) 1.28 ms without, 1.34 ms with;
 # 20 x 1000 units (80 MB) 9.4 ms without, 7.0 ms with.
 CPU_PREFETCH_MIN_BYTES = 24 * 2**20
-# Width of the SIMD vectors in fastff.kernels.simd: None picks the host's widest (64 bytes with
+# Width of the SIMD vectors in fastff.kernels.cpu.simd: None picks the host's widest (64 bytes with
 # AVX-512, else 32); the environment variable FASTFF_CPU_VECTOR_BYTES overrides it. Read once,
-# at import of fastff.kernels (Numba's on-disk cache keeps the width code was compiled with).
+# at import of fastff.kernels: the register tile types are built from it.
 CPU_VECTOR_BYTES = int(os.environ.get("FASTFF_CPU_VECTOR_BYTES", "0")) or None
 
 # -- Training defaults ------------------------------------------------------------------------

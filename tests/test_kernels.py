@@ -86,6 +86,35 @@ def test_dense_backward_sgd_matches_reference(rng, request, dtype, act, shape, b
     assert s1.rows[0] == s2.rows[0] == shape[0]
 
 
+@pytest.mark.parametrize("measured", ["nothing", "delta", "delta and dC/dW"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_batch_update_paths_match_reference(rng, dtype, measured):
+    # above CPU_SMALL_BATCH_MAX the update is one GEMM accumulating into W, or, when dC/dW is
+    # measured, blocks of rows of the gradient; both against the reference, with and without dC/dx
+    x, W, b = layer(rng, 53, 67, 131, dtype)
+    h = ref.dense_forward(x, W, b, "tanh")
+    g = rng.standard_normal(h.shape).astype(dtype)
+    stats = {"nothing": lambda: None, "delta": lambda: BackwardStats(131, weight_grad=False),
+             "delta and dC/dW": lambda: BackwardStats(131)}[measured]
+    W2, b2 = W.copy(), b.copy()
+    s2 = BackwardStats(131)
+    gx2 = ref.dense_backward_sgd(x, h, W2, b2, g, "tanh", 0.3, stats=s2)
+    for want_gx in (True, False):
+        W1, b1, s1 = W.copy(), b.copy(), stats()
+        gx1 = cpu.dense_backward_sgd(x, h, W1, b1, g, "tanh", 0.3, stats=s1,
+                                     compute_grad_x=want_gx)
+        assert_close(W1, W2, dtype)
+        assert_close(b1, b2, dtype)
+        if want_gx:
+            assert_close(gx1, gx2, dtype, scale=np.abs(gx2).max())
+        else:
+            assert gx1 is None
+        if measured == "delta and dC/dW":
+            np.testing.assert_allclose(s1.grad_w_total_sq, s2.grad_w_total_sq, rtol=1e-4)
+        if s1 is not None:
+            assert_close(s1.delta_total_sq, s2.delta_total_sq, dtype)
+
+
 def test_backward_uses_old_weights_and_skips_grad_x(rng):
     x, W, b = layer(rng, 10, 33, 21, np.float64)
     h = ref.dense_forward(x, W, b, "tanh")
@@ -161,7 +190,8 @@ def test_kernels_are_deterministic_for_any_thread_count(rng, batch):
 
 _NARROW_VECTORS = """
 import numpy as np
-from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref, simd
+from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
+from fastff.kernels.cpu import simd
 assert simd.VEC_BYTES == {width}
 rng = np.random.default_rng(5)
 for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):

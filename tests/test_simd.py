@@ -1,10 +1,10 @@
-"""The register-tile operations of fastff.kernels.simd, one at a time, against NumPy."""
+"""The register-tile operations of fastff.kernels.cpu.simd, one at a time, against NumPy."""
 import numpy as np
 import pytest
 from numba import njit
 
-from fastff.kernels import simd
-from fastff.kernels.simd import (tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
+from fastff.kernels.cpu import simd
+from fastff.kernels.cpu.simd import (tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
                                  tile_rank1, tile_store, tile_update, tile_zeros)
 
 DTYPES = [np.float32, np.float64]

@@ -26,7 +26,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from .. import config
+from ... import config
 
 
 def _vector_bytes():

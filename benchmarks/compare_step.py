@@ -1,0 +1,112 @@
+"""The paper's SGD step, each contender in its own process, alternating: fastff, PyTorch eager,
+the NumPy reference.
+
+Run: ``python benchmarks/compare_step.py [--batches 10 128 1024] [--rounds 3]``. Prints the
+processor (``lscpu``), then per batch the median step of each contender (the median over its
+rounds of each round's median) and fastff's speed-up. Unlike ``pytest benchmarks``, no
+contender shares a process with another: Numba's thread team, OpenBLAS's spinning threads and
+PyTorch's OpenMP pool cannot slow each other down. Results: benchmarks/NOTES.md.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]  # bench_cpu.PAPER_SIZES
+CONTENDERS = ["fastff", "pytorch-eager", "numpy-reference"]
+
+
+def processor():
+    """The lscpu model name and the vector ISA flags that matter here."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown processor"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return (f"{fields.get('Model name', '?').strip()} (family {fields.get('CPU family', '?').strip()}"
+            f", model {fields.get('Model', '?').strip()}, {os.cpu_count()} cores; "
+            f"{' '.join(isa)})")
+
+
+def _step_function(contender, batch):
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, PAPER_SIZES[0]), dtype=np.float32)
+    y = rng.integers(0, PAPER_SIZES[-1], batch)
+    if contender == "pytorch-eager":
+        import torch
+        torch.manual_seed(0)
+        layers = []
+        for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
+            layers.append(torch.nn.Linear(a, b))
+            if i < len(PAPER_SIZES) - 2:
+                layers.append(torch.nn.Tanh())
+        net = torch.nn.Sequential(*layers)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(tx), ty).backward()
+            opt.step()
+        return step
+    import fastff
+    net = fastff.MLP(PAPER_SIZES, activation="tanh",
+                     kernels="reference" if contender == "numpy-reference" else None)
+    stats = net.new_stats()
+    return lambda: net.step(x, y, 0.01, stats=stats)
+
+
+def measure(contender, batch, steps):
+    """Median step time in seconds of ``steps`` steps after two warm-up steps (compiles)."""
+    step = _step_function(contender, batch)
+    step()
+    step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[10, 128, 1024])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--contenders", nargs="+", default=CONTENDERS, choices=CONTENDERS)
+    parser.add_argument("--one", nargs=2, metavar=("CONTENDER", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        batch = int(args.one[1])
+        print(json.dumps(measure(args.one[0], batch, 30 if batch <= 128 else 8)))
+        return
+    print(processor())
+    for batch in args.batches:
+        medians = {c: [] for c in args.contenders}
+        for _ in range(args.rounds):
+            for c in args.contenders:
+                run = subprocess.run([sys.executable, __file__, "--one", c, str(batch)],
+                                     capture_output=True, text=True)
+                if run.returncode:
+                    print(f"  {c}: failed\n{run.stderr[-800:]}")
+                    continue
+                medians[c].append(float(run.stdout.strip().splitlines()[-1]))
+        row = {c: statistics.median(v) for c, v in medians.items() if v}
+        parts = [f"{c} {1e3 * t:.2f} ms ({', '.join(f'{1e3 * v:.2f}' for v in medians[c])})"
+                 for c, t in row.items()]
+        print(f"batch {batch}: " + "; ".join(parts))
+        if "fastff" in row:
+            ratios = [f"{t / row['fastff']:.2f}x {c}" for c, t in row.items() if c != "fastff"]
+            print(f"  fastff is faster by: {', '.join(ratios)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Large batches (more than ``config.CPU_SMALL_BATCH_MAX`` rows): the matrix products in BLAS
+threaded by the BLAS library; the element-wise work around them in fastff's fused epilogues,
+run serially (:mod:`.jit`, ``parallel_and_serial``: a thread team started after a BLAS call
+fights BLAS's still-spinning threads).
+
+* Forward: ``out = x @ W``, then bias, activation and statistics in one pass.
+* Backward: dC/dx = delta @ W.T with the old W, then the SGD update as one in-place GEMM,
+  W = W - lr * x.T @ delta (``beta = 1``): no weight-gradient array, no transposed copy of x.
+  When the weight-gradient statistics are asked for, the gradient is formed a block of rows
+  at a time instead, its sums taken and the block applied while in cache.
+"""
+import numpy as np
+from numba import njit
+from scipy.linalg import blas as scipy_blas
+
+from .jit import JIT
+
+
+def _operand(m):
+    """``m`` as (Fortran-ordered array, transpose flag) without a copy where m or m.T is
+    contiguous (others are copied by the wrapper)."""
+    return (m, 0) if m.flags.f_contiguous else (m.T, 1)
+
+
+def gemm(alpha, a, b, out, beta=0.0):
+    """out = alpha * a @ b + beta * out, in place, in SciPy's BLAS.
+
+    Every product of the CPU kernels goes to this one BLAS library: NumPy and SciPy each bring
+    their own OpenBLAS, and one's threads spinning after a call slow the other's down (an
+    SGD step's three products at batch 128: 20.5-24.5 ms mixed, 11.1-11.5 ms in one library,
+    benchmarks/NOTES.md "Batch 128 and 1024"). In Fortran order out.T = b.T @ a.T; C-ordered
+    arrays and their transposes pass without a copy.
+    """
+    (p, tp), (q, tq) = _operand(b.T), _operand(a.T)
+    fn = scipy_blas.get_blas_funcs("gemm", dtype=out.dtype)
+    result = fn(alpha, p, q, beta=beta, c=out.T, trans_a=tp, trans_b=tq, overwrite_c=1)
+    if not np.shares_memory(result, out):  # out was not Fortran-contiguous as out.T
+        out[...] = result.T
+
+
+def forward_product(x, W, out):
+    """out = x @ W (the epilogue follows)."""
+    gemm(1.0, x, W, out)
+
+
+def grad_x_product(delta, W, grad_x):
+    """grad_x = delta @ W.T (before W changes)."""
+    gemm(1.0, delta, W.T, grad_x)
+
+
+def sgd_update(x, delta, W, lr):
+    """W -= lr * x.T @ delta as one GEMM accumulating into W (beta = 1): no gradient array."""
+    gemm(-float(lr), x.T, delta, W, beta=1.0)
+
+
+@njit(**JIT)
+def _update_block(W, G, lr, i0, moments):
+    """W[i0:i0+len(G)] -= lr * G, and the sum and sum of squares of G added to ``moments``."""
+    s1, s2 = 0.0, 0.0
+    for i in range(G.shape[0]):
+        w, g = W[i0 + i], G[i]
+        for j in range(g.shape[0]):
+            w[j] -= lr * g[j]
+        for j in range(g.shape[0]):
+            v = np.float64(g[j])
+            s1 += v
+            s2 += v * v
+    moments[0] += s1
+    moments[1] += s2
+
+
+def sgd_update_measured(x, delta, W, lr, chunk):
+    """sgd_update that also returns (sum(G), sum(G**2)) of the weight gradient G = x.T @ delta:
+    G a block of ``chunk`` rows at a time, each block's sums in float64, added in block order."""
+    n_in = W.shape[0]
+    block = np.empty((min(chunk, n_in), W.shape[1]), W.dtype)
+    parts = np.zeros((-(-n_in // chunk), 2), np.float64)
+    for c, i0 in enumerate(range(0, n_in, chunk)):
+        i1 = min(n_in, i0 + chunk)
+        G = block[:i1 - i0]
+        gemm(1.0, x[:, i0:i1].T, delta, G)
+        _update_block(W, G, lr, i0, parts[c])
+    return parts.sum(axis=0)
