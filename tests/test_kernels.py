@@ -310,3 +310,40 @@ def test_a_small_batch_limit_beyond_the_tiles_is_refused(monkeypatch, value):
     x, W, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.zeros(5, np.float32)
     with pytest.raises(InputError, match="CPU_SMALL_BATCH_MAX is"):
         cpu.dense_forward(x, W, b, "tanh")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_shapes_come_from_config_at_call_time(monkeypatch, rng, dtype):
+    # another forward tile and one row of W per backward tile: their own compiled code, same answers
+    from fastff import config
+    from fastff.kernels.cpu import simd
+    monkeypatch.setitem(config.CPU_FORWARD_TILE, simd.VEC_REGISTERS, (3, 2))
+    monkeypatch.setattr(config, "CPU_BACKWARD_W_ROWS", 1)
+    x, W, b = layer(rng, 7, 67, 41, dtype)
+    assert_close(cpu.dense_forward(x, W, b, "tanh"), ref.dense_forward(x, W, b, "tanh"), dtype)
+    h = ref.dense_forward(x, W, b, "tanh")
+    g = rng.standard_normal(h.shape).astype(dtype)
+    W1, W2 = W.copy(), W.copy()
+    gx1 = cpu.dense_backward_sgd(x, h, W1, b.copy(), g, "tanh", 0.1)
+    gx2 = ref.dense_backward_sgd(x, h, W2, b.copy(), g, "tanh", 0.1)
+    assert_close(gx1, gx2, dtype, scale=np.abs(gx2).max())
+    assert_close(W1, W2, dtype)
+
+
+@pytest.mark.parametrize("setting, value, match", [
+    ("CPU_FORWARD_TILE", {}, "CPU_FORWARD_TILE"),
+    ("CPU_FORWARD_TILE", {32: (0, 4), 16: (4, 0)}, "CPU_FORWARD_TILE"),
+    ("CPU_BACKWARD_W_ROWS", 0, "CPU_BACKWARD_W_ROWS"),
+    ("CPU_BACKWARD_W_ROWS", 2.0, "CPU_BACKWARD_W_ROWS"),
+    ("CPU_VECTOR_BYTES", 7, "CPU_VECTOR_BYTES"),
+])
+def test_bad_tile_settings_are_refused(monkeypatch, setting, value, match):
+    from fastff import config
+    monkeypatch.setattr(config, setting, value)
+    x, W, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.zeros(5, np.float32)
+    h = cpu.dense_forward(x, W, b, "tanh") if setting == "CPU_BACKWARD_W_ROWS" else None
+    with pytest.raises(InputError, match=match):
+        if h is None:
+            cpu.dense_forward(x, W, b, "tanh")
+        else:
+            cpu.dense_backward_sgd(x, h, W, b, np.ones_like(h), "tanh", 0.1)

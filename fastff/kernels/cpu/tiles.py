@@ -40,7 +40,13 @@ def forward_shape(batch):
     """(n_tiles, tall, short, vecs): the balanced row tiles :func:`gemm_blocks` splits a batch
     into (tall and short as heights) and the strip width in vectors, from the configured tile
     of the host's register file."""
-    rows, vecs = config.CPU_FORWARD_TILE[VEC_REGISTERS]
+    shape = config.CPU_FORWARD_TILE.get(VEC_REGISTERS) if isinstance(config.CPU_FORWARD_TILE, dict) else None
+    if not (isinstance(shape, tuple) and len(shape) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8 for v in shape)):
+        raise InputError(f"fastff.config.CPU_FORWARD_TILE[{VEC_REGISTERS}] is {shape!r}; it must be "
+                         "(rows, vectors), two integers from 1 to 8, for this machine's "
+                         f"{VEC_REGISTERS} vector registers")
+    rows, vecs = shape
     n_tiles = -(-batch // rows)
     return n_tiles, height(-(-batch // n_tiles)), height(batch // n_tiles), height(vecs)
 
