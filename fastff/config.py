@@ -50,11 +50,13 @@ CPU_BACKWARD_W_ROWS = 2
 # stride through W) and backward (which walks rows in order) loops; 0 turns prefetching off.
 CPU_FWD_PREFETCH_ROWS = 16
 CPU_BWD_PREFETCH_ROWS = 4
-# An MLP prefetches only when its weights exceed this many bytes (about the last-level cache):
-# smaller ones stay in cache between steps and the prefetch instructions only cost issue slots.
-# Measured, median step at batch 10: the paper's net (20 MB) 1.28 ms without, 1.34 ms with;
-# 20 x 1000 units (80 MB) 9.4 ms without, 7.0 ms with.
-CPU_PREFETCH_MIN_BYTES = 24 * 2**20
+# An MLP prefetches only when its weights exceed this many bytes: smaller ones stay in the
+# cores' own caches between steps, where the prefetch instructions only cost issue slots. The
+# shared last-level cache is not counted on: other programs and tenants evict from it. Measured,
+# median step at batch 10 (benchmarks/NOTES.md, "Software prefetch"): the paper's net (20 MB)
+# on a Zen 5, 1.28 ms without and 1.34 ms with; on a Zen 3 (32 MB L3), 9.2-10.5 ms without and
+# 6.4-7.6 ms with; 20 x 1000 units (80 MB) on the Zen 5, 9.4 ms without, 7.0 ms with.
+CPU_PREFETCH_MIN_BYTES = 2 * 2**20
 # Width of the SIMD vectors in fastff.kernels.cpu.simd: None picks the host's widest (64 bytes with
 # AVX-512, else 32); the environment variable FASTFF_CPU_VECTOR_BYTES overrides it. Read once,
 # at import of fastff.kernels: the register tile types are built from it.

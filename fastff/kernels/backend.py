@@ -71,7 +71,7 @@ class Plan:
 
 class CPUPlan(Plan):
     """The CPU's plan: a ``delta`` workspace for the fused backward pass, and software
-    prefetch only for models whose weights do not stay in cache between steps
+    prefetch only for models whose weights do not stay in the cores' caches between steps
     (config.CPU_PREFETCH_MIN_BYTES, benchmarks/NOTES.md)."""
 
     def __init__(self, backend, sizes, dtype):
