@@ -57,7 +57,8 @@ def test_train_step(benchmark, batch_data, impl, batch):
             net.step(x, y, 0.01, stats=stats)
     benchmark.extra_info["samples_per_s"] = None
     benchmark.pedantic(step, **_rounds(batch))
-    benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median
+    if benchmark.stats:  # None under --benchmark-disable (each body runs once, as a smoke test)
+        benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median
 
 
 def _layer(batch, seed):
@@ -97,7 +98,8 @@ def test_shapeset_generation(benchmark):
     shapeset.generate(100, seed=0)
     benchmark.group = "shapeset generation, 10,000 images"
     benchmark.pedantic(lambda: shapeset.generate(10_000, seed=1), rounds=10, warmup_rounds=1)
-    benchmark.extra_info["images_per_s"] = 10_000 / benchmark.stats.stats.median
+    if benchmark.stats:
+        benchmark.extra_info["images_per_s"] = 10_000 / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("batch", [10, 128])
@@ -136,4 +138,5 @@ def test_train_step_second_order(benchmark, batch_data, impl, batch):
     rates = None if method == "sgd" else net.new_rates(method)
     net.step(x, y, 0.01, rates=rates)
     benchmark.pedantic(lambda: net.step(x, y, 0.01, rates=rates), **_rounds(batch))
-    benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median
+    if benchmark.stats:  # None under --benchmark-disable (each body runs once, as a smoke test)
+        benchmark.extra_info["samples_per_s"] = batch / benchmark.stats.stats.median

@@ -27,7 +27,7 @@ def processor():
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown processor"
+        return f"{platform.processor() or 'unknown processor'} ({os.cpu_count()} cores; no lscpu)"
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     flags = fields.get("Flags", "").split()
     isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
