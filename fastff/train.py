@@ -22,6 +22,7 @@ from .model import MLP
 from .monitor import Monitor, Stats
 from .pretrain import check_options as check_pretrain, pretrain_dae
 from .record import RunDir, thread_counts, versions
+from .warmup import CompileNotice, ParallelCompile, warm_up
 
 # Keys of config.json that a resumed run must share with the saved one (``updates`` may grow;
 # the cadences, when not given, are taken from the saved run).
@@ -121,39 +122,6 @@ def _check_memory(sizes, batch_size, dtype):
     """Refuse, before allocating, a batch whose buffers cannot fit in memory."""
     per_row = (2 * sum(sizes[1:]) + sum(sizes[:-1]) + 2 * sizes[0]) * np.dtype(dtype).itemsize
     check_fits_memory(batch_size * per_row, f"batch_size={batch_size} for {'-'.join(map(str, sizes))}")
-
-
-class _CompileNotice(numba_event.Listener):
-    """Says once, on stderr, that kernels are compiling (Numba runs compiler passes only for
-    code that is not in its on-disk cache), and how long it took."""
-
-    def __init__(self, enabled):
-        self.enabled, self.started = enabled, None
-
-    def on_start(self, ev):
-        if self.enabled and self.started is None:
-            self.started = time.perf_counter()
-            print("fastff: compiling kernels for this machine (once; cached on disk "
-                  "afterwards)...", file=sys.stderr, flush=True)
-
-    def on_end(self, ev):
-        pass
-
-    def done(self):
-        if self.started is not None:
-            print(f"fastff: kernels ready ({time.perf_counter() - self.started:.0f} s)",
-                  file=sys.stderr, flush=True)
-
-
-def _warm_up(model, batch_size, optimizer="sgd"):
-    """A step and a large-batch forward (evaluation, monitor) on a scratch copy, so that
-    compiling is done before the clock starts."""
-    scratch, xp = model.copy(), model.backend.xp
-    x = xp.zeros((batch_size, model.sizes[0]), model.dtype)
-    rates = scratch.new_rates(optimizer) if optimizer != "sgd" else None
-    scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats(), rates)
-    big = xp.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
-    scratch._forward_all(big, scratch.new_stats())
 
 
 def _bool(name, value):
@@ -427,36 +395,44 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
     check_each_step = not model.backend.loss_on_device  # free on the host; a GPU waits for a log
     # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        notice = _CompileNotice(progress)
-        with numba_event.install_listener("numba:run_pass", notice):
-            _warm_up(model, batch_size, optimizer)
-        notice.done()
-        if pretrain_options is not None and start == 0 and not history:
-            pretrain_log = _pretrain(model, data, batch_size, trusted, seed, pretrain_options,
-                                     record, progress)
-        elif resume and record is not None:
-            pretrain_log = record.read_pretrain()
-        # the clock starts after compiling; a resumed run's goes on from the saved run's
-        t0 = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
-        if start == 0 and not history:
-            observe(0)
-            log(0)
-        bar = _progress(progress, start, updates)
-        for k in range(start, updates):
-            x, y = _checked_batch(model, data, k, batch_size, trusted)
-            loss = model._step(x, y, lr, stats, rates)
-            if check_each_step and not math.isfinite(loss):
-                diverged(k + 1, loss)
-            losses.append(loss)
-            observe(k + 1)
-            if (k + 1) % eval_every == 0 or k + 1 == updates:
-                row = log(k + 1)
+        # the parallel passes compile in another process; the serial twins (the same numbers)
+        # compile here, before the clock starts (fastff/warmup.py)
+        parallel = ParallelCompile(model, batch_size, optimizer)
+        try:
+            notice = CompileNotice(progress)
+            with numba_event.install_listener("numba:run_pass", notice):
+                warm_up(model, batch_size, optimizer)
+            notice.done()
+            if pretrain_options is not None and start == 0 and not history:
+                pretrain_log = _pretrain(model, data, batch_size, trusted, seed, pretrain_options,
+                                         record, progress)
+            elif resume and record is not None:
+                pretrain_log = record.read_pretrain()
+            # the clock starts after compiling; a resumed run's goes on from the saved run's
+            t0 = time.perf_counter() - (history[-1].get("seconds", 0.0) if history else 0.0)
+            if start == 0 and not history:
+                observe(0)
+                log(0)
+            bar = _progress(progress, start, updates)
+            for k in range(start, updates):
+                x, y = _checked_batch(model, data, k, batch_size, trusted)
+                loss = model._step(x, y, lr, stats, rates)
+                if parallel.pending:
+                    parallel.poll()
+                if check_each_step and not math.isfinite(loss):
+                    diverged(k + 1, loss)
+                losses.append(loss)
+                observe(k + 1)
+                if (k + 1) % eval_every == 0 or k + 1 == updates:
+                    row = log(k + 1)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
+                    bar.update(1)
             if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+                bar.close()
+        finally:
+            parallel.close()
     return Run(model=model, history=history, stats=monitor.stats if monitor else Stats(),
                dir=record.path if record else None, config=config, pretrain=pretrain_log)
 

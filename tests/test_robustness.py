@@ -401,14 +401,14 @@ def test_summary_lists_only_files_written(tmp_path, capsys):
 
 
 def test_compile_notice_speaks_once(capsys):
-    from fastff.train import _CompileNotice
-    notice = _CompileNotice(True)
+    from fastff.warmup import CompileNotice
+    notice = CompileNotice(True)
     notice.on_start(None)
     notice.on_start(None)
     notice.done()
     err = capsys.readouterr().err
     assert err.count("compiling kernels") == 1 and "kernels ready" in err
-    silent = _CompileNotice(True)
+    silent = CompileNotice(True)
     silent.done()
     assert capsys.readouterr().err == ""
 

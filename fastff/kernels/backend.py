@@ -70,15 +70,22 @@ class Plan:
 
 
 class CPUPlan(Plan):
-    """The CPU's plan: a ``delta`` workspace for the fused backward pass, and software
-    prefetch only for models whose weights do not stay in the cores' caches between steps
-    (config.CPU_PREFETCH_MIN_BYTES, benchmarks/NOTES.md)."""
+    """The CPU's plan: a ``delta`` workspace for the fused backward pass, software prefetch only
+    for models whose weights do not stay in the cores' caches between steps
+    (config.CPU_PREFETCH_MIN_BYTES, benchmarks/NOTES.md), and the choice between the parallel
+    small-batch passes and their serial twins."""
 
     def __init__(self, backend, sizes, dtype):
         super().__init__(backend, sizes, dtype)
         weight_bytes = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * self.dtype.itemsize
         self.prefetch = weight_bytes > config.CPU_PREFETCH_MIN_BYTES
-        self.hints = (self.prefetch,)
+        self.set_parallel(True)
+
+    def set_parallel(self, parallel):
+        """Run the small-batch passes in parallel (True) or as their serial twins, which give the
+        same numbers bit for bit and compile faster (fastff.train starts with them)."""
+        self.parallel = bool(parallel)
+        self.hints = (self.prefetch, self.parallel)
 
 
 class Backend:

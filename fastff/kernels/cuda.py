@@ -249,8 +249,10 @@ def _split_k(rt, kernel, a, W, B, K, N, transposed):
     return parts, splits
 
 
-def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
-    """dense_forward on checked device arrays (``prefetch``, a CPU hint, means nothing here)."""
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
+                      parallel=True):
+    """dense_forward on checked device arrays (``prefetch`` and ``parallel``, CPU hints,
+    mean nothing here)."""
     rt, B, K, N, T, ct = _layer(x, W)
     if out is None:
         out = rt.xp.empty((B, N), T)
@@ -274,7 +276,7 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
     workspace."""
     rt, B, K, N, T, ct = _layer(x, W)
@@ -311,7 +313,7 @@ def _grad_x(rt, a, W, out, B, K, N, ct):
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
-                           prefetch=True):
+                           prefetch=True, parallel=True):
     """dense_backward_second_order on checked device arrays; ``delta`` is an optional
     (batch, n_out) workspace."""
     rt, B, K, N, T, ct = _layer(x, W)

@@ -75,9 +75,10 @@ def dense_forward(x, W, b, activation, out=None, stats=None):
     return forward_unchecked(x, W, b, activation, out=out, stats=stats)
 
 
-def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
+                      parallel=True):
     """dense_forward on checked arguments, with the interface the MLP calls on every backend
-    (``prefetch``, a hint to the CPU kernels, means nothing here)."""
+    (``prefetch`` and ``parallel``, hints to the CPU kernels, mean nothing here)."""
     act = activations.get(activation)
     h = act.forward(x @ W + b).astype(W.dtype, copy=False)
     if out is not None:
@@ -126,10 +127,10 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True):
     """dense_backward_sgd on checked arguments, with the interface the MLP calls on every
-    backend (``delta``, a workspace, and ``prefetch``, a hint, are for the CPU kernels and mean
-    nothing here)."""
+    backend (``delta``, a workspace, and ``prefetch`` and ``parallel``, hints, are for the CPU
+    kernels and mean nothing here)."""
     act = activations.get(activation)
     dt = W.dtype.type
     delta = (grad_h * act.derivative(h)).astype(W.dtype, copy=False)
@@ -187,9 +188,9 @@ def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
-                           prefetch=True):
+                           prefetch=True, parallel=True):
     """dense_backward_second_order on checked arguments, with the interface the MLP calls on
-    every backend (``delta`` and ``prefetch`` as in :func:`backward_unchecked`)."""
+    every backend (``delta``, ``prefetch`` and ``parallel`` as in :func:`backward_unchecked`)."""
     act = activations.get(activation)
     dt = W.dtype.type
     hessian = rates.method == "diag_hessian"

@@ -59,11 +59,14 @@ def _use_tiles(batch):
     return batch <= value
 
 
-def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, parallel=True):
     """The forward pass on validated, C-contiguous arrays of one dtype (used by the MLP).
 
     ``prefetch=False`` turns the software prefetch of the small-batch loop off: right for
     weights that stay in cache from one step to the next (see config.CPU_PREFETCH_MIN_BYTES).
+    ``parallel=False`` runs the small-batch passes' serial twins: the same numbers, bit for bit,
+    from code that compiles faster (``fastff.train`` steps with them while the parallel ones
+    compile in the background).
     """
     code = _CODES[activation]
     if out is None:
@@ -74,8 +77,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
         block = int(config.CPU_ROW_BLOCK)
         blocks = np.empty((-(-W.shape[0] // block), x.shape[0], W.shape[1]), W.dtype)
         ahead = int(config.CPU_FWD_PREFETCH_ROWS) if prefetch else 0
-        tiles.gemm_blocks(x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
-        forward_epilogue(out, blocks, b, code, chunk, st)
+        (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
+            x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
+        (forward_epilogue if parallel else forward_epilogue_serial)(out, blocks, b, code, chunk, st)
     else:
         blas.forward_product(x, W, out)
         forward_epilogue_serial(out, np.empty((0, 1, 1), W.dtype), b, code, chunk, st)
@@ -83,9 +87,10 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True):
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True):
     """The backward pass + SGD update on validated arrays (used by the MLP); ``delta`` is an
-    optional (batch, n_out) workspace, ``prefetch`` as in :func:`forward_unchecked`."""
+    optional (batch, n_out) workspace, ``prefetch`` and ``parallel`` as in
+    :func:`forward_unchecked`."""
     code = _CODES[activation]
     if compute_grad_x and grad_x is None:
         grad_x = np.empty(x.shape, W.dtype)
@@ -96,15 +101,15 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     small = _use_tiles(B)
     chunk = int(config.CPU_ROW_BLOCK)
     want_gw = stats is not None and stats.weight_grad
-    (delta_bias if small else delta_bias_serial)(grad_h, h, delta, b, code, lr,
+    (delta_bias if small and parallel else delta_bias_serial)(grad_h, h, delta, b, code, lr,
                                                  int(config.CPU_COL_CHUNK), delta_stat_args(stats))
     if small:
         if want_gw:  # from x and delta, which the update leaves alone
             moments = grad_w_moments(x, delta)
         gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
         ahead = int(config.CPU_BWD_PREFETCH_ROWS) if prefetch else 0
-        tiles.backward_rows(x, delta, W, gx, lr, compute_grad_x, chunk, ahead,
-                            *tiles.backward_shape(B))
+        (tiles.backward_rows if parallel else tiles.backward_rows_serial)(
+            x, delta, W, gx, lr, compute_grad_x, chunk, ahead, *tiles.backward_shape(B))
     else:
         if compute_grad_x:
             blas.grad_x_product(delta, W, grad_x)
@@ -120,9 +125,10 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
-                           prefetch=True):
+                           prefetch=True, parallel=True):
     """dense_backward_second_order on validated arrays (used by the MLP); ``delta`` is an
-    optional (batch, n_out) workspace, ``prefetch`` means nothing here."""
+    optional (batch, n_out) workspace, ``prefetch`` means nothing here, ``parallel`` as in
+    :func:`forward_unchecked`."""
     dt = W.dtype.type
     B = x.shape[0]
     hessian = rates.method == "diag_hessian"
@@ -144,7 +150,10 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
         stats.grad_w_total_sq += moments[1]
     gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
     cx = curv_x if compute_grad_x and hessian else np.empty((1, 1), W.dtype)
-    path = rate_kernels.rates_rows if _use_tiles(B) else rate_kernels.rates_blas
+    if not _use_tiles(B):
+        path = rate_kernels.rates_blas
+    else:
+        path = rate_kernels.rates_rows if parallel else rate_kernels.rates_rows_serial
     path(x, delta, q, W, rates.W, gx, cx, *hyper, compute_grad_x, int(config.CPU_ROW_BLOCK))
     rates.steps += 1
     return (grad_x if compute_grad_x else None), (curv_x if compute_grad_x and hessian else None)

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from .blas import gemm
 from .epilogues import delta_moments, delta_tile
-from .jit import JIT, like
+from .jit import JIT, like, parallel_and_serial
 
 
 @njit(**JIT)
@@ -61,8 +61,7 @@ def rates_columns(grad_h, h, curv_h, delta, q, b, avg_b, act, lr, hessian, dampi
         st.counts[1] += 1  # steps
 
 
-@njit(parallel=True, **JIT)
-def rates_rows(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, want_gx, chunk):
+def _rates_rows(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, want_gx, chunk):
     """Small batches: chunks of rows of W in parallel; per row, dC/dx (and the curvature
     below) with the old row, then the two sums and the row's update."""
     B = x.shape[0]
@@ -93,6 +92,9 @@ def rates_rows(x, delta, q, W, avg, gx, cx, lr, hessian, damping, keep, corr, wa
                     g[j] += xv * d[j]
                     s[j] += xv2 * e[j]
             _rate_row(w, avg[i], g, s, lr, hessian, damping, keep, corr, B)
+
+
+rates_rows, rates_rows_serial = parallel_and_serial(_rates_rows)
 
 
 @njit(**JIT)

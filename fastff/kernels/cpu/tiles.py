@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from ... import config
 from ...errors import InputError
-from .jit import JIT
+from .jit import JIT, parallel_and_serial
 from .simd import (VEC_REGISTERS, prefetch, tile_coefs, tile_grad_update, tile_hsum_store,
                    tile_lanes, tile_rank1, tile_store, tile_update, tile_zeros)
 
@@ -114,13 +114,15 @@ def _gemm_rows(x, W, s, i0, i1, ahead, n_tiles, tall, short, vecs):
             r0 += h
 
 
-@njit(parallel=True, **JIT)
-def gemm_blocks(x, W, blocks, block, ahead, n_tiles, tall, short, vecs):
+def _gemm_blocks(x, W, blocks, block, ahead, n_tiles, tall, short, vecs):
     """blocks[k] = x[:, rows k] @ W[rows k] for the blocks of ``block`` rows of W, in parallel."""
     n_in = W.shape[0]
     for k in prange(blocks.shape[0]):
         i0 = k * block
         _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), ahead, n_tiles, tall, short, vecs)
+
+
+gemm_blocks, gemm_blocks_serial = parallel_and_serial(_gemm_blocks)
 
 
 # -- backward ----------------------------------------------------------------------------------
@@ -176,8 +178,7 @@ def _update(x, delta, W, lr, i0, i1, tile, w_rows, ahead):
             tile_update(delta, W, i, nv, jm, n - jm, c)
 
 
-@njit(parallel=True, **JIT)
-def backward_rows(x, delta, W, gx, lr, want_gx, chunk, ahead, rows, w_rows):
+def _backward_rows(x, delta, W, gx, lr, want_gx, chunk, ahead, rows, w_rows):
     """The small-batch backward pass over chunks of ``chunk`` rows of W in parallel, with tiles
     of exactly the batch's rows (1 .. BACKWARD_MAX_ROWS, the length of ``rows``): each batch
     size compiles its own tile on first use, and only that one (all sixteen at once took two
@@ -190,3 +191,6 @@ def backward_rows(x, delta, W, gx, lr, want_gx, chunk, ahead, rows, w_rows):
             _dot_update(x, delta, W, gx, lr, i0, i1, tile_zeros(W, rows, w_rows), w_rows, ahead)
         else:
             _update(x, delta, W, lr, i0, i1, tile_zeros(W, rows, w_rows), w_rows, ahead)
+
+
+backward_rows, backward_rows_serial = parallel_and_serial(_backward_rows)
