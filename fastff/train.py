@@ -403,6 +403,7 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
             with numba_event.install_listener("numba:run_pass", notice):
                 warm_up(model, batch_size, optimizer)
             notice.done()
+            parallel.start(compiled=notice.compiled)
             if pretrain_options is not None and start == 0 and not history:
                 pretrain_log = _pretrain(model, data, batch_size, trusted, seed, pretrain_options,
                                          record, progress)

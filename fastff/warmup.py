@@ -32,9 +32,10 @@ class CompileNotice(numba_event.Listener):
     code that is not in its on-disk cache), and how long it took."""
 
     def __init__(self, enabled):
-        self.enabled, self.started = enabled, None
+        self.enabled, self.started, self.compiled = enabled, None, False
 
     def on_start(self, ev):
+        self.compiled = True
         if self.enabled and self.started is None:
             self.started = time.perf_counter()
             print("fastff: compiling kernels for this machine (once; cached on disk "
@@ -65,8 +66,9 @@ def warm_up(model, batch_size, optimizer="sgd"):
 
 class ParallelCompile:
     """The parallel small-batch passes of ``model``, compiled by another process while ``model``
-    steps with their serial twins. Call :meth:`poll` between steps: it switches the model to the
-    parallel passes once they are in the on-disk cache."""
+    steps with their serial twins. Make it before the serial warm-up (it puts the model on the
+    serial twins), call :meth:`start` after it, then :meth:`poll` between steps: it switches the
+    model to the parallel passes once they are in the on-disk cache."""
 
     def __init__(self, model, batch_size, optimizer):
         self.model, self.batch_size, self.optimizer = model, batch_size, optimizer
@@ -74,7 +76,7 @@ class ParallelCompile:
         # the optimizer's kernels), not the layer widths or the activation (a runtime code)
         self.key = (model.dtype.name, batch_size, optimizer, repr(fastff_config.CPU_FORWARD_TILE),
                     fastff_config.CPU_BACKWARD_W_ROWS)
-        self.process = None
+        self.process, self.waiting = None, False
         plan = model._plan
         if not hasattr(plan, "set_parallel") or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:
             return  # no parallel twins here: another backend, or the BLAS path
@@ -82,9 +84,24 @@ class ParallelCompile:
             plan.set_parallel(True)
             return
         plan.set_parallel(False)
+        self.waiting = True
+
+    def start(self, compiled):
+        """After the serial warm-up: when it ``compiled`` anything the cache is cold, and another
+        process compiles the parallel passes; when everything came from the cache, the parallel
+        passes most likely do too, and they load here at once."""
+        if not self.waiting:
+            return
+        self.waiting = False
+        model = self.model
+        if not compiled:
+            model._plan.set_parallel(True)
+            warm_up(model, self.batch_size, self.optimizer)
+            _COMPILED.add(self.key)
+            return
         spec = dict(sizes=list(model.sizes), activation=model.activation,
-                    dtype=model.dtype.name, batch_size=batch_size, loss=model.loss,
-                    optimizer=optimizer)
+                    dtype=model.dtype.name, batch_size=self.batch_size, loss=model.loss,
+                    optimizer=self.optimizer)
         self.errors = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block it
         self.process = subprocess.Popen(
             [sys.executable, "-c", "import sys; from fastff.warmup import _compile_main; "

@@ -35,7 +35,9 @@ def test_the_parallel_passes_arrive_from_the_compiling_process():
     net = fastff.MLP([11, 13, 3], activation="softsign", seed=1)
     key_batch = 9
     pending = warmup.ParallelCompile(net, key_batch, "sgd")
-    assert pending.pending and not net._plan.parallel  # steps serially meanwhile
+    assert not net._plan.parallel  # the warm-up and the first steps: serial twins
+    pending.start(compiled=True)  # as after a warm-up that compiled: a cold cache
+    assert pending.pending and not net._plan.parallel
     pending.process.wait(timeout=600)
     pending.poll()
     assert net._plan.parallel and not pending.pending
@@ -48,6 +50,7 @@ def test_the_parallel_passes_arrive_from_the_compiling_process():
 def test_a_failed_compiling_process_leaves_the_run_serial_with_a_warning():
     net = fastff.MLP([6, 7, 2], activation="relu")
     pending = warmup.ParallelCompile(net, 5, "sgd")
+    pending.start(compiled=True)
     pending.process.wait(timeout=600)
     pending.process = subprocess.Popen([sys.executable, "-c", "import sys; "
                                         "sys.stderr.write('no compiler today'); sys.exit(3)"],
@@ -64,3 +67,11 @@ def test_large_batches_and_other_backends_need_no_compiling_process():
     assert not warmup.ParallelCompile(fastff.MLP([6, 7, 2]), 64, "sgd").pending
     ref = fastff.MLP([6, 7, 2], kernels="reference")
     assert not warmup.ParallelCompile(ref, 10, "sgd").pending
+
+
+def test_a_warm_cache_loads_the_parallel_passes_at_once():
+    net = fastff.MLP([5, 6, 2], activation="tanh", dtype="float64")
+    pending = warmup.ParallelCompile(net, 4, "sgd")
+    warmup.warm_up(net, 4)
+    pending.start(compiled=False)  # the serial warm-up found everything in the cache
+    assert not pending.pending and net._plan.parallel and pending.key in warmup._COMPILED
