@@ -55,8 +55,7 @@ def warm_up(model, batch_size, optimizer="sgd"):
     with its plan's choice of parallel or serial passes, so that compiling is done before the
     clock starts."""
     scratch, xp = model.copy(), model.backend.xp
-    if hasattr(model._plan, "set_parallel"):
-        scratch._plan.set_parallel(model._plan.parallel)
+    scratch._plan.set_parallel(model._plan.parallel)
     x = xp.zeros((batch_size, model.sizes[0]), model.dtype)
     rates = scratch.new_rates(optimizer) if optimizer != "sgd" else None
     scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats(), rates)
@@ -78,7 +77,7 @@ class ParallelCompile:
                     fastff_config.CPU_BACKWARD_W_ROWS)
         self.process, self.waiting = None, False
         plan = model._plan
-        if not hasattr(plan, "set_parallel") or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:
+        if not plan.serial_twins or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:
             return  # no parallel twins here: another backend, or the BLAS path
         if self.key in _COMPILED:
             plan.set_parallel(True)
@@ -136,8 +135,7 @@ class ParallelCompile:
         if self.process is not None:
             self.errors.close()
             self.process = None
-        if hasattr(self.model._plan, "set_parallel"):
-            self.model._plan.set_parallel(True)
+        self.model._plan.set_parallel(True)
 
 
 def _compile_main(spec):

@@ -45,6 +45,16 @@ class Plan:
         # the output costs, by name (fastff.losses): cost(z, y, grad_z=None) -> (loss, grad_z)
         self.costs = {name: getattr(backend, f"{op}_unchecked") for name, op in KERNELS.items()}
         self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
+        self.parallel = True
+
+    # Whether the backend's small-batch passes have serial twins that give the same numbers and
+    # compile faster (fastff/warmup.py); without them, set_parallel changes nothing.
+    serial_twins = False
+
+    def set_parallel(self, parallel):
+        """Run the small-batch passes in parallel (True) or as their serial twins, which give the
+        same numbers bit for bit and compile faster (fastff.train starts with them)."""
+        self.parallel = bool(parallel)
 
     def workspace(self, batch):
         """Activations h, gradients dC/dx and deltas of every layer for one batch size (the last
@@ -81,10 +91,10 @@ class CPUPlan(Plan):
         self.prefetch = weight_bytes > config.CPU_PREFETCH_MIN_BYTES
         self.set_parallel(True)
 
+    serial_twins = True
+
     def set_parallel(self, parallel):
-        """Run the small-batch passes in parallel (True) or as their serial twins, which give the
-        same numbers bit for bit and compile faster (fastff.train starts with them)."""
-        self.parallel = bool(parallel)
+        super().set_parallel(parallel)
         self.hints = (self.prefetch, self.parallel)
 
 
