@@ -10,16 +10,16 @@ import pytest
 import fastff
 from fastff.kernels import ForwardStats, cpu, reference
 
-PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]  # Shapeset input, 5 x 1000 tanh, 9 classes
+# the paper's network, its data and step: shared with compare_step.py (this directory is on
+# sys.path when pytest collects it)
+from compare_step import PAPER_SIZES, paper_data, paper_step
+
 BATCHES = [10, 128, 1024]
 
 
 @pytest.fixture(scope="session")
 def batch_data():
-    def make(batch, n_in=PAPER_SIZES[0], n_classes=PAPER_SIZES[-1]):
-        rng = np.random.default_rng(0)
-        return rng.random((batch, n_in), dtype=np.float32), rng.integers(0, n_classes, batch)
-    return make
+    return paper_data
 
 
 def _rounds(batch):
@@ -33,28 +33,9 @@ def test_train_step(benchmark, batch_data, impl, batch):
     benchmark.group = f"train step, batch {batch}"
     x, y = batch_data(batch)
     if impl == "pytorch-eager":
-        torch = pytest.importorskip("torch")
-        torch.manual_seed(0)
-        layers = []
-        for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
-            layers.append(torch.nn.Linear(a, b))
-            if i < len(PAPER_SIZES) - 2:
-                layers.append(torch.nn.Tanh())
-        net = torch.nn.Sequential(*layers)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(tx), ty).backward()
-            opt.step()
-    else:
-        net = fastff.MLP(PAPER_SIZES, activation="tanh", kernels="reference" if impl == "numpy-reference" else None)
-        stats = net.new_stats()
-        net.step(x, y, 0.01, stats=stats)
-
-        def step():
-            net.step(x, y, 0.01, stats=stats)
+        pytest.importorskip("torch")
+    step = paper_step(impl, x, y)
+    step()
     benchmark.extra_info["samples_per_s"] = None
     benchmark.pedantic(step, **_rounds(batch))
     if benchmark.stats:  # None under --benchmark-disable (each body runs once, as a smoke test)

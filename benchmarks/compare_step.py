@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]  # bench_cpu.PAPER_SIZES
+PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]  # Shapeset input, 5 x 1000 tanh, 9 classes
 CONTENDERS = ["fastff", "pytorch-eager", "numpy-reference"]
 
 
@@ -36,10 +36,16 @@ def processor():
             f"{' '.join(isa)})")
 
 
-def _step_function(contender, batch):
+def paper_data(batch):
+    """The benchmarks' inputs and labels for one batch size (seeded)."""
     rng = np.random.default_rng(0)
-    x = rng.random((batch, PAPER_SIZES[0]), dtype=np.float32)
-    y = rng.integers(0, PAPER_SIZES[-1], batch)
+    return (rng.random((batch, PAPER_SIZES[0]), dtype=np.float32),
+            rng.integers(0, PAPER_SIZES[-1], batch))
+
+
+def paper_step(contender, x, y):
+    """A function taking one SGD step of the paper's network on (x, y), for ``contender``:
+    fastff, the NumPy reference (both with per-step statistics) or PyTorch eager."""
     if contender == "pytorch-eager":
         import torch
         torch.manual_seed(0)
@@ -66,7 +72,7 @@ def _step_function(contender, batch):
 
 def measure(contender, batch, steps):
     """Median step time in seconds of ``steps`` steps after two warm-up steps (compiles)."""
-    step = _step_function(contender, batch)
+    step = paper_step(contender, *paper_data(batch))
     step()
     step()
     times = []
