@@ -101,8 +101,8 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     small = _use_tiles(B)
     chunk = int(config.CPU_ROW_BLOCK)
     want_gw = stats is not None and stats.weight_grad
-    (delta_bias if small and parallel else delta_bias_serial)(grad_h, h, delta, b, code, lr,
-                                                 int(config.CPU_COL_CHUNK), delta_stat_args(stats))
+    (delta_bias if small and parallel else delta_bias_serial)(
+        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), delta_stat_args(stats))
     if small:
         if want_gw:  # from x and delta, which the update leaves alone
             moments = grad_w_moments(x, delta)
