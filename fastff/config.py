@@ -39,16 +39,15 @@ CPU_COL_CHUNK = 128
 # Rows of W per task, in the forward (small batch) and backward passes alike: the two passes
 # must split W the same way so that each row stays with one core (benchmarks/NOTES.md).
 CPU_ROW_BLOCK = 128
-# Register tiles of the small-batch loops (fastff/kernels/cpu/tiles.py), by the number of
-# vector registers of the ISA (32 with AVX-512, 16 with AVX2): forward tiles of (rows of x,
-# vectors of columns of W): 6 x 4 = 24 partial sums in 32 registers, 4 x 3 = 12 in 16
-# (benchmarks/NOTES.md, "AVX2"); rows of W per backward tile, each by the whole batch (two rows
-# stay faster on AVX2 too, although their sums spill: NOTES.md, "AVX2").
-CPU_FORWARD_TILE = {32: (6, 4), 16: (4, 3)}
+# Register use of the small-batch loops (fastff/kernels/cpu/tiles.py): rows of W per forward
+# panel, each added into every row of the batch's partial product (8: benchmarks/NOTES.md,
+# "Forward in row order"; at most the vector registers less 2); rows of W per backward tile,
+# each by the whole batch (two rows stay faster on AVX2 too, although their sums spill:
+# NOTES.md, "AVX2").
+CPU_FORWARD_W_ROWS = 8
 CPU_BACKWARD_W_ROWS = 2
-# Software prefetch distance, in rows of W, of the small-batch forward (whose column strips
-# stride through W) and backward (which walks rows in order) loops; 0 turns prefetching off.
-CPU_FWD_PREFETCH_ROWS = 16
+# Software prefetch distance, in rows of W, of the small-batch backward loop; 0 turns
+# prefetching off. (The forward reads W in row order, which the hardware prefetchers follow.)
 CPU_BWD_PREFETCH_ROWS = 4
 # An MLP prefetches only when its weights exceed this many bytes: smaller ones stay in the
 # cores' own caches between steps, where the prefetch instructions only cost issue slots. The

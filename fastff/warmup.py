@@ -73,7 +73,7 @@ class ParallelCompile:
         self.model, self.batch_size, self.optimizer = model, batch_size, optimizer
         # what the compiled code depends on: argument types (the dtype, the batch's tile shapes,
         # the optimizer's kernels), not the layer widths or the activation (a runtime code)
-        self.key = (model.dtype.name, batch_size, optimizer, repr(fastff_config.CPU_FORWARD_TILE),
+        self.key = (model.dtype.name, batch_size, optimizer, fastff_config.CPU_FORWARD_W_ROWS,
                     fastff_config.CPU_BACKWARD_W_ROWS)
         self.process, self.waiting = None, False
         plan = model._plan

@@ -314,10 +314,10 @@ def test_a_small_batch_limit_beyond_the_tiles_is_refused(monkeypatch, value):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tile_shapes_come_from_config_at_call_time(monkeypatch, rng, dtype):
-    # another forward tile and one row of W per backward tile: their own compiled code, same answers
+    # 3 rows of W per forward panel (41 rows: blocks end mid-panel) and one per backward tile:
+    # their own compiled code, same answers
     from fastff import config
-    from fastff.kernels.cpu import simd
-    monkeypatch.setitem(config.CPU_FORWARD_TILE, simd.VEC_REGISTERS, (3, 2))
+    monkeypatch.setattr(config, "CPU_FORWARD_W_ROWS", 3)
     monkeypatch.setattr(config, "CPU_BACKWARD_W_ROWS", 1)
     x, W, b = layer(rng, 7, 67, 41, dtype)
     assert_close(cpu.dense_forward(x, W, b, "tanh"), ref.dense_forward(x, W, b, "tanh"), dtype)
@@ -331,8 +331,9 @@ def test_tile_shapes_come_from_config_at_call_time(monkeypatch, rng, dtype):
 
 
 @pytest.mark.parametrize("setting, value, match", [
-    ("CPU_FORWARD_TILE", {}, "CPU_FORWARD_TILE"),
-    ("CPU_FORWARD_TILE", {32: (0, 4), 16: (4, 0)}, "CPU_FORWARD_TILE"),
+    ("CPU_FORWARD_W_ROWS", 0, "CPU_FORWARD_W_ROWS"),
+    ("CPU_FORWARD_W_ROWS", 15, "CPU_FORWARD_W_ROWS"),
+    ("CPU_FORWARD_W_ROWS", "8", "CPU_FORWARD_W_ROWS"),
     ("CPU_BACKWARD_W_ROWS", 0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_BACKWARD_W_ROWS", 2.0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_VECTOR_BYTES", 7, "CPU_VECTOR_BYTES"),

@@ -4,18 +4,15 @@ import pytest
 from numba import njit
 
 from fastff.kernels.cpu import simd
-from fastff.kernels.cpu.simd import (tile_coefs, tile_grad_update, tile_hsum_store, tile_lanes,
-                                 tile_rank1, tile_store, tile_update, tile_zeros)
+from fastff.kernels.cpu.simd import (rows_rank_k, tile_coefs, tile_grad_update, tile_hsum_store,
+                                     tile_lanes, tile_update, tile_zeros)
 
 DTYPES = [np.float32, np.float64]
 
 
 @njit
-def _product(x, W, s, r0, j, n):
-    acc = tile_zeros(W, 3, 2)
-    for i in range(W.shape[0]):
-        acc = tile_rank1(acc, x, r0, W, i, j, n)
-    tile_store(acc, s, r0, j, n)
+def _panel(s, x, W, i, nv, j, n):
+    rows_rank_k(s, x, W, i, nv, j, n, 3, 4)
 
 
 @njit
@@ -34,17 +31,23 @@ def _backward(x, delta, W, gx, lr, i, nv, want_gx):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 5, None])
-def test_rank1_product_writes_only_the_valid_columns(dtype, n):
+@pytest.mark.parametrize("nv, n", [(None, None), (4, 1), (3, 5), (1, 8), (2, None)])
+def test_panel_adds_only_its_rows_of_W_into_the_valid_columns(dtype, nv, n):
+    # s[:3, j:j+lanes] += x[:3, i:i+nv] @ W[i:i+nv, j:j+lanes], masked to n columns; nothing else
     rng = np.random.default_rng(3)
     lanes = simd.LANES[np.dtype(dtype).name]
-    n = 2 * lanes if n is None else n
+    i, j = 5, lanes
     x = rng.standard_normal((5, 11)).astype(dtype)
     W = rng.standard_normal((11, 3 * lanes)).astype(dtype)
-    s = np.full((5, 3 * lanes), -7.0, dtype)
-    _product(x, W, s, 1, 3, n)
-    expect = np.full_like(s, -7.0)
-    expect[1:4, 3:3 + n] = x[1:4] @ W[:, 3:3 + n]
+    s = rng.standard_normal((5, 3 * lanes)).astype(dtype)
+    s0 = s.copy()
+    if n is None and nv is not None:  # nv with all lanes: the masked form's arguments
+        n = lanes
+    _panel(s, x, W, i, nv, j, n)
+    rows_used = 4 if nv is None else nv
+    cols = lanes if n is None else min(n, lanes)
+    expect = s0.copy()
+    expect[:3, j:j + cols] += x[:3, i:i + rows_used] @ W[i:i + rows_used, j:j + cols]
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(s, expect, rtol=tol, atol=tol)
 

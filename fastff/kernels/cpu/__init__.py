@@ -4,7 +4,8 @@ The call tree (each entry point validates, then calls its ``*_unchecked`` twin, 
 calls directly on arrays it owns)::
 
     dense_forward -> forward_unchecked
-        batch <= CPU_SMALL_BATCH_MAX   tiles.gemm_blocks          W by blocks of rows, in parallel
+        batch <= CPU_SMALL_BATCH_MAX   tiles.gemm_blocks          W by blocks of rows, in parallel,
+                                                                  read in row order
                                        epilogues.forward_epilogue sum of the blocks, bias, f,
                                                                   statistics; columns in parallel
         larger batches                 blas.forward_product       x @ W in BLAS
@@ -62,8 +63,8 @@ def _use_tiles(batch):
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, parallel=True):
     """The forward pass on validated, C-contiguous arrays of one dtype (used by the MLP).
 
-    ``prefetch=False`` turns the software prefetch of the small-batch loop off: right for
-    weights that stay in cache from one step to the next (see config.CPU_PREFETCH_MIN_BYTES).
+    ``prefetch`` is the backward pass's hint (:func:`backward_unchecked`), taken here so that the
+    two passes take the same arguments: the forward reads W in row order and needs none.
     ``parallel=False`` runs the small-batch passes' serial twins: the same numbers, bit for bit,
     from code that compiles faster (``fastff.train`` steps with them while the parallel ones
     compile in the background).
@@ -76,9 +77,8 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
     if _use_tiles(x.shape[0]):
         block = int(config.CPU_ROW_BLOCK)
         blocks = np.empty((-(-W.shape[0] // block), x.shape[0], W.shape[1]), W.dtype)
-        ahead = int(config.CPU_FWD_PREFETCH_ROWS) if prefetch else 0
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
-            x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
+            x, W, blocks, block, *tiles.forward_shape(x.shape[0]))
         (forward_epilogue if parallel else forward_epilogue_serial)(out, blocks, b, code, chunk, st)
     else:
         blas.forward_product(x, W, out)
@@ -89,8 +89,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
                        compute_grad_x=True, delta=None, prefetch=True, parallel=True):
     """The backward pass + SGD update on validated arrays (used by the MLP); ``delta`` is an
-    optional (batch, n_out) workspace, ``prefetch`` and ``parallel`` as in
-    :func:`forward_unchecked`."""
+    optional (batch, n_out) workspace. ``prefetch=False`` turns the software prefetch of the
+    small-batch loop off: right for weights that stay in cache from one step to the next (see
+    config.CPU_PREFETCH_MIN_BYTES); ``parallel`` as in :func:`forward_unchecked`."""
     code = _CODES[activation]
     if compute_grad_x and grad_x is None:
         grad_x = np.empty(x.shape, W.dtype)

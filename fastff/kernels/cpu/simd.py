@@ -213,53 +213,53 @@ def tile_lanes(typingctx, tile):
 
 
 @intrinsic
-def tile_rank1(typingctx, acc, x, r0, W, i, j, n):
-    """acc[r, v] += x[r0 + r, i] * W[i, j + v*lanes : ...] for every row r and vector v.
+def rows_rank_k(typingctx, s, x, W, i, nv, j, n, rows, k):
+    """s[r, j : j+lanes] += x[r, i + v] * W[i + v, j : j+lanes] for v = 0 .. nv-1 in order, for
+    every row r < ``rows`` (a height) of s and x; ``k`` (a height) rows of W at most.
 
-    One step of ``s = x @ W`` for a block of rows of x and a strip of columns of W: the strip of
-    row i of W is loaded once and used by every row of the tile. ``n`` None: a full strip, read
-    with plain loads (a masked load is a slow instruction without AVX-512).
+    One vector of columns of ``s += x[:, i:i+k] @ W[i:i+k]``, a panel of rows of W at a time, so
+    that W is read in the order it lies in memory: the panel's vectors are loaded once, then
+    each row of s is loaded, takes its fused multiply-adds in the order of i and is stored.
+    ``nv`` and ``n`` (valid columns from j) None: all k rows, all lanes, plain loads; rows past
+    nv are neither read nor added.
     """
+    _float_array(s, 2, "s")
     _float_array(x, 2, "x")
     _float_array(W, 2, "W")
+    n_rows, n_k = _literal(rows), _literal(k)
+    if n_rows is None or n_k is None:
+        return None
 
     def codegen(context, builder, sig, args):
-        tty = sig.args[0]
-        g = _Gen(context, builder, tty.dtype, tty.lanes)
-        r0_v, i_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 4, 5)]
+        dtype = sig.args[2].dtype
+        g = _Gen(context, builder, dtype, LANES[str(dtype)])
+        i_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (3, 5)]
         full = isinstance(sig.args[6], types.NoneType)
-        n_v = None if full else _i64(context, builder, args[6], sig.args[6])
-        parts = _parts(builder, args[0], tty)
-        wp = g.ptr2(sig.args[3], args[3], i_v, j_v)
-        w = [g.load(wp, v, None if full else g.mask(n_v, v)) for v in range(tty.vecs)]
-        for r in range(tty.rows):
-            row = builder.add(r0_v, _const(r))
-            xs = g.splat(builder.load(g.ptr2(sig.args[1], args[1], row, i_v)))
-            for v in range(tty.vecs):
-                parts[r][v] = g.fma(xs, w[v], parts[r][v])
-        return _pack(builder, tty, parts)
-    return acc(acc, x, r0, W, i, j, n), codegen
-
-
-@intrinsic
-def tile_store(typingctx, acc, s, r0, j, n):
-    """s[r0 + r, j + v*lanes : ...] = acc[r, v], for the n valid columns from j (n None: all)."""
-    _float_array(s, 2, "s")
-
-    def codegen(context, builder, sig, args):
-        tty = sig.args[0]
-        g = _Gen(context, builder, tty.dtype, tty.lanes)
-        r0_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (2, 3)]
-        full = isinstance(sig.args[4], types.NoneType)
-        n_v = None if full else _i64(context, builder, args[4], sig.args[4])
-        parts = _parts(builder, args[0], tty)
-        masks = [None if full else g.mask(n_v, v) for v in range(tty.vecs)]
-        for r in range(tty.rows):
-            p = g.ptr2(sig.args[1], args[1], builder.add(r0_v, _const(r)), j_v)
-            for v in range(tty.vecs):
-                g.store(parts[r][v], p, v, masks[v])
+        if not full:
+            nv_v, n_v = [_i64(context, builder, args[a], sig.args[a]) for a in (4, 6)]
+            m = g.mask(n_v, 0)
+        w, valid = [], []
+        for v in range(n_k):
+            row = builder.add(i_v, _const(v))
+            if full:
+                w.append(g.load(g.ptr2(sig.args[2], args[2], row, j_v), 0, None))
+            else:  # rows of W past nv: no memory access, no update
+                ok = builder.icmp_signed("<", _const(v), nv_v)
+                valid.append(ok)
+                row = builder.select(ok, row, i_v)
+                w.append(g.load(g.ptr2(sig.args[2], args[2], row, j_v), 0, builder.and_(m, g.splat(ok))))
+        for r in range(n_rows):
+            sp = g.ptr2(sig.args[0], args[0], _const(r), j_v)
+            acc = g.load(sp, 0, None if full else m)
+            for v in range(n_k):
+                col = builder.add(i_v, _const(v)) if full else builder.select(
+                    valid[v], builder.add(i_v, _const(v)), i_v)
+                xs = g.splat(builder.load(g.ptr2(sig.args[1], args[1], _const(r), col)))
+                nxt = g.fma(xs, w[v], acc)
+                acc = nxt if full else builder.select(valid[v], nxt, acc)
+            g.store(acc, sp, 0, None if full else m)
         return context.get_dummy_value()
-    return types.none(acc, s, r0, j, n), codegen
+    return types.none(s, x, W, i, nv, j, n, rows, k), codegen
 
 
 @intrinsic
@@ -396,3 +396,4 @@ def tile_hsum_store(typingctx, acc, out, i, nv):
                     builder.store(g.hsum(parts[r][v]), g.ptr2(sig.args[1], args[1], _const(r), col))
         return context.get_dummy_value()
     return types.none(acc, out, i, nv), codegen
+

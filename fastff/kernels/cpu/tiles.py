@@ -1,31 +1,36 @@
 """Small batches (up to ``config.CPU_SMALL_BATCH_MAX`` rows; the paper's batch is 10): the
-matrix products in fastff's own loops over register tiles (:mod:`.simd`).
+matrix products in fastff's own loops over SIMD registers (:mod:`.simd`).
 
-At such a batch a layer streams its weights past a few rows of activations, so the loops keep
-every partial sum in vector registers for the whole reduction and read each row of W once per
-pass. W is split into the same blocks of ``config.CPU_ROW_BLOCK`` rows in both passes, one
-block per task, so that each row of W stays with one core from the forward pass to the backward
-pass (splitting the forward by columns made the two cores trade every line of W: 2.05 against
+At such a batch a layer streams its weights past a few rows of activations, so both passes
+read each row of W once, in the order the rows lie in memory, and every core keeps to its own
+rows: W is split into the same blocks of ``config.CPU_ROW_BLOCK`` rows in both passes, one block
+per task, so that each row of W stays with one core from the forward pass to the backward pass
+(splitting the forward by columns made the two cores trade every line of W: 2.05 against
 1.30 ms a step, benchmarks/NOTES.md "one owner per row of W").
 
-* Forward (:func:`gemm_blocks`): blocks[k] = x[:, rows k] @ W[rows k], the batch split into
-  balanced row tiles (10 rows -> 4 + 3 + 3 with 16 registers) over strips of columns; the
-  epilogue then sums the blocks in block order (:func:`.epilogues.forward_epilogue`).
+* Forward (:func:`gemm_blocks`): blocks[k] = x[:, rows k] @ W[rows k], a panel of
+  ``config.CPU_FORWARD_W_ROWS`` rows of W at a time (:func:`.simd.rows_rank_k`): the panel's
+  vectors are loaded once and added into every row of the block's partial product, which stays
+  in the core's cache. The epilogue then sums the blocks in block order
+  (:func:`.epilogues.forward_epilogue`). Reading W in row order is what the hardware prefetchers
+  follow; column strips of W, with the partial sums in registers, walked W with a one-row stride
+  and waited on memory whenever W was not in cache (benchmarks/NOTES.md "Forward in row order").
 * Backward (:func:`backward_rows`): the whole batch is one tile, by a few rows of W at a time:
   each row's dC/dx is read with the old row, then the row takes its SGD update while in L1.
   The weight gradient is never materialized.
 
-Tile shapes are read from ``config.CPU_FORWARD_TILE`` and ``config.CPU_BACKWARD_W_ROWS`` at
-call time and travel as tuple lengths in the argument types (:func:`height`), so that each shape
-compiles its own code on first use, and only that shape.
+Panel and tile sizes are read from ``config.CPU_FORWARD_W_ROWS`` and
+``config.CPU_BACKWARD_W_ROWS`` at call time and travel, with the batch size, as tuple lengths in
+the argument types (:func:`height`), so that each shape compiles its own code on first use, and
+only that shape.
 """
 from numba import njit, prange
 
 from ... import config
 from ...errors import InputError
 from .jit import JIT, parallel_and_serial
-from .simd import (VEC_REGISTERS, prefetch, tile_coefs, tile_grad_update, tile_hsum_store,
-                   tile_lanes, tile_rank1, tile_store, tile_update, tile_zeros)
+from .simd import (VEC_REGISTERS, prefetch, rows_rank_k, tile_coefs, tile_grad_update,
+                   tile_hsum_store, tile_lanes, tile_update, tile_zeros)
 
 # The most batch rows a backward tile holds: rows x CPU_BACKWARD_W_ROWS partial sums.
 BACKWARD_MAX_ROWS = 16
@@ -36,90 +41,54 @@ def height(n):
     return (0,) * n
 
 
+def _setting(name, low, high):
+    """config.<name>, an integer from low to high, or an InputError that says so."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"fastff.config.{name} is {value!r}; it must be an integer from {low} "
+                         f"to {high}")
+    return value
+
+
 def forward_shape(batch):
-    """(n_tiles, tall, short, vecs): the balanced row tiles :func:`gemm_blocks` splits a batch
-    into (tall and short as heights) and the strip width in vectors, from the configured tile
-    of the host's register file."""
-    shape = config.CPU_FORWARD_TILE.get(VEC_REGISTERS) if isinstance(config.CPU_FORWARD_TILE, dict) else None
-    if not (isinstance(shape, tuple) and len(shape) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8 for v in shape)):
-        raise InputError(f"fastff.config.CPU_FORWARD_TILE[{VEC_REGISTERS}] is {shape!r}; it must be "
-                         "(rows, vectors), two integers from 1 to 8, for this machine's "
-                         f"{VEC_REGISTERS} vector registers")
-    rows, vecs = shape
-    n_tiles = -(-batch // rows)
-    return n_tiles, height(-(-batch // n_tiles)), height(batch // n_tiles), height(vecs)
+    """(rows, w_rows) as heights: the forward's panel, all of the batch by a few rows of W (at
+    most the vector registers less the two a row of the product and a broadcast take)."""
+    return height(batch), height(_setting("CPU_FORWARD_W_ROWS", 1, VEC_REGISTERS - 2))
 
 
 def backward_shape(batch):
     """(rows, w_rows) as heights: the backward tile, all of the batch by a few rows of W."""
-    w_rows = config.CPU_BACKWARD_W_ROWS
-    if isinstance(w_rows, bool) or not isinstance(w_rows, int) or not 1 <= w_rows <= 4:
-        raise InputError(f"fastff.config.CPU_BACKWARD_W_ROWS is {w_rows!r}; it must be an "
-                         "integer from 1 to 4")
-    return height(batch), height(w_rows)
+    return height(batch), height(_setting("CPU_BACKWARD_W_ROWS", 1, 4))
 
 
 # -- forward -----------------------------------------------------------------------------------
 @njit(inline="always", **JIT)
-def _strip(x, r0, W, s, i0, i1, j, n, acc, ahead, width):
-    """s[r0 + r, j:j+n] = x[r0 + r, i0:i1] @ W[i0:i1, j:j+n] for the rows of the tile ``acc``.
-
-    With ``ahead`` > 0, row i + ahead of the strip (past i1: the next strip's rows from i0) is
-    prefetched while row i is used: a strip walks W with a one-row stride, one to four cache
-    lines per row, which the hardware prefetchers do not follow (measured from DRAM: 187 us per
-    1000x1000 layer without, 79 us with).
-    """
-    lanes = tile_lanes(acc)
-    n_out = W.shape[1]
-    for i in range(i0, i1):
-        if ahead > 0:
-            ip, jp = i + ahead, j
-            if ip >= i1:
-                ip, jp = ip - (i1 - i0), j + width
-            if ip < i1 and jp < n_out:
-                for v in range(0, min(width, n_out - jp), lanes):
-                    prefetch(W, ip, jp + v)
-        acc = tile_rank1(acc, x, r0, W, i, j, n)
-    tile_store(acc, s, r0, j, n)
+def _gemm_rows(x, W, s, i0, i1, rows, w_rows):
+    """s = x[:, i0:i1] @ W[i0:i1], ``len(w_rows)`` rows of W at a time, each panel across all
+    columns before the next: every element of s sums its terms in the order of i."""
+    n = W.shape[1]
+    step = len(w_rows)
+    lanes = tile_lanes(tile_zeros(W, 1, 1))
+    n_full = n - n % lanes
+    s[:] = 0
+    for i in range(i0, i1, step):
+        nv = min(step, i1 - i)
+        if nv == step:  # full vectors with plain loads (masked ones are slow on AVX2), then the tail
+            for j in range(0, n_full, lanes):
+                rows_rank_k(s, x, W, i, None, j, None, rows, w_rows)
+            for j in range(n_full, n, lanes):
+                rows_rank_k(s, x, W, i, step, j, n - j, rows, w_rows)
+        else:  # the block's last rows
+            for j in range(0, n, lanes):
+                rows_rank_k(s, x, W, i, nv, j, n - j, rows, w_rows)
 
 
-@njit(inline="always", **JIT)
-def _strip_tile(x, r0, W, s, i0, i1, j, n, ahead, width, h, tall, short, vecs):
-    """_strip with a row tile of ``h`` rows, the length of ``tall`` or of ``short``."""
-    if h == len(tall):
-        _strip(x, r0, W, s, i0, i1, j, n, tile_zeros(W, tall, vecs), ahead, width)
-    else:
-        _strip(x, r0, W, s, i0, i1, j, n, tile_zeros(W, short, vecs), ahead, width)
-
-
-@njit(inline="always", **JIT)
-def _gemm_rows(x, W, s, i0, i1, ahead, n_tiles, tall, short, vecs):
-    """s = x[:, i0:i1] @ W[i0:i1]: the partial product of one block of rows of W, one strip of
-    ``len(vecs)`` vectors of columns at a time, the batch in ``n_tiles`` balanced row tiles of
-    ``len(tall)`` or ``len(short)`` rows. The first row tile of a strip prefetches; the others
-    find the strip in cache."""
-    B = x.shape[0]
-    n_out = W.shape[1]
-    width = len(vecs) * tile_lanes(tile_zeros(W, 1, 1))
-    for j in range(0, n_out, width):
-        r0 = 0
-        for t in range(n_tiles):
-            h = (B - r0 + n_tiles - t - 1) // (n_tiles - t)  # balanced: 10 rows -> 4 + 3 + 3
-            a = ahead if t == 0 else 0
-            if n_out - j >= width:  # a full strip: plain loads (masked ones are slow on AVX2)
-                _strip_tile(x, r0, W, s, i0, i1, j, None, a, width, h, tall, short, vecs)
-            else:
-                _strip_tile(x, r0, W, s, i0, i1, j, n_out - j, a, width, h, tall, short, vecs)
-            r0 += h
-
-
-def _gemm_blocks(x, W, blocks, block, ahead, n_tiles, tall, short, vecs):
+def _gemm_blocks(x, W, blocks, block, rows, w_rows):
     """blocks[k] = x[:, rows k] @ W[rows k] for the blocks of ``block`` rows of W, in parallel."""
     n_in = W.shape[0]
     for k in prange(blocks.shape[0]):
         i0 = k * block
-        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), ahead, n_tiles, tall, short, vecs)
+        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), rows, w_rows)
 
 
 gemm_blocks, gemm_blocks_serial = parallel_and_serial(_gemm_blocks)
