@@ -2,11 +2,13 @@
 import numba
 import numpy as np
 import pytest
+from numba import njit
 
 import fastff
 from fastff import kernels
 from fastff.errors import DeviceError, InputError
 from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
+from fastff.kernels.cpu.epilogues import stats_tile
 
 from conftest import assert_close
 
@@ -47,6 +49,27 @@ def test_dense_forward_matches_reference(rng, request, dtype, act, shape, blocks
     assert_close(h, ref.dense_forward(x, W, b, act), dtype)
     # counters agree exactly with the reference applied to the kernel's own output
     st_ref = ForwardStats(shape[2], act)
+    ref.accumulate_forward_stats(h, st_ref)
+    assert_forward_stats_equal(st, st_ref)
+
+
+@njit
+def _stats_in_slabs(h, st, hist, slab):
+    stats_tile(h, 0, h.shape[0], 0, h.shape[1], st, hist, slab)
+
+
+@pytest.mark.parametrize("slab", [1, 3, 7, 1 << 30])
+def test_forward_stats_counted_in_slabs_of_rows_match_the_reference(rng, slab):
+    # the saturation counts go through int32 counters a slab of rows at a time (so that no batch
+    # can overflow them); any slab gives the reference's counts exactly
+    from fastff.kernels.cpu.epilogues import forward_stat_args
+    h = np.tanh(4 * rng.standard_normal((23, 37))).astype(np.float32)
+    h[5, 3] = np.nan
+    st, st_ref = ForwardStats(37, "tanh"), ForwardStats(37, "tanh")
+    hist = np.zeros(st.bins, np.int64)
+    _stats_in_slabs(h, forward_stat_args(st, np.float32), hist, slab)
+    st.hist += hist
+    st.rows[0] += h.shape[0]
     ref.accumulate_forward_stats(h, st_ref)
     assert_forward_stats_equal(st, st_ref)
 
@@ -191,6 +214,7 @@ def test_kernels_are_deterministic_for_any_thread_count(rng, batch):
 _NARROW_VECTORS = """
 import numpy as np
 from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
+from fastff.kernels.cpu.epilogues import stats_tile
 from fastff.kernels.cpu import simd
 assert simd.VEC_BYTES == {width}
 rng = np.random.default_rng(5)

@@ -29,6 +29,7 @@ DeltaStatArgs = namedtuple("DeltaStatArgs", "on total total_sq counts")
 _NO_I64 = np.zeros(1, np.int64)
 _NO_F64 = np.zeros(1, np.float64)
 _NO_COUNTS = np.zeros(2, np.int64)
+_SLAB = 1 << 30  # rows whose saturation counts an int32 holds
 
 
 def forward_stat_args(stats, dtype):
@@ -78,36 +79,47 @@ def activate_tile(s, b, act, r0, r1, j0, j1):
 
 
 @njit(inline="always", **JIT)
-def stats_tile(h, r0, r1, j0, j1, st, hist):
+def stats_tile(h, r0, r1, j0, j1, st, hist, slab=_SLAB):
     """Add the ForwardStats of h[r0:r1, j0:j1] (fastff.kernels.stats) to ``st``, its histogram
-    to ``hist`` (a chunk's own, merged later in chunk order)."""
+    to ``hist`` (a chunk's own, merged later in chunk order); ``slab`` rows at a time."""
     bins = hist.shape[0]
     n = j1 - j0
     lo_count, hi_count = st.sat_low[j0:j1], st.sat_high[j0:j1]
     tot, tot_sq = st.total[j0:j1], st.total_sq[j0:j1]
     low, high = st.low, st.high
     top = np.float64(bins - 1)
-    idx = np.empty(n, np.int64)
+    # int32 where the values allow it: AVX2 converts float64 to int32 in vectors, not to int64,
+    # and compares float32 into 32-bit lanes; the saturation counts go to the int64 totals
+    # every slab of rows, before an int32 could overflow
+    idx = np.empty(n, np.int32)
+    lo_slab = np.empty(n, np.int32)
+    hi_slab = np.empty(n, np.int32)
     local = np.zeros((4, bins), np.int64)
-    for r in range(r0, r1):
-        row = h[r, j0:j1]
-        for j in range(n):  # branch-free: vectorizes
-            v = row[j]
-            lo_count[j] += np.int64(v <= low)
-            hi_count[j] += np.int64(v >= high)
-            v64 = np.float64(v)
-            tot[j] += v64
-            tot_sq[j] += v64 * v64
-        # bin index in float64 as reference.hist_bin_index: clamping to [0, bins - 1] sends
-        # outside values to the end bins, NaN to -1 (not counted)
+    for s0 in range(r0, r1, slab):
+        lo_slab[:] = 0
+        hi_slab[:] = 0
+        for r in range(s0, min(r1, s0 + slab)):
+            row = h[r, j0:j1]
+            for j in range(n):  # branch-free: vectorizes
+                v = row[j]
+                lo_slab[j] += np.int32(v <= low)
+                hi_slab[j] += np.int32(v >= high)
+                v64 = np.float64(v)
+                tot[j] += v64
+                tot_sq[j] += v64 * v64
+            # bin index in float64 as reference.hist_bin_index: clamping to [0, bins - 1] sends
+            # outside values to the end bins, NaN to -1 (not counted)
+            for j in range(n):
+                t = (np.float64(row[j]) - st.hist_lo) * st.hist_scale
+                t = top if t > top else t
+                t = 0.0 if t < 0.0 else t
+                idx[j] = np.int32(t) if t == t else np.int32(-1)
+            for j in range(n):  # the scatter, into 4 interleaved copies: no chain on one counter
+                if idx[j] >= 0:
+                    local[j & 3, idx[j]] += 1
         for j in range(n):
-            t = (np.float64(row[j]) - st.hist_lo) * st.hist_scale
-            t = top if t > top else t
-            t = 0.0 if t < 0.0 else t
-            idx[j] = np.int64(t) if t == t else -1
-        for j in range(n):  # the scatter, into 4 interleaved copies: no chain on one counter
-            if idx[j] >= 0:
-                local[j & 3, idx[j]] += 1
+            lo_count[j] += lo_slab[j]
+            hi_count[j] += hi_slab[j]
     for k in range(4):
         for i in range(bins):
             hist[i] += local[k, i]
