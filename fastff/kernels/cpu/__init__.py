@@ -48,11 +48,9 @@ _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 def _use_tiles(batch):
     """True when a batch of this size takes the register tiles (:mod:`.tiles`), False for BLAS
     (:mod:`.blas`); checks the configuration the choice rests on."""
-    value = config.CPU_SMALL_BATCH_MAX
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= tiles.BACKWARD_MAX_ROWS:
-        raise InputError(f"fastff.config.CPU_SMALL_BATCH_MAX is {value!r}; it must be an integer "
-                         f"from 0 to {tiles.BACKWARD_MAX_ROWS} (the rows a register tile of the "
-                         "backward pass holds; larger batches go to BLAS)")
+    value = tiles.setting("CPU_SMALL_BATCH_MAX", 0, tiles.BACKWARD_MAX_ROWS,
+                          " (the rows a register tile of the backward pass holds; larger batches "
+                          "go to BLAS)")
     if (config.CPU_VECTOR_BYTES or simd.VEC_BYTES) != simd.VEC_BYTES:
         raise InputError(f"fastff.config.CPU_VECTOR_BYTES is {config.CPU_VECTOR_BYTES}, but the "
                          f"kernels were built for {simd.VEC_BYTES}-byte vectors when fastff was "

@@ -41,24 +41,24 @@ def height(n):
     return (0,) * n
 
 
-def _setting(name, low, high):
-    """config.<name>, an integer from low to high, or an InputError that says so."""
+def setting(name, low, high, why=""):
+    """config.<name>, an integer from low to high, or an InputError that says so (and ``why``)."""
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InputError(f"fastff.config.{name} is {value!r}; it must be an integer from {low} "
-                         f"to {high}")
+                         f"to {high}{why}")
     return value
 
 
 def forward_shape(batch):
     """(rows, w_rows) as heights: the forward's panel, all of the batch by a few rows of W (at
     most the vector registers less the two a row of the product and a broadcast take)."""
-    return height(batch), height(_setting("CPU_FORWARD_W_ROWS", 1, VEC_REGISTERS - 2))
+    return height(batch), height(setting("CPU_FORWARD_W_ROWS", 1, VEC_REGISTERS - 2))
 
 
 def backward_shape(batch):
     """(rows, w_rows) as heights: the backward tile, all of the batch by a few rows of W."""
-    return height(batch), height(_setting("CPU_BACKWARD_W_ROWS", 1, 4))
+    return height(batch), height(setting("CPU_BACKWARD_W_ROWS", 1, 4))
 
 
 # -- forward -----------------------------------------------------------------------------------
@@ -73,14 +73,13 @@ def _gemm_rows(x, W, s, i0, i1, rows, w_rows):
     s[:] = 0
     for i in range(i0, i1, step):
         nv = min(step, i1 - i)
-        if nv == step:  # full vectors with plain loads (masked ones are slow on AVX2), then the tail
+        j = 0
+        if nv == step:  # full vectors with plain loads (masked ones are slow on AVX2)
             for j in range(0, n_full, lanes):
                 rows_rank_k(s, x, W, i, None, j, None, rows, w_rows)
-            for j in range(n_full, n, lanes):
-                rows_rank_k(s, x, W, i, step, j, n - j, rows, w_rows)
-        else:  # the block's last rows
-            for j in range(0, n, lanes):
-                rows_rank_k(s, x, W, i, nv, j, n - j, rows, w_rows)
+            j = n_full
+        for jm in range(j, n, lanes):  # masked: the last columns, or the block's last rows
+            rows_rank_k(s, x, W, i, nv, jm, n - jm, rows, w_rows)
 
 
 def _gemm_blocks(x, W, blocks, block, rows, w_rows):
