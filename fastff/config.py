@@ -34,7 +34,9 @@ HIST_RANGE = {
 # Batches up to this size use fastff's own register-blocked loops (weight-streaming, memory
 # and load-port bound); larger batches use BLAS for the matrix products and fuse the rest.
 CPU_SMALL_BATCH_MAX = 16
-# Output columns per forward task; a multiple of 16 keeps row segments cache-line aligned.
+# Output columns per task of the element-wise passes when threads share them (one thread,
+# after BLAS, takes the whole width: benchmarks/NOTES.md); a multiple of 16 keeps row
+# segments cache-line aligned.
 CPU_COL_CHUNK = 128
 # Rows of W per task, in the forward (small batch) and backward passes alike: the two passes
 # must split W the same way so that each row stays with one core (benchmarks/NOTES.md).

@@ -211,6 +211,31 @@ def test_kernels_are_deterministic_for_any_thread_count(rng, batch):
             np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_epilogues_give_the_same_bits_for_any_column_chunk(rng, dtype):
+    # threads share a pass by chunks of columns; one thread takes the whole width in one chunk
+    # (large batches). Every sum runs down its column in row order and the histogram counts are
+    # integers, so the chunking changes no bit
+    from fastff.kernels.cpu import epilogues as ep
+    B, n = 23, 37
+    s = (3 * rng.standard_normal((B, n))).astype(dtype)
+    s[4, 5] = np.nan
+    b = rng.standard_normal(n).astype(dtype)
+    grad_h = rng.standard_normal((B, n)).astype(dtype)
+    results = []
+    for chunk in (1, 7, 16, n, 128):
+        for fwd, delta_bias in ((ep.forward_epilogue, ep.delta_bias),
+                                (ep.forward_epilogue_serial, ep.delta_bias_serial)):
+            h, fs, bs, b1 = s.copy(), ForwardStats(n, "tanh"), BackwardStats(n), b.copy()
+            fwd(h, np.empty((0, 1, 1), dtype), b1, 2, chunk, ep.forward_stat_args(fs, dtype))
+            delta = np.empty_like(h)
+            delta_bias(grad_h, h, delta, b1, 2, dtype(0.1), chunk, ep.delta_stat_args(bs))
+            results.append((h, delta, b1, fs.sat_low, fs.sat_high, fs.total, fs.total_sq,
+                            fs.hist, fs.rows, bs.delta_total, bs.delta_total_sq, bs.counts))
+    for run in results[1:]:
+        for a, c in zip(results[0], run):
+            np.testing.assert_array_equal(a, c)
+
 _NARROW_VECTORS = """
 import numpy as np
 from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
@@ -233,6 +258,7 @@ for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
         np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
 print("ok")
 """
+
 
 
 @pytest.mark.parametrize("width", [32])

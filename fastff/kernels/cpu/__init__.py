@@ -9,12 +9,13 @@ calls directly on arrays it owns)::
                                        epilogues.forward_epilogue sum of the blocks, bias, f,
                                                                   statistics; columns in parallel
         larger batches                 blas.forward_product       x @ W in BLAS
-                                       epilogues.forward_epilogue_serial
+                                       epilogues.forward_epilogue_serial  one chunk: the
+                                                                  whole width, rows in order
     dense_backward_sgd -> backward_unchecked
         small                          epilogues.delta_bias       delta, bias update, delta sums
                                        tiles.backward_rows        per row of W: dC/dx with the old
                                                                   row, then its update
-        large                          epilogues.delta_bias_serial
+        large                          epilogues.delta_bias_serial  one chunk, as above
                                        blas.grad_x_product        delta @ W.T
                                        blas.sgd_update            W -= lr x.T delta, one GEMM
                                        (blas.sgd_update_measured with weight-gradient statistics)
@@ -78,9 +79,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
             x, W, blocks, block, *tiles.forward_shape(x.shape[0]))
         (forward_epilogue if parallel else forward_epilogue_serial)(out, blocks, b, code, chunk, st)
-    else:
+    else:  # one thread: the whole width in one chunk, each row read once in order
         blas.forward_product(x, W, out)
-        forward_epilogue_serial(out, np.empty((0, 1, 1), W.dtype), b, code, chunk, st)
+        forward_epilogue_serial(out, np.empty((0, 1, 1), W.dtype), b, code, W.shape[1], st)
     return out
 
 
@@ -100,8 +101,10 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     small = _use_tiles(B)
     chunk = int(config.CPU_ROW_BLOCK)
     want_gw = stats is not None and stats.weight_grad
+    # chunks of columns for threads to share; one chunk when a single thread runs the pass
     (delta_bias if small and parallel else delta_bias_serial)(
-        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK), delta_stat_args(stats))
+        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK) if small else W.shape[1],
+        delta_stat_args(stats))
     if small:
         if want_gw:  # from x and delta, which the update leaves alone
             moments = grad_w_moments(x, delta)
