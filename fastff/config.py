@@ -41,12 +41,14 @@ CPU_COL_CHUNK = 128
 # Rows of W per task, in the forward (small batch) and backward passes alike: the two passes
 # must split W the same way so that each row stays with one core (benchmarks/NOTES.md).
 CPU_ROW_BLOCK = 128
-# Register use of the small-batch loops (fastff/kernels/cpu/tiles.py): rows of W per forward
-# panel, each added into every row of the batch's partial product (8: benchmarks/NOTES.md,
-# "Forward in row order"; at most the vector registers less 2); rows of W per backward tile,
-# each by the whole batch (two rows stay faster on AVX2 too, although their sums spill:
+# Register use of the small-batch loops (fastff/kernels/cpu/tiles.py): the forward panel,
+# rows of W by vectors of columns, added into every row of the batch's partial product (one
+# broadcast of x serves a row's vectors; W_ROWS x W_VECS + W_VECS + 1 must fit the vector
+# registers: benchmarks/NOTES.md, "Forward panels two vectors wide"); rows of W per backward
+# tile, each by the whole batch (two rows stay faster on AVX2 too, although their sums spill:
 # NOTES.md, "AVX2").
-CPU_FORWARD_W_ROWS = 8
+CPU_FORWARD_W_ROWS = 6
+CPU_FORWARD_W_VECS = 2
 CPU_BACKWARD_W_ROWS = 2
 # Software prefetch distance, in rows of W, of the small-batch backward loop; 0 turns
 # prefetching off. (The forward reads W in row order, which the hardware prefetchers follow.)

@@ -74,7 +74,7 @@ class ParallelCompile:
         # what the compiled code depends on: argument types (the dtype, the batch's tile shapes,
         # the optimizer's kernels), not the layer widths or the activation (a runtime code)
         self.key = (model.dtype.name, batch_size, optimizer, fastff_config.CPU_FORWARD_W_ROWS,
-                    fastff_config.CPU_BACKWARD_W_ROWS)
+                    fastff_config.CPU_FORWARD_W_VECS, fastff_config.CPU_BACKWARD_W_ROWS)
         self.process, self.waiting = None, False
         plan = model._plan
         if not plan.serial_twins or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:

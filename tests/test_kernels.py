@@ -364,10 +364,12 @@ def test_a_small_batch_limit_beyond_the_tiles_is_refused(monkeypatch, value):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tile_shapes_come_from_config_at_call_time(monkeypatch, rng, dtype):
-    # 3 rows of W per forward panel (41 rows: blocks end mid-panel) and one per backward tile:
-    # their own compiled code, same answers
+    # forward panels of 3 rows of W by 2 vectors (67 rows: the last row alone; 41 columns: wide
+    # panels, a narrow one, then masked columns) and one row per backward tile: their own
+    # compiled code, same answers
     from fastff import config
     monkeypatch.setattr(config, "CPU_FORWARD_W_ROWS", 3)
+    monkeypatch.setattr(config, "CPU_FORWARD_W_VECS", 2)
     monkeypatch.setattr(config, "CPU_BACKWARD_W_ROWS", 1)
     x, W, b = layer(rng, 7, 67, 41, dtype)
     assert_close(cpu.dense_forward(x, W, b, "tanh"), ref.dense_forward(x, W, b, "tanh"), dtype)
@@ -380,10 +382,27 @@ def test_tile_shapes_come_from_config_at_call_time(monkeypatch, rng, dtype):
     assert_close(W1, W2, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_panels_of_any_shape_give_the_same_bits(monkeypatch, rng, dtype):
+    # every element sums its terms in the order of i whatever the panel's rows and vectors
+    from fastff import config
+    x, W, b = layer(rng, 10, 131, 97, dtype)
+    outs = []
+    for w_rows, w_vecs in ((config.CPU_FORWARD_W_ROWS, config.CPU_FORWARD_W_VECS), (1, 1),
+                           (3, 2), (4, 3), (8, 1)):
+        monkeypatch.setattr(config, "CPU_FORWARD_W_ROWS", w_rows)
+        monkeypatch.setattr(config, "CPU_FORWARD_W_VECS", w_vecs)
+        outs.append(cpu.dense_forward(x, W, b, "tanh"))
+    for h in outs[1:]:
+        np.testing.assert_array_equal(h, outs[0])
+
+
 @pytest.mark.parametrize("setting, value, match", [
     ("CPU_FORWARD_W_ROWS", 0, "CPU_FORWARD_W_ROWS"),
     ("CPU_FORWARD_W_ROWS", 15, "CPU_FORWARD_W_ROWS"),
     ("CPU_FORWARD_W_ROWS", "8", "CPU_FORWARD_W_ROWS"),
+    ("CPU_FORWARD_W_VECS", 0, "CPU_FORWARD_W_VECS"),
+    ("CPU_FORWARD_W_VECS", 16, "CPU_FORWARD_W_VECS"),
     ("CPU_BACKWARD_W_ROWS", 0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_BACKWARD_W_ROWS", 2.0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_VECTOR_BYTES", 7, "CPU_VECTOR_BYTES"),

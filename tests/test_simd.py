@@ -11,8 +11,11 @@ DTYPES = [np.float32, np.float64]
 
 
 @njit
-def _panel(s, x, W, i, nv, j, n):
-    rows_rank_k(s, x, W, i, nv, j, n, 3, 4)
+def _panel(s, x, W, i, j, n, vecs):
+    if vecs == 1:
+        rows_rank_k(s, x, W, i, j, n, 3, 4, 1)
+    else:
+        rows_rank_k(s, x, W, i, j, n, 3, 4, 2)
 
 
 @njit
@@ -31,23 +34,23 @@ def _backward(x, delta, W, gx, lr, i, nv, want_gx):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nv, n", [(None, None), (4, 1), (3, 5), (1, 8), (2, None)])
-def test_panel_adds_only_its_rows_of_W_into_the_valid_columns(dtype, nv, n):
-    # s[:3, j:j+lanes] += x[:3, i:i+nv] @ W[i:i+nv, j:j+lanes], masked to n columns; nothing else
+@pytest.mark.parametrize("vecs", [1, 2])
+@pytest.mark.parametrize("n", [None, 1, 5, "lanes", "lanes + 3"])
+def test_panel_adds_its_rows_of_W_into_the_valid_columns_only(dtype, vecs, n):
+    # s[:3, j:j+vecs*lanes] += x[:3, i:i+4] @ W[i:i+4, j:j+vecs*lanes], masked to n columns;
+    # nothing else changes
     rng = np.random.default_rng(3)
     lanes = simd.LANES[np.dtype(dtype).name]
+    n = {"lanes": lanes, "lanes + 3": lanes + 3}.get(n, n)
     i, j = 5, lanes
     x = rng.standard_normal((5, 11)).astype(dtype)
-    W = rng.standard_normal((11, 3 * lanes)).astype(dtype)
-    s = rng.standard_normal((5, 3 * lanes)).astype(dtype)
+    W = rng.standard_normal((11, 4 * lanes)).astype(dtype)
+    s = rng.standard_normal((5, 4 * lanes)).astype(dtype)
     s0 = s.copy()
-    if n is None and nv is not None:  # nv with all lanes: the masked form's arguments
-        n = lanes
-    _panel(s, x, W, i, nv, j, n)
-    rows_used = 4 if nv is None else nv
-    cols = lanes if n is None else min(n, lanes)
+    _panel(s, x, W, i, j, n, vecs)
+    cols = vecs * lanes if n is None else min(n, vecs * lanes)
     expect = s0.copy()
-    expect[:3, j:j + cols] += x[:3, i:i + rows_used] @ W[i:i + rows_used, j:j + cols]
+    expect[:3, j:j + cols] += x[:3, i:i + 4] @ W[i:i + 4, j:j + cols]
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(s, expect, rtol=tol, atol=tol)
 

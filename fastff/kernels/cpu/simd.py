@@ -213,53 +213,45 @@ def tile_lanes(typingctx, tile):
 
 
 @intrinsic
-def rows_rank_k(typingctx, s, x, W, i, nv, j, n, rows, k):
-    """s[r, j : j+lanes] += x[r, i + v] * W[i + v, j : j+lanes] for v = 0 .. nv-1 in order, for
-    every row r < ``rows`` (a height) of s and x; ``k`` (a height) rows of W at most.
+def rows_rank_k(typingctx, s, x, W, i, j, n, rows, k, vecs):
+    """s[r, j : j+vecs*lanes] += x[r, i + v] * W[i + v, j : j+vecs*lanes] for v = 0 .. k-1 in
+    order, for every row r < ``rows`` of s and x; ``rows``, ``k`` and ``vecs`` are heights.
 
-    One vector of columns of ``s += x[:, i:i+k] @ W[i:i+k]``, a panel of rows of W at a time, so
-    that W is read in the order it lies in memory: the panel's vectors are loaded once, then
-    each row of s is loaded, takes its fused multiply-adds in the order of i and is stored.
-    ``nv`` and ``n`` (valid columns from j) None: all k rows, all lanes, plain loads; rows past
-    nv are neither read nor added.
+    ``vecs`` vectors of columns of ``s += x[:, i:i+k] @ W[i:i+k]``, a panel of k rows of W at a
+    time, so that W is read in the order it lies in memory: the panel's k x vecs vectors are
+    loaded once, then each row of s is loaded, takes its fused multiply-adds in the order of i
+    (one broadcast of x[r, i + v] serves the vecs vectors of row v) and is stored. ``n``: the
+    valid columns from j (masked; vectors past them touch no memory), None for all of them.
     """
     _float_array(s, 2, "s")
     _float_array(x, 2, "x")
     _float_array(W, 2, "W")
-    n_rows, n_k = _literal(rows), _literal(k)
-    if n_rows is None or n_k is None:
+    n_rows, n_k, n_vecs = _literal(rows), _literal(k), _literal(vecs)
+    if n_rows is None or n_k is None or n_vecs is None:
         return None
 
     def codegen(context, builder, sig, args):
         dtype = sig.args[2].dtype
         g = _Gen(context, builder, dtype, LANES[str(dtype)])
-        i_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (3, 5)]
-        full = isinstance(sig.args[6], types.NoneType)
-        if not full:
-            nv_v, n_v = [_i64(context, builder, args[a], sig.args[a]) for a in (4, 6)]
-            m = g.mask(n_v, 0)
-        w, valid = [], []
-        for v in range(n_k):
-            row = builder.add(i_v, _const(v))
-            if full:
-                w.append(g.load(g.ptr2(sig.args[2], args[2], row, j_v), 0, None))
-            else:  # rows of W past nv: no memory access, no update
-                ok = builder.icmp_signed("<", _const(v), nv_v)
-                valid.append(ok)
-                row = builder.select(ok, row, i_v)
-                w.append(g.load(g.ptr2(sig.args[2], args[2], row, j_v), 0, builder.and_(m, g.splat(ok))))
+        i_v, j_v = [_i64(context, builder, args[a], sig.args[a]) for a in (3, 4)]
+        if isinstance(sig.args[5], types.NoneType):
+            masks = [None] * n_vecs
+        else:
+            n_v = _i64(context, builder, args[5], sig.args[5])
+            masks = [g.mask(n_v, c) for c in range(n_vecs)]
+        w = [[g.load(g.ptr2(sig.args[2], args[2], builder.add(i_v, _const(v)), j_v), c, masks[c])
+              for c in range(n_vecs)] for v in range(n_k)]
         for r in range(n_rows):
             sp = g.ptr2(sig.args[0], args[0], _const(r), j_v)
-            acc = g.load(sp, 0, None if full else m)
+            acc = [g.load(sp, c, masks[c]) for c in range(n_vecs)]
             for v in range(n_k):
-                col = builder.add(i_v, _const(v)) if full else builder.select(
-                    valid[v], builder.add(i_v, _const(v)), i_v)
-                xs = g.splat(builder.load(g.ptr2(sig.args[1], args[1], _const(r), col)))
-                nxt = g.fma(xs, w[v], acc)
-                acc = nxt if full else builder.select(valid[v], nxt, acc)
-            g.store(acc, sp, 0, None if full else m)
+                xs = g.splat(builder.load(g.ptr2(sig.args[1], args[1], _const(r),
+                                                 builder.add(i_v, _const(v)))))
+                acc = [g.fma(xs, w[v][c], acc[c]) for c in range(n_vecs)]
+            for c in range(n_vecs):
+                g.store(acc[c], sp, c, masks[c])
         return context.get_dummy_value()
-    return types.none(s, x, W, i, nv, j, n, rows, k), codegen
+    return types.none(s, x, W, i, j, n, rows, k, vecs), codegen
 
 
 @intrinsic

@@ -9,9 +9,10 @@ per task, so that each row of W stays with one core from the forward pass to the
 1.30 ms a step, benchmarks/NOTES.md "one owner per row of W").
 
 * Forward (:func:`gemm_blocks`): blocks[k] = x[:, rows k] @ W[rows k], a panel of
-  ``config.CPU_FORWARD_W_ROWS`` rows of W at a time (:func:`.simd.rows_rank_k`): the panel's
-  vectors are loaded once and added into every row of the block's partial product, which stays
-  in the core's cache. The epilogue then sums the blocks in block order
+  ``config.CPU_FORWARD_W_ROWS`` rows of W by ``config.CPU_FORWARD_W_VECS`` vectors of columns
+  at a time (:func:`.simd.rows_rank_k`): the panel's vectors are loaded once and added into
+  every row of the block's partial product, which stays in the core's cache; one broadcast of
+  x serves the panel's vectors of a row of W. The epilogue then sums the blocks in block order
   (:func:`.epilogues.forward_epilogue`). Reading W in row order is what the hardware prefetchers
   follow; column strips of W, with the partial sums in registers, walked W with a one-row stride
   and waited on memory whenever W was not in cache (benchmarks/NOTES.md "Forward in row order").
@@ -19,7 +20,7 @@ per task, so that each row of W stays with one core from the forward pass to the
   each row's dC/dx is read with the old row, then the row takes its SGD update while in L1.
   The weight gradient is never materialized.
 
-Panel and tile sizes are read from ``config.CPU_FORWARD_W_ROWS`` and
+Panel and tile sizes are read from ``config.CPU_FORWARD_W_ROWS``, ``CPU_FORWARD_W_VECS`` and
 ``config.CPU_BACKWARD_W_ROWS`` at call time and travel, with the batch size, as tuple lengths in
 the argument types (:func:`height`), so that each shape compiles its own code on first use, and
 only that shape.
@@ -41,6 +42,9 @@ def height(n):
     return (0,) * n
 
 
+_ONE = height(1)  # a height of 1, for compiled code
+
+
 def setting(name, low, high, why=""):
     """config.<name>, an integer from low to high, or an InputError that says so (and ``why``)."""
     value = getattr(config, name)
@@ -51,9 +55,14 @@ def setting(name, low, high, why=""):
 
 
 def forward_shape(batch):
-    """(rows, w_rows) as heights: the forward's panel, all of the batch by a few rows of W (at
-    most the vector registers less the two a row of the product and a broadcast take)."""
-    return height(batch), height(setting("CPU_FORWARD_W_ROWS", 1, VEC_REGISTERS - 2))
+    """(rows, w_rows, w_vecs) as heights: the forward's panel, all of the batch by a few rows of
+    W by a few vectors of columns; the panel's vectors of W, a row's sums and a broadcast must
+    fit the vector registers."""
+    w_vecs = setting("CPU_FORWARD_W_VECS", 1, VEC_REGISTERS // 2 - 1)
+    w_rows = setting("CPU_FORWARD_W_ROWS", 1, (VEC_REGISTERS - 1) // w_vecs - 1,
+                     f" with CPU_FORWARD_W_VECS = {w_vecs} (the panel's {w_vecs} vectors per row "
+                     f"of W, a row's {w_vecs} sums and a broadcast in {VEC_REGISTERS} registers)")
+    return height(batch), height(w_rows), height(w_vecs)
 
 
 def backward_shape(batch):
@@ -63,31 +72,42 @@ def backward_shape(batch):
 
 # -- forward -----------------------------------------------------------------------------------
 @njit(inline="always", **JIT)
-def _gemm_rows(x, W, s, i0, i1, rows, w_rows):
-    """s = x[:, i0:i1] @ W[i0:i1], ``len(w_rows)`` rows of W at a time, each panel across all
-    columns before the next: every element of s sums its terms in the order of i."""
+def _gemm_panels(x, W, s, i, rows, w_rows, w_vecs):
+    """s += x[:, i:i+len(w_rows)] @ W[i:i+len(w_rows)] across all columns: panels
+    len(w_vecs) vectors wide, then one vector wide, then the last columns masked."""
     n = W.shape[1]
-    step = len(w_rows)
     lanes = tile_lanes(tile_zeros(W, 1, 1))
+    width = lanes * len(w_vecs)
+    n_wide = n - n % width
     n_full = n - n % lanes
+    for j in range(0, n_wide, width):
+        rows_rank_k(s, x, W, i, j, None, rows, w_rows, w_vecs)
+    for j in range(n_wide, n_full, lanes):
+        rows_rank_k(s, x, W, i, j, None, rows, w_rows, _ONE)
+    if n_full < n:
+        rows_rank_k(s, x, W, i, n_full, n - n_full, rows, w_rows, _ONE)
+
+
+@njit(inline="always", **JIT)
+def _gemm_rows(x, W, s, i0, i1, rows, w_rows, w_vecs):
+    """s = x[:, i0:i1] @ W[i0:i1], ``len(w_rows)`` rows of W at a time (the last few rows one
+    at a time), each panel across all columns before the next: every element of s sums its
+    terms in the order of i."""
+    step = len(w_rows)
     s[:] = 0
-    for i in range(i0, i1, step):
-        nv = min(step, i1 - i)
-        j = 0
-        if nv == step:  # full vectors with plain loads (masked ones are slow on AVX2)
-            for j in range(0, n_full, lanes):
-                rows_rank_k(s, x, W, i, None, j, None, rows, w_rows)
-            j = n_full
-        for jm in range(j, n, lanes):  # masked: the last columns, or the block's last rows
-            rows_rank_k(s, x, W, i, nv, jm, n - jm, rows, w_rows)
+    i_tail = i1 - (i1 - i0) % step
+    for i in range(i0, i_tail, step):
+        _gemm_panels(x, W, s, i, rows, w_rows, w_vecs)
+    for i in range(i_tail, i1):
+        _gemm_panels(x, W, s, i, rows, _ONE, w_vecs)
 
 
-def _gemm_blocks(x, W, blocks, block, rows, w_rows):
+def _gemm_blocks(x, W, blocks, block, rows, w_rows, w_vecs):
     """blocks[k] = x[:, rows k] @ W[rows k] for the blocks of ``block`` rows of W, in parallel."""
     n_in = W.shape[0]
     for k in prange(blocks.shape[0]):
         i0 = k * block
-        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), rows, w_rows)
+        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), rows, w_rows, w_vecs)
 
 
 gemm_blocks, gemm_blocks_serial = parallel_and_serial(_gemm_blocks)
