@@ -216,6 +216,7 @@ def test_epilogues_give_the_same_bits_for_any_column_chunk(rng, dtype):
     # threads share a pass by chunks of columns; one thread takes the whole width in one chunk
     # (large batches). Every sum runs down its column in row order and the histogram counts are
     # integers, so the chunking changes no bit
+    from fastff.activations import TANH
     from fastff.kernels.cpu import epilogues as ep
     B, n = 23, 37
     s = (3 * rng.standard_normal((B, n))).astype(dtype)
@@ -227,9 +228,9 @@ def test_epilogues_give_the_same_bits_for_any_column_chunk(rng, dtype):
         for fwd, delta_bias in ((ep.forward_epilogue, ep.delta_bias),
                                 (ep.forward_epilogue_serial, ep.delta_bias_serial)):
             h, fs, bs, b1 = s.copy(), ForwardStats(n, "tanh"), BackwardStats(n), b.copy()
-            fwd(h, np.empty((0, 1, 1), dtype), b1, 2, chunk, ep.forward_stat_args(fs, dtype))
+            fwd(h, np.empty((0, 1, 1), dtype), b1, TANH, chunk, ep.forward_stat_args(fs, dtype))
             delta = np.empty_like(h)
-            delta_bias(grad_h, h, delta, b1, 2, dtype(0.1), chunk, ep.delta_stat_args(bs))
+            delta_bias(grad_h, h, delta, b1, TANH, dtype(0.1), chunk, ep.delta_stat_args(bs))
             results.append((h, delta, b1, fs.sat_low, fs.sat_high, fs.total, fs.total_sq,
                             fs.hist, fs.rows, bs.delta_total, bs.delta_total_sq, bs.counts))
     for run in results[1:]:
