@@ -60,6 +60,11 @@ CPU_BWD_PREFETCH_ROWS = 4
 # on a Zen 5, 1.28 ms without and 1.34 ms with; on a Zen 3 (32 MB L3), 9.2-10.5 ms without and
 # 6.4-7.6 ms with; 20 x 1000 units (80 MB) on the Zen 5, 9.4 ms without, 7.0 ms with.
 CPU_PREFETCH_MIN_BYTES = 2 * 2**20
+# The arrays fastff keeps for the CPU (weights, workspaces, rates) and its kernels' outputs start
+# on a multiple of this many bytes, a cache line: NumPy's own large arrays start 16 bytes past
+# one, so every other vector straddles two lines (benchmarks/NOTES.md, "Arrays on cache
+# lines"). A power of two.
+CPU_ARRAY_ALIGN = 64
 # Width of the SIMD vectors in fastff.kernels.cpu.simd: None picks the host's widest (64 bytes with
 # AVX-512, else 32); the environment variable FASTFF_CPU_VECTOR_BYTES overrides it. Read once,
 # at import of fastff.kernels: the register tile types are built from it.

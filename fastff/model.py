@@ -202,15 +202,15 @@ class MLP:
         self.params = []
         for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
             W = init_weights(init, n_in, n_out, rng, self.dtype)
-            self.params.append((self.backend.to_device(W),
-                                self.backend.to_device(np.zeros(n_out, self.dtype))))
+            self.params.append((self.backend.copy(W),
+                                self.backend.copy(np.zeros(n_out, self.dtype))))
         self._plan = self.backend.plan(self.sizes, self.dtype)
 
     def copy(self):
         """An independent copy: the same network with its own parameters."""
         net = object.__new__(MLP)
         net.__dict__.update(self.__dict__)
-        net.params = [(W.copy(), b.copy()) for W, b in self.params]
+        net.params = [(self.backend.copy(W), self.backend.copy(b)) for W, b in self.params]
         net._plan = self.backend.plan(self.sizes, self.dtype)
         return net
 

@@ -237,6 +237,74 @@ def test_epilogues_give_the_same_bits_for_any_column_chunk(rng, dtype):
         for a, c in zip(results[0], run):
             np.testing.assert_array_equal(a, c)
 
+def _placed(a, offset):
+    """A copy of ``a`` whose data starts ``offset`` bytes past a cache line."""
+    buf = np.empty(a.nbytes + 128, np.uint8)
+    start = -buf.ctypes.data % 64 + offset
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [10, 37])
+def test_where_an_array_starts_changes_no_bit(rng, dtype, batch):
+    # fastff's own arrays start on a cache line (kernels/memory.py); a caller's may start
+    # anywhere an element may, and must give the same numbers
+    x, W, b = layer(rng, batch, 131, 97, dtype)
+    g = rng.standard_normal((batch, 97)).astype(dtype)
+    outs = []
+    for offset in (0, 4 if dtype == np.float32 else 8, 16, 32):
+        xs, Ws, bs, gs = (_placed(a, offset) for a in (x, W, b, g))
+        h = cpu.dense_forward(xs, Ws, bs, "tanh", out=_placed(np.empty((batch, 97), dtype), offset))
+        gx = cpu.dense_backward_sgd(xs, h, Ws, bs, gs, "tanh", 0.1)
+        outs.append((h, gx, Ws, bs))
+    for run in outs[1:]:
+        for a, c in zip(outs[0], run):
+            np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("shape", [0, 1, (7, 13), (0, 5), (3, 1000), (1000, 1000)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8])
+def test_memory_arrays_start_on_a_cache_line(shape, dtype):
+    from fastff.kernels import memory
+    a = memory.empty(shape, dtype)
+    assert a.flags.c_contiguous and a.flags.writeable
+    assert a.size == 0 or a.ctypes.data % 64 == 0  # an empty array has no data to place
+    assert a.shape == np.empty(shape).shape and a.dtype == dtype
+    z = memory.zeros(shape, dtype)
+    assert (z.size == 0 or z.ctypes.data % 64 == 0) and not z.any()
+    src = np.arange(np.prod(shape, dtype=int)).reshape(shape)
+    c = memory.copy(src, dtype)
+    del src
+    import gc
+    gc.collect()  # the view keeps its buffer alive
+    np.testing.assert_array_equal(c, np.arange(c.size).reshape(c.shape).astype(dtype))
+    assert c.size == 0 or c.ctypes.data % 64 == 0
+
+
+def test_model_arrays_start_on_a_cache_line(monkeypatch):
+    # the weights, biases, workspaces, second-order rates and the outputs the kernels
+    # allocate; the alignment is read when an array is made
+    from fastff import config
+    from fastff.kernels import memory
+    for align in (64, 4096):
+        monkeypatch.setattr(config, "CPU_ARRAY_ALIGN", align)
+        net = fastff.MLP("13-31x2-3", seed=1)
+        arrays = [a for p in net.params + net.copy().params for a in p]
+        ws = net._plan.workspace(5)
+        arrays += [a for name in ("h", "g", "delta") for a in ws[name]] + net._plan.curvature(5)
+        rates = net.new_rates("grad_variance")
+        arrays += [a for layer in rates.layers for a in (layer.W, layer.b)]
+        assert all(a.ctypes.data % align == 0 for a in arrays)
+    x = np.ones((3, 13), np.float32)
+    assert cpu.dense_forward(x, net.params[0][0], net.params[0][1], "tanh").ctypes.data % 4096 == 0
+    for value in (0, 3, 48, True, 64.0, "64"):
+        monkeypatch.setattr(config, "CPU_ARRAY_ALIGN", value)
+        with pytest.raises(InputError, match="CPU_ARRAY_ALIGN"):
+            memory.empty(3, np.float32)
+
+
 _NARROW_VECTORS = """
 import numpy as np
 from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref

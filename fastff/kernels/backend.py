@@ -12,7 +12,8 @@ registry). A backend gives:
   ``softmax_quadratic_unchecked``);
 * :meth:`Backend.plan`: the per-model execution plan (its workspace and the backend's own
   tunables, such as the CPU's software prefetch), through which :class:`fastff.MLP` steps;
-* host <-> device transfer (:meth:`to_device`, :meth:`to_host`).
+* host <-> device transfer (:meth:`to_device`, :meth:`to_host`), and the arrays a model owns
+  (:meth:`empty`, :meth:`copy`: on the host they start on a cache line, :mod:`.memory`).
 
 ``import fastff`` never imports CuPy: a backend's array module is looked up on first use.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from .. import config
 from ..losses import KERNELS
+from . import memory
 
 
 class Plan:
@@ -61,7 +63,7 @@ class Plan:
         size asked for is kept: training uses one)."""
         ws = self._workspace.get(batch)
         if ws is None:
-            empty = self.backend.xp.empty
+            empty = self.backend.empty
             ws = dict(h=[empty((batch, n), self.dtype) for n in self.sizes[1:]],
                       g=[empty((batch, n), self.dtype) for n in self.sizes[:-1]],
                       delta=[empty((batch, n), self.dtype) for n in self.sizes[1:]])
@@ -73,7 +75,7 @@ class Plan:
         one (batch, n) array per layer input below the softmax's, made on first use."""
         ws = self.workspace(batch)
         if "curv" not in ws:
-            empty = self.backend.xp.empty
+            empty = self.backend.empty
             ws["curv"] = [empty((batch, n), self.dtype) for n in self.sizes[:-1]]
         return ws["curv"]
 
@@ -161,6 +163,21 @@ class Backend:
             return np.ascontiguousarray(a, dtype=dtype)
         xp = self.xp
         return xp.ascontiguousarray(xp.asarray(a, dtype=dtype))
+
+    def empty(self, shape, dtype):
+        """A new uninitialized array of this backend, for a model's parameters and workspaces
+        (on the host it starts on a cache line: :func:`fastff.kernels.memory.empty`)."""
+        if self._xp_name == "numpy":
+            return memory.empty(shape, dtype)
+        return self.xp.empty(shape, dtype)
+
+    def copy(self, a, dtype=None):
+        """A new array of this backend holding ``a`` (as ``dtype``), laid out as :meth:`empty`
+        lays out its arrays."""
+        a = self.to_device(a, dtype)
+        out = self.empty(a.shape, a.dtype)
+        out[...] = a
+        return out
 
     def to_host(self, a):
         """``a`` as a NumPy array (a copy from the GPU; the array itself on the host)."""

@@ -34,6 +34,7 @@ import numpy as np
 from .. import config
 from ..checks import choose
 from ..errors import InputError
+from . import memory
 from .stats import _check_arrays
 
 METHODS = ("diag_hessian", "grad_variance")
@@ -85,8 +86,9 @@ class LayerRates:
 
     def __init__(self, n_in, n_out, method, dtype=np.float32, damping=None, decay=None, xp=np):
         self.method, self.damping, self.decay = check_hyper(method, damping, decay)
-        self.W = xp.zeros((n_in, n_out), dtype)
-        self.b = xp.zeros(n_out, dtype)
+        zeros = memory.zeros if xp is np else xp.zeros  # on the host, on a cache line
+        self.W = zeros((n_in, n_out), dtype)
+        self.b = zeros(n_out, dtype)
         self.steps = 0
 
     def correction(self):

@@ -38,6 +38,7 @@ import numpy as np
 from ... import activations, config
 from ...errors import InputError
 from ..contracts import backward_args, forward_args, second_order_args, softmax_args
+from ..memory import empty
 from . import blas, simd, softmax, tiles
 from . import rates as rate_kernels
 from .epilogues import (delta_bias, delta_bias_serial, delta_stat_args, forward_epilogue,
@@ -70,11 +71,13 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
     """
     code = _CODES[activation]
     if out is None:
-        out = np.empty((x.shape[0], W.shape[1]), W.dtype)
+        out = empty((x.shape[0], W.shape[1]), W.dtype)
     chunk = int(config.CPU_COL_CHUNK)
     st = forward_stat_args(stats, W.dtype)
     if _use_tiles(x.shape[0]):
         block = int(config.CPU_ROW_BLOCK)
+        # NumPy's own allocation: a block-aligned one costs more per call than it saves here
+        # (benchmarks/NOTES.md, "Arrays on cache lines")
         blocks = np.empty((-(-W.shape[0] // block), x.shape[0], W.shape[1]), W.dtype)
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
             x, W, blocks, block, *tiles.forward_shape(x.shape[0]))
@@ -93,11 +96,11 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     config.CPU_PREFETCH_MIN_BYTES); ``parallel`` as in :func:`forward_unchecked`."""
     code = _CODES[activation]
     if compute_grad_x and grad_x is None:
-        grad_x = np.empty(x.shape, W.dtype)
+        grad_x = empty(x.shape, W.dtype)
     lr = W.dtype.type(lr)
     B = x.shape[0]
     if delta is None:
-        delta = np.empty((B, W.shape[1]), W.dtype)
+        delta = empty((B, W.shape[1]), W.dtype)
     small = _use_tiles(B)
     chunk = int(config.CPU_ROW_BLOCK)
     want_gw = stats is not None and stats.weight_grad
@@ -135,12 +138,12 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     B = x.shape[0]
     hessian = rates.method == "diag_hessian"
     if compute_grad_x and grad_x is None:
-        grad_x = np.empty(x.shape, W.dtype)
+        grad_x = empty(x.shape, W.dtype)
     if compute_grad_x and hessian and curv_x is None:
-        curv_x = np.empty(x.shape, W.dtype)
+        curv_x = empty(x.shape, W.dtype)
     if delta is None:
-        delta = np.empty((B, W.shape[1]), W.dtype)
-    q = np.empty((B, W.shape[1]), W.dtype)
+        delta = empty((B, W.shape[1]), W.dtype)
+    q = empty((B, W.shape[1]), W.dtype)
     # lr / (1 + A / damping) as lr * damping / (damping + A): one division per entry
     hyper = (dt(lr * rates.damping), hessian, dt(rates.damping), dt(rates.decay),
              dt(rates.correction()))
