@@ -50,8 +50,10 @@ CPU_ROW_BLOCK = 128
 CPU_FORWARD_W_ROWS = 6
 CPU_FORWARD_W_VECS = 2
 CPU_BACKWARD_W_ROWS = 2
-# Software prefetch distance, in rows of W, of the small-batch backward loop; 0 turns
-# prefetching off. (The forward reads W in row order, which the hardware prefetchers follow.)
+# Software prefetch distances, in rows of W, of the small-batch loops; 0 turns prefetching
+# off. The forward reads W in row order, which the hardware prefetchers follow, but not far
+# enough ahead to keep the panels fed (benchmarks/NOTES.md, "Forward prefetch").
+CPU_FWD_PREFETCH_ROWS = 12
 CPU_BWD_PREFETCH_ROWS = 4
 # An MLP prefetches only when its weights exceed this many bytes: smaller ones stay in the
 # cores' own caches between steps, where the prefetch instructions only cost issue slots. The

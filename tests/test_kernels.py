@@ -457,10 +457,11 @@ def test_forward_panels_of_any_shape_give_the_same_bits(monkeypatch, rng, dtype)
     from fastff import config
     x, W, b = layer(rng, 10, 131, 97, dtype)
     outs = []
-    for w_rows, w_vecs in ((config.CPU_FORWARD_W_ROWS, config.CPU_FORWARD_W_VECS), (1, 1),
-                           (3, 2), (4, 3), (8, 1)):
+    for w_rows, w_vecs, ahead in ((config.CPU_FORWARD_W_ROWS, config.CPU_FORWARD_W_VECS, 12),
+                                  (1, 1, 0), (3, 2, 1), (4, 3, 130), (8, 1, 1000)):
         monkeypatch.setattr(config, "CPU_FORWARD_W_ROWS", w_rows)
         monkeypatch.setattr(config, "CPU_FORWARD_W_VECS", w_vecs)
+        monkeypatch.setattr(config, "CPU_FWD_PREFETCH_ROWS", ahead)  # a hint: no number moves
         outs.append(cpu.dense_forward(x, W, b, "tanh"))
     for h in outs[1:]:
         np.testing.assert_array_equal(h, outs[0])
@@ -475,12 +476,15 @@ def test_forward_panels_of_any_shape_give_the_same_bits(monkeypatch, rng, dtype)
     ("CPU_BACKWARD_W_ROWS", 0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_BACKWARD_W_ROWS", 2.0, "CPU_BACKWARD_W_ROWS"),
     ("CPU_VECTOR_BYTES", 7, "CPU_VECTOR_BYTES"),
+    ("CPU_FWD_PREFETCH_ROWS", -1, "CPU_FWD_PREFETCH_ROWS"),
+    ("CPU_BWD_PREFETCH_ROWS", None, "CPU_BWD_PREFETCH_ROWS"),
 ])
 def test_bad_tile_settings_are_refused(monkeypatch, setting, value, match):
     from fastff import config
     monkeypatch.setattr(config, setting, value)
     x, W, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.zeros(5, np.float32)
-    h = cpu.dense_forward(x, W, b, "tanh") if setting == "CPU_BACKWARD_W_ROWS" else None
+    h = (cpu.dense_forward(x, W, b, "tanh")
+         if setting in ("CPU_BACKWARD_W_ROWS", "CPU_BWD_PREFETCH_ROWS") else None)
     with pytest.raises(InputError, match=match):
         if h is None:
             cpu.dense_forward(x, W, b, "tanh")

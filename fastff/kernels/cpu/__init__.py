@@ -63,8 +63,8 @@ def _use_tiles(batch):
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, parallel=True):
     """The forward pass on validated, C-contiguous arrays of one dtype (used by the MLP).
 
-    ``prefetch`` is the backward pass's hint (:func:`backward_unchecked`), taken here so that the
-    two passes take the same arguments: the forward reads W in row order and needs none.
+    ``prefetch=False`` turns the small-batch loop's software prefetch off, as in
+    :func:`backward_unchecked`.
     ``parallel=False`` runs the small-batch passes' serial twins: the same numbers, bit for bit,
     from code that compiles faster (``fastff.train`` steps with them while the parallel ones
     compile in the background).
@@ -79,8 +79,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
         # NumPy's own allocation: a block-aligned one costs more per call than it saves here
         # (benchmarks/NOTES.md, "Arrays on cache lines")
         blocks = np.empty((-(-W.shape[0] // block), x.shape[0], W.shape[1]), W.dtype)
+        ahead = tiles.setting("CPU_FWD_PREFETCH_ROWS", 0, 2**20) if prefetch else 0
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
-            x, W, blocks, block, *tiles.forward_shape(x.shape[0]))
+            x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
         (forward_epilogue if parallel else forward_epilogue_serial)(out, blocks, b, code, chunk, st)
     else:  # one thread: the whole width in one chunk, each row read once in order
         blas.forward_product(x, W, out)
@@ -112,7 +113,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         if want_gw:  # from x and delta, which the update leaves alone
             moments = grad_w_moments(x, delta)
         gx = grad_x if compute_grad_x else np.empty((1, 1), W.dtype)
-        ahead = int(config.CPU_BWD_PREFETCH_ROWS) if prefetch else 0
+        ahead = tiles.setting("CPU_BWD_PREFETCH_ROWS", 0, 2**20) if prefetch else 0
         (tiles.backward_rows if parallel else tiles.backward_rows_serial)(
             x, delta, W, gx, lr, compute_grad_x, chunk, ahead, *tiles.backward_shape(B))
     else:

@@ -44,6 +44,8 @@ LANES = {"float32": VEC_BYTES // 4, "float64": VEC_BYTES // 8}
 # Vector registers of the ISA that VEC_BYTES selects: 32 with AVX-512 (zmm0-31), 16 with AVX2
 # (ymm0-15); the kernels size their tiles to them (fastff.kernels.cpu).
 VEC_REGISTERS = 32 if VEC_BYTES == 64 else 16
+# Bytes of a cache line (x86-64): what one software prefetch brings in.
+LINE_BYTES = 64
 
 
 class Tile(types.Type):

@@ -16,6 +16,8 @@ per task, so that each row of W stays with one core from the forward pass to the
   (:func:`.epilogues.forward_epilogue`). Reading W in row order is what the hardware prefetchers
   follow; column strips of W, with the partial sums in registers, walked W with a one-row stride
   and waited on memory whenever W was not in cache (benchmarks/NOTES.md "Forward in row order").
+  A software prefetch ``config.CPU_FWD_PREFETCH_ROWS`` rows ahead keeps the panels fed from
+  memory (NOTES.md "Forward prefetch").
 * Backward (:func:`backward_rows`): the whole batch is one tile, by a few rows of W at a time:
   each row's dC/dx is read with the old row, then the row takes its SGD update while in L1.
   The weight gradient is never materialized.
@@ -30,8 +32,8 @@ from numba import njit, prange
 from ... import config
 from ...errors import InputError
 from .jit import JIT, parallel_and_serial
-from .simd import (VEC_REGISTERS, prefetch, rows_rank_k, tile_coefs, tile_grad_update,
-                   tile_hsum_store, tile_lanes, tile_update, tile_zeros)
+from .simd import (LINE_BYTES, VEC_REGISTERS, prefetch, rows_rank_k, tile_coefs,
+                   tile_grad_update, tile_hsum_store, tile_lanes, tile_update, tile_zeros)
 
 # The most batch rows a backward tile holds: rows x CPU_BACKWARD_W_ROWS partial sums.
 BACKWARD_MAX_ROWS = 16
@@ -72,15 +74,23 @@ def backward_shape(batch):
 
 # -- forward -----------------------------------------------------------------------------------
 @njit(inline="always", **JIT)
-def _gemm_panels(x, W, s, i, rows, w_rows, w_vecs):
+def _gemm_panels(x, W, s, i, rows, w_rows, w_vecs, ahead):
     """s += x[:, i:i+len(w_rows)] @ W[i:i+len(w_rows)] across all columns: panels
-    len(w_vecs) vectors wide, then one vector wide, then the last columns masked."""
-    n = W.shape[1]
+    len(w_vecs) vectors wide, then one vector wide, then the last columns masked. With
+    ``ahead`` > 0 each wide panel first asks for the same columns ``ahead`` rows down."""
+    n, K = W.shape[1], W.shape[0]
     lanes = tile_lanes(tile_zeros(W, 1, 1))
     width = lanes * len(w_vecs)
+    # one prefetch per cache line: every vector when a vector fills a line or more
+    per_line = max(1, LINE_BYTES // (lanes * W.itemsize))
     n_wide = n - n % width
     n_full = n - n % lanes
+    i_ahead = i + ahead
     for j in range(0, n_wide, width):
+        if ahead > 0 and i_ahead + len(w_rows) <= K:
+            for v in range(len(w_rows)):
+                for q in range(0, len(w_vecs), per_line):
+                    prefetch(W, i_ahead + v, j + q * lanes)
         rows_rank_k(s, x, W, i, j, None, rows, w_rows, w_vecs)
     for j in range(n_wide, n_full, lanes):
         rows_rank_k(s, x, W, i, j, None, rows, w_rows, _ONE)
@@ -89,7 +99,7 @@ def _gemm_panels(x, W, s, i, rows, w_rows, w_vecs):
 
 
 @njit(inline="always", **JIT)
-def _gemm_rows(x, W, s, i0, i1, rows, w_rows, w_vecs):
+def _gemm_rows(x, W, s, i0, i1, ahead, rows, w_rows, w_vecs):
     """s = x[:, i0:i1] @ W[i0:i1], ``len(w_rows)`` rows of W at a time (the last few rows one
     at a time), each panel across all columns before the next: every element of s sums its
     terms in the order of i."""
@@ -97,17 +107,18 @@ def _gemm_rows(x, W, s, i0, i1, rows, w_rows, w_vecs):
     s[:] = 0
     i_tail = i1 - (i1 - i0) % step
     for i in range(i0, i_tail, step):
-        _gemm_panels(x, W, s, i, rows, w_rows, w_vecs)
+        _gemm_panels(x, W, s, i, rows, w_rows, w_vecs, ahead)
     for i in range(i_tail, i1):
-        _gemm_panels(x, W, s, i, rows, _ONE, w_vecs)
+        _gemm_panels(x, W, s, i, rows, _ONE, w_vecs, ahead)
 
 
-def _gemm_blocks(x, W, blocks, block, rows, w_rows, w_vecs):
-    """blocks[k] = x[:, rows k] @ W[rows k] for the blocks of ``block`` rows of W, in parallel."""
+def _gemm_blocks(x, W, blocks, block, ahead, rows, w_rows, w_vecs):
+    """blocks[k] = x[:, rows k] @ W[rows k] for the blocks of ``block`` rows of W, in parallel;
+    the rows ``ahead`` on are prefetched (0: none)."""
     n_in = W.shape[0]
     for k in prange(blocks.shape[0]):
         i0 = k * block
-        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), rows, w_rows, w_vecs)
+        _gemm_rows(x, W, blocks[k], i0, min(n_in, i0 + block), ahead, rows, w_rows, w_vecs)
 
 
 gemm_blocks, gemm_blocks_serial = parallel_and_serial(_gemm_blocks)
