@@ -237,6 +237,7 @@ def test_epilogues_give_the_same_bits_for_any_column_chunk(rng, dtype):
         for a, c in zip(results[0], run):
             np.testing.assert_array_equal(a, c)
 
+
 def _placed(a, offset):
     """A copy of ``a`` whose data starts ``offset`` bytes past a cache line."""
     buf = np.empty(a.nbytes + 128, np.uint8)
@@ -275,7 +276,7 @@ def test_memory_arrays_start_on_a_cache_line(shape, dtype):
     z = memory.zeros(shape, dtype)
     assert (z.size == 0 or z.ctypes.data % 64 == 0) and not z.any()
     src = np.arange(np.prod(shape, dtype=int)).reshape(shape)
-    c = memory.copy(src, dtype)
+    c = kernels.get_backend("cpu").copy(src, dtype)
     del src
     import gc
     gc.collect()  # the view keeps its buffer alive
@@ -308,7 +309,6 @@ def test_model_arrays_start_on_a_cache_line(monkeypatch):
 _NARROW_VECTORS = """
 import numpy as np
 from fastff.kernels import BackwardStats, ForwardStats, cpu, reference as ref
-from fastff.kernels.cpu.epilogues import stats_tile
 from fastff.kernels.cpu import simd
 assert simd.VEC_BYTES == {width}
 rng = np.random.default_rng(5)
@@ -327,7 +327,6 @@ for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-11)):
         np.testing.assert_allclose(W1, W2, rtol=tol, atol=tol)
 print("ok")
 """
-
 
 
 @pytest.mark.parametrize("width", [32])

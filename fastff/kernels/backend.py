@@ -167,9 +167,7 @@ class Backend:
     def empty(self, shape, dtype):
         """A new uninitialized array of this backend, for a model's parameters and workspaces
         (on the host it starts on a cache line: :func:`fastff.kernels.memory.empty`)."""
-        if self._xp_name == "numpy":
-            return memory.empty(shape, dtype)
-        return self.xp.empty(shape, dtype)
+        return memory.empty(shape, dtype, self.xp)
 
     def copy(self, a, dtype=None):
         """A new array of this backend holding ``a`` (as ``dtype``), laid out as :meth:`empty`

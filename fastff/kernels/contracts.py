@@ -29,7 +29,7 @@ def out_array(name, out, shape, dtype, inputs=(), xp=np):
     """A fresh array, or the caller's ``out`` checked: type, shape, dtype, C order, writable,
     and sharing no memory with the ``inputs`` the kernel reads while it writes ``out``."""
     if out is None:
-        return memory.empty(shape, dtype) if xp is np else xp.empty(shape, dtype)
+        return memory.empty(shape, dtype, xp)
     if not isinstance(out, xp.ndarray) or tuple(out.shape) != shape or out.dtype != dtype:
         raise InputError(f"{name} must be a {np.dtype(dtype)} {xp.__name__} array of shape "
                          f"{shape}, got {getattr(out, 'dtype', type(out).__name__)} "

@@ -1,5 +1,6 @@
 """Host arrays that start on a cache line, for the arrays fastff keeps (a model's weights,
-workspaces and second-order rates) and the outputs its kernels allocate.
+workspaces and second-order rates) and the outputs its kernels allocate; on a GPU, the array
+module's own.
 
 NumPy only promises 16-byte alignment, and its large arrays come from ``mmap`` 16 bytes past a
 page boundary: every other 32-byte vector of such an array straddles two cache lines, and a
@@ -25,20 +26,25 @@ def _alignment():
     return value
 
 
-def empty(shape, dtype):
-    """An uninitialized C-contiguous NumPy array whose data starts on a multiple of
-    ``config.CPU_ARRAY_ALIGN`` bytes.
+def empty(shape, dtype, xp=np):
+    """An uninitialized C-contiguous array whose data starts on a multiple of
+    ``config.CPU_ARRAY_ALIGN`` bytes (NumPy), or ``xp.empty`` for another array module (CuPy
+    places its own arrays).
 
     Parameters
     ----------
     shape : int or tuple of int
     dtype : data-type
+    xp : module, optional
+        The array module: NumPy (default) or CuPy.
 
     Returns
     -------
     ndarray
-        A view into a slightly larger buffer, which it keeps alive (``.base``).
+        On the host, a view into a slightly larger buffer, which it keeps alive (``.base``).
     """
+    if xp is not np:
+        return xp.empty(shape, dtype)
     dtype = np.dtype(dtype)
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (operator.index(shape),)
     align = _alignment()
@@ -48,16 +54,8 @@ def empty(shape, dtype):
     return np.ndarray(shape, dtype, buf, start)
 
 
-def zeros(shape, dtype):
+def zeros(shape, dtype, xp=np):
     """:func:`empty`, filled with zeros."""
-    a = empty(shape, dtype)
+    a = empty(shape, dtype, xp)
     a.fill(0)
     return a
-
-
-def copy(a, dtype=None):
-    """A C-contiguous copy of ``a`` (as ``dtype``, default its own) in an :func:`empty` array."""
-    a = np.asarray(a)
-    out = empty(a.shape, a.dtype if dtype is None else dtype)
-    out[...] = a
-    return out

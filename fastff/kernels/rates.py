@@ -86,9 +86,8 @@ class LayerRates:
 
     def __init__(self, n_in, n_out, method, dtype=np.float32, damping=None, decay=None, xp=np):
         self.method, self.damping, self.decay = check_hyper(method, damping, decay)
-        zeros = memory.zeros if xp is np else xp.zeros  # on the host, on a cache line
-        self.W = zeros((n_in, n_out), dtype)
-        self.b = zeros(n_out, dtype)
+        self.W = memory.zeros((n_in, n_out), dtype, xp)  # on the host, on a cache line
+        self.b = memory.zeros(n_out, dtype, xp)
         self.steps = 0
 
     def correction(self):

@@ -390,4 +390,3 @@ def tile_hsum_store(typingctx, acc, out, i, nv):
                     builder.store(g.hsum(parts[r][v]), g.ptr2(sig.args[1], args[1], _const(r), col))
         return context.get_dummy_value()
     return types.none(acc, out, i, nv), codegen
-
