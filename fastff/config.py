@@ -96,7 +96,7 @@ JACOBIAN_EXAMPLES = 3
 SECOND_ORDER_DECAY = 0.99
 SECOND_ORDER_DAMPING = {"diag_hessian": 1e-6, "grad_variance": 1e-3}
 
-# -- CUDA launch shapes (fastff/kernels/cuda.py; compiled in as -D defines) --------------------
+# -- CUDA launch shapes (fastff/kernels/cuda/; compiled in as -D defines) -----------------------
 # GEMM tiles (rows, columns, depth) of the split-K products: (TN / 4) x (TM / 2) threads per
 # block, 2 x 4 outputs per thread. Powers of two; the host emulation tests patch small ones.
 CUDA_GEMM_TILE = (32, 64, 16)
@@ -104,7 +104,29 @@ CUDA_GEMM_TILE = (32, 64, 16)
 CUDA_UPDATE_TILE = 64
 # Threads per block of the one-thread-per-column kernels (epilogues, delta, softmax).
 CUDA_THREADS = 256
-# Split-K aims at this many blocks per SM, so that a batch-10 layer fills the GPU.
+# Blocks per SM the launch bounds of the one-thread-per-column kernels leave room for.
 CUDA_BLOCKS_PER_SM = 2
+# Split-K aims at this many blocks, so that a batch-10 layer fills a GPU (2 x 132 SMs of an
+# H100 or H200). A fixed number, not read from the GPU, so that every GPU adds the same splits
+# in the same order and gives the same bits.
+CUDA_SPLIT_BLOCKS = 264
 # Largest activation histogram the CUDA epilogue counts in shared memory.
 CUDA_MAX_BINS = 1024
+
+# -- The persistent training step (fastff/kernels/cuda/train_step.cu, step.py) -----------------
+# Which way device="cuda" runs a training step: "auto" (the persistent step wherever it applies:
+# batches of at most CUDA_STEP_MAX_BATCH rows, at most CUDA_STEP_MAX_CLASSES classes, plain SGD;
+# the layer-by-layer kernels otherwise), "persistent" (an error where it does not apply) or
+# "layers" (always the layer-by-layer kernels).
+CUDA_STEP_PATH = "auto"
+# Units of a layer per strip (the forward's columns, the backward's rows of W) and threads
+# along each; a block has STRIP x LANES threads. Powers of two.
+CUDA_STEP_STRIP = 8
+CUDA_STEP_LANES = 32
+# The largest batch and softmax the persistent step holds in registers and shared memory.
+CUDA_STEP_MAX_BATCH = 16
+CUDA_STEP_MAX_CLASSES = 32
+# Step losses a model keeps on the device before the trainer reads them (a ring: the trainer
+# reads them at least every LOSS_READ_EVERY steps, fastff/train.py).
+CUDA_STEP_LOSS_RING = 8192
+LOSS_READ_EVERY = 4096

@@ -351,6 +351,10 @@ class MLP:
     def _step(self, x, y, lr, stats=None, rates=None):
         """The step on checked device arrays; the loss stays a device scalar."""
         plan = self._plan
+        if plan.whole_step is not None:
+            loss = plan.whole_step(self.params, self.activation, x, y, lr, stats, rates, self.loss)
+            if loss is not None:
+                return loss
         ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
         loss, grad = plan.costs[self.loss](hs[-1], y)

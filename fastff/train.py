@@ -356,14 +356,22 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
             record.save_stats(monitor.stats)
 
     stats = model.new_stats()
-    losses = []
+    losses, read_losses = [], []
     t0 = 0.0
 
-    def log(update):
-        # the losses stay on the device until now (one read per evaluation, not per step)
+    def read():
+        # the losses stay on the device until now: one read per evaluation, or per
+        # config.LOSS_READ_EVERY steps (a device keeps a ring of them, not all)
         backend = model.backend
-        host = (backend.to_host(backend.xp.stack(losses)) if backend.loss_on_device and losses
-                else np.asarray(losses, np.float64))
+        if losses:
+            read_losses.append(backend.to_host(backend.xp.stack(losses))
+                               if backend.loss_on_device else np.asarray(losses, np.float64))
+            losses.clear()
+
+    def log(update):
+        read()
+        host = np.concatenate(read_losses) if read_losses else np.zeros(0)
+        read_losses.clear()
         bad = np.flatnonzero(~np.isfinite(host))
         if bad.size:
             diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
@@ -377,7 +385,6 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                    monitor_seconds=round(monitor_seconds, 3))
         row.update(_layer_columns(stats.summary()))
         history.append(row)
-        losses.clear()
         stats.reset()
         if record is not None:
             record.save_checkpoint(model, update, history,
@@ -423,6 +430,8 @@ def train(arch="1000x5", *, dataset="shapeset", activation="tanh", init="normali
                 if check_each_step and not math.isfinite(loss):
                     diverged(k + 1, loss)
                 losses.append(loss)
+                if len(losses) >= fastff_config.LOSS_READ_EVERY:
+                    read()
                 observe(k + 1)
                 if (k + 1) % eval_every == 0 or k + 1 == updates:
                     row = log(k + 1)

@@ -16,8 +16,6 @@ import numpy as np
 from fastff.kernels import cuda
 
 HOST = Path(__file__).resolve().with_name("cuda_host")
-_CTYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
-           np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
 
 
 def translation_unit(src=None, main=""):
@@ -32,12 +30,16 @@ static const std::map<std::string, void (*)(void**)> kTable = {{
 {table}
 }};
 extern "C" int fastff_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz,
-                                 unsigned bx, unsigned by, unsigned bz, void** args) {{
+                                 unsigned bx, unsigned by, unsigned bz, void** args,
+                                 int cooperative) {{
   auto it = kTable.find(name);
   if (it == kTable.end()) return -1;
   auto fn = it->second;
-  fastff_emu::run({{gx, gy, gz}}, {{bx, by, bz}}, [&] {{ fn(args); }});
-  return 0;
+  return fastff_emu::run({{gx, gy, gz}}, {{bx, by, bz}}, cooperative != 0, [&] {{ fn(args); }});
+}}
+extern "C" void fastff_emu_configure(int concurrent, unsigned max_resident,
+                                     unsigned long long seed, unsigned wave) {{
+  fastff_emu::g_settings = {{concurrent != 0, max_resident, seed, wave}};
 }}
 {main}
 """
@@ -66,29 +68,59 @@ def build(out_dir, src=None, main="", flags=("-O1", "-shared", "-fPIC"), suffix=
 
 
 class EmuRuntime(cuda.Runtime):
-    """fastff.kernels.cuda's runtime on the host: NumPy arrays, kernels run by emu.h."""
+    """fastff.kernels.cuda's runtime on the host: NumPy arrays, kernels run by emu.h.
+
+    Parameters
+    ----------
+    library : path
+        From :func:`build`.
+    sms : int
+        The SMs it pretends to have.
+    concurrent : bool
+        Run the blocks of every launch at once (in waves of ``wave``), each with its own
+        shared memory; False runs them one after another. Cooperative launches always run
+        at once.
+    resident : int
+        Blocks per SM a cooperative launch may have: a larger grid is refused, as on a GPU.
+    seed : int
+        Nonzero: blocks start in an order permuted by it.
+
+    It records what a launch audit counts: ``launches`` (name, grid, block) and
+    ``allocations`` (every array the launch code asked for).
+    """
 
     xp = np
 
-    def __init__(self, library, sms=2):
+    def __init__(self, library, sms=2, concurrent=False, resident=2, seed=0, wave=64):
         self.lib = ctypes.CDLL(str(library))
         self.lib.fastff_emu_launch.restype = ctypes.c_int
-        self.sms = sms
-        self.launches = []
+        self.sms, self.per_sm = sms, resident
+        self.defines = tuple(cuda.defines())
+        self.lib.fastff_emu_configure(ctypes.c_int(int(concurrent)), ctypes.c_uint(sms * resident),
+                                      ctypes.c_ulonglong(seed), ctypes.c_uint(wave))
+        self.launches, self.allocations = [], []
 
-    def launch(self, name, grid, block, args):
+    def launch(self, name, grid, block, args, cooperative=False):
+        if tuple(cuda.defines()) != self.defines:
+            raise RuntimeError("a CUDA setting of fastff.config changed since this host build; "
+                               "build the sources again for it")
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
-        holders = []
-        ptrs = (ctypes.c_void_p * len(args))()
         for i, a in enumerate(args):
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous, f"argument {i} of {name} is not contiguous"
-                h = ctypes.c_void_p(a.ctypes.data)
-            else:
-                h = _CTYPES[np.asarray(a).dtype](np.asarray(a).item())
-            holders.append(h)
-            ptrs[i] = ctypes.cast(ctypes.pointer(h), ctypes.c_void_p)
+        params, values = cuda.kernel_params(args, self.address)
         self.launches.append((name, grid, block))
-        rc = self.lib.fastff_emu_launch(name.encode(), *grid, *block, ptrs)
-        assert rc == 0, f"the host build has no kernel {name!r}"
+        rc = self.lib.fastff_emu_launch(name.encode(), *grid, *block, params, int(cooperative))
+        assert rc != -1, f"the host build has no kernel {name!r}"
+        if rc == -2:
+            raise RuntimeError(f"cooperative launch of {name} with {np.prod(grid)} blocks: more "
+                               f"than the {self.sms * self.per_sm} that fit at once "
+                               "(CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE on a GPU)")
+
+    def resident(self, name, threads):
+        return self.sms * self.per_sm
+
+    def empty(self, shape, dtype):
+        self.allocations.append((tuple(np.atleast_1d(shape)), np.dtype(dtype)))
+        return np.empty(shape, dtype)

@@ -17,6 +17,7 @@ import fastff
 from fastff import config
 from fastff.errors import DeviceError, InputError
 from fastff.kernels import Backend, BackwardStats, ForwardStats, LayerRates, cuda, reference as ref
+from fastff.kernels.cuda.step import CUDAPlan
 
 import cuda_emulator
 from conftest import assert_close
@@ -24,22 +25,28 @@ from conftest import assert_close
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 7, 5), (10, 13, 9), (3, 1, 2), (17, 33, 19)]  # (batch, n_in, n_out)
-# Tiny tiles: 2 x 2 threads per GEMM block, 8 threads per column kernel, so the shapes above
-# span many blocks, several K splits (sms=16) and partial tiles on every edge.
-SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2)
+# Tiny tiles: 2 x 2 threads per GEMM block, 8 threads per column kernel and per block of the
+# persistent step, so the shapes above span many blocks, several K splits and partial tiles on
+# every edge.
+SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2,
+             CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
 
 
-@pytest.fixture(scope="module", params=["host", pytest.param("gpu", marks=pytest.mark.cuda)])
+@pytest.fixture(scope="module", params=["host", "host-concurrent",
+                                        pytest.param("gpu", marks=pytest.mark.cuda)])
 def rt(request, tmp_path_factory):
-    """The runtime the CUDA kernels launch through: the host emulator or a GPU."""
+    """The runtime the CUDA kernels launch through: the host emulator, running the blocks of a
+    launch one after another or all at once, or a GPU."""
     mp = pytest.MonkeyPatch()
     old = cuda._RUNTIME
-    if request.param == "host":
+    if request.param.startswith("host"):
         if cuda_emulator.compiler() is None:
             pytest.skip("the host emulation of the CUDA kernels needs g++")
         for key, value in SMALL.items():
             mp.setattr(config, key, value)
-        runtime = cuda_emulator.EmuRuntime(cuda_emulator.build(tmp_path_factory.mktemp("emu")), sms=16)
+        runtime = cuda_emulator.EmuRuntime(cuda_emulator.build(tmp_path_factory.mktemp("emu")),
+                                           sms=16, concurrent=request.param == "host-concurrent",
+                                           seed=7 if request.param == "host-concurrent" else 0)
     else:
         runtime = cuda.CuPyRuntime()
     cuda._RUNTIME = runtime
@@ -196,7 +203,7 @@ def _cuda_model(rt, sizes, act, dtype):
     if rt.xp is not np:
         return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda")
     net = fastff.MLP(sizes, activation=act, dtype=dtype, seed=4)
-    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda")
+    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
     net._plan = net.backend.plan(net.sizes, net.dtype)
     return net
 
@@ -300,7 +307,8 @@ def _host_cuda_backend(monkeypatch):
     """device='cpu' trains through the CUDA kernels on the host emulator, with the loss kept
     as a device value (checked when the trainer logs, as on a GPU)."""
     from fastff import kernels
-    emulated = Backend("cpu", "cpu", "fastff.kernels.cuda", loss_on_device=True)
+    emulated = Backend("cpu", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan,
+                       loss_on_device=True)
     monkeypatch.setitem(kernels._BACKENDS, "cpu", emulated)
     return emulated
 

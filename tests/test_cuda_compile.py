@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from fastff import config
 from fastff.errors import DeviceError
 from fastff.kernels import cuda
 
@@ -41,8 +40,7 @@ def test_every_kernel_compiles_within_its_budget(nvrtc, arch, capsys):
     for r in rows:
         assert r["stack"] == r["spill_stores"] == r["spill_loads"] == 0, r
         # the blocks per SM each kernel's __launch_bounds__ promises must fit the register file
-        blocks = config.CUDA_BLOCKS_PER_SM if r["threads"] == config.CUDA_THREADS else 1
-        assert r["registers"] * r["threads"] * blocks <= REGISTERS_PER_SM, r
+        assert r["registers"] * r["threads"] * r["blocks_per_sm"] <= REGISTERS_PER_SM, r
         assert r["smem"] <= STATIC_SHARED_LIMIT, r
 
 
@@ -51,12 +49,12 @@ def test_the_gate_fails_on_a_kernel_that_uses_local_memory(nvrtc):
     anchor = "  double g_sum = 0.0, g_sq = 0.0;\n"
     src = cuda.source()
     assert anchor in src
-    broken = src.replace(anchor, "  acc[tx % 4][ty % 4] += T(1);\n" + anchor)
+    broken = src.replace(anchor, "  acc[tx % 4][ty % 4] += T(1);\n" + anchor, 1)  # update_tile
     with pytest.raises(DeviceError, match="Local memory used|spilled"):
         cuda.compile_report("sm_90", src=broken)
 
 
 def test_cuda_sources_need_no_cupy_to_be_read():
     assert "dense_forward_partial" in cuda.source()
-    assert len(cuda.name_expressions()) == 47
+    assert len(cuda.name_expressions()) == 55
     assert any(d.startswith("-DFASTFF_TM=") for d in cuda.defines())

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import cpu, reference
 from .backend import Backend, CPUPlan
+from .cuda.step import CUDAPlan
 from .rates import LayerRates
 from .stats import BackwardStats, ForwardStats
 from ..checks import choose
@@ -37,7 +38,7 @@ register_backend(Backend("reference", "cpu", "fastff.kernels.reference"))
 register_backend(Backend("cpu", "cpu", "fastff.kernels.cpu", plan_class=CPUPlan))
 # CuPy is imported on the first CUDA kernel call, which says what is missing if it cannot run
 register_backend(Backend("cuda", "cuda", "fastff.kernels.cuda", array_module="cupy",
-                         loss_on_device=True))
+                         plan_class=CUDAPlan, loss_on_device=True))
 
 
 def backends():

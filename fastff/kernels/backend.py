@@ -49,6 +49,11 @@ class Plan:
         self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
         self.parallel = True
 
+    # whole_step(params, activation, x, y, lr, stats, rates, loss) -> the loss, or None where
+    # the step runs layer by layer: a backend that runs a whole step at once (CUDA's persistent
+    # step, fastff/kernels/cuda/step.py) sets it.
+    whole_step = None
+
     # Whether the backend's small-batch passes have serial twins that give the same numbers and
     # compile faster (fastff/warmup.py); without them, set_parallel changes nothing.
     serial_twins = False

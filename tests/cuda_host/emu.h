@@ -1,21 +1,43 @@
 // Test-only host emulation of the CUDA features fastff's kernels use, so that the very .cu
 // sources compile with g++ -std=c++20 and run on the CPU against the NumPy reference.
 //
-// One std::thread per CUDA thread of a block; the blocks of a launch run one after another, so
-// the block's shared memory (FASTFF_SHARED) is one buffer; std::barrier is __syncthreads;
-// std::atomic_ref gives atomicAdd. Built with -fsanitize=thread, a missing __syncthreads shows
-// up as a data race. This never ships as a backend: a real GPU stays the final word (its
-// tanhf/expf round differently, and its memory model is not the host's).
+// One std::thread per CUDA thread; std::barrier is __syncthreads; std::atomic_ref gives the
+// atomics, with CUDA's memory orders (atomicAdd and atomicExch relaxed; the grid barrier's
+// acquire and release operations as on the GPU). Two ways to run a launch (configure()):
+//
+// * sequential: the blocks one after another (in a permuted order when a seed is set), one
+//   shared-memory buffer refilled with NaN bytes before each block;
+// * concurrent: the blocks of a launch at once (in waves of at most ``wave`` blocks for an
+//   ordinary launch), each with its own shared memory filled with NaN bytes, started in a
+//   permuted order when a seed is set. A cooperative launch (grid barriers) always runs this
+//   way and is refused (-2) when its grid exceeds the co-residency limit, as
+//   cuLaunchCooperativeKernel refuses one; a block that waits at a grid barrier longer than the
+//   watchdog (FASTFF_EMU_WATCHDOG_S, default 60 s) stops the process with a report instead of
+//   hanging.
+//
+// NaN bytes make a read of shared memory that no thread wrote show up in the results; built
+// with -fsanitize=thread, a missing __syncthreads or grid barrier shows up as a data race. This
+// never ships as a backend: a real GPU stays the final word (its tanhf/expf round differently,
+// and its scheduler is not the host's).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
+#include <numeric>
+#include <random>
 #include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#define FASTFF_EMULATED 1
 
 namespace fastff_emu {
 struct Dim3 {
@@ -24,38 +46,119 @@ struct Dim3 {
 inline thread_local Dim3 tl_thread, tl_block;
 inline Dim3 g_block_dim, g_grid_dim;
 inline thread_local std::barrier<>* tl_barrier = nullptr;
+inline thread_local unsigned char* tl_smem = nullptr;  // this block's shared memory
 inline thread_local size_t tl_smem_offset = 0;
-inline std::vector<unsigned char> g_smem(1 << 20);
+constexpr size_t kSharedBytes = 1 << 17;
+
+struct Settings {
+  bool concurrent = false;
+  unsigned max_resident = 0;      // blocks a cooperative launch may have (0: any)
+  unsigned long long seed = 0;    // nonzero: blocks in a permuted order
+  unsigned wave = 64;             // blocks at once in an ordinary concurrent launch
+};
+inline Settings g_settings;
 
 template <typename T>
 T* shared_alloc(size_t n) {  // every thread of the block gets the same address, in call order
   size_t off = (tl_smem_offset + 15) & ~size_t(15);
   tl_smem_offset = off + n * sizeof(T);
-  return reinterpret_cast<T*>(g_smem.data() + off);
+  if (tl_smem_offset > kSharedBytes) {
+    std::fprintf(stderr, "fastff CUDA emulator: a block asked for more than %zu bytes of shared memory\n",
+                 kSharedBytes);
+    std::_Exit(87);
+  }
+  return reinterpret_cast<T*>(tl_smem + off);
 }
 
-// Run ``body`` for every thread of every block: a worker thread per CUDA thread, the blocks in
-// order, a barrier between blocks (the next block reuses the shared memory).
-inline void run(Dim3 grid, Dim3 block, const std::function<void()>& body) {
-  g_grid_dim = grid;
-  g_block_dim = block;
+inline void fill_nan(std::vector<unsigned char>& smem) { std::memset(smem.data(), 0xFF, smem.size()); }
+
+// The linear block indices of a grid, in launch order or permuted by the seed.
+inline std::vector<unsigned> block_order(unsigned count) {
+  std::vector<unsigned> order(count);
+  std::iota(order.begin(), order.end(), 0u);
+  if (g_settings.seed) std::shuffle(order.begin(), order.end(), std::mt19937_64(g_settings.seed));
+  return order;
+}
+
+inline Dim3 block_index(unsigned linear, Dim3 grid) {
+  return {linear % grid.x, (linear / grid.x) % grid.y, linear / (grid.x * grid.y)};
+}
+
+// The blocks ``linear`` at once: a worker thread per CUDA thread, a barrier and shared memory
+// per block.
+inline void run_together(const std::vector<unsigned>& linear, Dim3 grid, Dim3 block,
+                         const std::function<void()>& body) {
+  const unsigned n = block.x * block.y * block.z;
+  std::vector<std::unique_ptr<std::barrier<>>> bars;
+  std::vector<std::vector<unsigned char>> smem(linear.size(), std::vector<unsigned char>(kSharedBytes));
+  for (size_t b = 0; b < linear.size(); ++b) {
+    bars.emplace_back(std::make_unique<std::barrier<>>(n));
+    fill_nan(smem[b]);
+  }
+  std::vector<std::thread> workers;
+  for (size_t b = 0; b < linear.size(); ++b)
+    for (unsigned t = 0; t < n; ++t)
+      workers.emplace_back([&, b, t] {
+        tl_thread = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+        tl_block = block_index(linear[b], grid);
+        tl_barrier = bars[b].get();
+        tl_smem = smem[b].data();
+        tl_smem_offset = 0;
+        body();
+      });
+  for (auto& w : workers) w.join();
+}
+
+// One block after another on the same worker threads; shared memory refilled with NaN bytes.
+inline void run_in_turn(const std::vector<unsigned>& linear, Dim3 grid, Dim3 block,
+                        const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
   std::barrier<> bar(n);
+  std::vector<unsigned char> smem(kSharedBytes);
+  fill_nan(smem);
   std::vector<std::thread> workers;
   for (unsigned t = 0; t < n; ++t)
     workers.emplace_back([&, t] {
       tl_thread = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
       tl_barrier = &bar;
-      for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-          for (unsigned bx = 0; bx < grid.x; ++bx) {
-            tl_block = {bx, by, bz};
-            tl_smem_offset = 0;
-            body();
-            bar.arrive_and_wait();
-          }
+      tl_smem = smem.data();
+      for (unsigned b : linear) {
+        tl_block = block_index(b, grid);
+        tl_smem_offset = 0;
+        body();
+        bar.arrive_and_wait();
+        if (t == 0) fill_nan(smem);  // the next block finds no value of this one
+        bar.arrive_and_wait();
+      }
     });
   for (auto& w : workers) w.join();
+}
+
+// Run ``body`` for every thread of every block. Returns 0, or -2 for a cooperative launch
+// larger than the co-residency limit.
+inline int run(Dim3 grid, Dim3 block, bool cooperative, const std::function<void()>& body) {
+  const unsigned count = grid.x * grid.y * grid.z;
+  if (cooperative && g_settings.max_resident && count > g_settings.max_resident) return -2;
+  g_grid_dim = grid;
+  g_block_dim = block;
+  const std::vector<unsigned> order = block_order(count);
+  if (cooperative) {
+    run_together(order, grid, block, body);
+  } else if (g_settings.concurrent) {
+    for (size_t first = 0; first < order.size(); first += g_settings.wave) {
+      const size_t last = std::min(order.size(), first + size_t(g_settings.wave));
+      run_together(std::vector<unsigned>(order.begin() + first, order.begin() + last), grid,
+                   block, body);
+    }
+  } else {
+    run_in_turn(order, grid, block, body);
+  }
+  return 0;
+}
+
+inline double watchdog_seconds() {
+  const char* s = std::getenv("FASTFF_EMU_WATCHDOG_S");
+  return s ? std::atof(s) : 60.0;
 }
 }  // namespace fastff_emu
 
@@ -71,10 +174,16 @@ inline void run(Dim3 grid, Dim3 block, const std::function<void()>& body) {
 #define FASTFF_SHARED(T, name, n) T* name = fastff_emu::shared_alloc<T>(n)
 
 inline int min(int a, int b) { return a < b ? a : b; }
-inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
-inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  return std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
 }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v, std::memory_order_relaxed);
+}
+inline unsigned atomicExch(unsigned* p, unsigned v) {
+  return std::atomic_ref<unsigned>(*p).exchange(v, std::memory_order_relaxed);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline double __drcp_rn(double b) { return 1.0 / b; }
 inline double __longlong_as_double(long long v) {
@@ -82,6 +191,37 @@ inline double __longlong_as_double(long long v) {
   std::memcpy(&d, &v, sizeof d);
   return d;
 }
+
+// The grid barrier's memory operations (common.cuh has their PTX twins).
+namespace fastff {
+inline unsigned load_acquire(const unsigned* p) {
+  return std::atomic_ref<unsigned>(*const_cast<unsigned*>(p)).load(std::memory_order_acquire);
+}
+inline void store_release(unsigned* p, unsigned v) {
+  std::atomic_ref<unsigned>(*p).store(v, std::memory_order_release);
+}
+inline unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
+  return std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_acq_rel);
+}
+inline void wait_while_equal(const unsigned* p, unsigned v) {
+  const auto start = std::chrono::steady_clock::now();
+  const double limit = fastff_emu::watchdog_seconds();
+  while (load_acquire(p) == v) {
+    std::this_thread::yield();
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited > limit) {
+      const unsigned arrived = std::atomic_ref<unsigned>(*const_cast<unsigned*>(p - 1)).load();
+      std::fprintf(stderr,
+                   "fastff CUDA emulator: deadlock: block %u waited %.1f s at a grid barrier; "
+                   "%u of %u blocks arrived\n",
+                   blockIdx.x, waited, arrived, gridDim.x * gridDim.y * gridDim.z);
+      std::fflush(stderr);
+      std::_Exit(86);
+    }
+  }
+}
+}  // namespace fastff
 
 // Calls a kernel with its arguments given as CUDA does: an array of pointers to each value.
 template <typename... Args, size_t... I>

@@ -28,6 +28,21 @@
 #ifndef FASTFF_SHARED
 #define FASTFF_SHARED(T, name, n) __shared__ T name[n]
 #endif
+// The persistent training step (train_step.cu): blocks of ST x SL threads work on strips of ST
+// columns (forward) or rows (backward) of W, SL threads along each; batches of at most PB rows
+// and softmax layers of at most MAXC classes.
+#ifndef FASTFF_ST
+#define FASTFF_ST 8
+#endif
+#ifndef FASTFF_SL
+#define FASTFF_SL 32
+#endif
+#ifndef FASTFF_PB
+#define FASTFF_PB 16
+#endif
+#ifndef FASTFF_MAXC
+#define FASTFF_MAXC 32
+#endif
 
 namespace fastff {
 
@@ -45,6 +60,47 @@ __device__ __forceinline__ float ff_div(float a, float b) { return __fdividef(a,
 __device__ __forceinline__ double ff_div(double a, double b) { return a * __drcp_rn(b); }
 __device__ __forceinline__ float ff_sqrt(float v) { return sqrtf(v); }
 __device__ __forceinline__ double ff_sqrt(double v) { return sqrt(v); }
+
+// Grid-scope memory operations of the grid barrier (fastff::grid_sync). On the GPU they are
+// PTX with the orders named; the host emulator (tests/cuda_host/emu.h) gives the same orders
+// through std::atomic_ref, so ThreadSanitizer judges the barrier by the orders the GPU gets.
+#ifndef FASTFF_EMULATED
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void store_release(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ void wait_while_equal(const unsigned* p, unsigned v) {
+  while (load_acquire(p) == v) __nanosleep(64);
+}
+#endif
+
+// A barrier across every block of a co-resident (cooperative) launch. bar[0] counts arrivals,
+// bar[1] is the generation: the last block to arrive resets the count, then publishes the next
+// generation; the others wait for it. Zeroed once, the pair serves any number of launches.
+// Everything a block wrote before the barrier is visible to every block after it.
+__device__ __forceinline__ void grid_sync(unsigned* bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned gen = load_acquire(bar + 1);
+    __threadfence();
+    if (fetch_add_acq_rel(bar, 1u) == gridDim.x - 1) {
+      atomicExch(bar, 0u);
+      store_release(bar + 1, gen + 1u);
+    } else {
+      wait_while_equal(bar + 1, gen);
+    }
+  }
+  __syncthreads();
+}
 
 // h = f(s)
 template <int ACT, typename T>

@@ -24,17 +24,18 @@ host emulator of the tests (``tests/cuda_host``), which runs these very sources 
 orchestration on the CPU. ``import fastff.kernels.cuda`` needs no CuPy: the runtime is created
 on the first kernel call, and says what is missing when it cannot be.
 """
+import ctypes
 from pathlib import Path
 
 import numpy as np
 
-from .. import activations, config
-from ..errors import DeviceError, InputError
-from .contracts import backward_args, forward_args, second_order_args, softmax_args
+from ... import activations, config
+from ...errors import DeviceError, InputError
+from ..contracts import backward_args, forward_args, second_order_args, softmax_args
 
-SOURCE_DIR = Path(__file__).with_name("cuda")
+SOURCE_DIR = Path(__file__).parent
 SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
-           "dense_backward_second_order.cu", "softmax_loss.cu")
+           "dense_backward_second_order.cu", "softmax_loss.cu", "train_step.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
@@ -54,22 +55,35 @@ def name_expressions():
         for code in sorted(set(_CODES.values())):
             out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
+        out += [f"train_steps<{t}, {_CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
     return out + ["reduce_grad_w"]
 
 
 def defines():
-    """Tile sizes from :mod:`fastff.config`, as the -D options of a compile."""
+    """Tile sizes from :mod:`fastff.config`, as the -D options of a compile (checked: the
+    kernels index their tiles with them unchecked)."""
     tm, tn, tk = config.CUDA_GEMM_TILE
+    strip, lanes = config.CUDA_STEP_STRIP, config.CUDA_STEP_LANES
     for name, value in (("CUDA_GEMM_TILE rows", tm), ("CUDA_GEMM_TILE columns", tn),
-                        ("CUDA_UPDATE_TILE", config.CUDA_UPDATE_TILE)):
-        if value < 2 or value & (value - 1):
-            raise InputError(f"config.{name} must be a power of two >= 2, got {value}")
+                        ("CUDA_UPDATE_TILE", config.CUDA_UPDATE_TILE),
+                        ("CUDA_STEP_STRIP", strip), ("CUDA_STEP_LANES", lanes)):
+        if not isinstance(value, int) or value < 2 or value & (value - 1):
+            raise InputError(f"config.{name} must be a power of two >= 2, got {value!r}")
     if tn < 4 or config.CUDA_UPDATE_TILE < 4:
         raise InputError("config.CUDA_GEMM_TILE columns and CUDA_UPDATE_TILE must be >= 4")
+    if strip * lanes > 1024:
+        raise InputError(f"config.CUDA_STEP_STRIP x CUDA_STEP_LANES = {strip * lanes} threads "
+                         "a block; CUDA allows at most 1024")
+    for name in ("CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES", "CUDA_MAX_BINS"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise InputError(f"config.{name} must be a positive integer, got {value!r}")
     return [f"-DFASTFF_TM={tm}", f"-DFASTFF_TN={tn}", f"-DFASTFF_TK={tk}",
             f"-DFASTFF_UT={config.CUDA_UPDATE_TILE}", f"-DFASTFF_MAX_BINS={config.CUDA_MAX_BINS}",
             f"-DFASTFF_THREADS={config.CUDA_THREADS}",
-            f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}"]
+            f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}", f"-DFASTFF_ST={strip}",
+            f"-DFASTFF_SL={lanes}", f"-DFASTFF_PB={config.CUDA_STEP_MAX_BATCH}",
+            f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}"]
 
 
 def compile_options():
@@ -82,16 +96,17 @@ def _ceil(a, b):
     return -(-a // b)
 
 
-def gemm_geometry(M, R, Nc, sms):
+def gemm_geometry(M, R, Nc):
     """(grid, block, chunk, splits) of a split-R product of an (M, R) by (R, Nc) matrix.
 
     The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
-    that there are about ``config.CUDA_BLOCKS_PER_SM`` blocks per SM: at batch 10 a 1000 x 1000
-    layer has 16 column tiles and one row tile, and the splits give the other SMs work.
+    that there are about ``config.CUDA_SPLIT_BLOCKS`` blocks: at batch 10 a 1000 x 1000 layer
+    has 16 column tiles and one row tile, and the splits give the other SMs work. The count is
+    fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU.
     """
     tm, tn, tk = config.CUDA_GEMM_TILE
     tiles = _ceil(Nc, tn) * _ceil(M, tm)
-    want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_BLOCKS_PER_SM * sms, tiles)))
+    want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_SPLIT_BLOCKS, tiles)))
     chunk = _ceil(_ceil(R, want), tk) * tk
     splits = _ceil(R, chunk)
     return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 2, 1), chunk, splits
@@ -111,42 +126,123 @@ def update_geometry(K, N):
 
 
 # -- the runtime: CuPy on a GPU (tests swap in the host emulator) -----------------------------
+_VALUE_TYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
+                np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def kernel_params(args, address):
+    """CUDA's form of a launch's arguments: an array of pointers to each value, with the
+    values it points to (keep both alive until the launch has been issued). ``address(a)``
+    gives an array's device address; scalars must be NumPy scalars of the kernel's types."""
+    values = []
+    for a in args:
+        if hasattr(a, "shape") and getattr(a, "ndim", 0) > 0 or type(a).__module__.startswith("cupy"):
+            values.append(ctypes.c_void_p(address(a)))
+        else:
+            values.append(_VALUE_TYPES[np.asarray(a).dtype](np.asarray(a).item()))
+    params = (ctypes.c_void_p * max(1, len(values)))()
+    for i, v in enumerate(values):
+        params[i] = ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
+    return params, values
+
+
 class Runtime:
-    """Where kernels launch: ``xp`` (its array module), ``sms``, ``launch`` and ``scratch``."""
+    """Where kernels launch: ``xp`` (its array module), ``sms``, ``launch``, ``resident``
+    (how many blocks of a cooperative launch fit on the device at once), ``empty`` and
+    ``scratch``. Every allocation of the CUDA launch code goes through ``empty``, so that a
+    test can count them (the launch audit)."""
 
     xp = np
     sms = 1
 
-    def launch(self, name, grid, block, args):
+    def launch(self, name, grid, block, args, cooperative=False):
         raise NotImplementedError
 
+    def resident(self, name, threads):
+        """Blocks of ``threads`` threads of kernel ``name`` that can run at once."""
+        raise NotImplementedError
+
+    def empty(self, shape, dtype):
+        """A new device array (the only way the launch code allocates)."""
+        return self.xp.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        out = self.empty(shape, dtype)
+        out.fill(0)
+        return out
+
     def scratch(self, name, size, dtype):
-        """A reused buffer of at least ``size`` elements (no allocation per step)."""
+        """A reused buffer of at least ``size`` elements (no allocation per step), one per name
+        and stream: launches on another stream get their own."""
         store = self.__dict__.setdefault("_scratch", {})
-        buf = store.get((name, np.dtype(dtype)))
+        key = (name, np.dtype(dtype), self.stream())
+        buf = store.get(key)
         if buf is None or buf.size < size:
-            buf = store[(name, np.dtype(dtype))] = self.xp.empty(max(1, size), dtype)
+            buf = store[key] = self.empty(max(1, size), dtype)
         return buf
+
+    def stream(self):
+        """The stream launches go to now (its handle)."""
+        return 0
+
+    @staticmethod
+    def address(a):
+        """The device address of array ``a``'s first element."""
+        return a.ctypes.data
 
 
 class CuPyRuntime(Runtime):
-    """Compiles the module once and launches its kernels on the current CUDA device."""
+    """Compiles the sources (once per set of compile options: a CUDA setting of config changed
+    after the first launch compiles them again, never mixes) and launches on the current
+    device."""
 
     def __init__(self):
-        from ..device import resolve
+        from ...device import resolve
         resolve("cuda")  # a DeviceError saying what is missing (CuPy, a driver, a GPU)
         import cupy
         self.xp = cupy
         self.sms = int(cupy.cuda.Device().attributes["MultiProcessorCount"])
-        self._module = cupy.RawModule(code=source(), options=compile_options(),
-                                      name_expressions=name_expressions())
-        self._functions = {}
+        self._modules, self._functions, self._resident = {}, {}, {}
 
-    def launch(self, name, grid, block, args):
-        fn = self._functions.get(name)
+    def function(self, name):
+        options = compile_options()
+        key = (options, name)
+        fn = self._functions.get(key)
         if fn is None:
-            fn = self._functions[name] = self._module.get_function(name)
-        fn(tuple(grid), tuple(block), args)
+            module = self._modules.get(options)
+            if module is None:
+                module = self._modules[options] = self.xp.RawModule(
+                    code=source(), options=options, name_expressions=name_expressions())
+            fn = self._functions[key] = module.get_function(name)
+        return fn
+
+    def launch(self, name, grid, block, args, cooperative=False):
+        fn = self.function(name)
+        if not cooperative:
+            fn(tuple(grid), tuple(block), args)
+            return
+        from cupy.cuda import driver
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        params, values = kernel_params(args, self.address)
+        driver.launchCooperativeKernel(fn.kernel.ptr, *grid, *block, 0, self.stream(),
+                                       ctypes.addressof(params))
+
+    def resident(self, name, threads):
+        key = (compile_options(), name, threads)
+        if key not in self._resident:
+            from cupy.cuda import driver
+            per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                self.function(name).kernel.ptr, threads, 0)
+            self._resident[key] = int(per_sm) * self.sms
+        return self._resident[key]
+
+    def stream(self):
+        return self.xp.cuda.get_current_stream().ptr
+
+    @staticmethod
+    def address(a):
+        return a.data.ptr
 
 
 _RUNTIME = None
@@ -201,7 +297,7 @@ def compile_report(arch, src=None):
             s = re.search(r"(\d+) bytes smem", line)
             current["smem"] = int(s.group(1)) if s else 0
     for name, row in rows.items():
-        row["threads"] = threads_per_block(name)
+        row["threads"], row["blocks_per_sm"] = threads_per_block(name), blocks_per_sm(name)
     return [rows[n] for n in names if n in rows]
 
 
@@ -211,11 +307,22 @@ def threads_per_block(name):
     ut = config.CUDA_UPDATE_TILE
     if name.startswith(("dense_forward_partial", "grad_x_partial")):
         return (tn // 4) * (tm // 2)
-    if name.startswith("dense_backward_update"):
+    if name.startswith(("dense_backward_update", "second_order_update")):
         return (ut // 4) ** 2
     if name.startswith("reduce_grad_w"):
         return 32
+    if name.startswith("train_steps"):
+        return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
     return int(config.CUDA_THREADS)
+
+
+def blocks_per_sm(name):
+    """Blocks an SM must hold at once by kernel ``name``'s __launch_bounds__ (its second
+    argument, which caps the registers ptxas gives a thread)."""
+    if name.startswith(("dense_forward_partial", "grad_x_partial", "dense_backward_update",
+                        "second_order_update", "reduce_grad_w")):
+        return 1
+    return int(config.CUDA_BLOCKS_PER_SM)
 
 
 def runtime():
@@ -243,7 +350,7 @@ def _split_k(rt, kernel, a, W, B, K, N, transposed):
     """Launch one layer's split-K product (x @ W, or delta @ W^T when ``transposed``) into a
     scratch buffer of per-split partial products; returns (parts, splits)."""
     M, R, Nc = (B, N, K) if transposed else (B, K, N)
-    grid, block, chunk, splits = gemm_geometry(M, R, Nc, rt.sms)
+    grid, block, chunk, splits = gemm_geometry(M, R, Nc)
     parts = rt.scratch(kernel, splits * M * Nc, W.dtype)
     rt.launch(kernel, grid, block, (a, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
     return parts, splits
@@ -255,7 +362,7 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
     mean nothing here)."""
     rt, B, K, N, T, ct = _layer(x, W)
     if out is None:
-        out = rt.xp.empty((B, N), T)
+        out = rt.empty((B, N), T)
     parts, splits = _split_k(rt, f"dense_forward_partial<{ct}>", x, W, B, K, N, False)
     no_i64, no_f64 = _dummies(rt)
     if stats is None:
@@ -291,7 +398,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
                stats.counts if want else no_i64))
     if compute_grad_x:
         if grad_x is None:
-            grad_x = rt.xp.empty((B, K), T)
+            grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct)
     want_gw = want and stats.weight_grad
     grid, block, blocks = update_geometry(K, N)
@@ -333,11 +440,11 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
                  stats.delta_total_sq if want else no_f64, stats.counts if want else no_i64))
     if compute_grad_x:
         if grad_x is None:
-            grad_x = rt.xp.empty((B, K), T)
+            grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct)
         if hessian:
             if curv_x is None:
-                curv_x = rt.xp.empty((B, K), T)
+                curv_x = rt.empty((B, K), T)
             w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
             grid, block = columns_geometry(K * N, rt.sms)
             rt.launch(f"square_into<{ct}>", grid, block, (W, w_sq, _i64(K * N)))
@@ -360,8 +467,8 @@ def _softmax_loss(kernel, z, y, grad_z):
     rt = runtime()
     B, K = z.shape
     if grad_z is None:
-        grad_z = rt.xp.empty_like(z)
-    loss = rt.xp.empty(1, np.float64)  # fresh: the trainer keeps each step's loss until it logs
+        grad_z = rt.empty(z.shape, z.dtype)
+    loss = rt.empty(1, np.float64)  # fresh: the trainer keeps each step's loss until it logs
     rt.launch(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
               (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
     return loss[0], grad_z

@@ -1,0 +1,189 @@
+"""The persistent training step: one cooperative launch of ``train_steps`` (train_step.cu) per
+SGD step, or per several steps, in place of about 35 layer-by-layer launches.
+
+:class:`CUDAPlan` is the CUDA backend's :class:`~fastff.kernels.backend.Plan`; its
+``whole_step`` runs a model's step through a :class:`StepLaunch` where the persistent kernel
+applies (``config.CUDA_STEP_PATH``) and returns None where the layer-by-layer kernels must run.
+A :class:`StepLaunch` is built once per model, batch size and statistics object: the layer
+table, the grid, the device buffers. A step then allocates nothing, synchronizes nothing and
+uploads nothing but a changed learning rate: it is one launch.
+"""
+import numpy as np
+
+from ... import config
+from ...errors import InputError
+from ...losses import KERNELS
+from ..backend import Plan
+from . import CTYPES, _CODES, runtime
+
+COSTS = {name: code for code, name in enumerate(KERNELS)}  # softmax_loss.cu's fastff::Cost
+SLOTS = 24  # int64 slots of a fastff::LayerDesc
+_FIELDS = ("W", "b", "h", "delta", "sat_low", "sat_high", "total", "total_sq", "hist", "rows",
+           "d_total", "d_total_sq", "counts", "gw_total", "gw_total_sq", "gw_parts",
+           "K", "N", "bins", "unused", "low", "high", "hist_lo", "hist_scale")
+assert len(_FIELDS) == SLOTS
+
+
+def strips(n):
+    """Strips of config.CUDA_STEP_STRIP units that cover ``n`` units."""
+    return -(-n // config.CUDA_STEP_STRIP)
+
+
+def threads():
+    """Threads of a train_steps block."""
+    return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
+
+
+def why_not_persistent(sizes, batch, rates, loss):
+    """None where the persistent step runs this step, else the reason it cannot."""
+    if rates is not None:
+        return "per-parameter rates run on the layer-by-layer kernels"
+    if loss not in COSTS:
+        return f"the {loss!r} cost has no persistent step"
+    if batch > config.CUDA_STEP_MAX_BATCH:
+        return f"batch {batch} > config.CUDA_STEP_MAX_BATCH = {config.CUDA_STEP_MAX_BATCH}"
+    if sizes[-1] > config.CUDA_STEP_MAX_CLASSES:
+        return (f"{sizes[-1]} classes > config.CUDA_STEP_MAX_CLASSES = "
+                f"{config.CUDA_STEP_MAX_CLASSES}")
+    return None
+
+
+class StepLaunch:
+    """Everything one persistent launch needs for one model, batch size and statistics.
+
+    Parameters
+    ----------
+    params : list of (W, b)
+        The model's parameters (device arrays; updated in place by every step).
+    activation : str
+        The hidden layers' activation.
+    batch : int
+    workspace : dict
+        The plan's workspace for ``batch``: ``h`` and ``delta`` arrays of every layer.
+    stats : StepStats or None
+    loss : str
+        ``nll`` or ``quadratic``.
+    rt : Runtime, optional
+        Where it launches (default: :func:`fastff.kernels.cuda.runtime`).
+    """
+
+    def __init__(self, params, activation, batch, workspace, stats, loss, rt=None):
+        rt = runtime() if rt is None else rt
+        # the arrays the layer table points to stay referenced here while it is in use
+        self.rt, self.batch, self.stats, self.params = rt, batch, stats, params
+        self.workspace = workspace
+        self.dtype = np.dtype(params[0][0].dtype)
+        self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
+        self.cost = COSTS[loss]
+        self.sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
+        self.versions = _versions(stats)
+        self.want_stats = stats is not None
+        self.want_gw = bool(stats is not None and stats.backward and stats.backward[0].weight_grad)
+        L = len(params)
+        self.gw_parts = [rt.zeros(2 * strips(W.shape[0]), np.float64) if self.want_gw and l < L - 1
+                         else None for l, (W, _) in enumerate(params)]
+        table = np.zeros((L, SLOTS), np.int64)
+        for l, (W, b) in enumerate(params):
+            table[l] = self._layer(l, W, b, workspace, stats)
+        self.desc = rt.empty(table.shape, np.int64)
+        self.desc[...] = rt.xp.asarray(table)
+        self.barrier = rt.zeros(2, np.uint32)
+        self.losses = rt.zeros(config.CUDA_STEP_LOSS_RING, np.float64)
+        self.slot = 0
+        self.rates = rt.zeros(1, self.dtype)
+        self.rate = None
+        most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in params)
+        self.grid = max(1, min(most, rt.resident(self.kernel, threads())))
+
+    def _layer(self, l, W, b, ws, stats):
+        """Layer ``l``'s row of the table (train_step.cu's fastff::LayerDesc)."""
+        addr = self.rt.address
+        row = dict.fromkeys(_FIELDS, 0)
+        row.update(W=addr(W), b=addr(b), h=addr(ws["h"][l]), delta=addr(ws["delta"][l]),
+                   K=W.shape[0], N=W.shape[1])
+        hidden = l < len(self.params) - 1
+        if stats is not None and hidden:
+            f, bw = stats.forward[l], stats.backward[l]
+            bins = int(f.hist.shape[0])  # the array's own length: what the kernel may index
+            if bins > config.CUDA_MAX_BINS:
+                raise InputError(f"the CUDA kernels count at most config.CUDA_MAX_BINS = "
+                                 f"{config.CUDA_MAX_BINS} histogram bins, got {bins}")
+            row.update({name: addr(getattr(f, name)) for name in
+                        ("sat_low", "sat_high", "total", "total_sq", "hist", "rows")})
+            row.update(d_total=addr(bw.delta_total), d_total_sq=addr(bw.delta_total_sq),
+                       counts=addr(bw.counts), bins=bins)
+            if self.want_gw:
+                row.update(gw_total=addr(bw.grad_w_total), gw_total_sq=addr(bw.grad_w_total_sq),
+                           gw_parts=addr(self.gw_parts[l]))
+            doubles = np.array([f.low, f.high, f.hist_lo, bins / (f.hist_hi - f.hist_lo)],
+                               np.float64).view(np.int64)
+            row.update(zip(("low", "high", "hist_lo", "hist_scale"), doubles.tolist()))
+        return [int(row[name]) for name in _FIELDS]
+
+    def matches(self, batch, stats):
+        """Whether this launch serves a step of ``batch`` rows with ``stats``."""
+        return (batch == self.batch and stats is self.stats
+                and _versions(stats) == self.versions)
+
+    def set_rate(self, lr, count=1):
+        """The learning rate of the next ``count`` steps, uploaded only when it changes."""
+        if self.rate != lr or self.rates.shape[0] < count:
+            if self.rates.shape[0] < count:
+                self.rates = self.rt.empty(count, self.dtype)
+            self.rates.fill(lr)
+            self.rate = lr
+
+    def run(self, x, y, lr, steps=1):
+        """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) and ``y``, checked
+        device arrays already of the model's dtype and int64; returns the device array of their
+        losses (a view of the loss ring, valid until the ring comes round again)."""
+        if steps > config.CUDA_STEP_LOSS_RING:
+            raise InputError(f"at most config.CUDA_STEP_LOSS_RING = {config.CUDA_STEP_LOSS_RING} "
+                             f"steps per launch, got {steps}")
+        self.set_rate(lr, steps)
+        if self.slot + steps > self.losses.shape[0]:
+            self.slot = 0
+        out = self.losses[self.slot:self.slot + steps]
+        self.slot += steps
+        args = (self.desc, np.int32(len(self.params)), x, y, np.int32(self.batch),
+                np.int32(steps), self.rates, np.int32(self.cost), np.int32(self.want_stats),
+                np.int32(self.want_gw), out, self.barrier)
+        self.rt.launch(self.kernel, (self.grid,), (threads(),), args, cooperative=True)
+        return out
+
+
+def _versions(stats):
+    """What identifies the arrays of a StepStats: its layers' assignment counts."""
+    if stats is None:
+        return None
+    return tuple(s._version for s in (*stats.forward, *stats.backward))
+
+
+class CUDAPlan(Plan):
+    """The CUDA backend's plan: the persistent step where it applies (``whole_step``), the
+    layer-by-layer kernels elsewhere."""
+
+    def __init__(self, backend, sizes, dtype):
+        super().__init__(backend, sizes, dtype)
+        self.launch = None
+
+    def whole_step(self, params, activation, x, y, lr, stats, rates, loss):
+        """Run the whole step as one persistent launch and return its loss (a device scalar),
+        or return None where the layer-by-layer kernels must run it (config.CUDA_STEP_PATH)."""
+        path = config.CUDA_STEP_PATH
+        if path not in ("auto", "persistent", "layers"):
+            raise InputError(f"config.CUDA_STEP_PATH must be 'auto', 'persistent' or 'layers', "
+                             f"got {path!r}")
+        if path == "layers":
+            return None
+        batch = x.shape[0]
+        reason = why_not_persistent(self.sizes, batch, rates, loss)
+        if reason is not None:
+            if path == "persistent":
+                raise InputError(f"config.CUDA_STEP_PATH = 'persistent', but {reason}")
+            return None
+        launch = self.launch
+        if launch is None or not launch.matches(batch, stats) or launch.params is not params:
+            launch = self.launch = StepLaunch(params, activation, batch, self.workspace(batch),
+                                              stats, loss)
+        return launch.run(x, y, lr)[0]

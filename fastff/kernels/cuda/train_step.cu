@@ -1,0 +1,291 @@
+// train_steps: whole SGD steps of an MLP in one persistent launch (small batches).
+//
+// The layer-by-layer kernels (dense_forward.cu, dense_backward_sgd.cu, softmax_loss.cu) cost
+// about 35 launches a step; at batch 10 the launches, not the arithmetic, set the time. Here
+// every block of a co-resident (cooperative) grid runs every phase of the step, with a grid
+// barrier (fastff::grid_sync) between dependent phases, 2 L per step for L weight layers:
+//
+//   F_l (l = 0 .. L-1)    h_l = f(h_{l-1} W_l + b_l) and its statistics, by column strips of
+//                         W_l: each strip's outputs are summed over all of K by one block
+//   B_l (l = L-1 .. 0)    by row strips of W_l: dC/dx = delta_l W_l^T with the old W, then
+//                         W_l -= lr x^T delta_l; the strip's rows of dC/dx are complete, so the
+//                         block turns them into delta_{l-1} = dC/dx f'(h_{l-1}) at once, steps
+//                         the bias b_{l-1} and counts the statistics of delta_{l-1}. B_{L-1}
+//                         starts from the softmax cost, which every block forms for the batch.
+//
+// So W is read once by the forward and once (read and written) by the backward of each step.
+// The strips are fixed (config.CUDA_STEP_STRIP wide) and dealt to blocks round-robin; every
+// output is summed by one block in a fixed order, so the bits do not depend on the grid size,
+// the GPU model or the order in which blocks run. The layers come as a table of LayerDesc
+// (fastff/kernels/cuda/step.py builds it once per model, batch size and statistics).
+
+namespace fastff {
+// One weight layer of the step, as the int64 slots step.py writes (pointers as integers,
+// 0 where a statistic is not kept; the four doubles as their bits).
+struct LayerDesc {
+  long long W, b, h, delta;  // W (K, N), b (N), h: this layer's output (B, N), delta (B, N)
+  long long sat_low, sat_high, total, total_sq, hist, rows;  // ForwardStats of h (hidden)
+  long long d_total, d_total_sq, counts, gw_total, gw_total_sq;  // BackwardStats (hidden)
+  long long gw_parts;  // per-strip sums of dC/dW and its squares (weight_grad)
+  long long K, N, bins, unused;
+  double low, high, hist_lo, hist_scale;
+};
+
+template <typename T>
+__device__ __forceinline__ T* ptr(long long p) {
+  return reinterpret_cast<T*>(p);
+}
+
+// red[g * SL + 0] = the sum of red[g * SL .. g * SL + SL) for every group g < groups, by a fixed
+// tree over the SL lanes (the same order on every launch).
+template <typename T>
+__device__ __forceinline__ void reduce_lanes(T* red, int groups) {
+  for (int half = FASTFF_SL / 2; half > 0; half /= 2) {
+    for (int e = threadIdx.x; e < groups * half; e += blockDim.x) {
+      const int g = e / half, q = e % half;
+      red[g * FASTFF_SL + q] += red[g * FASTFF_SL + q + half];
+    }
+    __syncthreads();
+  }
+}
+
+// F_l for columns [t ST, t ST + ST) of layer d: h = f(in W + b) and, with statistics, the
+// columns' saturation counts, sums and the layer histogram. Thread (c, kg) sums rows kg,
+// kg + SL, ... of column c for every row of the batch; the SL partial sums are then added by
+// reduce_lanes.
+template <typename T, int ACT>
+__device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __restrict__ in, int B, int t,
+                              bool stats, T* red, unsigned int* local_hist) {
+  const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
+  const int c = tid % FASTFF_ST, kg = tid / FASTFF_ST, j = t * FASTFF_ST + c;
+  T acc[FASTFF_PB];
+  for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
+  if (j < N) {
+    const T* W = ptr<const T>(d.W);
+    for (int k = kg; k < K; k += FASTFF_SL) {
+      const T w = W[(size_t)k * N + j];
+      for (int r = 0; r < FASTFF_PB; ++r)
+        if (r < B) acc[r] += in[(size_t)r * K + k] * w;
+    }
+  }
+  __syncthreads();  // red is free: the block's previous strip is done with it
+  for (int r = 0; r < FASTFF_PB; ++r)
+    if (r < B) red[(r * FASTFF_ST + c) * FASTFF_SL + kg] = acc[r];
+  __syncthreads();
+  reduce_lanes(red, B * FASTFF_ST);
+  T* h = ptr<T>(d.h);
+  const T* bias = ptr<const T>(d.b);
+  for (int e = tid; e < B * FASTFF_ST; e += blockDim.x) {
+    const int r = e / FASTFF_ST, cc = e % FASTFF_ST, jj = t * FASTFF_ST + cc;
+    if (jj < N) {
+      T* slot = red + (r * FASTFF_ST + cc) * FASTFF_SL;
+      const T v = activate<ACT>(slot[0] + bias[jj]);
+      h[(size_t)r * N + jj] = v;
+      slot[0] = v;
+      if (stats) {
+        const int bin = hist_bin(double(v), d.hist_lo, d.hist_scale, int(d.bins));
+        if (bin >= 0) atomicAdd(&local_hist[bin], 1u);
+      }
+    }
+  }
+  __syncthreads();
+  if (!stats) return;
+  const int jj = t * FASTFF_ST + tid;
+  if (tid < FASTFF_ST && jj < N) {  // one thread per column: the only writer of its counters
+    const T low = T(d.low), high = T(d.high);
+    long long lo_count = 0, hi_count = 0;
+    double sum = 0.0, sum_sq = 0.0;
+    for (int r = 0; r < B; ++r) {
+      const T v = red[(r * FASTFF_ST + tid) * FASTFF_SL];
+      lo_count += v <= low;
+      hi_count += v >= high;
+      sum += double(v);
+      sum_sq += double(v) * double(v);
+    }
+    ptr<long long>(d.sat_low)[jj] += lo_count;
+    ptr<long long>(d.sat_high)[jj] += hi_count;
+    ptr<double>(d.total)[jj] += sum;
+    ptr<double>(d.total_sq)[jj] += sum_sq;
+  }
+  unsigned long long* hist = ptr<unsigned long long>(d.hist);
+  for (int i = tid; i < int(d.bins); i += blockDim.x)
+    if (local_hist[i]) {  // integer atomics: the same counts in any order
+      atomicAdd(&hist[i], (unsigned long long)local_hist[i]);
+      local_hist[i] = 0u;
+    }
+  if (t == 0 && tid == 0) ptr<long long>(d.rows)[0] += B;
+  __syncthreads();
+}
+
+// B_l for rows [t ST, t ST + ST) of W_l, given delta_l (B, N): dC/dx for those rows with the old
+// W, the update of those rows, and then delta_{l-1}, the bias step and the statistics of the
+// layer below for the same units. Thread (ri, lane) takes row ri and columns lane, lane + SL, ...
+template <typename T, int ACT>
+__device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* __restrict__ x,
+                               const T* __restrict__ dl, int B, int t, T rate, bool stats,
+                               bool want_gw, T* red, double* sums) {
+  const LayerDesc& d = layers[l];
+  const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
+  const int ri = tid / FASTFF_SL, lane = tid % FASTFF_SL, i0 = t * FASTFF_ST, i = i0 + ri;
+  T xv[FASTFF_PB], acc[FASTFF_PB];
+  for (int r = 0; r < FASTFF_PB; ++r) {
+    xv[r] = (r < B && i < K) ? x[(size_t)r * K + i] : T(0);
+    acc[r] = T(0);
+  }
+  double g_sum = 0.0, g_sq = 0.0;
+  if (i < K) {
+    T* Wr = ptr<T>(d.W) + (size_t)i * N;
+    for (int j = lane; j < N; j += FASTFF_SL) {
+      const T w = Wr[j];
+      T g = T(0);  // dC/dW[i, j] = sum_r x[r, i] delta[r, j]
+      for (int r = 0; r < FASTFF_PB; ++r)
+        if (r < B) {
+          const T dv = dl[(size_t)r * N + j];
+          acc[r] += dv * w;
+          g += xv[r] * dv;
+        }
+      Wr[j] = w - rate * g;  // this thread read W[i, j] above: dC/dx has the old value
+      g_sum += double(g);
+      g_sq += double(g) * double(g);
+    }
+  }
+  if (want_gw) {  // per-strip sums, added up in strip order after the step (train_steps)
+    const double s = block_sum(g_sum, sums, tid, blockDim.x);
+    const double q = block_sum(g_sq, sums, tid, blockDim.x);
+    if (tid == 0) {
+      ptr<double>(d.gw_parts)[2 * t] = s;
+      ptr<double>(d.gw_parts)[2 * t + 1] = q;
+    }
+  }
+  if (l == 0) return;  // the first layer's dC/dx is not needed
+  __syncthreads();  // red is free
+  for (int r = 0; r < FASTFF_PB; ++r)
+    if (r < B) red[(r * FASTFF_ST + ri) * FASTFF_SL + lane] = acc[r];
+  __syncthreads();
+  reduce_lanes(red, B * FASTFF_ST);
+  const LayerDesc& p = layers[l - 1];  // the layer below, whose output x is
+  T* pdelta = ptr<T>(p.delta);
+  for (int e = tid; e < B * FASTFF_ST; e += blockDim.x) {
+    const int r = e / FASTFF_ST, c = e % FASTFF_ST, ii = i0 + c;
+    if (ii < K) {
+      T* slot = red + (r * FASTFF_ST + c) * FASTFF_SL;
+      const T dv = slot[0] * derivative<ACT>(x[(size_t)r * K + ii]);
+      pdelta[(size_t)r * K + ii] = dv;
+      slot[0] = dv;
+    }
+  }
+  __syncthreads();
+  const int ii = i0 + tid;
+  if (tid < FASTFF_ST && ii < K) {  // one thread per unit of the layer below
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int r = 0; r < B; ++r) {
+      const T dv = red[(r * FASTFF_ST + tid) * FASTFF_SL];
+      colsum += dv;
+      sum += double(dv);
+      sum_sq += double(dv) * double(dv);
+    }
+    ptr<T>(p.b)[ii] -= rate * colsum;
+    if (stats) {
+      ptr<double>(p.d_total)[ii] += sum;
+      ptr<double>(p.d_total_sq)[ii] += sum_sq;
+    }
+  }
+  if (stats && t == 0 && tid == 0) {
+    ptr<long long>(p.counts)[0] += B;  // rows
+    ptr<long long>(p.counts)[1] += 1;  // steps
+  }
+}
+
+// The softmax cost of the batch from the logits z (B, N) into dz (B, N) of the block's shared
+// memory; the block of strip 0 also writes the step's mean cost and steps the output bias.
+template <typename T>
+__device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* __restrict__ y, int B, int cost,
+                           int t, T rate, T* dz, double* row_cost, double* loss) {
+  const int N = int(d.N), tid = threadIdx.x;
+  const T* z = ptr<const T>(d.h);
+  __syncthreads();  // dz is free
+  for (int r = tid; r < B; r += blockDim.x)
+    row_cost[r] = cost_row(cost, z + (size_t)r * N, y[r], dz + (size_t)r * N, N, B);
+  __syncthreads();
+  if (t != 0) return;
+  if (tid == 0) {  // row order, as mean_rows
+    double s = 0.0;
+    for (int r = 0; r < B; ++r) s += row_cost[r];
+    loss[0] = s / B;
+  }
+  for (int j = tid; j < N; j += blockDim.x) {
+    T colsum = T(0);
+    for (int r = 0; r < B; ++r) colsum += dz[(size_t)r * N + j];
+    ptr<T>(d.b)[j] -= rate * colsum;
+  }
+}
+}  // namespace fastff
+
+// ``steps`` SGD steps on the batches x (steps, B, K_0), y (steps, B), at rates lr (steps);
+// losses (steps) gets each step's mean cost. ``barrier``: two zeroed words, kept between
+// launches. Launched cooperatively (every block co-resident) with ST x SL threads a block;
+// the launch bounds ask for MIN_BLOCKS blocks an SM, so that ptxas gives each thread the
+// registers of its PB-row accumulators (with 1, it chose 80 and spilled on sm_80).
+template <typename T, int ACT>
+__global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, FASTFF_MIN_BLOCKS)
+train_steps(const long long* __restrict__ desc, int L, const T* __restrict__ x,
+            const long long* __restrict__ y, int B, int steps, const T* __restrict__ lr,
+            int cost, int want_stats, int want_gw, double* __restrict__ losses,
+            unsigned* __restrict__ barrier) {
+  using fastff::LayerDesc;
+  FASTFF_SHARED(T, red, FASTFF_PB * FASTFF_ST * FASTFF_SL);
+  FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
+  FASTFF_SHARED(double, row_cost, FASTFF_PB);
+  FASTFF_SHARED(double, sums, FASTFF_ST * FASTFF_SL);
+  FASTFF_SHARED(unsigned int, local_hist, FASTFF_MAX_BINS);
+  const LayerDesc* layers = reinterpret_cast<const LayerDesc*>(desc);
+  for (int i = threadIdx.x; i < FASTFF_MAX_BINS; i += blockDim.x) local_hist[i] = 0u;
+  const int K0 = int(layers[0].K);
+  for (int s = 0; s < steps; ++s) {
+    const T* xs = x + (size_t)s * B * K0;
+    const T rate = lr[s];
+    for (int l = 0; l < L; ++l) {
+      const LayerDesc& d = layers[l];
+      const T* in = l == 0 ? xs : fastff::ptr<const T>(layers[l - 1].h);
+      const int strips = (int(d.N) + FASTFF_ST - 1) / FASTFF_ST;
+      for (int t = blockIdx.x; t < strips; t += gridDim.x) {
+        if (l < L - 1)
+          fastff::forward_strip<T, ACT>(d, in, B, t, want_stats && d.sat_low, red, local_hist);
+        else
+          fastff::forward_strip<T, fastff::LINEAR>(d, in, B, t, false, red, local_hist);
+      }
+      fastff::grid_sync(barrier);
+    }
+    for (int l = L - 1; l >= 0; --l) {
+      const LayerDesc& d = layers[l];
+      const T* in = l == 0 ? xs : fastff::ptr<const T>(layers[l - 1].h);
+      const bool stats = want_stats && l > 0 && layers[l - 1].d_total;
+      const bool gw = want_gw && d.gw_parts;
+      const int strips = (int(d.K) + FASTFF_ST - 1) / FASTFF_ST;
+      for (int t = blockIdx.x; t < strips; t += gridDim.x) {
+        const T* dl = fastff::ptr<const T>(d.delta);
+        if (l == L - 1) {
+          fastff::cost_strip<T>(d, y + (size_t)s * B, B, cost, t, rate, dz, row_cost, losses + s);
+          dl = dz;
+        }
+        fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, sums);
+      }
+      fastff::grid_sync(barrier);
+    }
+    if (want_gw && blockIdx.x == 0 && threadIdx.x == 0) {
+      for (int l = 0; l < L; ++l) {  // strip order: the same sums on every launch
+        const LayerDesc& d = layers[l];
+        if (!d.gw_parts) continue;
+        const double* parts = fastff::ptr<const double>(d.gw_parts);
+        double sum = 0.0, sum_sq = 0.0;
+        for (int t = 0; t < (int(d.K) + FASTFF_ST - 1) / FASTFF_ST; ++t) {
+          sum += parts[2 * t];
+          sum_sq += parts[2 * t + 1];
+        }
+        fastff::ptr<double>(d.gw_total)[0] += sum;
+        fastff::ptr<double>(d.gw_total_sq)[0] += sum_sq;
+      }
+    }
+  }
+}
