@@ -1,3 +1,5 @@
+import shutil
+import subprocess
 import zlib
 
 import numpy as np
@@ -62,3 +64,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tsan_available(tmp_path_factory):
+    """Skip unless g++ can build with ThreadSanitizer (the CUDA emulator's race checks)."""
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    probe = tmp_path_factory.mktemp("tsan-probe") / "p.cpp"
+    probe.write_text("int main() { return 0; }")
+    out = subprocess.run(["g++", "-fsanitize=thread", str(probe), "-o", str(probe.with_suffix(""))],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"g++ has no ThreadSanitizer here: {out.stderr[-300:]}")

@@ -7,8 +7,10 @@ launches them with NumPy arrays, as ``CuPyRuntime`` launches them on a GPU with 
 """
 import ctypes
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,11 @@ import numpy as np
 from fastff.kernels import cuda
 
 HOST = Path(__file__).resolve().with_name("cuda_host")
+# Tiny tiles for the emulated cases: 2 x 2 threads per GEMM block, 8 threads per column kernel
+# and per block of the persistent step, so that small shapes span many blocks, several K
+# splits and partial tiles on every edge.
+SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2,
+             CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
 
 
 def translation_unit(src=None, main=""):
@@ -124,3 +131,31 @@ class EmuRuntime(cuda.Runtime):
     def empty(self, shape, dtype):
         self.allocations.append((tuple(np.atleast_1d(shape)), np.dtype(dtype)))
         return np.empty(shape, dtype)
+
+
+CHILD_PRELUDE = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import cuda_emulator
+from fastff import config
+from fastff.kernels import cuda
+for key, value in cuda_emulator.SMALL.items():
+    setattr(config, key, value)
+cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms={sms}, concurrent=True)
+"""
+
+
+def tsan_run(out_dir, script, src=None, sms=16, env=None):
+    """Run ``script`` in a child process on the sources (or ``src``) built with
+    ThreadSanitizer, after a prelude that makes them the CUDA runtime (with the SMALL tiles,
+    which the caller must have set in fastff.config for the build). A race ends the child with
+    status 66 and the report on stderr."""
+    lib = build(out_dir, src=src, flags=("-O1", "-g", "-shared", "-fPIC", "-fsanitize=thread"))
+    runtime = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True,
+                             text=True).stdout.strip()
+    code = CHILD_PRELUDE.format(tests=str(HOST.parent), lib=str(lib), sms=sms) + script
+    env = dict(os.environ, LD_PRELOAD=runtime, **(env or {}),
+               TSAN_OPTIONS="exitcode=66 halt_on_error=1 report_signal_unsafe=0")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=600)

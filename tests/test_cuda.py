@@ -6,10 +6,6 @@ shapes span many blocks and K splits), and on a GPU through CuPy (marked ``cuda`
 where none is usable). Counters must match the reference exactly, applied to the kernel's own
 output; floats within ``atol + rtol*|ref|``.
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -25,11 +21,7 @@ from conftest import assert_close
 ACTS = ["sigmoid", "tanh", "softsign", "relu", "linear"]
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 7, 5), (10, 13, 9), (3, 1, 2), (17, 33, 19)]  # (batch, n_in, n_out)
-# Tiny tiles: 2 x 2 threads per GEMM block, 8 threads per column kernel and per block of the
-# persistent step, so the shapes above span many blocks, several K splits and partial tiles on
-# every edge.
-SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2,
-             CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
+SMALL = cuda_emulator.SMALL
 
 
 @pytest.fixture(scope="module", params=["host", "host-concurrent",
@@ -243,15 +235,7 @@ def test_whole_second_order_steps_through_the_cuda_kernels_match_the_reference(r
 
 # -- ThreadSanitizer: the same sources, built with -fsanitize=thread, on a few cases ----------
 _TSAN_SCRIPT = """
-import sys
-import numpy as np
-sys.path.insert(0, {tests!r})
-import cuda_emulator
-from fastff import config
-from fastff.kernels import BackwardStats, ForwardStats, LayerRates, cuda
-for key, value in {small!r}.items():
-    setattr(config, key, value)
-cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms=16)
+from fastff.kernels import BackwardStats, ForwardStats, LayerRates
 rng = np.random.default_rng(1)
 for act in ("tanh", "relu"):
     x = rng.standard_normal((10, 13)); W = rng.standard_normal((13, 9)); b = np.zeros(9)
@@ -268,24 +252,10 @@ print("done")
 
 
 def _tsan_run(tmp_path, src=None):
-    lib = cuda_emulator.build(tmp_path, src=src, flags=("-O1", "-g", "-shared", "-fPIC", "-fsanitize=thread"))
-    runtime = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True, text=True).stdout.strip()
-    code = _TSAN_SCRIPT.format(tests=str(cuda_emulator.HOST.parent), small=SMALL, lib=str(lib))
-    env = dict(os.environ, LD_PRELOAD=runtime, TSAN_OPTIONS="exitcode=66 halt_on_error=1 report_signal_unsafe=0")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
-@pytest.fixture(scope="module")
-def tsan_available(tmp_path_factory):
-    if cuda_emulator.compiler() is None:
-        pytest.skip("needs g++")
-    probe = tmp_path_factory.mktemp("tsan-probe") / "p.cpp"
-    probe.write_text("int main() { return 0; }")
-    out = subprocess.run(["g++", "-fsanitize=thread", str(probe), "-o", str(probe.with_suffix(""))],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.skip(f"g++ has no ThreadSanitizer here: {out.stderr[-300:]}")
+    with pytest.MonkeyPatch.context() as mp:  # the build takes its tile sizes from config
+        for key, value in SMALL.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.tsan_run(tmp_path, _TSAN_SCRIPT, src=src)
 
 
 def test_thread_sanitizer_finds_no_race(tsan_available, tmp_path):

@@ -1,7 +1,7 @@
 // Test-only host emulation of the CUDA features fastff's kernels use, so that the very .cu
 // sources compile with g++ -std=c++20 and run on the CPU against the NumPy reference.
 //
-// One std::thread per CUDA thread; std::barrier is __syncthreads; std::atomic_ref gives the
+// One std::thread per CUDA thread; a barrier of atomics is __syncthreads; std::atomic_ref gives the
 // atomics, with CUDA's memory orders (atomicAdd and atomicExch relaxed; the grid barrier's
 // acquire and release operations as on the GPU). Two ways to run a launch (configure()):
 //
@@ -22,7 +22,6 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -43,9 +42,31 @@ namespace fastff_emu {
 struct Dim3 {
   unsigned x = 1, y = 1, z = 1;
 };
+
+// __syncthreads for one block, on atomics alone. Not std::barrier: libstdc++ parks its waiters
+// on a process-wide table of mutexes, and those locks order threads of *different* blocks for
+// ThreadSanitizer, which then misses races between blocks (a missing grid barrier went unseen).
+class BlockBarrier {
+ public:
+  explicit BlockBarrier(unsigned n) : n_(n) {}
+  void arrive_and_wait() {
+    const unsigned gen = generation_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      generation_.store(gen + 1, std::memory_order_release);
+    } else {
+      while (generation_.load(std::memory_order_acquire) == gen) std::this_thread::yield();
+    }
+  }
+
+ private:
+  const unsigned n_;
+  std::atomic<unsigned> count_{0}, generation_{0};
+};
+
 inline thread_local Dim3 tl_thread, tl_block;
 inline Dim3 g_block_dim, g_grid_dim;
-inline thread_local std::barrier<>* tl_barrier = nullptr;
+inline thread_local BlockBarrier* tl_barrier = nullptr;
 inline thread_local unsigned char* tl_smem = nullptr;  // this block's shared memory
 inline thread_local size_t tl_smem_offset = 0;
 constexpr size_t kSharedBytes = 1 << 17;
@@ -89,10 +110,10 @@ inline Dim3 block_index(unsigned linear, Dim3 grid) {
 inline void run_together(const std::vector<unsigned>& linear, Dim3 grid, Dim3 block,
                          const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
-  std::vector<std::unique_ptr<std::barrier<>>> bars;
+  std::vector<std::unique_ptr<BlockBarrier>> bars;
   std::vector<std::vector<unsigned char>> smem(linear.size(), std::vector<unsigned char>(kSharedBytes));
   for (size_t b = 0; b < linear.size(); ++b) {
-    bars.emplace_back(std::make_unique<std::barrier<>>(n));
+    bars.emplace_back(std::make_unique<BlockBarrier>(n));
     fill_nan(smem[b]);
   }
   std::vector<std::thread> workers;
@@ -113,7 +134,7 @@ inline void run_together(const std::vector<unsigned>& linear, Dim3 grid, Dim3 bl
 inline void run_in_turn(const std::vector<unsigned>& linear, Dim3 grid, Dim3 block,
                         const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
-  std::barrier<> bar(n);
+  BlockBarrier bar(n);
   std::vector<unsigned char> smem(kSharedBytes);
   fill_nan(smem);
   std::vector<std::thread> workers;

@@ -1,0 +1,312 @@
+"""The persistent training step (fastff/kernels/cuda/train_step.cu and step.py) on the host
+emulator, whose cooperative launches run every block at once with grid barriers.
+
+Whole steps against the NumPy reference; the same bits for any grid size and block order; the
+launch audit (launches and allocations a step); and each detection of the concurrent emulator
+shown by breaking something on purpose: a missing grid barrier (ThreadSanitizer), a read of
+shared memory no thread wrote (NaN bytes), a cooperative grid too large to be co-resident, a
+deadlock (the watchdog).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastff
+from fastff import config
+from fastff.errors import InputError
+from fastff.kernels import Backend, cuda, reference as ref
+from fastff.kernels.cuda import step as cuda_step
+
+import cuda_emulator
+from conftest import assert_close
+
+pytestmark = pytest.mark.skipif(cuda_emulator.compiler() is None, reason="needs g++")
+
+
+@pytest.fixture(autouse=True)
+def small_tiles(monkeypatch):
+    for key, value in cuda_emulator.SMALL.items():
+        monkeypatch.setattr(config, key, value)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:  # the build takes its tile sizes from config
+        for key, value in cuda_emulator.SMALL.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.build(tmp_path_factory.mktemp("emu-step"))
+
+
+@pytest.fixture
+def emulate(library, monkeypatch):
+    """emulate(**options) makes an EmuRuntime of the library the CUDA runtime."""
+    def make(lib=None, **options):
+        options.setdefault("sms", 4)
+        rt = cuda_emulator.EmuRuntime(lib or library, concurrent=True, **options)
+        monkeypatch.setattr(cuda, "_RUNTIME", rt)
+        return rt
+    return make
+
+
+def cuda_net(sizes, act, dtype, seed=4, loss="nll"):
+    """An MLP whose steps run through the CUDA launch code on the emulated runtime."""
+    net = fastff.MLP(sizes, activation=act, dtype=dtype, seed=seed, loss=loss)
+    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=cuda_step.CUDAPlan)
+    net._plan = net.backend.plan(net.sizes, net.dtype)
+    return net
+
+
+def batches(rng, sizes, batch, count, dtype):
+    return [((rng.standard_normal((batch, sizes[0])) * 1.5).astype(dtype),
+             rng.integers(0, sizes[-1], batch)) for _ in range(count)]
+
+
+CASES = [([11, 17, 13, 5], 10), ([7, 3, 2], 1), ([5, 9, 9, 9, 4], 16), ([13, 1, 3], 7),
+         ([6, 4], 3)]
+
+
+@pytest.mark.parametrize("sizes, batch", CASES)
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_persistent_steps_match_the_reference(emulate, rng, dtype, act, sizes, batch):
+    rt = emulate()
+    net = cuda_net(sizes, act, dtype)
+    twin = fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, kernels="reference")
+    stats, twin_stats = net.new_stats(weight_grad=True), twin.new_stats(weight_grad=True)
+    for k, (x, y) in enumerate(batches(rng, sizes, batch, 3, dtype)):
+        before = len(rt.launches)
+        loss, twin_loss = net.step(x, y, 0.1, stats), twin.step(x, y, 0.1, twin_stats)
+        assert [name for name, *_ in rt.launches[before:]] == [net._plan.launch.kernel]
+        assert loss == pytest.approx(twin_loss, rel=1e-5 if dtype == "float32" else 1e-12)
+        if k == 0:  # counters exactly, applied to the kernel's own outputs
+            hs = net._plan.workspace(batch)["h"]
+            for l, f in enumerate(stats.forward):
+                mine = fastff.kernels.ForwardStats(sizes[l + 1], act)
+                ref.accumulate_forward_stats(hs[l], mine)
+                for name in ("sat_low", "sat_high", "hist", "rows"):
+                    np.testing.assert_array_equal(getattr(f, name), getattr(mine, name))
+            for b in stats.backward:
+                np.testing.assert_array_equal(b.counts, [batch, 1])
+    for (W1, b1), (W2, b2) in zip(net.params, twin.params):
+        assert_close(W1, W2, dtype, scale=np.abs(W2).max())
+        assert_close(b1, b2, dtype, scale=np.abs(b2).max() + 1e-3)
+    rtol = 1e-4 if dtype == "float32" else 1e-8
+    for mine, theirs in zip(stats.summary(), twin_stats.summary()):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=rtol, abs=1e-9, nan_ok=True), key
+
+
+@pytest.mark.parametrize("loss", ["nll", "quadratic"])
+def test_both_costs_and_no_statistics(emulate, rng, loss):
+    emulate()
+    sizes = [9, 12, 6]
+    net, twin = cuda_net(sizes, "tanh", "float64", loss=loss), fastff.MLP(
+        sizes, activation="tanh", dtype="float64", seed=4, kernels="reference", loss=loss)
+    for x, y in batches(rng, sizes, 8, 3, "float64"):
+        assert net.step(x, y, 0.3) == pytest.approx(twin.step(x, y, 0.3), rel=1e-12)
+    for (W1, _), (W2, _) in zip(net.params, twin.params):
+        np.testing.assert_allclose(W1, W2, rtol=1e-10, atol=1e-13)
+
+
+def _trained(sizes, data, lr=0.2, stats=True):
+    net = cuda_net(sizes, "tanh", "float32")
+    st = net.new_stats(weight_grad=True) if stats else None
+    losses = [float(net._step(x, y, lr, st)) for x, y in data]
+    arrays = [a.copy() for W, b in net.params for a in (W, b)]
+    if st is not None:
+        arrays += [a.copy() for s in (*st.forward, *st.backward) for a in s.arrays()]
+    return losses, arrays
+
+
+def test_the_bits_do_not_depend_on_the_grid_or_the_block_order(emulate, rng):
+    sizes = [11, 17, 13, 5]
+    data = batches(rng, sizes, 10, 3, np.float32)
+    runs = []
+    for sms, seed in ((1, 0), (2, 3), (3, 11), (5, 0), (16, 5)):
+        rt = emulate(sms=sms, resident=1, seed=seed)
+        runs.append(_trained(sizes, data))
+        assert rt.launches[-1][1][0] == min(sms, 9)  # the grid: SMs x 1, at most 9 strips
+    for losses, arrays in runs[1:]:
+        assert losses == runs[0][0]
+        for a, b in zip(arrays, runs[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_several_steps_per_launch_equal_single_steps(emulate, rng):
+    emulate()
+    sizes = [11, 17, 13, 5]
+    data = batches(rng, sizes, 10, 4, np.float32)
+    one = cuda_net(sizes, "tanh", "float32")
+    many = cuda_net(sizes, "tanh", "float32")
+    s1, s2 = one.new_stats(weight_grad=True), many.new_stats(weight_grad=True)
+    single = [float(one._step(x, y, 0.2, s1)) for x, y in data]
+    launch = cuda_step.StepLaunch(many.params, "tanh", 10, many._plan.workspace(10), s2, "nll")
+    xs = np.ascontiguousarray(np.stack([x for x, _ in data]))
+    ys = np.ascontiguousarray(np.stack([y for _, y in data]))
+    assert list(launch.run(xs, ys, 0.2, steps=4)) == single
+    for (W1, b1), (W2, b2) in zip(one.params, many.params):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+    for a, b in zip(s1.forward + s1.backward, s2.forward + s2.backward):
+        for u, v in zip(a.arrays(), b.arrays()):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_the_path_is_chosen_per_step_and_can_be_forced(emulate, rng, monkeypatch):
+    rt = emulate()
+    sizes = [11, 17, 5]
+    net = cuda_net(sizes, "tanh", "float64")
+    twin = cuda_net(sizes, "tanh", "float64")
+    data = batches(rng, sizes, 10, 2, np.float64)
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "layers")
+    for x, y in data:
+        before = len(rt.launches)
+        twin.step(x, y, 0.1)
+        assert not any(n.startswith("train_steps") for n, *_ in rt.launches[before:])
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "auto")
+    for x, y in data:
+        net.step(x, y, 0.1)
+    for (W1, _), (W2, _) in zip(net.params, twin.params):  # the two paths: the same step
+        np.testing.assert_allclose(W1, W2, rtol=1e-10, atol=1e-13)
+    x, y = batches(rng, sizes, config.CUDA_STEP_MAX_BATCH + 1, 1, np.float64)[0]
+    before = len(rt.launches)
+    net.step(x, y, 0.1)  # too large a batch: layer by layer
+    assert rt.launches[before][0].startswith("dense_forward_partial")
+    net.step(x[:4], y[:4], 0.1, rates=net.new_rates("diag_hessian"))  # rates: layer by layer
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "persistent")
+    with pytest.raises(InputError, match="CUDA_STEP_MAX_BATCH"):
+        net.step(x, y, 0.1)
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "fastest")
+    with pytest.raises(InputError, match="CUDA_STEP_PATH must be"):
+        net.step(x[:4], y[:4], 0.1)
+
+
+def test_a_changed_cuda_setting_is_refused_not_mixed(emulate, rng, monkeypatch):
+    emulate()
+    net = cuda_net([5, 6, 3], "tanh", "float64")
+    x, y = batches(rng, [5, 6, 3], 4, 1, np.float64)[0]
+    net.step(x, y, 0.1)
+    monkeypatch.setattr(config, "CUDA_STEP_STRIP", 4)  # compiled in: needs another build
+    with pytest.raises(RuntimeError, match="changed since this host build"):
+        net.step(x, y, 0.1)
+
+
+# -- the launch audit: every device allocation of the launch code goes through Runtime.empty, and
+# the step's Python path reads nothing back from the device (the loss stays there) ------------
+def _audit(rt, net, data, stats):
+    """(launches, device allocations) of each step after the first, which builds the plan."""
+    net._step(*data[0], 0.1, stats)
+    rows = []
+    for x, y in data[1:]:
+        n_launch, n_alloc = len(rt.launches), len(rt.allocations)
+        net._step(x, y, 0.1, stats)
+        rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc))
+    return rows
+
+
+@pytest.mark.parametrize("batch", [10, 128, 1024])
+def test_launch_audit(emulate, rng, batch):
+    rt = emulate()
+    sizes = [12, 16, 16, 16, 9]  # narrow layers, the paper's shape of net
+    net = cuda_net(sizes, "tanh", "float32")
+    stats = net.new_stats(weight_grad=True)
+    data = [(x, y) for x, y in batches(rng, sizes, batch, 3, np.float32)]
+    rows = _audit(rt, net, data, stats)
+    L = len(sizes) - 1
+    if batch <= config.CUDA_STEP_MAX_BATCH:
+        assert rows == [(1, 0)] * 2  # the persistent step: one launch, nothing allocated
+    else:
+        # layer by layer: 2 launches a forward, 1 for the cost, 4 a backward (2 for the first
+        # layer, which needs no dC/dx), 1 dC/dW sum a hidden layer; the cost's gradient and
+        # loss are fresh arrays (the few-launch large-batch path is still to come)
+        assert rows == [(2 * L + 1 + 4 * L - 2 + (L - 1), 2)] * 2
+
+
+# -- each detection of the concurrent emulator, by breaking something on purpose -----------------
+_STEP_SCRIPT = """
+import fastff
+from fastff.kernels import Backend
+from fastff.kernels.cuda.step import CUDAPlan
+net = fastff.MLP([11, 17, 13, 5], activation="tanh", dtype="float32", seed=1)
+net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
+net._plan = net.backend.plan(net.sizes, net.dtype)
+stats = net.new_stats(weight_grad=True)
+rng = np.random.default_rng(2)
+for _ in range(2):
+    net.step(rng.standard_normal((10, 11)), rng.integers(0, 5, 10), 0.1, stats)
+print("done")
+"""
+
+
+def _step_tsan(tmp_path, src=None, env=None):
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cuda_emulator.SMALL.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.tsan_run(tmp_path, _STEP_SCRIPT, src=src, sms=2, env=env)
+
+
+def _break(anchor, replacement, count=1):
+    src = cuda.source()
+    assert src.count(anchor) >= count, anchor
+    return src.replace(anchor, replacement, count)
+
+
+def test_thread_sanitizer_finds_no_race_in_the_persistent_step(tsan_available, tmp_path):
+    out = _step_tsan(tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
+    assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
+
+
+def test_thread_sanitizer_finds_a_missing_grid_barrier(tsan_available, tmp_path):
+    # the forward's last barrier: the cost then reads logits other blocks may still write
+    anchor = "      fastff::grid_sync(barrier);\n    }\n    for (int l = L - 1;"
+    out = _step_tsan(tmp_path, _break(anchor, anchor.replace("fastff::grid_sync(barrier);", "")))
+    assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
+
+
+def test_nan_shared_memory_finds_an_uninitialized_read(emulate, rng, tmp_path):
+    # the step's histogram counts in shared memory that nothing zeroes: NaN bytes (0xFF) there
+    # show up as counts; plain zeroed memory would have hidden the bug
+    anchor = "  for (int i = threadIdx.x; i < FASTFF_MAX_BINS; i += blockDim.x) local_hist[i] = 0u;\n"
+    broken = cuda_emulator.build(tmp_path, src=_break(anchor, ""))
+    sizes = [11, 17, 5]
+    x, y = batches(rng, sizes, 10, 1, np.float64)[0]
+    hists = []
+    for lib in (None, broken):
+        emulate(lib)
+        net = cuda_net(sizes, "tanh", "float64")
+        stats = net.new_stats()
+        net.step(x, y, 0.1, stats)
+        hists.append(stats.forward[0].hist.copy())
+    assert hists[0].sum() == 10 * 17
+    assert hists[1].sum() != 10 * 17  # found: 0xFFFFFFFF + count in some bin
+
+
+def test_a_cooperative_grid_too_large_to_be_resident_is_refused(emulate, rng):
+    rt = emulate(sms=2, resident=1)
+    net = cuda_net([11, 17, 5], "tanh", "float64")
+    x, y = batches(rng, [11, 17, 5], 10, 1, np.float64)[0]
+    net.step(x, y, 0.1)
+    assert net._plan.launch.grid == 2  # the plan asked for what fits
+    net._plan.launch.grid = 3
+    with pytest.raises(RuntimeError, match="3 blocks: more than the 2 that fit at once"):
+        net.step(x, y, 0.1)
+
+
+def test_the_watchdog_reports_a_deadlock(tmp_path):
+    # block 1 leaves before the first grid barrier: the others would wait for it forever
+    anchor = "  const int K0 = int(layers[0].K);\n"
+    src = _break(anchor, anchor + "  if (blockIdx.x == 1) return;\n")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cuda_emulator.SMALL.items():
+            mp.setattr(config, key, value)
+        lib = cuda_emulator.build(tmp_path, src=src)
+    script = cuda_emulator.CHILD_PRELUDE.format(tests=str(cuda_emulator.HOST.parent), lib=str(lib),
+                                               sms=2) + _STEP_SCRIPT
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, FASTFF_EMU_WATCHDOG_S="2"))
+    assert out.returncode == 86, out.stderr[-2000:]
+    assert "deadlock: block" in out.stderr and "blocks arrived" in out.stderr, out.stderr
