@@ -217,6 +217,26 @@ def test_whole_steps_through_the_cuda_kernels_match_the_reference(rt, rng, act):
         assert mine == pytest.approx(theirs, rel=1e-7, nan_ok=True)
 
 
+def test_the_persistent_step_gives_the_same_bits_for_any_grid(rt, rng):
+    xp = rt.xp
+    data = [(xp.asarray(rng.standard_normal((10, 13)).astype(np.float32)),
+             xp.asarray(rng.integers(0, 5, 10))) for _ in range(3)]
+    runs = []
+    for grid in (None, 1, 3):
+        net = _cuda_model(rt, [13, 40, 40, 5], "tanh", "float32")
+        stats = net.new_stats(weight_grad=True)
+        for k, (x, y) in enumerate(data):
+            net._step(x, y, 0.1, stats)
+            assert net._plan.launch is not None  # the persistent path ran it
+            if k == 0 and grid:
+                net._plan.launch.grid = grid
+        runs.append([host(a) for W, b in net.params for a in (W, b)]
+                    + [host(a) for s in stats.forward + stats.backward for a in s.arrays()])
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("method", ["diag_hessian", "grad_variance"])
 def test_whole_second_order_steps_through_the_cuda_kernels_match_the_reference(rt, rng, method):
     sizes = [11, 17, 13, 5]

@@ -1,0 +1,144 @@
+"""A cost model of the CUDA training step: what each path moves and computes per step of the
+paper's net, and the floor that implies on the project's GPU, beside the targets.
+
+Run: ``python benchmarks/gpu_model.py``. No GPU needed: the numbers are counted
+from the kernels' decomposition (fastff/kernels/cuda/), not measured. Measured times come from
+``benchmarks/gpu_check.py`` on a GPU. Results and their discussion: benchmarks/NOTES.md, "CUDA:
+the cost model".
+
+Counted per step, float32, statistics on:
+
+* ``W traffic``: bytes of W read and written. The persistent step reads W once in the forward
+  and once in the backward, where it also writes it. The layer-by-layer path reads W in the
+  forward product, again for dC/dx and again (with the write) in the update.
+* ``other traffic``: activations, deltas and partial products between SMs and L2. The
+  persistent step's strips each read the whole input of their layer (forward) or its whole
+  delta (backward); the layer path writes and reads its split-K partial products.
+* ``FLOPs``: 2 P B for the forward, dC/dx and dC/dW each (P weights, B rows).
+* launches and grid barriers per step, each at a fixed cost (below).
+
+The floor is max(HBM bytes / HBM bandwidth, L2 bytes / L2 bandwidth, FLOPs / FP32 peak) plus
+the launches' and barriers' fixed costs: what the step cannot beat, not what it will take.
+"""
+import argparse
+
+PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]
+BATCHES = (10, 128, 1024)
+TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}  # the CUDA issue's targets on an H200
+# The current estimate of the layer-by-layer path on an H100/H200 (from a review of its launch
+# path: 35-40 launches at 5-10 us of Python each, one-block epilogues, 2 x 4 register tiles)
+LAYERS_ESTIMATE_US = {10: (300, 550), 128: (600, 900), 1024: (3000, 4500)}
+
+H200 = dict(
+    name="NVIDIA H200 (132 SMs)",
+    hbm_bytes_per_s=4.8e12,
+    l2_bytes=50e6,
+    # L2 to SM bandwidth is not published; about 1.5x HBM is what microbenchmarks of the H100
+    # report for data spread over both L2 partitions (an assumption, to be measured)
+    l2_bytes_per_s=7.0e12,
+    fp32_flops=67e12,
+    sms=132,
+    # a kernel boundary in a stream or a graph on the GPU side; a launch from Python through
+    # CuPy costs more on the host, but overlaps with the GPU when nothing synchronizes
+    launch_s=2.0e-6,
+    # one grid-wide barrier of a cooperative kernel: an atomic round trip through L2 and a
+    # spin (assumed; gpu_check.py measures the persistent step, which holds 2 L of them)
+    barrier_s=1.0e-6,
+)
+ITEM = 4  # float32
+
+
+def layer_shapes(sizes=PAPER_SIZES):
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+def strips(n, strip=8):
+    return -(-n // strip)
+
+
+def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8):
+    """The persistent step (train_step.cu): one launch, 2 L barriers."""
+    L = len(sizes) - 1
+    P = sum(k * n for k, n in layer_shapes(sizes))
+    w_bytes = 3 * P * ITEM  # forward read, backward read and write
+    # every strip reads its layer's whole input (forward) or delta (backward) from L2
+    other = sum(strips(n, strip) * batch * k * ITEM + strips(k, strip) * batch * n * ITEM
+                for k, n in layer_shapes(sizes))
+    resident = P * ITEM <= gpu["l2_bytes"] * 0.8  # W stays in L2 between steps
+    hbm = 0 if resident else w_bytes
+    return dict(path="persistent", batch=batch, launches=1 / steps_per_launch, barriers=2 * L,
+                w_bytes=w_bytes, other_bytes=other, hbm_bytes=hbm, l2_bytes=w_bytes + other,
+                flops=6 * P * batch, w_in_l2=resident)
+
+
+def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=264):
+    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 7 L - 2 launches
+    with dC/dW statistics, W read three times and written once, split-K partials."""
+    L = len(sizes) - 1
+    P = sum(k * n for k, n in layer_shapes(sizes))
+    tm, tn, tk = tile
+    partials = 0
+    for k, n in layer_shapes(sizes):
+        for M, R, Nc in ((batch, k, n), (batch, n, k)):  # x W, delta W^T
+            tiles = strips(Nc, tn) * strips(M, tm)
+            splits = max(1, min(strips(R, tk), strips(split_blocks, tiles)))
+            partials += 2 * splits * M * Nc * ITEM  # written, then read by the epilogue
+    acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
+    w_bytes = 4 * P * ITEM
+    resident = P * ITEM <= gpu["l2_bytes"] * 0.8
+    return dict(path="layers", batch=batch, launches=7 * L - 2, barriers=0, w_bytes=w_bytes,
+                other_bytes=partials + acts, hbm_bytes=0 if resident else w_bytes,
+                l2_bytes=w_bytes + partials + acts, flops=6 * P * batch, w_in_l2=resident)
+
+
+def floor_us(row, gpu=H200):
+    """The step's floor in microseconds and what sets it."""
+    parts = {"HBM": row["hbm_bytes"] / gpu["hbm_bytes_per_s"],
+             "L2": row["l2_bytes"] / gpu["l2_bytes_per_s"],
+             "FP32": row["flops"] / gpu["fp32_flops"]}
+    limit = max(parts, key=parts.get)
+    fixed = row["launches"] * gpu["launch_s"] + row["barriers"] * gpu["barrier_s"]
+    return 1e6 * (parts[limit] + fixed), limit, 1e6 * fixed
+
+
+def table(gpu=H200):
+    rows = []
+    for batch in BATCHES:
+        candidates = [layers(batch, gpu)]
+        if batch <= 16:  # config.CUDA_STEP_MAX_BATCH
+            candidates.insert(0, persistent(batch, gpu))
+            candidates.insert(1, persistent(batch, gpu, steps_per_launch=100))
+        for row in candidates:
+            us, limit, fixed = floor_us(row, gpu)
+            row.update(floor_us=us, limit=limit, fixed_us=fixed, target_us=TARGETS_US[batch])
+            rows.append(row)
+    return rows
+
+
+def markdown(rows, gpu=H200):
+    out = [f"Paper's net 1024-1000x5-9, float32, statistics on; {gpu['name']}: "
+           f"{gpu['hbm_bytes_per_s'] / 1e12:.1f} TB/s HBM, {gpu['l2_bytes'] / 1e6:.0f} MB L2 "
+           f"(assumed {gpu['l2_bytes_per_s'] / 1e12:.0f} TB/s), {gpu['fp32_flops'] / 1e12:.0f} "
+           f"TFLOP/s FP32; a launch {gpu['launch_s'] * 1e6:.0f} us, a grid barrier "
+           f"{gpu['barrier_s'] * 1e6:.0f} us (assumed).", "",
+           "| batch | path | launches | barriers | W MB | other MB | HBM MB | GFLOP | floor us "
+           "| set by | fixed us | target us | estimate now us |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        path = r["path"] + (" (100 steps a launch)" if r["launches"] < 1 else "")
+        est = LAYERS_ESTIMATE_US[r["batch"]] if r["path"] == "layers" else None
+        out.append(f"| {r['batch']} | {path} | {r['launches']:g} | {r['barriers']} | "
+                   f"{r['w_bytes'] / 1e6:.1f} | {r['other_bytes'] / 1e6:.1f} | "
+                   f"{r['hbm_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.2f} | {r['floor_us']:.1f} | "
+                   f"{r['limit']} | {r['fixed_us']:.1f} | {r['target_us']:.0f} | "
+                   f"{f'{est[0]}-{est[1]}' if est else 'not measured'} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    print(markdown(table()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The GPU tools of benchmarks/: the cost model and the one-command GPU check (without a GPU it
+must say so and time nothing)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import gpu_check  # noqa: E402
+import gpu_model  # noqa: E402
+
+
+def test_the_cost_model_counts_each_path():
+    rows = {(r["batch"], r["path"], r["launches"]): r for r in gpu_model.table()}
+    one = rows[(10, "persistent", 1)]
+    layers = rows[(10, "layers", 40)]
+    assert one["barriers"] == 12 and layers["barriers"] == 0  # 2 L barriers, 7 L - 2 launches
+    assert one["flops"] == layers["flops"] == 6 * 5_033_000 * 10
+    assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
+    assert one["floor_us"] < layers["floor_us"]
+    assert rows[(1024, "layers", 40)]["limit"] == "FP32"
+    assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
+    table = gpu_model.markdown(gpu_model.table())
+    assert table.count("\n| ") == 1 + 3 + 2  # the header, 3 rows at batch 10, 1 at 128 and 1024
+
+
+@pytest.mark.skipif(gpu_check.gpu_info()[0], reason="a GPU is present: the check would run")
+def test_the_gpu_check_says_there_is_no_gpu(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == gpu_check.NO_GPU_STATUS, out.stderr
+    assert "no GPU present, nothing was checked or timed" in out.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_gpu_check_table():
+    run = lambda us: dict(median_us=us, runs_us=[us, us + 1])  # noqa: E731
+    results = dict(
+        gpu=dict(name="NVIDIA H200", sms=132, capability="9.0", memory_gb=139.8, l2_mb=60.0),
+        host="a host", tests=dict(status=0, summary="60 passed in 50.0s"),
+        fastff=[dict(batch=10, path="persistent", **run(40.0)), dict(batch=1024, path="layers", **run(900.0))],
+        torch=dict(rows=[dict(batch=10, path="pytorch eager", **run(2100.0))]),
+        long_run=dict(updates=100, seconds=1.0, updates_per_s=100.0, paper_5M_minutes=833.3,
+                      test_error=0.7))
+    table = gpu_check.markdown(results)
+    assert "NVIDIA H200 (132 SMs, sm_90" in table and "60 passed" in table
+    assert "| 10 | persistent | 40.0 | 25 | 40.0, 41.0 |" in table
+    assert table.index("pytorch eager") < table.index("| 1024 | layers")
+    assert "5 million in about 833.3 min" in table
+    results["torch"] = dict(error="ImportError: no torch")
+    assert "torch: ImportError" in gpu_check.markdown(results)
