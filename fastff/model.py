@@ -357,7 +357,7 @@ class MLP:
                 return loss
         ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
-        loss, grad = plan.costs[self.loss](hs[-1], y)
+        loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])
         if rates is not None:
             self._second_order_backward(x, hs, grad, lr, stats, rates, ws)
             return loss

@@ -219,10 +219,12 @@ def test_launch_audit(emulate, rng, batch):
     if batch <= config.CUDA_STEP_MAX_BATCH:
         assert rows == [(1, 0)] * 2  # the persistent step: one launch, nothing allocated
     else:
-        # layer by layer: 2 launches a forward, 1 for the cost, 4 a backward (2 for the first
-        # layer, which needs no dC/dx), 1 dC/dW sum a hidden layer; the cost's gradient and
-        # loss are fresh arrays (the few-launch large-batch path is still to come)
-        assert rows == [(2 * L + 1 + 4 * L - 2 + (L - 1), 2)] * 2
+        # layer by layer: 2 launches a forward, 1 for the cost, a backward's delta and update,
+        # its dC/dx product (and the sum of its splits, where there are several) but not the
+        # first layer's, 1 dC/dW sum a hidden layer; nothing allocated
+        grad_x = sum(1 + (cuda.gemm_geometry(batch, n, k)[3] > 1)
+                     for k, n in zip(sizes[1:-1], sizes[2:]))
+        assert rows == [(2 * L + 1 + 2 * L + grad_x + (L - 1), 0)] * 2
 
 
 # -- each detection of the concurrent emulator, by breaking something on purpose -----------------

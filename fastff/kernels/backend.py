@@ -64,14 +64,15 @@ class Plan:
         self.parallel = bool(parallel)
 
     def workspace(self, batch):
-        """Activations h, gradients dC/dx and deltas of every layer for one batch size (the last
-        size asked for is kept: training uses one)."""
+        """Activations h, gradients dC/dx and deltas of every layer, and the cost's gradient
+        grad_z, for one batch size (the last size asked for is kept: training uses one)."""
         ws = self._workspace.get(batch)
         if ws is None:
             empty = self.backend.empty
             ws = dict(h=[empty((batch, n), self.dtype) for n in self.sizes[1:]],
                       g=[empty((batch, n), self.dtype) for n in self.sizes[:-1]],
-                      delta=[empty((batch, n), self.dtype) for n in self.sizes[1:]])
+                      delta=[empty((batch, n), self.dtype) for n in self.sizes[1:]],
+                      grad_z=empty((batch, self.sizes[-1]), self.dtype))
             self._workspace = {batch: ws}
         return ws
 

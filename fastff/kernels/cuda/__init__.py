@@ -185,6 +185,19 @@ class Runtime:
         """The stream launches go to now (its handle)."""
         return 0
 
+    def loss_slot(self):
+        """A one-element float64 array for a step's loss, from a ring of
+        config.CUDA_STEP_LOSS_RING: it keeps its value until the ring comes round again, so a
+        trainer may hold a step's loss on the device until it logs (fastff.train reads them
+        every config.LOSS_READ_EVERY steps) without an allocation per step."""
+        ring = self.__dict__.get("_loss_ring")
+        if ring is None or ring.shape[0] != config.CUDA_STEP_LOSS_RING:
+            ring = self._loss_ring = self.zeros(config.CUDA_STEP_LOSS_RING, np.float64)
+            self._loss_next = 0
+        k = self._loss_next
+        self._loss_next = (k + 1) % ring.shape[0]
+        return ring[k:k + 1]
+
     @staticmethod
     def address(a):
         """The device address of array ``a``'s first element."""
@@ -346,12 +359,16 @@ def _layer(x, W):
     return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
 
 
-def _split_k(rt, kernel, a, W, B, K, N, transposed):
+def _split_k(rt, kernel, a, W, B, K, N, transposed, out=None):
     """Launch one layer's split-K product (x @ W, or delta @ W^T when ``transposed``) into a
-    scratch buffer of per-split partial products; returns (parts, splits)."""
+    scratch buffer of per-split partial products; returns (parts, splits). With one split and
+    ``out`` given, the product goes straight into ``out`` (then ``parts is out``)."""
     M, R, Nc = (B, N, K) if transposed else (B, K, N)
     grid, block, chunk, splits = gemm_geometry(M, R, Nc)
-    parts = rt.scratch(kernel, splits * M * Nc, W.dtype)
+    if splits == 1 and out is not None:
+        parts = out
+    else:
+        parts = rt.scratch(kernel, splits * M * Nc, W.dtype)
     rt.launch(kernel, grid, block, (a, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
     return parts, splits
 
@@ -412,10 +429,12 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
 
 
 def _grad_x(rt, a, W, out, B, K, N, ct):
-    """out = a @ W^T (split-K partial products, added in a fixed order)."""
-    parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", a, W, B, K, N, True)
-    grid, block = columns_geometry(B * K, rt.sms)
-    rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), out, _i64(B * K)))
+    """out = a @ W^T (split-K partial products, added in a fixed order; one split is written
+    into ``out`` directly, with no sum launch)."""
+    parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", a, W, B, K, N, True, out)
+    if parts is not out:
+        grid, block = columns_geometry(B * K, rt.sms)
+        rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), out, _i64(B * K)))
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
@@ -435,7 +454,8 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
              T.type(rates.decay), T.type(rates.correction()))
     grid, block = columns_geometry(N, rt.sms)
     rt.launch(f"second_order_columns<{ct}, {_CODES[activation]}>", grid, block,
-              (grad_h, h, curv_h if hessian else q, delta, q, b, rates.b) + hyper
+              # grad_variance reads no curvature: h stands in (not q, which is written)
+              (grad_h, h, curv_h if hessian else h, delta, q, b, rates.b) + hyper
               + (_i32(B), _i32(N), _i32(want), stats.delta_total if want else no_f64,
                  stats.delta_total_sq if want else no_f64, stats.counts if want else no_i64))
     if compute_grad_x:
@@ -468,7 +488,7 @@ def _softmax_loss(kernel, z, y, grad_z):
     B, K = z.shape
     if grad_z is None:
         grad_z = rt.empty(z.shape, z.dtype)
-    loss = rt.empty(1, np.float64)  # fresh: the trainer keeps each step's loss until it logs
+    loss = rt.loss_slot()
     rt.launch(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
               (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
     return loss[0], grad_z
