@@ -4,19 +4,17 @@
 >>> run = fastff.train("1000x5", dataset="shapeset", activation="tanh", init="normalized",
 ...                    updates=1000, progress=False)                       # doctest: +SKIP
 """
-__version__ = "0.1.0"
-
-from . import (activations, arch, baselines, config, data, export, init, kernels, monitor,
-               pretrain, report)
+from ._version import __version__
+from . import activations, arch, baselines, config, data, export, init, kernels, monitor, report
 from .errors import DataError, DeviceError, DivergenceError, FastffError, InputError, RecordError
 from .init import init_weights
 from .model import MLP
 from .monitor import Measurement, Monitor, Stats, measure
-from .train import Run, train
+from .training import Interrupted, Run, pretrain, train
 from .sweep import sweep  # noqa: E402  (the function; fastff.sweep the module's other names)
 from .reproduce import reproduce  # noqa: E402  (likewise)
 
 __all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init",
            "baselines", "pretrain", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
-           "DataError", "RecordError", "__version__"]
+           "DataError", "RecordError", "Interrupted", "training", "__version__"]

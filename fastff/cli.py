@@ -17,31 +17,24 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, activations, data
+from . import data
+from ._version import __version__
 from .checks import positive
 from .errors import FastffError, InputError
-from .init import INITS
+from .training import Interrupted, options as training_options
 
 
 def _train(args):
-    from .train import train
-    options = {}
+    from .training import options, train
+    data_options = {}
     if args.dataset == "shapeset":
-        options = dict(valid_size=args.eval_size, test_size=args.eval_size)
+        data_options = dict(valid_size=args.eval_size, test_size=args.eval_size)
         if args.finite is not None:
-            options["finite"] = args.finite
+            data_options["finite"] = args.finite
     elif args.finite is not None:
         raise InputError("--finite is a Shapeset option (the other datasets are finite already)")
-    run = train(args.arch, dataset=args.dataset, activation=args.activation, init=args.init,
-                lr=args.lr, batch_size=args.batch_size, updates=args.updates, device=args.device,
-                seed=args.seed, eval_every=args.eval_every, out_dir=args.out,
-                progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
-                dtype=args.dtype, data_options=options, data_dir=args.data_dir,
-                monitor_every=args.monitor_every, jacobian_every=args.jacobian_every,
-                loss=args.loss, pretrain=args.pretrain, pretrain_updates=args.pretrain_updates,
-                corruption=args.corruption, pretrain_lr=args.pretrain_lr,
-                optimizer=args.optimizer, damping=args.damping,
-                estimate_decay=args.estimate_decay)
+    run = train(args.arch, **options.from_arguments(args), out_dir=args.out,
+                progress=not args.quiet, data_options=data_options)
     last = run.final
     if run.pretrain:
         final = {}
@@ -201,57 +194,13 @@ def build_parser():
     t.add_argument("--arch", default="1000x5",
                    help="hidden layers (1000x5) or full sizes starting and ending with the "
                    "dataset's inputs and classes (1024-1000x5-9)")
-    t.add_argument("--dataset", default="shapeset", choices=sorted(data.LOADERS),
-                   help="dataset; shapeset is generated online")
-    t.add_argument("--activation", default="tanh", choices=activations.HIDDEN_ACTIVATIONS,
-                   help="hidden-unit nonlinearity")
-    t.add_argument("--init", default="normalized", choices=sorted(INITS),
-                   help="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)")
-    t.add_argument("--loss", default="nll", choices=["nll", "quadratic"],
-                   help="output cost: the softmax's negative log-likelihood (the paper's) or "
-                   "the quadratic cost between the softmax and the one-hot target (Fig. 5)")
-    t.add_argument("--lr", type=float, default=0.01, help="learning rate")
-    t.add_argument("--batch-size", type=int, default=10, help="examples per update (10 in the paper)")
-    t.add_argument("--updates", type=int, default=10_000,
-                   help="SGD updates in all (on --resume: the new total)")
-    t.add_argument("--eval-every", type=int, default=None,
-                   help="updates between evaluations (default: updates/10; on --resume the saved run's)")
+    training_options.add_arguments(t)  # every option of fastff.train that has a flag
     t.add_argument("--eval-size", type=int, default=5_000,
                    help="Shapeset validation and test set size")
     t.add_argument("--finite", type=int, default=None,
                    help="train on a fixed set of this many Shapeset images instead of the online "
                    "stream (the paper's SVM comparison uses 100000)")
-    t.add_argument("--pretrain", default=None, choices=["dae"],
-                   help="pre-train each hidden layer as a denoising auto-encoder first (the "
-                   "paper's reference of Fig. 11)")
-    t.add_argument("--pretrain-updates", type=int, default=None,
-                   help="auto-encoder updates per hidden layer (default: updates/10)")
-    t.add_argument("--corruption", type=float, default=0.25,
-                   help="masking-noise probability of the auto-encoders")
-    t.add_argument("--pretrain-lr", type=float, default=None,
-                   help="learning rate of the auto-encoders (default: --lr)")
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "diag_hessian", "grad_variance"],
-                   help="plain SGD (the paper's), or SGD with per-parameter rates lr / (1 + A / "
-                   "damping) from a running estimate A: the Gauss-Newton diagonal (LeCun et al. "
-                   "1998b) or the per-example gradient's standard deviation")
-    t.add_argument("--damping", type=float, default=None,
-                   help="the estimate's scale in the per-parameter rate (default: "
-                   "fastff.config.SECOND_ORDER_DAMPING)")
-    t.add_argument("--estimate-decay", type=float, default=None,
-                   help="memory of the estimate's running average, in [0, 1) (default 0.99)")
-    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                   help="floating-point type of parameters and activations")
-    t.add_argument("--seed", type=int, default=0, help="fixes weights and data (non-negative)")
     t.add_argument("--out", default=None, help="run directory (default: no record)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace the run in --out (its files are removed first)")
-    t.add_argument("--data-dir", default=None, help="directory holding dataset files")
-    t.add_argument("--monitor-every", type=int, default=None,
-                   help="updates between monitor snapshots (default: updates/10; 0: off)")
-    t.add_argument("--jacobian-every", type=int, default=None,
-                   help="updates between Jacobian decompositions (default: update 0 only)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -353,6 +302,12 @@ def main(argv=None):
     except FastffError as exc:
         print(f"fastff: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:  # the run saved what it could (fastff.training.signals)
+        print(f"fastff: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("fastff: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

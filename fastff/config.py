@@ -128,6 +128,6 @@ CUDA_STEP_MAX_BATCH = 16
 CUDA_STEP_MAX_CLASSES = 32
 # Step losses kept on the device, in a ring, before the trainer reads them: the layer-by-layer
 # path's losses share one ring a process, the persistent step's one a model. The trainer reads
-# its losses at least every LOSS_READ_EVERY steps (fastff/train.py), well inside the ring.
+# its losses at least every LOSS_READ_EVERY steps (fastff/training/trainer.py), well inside the ring.
 CUDA_STEP_LOSS_RING = 65536
 LOSS_READ_EVERY = 4096

@@ -4,7 +4,7 @@
 ``metrics.csv``    tidy: one row per update x source x layer x statistic (see :data:`COLUMNS`)
 ``stats.npz``      the monitor's snapshots: per-layer scalars and histograms over training
 ``checkpoint.npz`` parameters, update count and history, written atomically
-``pretrain.csv``   the pre-training phase, when there is one (:mod:`fastff.pretrain`)
+``pretrain.csv``   the pre-training phase, when there is one (:mod:`fastff.training.pretrain`)
 
 Every file is rewritten whole through a temporary name and a rename, so a run directory never
 holds half a file, even when the process dies mid-write.
@@ -58,7 +58,7 @@ def history_rows(history):
 def versions():
     """Versions of the software that produced a run."""
     import numba
-    from . import __version__
+    from ._version import __version__
     return {"fastff": __version__, "numpy": np.__version__, "numba": numba.__version__,
             "python": platform.python_version()}
 
@@ -174,7 +174,7 @@ class RunDir:
 
     def write_pretrain(self, rows):
         """Rewrite pretrain.csv from the pre-training log (atomic)."""
-        from .pretrain import PRETRAIN_COLUMNS
+        from .training.pretrain import PRETRAIN_COLUMNS
         buf = io.StringIO()
         writer = csv.DictWriter(buf, PRETRAIN_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -183,7 +183,7 @@ class RunDir:
 
     def read_pretrain(self):
         """pretrain.csv as a list of dicts of numbers; empty when the run was not pre-trained."""
-        from .pretrain import PRETRAIN_COLUMNS
+        from .training.pretrain import PRETRAIN_COLUMNS
         p = self.path / "pretrain.csv"
         if not p.is_file():
             return []
@@ -223,12 +223,13 @@ class RunDir:
         except InputError as exc:
             raise RecordError(f"{self.stats_path} cannot be read: {exc}") from None
 
-    def save_checkpoint(self, model, update, history, rates=None):
-        """Parameters, update count and history (and the per-parameter rates' state, a dict of
-        arrays from :meth:`fastff.model.Rates.state`), atomically."""
+    def save_checkpoint(self, model, update, history, extra=None):
+        """Parameters, update count and history, and ``extra`` (a dict of host arrays: the
+        per-parameter rates' state of :meth:`fastff.model.Rates.state`, the pending state of a
+        checkpoint between evaluations, :mod:`fastff.training.resume`), atomically."""
         buf = io.BytesIO()
         np.savez(buf, update=np.int64(update), history=np.array(json.dumps(history)),
-                 **model.state(), **(rates or {}))
+                 **model.state(), **(extra or {}))
         atomic_write_bytes(self.checkpoint_path, buf.getvalue())
 
     def load_checkpoint(self):
@@ -244,9 +245,12 @@ class RunDir:
         except _DAMAGED as exc:
             raise RecordError(f"{p} cannot be read (damaged, truncated or not a fastff "
                               f"checkpoint: {type(exc).__name__}: {exc})") from None
+        # between evaluations, the losses since the last one make up the difference
+        pending = arrays.get("pending_losses")
+        since = 0 if pending is None else (pending.shape[0] if pending.ndim == 1 else -1)
         if (update < 0 or not isinstance(history, list) or not history
                 or not all(isinstance(h, dict) and "update" in h for h in history)
-                or history[-1]["update"] != update):
+                or history[-1]["update"] + since != update):
             raise RecordError(f"{p} is not a consistent fastff checkpoint: its history does not "
                               f"end at its update {update}")
         return arrays, update, history

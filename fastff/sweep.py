@@ -31,6 +31,7 @@ from pathlib import Path
 from .errors import DivergenceError, FastffError, InputError
 from .files import atomic_write_bytes
 from .record import RunDir
+from .training.signals import Interrupted, StopRequests
 
 # train() arguments a sweep sets itself
 _OWN = ("out_dir", "progress", "resume", "overwrite")
@@ -40,7 +41,7 @@ RESULT_COLUMNS = ("status", "valid_error", "test_error", "updates_done", "second
 
 
 def _train_arguments():
-    from .train import train
+    from .training import train
     return [p for p in inspect.signature(train).parameters if p not in _OWN]
 
 
@@ -103,7 +104,7 @@ def _run(point, run_dir, threads, shared):
     worker's files, the run directory's files as bytes."""
     import numba
     from threadpoolctl import threadpool_limits
-    from .train import train
+    from .training import train
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     work = Path(run_dir) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-"))
     try:
@@ -201,42 +202,53 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
     marker = out / f".fastff-sweep-{uuid.uuid4().hex}"
     marker.write_text("")
     try:
-        shared = all(client.run(os.path.exists, str(marker.resolve())).values())
-        futures = {client.submit(_run, point, str((out / name).resolve()), threads, shared,
-                                 key=f"fastff-run-{name}", pure=False): name
-                   for name, point in todo}
-        bar = _bar(progress, len(points), len(points) - len(todo))
-        started, updates = time.perf_counter(), 0
-        from distributed import as_completed
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                row, files = future.result()
-            except Exception as exc:  # the task itself was lost (every retry)
-                row, files = dict(status="failed", message=f"{type(exc).__name__}: {exc}",
-                                  valid_error="", test_error="", updates_done="", seconds="",
-                                  resumed_from=""), None
-            if files:
-                _receive(out / name, files)
-            rows[name] = row
-            _write_table(out, names, points, rows)
-            if progress:
-                err = row["test_error"]
-                err = f"{100 * err:.2f}%" if isinstance(err, float) else "n/a"
-                bar.write(f"{row['status']:>8} {name}: test error {err} "
-                          f"({row['updates_done']} updates, {row['seconds']} s)")
-                if isinstance(row["updates_done"], int):
-                    updates += row["updates_done"] - (row.get("resumed_from") or 0)
-                bar.set_postfix_str(f"{updates / (time.perf_counter() - started):,.0f} upd/s")
-                bar.update(1)
-        if progress:
-            bar.close()
+        with StopRequests():  # Ctrl-C or SIGTERM: an Interrupted here, at once
+            _gather(client, todo, out, names, points, rows, threads, marker, progress)
+    except Interrupted as exc:
+        done = sum(1 for r in rows.values() if r.get("status") in ("done", "diverged"))
+        raise Interrupted(f"sweep interrupted: {done} of {len(points)} runs finished; run the "
+                          "same command again to continue the others, each from its last "
+                          "checkpoint", exc.signum) from None
     finally:
         marker.unlink(missing_ok=True)
         if cluster is not None:
             client.close()
             cluster.close()
     return _table_rows(names, points, rows)
+
+
+def _gather(client, todo, out, names, points, rows, threads, marker, progress):
+    """Submit the unfinished runs and record each as it finishes."""
+    shared = all(client.run(os.path.exists, str(marker.resolve())).values())
+    futures = {client.submit(_run, point, str((out / name).resolve()), threads, shared,
+                             key=f"fastff-run-{name}", pure=False): name
+               for name, point in todo}
+    bar = _bar(progress, len(points), len(points) - len(todo))
+    started, updates = time.perf_counter(), 0
+    from distributed import as_completed
+    for future in as_completed(futures):
+        name = futures[future]
+        try:
+            row, files = future.result()
+        except Exception as exc:  # the task itself was lost (every retry)
+            row, files = dict(status="failed", message=f"{type(exc).__name__}: {exc}",
+                              valid_error="", test_error="", updates_done="", seconds="",
+                              resumed_from=""), None
+        if files:
+            _receive(out / name, files)
+        rows[name] = row
+        _write_table(out, names, points, rows)
+        if progress:
+            err = row["test_error"]
+            err = f"{100 * err:.2f}%" if isinstance(err, float) else "n/a"
+            bar.write(f"{row['status']:>8} {name}: test error {err} "
+                      f"({row['updates_done']} updates, {row['seconds']} s)")
+            if isinstance(row["updates_done"], int):
+                updates += row["updates_done"] - (row.get("resumed_from") or 0)
+            bar.set_postfix_str(f"{updates / (time.perf_counter() - started):,.0f} upd/s")
+            bar.update(1)
+    if progress:
+        bar.close()
 
 
 def _receive(run_dir, files):

@@ -7,7 +7,7 @@ import pytest
 
 import fastff
 from fastff.errors import InputError
-from fastff.pretrain import pretrain_dae
+from fastff.training.pretrain import pretrain_dae
 from conftest import assert_close, numeric_grad
 
 

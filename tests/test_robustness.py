@@ -401,7 +401,7 @@ def test_summary_lists_only_files_written(tmp_path, capsys):
 
 
 def test_compile_notice_speaks_once(capsys):
-    from fastff.warmup import CompileNotice
+    from fastff.training.warmup import CompileNotice
     notice = CompileNotice(True)
     notice.on_start(None)
     notice.on_start(None)

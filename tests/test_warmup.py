@@ -1,5 +1,5 @@
 """The serial twins of the small-batch passes, and the parallel ones compiled in another process
-while a run steps with the serial ones (fastff/warmup.py)."""
+while a run steps with the serial ones (fastff/training/warmup.py)."""
 import sys
 import subprocess
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastff
-from fastff import warmup
+from fastff.training import warmup
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "diag_hessian", "grad_variance"])

@@ -55,7 +55,7 @@ class Plan:
     whole_step = None
 
     # Whether the backend's small-batch passes have serial twins that give the same numbers and
-    # compile faster (fastff/warmup.py); without them, set_parallel changes nothing.
+    # compile faster (fastff/training/warmup.py); without them, set_parallel changes nothing.
     serial_twins = False
 
     def set_parallel(self, parallel):

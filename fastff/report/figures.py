@@ -201,7 +201,7 @@ def test_error_curves(runs):
 
 def pretraining(runs):
     """Denoising auto-encoder pre-training: each layer's reconstruction cross-entropy over its
-    updates (fastff.pretrain), one panel per pre-trained run."""
+    updates (fastff.training.pretrain), one panel per pre-trained run."""
     runs = [r for r in runs if r.pretrain]
     if not runs:
         return None

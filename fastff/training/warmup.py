@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from numba.core import event as numba_event
 
-from . import config as fastff_config
+from .. import config as fastff_config
 
 # What this process has compiled in parallel already (ParallelCompile.key): a second run of the
 # same kind does not start another compiling process.
@@ -103,7 +103,7 @@ class ParallelCompile:
                     optimizer=self.optimizer)
         self.errors = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block it
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from fastff.warmup import _compile_main; "
+            [sys.executable, "-c", "import sys; from fastff.training.warmup import _compile_main; "
              "_compile_main(sys.argv[1])", json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errors)
 
@@ -140,7 +140,7 @@ class ParallelCompile:
 
 def _compile_main(spec):
     """The compiling process: the parallel passes of the model ``spec`` describes (JSON)."""
-    from .model import MLP
+    from ..model import MLP
     spec = json.loads(spec)
     model = MLP(spec["sizes"], activation=spec["activation"], dtype=spec["dtype"],
                 loss=spec["loss"])

@@ -26,10 +26,10 @@ import time
 
 import numpy as np
 
-from . import activations
-from .checks import choose, positive, seed as check_seed
-from .errors import DivergenceError, InputError
-from .kernels.stats import ForwardStats
+from .. import activations
+from ..checks import choose, positive, seed as check_seed
+from ..errors import DivergenceError, InputError
+from ..kernels.stats import ForwardStats
 
 METHODS = ("dae",)
 BOUNDED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}

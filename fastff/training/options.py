@@ -1,0 +1,329 @@
+"""Every option of :func:`fastff.train`, defined once.
+
+Each :class:`Option` says its default, its check, its help text, where the run record keeps it
+and whether a resumed run may change it. From this one table come ``train``'s signature and
+docstring, the ``fastff train`` command line, ``config.json`` and the rules of ``--resume``.
+Adding an option means adding an entry here (and using its value where the run needs it).
+"""
+import inspect
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import activations, data as datasets
+from ..checks import choose, positive, seed as check_seed
+from ..errors import InputError
+from ..init import INITS
+from ..kernels.rates import METHODS as rate_methods, check_hyper as check_rates
+from .pretrain import check_options as check_pretrain
+
+OPTIMIZERS = ("sgd", *rate_methods)
+_NO = object()  # no value: a default that is computed, or no command-line default of its own
+
+
+def _positive_int(name):
+    return lambda v: positive(name, v, integer=True)
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def _bool(name):
+    def check(value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"{name} must be True or False, got {value!r}")
+        return bool(value)
+    return check
+
+
+def _one_of(name, valid):
+    def check(value):
+        choose(name, value, dict.fromkeys(valid))
+        return value
+    return check
+
+
+def _monitor_every(v):
+    return v if v in (None, 0) else positive("monitor_every", v, integer=True)
+
+
+def _data_options(v):
+    if v is not None and not isinstance(v, dict):
+        raise InputError(f"data_options must be a dict, got {type(v).__name__}")
+    return v
+
+
+def _seconds(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+        raise InputError(f"checkpoint_every must be a number of seconds >= 0 (0: off), got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option.
+
+    Attributes
+    ----------
+    name : str
+        The keyword of :func:`fastff.train` (``--name-with-dashes`` on the command line).
+    default
+        Its default; None for options whose default is computed from others.
+    type : str
+        Its type, as the docstring says it.
+    help : str
+        What it does (the docstring's text and, up to its first period, ``--help``'s).
+    check : callable
+        value -> the value to use; raises InputError.
+    record : str or None
+        The key of ``config.json`` that keeps it (None: not recorded).
+    resume : str
+        ``fixed``: a resumed run must have the saved value; ``saved``: fixed, and when not
+        given it is the saved run's; ``free``: a resumed run may change it.
+    cli : dict or None
+        argparse arguments of its command-line flag (None: not on the command line).
+    cli_default
+        The command line's own default, where it differs from the function's.
+    before : object
+        The value of runs recorded before the option existed (their config.json lacks it).
+    short : str
+        ``--help``'s text, where the first sentence of ``help`` does not serve.
+    """
+
+    name: str
+    default: object
+    type: str
+    help: str
+    check: object = None
+    record: object = None
+    resume: str = "fixed"
+    cli: dict = field(default_factory=dict)
+    cli_default: object = _NO
+    before: object = _NO
+    short: str = ""
+
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+    def cli_help(self):
+        """``--help``'s text: ``short``, or the first sentence of ``help`` without its markup."""
+        text = self.short or re.split(r"(?<=[a-z)])\. (?=[A-Z])", self.help)[0].rstrip(".")
+        text = re.sub(r"\s*\([^()]*:(mod|func|class):`[^`]+`[^()]*\)", "", text)
+        text = text.replace("``", "")
+        return text if text[:2].isupper() else text[:1].lower() + text[1:]  # SGD stays SGD
+
+
+OPTIONS = (
+    Option("dataset", "shapeset", "str or Dataset",
+           "``shapeset`` (online, the default), ``mnist``, ``cifar10`` or ``small_imagenet``, or "
+           "a Dataset object (its arrays are checked: float inputs, finite, labels in range).",
+           record="dataset", cli=dict(choices=sorted(datasets.LOADERS)),
+           short="dataset; shapeset is generated online"),
+    Option("activation", "tanh", "str", "Hidden-unit nonlinearity (:mod:`fastff.activations`).",
+           record="activation", cli=dict(choices=activations.HIDDEN_ACTIVATIONS)),
+    Option("init", "normalized", "str",
+           "Weight initialization: the paper's standard (eq. 1) or normalized (eq. 16) "
+           "(:mod:`fastff.init`).", record="init", cli=dict(choices=sorted(INITS)),
+           short="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)"),
+    Option("lr", 0.01, "float",
+           "Learning rate; the paper tunes it per network (reference section 1).",
+           check=lambda v: positive("lr", v), record="lr", cli=dict(type=float)),
+    Option("batch_size", 10, "int", "Examples per update (10 in the paper).",
+           check=_positive_int("batch_size"), record="batch_size", cli=dict(type=int)),
+    Option("updates", 20_000, "int",
+           "SGD updates in all. On resume: the new total, at least what the checkpoint has done.",
+           check=_positive_int("updates"), record="updates", resume="free",
+           cli=dict(type=int), cli_default=10_000),
+    Option("device", "cpu", "str", "Where to train: ``cpu`` or ``cuda``.", record="device",
+           resume="free", cli=dict(choices=["cpu", "cuda"])),
+    Option("seed", 0, "int",
+           "Fixes weights and data order: the same seed gives the same numbers on the CPU.",
+           check=check_seed, record="seed", cli=dict(type=int)),
+    Option("eval_every", None, "int, optional",
+           "Updates between evaluations (default: updates / 10; on resume, the saved run's). "
+           "Update 0 is always evaluated.",
+           check=_optional(_positive_int("eval_every")), record="eval_every", resume="saved",
+           cli=dict(type=int)),
+    Option("out_dir", None, "str, optional",
+           "Run directory (config.json, metrics.csv, stats.npz, checkpoint.npz). A directory "
+           "that already holds a run is refused unless ``resume`` or ``overwrite`` is given.",
+           resume="free", cli=None),
+    Option("progress", True, "bool",
+           "Show a progress bar (and say when kernels are being compiled).",
+           check=_bool("progress"), resume="free", cli=None),
+    Option("resume", False, "bool",
+           "Continue the run in ``out_dir`` from its checkpoint; the result equals an "
+           "uninterrupted run's.", check=_bool("resume"), resume="free",
+           cli=dict(action="store_true")),
+    Option("overwrite", False, "bool",
+           "Replace the run in ``out_dir``: every file of the old run is removed first.",
+           check=_bool("overwrite"), resume="free", cli=dict(action="store_true")),
+    Option("dtype", "float32", "str", "Floating-point type of parameters and activations.",
+           record="dtype", cli=dict(choices=["float32", "float64"])),
+    Option("data_options", None, "dict, optional",
+           "Passed to :func:`fastff.data.load` (e.g. ``{\"valid_size\": 2000}`` for Shapeset).",
+           check=_data_options, record="data_options", cli=None),
+    Option("data_dir", None, "str, optional",
+           "Where to look for dataset files first (see :func:`fastff.data.load`).",
+           resume="free", cli={}),
+    Option("monitor_every", None, "int, optional",
+           "Updates between measurements of the paper's statistics on the fixed monitor set "
+           "(the first 300 test examples; :mod:`fastff.monitor`). Update 0 and the last update "
+           "are always measured. Default: updates / 10 (on resume, the saved run's), which "
+           "keeps monitoring under 5% of the training time of the paper's net at batch 10 on "
+           "the CPU; 0 turns monitoring off.",
+           check=_monitor_every, record="monitor_every", resume="saved", cli=dict(type=int)),
+    Option("jacobian_every", None, "int, optional",
+           "Updates between layer-Jacobian decompositions, taken at monitor snapshots (the most "
+           "expensive measurement; the last update is included). Default: at update 0 only, "
+           "where the paper measures it.",
+           check=_optional(_positive_int("jacobian_every")), record="jacobian_every",
+           resume="saved", cli=dict(type=int)),
+    Option("loss", "nll", "str",
+           "The output cost: ``nll`` (the softmax's negative log-likelihood, the paper's) or "
+           "``quadratic`` (the squared error between the softmax and the one-hot target; "
+           ":mod:`fastff.losses`, Fig. 5).", record="loss", before="nll",
+           cli=dict(choices=["nll", "quadratic"]),
+           short="output cost: the softmax's negative log-likelihood (the paper's) or the "
+           "quadratic cost between the softmax and the one-hot target (Fig. 5)"),
+    Option("pretrain", None, "str, optional",
+           "``\"dae\"``: before the supervised updates, pre-train each hidden layer as a "
+           "denoising auto-encoder (:mod:`fastff.training.pretrain`; the paper's reference of "
+           "Fig. 11), logged to ``pretrain.csv`` and in ``Run.pretrain``.",
+           record="pretrain", before=None, cli=dict(choices=["dae"])),
+    Option("pretrain_updates", None, "int, optional",
+           "Auto-encoder updates per hidden layer (default: ``updates`` / 10).",
+           record="pretrain", cli=dict(type=int)),
+    Option("corruption", 0.25, "float",
+           "Masking-noise probability of the auto-encoders (Vincent et al. 2008 use 0.25 among "
+           "others).", record="pretrain", cli=dict(type=float)),
+    Option("pretrain_lr", None, "float, optional",
+           "Learning rate of the auto-encoders (default: ``lr``).", record="pretrain",
+           cli=dict(type=float)),
+    Option("optimizer", "sgd", "str",
+           "``sgd`` (the paper's), or SGD with a per-parameter rate ``lr / (1 + A / damping)`` "
+           "from a running estimate A (the paper's \"second-order\" trials, "
+           ":mod:`fastff.kernels.rates`): ``diag_hessian``, the Gauss-Newton diagonal of LeCun "
+           "et al. (1998b); ``grad_variance``, the per-example gradient's standard deviation. "
+           "``lr`` is then the largest rate a parameter gets.",
+           check=_one_of("optimizer", OPTIMIZERS),
+           record="optimizer", before="sgd", cli=dict(choices=list(OPTIMIZERS))),
+    Option("damping", None, "float, optional",
+           "The estimate's scale in the per-parameter rate (default: "
+           "``fastff.config.SECOND_ORDER_DAMPING[optimizer]``).",
+           record="rate_options", before=None, cli=dict(type=float)),
+    Option("estimate_decay", None, "float, optional",
+           "The running average's memory, in [0, 1) (default: "
+           "``fastff.config.SECOND_ORDER_DECAY``).", record="rate_options", cli=dict(type=float)),
+    Option("checkpoint_every", 300.0, "float",
+           "Seconds of wall time between checkpoints of a run with ``out_dir``, whatever the "
+           "evaluation cadence (each evaluation writes one too); 0 writes them only at "
+           "evaluations. A run interrupted (Ctrl-C, SIGTERM) writes one at once.",
+           check=_seconds, record="checkpoint_every", resume="free", cli=dict(type=float)),
+)
+BY_NAME = {o.name: o for o in OPTIONS}
+# Keys of config.json that a resumed run must share with the saved one, and the values of runs
+# recorded before a key existed
+RESUME_FIXED = tuple(dict.fromkeys(o.record for o in OPTIONS
+                                   if o.record and o.resume in ("fixed", "saved")))
+OLD_DEFAULTS = {o.record: o.before for o in OPTIONS if o.before is not _NO}
+
+
+def signature(func):
+    """``func``'s signature: ``arch`` then every option as a keyword with its default."""
+    params = [inspect.Parameter("arch", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="1000x5")]
+    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default)
+               for o in OPTIONS]
+    return inspect.Signature(params)
+
+
+def docstring(head, tail):
+    """A numpydoc docstring: ``head``, then every option's entry, then ``tail``."""
+    lines = [head.rstrip(), "", "    Parameters", "    ----------",
+             "    arch : str or list of int",
+             "        Hidden layers (``\"1000x5\"`` or ``[1000] * 5``) or full sizes "
+             "(``\"1024-1000x5-9\"``,",
+             "        whose first and last sizes must be the dataset's inputs and classes)."]
+    for o in OPTIONS:
+        lines.append(f"    {o.name} : {o.type}")
+        lines += _wrap(o.help, "        ")
+    return "\n".join(lines) + "\n" + tail
+
+
+def _wrap(text, indent, width=96):
+    out, line = [], indent
+    for word in text.split():
+        if len(line) + len(word) + 1 > width and line.strip():
+            out.append(line.rstrip())
+            line = indent
+        line += word + " "
+    return out + [line.rstrip()]
+
+
+def check(options):
+    """The options of a ``train`` call, checked alone and together; returns a dict of every
+    option's value (defaults filled in, values normalized)."""
+    unknown = [k for k in options if k not in BY_NAME]
+    if unknown:
+        raise InputError(f"train() got unknown option(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(BY_NAME)}")
+    values = {o.name: options.get(o.name, o.default) for o in OPTIONS}
+    for o in OPTIONS:
+        if o.check is not None:
+            values[o.name] = o.check(values[o.name])
+    v = values
+    if v["pretrain"] is None and (v["pretrain_updates"], v["pretrain_lr"]) != (None, None):
+        raise InputError("pretrain_updates and pretrain_lr need pretrain='dae'")
+    v["pretrain_options"] = check_pretrain(
+        v["pretrain"], max(1, v["updates"] // 10) if v["pretrain_updates"] is None
+        else v["pretrain_updates"], v["corruption"],
+        v["lr"] if v["pretrain_lr"] is None else v["pretrain_lr"])
+    v["rate_options"] = None
+    if v["optimizer"] == "sgd":
+        if (v["damping"], v["estimate_decay"]) != (None, None):
+            raise InputError("damping and estimate_decay are for optimizer='diag_hessian' or "
+                             "'grad_variance'")
+    else:
+        _, v["damping"], v["estimate_decay"] = check_rates(v["optimizer"], v["damping"],
+                                                           v["estimate_decay"])
+        v["rate_options"] = dict(damping=v["damping"], decay=v["estimate_decay"])
+        if v["optimizer"] == "grad_variance" and v["batch_size"] < 2:
+            raise InputError("optimizer='grad_variance' estimates a variance over each batch "
+                             "and needs batch_size >= 2")
+    if v["resume"] and v["overwrite"]:
+        raise InputError("resume=True continues the run in out_dir and overwrite=True replaces "
+                         "it: choose one")
+    if (v["resume"] or v["overwrite"]) and v["out_dir"] is None:
+        raise InputError(f"{'resume' if v['resume'] else 'overwrite'}=True needs out_dir, the "
+                         f"run to {'continue' if v['resume'] else 'replace'}")
+    return v
+
+
+def record(v, sizes, data, model, versions, threads):
+    """The run's config.json: every recorded option (the grouped ones under their group's key:
+    ``pretrain``, ``rate_options``), with the values the run resolved."""
+    out = dict(arch=sizes)
+    for o in OPTIONS:
+        if o.record and o.record not in out:
+            out[o.record] = v[o.name]
+    out.update(dataset=data.name, activation=model.activation, device=model.device,
+               dtype=model.dtype.name, loss=model.loss, data_options=v["data_options"] or {},
+               pretrain=v["pretrain_options"], rate_options=v["rate_options"],
+               versions=versions, threads=threads)
+    return out
+
+
+def add_arguments(parser):
+    """One flag per option that has one, with its help text and default."""
+    for o in OPTIONS:
+        if o.cli is None:
+            continue
+        default = o.default if o.cli_default is _NO else o.cli_default
+        parser.add_argument(o.flag(), default=default, dest=o.name, help=o.cli_help(), **o.cli)
+
+
+def from_arguments(args):
+    """The options that ``add_arguments`` put on ``args``."""
+    return {o.name: getattr(args, o.name) for o in OPTIONS if o.cli is not None}

@@ -1,0 +1,130 @@
+"""Resuming a run from its record: which runs may be resumed, what their checkpoint restores.
+
+A checkpoint written at an evaluation holds the parameters, the update count and the history.
+One written between evaluations (every ``checkpoint_every`` seconds, or when a run is
+interrupted) also holds what the next evaluation's row is made of: the losses since the last
+evaluation (``pending_losses``), the kernels' statistics accumulated since then
+(``pending_stats_*``) and the run's clocks (``pending_elapsed``, ``pending_monitor_seconds``), so
+that the resumed run writes the same history, bit for bit, as an uninterrupted one.
+"""
+import warnings
+
+import numpy as np
+
+from .. import config as fastff_config
+from ..errors import InputError, RecordError
+from . import options as opts
+
+PENDING = "pending_"
+
+
+def open_record(record, resume, overwrite):
+    """Refuse an ``out_dir`` that cannot take this run; return the saved config.json of the run
+    to resume (None when not resuming)."""
+    if record is None:
+        return None
+    if record.path.exists() and not record.path.is_dir():
+        raise RecordError(f"{record.path} exists and is not a directory; choose another out_dir")
+    if not resume and record.holds_run() and not overwrite:
+        raise RecordError(
+            f"{record.path} already holds a run ({', '.join(record.run_files())}); "
+            "resume it (resume=True, --resume), replace it (overwrite=True, --overwrite) "
+            "or choose another directory")
+    return record.read_config() if resume else None
+
+
+def resolve_cadences(v, saved):
+    """The cadences not given: the saved run's when resuming (their defaults depend on
+    ``updates``), else updates / 10."""
+    for name in ("eval_every", "monitor_every", "jacobian_every"):
+        if saved is not None and v[name] is None:
+            v[name] = saved.get(name)
+    for name in ("eval_every", "monitor_every"):
+        if v[name] is None:
+            v[name] = max(1, v["updates"] // 10)
+
+
+def restore(trainer, saved):
+    """Check that the saved run is this one and load its checkpoint into ``trainer`` (its
+    model, rates, start, history); returns the monitor's snapshots and the pending state."""
+    v, record, config = trainer.v, trainer.record, trainer.config
+    old = {**opts.OLD_DEFAULTS, **saved}
+    diff = [k for k in opts.RESUME_FIXED if old.get(k) != config[k]]
+    if diff:
+        raise InputError(f"cannot resume {v['out_dir']}: {', '.join(diff)} differ from the saved "
+                         f"run ({', '.join(f'{k}={old.get(k)!r}' for k in diff)})")
+    state, start, history = record.load_checkpoint()
+    if v["updates"] < start:
+        raise InputError(f"cannot resume {v['out_dir']} with updates={v['updates']}: its "
+                         f"checkpoint has already done {start}; ask for more to extend it")
+    try:
+        trainer.model.load_state(state)
+        if trainer.rates is not None:
+            trainer.rates.load_state(state, trainer.model.backend)
+    except InputError as exc:
+        raise RecordError(f"{record.checkpoint_path} does not fit this run: {exc}") from None
+    monitor_stats = record.load_stats().until(start)
+    if len(monitor_stats) and monitor_stats[0].n_layers != trainer.model.n_hidden:
+        raise RecordError(f"{record.stats_path} holds {monitor_stats[0].n_layers} layers, "
+                          f"the run has {trainer.model.n_hidden}")
+    _warn_blas_threads(v, old, config)
+    trainer.start, trainer.history, trainer.saved_config = start, history, old
+    pending = {k[len(PENDING):]: a for k, a in state.items() if k.startswith(PENDING)}
+    return dict(monitor_stats=monitor_stats, pending=pending)
+
+
+def _warn_blas_threads(v, old, config):
+    saved_blas = (old.get("threads") or {}).get("blas")
+    if (v["batch_size"] > fastff_config.CPU_SMALL_BATCH_MAX and saved_blas is not None
+            and saved_blas != config["threads"]["blas"]):
+        warnings.warn(f"{v['out_dir']} ran with {saved_blas} BLAS threads and resumes with "
+                      f"{config['threads']['blas']}: at batch_size {v['batch_size']} (above "
+                      f"{fastff_config.CPU_SMALL_BATCH_MAX}) the products go to BLAS, whose "
+                      "sums can differ in their last bits, so the result may not be "
+                      "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=4)
+
+
+def _stats_arrays(stats):
+    """Every accumulator of a StepStats, by a stable name."""
+    out = {}
+    for kind, layers in (("f", stats.forward), ("b", stats.backward)):
+        for l, s in enumerate(layers):
+            for name in vars(s):
+                a = getattr(s, name)
+                if hasattr(a, "shape") and getattr(a, "ndim", 0) == 1:
+                    out[f"stats_{kind}{l}_{name}"] = a
+    return out
+
+
+def pending_state(trainer, update):
+    """What a checkpoint between evaluations keeps beyond the parameters (host arrays)."""
+    backend = trainer.model.backend
+    losses = trainer.pending_losses()
+    last = trainer.history[-1]["update"] if trainer.history else 0
+    assert len(losses) == update - last, (len(losses), update, last)
+    out = {"losses": losses, "elapsed": np.float64(trainer.elapsed()),
+           "monitor_seconds": np.float64(trainer.monitor_seconds)}
+    out.update({k: backend.to_host(a) for k, a in _stats_arrays(trainer.stats).items()})
+    return {PENDING + k: v for k, v in out.items()}
+
+
+def apply_pending(trainer):
+    """Put a checkpoint's pending state back: the losses and statistics since the last
+    evaluation, the monitor's clock."""
+    pending = trainer.pending
+    if not pending:
+        return
+    last = trainer.history[-1]["update"] if trainer.history else 0
+    losses = np.asarray(pending.get("losses", np.zeros(0)), np.float64)
+    if losses.shape != (trainer.start - last,):
+        raise RecordError(f"{trainer.record.checkpoint_path} holds {losses.size} losses since the "
+                          f"last evaluation, not {trainer.start - last}")
+    trainer.read_losses = [losses] if losses.size else []
+    trainer.monitor_seconds = float(pending.get("monitor_seconds", trainer.monitor_seconds))
+    backend = trainer.model.backend
+    for name, a in _stats_arrays(trainer.stats).items():
+        saved = pending.get(name)
+        if saved is None or saved.shape != tuple(a.shape) or saved.dtype != a.dtype:
+            raise RecordError(f"{trainer.record.checkpoint_path}: the statistics {name} do not "
+                              "fit this run")
+        a[...] = backend.to_device(saved, a.dtype)

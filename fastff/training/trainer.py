@@ -1,0 +1,363 @@
+"""The training loop of the paper: minibatch SGD (plain, or with the per-parameter rates of
+:mod:`fastff.kernels.rates`), periodic evaluation and monitoring, checkpoints, and a run record.
+
+:class:`Trainer` holds one run: :meth:`Trainer.run` sets it up (data, model, record, resume),
+then steps; each step's loss stays on the device until :meth:`Trainer.log` reads it.
+"""
+import math
+import sys
+from time import perf_counter as clock
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numba.core import event as numba_event
+
+from .. import config as fastff_config, data as datasets
+from ..arch import parse_sizes
+from ..data.base import ArrayDataset
+from ..data.shapeset import Shapeset
+from ..data.sources import check_fits_memory
+from ..errors import DivergenceError, InputError, RecordError
+from ..model import MLP
+from ..monitor import Monitor, Stats
+from ..record import RunDir, thread_counts, versions
+from . import options as opts, resume
+from .pretrain import pretrain_dae
+from .signals import Interrupted, StopRequests
+from .warmup import CompileNotice, ParallelCompile, warm_up
+
+# Datasets whose training batches are checked once, when the dataset is built: their batches
+# skip the per-batch check that every other Dataset's batches get.
+_TRUSTED_BATCHES = (ArrayDataset.train_batch, Shapeset.train_batch)
+
+
+@dataclass
+class Run:
+    """The result of :func:`fastff.train`.
+
+    Attributes
+    ----------
+    model : MLP
+        The trained network.
+    history : list of dict
+        One dict per evaluation: ``update``, ``examples``, ``train_loss`` (mean over the updates
+        since the previous evaluation), ``valid_error``, ``test_error``, ``seconds`` and
+        ``monitor_seconds`` (time spent measuring so far) and the per-step kernel statistics of
+        every hidden layer since the previous evaluation: ``L{k}_sat_low``, ``L{k}_sat_high``,
+        ``L{k}_mean``, ``L{k}_std``, ``L{k}_dead``, ``L{k}_delta_std`` (k = 1 is the first
+        hidden layer).
+    stats : fastff.monitor.Stats
+        The monitor's snapshots on the fixed monitor set (empty when monitoring is off).
+    pretrain : list of dict
+        The pre-training log (see :func:`fastff.training.pretrain.pretrain_dae`); empty
+        without one.
+    dir : pathlib.Path or None
+        The run directory, when ``out_dir`` was given.
+    config : dict
+    """
+
+    model: MLP
+    history: list = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+    dir: Path = None
+    config: dict = field(default_factory=dict)
+    pretrain: list = field(default_factory=list)
+
+    @property
+    def final(self):
+        """The last evaluation."""
+        return self.history[-1] if self.history else None
+
+
+def _layer_columns(summaries):
+    row = {}
+    for k, s in enumerate(summaries, start=1):
+        for key in ("sat_low", "sat_high", "mean", "std", "dead", "delta_std"):
+            row[f"L{k}_{key}"] = s[key]
+    return row
+
+
+def _check_dataset(data, dtype):
+    """Everything train relies on from a Dataset, checked before the first step."""
+    for name in ("n_in", "n_classes"):
+        value = getattr(data, name, None)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"dataset {data!r}: {name} must be a positive integer, got {value!r}")
+    if data.n_classes < 2:
+        raise InputError(f"dataset {data!r} has {data.n_classes} class; at least 2 are needed")
+    if isinstance(data, ArrayDataset):  # checked when built; its values must also fit dtype
+        x = data.train[0]
+        limit = float(np.finfo(dtype).max)
+        if x.dtype.itemsize > np.dtype(dtype).itemsize and float(np.abs(x).max()) > limit:
+            raise InputError(f"dataset {data.name}: training inputs reach "
+                             f"{float(np.abs(x).max()):.3g}, beyond the range of {np.dtype(dtype)}")
+
+
+def _check_memory(sizes, batch_size, dtype):
+    """Refuse, before allocating, a batch whose buffers cannot fit in memory."""
+    per_row = (2 * sum(sizes[1:]) + sum(sizes[:-1]) + 2 * sizes[0]) * np.dtype(dtype).itemsize
+    check_fits_memory(batch_size * per_row, f"batch_size={batch_size} for {'-'.join(map(str, sizes))}")
+
+
+def _load_data(v):
+    dataset = v["dataset"]
+    if isinstance(dataset, datasets.Dataset):
+        return dataset
+    if isinstance(dataset, str):
+        return datasets.load(dataset, seed=v["seed"], data_dir=v["data_dir"],
+                             **(v["data_options"] or {}))
+    raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
+
+
+class Trainer:
+    """One run of :func:`fastff.train`, from checked options (:func:`options.check`)."""
+
+    def __init__(self, arch, v):
+        self.v = v
+        self.record = RunDir(v["out_dir"]) if v["out_dir"] is not None else None
+        saved = resume.open_record(self.record, v["resume"], v["overwrite"])
+        self.data = _load_data(v)
+        self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
+        self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
+                         device=v["device"], seed=v["seed"], dtype=v["dtype"], loss=v["loss"])
+        _check_dataset(self.data, self.model.dtype)
+        _check_memory(self.sizes, v["batch_size"], self.model.dtype)
+        self.rates = (self.model.new_rates(v["optimizer"], v["damping"], v["estimate_decay"])
+                      if v["optimizer"] != "sgd" else None)
+        resume.resolve_cadences(v, saved)
+        self.config = opts.record(v, self.sizes, self.data, self.model, versions(), thread_counts())
+        self.history, self.start, self.pending = [], 0, {}
+        monitor_stats = None
+        if saved is not None:
+            state = resume.restore(self, saved)
+            monitor_stats, self.pending = state["monitor_stats"], state["pending"]
+        self.monitor = Monitor.from_dataset(self.data) if v["monitor_every"] else None
+        if self.monitor is not None and monitor_stats is not None:
+            self.monitor.stats = monitor_stats
+        self.stats = self.model.new_stats()
+        self.losses, self.read_losses = [], []
+        self.monitor_seconds = self.history[-1].get("monitor_seconds", 0.0) if self.history else 0.0
+        resume.apply_pending(self)
+        self.t0 = 0.0
+        self.pretrain_log = []
+        self.stop = None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self):
+        """Train to ``updates`` and return the :class:`Run`."""
+        v, record = self.v, self.record
+        if self.start == v["updates"] and v["resume"]:  # nothing left: the saved run, unchanged
+            return Run(model=self.model, history=self.history,
+                       stats=self.monitor.stats if self.monitor else Stats(), dir=record.path,
+                       config=self.saved_config, pretrain=record.read_pretrain())
+        if record is not None:
+            record.prepare()
+            if v["overwrite"]:
+                record.clear()
+            record.write_config(self.config)
+        # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                StopRequests() as self.stop:
+            # the parallel passes compile in another process; the serial twins (the same
+            # numbers) compile here, before the clock starts (warmup.py)
+            parallel = ParallelCompile(self.model, v["batch_size"], v["optimizer"])
+            try:
+                notice = CompileNotice(v["progress"])
+                with numba_event.install_listener("numba:run_pass", notice):
+                    warm_up(self.model, v["batch_size"], v["optimizer"])
+                notice.done()
+                parallel.start(compiled=notice.compiled)
+                self._pretrain_or_read_log()
+                self._steps(parallel)
+            finally:
+                parallel.close()
+        return Run(model=self.model, history=self.history,
+                   stats=self.monitor.stats if self.monitor else Stats(),
+                   dir=record.path if record else None, config=self.config,
+                   pretrain=self.pretrain_log)
+
+    def _steps(self, parallel):
+        v, model = self.v, self.model
+        # the clock starts after compiling; a resumed run's goes on from the saved run's
+        self.t0 = clock() - self._saved_seconds()
+        if self.start == 0 and not self.history:
+            self.observe(0)
+            self.log(0)
+        trusted = type(self.data).train_batch in _TRUSTED_BATCHES
+        check_each_step = not model.backend.loss_on_device  # a GPU's loss waits for a log
+        every = v["checkpoint_every"] if self.record is not None else 0
+        last_checkpoint = clock()
+        bar = _progress(v["progress"], self.start, v["updates"])
+        self.stop.deferring = True
+        for k in range(self.start, v["updates"]):
+            x, y = self.batch(k, trusted)
+            loss = model._step(x, y, v["lr"], self.stats, self.rates)
+            if parallel.pending:
+                parallel.poll()
+            if check_each_step and not math.isfinite(loss):
+                self.diverged(k + 1, loss)
+            self.losses.append(loss)
+            if len(self.losses) >= fastff_config.LOSS_READ_EVERY:
+                self.read()
+            self.observe(k + 1)
+            if (k + 1) % v["eval_every"] == 0 or k + 1 == v["updates"]:
+                row = self.log(k + 1)
+                last_checkpoint = clock()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
+            elif self.stop.requested or (every and clock() - last_checkpoint >= every):
+                self.checkpoint(k + 1)
+                last_checkpoint = clock()
+            if bar is not None:
+                bar.update(1)
+            if self.stop.requested and k + 1 < v["updates"]:
+                self.stop.deferring = False
+                if bar is not None:
+                    bar.close()
+                raise self.interrupted(k + 1)
+        self.stop.deferring = False
+        if bar is not None:
+            bar.close()
+
+    def batch(self, k, trusted):
+        """Training batch k as contiguous arrays of the model's dtype; checked unless trusted."""
+        model, batch_size = self.model, self.v["batch_size"]
+        x, y = self.data.train_batch(k, batch_size)
+        if trusted:
+            return model.backend.to_device(x, model.dtype), model.backend.to_device(y, np.int64)
+        try:
+            x = model._check_x(x)
+            y = model._check_y(y, x.shape[0])
+        except InputError as exc:
+            raise InputError(f"training batch {k} of {self.data!r}: {exc}") from None
+        if x.shape[0] != batch_size:
+            raise InputError(f"training batch {k} of {self.data!r} has {x.shape[0]} rows, "
+                             f"batch_size is {batch_size}")
+        return x, y
+
+    # -- what happens between steps -----------------------------------------------------------
+    def observe(self, update):
+        """The monitor's snapshot at its cadence (and at update 0 and the last update)."""
+        v = self.v
+        if self.monitor is None or not (update % v["monitor_every"] == 0 or update == v["updates"]):
+            return
+        t = clock()
+        every = v["jacobian_every"]
+        jac = update == 0 or bool(every and (update % every == 0 or update == v["updates"]))
+        self.monitor(self.model, update=update, examples=update * v["batch_size"], jacobian=jac)
+        self.monitor_seconds += clock() - t
+        if self.record is not None:
+            self.record.save_stats(self.monitor.stats)
+
+    def read(self):
+        """Move the losses kept on the device to the host: at every evaluation, or every
+        config.LOSS_READ_EVERY steps (a device keeps a ring of them, not all)."""
+        backend = self.model.backend
+        if self.losses:
+            self.read_losses.append(backend.to_host(backend.xp.stack(self.losses))
+                                    if backend.loss_on_device
+                                    else np.asarray(self.losses, np.float64))
+            self.losses.clear()
+
+    def pending_losses(self):
+        """The losses since the last evaluation, on the host."""
+        self.read()
+        return np.concatenate(self.read_losses) if self.read_losses else np.zeros(0)
+
+    def log(self, update):
+        """An evaluation: the history row, the checkpoint and the metrics file."""
+        v, model = self.v, self.model
+        host = self.pending_losses()
+        self.read_losses.clear()
+        bad = np.flatnonzero(~np.isfinite(host))
+        if bad.size:
+            self.diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
+        if self.rates is not None and not self.rates.finite(model.backend.xp):
+            self.diverged(update, what="the per-parameter rates' estimates became inf or NaN (found)")
+        valid_err, test_err = model.error(*self.data.valid), model.error(*self.data.test)
+        row = dict(update=update, examples=update * v["batch_size"],
+                   train_loss=float(np.mean(host)) if host.size else math.nan,
+                   valid_error=valid_err, test_error=test_err,
+                   seconds=round(self.elapsed(), 3),
+                   monitor_seconds=round(self.monitor_seconds, 3))
+        row.update(_layer_columns(self.stats.summary()))
+        self.history.append(row)
+        self.stats.reset()
+        if self.record is not None:
+            self.checkpoint(update)
+            self.record.write_metrics(self.history, self.monitor.stats if self.monitor else None)
+        return row
+
+    def checkpoint(self, update):
+        """Write the checkpoint at ``update``. Between evaluations it also keeps what the next
+        evaluation's row is made of (the losses and kernel statistics since the last one, the
+        clock), so that a run resumed from it is the same run."""
+        if self.record is None:
+            return
+        extra = dict(self.rates.state(self.model.backend)) if self.rates is not None else {}
+        last = self.history[-1]["update"] if self.history else 0
+        if update != last:
+            extra.update(resume.pending_state(self, update))
+        self.record.save_checkpoint(self.model, update, self.history, extra or None)
+
+    def interrupted(self, update):
+        signum = self.stop.signum
+        if self.record is None:
+            where = "no out_dir, so nothing was saved"
+        else:
+            where = (f"checkpoint in {self.record.checkpoint_path}; continue with --resume "
+                     "(resume=True)")
+        return Interrupted(f"interrupted at update {update}; {where}", signum,
+                           update if self.record is not None else None)
+
+    def diverged(self, update, loss=None, what=None):
+        record = self.record
+        where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
+        what = what or f"loss became {loss}"
+        raise DivergenceError(f"{what} at update {update} (lr={self.v['lr']}){where}")
+
+    def elapsed(self):
+        """Seconds the run has trained (a resumed run's include the saved run's)."""
+        return clock() - self.t0
+
+    def _saved_seconds(self):
+        if "elapsed" in self.pending:
+            return float(self.pending["elapsed"])
+        return self.history[-1].get("seconds", 0.0) if self.history else 0.0
+
+    def _pretrain_or_read_log(self):
+        v, record = self.v, self.record
+        if v["pretrain_options"] is not None and self.start == 0 and not self.history:
+            self.pretrain_log = self._pretrain(v["pretrain_options"])
+        elif v["resume"] and record is not None:
+            self.pretrain_log = record.read_pretrain()
+
+    def _pretrain(self, options):
+        """The denoising auto-encoder phase before update 0; its log goes to pretrain.csv as it
+        grows."""
+        rows, model, record, v = [], self.model, self.record, self.v
+
+        def on_log(row):
+            rows.append(row)
+            if record is not None:
+                record.write_pretrain(rows)
+            if v["progress"]:
+                print(f"fastff: pre-training layer {row['layer']}/{model.n_hidden}, update "
+                      f"{row['update']}/{options['pretrain_updates']}: reconstruction "
+                      f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
+
+        trusted = type(self.data).train_batch in _TRUSTED_BATCHES
+        x_valid = self.data.valid[0]  # the validation inputs tell the data's range
+        pretrain_dae(model, lambda k: self.batch(k, trusted),
+                     updates=options["pretrain_updates"], lr=options["pretrain_lr"],
+                     corruption=options["corruption"], seed=v["seed"], on_log=on_log,
+                     input_range=(float(x_valid.min()), float(x_valid.max())))
+        return rows
+
+
+def _progress(enabled, start, total):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, unit="upd", dynamic_ncols=True)
