@@ -75,3 +75,17 @@ def test_a_warm_cache_loads_the_parallel_passes_at_once():
     warmup.warm_up(net, 4)
     pending.start(compiled=False)  # the serial warm-up found everything in the cache
     assert not pending.pending and net._plan.parallel and pending.key in warmup._COMPILED
+
+
+def test_a_process_launched_before_a_warm_warm_up_is_stopped():
+    net = fastff.MLP([5, 6, 2], activation="relu", dtype="float64")
+    warmup.warm_up(net, 3)  # everything this test needs is in the cache now
+    pending = warmup.ParallelCompile(fastff.MLP([5, 6, 2], activation="relu", dtype="float64"), 3,
+                                     "sgd")
+    if not pending.waiting:
+        pytest.skip("this process compiled these passes already")
+    pending.launch()  # as fastff.train does: the two compile at once
+    process = pending.process
+    assert process is not None
+    pending.start(compiled=False)
+    assert process.poll() is not None and not pending.pending and pending.model._plan.parallel

@@ -164,6 +164,7 @@ class Trainer:
             parallel = ParallelCompile(self.model, v["batch_size"], v["optimizer"])
             try:
                 notice = CompileNotice(v["progress"])
+                parallel.launch()
                 with numba_event.install_listener("numba:run_pass", notice):
                     warm_up(self.model, v["batch_size"], v["optimizer"])
                 notice.done()

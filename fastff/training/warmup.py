@@ -66,8 +66,9 @@ def warm_up(model, batch_size, optimizer="sgd"):
 class ParallelCompile:
     """The parallel small-batch passes of ``model``, compiled by another process while ``model``
     steps with their serial twins. Make it before the serial warm-up (it puts the model on the
-    serial twins), call :meth:`start` after it, then :meth:`poll` between steps: it switches the
-    model to the parallel passes once they are in the on-disk cache."""
+    serial twins), :meth:`launch` before it (the other process compiles meanwhile),
+    :meth:`start` after it, then :meth:`poll` between steps: it switches the model to the
+    parallel passes once they are in the on-disk cache."""
 
     def __init__(self, model, batch_size, optimizer):
         self.model, self.batch_size, self.optimizer = model, batch_size, optimizer
@@ -85,19 +86,14 @@ class ParallelCompile:
         plan.set_parallel(False)
         self.waiting = True
 
-    def start(self, compiled):
-        """After the serial warm-up: when it ``compiled`` anything the cache is cold, and another
-        process compiles the parallel passes; when everything came from the cache, the parallel
-        passes most likely do too, and they load here at once."""
-        if not self.waiting:
+    def launch(self):
+        """Before the serial warm-up: start the process that compiles the parallel passes, so
+        that the two compile at once, one core each (on a warm cache the process only loads
+        them and is stopped by :meth:`start`; on 2 cores the serial warm-up leaves the other
+        one idle anyway)."""
+        if not self.waiting or self.process is not None:
             return
-        self.waiting = False
         model = self.model
-        if not compiled:
-            model._plan.set_parallel(True)
-            warm_up(model, self.batch_size, self.optimizer)
-            _COMPILED.add(self.key)
-            return
         spec = dict(sizes=list(model.sizes), activation=model.activation,
                     dtype=model.dtype.name, batch_size=self.batch_size, loss=model.loss,
                     optimizer=self.optimizer)
@@ -106,6 +102,27 @@ class ParallelCompile:
             [sys.executable, "-c", "import sys; from fastff.training.warmup import _compile_main; "
              "_compile_main(sys.argv[1])", json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errors)
+
+    def start(self, compiled):
+        """After the serial warm-up: when it ``compiled`` anything the cache is cold, and the
+        run steps with the serial twins until the other process is done (:meth:`poll`); when
+        everything came from the cache, the parallel passes most likely do too: they load
+        here at once and the other process stops."""
+        if not self.waiting:
+            return
+        if compiled:
+            self.launch()  # (already running when launch() came first)
+            self.waiting = False
+            return
+        self.waiting = False
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.errors.close()
+            self.process = None
+        self.model._plan.set_parallel(True)
+        warm_up(self.model, self.batch_size, self.optimizer)
+        _COMPILED.add(self.key)
 
     @property
     def pending(self):
