@@ -1,6 +1,8 @@
 """Argument validation shared by the public functions: clear errors, never a silent wrong answer."""
 import numpy as np
 
+from .arrays import array_module
+
 from .errors import InputError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -30,18 +32,10 @@ def float_array(name, a, ndim, dtype=None):
     return a
 
 
-def array_module_of(a):
-    """numpy, or cupy for a CuPy array (imported only when one is met)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
 def finite(name, a, xp=None):
     """Raise if ``a`` holds NaN or inf."""
     if xp is None:
-        xp = np if type(a) is np.ndarray else array_module_of(a)
+        xp = np if type(a) is np.ndarray else array_module(a)
     if not bool(xp.isfinite(a).all()):
         raise InputError(f"{name} contains NaN or inf")
 

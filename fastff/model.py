@@ -10,6 +10,7 @@ from .checks import choose, finite, float_array, labels, positive, seed as check
 from .errors import InputError
 from .init import INITS, init_weights
 from .kernels.contracts import check_stats
+from .kernels.reference import softmax
 from .kernels.rates import LayerRates, check_hyper, output_curvature
 from .kernels.stats import BackwardStats, ForwardStats
 
@@ -260,7 +261,7 @@ class MLP:
         for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
             st = stats.forward[l] if stats is not None and l < self.n_hidden else None
             out = outs[l] if outs is not None else None
-            x = fwd(x, W, b, act, out, st, *hints)
+            x = fwd(x, W, b, act, out=out, stats=st, **hints)
             hs.append(x)
         return hs
 
@@ -275,10 +276,7 @@ class MLP:
 
     def forward(self, x):
         """Class probabilities, shape (batch, n_classes)."""
-        z = self.logits(x).astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return (p / p.sum(axis=1, keepdims=True)).astype(self.dtype)
+        return softmax(self.logits(x).astype(np.float64)).astype(self.dtype)
 
     def predict(self, x):
         """The most probable class of every row."""
@@ -367,8 +365,8 @@ class MLP:
             W, b = self.params[l]
             inp = hs[l - 1] if l > 0 else x
             st = stats.backward[l] if stats is not None and l < self.n_hidden else None
-            grad = back(inp, hs[l], W, b, grad, acts[l], lr, ws["g"][l] if l > 0 else None, st,
-                        l > 0, ws["delta"][l], *hints)
+            grad = back(inp, hs[l], W, b, grad, acts[l], lr, grad_x=ws["g"][l] if l > 0 else None,
+                        stats=st, compute_grad_x=l > 0, delta=ws["delta"][l], **hints)
         return loss
 
     def _second_order_backward(self, x, hs, grad, lr, stats, rates, ws):
@@ -384,9 +382,10 @@ class MLP:
             inp = hs[l - 1] if l > 0 else x
             st = stats.backward[l] if stats is not None and l < self.n_hidden else None
             grad, curv = plan.second_order(
-                inp, hs[l], W, b, grad, acts[l], lr, rates.layers[l], curv,
-                ws["g"][l] if l > 0 else None, curvs[l] if hessian and l > 0 else None, st, l > 0,
-                ws["delta"][l], *plan.hints)
+                inp, hs[l], W, b, grad, acts[l], lr, rates.layers[l], curv_h=curv,
+                grad_x=ws["g"][l] if l > 0 else None,
+                curv_x=curvs[l] if hessian and l > 0 else None, stats=st, compute_grad_x=l > 0,
+                delta=ws["delta"][l], **plan.hints)
 
     # -- state --------------------------------------------------------------------------------
     def state(self):

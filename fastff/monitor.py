@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import activations, config
+from .arrays import to_host
 from .checks import float_array
 from .errors import InputError
 from .losses import per_example
@@ -152,7 +153,7 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     lo, hi = act.hist_range
     out.edges["act"] = np.linspace(lo, hi, config.HIST_BINS + 1)
     # the kernels' histogram clips outside values into the end bins: take them back out
-    act_hist = np.stack([_to_host(s.hist) for s in stats.forward]).astype(np.int64)
+    act_hist = np.stack([to_host(s.hist) for s in stats.forward]).astype(np.int64)
     below = np.array([int((hs[k] < lo).sum()) for k in range(L)], np.int64)
     above = np.array([int((hs[k] > hi).sum()) for k in range(L)], np.int64)
     if L:
@@ -225,7 +226,7 @@ def histogram(values, lo, hi, bins, xp=np):
     inside = (v >= lo) & (v <= hi)
     idx = xp.floor((v[inside] - lo) * (bins / (hi - lo)))
     idx = xp.clip(idx, 0, bins - 1).astype(np.int64)
-    counts = _to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
+    counts = to_host(xp.bincount(idx, minlength=bins)).astype(np.int64)
     return counts, int(v.size - int(inside.sum()))
 
 
@@ -248,10 +249,6 @@ def _mean_std(a, xp):
     a64 = a.astype(np.float64)
     mean = float(a64.mean())
     return mean, float(xp.sqrt(((a64 - mean) ** 2).mean()))
-
-
-def _to_host(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 class Stats:

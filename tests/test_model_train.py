@@ -171,8 +171,9 @@ def test_backends_are_objects_in_one_registry():
     small = fastff.MLP("4-5-2")._plan
     big = cpu_backend.plan([1024] + [3000] * 3 + [9], "float32")
     # the CPU's own tunables: prefetch, and the parallel passes or their serial twins
-    assert small.hints == (False, True) and big.hints == (True, True)
-    assert kernels.get_backend("reference").plan([4, 5, 2], "float32").hints == ()
+    assert small.hints == dict(prefetch=False, parallel=True)
+    assert big.hints == dict(prefetch=True, parallel=True)
+    assert kernels.get_backend("reference").plan([4, 5, 2], "float32").hints == {}
     with pytest.raises(InputError, match="valid: cpu, cuda, reference"):
         kernels.get_backend("tpu")
 

@@ -17,6 +17,7 @@ from .backend import Backend, CPUPlan
 from .cuda.step import CUDAPlan
 from .rates import LayerRates
 from .stats import BackwardStats, ForwardStats
+from ..arrays import on_device
 from ..checks import choose
 from ..errors import DeviceError, InputError
 
@@ -67,7 +68,7 @@ def backend_of(*arrays):
             continue
         if isinstance(a, np.ndarray):
             kinds.add("cpu")
-        elif type(a).__module__.startswith("cupy"):
+        elif on_device(a):
             kinds.add("cuda")
         else:
             raise InputError(f"expected a NumPy or CuPy array, got {type(a).__name__}")

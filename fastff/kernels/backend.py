@@ -22,6 +22,7 @@ import importlib
 import numpy as np
 
 from .. import config
+from ..arrays import to_host
 from ..losses import KERNELS
 from . import memory
 
@@ -34,19 +35,20 @@ class Plan:
     def __init__(self, backend, sizes, dtype):
         self.backend, self.sizes, self.dtype = backend, list(sizes), np.dtype(dtype)
         self._workspace = {}
-        # The kernels the step calls, positionally and with ``*hints`` last (no Python layer
-        # per call; measured: a wrapper per call cost 1 us, 12 us a step):
-        # forward(x, W, b, activation, out, stats, *hints);
-        # backward(x, h, W, b, grad_h, activation, lr, grad_x, stats, compute_grad_x, delta,
-        #          *hints); and one of ``costs``.
+        # The kernels the step calls directly (no Python layer per call; measured: a wrapper
+        # per call cost 1 us, 12 us a step), with the contract's arguments by position and the
+        # rest by name, ``**hints`` last:
+        # forward(x, W, b, activation, out=, stats=, **hints);
+        # backward(x, h, W, b, grad_h, activation, lr, grad_x=, stats=, compute_grad_x=,
+        #          delta=, **hints); and one of ``costs``.
         self.forward = backend.forward_unchecked
         self.backward = backend.backward_unchecked
-        # second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h, grad_x, curv_x, stats,
-        #              compute_grad_x, delta, *hints) -> (grad_x, curv_x): per-parameter rates
+        # second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=, grad_x=, curv_x=,
+        #              stats=, compute_grad_x=, delta=, **hints) -> (grad_x, curv_x)
         self.second_order = backend.second_order_unchecked
         # the output costs, by name (fastff.losses): cost(z, y, grad_z=None) -> (loss, grad_z)
         self.costs = {name: getattr(backend, f"{op}_unchecked") for name, op in KERNELS.items()}
-        self.hints = ()  # the backend's per-model tunables, passed after the contract's arguments
+        self.hints = {}  # the backend's per-model tunables, by name (the CPU's: prefetch, parallel)
         self.parallel = True
 
     # whole_step(params, activation, x, y, lr, stats, rates, loss) -> the loss, or None where
@@ -103,7 +105,7 @@ class CPUPlan(Plan):
 
     def set_parallel(self, parallel):
         super().set_parallel(parallel)
-        self.hints = (self.prefetch, self.parallel)
+        self.hints = dict(prefetch=self.prefetch, parallel=self.parallel)
 
 
 class Backend:
@@ -164,9 +166,7 @@ class Backend:
     def to_device(self, a, dtype=None):
         """``a`` as a contiguous array of this backend (a no-op for one that already is)."""
         if self._xp_name == "numpy":
-            if type(a) is not np.ndarray and hasattr(a, "get"):
-                a = a.get()  # a CuPy array coming home
-            return np.ascontiguousarray(a, dtype=dtype)
+            return np.ascontiguousarray(to_host(a), dtype=dtype)  # a CuPy array comes home
         xp = self.xp
         return xp.ascontiguousarray(xp.asarray(a, dtype=dtype))
 
@@ -185,4 +185,4 @@ class Backend:
 
     def to_host(self, a):
         """``a`` as a NumPy array (a copy from the GPU; the array itself on the host)."""
-        return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+        return to_host(a)

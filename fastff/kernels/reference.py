@@ -247,11 +247,24 @@ def softmax_nll(z, y):
     return softmax_nll_unchecked(z, y)
 
 
+def softmax_parts(z, xp=np):
+    """A stable softmax over the rows of ``z``, in ``z``'s dtype, as its parts: the row maxima
+    m, e = exp(z - m) and the row sums of e (softmax = e / total). The one softmax of the
+    NumPy side (the costs, the measurements, the curvature, ``MLP.forward``)."""
+    m = z.max(axis=1, keepdims=True)
+    e = xp.exp(z - m)
+    return e, e.sum(axis=1, keepdims=True), m
+
+
+def softmax(z, xp=np):
+    """softmax(z) over the rows, in ``z``'s dtype."""
+    e, total, _ = softmax_parts(z, xp)
+    return e / total
+
+
 def softmax_nll_unchecked(z, y, grad_z=None):
     """softmax_nll on checked arguments (the interface the MLP calls on every backend)."""
-    m = z.max(axis=1, keepdims=True)
-    e = np.exp(z - m)
-    total = e.sum(axis=1, keepdims=True)
+    e, total, m = softmax_parts(z)
     rows = np.arange(z.shape[0])
     logp_y = (z[rows, y] - m[:, 0]) - np.log(total[:, 0])
     loss = float(-logp_y.astype(np.float64).mean())
@@ -294,8 +307,7 @@ def softmax_quadratic(z, y):
 def softmax_quadratic_unchecked(z, y, grad_z=None):
     """softmax_quadratic on checked arguments (the interface the MLP calls on every backend)."""
     z64 = z.astype(np.float64)
-    e = np.exp(z64 - z64.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = softmax(z64)
     rows = np.arange(z.shape[0])
     err = p.copy()
     err[rows, y] -= 1

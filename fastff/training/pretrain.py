@@ -127,7 +127,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
             x = batches(k)[0]
             for l in range(layer):  # the pre-trained layers below, without noise
                 Wl, bl = model.params[l]
-                x = fwd(x, Wl, bl, model.activation, None, None, *hints)
+                x = fwd(x, Wl, bl, model.activation, **hints)
             if layer == 0:  # every batch must map into [0, 1] as the data's range does
                 lo, hi = float(x.min()), float(x.max())
                 if scale is None:
@@ -142,21 +142,21 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
             target = x * dtype.type(scale) + dtype.type(shift) if scale != 1.0 else x
             mask = backend.to_device(rng.random(x.shape) < keep, dtype)
             noisy = x * mask
-            h = fwd(noisy, W, b, model.activation, None, fstats, *hints)
+            h = fwd(noisy, W, b, model.activation, stats=fstats, **hints)
             Wt = xp.ascontiguousarray(W.T)  # the decoder's weights: a scratch copy of W^T
-            a = fwd(h, Wt, c, "linear", None, None, *hints)
+            a = fwd(h, Wt, c, "linear", **hints)
             # softplus(a) - t a, summed over the inputs, averaged over the batch
             losses.append((xp.logaddexp(0, a) - target * a).sum(dtype=np.float64) / len(a))
             grad_a = ((1 / (1 + xp.exp(-a)) - target) / dtype.type(len(a))).astype(dtype)
             # dC/dh = grad_a W with the old W; c is updated (and the scratch copy, unused)
-            grad_h = back(h, a, Wt, c, grad_a, "linear", lr, None, None, True, None, *hints)
+            grad_h = back(h, a, Wt, c, grad_a, "linear", lr, **hints)
             delta = grad_h * act.derivative(h, xp).astype(dtype, copy=False)
             # W's two gradients in one fused update: noisy^T delta (encoder) + grad_a^T h
             # (decoder, transposed), as one product over the rows stacked; the bias gets only
             # the encoder's, so the stacked update goes to a scratch bias
             rows_out = xp.concatenate([delta, h])  # also passed as h: a linear layer ignores it
             back(xp.concatenate([noisy, grad_a]), rows_out, W, scratch_bias, rows_out, "linear",
-                 lr, None, None, False, None, *hints)
+                 lr, compute_grad_x=False, **hints)
             b -= dtype.type(lr) * delta.sum(axis=0)
             if (k + 1) % log_every == 0 or k + 1 == updates:
                 host = backend.to_host(xp.stack(losses))  # one read from the device

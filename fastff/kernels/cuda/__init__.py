@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import activations, config
+from ...arrays import on_device
 from ...errors import DeviceError, InputError
 from ..contracts import backward_args, forward_args, second_order_args, softmax_args
 
@@ -136,7 +137,7 @@ def kernel_params(args, address):
     gives an array's device address; scalars must be NumPy scalars of the kernel's types."""
     values = []
     for a in args:
-        if hasattr(a, "shape") and getattr(a, "ndim", 0) > 0 or type(a).__module__.startswith("cupy"):
+        if on_device(a) or isinstance(a, np.ndarray) and a.ndim > 0:
             values.append(ctypes.c_void_p(address(a)))
         else:
             values.append(_VALUE_TYPES[np.asarray(a).dtype](np.asarray(a).item()))
