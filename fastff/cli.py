@@ -150,7 +150,7 @@ def _reproduce(args):
 
 def _figure_cost_surface(args):
     from .report.cost_surface import cost_surface, draw
-    from .report.figures import save_png
+    from .report.plotting import save_png
     out = Path(args.out)
     if not out.parent.is_dir():
         raise InputError(f"cannot write {out}: the directory {out.parent} does not exist")

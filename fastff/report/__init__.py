@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write_bytes
-from .figures import FIGURES, pyplot, save_png
+from .figures import FIGURES
+from .plotting import pyplot, save_png
 from .html import index_html
 from .runs import RunData, load_run
 

@@ -24,6 +24,7 @@ from ..checks import positive, seed as check_seed
 from ..errors import InputError
 from ..init import init_weights
 from ..kernels import reference as ref
+from .plotting import finish, pyplot
 
 COSTS = {"nll": ref.softmax_nll, "quadratic": ref.softmax_quadratic}
 
@@ -120,7 +121,6 @@ def cost_surface(n_examples=200, n_in=1, n_hidden=1, n_classes=2, span=8.0, poin
 def draw(surface=None):
     """Fig. 5 as a matplotlib Figure: the two surfaces side by side, each titled with its
     plateau fraction (``surface`` defaults to :func:`cost_surface`'s)."""
-    from .figures import _finish, pyplot
     s = cost_surface() if surface is None else surface
     plt = pyplot()
     fig = plt.figure(figsize=(11, 4.8))
@@ -134,6 +134,6 @@ def draw(surface=None):
         ax.set(xlabel="W1 (first layer)", ylabel="W2 (output layer)", zlabel="cost")
         ax.set_title(f"{titles[name]}\nplateau: {100 * s.plateau[name]:.1f}% of the grid "
                      f"(|grad| < {100 * s.threshold:g}% of max, cost > median)", fontsize=9)
-    return _finish(fig, "Training cost over two weights of a one-hidden-layer tanh net, random "
+    return finish(fig, "Training cost over two weights of a one-hidden-layer tanh net, random "
                    "inputs and targets (paper Fig. 5)")
 

@@ -7,31 +7,10 @@ The x axis counts updates; a second axis on top counts examples seen (the paper'
 are undefined for online Shapeset, reference section 5). Panels that are compared share their
 x and y scales (and heat maps their colour scale), so that equal heights mean equal values.
 """
-import io
-
 import numpy as np
 
-from ..errors import FastffError
-from ..files import atomic_write_bytes
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend, or a clear error when matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise FastffError("figures need matplotlib: pip install 'fastff[plot]'") from None
-    return plt
-
-
-def save_png(fig, path, dpi=110):
-    """Write ``fig`` to ``path`` as a PNG, whole or not at all, and close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+from .plotting import finish as _finish, pyplot, save_png  # noqa: F401  (save_png: the report's)
+from . import cost_surface as surface
 
 
 def _layer_colors(n):
@@ -57,12 +36,6 @@ def _examples_axis(ax, batch):
 def _legend(ax):
     """Legend outside the plot, on the right, so that it hides no data."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-
-
-def _finish(fig, title):
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def _monitored(runs):
@@ -280,7 +253,6 @@ def jacobian(runs):
 def cost_surface(runs=None):
     """Fig. 5: the log-likelihood and quadratic costs of a one-hidden-layer tanh net over two
     weights, with the plateaus measured (drawn without a run; fastff.report.cost_surface)."""
-    from . import cost_surface as surface
     return surface.draw()
 
 

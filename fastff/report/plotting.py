@@ -1,0 +1,32 @@
+"""What every figure module of fastff.report shares: matplotlib on the Agg backend, writing a
+PNG, a figure's title."""
+import io
+
+from ..errors import FastffError
+from ..files import atomic_write_bytes
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a clear error when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FastffError("figures need matplotlib: pip install 'fastff[plot]'") from None
+    return plt
+
+
+def save_png(fig, path, dpi=110):
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all, and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def finish(fig, title):
+    """The figure with its title, laid out."""
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
