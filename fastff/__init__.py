@@ -11,10 +11,11 @@ from .init import init_weights
 from .model import MLP
 from .monitor import Measurement, Monitor, Stats, measure
 from .training import Interrupted, Run, pretrain, train
-from .sweep import sweep  # noqa: E402  (the function; fastff.sweep the module's other names)
-from .reproduce import reproduce  # noqa: E402  (likewise)
+from .sweeps import sweep
+from .reproduction import reproduce
 
 __all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init",
            "baselines", "pretrain", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
-           "DataError", "RecordError", "Interrupted", "training", "__version__"]
+           "DataError", "RecordError", "Interrupted", "training", "sweeps", "reproduction",
+           "__version__"]

@@ -116,7 +116,7 @@ def _data_fetch(args):
 
 def _sweep(args):
     import json
-    from .sweep import sweep
+    from .sweeps import sweep
     spec = Path(args.spec)
     try:
         grid = json.loads(spec.read_text() if spec.is_file() else args.spec)
@@ -131,7 +131,7 @@ def _sweep(args):
 
 
 def _reproduce(args):
-    from .reproduce import reproduce
+    from .reproduction import reproduce
     result = reproduce(args.paper, budget=args.budget, out_dir=args.out, datasets=args.datasets,
                        seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
                        data_dir=args.data_dir, progress=not args.quiet,
@@ -181,12 +181,8 @@ class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser():
-    fmt = _Defaults
-    p = argparse.ArgumentParser(prog="fastff", description=__doc__.split("\n")[0])
-    p.add_argument("--version", action="version", version=f"fastff {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub, fmt):
+    """``fastff train``: its flags come from fastff.training.options."""
     t = sub.add_parser("train", help="train an MLP with SGD and record the run", formatter_class=fmt,
                        description="Train an MLP with plain minibatch SGD, as Glorot & Bengio "
                        "(2010) do, and record the run (config.json, metrics.csv, stats.npz, "
@@ -204,6 +200,9 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
+
+def _add_report(sub, fmt):
+    """``fastff report``."""
     r = sub.add_parser("report", help="draw the paper's figures from run directories",
                        formatter_class=fmt)
     r.add_argument("runs", nargs="+", help="run directories (one panel each, in this order)")
@@ -211,6 +210,9 @@ def build_parser():
                    help="output directory (default: RUN/figures for one run, fastff-report for more)")
     r.set_defaults(func=_report)
 
+
+def _add_sweep(sub, fmt):
+    """``fastff sweep``."""
     w = sub.add_parser("sweep", formatter_class=fmt, help="train every point of a grid on Dask",
                        description="Train one run per point of a grid of train() arguments, "
                        "on a LocalCluster of worker processes or an existing Dask cluster, and "
@@ -226,7 +228,10 @@ def build_parser():
     w.add_argument("--quiet", action="store_true", help="no progress lines")
     w.set_defaults(func=_sweep)
 
-    from .reproduce.glorot2010 import BUDGETS, DATASETS
+
+def _add_reproduce(sub, fmt):
+    """``fastff reproduce``."""
+    from .reproduction.glorot2010 import BUDGETS, DATASETS
     rp = sub.add_parser("reproduce", formatter_class=fmt,
                         help="reproduce a paper's comparison (Table 1 and the figures)",
                         description="Train every model of Glorot & Bengio (2010)'s Table 1 over a "
@@ -255,6 +260,9 @@ def build_parser():
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     rp.set_defaults(func=_reproduce)
 
+
+def _add_figure(sub, fmt):
+    """``fastff figure``: figures that need no run."""
     fg = sub.add_parser("figure", help="draw a figure that needs no run")
     fsub = fg.add_subparsers(dest="figure_command", required=True)
     cs = fsub.add_parser("cost-surface", formatter_class=fmt,
@@ -265,6 +273,9 @@ def build_parser():
     cs.add_argument("--seed", type=int, default=0, help="fixes the random inputs and targets")
     cs.set_defaults(func=_figure_cost_surface)
 
+
+def _add_export(sub, fmt):
+    """``fastff export``."""
     e = sub.add_parser("export", help="export runs to other tools")
     esub = e.add_subparsers(dest="export_command", required=True)
     tb = esub.add_parser("tensorboard", formatter_class=fmt,
@@ -275,6 +286,9 @@ def build_parser():
                     "(default: RUN/tensorboard for each run)")
     tb.set_defaults(func=_export_tensorboard)
 
+
+def _add_data(sub, fmt):
+    """``fastff data``: look at or fetch datasets."""
     d = sub.add_parser("data", help="look at or fetch datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     show = dsub.add_parser("show", help="write a PNG grid of examples with their labels",
@@ -291,6 +305,20 @@ def build_parser():
     fetch.add_argument("name", choices=["mnist", "cifar10"])
     fetch.add_argument("--data-dir", default=None, help="look here first")
     fetch.set_defaults(func=_data_fetch)
+
+
+def build_parser():
+    fmt = _Defaults
+    p = argparse.ArgumentParser(prog="fastff", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"fastff {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_train(sub, fmt)
+    _add_report(sub, fmt)
+    _add_sweep(sub, fmt)
+    _add_reproduce(sub, fmt)
+    _add_figure(sub, fmt)
+    _add_export(sub, fmt)
+    _add_data(sub, fmt)
     return p
 
 

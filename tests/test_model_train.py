@@ -210,3 +210,12 @@ def test_train_on_a_finite_shapeset_from_the_command_line(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["data_options"]["finite"] == 40
     assert cli.main(["train", "--dataset", "mnist", "--finite", "40", "--updates", "1"]) == 2
     assert "--finite is a Shapeset option" in capsys.readouterr().err
+
+
+def test_public_functions_do_not_shadow_modules():
+    import importlib.util
+    for name in ("train", "sweep", "reproduce"):
+        assert callable(getattr(fastff, name))
+        assert importlib.util.find_spec(f"fastff.{name}") is None, name
+    assert fastff.training.train is fastff.train
+    assert fastff.sweeps.sweep is fastff.sweep and fastff.reproduction.reproduce is fastff.reproduce

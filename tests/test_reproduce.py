@@ -10,8 +10,8 @@ import pytest
 
 from fastff.cli import main
 from fastff.errors import InputError
-from fastff.reproduce import chosen_runs, glorot2010, reproduce
-from fastff.reproduce.table import choose_lr, experiments_table, markdown, table1
+from fastff.reproduction import chosen_runs, glorot2010, reproduce
+from fastff.reproduction.table import choose_lr, experiments_table, markdown, table1
 
 if not os.environ.get("CI"):
     pytest.importorskip("distributed")

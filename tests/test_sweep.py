@@ -11,7 +11,7 @@ import pytest
 import fastff
 from fastff.errors import InputError
 from fastff.record import RunDir
-from fastff.sweep import expand, run_name, varying
+from fastff.sweeps import expand, run_name, varying
 
 distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else __import__("distributed")
 
@@ -92,7 +92,7 @@ def test_diverged_and_failed_runs_are_rows_not_the_end(client, tmp_path):
 
 
 def test_a_sweep_resumes_an_unfinished_run_from_its_checkpoint(client, tmp_path):
-    from fastff.sweep import run_name
+    from fastff.sweeps import run_name
     point = {**GRID, "activation": "tanh", "init": "normalized"}
     run_dir = tmp_path / run_name(point, [])
     fastff.train(**{**point, "updates": 20}, out_dir=run_dir, progress=False)  # stopped early

@@ -110,54 +110,16 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
     check_seed(seed)
     log_every = max(1, updates // 10) if log_every is None else positive("log_every", log_every,
                                                                          integer=True)
-    act = activations.get(model.activation)
-    backend, plan, dtype = model.backend, model._plan, model.dtype
-    xp, fwd, back, hints = backend.xp, plan.forward, plan.backward, plan.hints
+    backend, xp = model.backend, model.backend.xp
     rng = np.random.default_rng([seed, 0xDAE])
-    keep = 1.0 - corruption
     rows, t0 = [], time.perf_counter()
     for layer in range(model.n_hidden):
-        W, b = model.params[layer]
-        n_in, n_out = W.shape
-        c = xp.zeros(n_in, dtype)
-        fstats = ForwardStats(n_out, model.activation, xp=xp)
-        scratch_bias = xp.zeros(n_out, dtype)
-        losses, scale, shift = [], None, None
+        dae = _AutoEncoder(model, layer, lr, 1.0 - corruption, rng)
+        losses = []
         for k in range(updates):
-            x = batches(k)[0]
-            for l in range(layer):  # the pre-trained layers below, without noise
-                Wl, bl = model.params[l]
-                x = fwd(x, Wl, bl, model.activation, **hints)
-            if layer == 0:  # every batch must map into [0, 1] as the data's range does
-                lo, hi = float(x.min()), float(x.max())
-                if scale is None:
-                    scale, shift = _target_map(*(input_range or (lo, hi)), "the input")
-                if not (0 <= lo * scale + shift and hi * scale + shift <= 1):
-                    raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], outside "
-                                     f"the [{-shift / scale + 0:g}, {(1 - shift) / scale:g}] its "
-                                     "reconstruction targets were chosen for")
-            elif scale is None:
-                scale, shift = _target_map(*BOUNDED[model.activation],
-                                           f"layer {layer}'s {model.activation} units")
-            target = x * dtype.type(scale) + dtype.type(shift) if scale != 1.0 else x
-            mask = backend.to_device(rng.random(x.shape) < keep, dtype)
-            noisy = x * mask
-            h = fwd(noisy, W, b, model.activation, stats=fstats, **hints)
-            Wt = xp.ascontiguousarray(W.T)  # the decoder's weights: a scratch copy of W^T
-            a = fwd(h, Wt, c, "linear", **hints)
-            # softplus(a) - t a, summed over the inputs, averaged over the batch
-            losses.append((xp.logaddexp(0, a) - target * a).sum(dtype=np.float64) / len(a))
-            grad_a = ((1 / (1 + xp.exp(-a)) - target) / dtype.type(len(a))).astype(dtype)
-            # dC/dh = grad_a W with the old W; c is updated (and the scratch copy, unused)
-            grad_h = back(h, a, Wt, c, grad_a, "linear", lr, **hints)
-            delta = grad_h * act.derivative(h, xp).astype(dtype, copy=False)
-            # W's two gradients in one fused update: noisy^T delta (encoder) + grad_a^T h
-            # (decoder, transposed), as one product over the rows stacked; the bias gets only
-            # the encoder's, so the stacked update goes to a scratch bias
-            rows_out = xp.concatenate([delta, h])  # also passed as h: a linear layer ignores it
-            back(xp.concatenate([noisy, grad_a]), rows_out, W, scratch_bias, rows_out, "linear",
-                 lr, compute_grad_x=False, **hints)
-            b -= dtype.type(lr) * delta.sum(axis=0)
+            x = _layer_input(model, batches(k)[0], layer)
+            dae.set_targets(x, k, input_range)
+            losses.append(dae.update(x))
             if (k + 1) % log_every == 0 or k + 1 == updates:
                 host = backend.to_host(xp.stack(losses))  # one read from the device
                 if not np.isfinite(host).all():
@@ -165,7 +127,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
                     raise DivergenceError(
                         f"pre-training layer {layer + 1}: the reconstruction cost became "
                         f"{host[bad]} at update {k + 1 - len(host) + bad + 1} (lr={lr})")
-                s = fstats.summary()
+                s = dae.stats.summary()
                 row = dict(layer=layer + 1, update=k + 1, examples=(k + 1) * len(x),
                            reconstruction=float(host.mean()), sat_low=s["sat_low"],
                            sat_high=s["sat_high"], mean=s["mean"], std=s["std"],
@@ -174,5 +136,75 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
                 if on_log is not None:
                     on_log(row)
                 losses.clear()
-                fstats.reset()
+                dae.stats.reset()
     return rows
+
+
+def _layer_input(model, x, layer):
+    """The input of hidden layer ``layer`` for a batch: the pre-trained layers below, without
+    noise."""
+    fwd, hints = model._plan.forward, model._plan.hints
+    for l in range(layer):
+        Wl, bl = model.params[l]
+        x = fwd(x, Wl, bl, model.activation, **hints)
+    return x
+
+
+class _AutoEncoder:
+    """Hidden layer ``layer`` of ``model`` as a denoising auto-encoder with tied weights: its
+    decoder bias, its encoder's statistics, its reconstruction targets and its update."""
+
+    def __init__(self, model, layer, lr, keep, rng):
+        self.model, self.layer, self.lr, self.keep, self.rng = model, layer, lr, keep, rng
+        xp, dtype = model.backend.xp, model.dtype
+        self.W, self.b = model.params[layer]
+        n_in, n_out = self.W.shape
+        self.c = xp.zeros(n_in, dtype)
+        self.stats = ForwardStats(n_out, model.activation, xp=xp)
+        self.scratch_bias = xp.zeros(n_out, dtype)
+        self.scale = self.shift = None
+
+    def set_targets(self, x, k, input_range):
+        """The map from this layer's inputs to reconstruction targets in [0, 1], chosen at the
+        first batch; every batch of the data must map inside it."""
+        model = self.model
+        if self.layer == 0:  # every batch must map into [0, 1] as the data's range does
+            lo, hi = float(x.min()), float(x.max())
+            if self.scale is None:
+                self.scale, self.shift = _target_map(*(input_range or (lo, hi)), "the input")
+            scale, shift = self.scale, self.shift
+            if not (0 <= lo * scale + shift and hi * scale + shift <= 1):
+                raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], outside "
+                                 f"the [{-shift / scale + 0:g}, {(1 - shift) / scale:g}] its "
+                                 "reconstruction targets were chosen for")
+        elif self.scale is None:
+            self.scale, self.shift = _target_map(*BOUNDED[model.activation],
+                                                 f"layer {self.layer}'s {model.activation} units")
+
+    def update(self, x):
+        """One SGD update on the batch ``x``; returns its reconstruction cost (on the device)."""
+        model, W, b, c, lr = self.model, self.W, self.b, self.c, self.lr
+        backend, dtype, plan = model.backend, model.dtype, model._plan
+        xp, fwd, back, hints = backend.xp, plan.forward, plan.backward, plan.hints
+        act = activations.get(model.activation)
+        scale, shift = self.scale, self.shift
+        target = x * dtype.type(scale) + dtype.type(shift) if scale != 1.0 else x
+        mask = backend.to_device(self.rng.random(x.shape) < self.keep, dtype)
+        noisy = x * mask
+        h = fwd(noisy, W, b, model.activation, stats=self.stats, **hints)
+        Wt = xp.ascontiguousarray(W.T)  # the decoder's weights: a scratch copy of W^T
+        a = fwd(h, Wt, c, "linear", **hints)
+        # softplus(a) - t a, summed over the inputs, averaged over the batch
+        loss = (xp.logaddexp(0, a) - target * a).sum(dtype=np.float64) / len(a)
+        grad_a = ((1 / (1 + xp.exp(-a)) - target) / dtype.type(len(a))).astype(dtype)
+        # dC/dh = grad_a W with the old W; c is updated (and the scratch copy, unused)
+        grad_h = back(h, a, Wt, c, grad_a, "linear", lr, **hints)
+        delta = grad_h * act.derivative(h, xp).astype(dtype, copy=False)
+        # W's two gradients in one fused update: noisy^T delta (encoder) + grad_a^T h
+        # (decoder, transposed), as one product over the rows stacked; the bias gets only
+        # the encoder's, so the stacked update goes to a scratch bias
+        rows_out = xp.concatenate([delta, h])  # also passed as h: a linear layer ignores it
+        back(xp.concatenate([noisy, grad_a]), rows_out, W, self.scratch_bias, rows_out, "linear",
+             lr, compute_grad_x=False, **hints)
+        b -= dtype.type(lr) * delta.sum(axis=0)
+        return loss

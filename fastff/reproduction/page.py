@@ -51,7 +51,7 @@ def index_html(spec, budget, table, figures, skipped, experiments=()):
     Parameters
     ----------
     spec : module
-        The paper's plan (:mod:`fastff.reproduce.glorot2010`).
+        The paper's plan (:mod:`fastff.reproduction.glorot2010`).
     budget : Budget
     table : list of dict
         Table 1 rows.
@@ -59,7 +59,7 @@ def index_html(spec, budget, table, figures, skipped, experiments=()):
     skipped : dict
         Dataset -> why it was not run.
     experiments : list of dict
-        The other experiments' rows (:func:`fastff.reproduce.table.experiments_table`).
+        The other experiments' rows (:func:`fastff.reproduction.table.experiments_table`).
     """
     esc = html.escape
     sets = list(dict.fromkeys(r["dataset"] for r in table))

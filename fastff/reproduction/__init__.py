@@ -142,7 +142,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     budget : str
         ``smoke`` (narrow nets, a minute or two), ``quick`` (the paper's nets, about an hour on 2
         cores for Shapeset and MNIST) or ``paper`` (5 million updates per run: a cluster or a
-        GPU). :data:`fastff.reproduce.glorot2010.BUDGETS` lists the updates and grids.
+        GPU). :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
     out_dir : str or Path
         Where the runs, the table, the figures and index.html go.
     datasets : list of str or str, optional
@@ -170,7 +170,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     -------
     Reproduction
     """
-    from ..sweep import sweep
+    from ..sweeps import sweep
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
     names = _names("dataset", datasets if datasets is not None else list(DATASETS), DATASETS)
