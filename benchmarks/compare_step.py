@@ -43,26 +43,33 @@ def paper_data(batch):
             rng.integers(0, PAPER_SIZES[-1], batch))
 
 
+def torch_step(tx, ty, device="cpu"):
+    """PyTorch's SGD step of the paper's network (seeded) on the tensors (tx, ty), as a
+    function; the net lives on ``device``."""
+    import torch
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(PAPER_SIZES) - 2:
+            layers.append(torch.nn.Tanh())
+    net = torch.nn.Sequential(*layers).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(tx), ty).backward()
+        opt.step()
+    step.net, step.opt = net, opt
+    return step
+
+
 def paper_step(contender, x, y):
     """A function taking one SGD step of the paper's network on (x, y), for ``contender``:
     fastff, the NumPy reference (both with per-step statistics) or PyTorch eager."""
     if contender == "pytorch-eager":
         import torch
-        torch.manual_seed(0)
-        layers = []
-        for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
-            layers.append(torch.nn.Linear(a, b))
-            if i < len(PAPER_SIZES) - 2:
-                layers.append(torch.nn.Tanh())
-        net = torch.nn.Sequential(*layers)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(tx), ty).backward()
-            opt.step()
-        return step
+        return torch_step(torch.from_numpy(x), torch.from_numpy(y))
     import fastff
     net = fastff.MLP(PAPER_SIZES, activation="tanh",
                      kernels="reference" if contender == "numpy-reference" else None)

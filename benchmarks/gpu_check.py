@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from compare_step import PAPER_SIZES, processor  # noqa: E402
+from compare_step import PAPER_SIZES, processor, torch_step  # noqa: E402
 
 BATCHES = (10, 128, 1024)
 TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}
@@ -147,22 +147,10 @@ def time_torch(steps, repeats):
     import torch
     rows = []
     for batch in BATCHES:
-        torch.manual_seed(0)
-        layers = []
-        for i, (a, b) in enumerate(zip(PAPER_SIZES[:-1], PAPER_SIZES[1:])):
-            layers.append(torch.nn.Linear(a, b))
-            if i < len(PAPER_SIZES) - 2:
-                layers.append(torch.nn.Tanh())
-        net = torch.nn.Sequential(*layers).cuda()
-        opt = torch.optim.SGD(net.parameters(), lr=0.01)
         tx = torch.rand(batch, PAPER_SIZES[0], device="cuda")
         ty = torch.randint(0, PAPER_SIZES[-1], (batch,), device="cuda")
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(net(tx), ty).backward()
-            opt.step()
-
+        step = torch_step(tx, ty, "cuda")
+        net, opt = step.net, step.opt
         n = steps if batch <= 128 else max(10, steps // 10)
         rows.append(dict(batch=batch, path="pytorch eager", **_time_torch(step, n, repeats)))
         side = torch.cuda.Stream()
