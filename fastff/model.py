@@ -284,9 +284,14 @@ class MLP:
 
     def error(self, x, y):
         """Fraction of rows whose predicted class differs from ``y``."""
+        return float((~self.correct(x, y)).mean())
+
+    def correct(self, x, y):
+        """Whether each row's predicted class is ``y``'s: a boolean array on the host (the
+        paired outcomes two models' comparison on one test set needs)."""
         x = self._check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
-        return float((self.predict(x) != self.backend.to_host(y)).mean())
+        return self.predict(x) == self.backend.to_host(y)
 
     # -- training -----------------------------------------------------------------------------
     def new_stats(self, weight_grad=False):

@@ -27,7 +27,7 @@ from .files import atomic_write_bytes  # noqa: F401  (re-exported: the writer of
 # Every file and folder a run (and its report and exports) writes into its directory: what an
 # overwrite removes, and what makes a directory "hold a run".
 RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz", "pretrain.csv",
-             "sweep_status.json")
+             "sweep_status.json", "test_outcomes.npz")
 RUN_FOLDERS = ("figures", "tensorboard")
 # What reading a damaged .npz or .json can raise, besides OSError.
 _DAMAGED = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
@@ -200,6 +200,36 @@ class RunDir:
     @property
     def stats_path(self):
         return self.path / "stats.npz"
+
+    @property
+    def outcomes_path(self):
+        return self.path / "test_outcomes.npz"
+
+    def save_test_outcomes(self, update, correct):
+        """Which test examples the model at ``update`` classifies correctly (a boolean per
+        example, packed 8 to a byte), atomically: the paired data of McNemar's test
+        (:mod:`fastff.reproduction.table`)."""
+        correct = np.asarray(correct, bool)
+        buf = io.BytesIO()
+        np.savez(buf, update=np.int64(update), n=np.int64(correct.size),
+                 correct=np.packbits(correct))
+        atomic_write_bytes(self.outcomes_path, buf.getvalue())
+
+    def load_test_outcomes(self):
+        """(update, boolean array) of the last evaluation's test outcomes, or None when the run
+        has none (recorded before they were kept)."""
+        p = self.outcomes_path
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                update, n, bits = int(z["update"]), int(z["n"]), z["correct"]
+            if n < 0 or bits.dtype != np.uint8 or bits.size != -(-n // 8):
+                raise ValueError(f"{n} outcomes in {bits.size} bytes")
+        except _DAMAGED as exc:
+            raise RecordError(f"{p} cannot be read (damaged, truncated or not fastff test "
+                              f"outcomes: {type(exc).__name__}: {exc})") from None
+        return update, np.unpackbits(bits, count=n).astype(bool)
 
     def save_stats(self, stats):
         """Write the monitor's snapshots to stats.npz (atomic)."""

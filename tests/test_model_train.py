@@ -219,3 +219,17 @@ def test_public_functions_do_not_shadow_modules():
         assert importlib.util.find_spec(f"fastff.{name}") is None, name
     assert fastff.training.train is fastff.train
     assert fastff.sweeps.sweep is fastff.sweep and fastff.reproduction.reproduce is fastff.reproduce
+
+
+def test_the_record_keeps_the_final_test_outcomes(tmp_path):
+    from fastff.record import RunDir
+    data = tiny_data()
+    run = fastff.train("7x2", dataset=data, lr=0.1, updates=30, eval_every=10, out_dir=tmp_path,
+                       progress=False, monitor_every=0)
+    update, correct = RunDir(tmp_path).load_test_outcomes()
+    assert update == 30 and correct.dtype == bool and correct.shape == (len(data.test[1]),)
+    np.testing.assert_array_equal(correct, run.model.predict(data.test[0]) == data.test[1])
+    assert float((~correct).mean()) == run.final["test_error"]
+    (tmp_path / "test_outcomes.npz").write_bytes(b"not a zip")
+    with pytest.raises(fastff.RecordError, match="test_outcomes.npz cannot be read"):
+        RunDir(tmp_path).load_test_outcomes()

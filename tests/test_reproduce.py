@@ -11,6 +11,7 @@ import pytest
 from fastff.cli import main
 from fastff.errors import InputError
 from fastff.reproduction import chosen_runs, glorot2010, reproduce
+from fastff.reproduction.glorot2010 import model_of
 from fastff.reproduction.table import choose_lr, experiments_table, markdown, table1
 
 if not os.environ.get("CI"):
@@ -102,6 +103,50 @@ def test_one_seed_uses_fisher_exact_on_the_test_counts():
     assert table["Softsign"]["test"] == "fisher-exact" and table["Softsign"]["bold"]  # p ~ 0.18
     assert not table["Tanh"]["bold"] and table["Tanh"]["p_vs_best"] < 1e-6
     assert table["Sigmoid"]["test_error"] == "" and table["Sigmoid"]["note"] == "no runs"
+
+
+def _paired_outcomes(n, wrong_a, wrong_b, shared):
+    """Outcomes of two models on n examples: wrong_a and wrong_b errors, shared of them common."""
+    a, b = np.ones(n, bool), np.ones(n, bool)
+    a[:wrong_a] = False
+    b[:shared] = False
+    b[wrong_a:wrong_a + wrong_b - shared] = False
+    return a, b
+
+
+def test_mcnemar_on_paired_outcomes_sees_what_fisher_misses():
+    from scipy import stats
+    from fastff.reproduction.table import mcnemar_exact
+    # the paper's Table 1 Tanh N and Softsign N on Shapeset as counts of 10,000 (15.60%, 16.06%),
+    # 1,450 errors shared: 110 examples only Tanh N gets wrong, 156 only Softsign N
+    a, b = _paired_outcomes(10_000, 1560, 1606, 1450)
+    assert (~a).sum() == 1560 and (~b).sum() == 1606 and (~a & ~b).sum() == 1450
+    assert mcnemar_exact(a, b) == pytest.approx(0.0057, abs=5e-4)
+    assert stats.fisher_exact([[1560, 8440], [1606, 8394]]).pvalue == pytest.approx(0.38, abs=0.01)
+    assert mcnemar_exact(a, a) == 1.0 and mcnemar_exact(b, a) == mcnemar_exact(a, b)
+    # no real difference, two models right or wrong together on most examples (paired):
+    # McNemar rejects at about the level asked for, Fisher almost never
+    rng = np.random.default_rng(7)
+    hard = rng.random((400, 2000)) < 0.2
+    flip = lambda: rng.random((400, 2000)) < 0.05  # noqa: E731
+    pairs = [(~(h ^ f), ~(h ^ g)) for h, f, g in zip(hard, flip(), flip())]
+    m = [mcnemar_exact(a, b) < 0.05 for a, b in pairs]
+    f = [stats.fisher_exact([[(~a).sum(), a.sum()], [(~b).sum(), b.sum()]]).pvalue < 0.05
+         for a, b in pairs]
+    assert 0.02 <= np.mean(m) <= 0.08 and np.mean(f) <= 0.01
+
+
+def test_one_seed_with_recorded_outcomes_uses_mcnemar():
+    rows = [_row(0.1, 0.2, test=0.156, model="Tanh N"), _row(0.1, 0.2, test=0.1606, model="Softsign")]
+    a, b = _paired_outcomes(10_000, 1560, 1606, 1450)
+    kept = {"Tanh N": a, "Softsign": b}
+    table = {r["model"]: r for r in table1(rows, ["shapeset"], {"shapeset": 10_000},
+                                           outcomes=lambda row: kept[model_of(row).name])}
+    soft = table["Softsign"]
+    assert soft["test"] == "mcnemar-exact" and soft["bold"]  # p = 0.0057 >= 0.005: still bold
+    assert soft["p_vs_best"] == pytest.approx(0.0057, abs=5e-4)
+    fisher = {r["model"]: r for r in table1(rows, ["shapeset"], {"shapeset": 10_000})}
+    assert fisher["Softsign"]["test"] == "fisher-exact" and fisher["Softsign"]["p_vs_best"] > 0.3
 
 
 def test_bad_arguments_are_refused(tmp_path):

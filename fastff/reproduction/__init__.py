@@ -8,15 +8,16 @@ and ``OUT/index.html``; the runs themselves are ordinary run directories under `
 
 >>> fastff.reproduce("glorot2010", budget="smoke", out_dir="repro")   # doctest: +SKIP
 """
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import data as fastff_data
 from ..checks import choose, positive
-from ..errors import DataError, InputError
+from ..errors import DataError, FastffError, InputError
 from ..files import atomic_write_bytes
-from ..record import versions
+from ..record import RunDir, versions
 from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .page import index_html
@@ -197,11 +198,12 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                      progress=progress)
     svm = (_svm(out, plan_budget, progress=progress)
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
-    table = table1(rows, names, n_test, skipped)
+    outcomes = functools.partial(_test_outcomes, out / "runs")
+    table = table1(rows, names, n_test, skipped, outcomes=outcomes)
     write_table(out, table, plan_budget)
     others = []
     if set(chosen_experiments) - {"table1"} and "shapeset" in run_sets:
-        others = experiments_table(rows, table, n_test["shapeset"], svm)
+        others = experiments_table(rows, table, n_test["shapeset"], svm, outcomes=outcomes)
         for row, text in zip(others, _measured(out, rows, table, others)):
             row["measured"] = text or row["measured"]
         write_experiments(out, others)
@@ -211,6 +213,17 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                                          others).encode())
     return Reproduction(out_dir=out, table=table, runs=rows, skipped=skipped, index=index,
                         figures=figures, experiments=others, svm=svm)
+
+
+def _test_outcomes(runs_dir, row):
+    """A sweep row's run's test outcomes at its last update (None where it has none)."""
+    try:
+        kept = RunDir(Path(runs_dir) / row["name"]).load_test_outcomes()
+    except FastffError:
+        return None
+    if kept is None or kept[0] != row.get("updates_done"):
+        return None
+    return kept[1]
 
 
 def _measured(out, rows, table, others):

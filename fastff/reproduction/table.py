@@ -11,11 +11,16 @@ its seeds (ddof=1).
 
 Significance: within a dataset, each model's test error is compared with the best model's.
 With two or more seeds per model, Welch's t-test on the seeds' test errors
-(``scipy.stats.ttest_ind(equal_var=False)``); with one seed, Fisher's exact test on the two
-models' counts of test errors (``scipy.stats.fisher_exact``), which treats the two
-evaluations as independent samples of the test set's size. A result is **bold** when it does
-not differ from the best at the paper's level, p < 0.005 (reference section 4): the paper bolds
-the best result and those it cannot tell apart from it.
+(``scipy.stats.ttest_ind(equal_var=False)``). With one seed, both models are scored on the same
+test set, so their outcomes are paired: McNemar's exact test (:func:`mcnemar_exact`) on the
+examples one model gets right and the other wrong, from each run's ``test_outcomes.npz``.
+Only where a run has no outcomes (recorded before they were kept, or the SVM baseline) does
+Fisher's exact test on the two error counts stand in (``scipy.stats.fisher_exact``), which
+treats the two evaluations as independent samples and is conservative for paired ones. A
+result is **bold** when it does not differ from the best at the paper's level, p < 0.005
+(reference section 4): fastff's reading of the caption "bold results differ significantly from
+non-bold ones at p = 0.005" is that the paper bolds the best result and those it cannot tell
+apart from it.
 """
 import csv
 import io
@@ -103,13 +108,32 @@ def _result(runs):
         test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "")
 
 
-def _p_value(errors, best_errors, n_test):
-    """Two-sided p-value of a difference in test error (fractions) from the best model's."""
+def mcnemar_exact(correct_a, correct_b):
+    """Two-sided p-value of McNemar's exact test: two classifiers' outcomes (True = right) on
+    the same examples. Only the discordant examples count: under the null hypothesis each of
+    the n examples one gets right and the other wrong is equally likely to be either's, so
+    the smaller count is Binomial(n, 1/2)."""
+    from scipy import stats
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes must be of one test set: {a.shape} and {b.shape}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
+
+
+def _p_value(errors, best_errors, n_test, outcomes=None, best_outcomes=None):
+    """Two-sided p-value of a difference in test error (fractions) from the best model's, and
+    the test's name; ``outcomes``: the one-seed runs' paired test outcomes, where recorded."""
     from scipy import stats
     if len(errors) >= 2 and len(best_errors) >= 2:
         if np.ptp(errors) == 0 and np.ptp(best_errors) == 0:
             return (1.0 if errors[0] == best_errors[0] else 0.0), "welch-t"
         return float(stats.ttest_ind(errors, best_errors, equal_var=False).pvalue), "welch-t"
+    if (outcomes is not None and best_outcomes is not None
+            and len(outcomes) == len(best_outcomes)):
+        return mcnemar_exact(outcomes, best_outcomes), "mcnemar-exact"
     if n_test:
         wrong, wrong_best = round(errors[0] * n_test), round(best_errors[0] * n_test)
         table = [[wrong, n_test - wrong], [wrong_best, n_test - wrong_best]]
@@ -117,7 +141,7 @@ def _p_value(errors, best_errors, n_test):
     return None, ""
 
 
-def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL):
+def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL, outcomes=None):
     """Table 1 from runs.csv rows.
 
     Parameters
@@ -132,6 +156,9 @@ def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL):
         Dataset -> why it was not run; its rows carry the note and no numbers.
     level : float
         Significance level of the bolding.
+    outcomes : callable, optional
+        row -> the run's test outcomes (a boolean per test example) or None: the paired data
+        of the one-seed comparisons.
 
     Returns
     -------
@@ -155,13 +182,20 @@ def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL):
             lr, chosen, test, fields = _result(runs)
             row.update(fields)
             if lr is not None:
-                row.update(updates=int(chosen[0]["updates_done"]), _test=test)
+                row.update(updates=int(chosen[0]["updates_done"]), _test=test,
+                           _outcomes=_paired(chosen, outcomes))
             block.append(row)
             out.append(row)
         _bold(block, n_test.get(dataset), level)
     for row in out:
         row.pop("_test", None)
+        row.pop("_outcomes", None)
     return out
+
+
+def _paired(chosen, outcomes):
+    """The test outcomes of a one-seed result's run (None with several seeds or none kept)."""
+    return outcomes(chosen[0]) if outcomes is not None and len(chosen) == 1 else None
 
 
 def _bold(block, n_test, level):
@@ -174,7 +208,8 @@ def _bold(block, n_test, level):
         if r is best:
             r.update(p_vs_best="", bold=True, test="best")
             continue
-        p, test = _p_value(r["_test"], best["_test"], n_test)
+        p, test = _p_value(r["_test"], best["_test"], n_test, r.get("_outcomes"),
+                           best.get("_outcomes"))
         r.update(p_vs_best=float(f"{p:.4g}") if p is not None else "", test=test,
                  bold=bool(p is not None and p >= level))
 
@@ -223,13 +258,15 @@ def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
     tests = sorted({r["test"] for r in table if r["test"] not in ("", "best")})
     if tests:
         lines += ["", "Significance test: " + ", ".join(
-            {"welch-t": "Welch's t-test over seeds", "fisher-exact":
-             "Fisher's exact test on the test-set error counts (one seed)"}[t] for t in tests) + "."]
+            {"welch-t": "Welch's t-test over seeds", "mcnemar-exact":
+             "McNemar's exact test on the two runs' paired test-set outcomes (one seed)",
+             "fisher-exact": "Fisher's exact test on the test-set error counts (one seed, "
+             "runs without recorded outcomes)"}[t] for t in tests) + "."]
     lines += [""] + [f"- {n}" for n in skipped + notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def experiments_table(rows, table, n_test, svm=None, measured=None):
+def experiments_table(rows, table, n_test, svm=None, measured=None, outcomes=None):
     """The paper's other experiments (Shapeset), each beside the model it is compared with.
 
     Parameters
@@ -244,6 +281,8 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
         :meth:`fastff.baselines.SVMResult.to_dict` of the baseline, when it ran.
     measured : dict, optional
         Model name -> a measurement the claim is about (text), e.g. the top layer's mean.
+    outcomes : callable, optional
+        As :func:`table1`'s.
 
     Returns
     -------
@@ -257,7 +296,8 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
         if r["dataset"] == "shapeset" and r["test_error"] != "":
             runs = [x for x in rows if x["dataset"] == "shapeset"
                     and model_of(x) is not None and model_of(x).name == r["model"]]
-            tests[r["model"]] = (r["test_error"], _result(runs)[2])
+            _, chosen, test, _ = _result(runs)
+            tests[r["model"]] = (r["test_error"], test, _paired(chosen, outcomes))
     if svm is not None:
         row = dict.fromkeys(EXPERIMENT_COLUMNS, "")
         row.update(experiment="svm", dataset="shapeset", model="RBF SVM", seeds=1,
@@ -271,7 +311,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
                       + ", ".join(f"C={g['C']:g} gamma={g['gamma']:.4g}" for g in svm["grid"]
                                   if not g.get("converged", True))
                       if not all(g.get("converged", True) for g in svm["grid"]) else ""))
-        tests["RBF SVM"] = (row["test_error"], [svm["test_error"]])
+        tests["RBF SVM"] = (row["test_error"], [svm["test_error"]], None)
         out.append(row)
     for model in EXPERIMENT_MODELS:
         runs = [r for r in rows if r["dataset"] == "shapeset" and model_of(r) == model]
@@ -282,11 +322,12 @@ def experiments_table(rows, table, n_test, svm=None, measured=None):
         row.update(experiment=model.experiment, dataset="shapeset", model=model.name,
                    paper_test_error=PAPER_EXPERIMENTS.get(model.name, ""), compared_with=other,
                    claim=claim, measured=measured.get(model.name, ""))
-        lr, _, test, fields = _result(runs)
+        lr, chosen, test, fields = _result(runs)
         row.update(fields)
         if lr is not None and other in tests:
             row["compared_test_error"] = tests[other][0]
-            p, kind = _p_value(test, tests[other][1], n_test)
+            p, kind = _p_value(test, tests[other][1], n_test, _paired(chosen, outcomes),
+                               tests[other][2])
             row.update(p_value=float(f"{p:.4g}") if p is not None else "", test=kind)
         out.append(row)
     return out

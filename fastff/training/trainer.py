@@ -276,7 +276,9 @@ class Trainer:
             self.diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
         if self.rates is not None and not self.rates.finite(model.backend.xp):
             self.diverged(update, what="the per-parameter rates' estimates became inf or NaN (found)")
-        valid_err, test_err = model.error(*self.data.valid), model.error(*self.data.test)
+        valid_err = model.error(*self.data.valid)
+        correct = model.correct(*self.data.test)
+        test_err = float((~correct).mean())
         row = dict(update=update, examples=update * v["batch_size"],
                    train_loss=float(np.mean(host)) if host.size else math.nan,
                    valid_error=valid_err, test_error=test_err,
@@ -287,6 +289,7 @@ class Trainer:
         self.stats.reset()
         if self.record is not None:
             self.checkpoint(update)
+            self.record.save_test_outcomes(update, correct)
             self.record.write_metrics(self.history, self.monitor.stats if self.monitor else None)
         return row
 
