@@ -312,3 +312,25 @@ def test_the_watchdog_reports_a_deadlock(tmp_path):
                          timeout=300, env=dict(os.environ, FASTFF_EMU_WATCHDOG_S="2"))
     assert out.returncode == 86, out.stderr[-2000:]
     assert "deadlock: block" in out.stderr and "blocks arrived" in out.stderr, out.stderr
+
+
+def test_settings_that_overflow_shared_memory_are_refused(monkeypatch):
+    monkeypatch.setattr(config, "CUDA_STEP_STRIP", 8)
+    monkeypatch.setattr(config, "CUDA_STEP_LANES", 32)
+    assert cuda.defines()  # the defaults: 43,136 bytes in double
+    monkeypatch.setattr(config, "CUDA_STEP_MAX_BATCH", 19)
+    with pytest.raises(InputError, match="50072 bytes of shared memory"):
+        cuda.defines()
+
+
+def test_a_changed_cost_builds_a_new_launch(emulate, rng):
+    emulate()
+    sizes = [9, 12, 6]
+    net = cuda_net(sizes, "tanh", "float64")
+    twin = fastff.MLP(sizes, activation="tanh", dtype="float64", seed=4, kernels="reference")
+    (x, y), (x2, y2) = batches(rng, sizes, 8, 2, "float64")
+    net.step(x, y, 0.3), twin.step(x, y, 0.3)
+    first = net._plan.launch
+    net.loss = twin.loss = "quadratic"
+    assert net.step(x2, y2, 0.3) == pytest.approx(twin.step(x2, y2, 0.3), rel=1e-12)
+    assert net._plan.launch is not first and net._plan.launch.cost == cuda_step.COSTS["quadratic"]

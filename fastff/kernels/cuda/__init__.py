@@ -38,6 +38,7 @@ SOURCE_DIR = Path(__file__).parent
 SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
            "dense_backward_second_order.cu", "softmax_loss.cu", "train_step.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+STATIC_SHARED_BYTES = 48 * 1024  # a block's static shared memory, on every GPU since sm_20
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
 
@@ -79,6 +80,13 @@ def defines():
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InputError(f"config.{name} must be a positive integer, got {value!r}")
+    # train_step.cu's static shared memory in double: red, dz, row_cost, sums, local_hist
+    pb, classes = config.CUDA_STEP_MAX_BATCH, config.CUDA_STEP_MAX_CLASSES
+    shared = 8 * (pb * strip * lanes + pb * classes + pb + strip * lanes) + 4 * config.CUDA_MAX_BINS
+    if shared > STATIC_SHARED_BYTES:
+        raise InputError(f"the persistent step would need {shared} bytes of shared memory a block "
+                         f"(config.CUDA_STEP_MAX_BATCH, CUDA_STEP_MAX_CLASSES, CUDA_MAX_BINS, "
+                         f"CUDA_STEP_STRIP x LANES); CUDA allows {STATIC_SHARED_BYTES} static")
     return [f"-DFASTFF_TM={tm}", f"-DFASTFF_TN={tn}", f"-DFASTFF_TK={tk}",
             f"-DFASTFF_UT={config.CUDA_UPDATE_TILE}", f"-DFASTFF_MAX_BINS={config.CUDA_MAX_BINS}",
             f"-DFASTFF_THREADS={config.CUDA_THREADS}",
@@ -243,12 +251,13 @@ class CuPyRuntime(Runtime):
                                        ctypes.addressof(params))
 
     def resident(self, name, threads):
-        key = (compile_options(), name, threads)
+        device = self.xp.cuda.Device()  # the current one: its SMs, not the first device's
+        key = (compile_options(), name, threads, device.id)
         if key not in self._resident:
             from cupy.cuda import driver
             per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(
                 self.function(name).kernel.ptr, threads, 0)
-            self._resident[key] = int(per_sm) * self.sms
+            self._resident[key] = int(per_sm) * int(device.attributes["MultiProcessorCount"])
         return self._resident[key]
 
     def stream(self):

@@ -62,20 +62,20 @@ __device__ __forceinline__ float ff_sqrt(float v) { return sqrtf(v); }
 __device__ __forceinline__ double ff_sqrt(double v) { return sqrt(v); }
 
 // Grid-scope memory operations of the grid barrier (fastff::grid_sync). On the GPU they are
-// PTX with the orders named; the host emulator (tests/cuda_host/emu.h) gives the same orders
+// PTX with the orders named, on generic addresses (the pointers are generic: no .global); the host emulator (tests/cuda_host/emu.h) gives the same orders
 // through std::atomic_ref, so ThreadSanitizer judges the barrier by the orders the GPU gets.
 #ifndef FASTFF_EMULATED
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
 __device__ __forceinline__ void store_release(unsigned* p, unsigned v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+  asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 __device__ __forceinline__ unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
   unsigned old;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
   return old;
 }
 __device__ __forceinline__ void wait_while_equal(const unsigned* p, unsigned v) {

@@ -76,6 +76,7 @@ class StepLaunch:
         self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
         self.cost = COSTS[loss]
         self.sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
+        self.stream = rt.stream()
         self.versions = _versions(stats)
         self.want_stats = stats is not None
         self.want_gw = bool(stats is not None and stats.backward and stats.backward[0].weight_grad)
@@ -120,10 +121,13 @@ class StepLaunch:
             row.update(zip(("low", "high", "hist_lo", "hist_scale"), doubles.tolist()))
         return [int(row[name]) for name in _FIELDS]
 
-    def matches(self, batch, stats):
-        """Whether this launch serves a step of ``batch`` rows with ``stats``."""
+    def matches(self, batch, stats, activation, loss):
+        """Whether this launch serves a step of ``batch`` rows with ``stats``, ``activation``
+        and ``loss`` on the current stream (its barrier and rates must not be shared by
+        launches in flight on two streams)."""
         return (batch == self.batch and stats is self.stats
-                and _versions(stats) == self.versions)
+                and _versions(stats) == self.versions and self.stream == self.rt.stream()
+                and self.kernel.endswith(f", {_CODES[activation]}>") and self.cost == COSTS[loss])
 
     def set_rate(self, lr, count=1):
         """The learning rate of the next ``count`` steps, uploaded only when it changes."""
@@ -183,7 +187,8 @@ class CUDAPlan(Plan):
                 raise InputError(f"config.CUDA_STEP_PATH = 'persistent', but {reason}")
             return None
         launch = self.launch
-        if launch is None or not launch.matches(batch, stats) or launch.params is not params:
+        if (launch is None or launch.params is not params
+                or not launch.matches(batch, stats, activation, loss)):
             launch = self.launch = StepLaunch(params, activation, batch, self.workspace(batch),
                                               stats, loss)
         return launch.run(x, y, lr)[0]
