@@ -334,3 +334,18 @@ def test_a_changed_cost_builds_a_new_launch(emulate, rng):
     net.loss = twin.loss = "quadratic"
     assert net.step(x2, y2, 0.3) == pytest.approx(twin.step(x2, y2, 0.3), rel=1e-12)
     assert net._plan.launch is not first and net._plan.launch.cost == cuda_step.COSTS["quadratic"]
+
+
+def test_a_launch_checks_the_layout_of_its_batches(emulate, rng):
+    emulate()
+    net = cuda_net([11, 17, 5], "tanh", "float32")
+    launch = cuda_step.StepLaunch(net.params, "tanh", 10, net._plan.workspace(10), None, "nll")
+    x, y = batches(rng, [11, 17, 5], 10, 1, np.float32)[0]
+    assert np.isfinite(launch.run(x, y, 0.1)).all()
+    for bad_x, bad_y, steps, match in ((x[:9], y, 1, "x must be"), (x, y[:9], 1, "y must be"),
+                                       (x.astype(np.float64), y, 1, "float32"),
+                                       (x, y.astype(np.int32), 1, "int64"),
+                                       (np.asfortranarray(np.tile(x, (2, 1))), np.tile(y, 2), 2, "contiguous"),
+                                       (x, y, 0, "steps must be"), (x, y, 2, "2 steps of 10")):
+        with pytest.raises(InputError, match=match):
+            launch.run(bad_x, bad_y, 0.1, steps=steps)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ..errors import InputError
 from ..files import atomic_write_bytes
 from .glorot2010 import (CLAIMS, DATASET_TITLES, EXPERIMENT_MODELS, MODELS, PAPER_EXPERIMENTS,
                          PAPER_TABLE1, SIGNIFICANCE_LEVEL, model_of)
@@ -115,8 +116,8 @@ def mcnemar_exact(correct_a, correct_b):
     the smaller count is Binomial(n, 1/2)."""
     from scipy import stats
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"paired outcomes must be of one test set: {a.shape} and {b.shape}")
+    if a.shape != b.shape or a.ndim != 1:
+        raise InputError(f"paired outcomes must be of one test set: shapes {a.shape} and {b.shape}")
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     if only_a + only_b == 0:
         return 1.0

@@ -138,12 +138,23 @@ class StepLaunch:
             self.rate = lr
 
     def run(self, x, y, lr, steps=1):
-        """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) and ``y``, checked
-        device arrays already of the model's dtype and int64; returns the device array of their
-        losses (a view of the loss ring, valid until the ring comes round again)."""
-        if steps > config.CUDA_STEP_LOSS_RING:
-            raise InputError(f"at most config.CUDA_STEP_LOSS_RING = {config.CUDA_STEP_LOSS_RING} "
-                             f"steps per launch, got {steps}")
+        """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) or (steps, batch, n_in)
+        and ``y`` (steps * batch,) or (steps, batch), device arrays of the model's dtype and int64 (their layout is checked here,
+        not their values: a label out of range makes that step's loss NaN); returns the device
+        array of their losses (a view of the loss ring, valid until the ring comes round)."""
+        if not isinstance(steps, int) or not 1 <= steps <= config.CUDA_STEP_LOSS_RING:
+            raise InputError(f"steps must be an integer in [1, config.CUDA_STEP_LOSS_RING = "
+                             f"{config.CUDA_STEP_LOSS_RING}], got {steps!r}")
+        rows, n_in = steps * self.batch, self.sizes[0]
+        for name, a, shapes, dtype in (
+                ("x", x, ((rows, n_in), (steps, self.batch, n_in)), self.dtype),
+                ("y", y, ((rows,), (steps, self.batch)), np.dtype(np.int64))):
+            if (tuple(getattr(a, "shape", ())) not in shapes or getattr(a, "dtype", None) != dtype
+                    or not a.flags.c_contiguous):
+                raise InputError(f"{name} must be a contiguous {dtype} array of shape "
+                                 f"{' or '.join(map(str, shapes))} ({steps} steps of "
+                                 f"{self.batch}), got {getattr(a, 'dtype', type(a).__name__)} "
+                                 f"{tuple(getattr(a, 'shape', ()))}")
         self.set_rate(lr, steps)
         if self.slot + steps > self.losses.shape[0]:
             self.slot = 0
