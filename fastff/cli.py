@@ -17,7 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-from . import data
 from ._version import __version__
 from .checks import positive
 from .errors import FastffError, InputError

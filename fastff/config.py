@@ -126,8 +126,8 @@ CUDA_STEP_LANES = 32
 # The largest batch and softmax the persistent step holds in registers and shared memory.
 CUDA_STEP_MAX_BATCH = 16
 CUDA_STEP_MAX_CLASSES = 32
-# Step losses kept on the device, in a ring, before the trainer reads them: the layer-by-layer
-# path's losses share one ring a process, the persistent step's one a model. The trainer reads
-# its losses at least every LOSS_READ_EVERY steps (fastff/training/trainer.py), well inside the ring.
+# Step losses kept on the device, in one ring a process (both CUDA paths), before the trainer
+# reads them: it does at least every LOSS_READ_EVERY steps (fastff/training/trainer.py), well
+# inside the ring.
 CUDA_STEP_LOSS_RING = 65536
 LOSS_READ_EVERY = 4096

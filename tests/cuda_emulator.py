@@ -74,6 +74,18 @@ def build(out_dir, src=None, main="", flags=("-O1", "-shared", "-fPIC"), suffix=
     return target
 
 
+def host_mlp(sizes, activation, dtype, seed=4, loss="nll"):
+    """An MLP whose steps run through fastff's CUDA launch code (both paths) on whatever
+    runtime is set, here the emulator: its arrays stay NumPy arrays."""
+    import fastff
+    from fastff.kernels import Backend
+    from fastff.kernels.cuda.step import CUDAPlan
+    net = fastff.MLP(sizes, activation=activation, dtype=dtype, seed=seed, loss=loss)
+    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
+    net._plan = net.backend.plan(net.sizes, net.dtype)
+    return net
+
+
 class EmuRuntime(cuda.Runtime):
     """fastff.kernels.cuda's runtime on the host: NumPy arrays, kernels run by emu.h.
 

@@ -194,10 +194,7 @@ def _cuda_model(rt, sizes, act, dtype):
     """An MLP whose steps run through the CUDA kernels: on the GPU, or emulated on the host."""
     if rt.xp is not np:
         return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda")
-    net = fastff.MLP(sizes, activation=act, dtype=dtype, seed=4)
-    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
-    net._plan = net.backend.plan(net.sizes, net.dtype)
-    return net
+    return cuda_emulator.host_mlp(sizes, act, dtype)
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])

@@ -9,7 +9,6 @@ from fastff.errors import DeviceError
 from fastff.kernels import cuda
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
-STATIC_SHARED_LIMIT = 48 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def test_every_kernel_compiles_within_its_budget(nvrtc, arch, capsys):
         assert r["stack"] == r["spill_stores"] == r["spill_loads"] == 0, r
         # the blocks per SM each kernel's __launch_bounds__ promises must fit the register file
         assert r["registers"] * r["threads"] * r["blocks_per_sm"] <= REGISTERS_PER_SM, r
-        assert r["smem"] <= STATIC_SHARED_LIMIT, r
+        assert r["smem"] <= cuda.STATIC_SHARED_BYTES, r
 
 
 def test_the_gate_fails_on_a_kernel_that_uses_local_memory(nvrtc):

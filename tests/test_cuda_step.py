@@ -17,7 +17,7 @@ import pytest
 import fastff
 from fastff import config
 from fastff.errors import InputError
-from fastff.kernels import Backend, cuda, reference as ref
+from fastff.kernels import cuda, reference as ref
 from fastff.kernels.cuda import step as cuda_step
 
 import cuda_emulator
@@ -51,12 +51,7 @@ def emulate(library, monkeypatch):
     return make
 
 
-def cuda_net(sizes, act, dtype, seed=4, loss="nll"):
-    """An MLP whose steps run through the CUDA launch code on the emulated runtime."""
-    net = fastff.MLP(sizes, activation=act, dtype=dtype, seed=seed, loss=loss)
-    net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=cuda_step.CUDAPlan)
-    net._plan = net.backend.plan(net.sizes, net.dtype)
-    return net
+cuda_net = cuda_emulator.host_mlp
 
 
 def batches(rng, sizes, batch, count, dtype):
@@ -229,12 +224,7 @@ def test_launch_audit(emulate, rng, batch):
 
 # -- each detection of the concurrent emulator, by breaking something on purpose -----------------
 _STEP_SCRIPT = """
-import fastff
-from fastff.kernels import Backend
-from fastff.kernels.cuda.step import CUDAPlan
-net = fastff.MLP([11, 17, 13, 5], activation="tanh", dtype="float32", seed=1)
-net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
-net._plan = net.backend.plan(net.sizes, net.dtype)
+net = cuda_emulator.host_mlp([11, 17, 13, 5], "tanh", "float32", seed=1)
 stats = net.new_stats(weight_grad=True)
 rng = np.random.default_rng(2)
 for _ in range(2):
@@ -288,7 +278,7 @@ def test_nan_shared_memory_finds_an_uninitialized_read(emulate, rng, tmp_path):
 
 
 def test_a_cooperative_grid_too_large_to_be_resident_is_refused(emulate, rng):
-    rt = emulate(sms=2, resident=1)
+    emulate(sms=2, resident=1)
     net = cuda_net([11, 17, 5], "tanh", "float64")
     x, y = batches(rng, [11, 17, 5], 10, 1, np.float64)[0]
     net.step(x, y, 0.1)

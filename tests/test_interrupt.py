@@ -2,7 +2,6 @@
 processes), checkpoints every ``checkpoint_every`` seconds, and runs resumed from a checkpoint
 written between evaluations that are the uninterrupted run, bit for bit."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -18,7 +18,7 @@ from ..arch import parse_sizes
 from ..data.base import ArrayDataset
 from ..data.shapeset import Shapeset
 from ..data.sources import check_fits_memory
-from ..errors import DivergenceError, InputError, RecordError
+from ..errors import DivergenceError, InputError
 from ..model import MLP
 from ..monitor import Monitor, Stats
 from ..record import RunDir, thread_counts, versions

@@ -194,18 +194,21 @@ class Runtime:
         """The stream launches go to now (its handle)."""
         return 0
 
-    def loss_slot(self):
-        """A one-element float64 array for a step's loss, from a ring of
-        config.CUDA_STEP_LOSS_RING: it keeps its value until the ring comes round again, so a
-        trainer may hold a step's loss on the device until it logs (fastff.train reads them
-        every config.LOSS_READ_EVERY steps) without an allocation per step."""
+    def loss_slots(self, count=1):
+        """``count`` consecutive float64 slots for steps' losses, from one ring of
+        config.CUDA_STEP_LOSS_RING: they keep their values until the ring comes round again, so
+        a trainer may hold its steps' losses on the device until it logs (fastff.train reads
+        them every config.LOSS_READ_EVERY steps) without an allocation per step."""
         ring = self.__dict__.get("_loss_ring")
         if ring is None or ring.shape[0] != config.CUDA_STEP_LOSS_RING:
             ring = self._loss_ring = self.zeros(config.CUDA_STEP_LOSS_RING, np.float64)
             self._loss_next = 0
-        k = self._loss_next
-        self._loss_next = (k + 1) % ring.shape[0]
-        return ring[k:k + 1]
+        if not 1 <= count <= ring.shape[0]:
+            raise InputError(f"at most config.CUDA_STEP_LOSS_RING = {ring.shape[0]} losses at "
+                             f"once, got {count}")
+        k = self._loss_next if self._loss_next + count <= ring.shape[0] else 0
+        self._loss_next = k + count
+        return ring[k:k + count]
 
     @staticmethod
     def address(a):
@@ -498,7 +501,7 @@ def _softmax_loss(kernel, z, y, grad_z):
     B, K = z.shape
     if grad_z is None:
         grad_z = rt.empty(z.shape, z.dtype)
-    loss = rt.loss_slot()
+    loss = rt.loss_slots()
     rt.launch(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
               (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
     return loss[0], grad_z

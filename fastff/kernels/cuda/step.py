@@ -12,11 +12,10 @@ import numpy as np
 
 from ... import config
 from ...errors import InputError
-from ...losses import KERNELS
 from ..backend import Plan
 from . import CTYPES, _CODES, runtime
 
-COSTS = {name: code for code, name in enumerate(KERNELS)}  # softmax_loss.cu's fastff::Cost
+COSTS = {"nll": 0, "quadratic": 1}  # the costs train_step.cu knows: softmax_loss.cu's fastff::Cost
 SLOTS = 24  # int64 slots of a fastff::LayerDesc
 _FIELDS = ("W", "b", "h", "delta", "sat_low", "sat_high", "total", "total_sq", "hist", "rows",
            "d_total", "d_total_sq", "counts", "gw_total", "gw_total_sq", "gw_parts",
@@ -73,6 +72,7 @@ class StepLaunch:
         self.rt, self.batch, self.stats, self.params = rt, batch, stats, params
         self.workspace = workspace
         self.dtype = np.dtype(params[0][0].dtype)
+        self.activation = activation
         self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
         self.cost = COSTS[loss]
         self.sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
@@ -89,8 +89,6 @@ class StepLaunch:
         self.desc = rt.empty(table.shape, np.int64)
         self.desc[...] = rt.xp.asarray(table)
         self.barrier = rt.zeros(2, np.uint32)
-        self.losses = rt.zeros(config.CUDA_STEP_LOSS_RING, np.float64)
-        self.slot = 0
         self.rates = rt.zeros(1, self.dtype)
         self.rate = None
         most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in params)
@@ -127,7 +125,7 @@ class StepLaunch:
         launches in flight on two streams)."""
         return (batch == self.batch and stats is self.stats
                 and _versions(stats) == self.versions and self.stream == self.rt.stream()
-                and self.kernel.endswith(f", {_CODES[activation]}>") and self.cost == COSTS[loss])
+                and self.activation == activation and self.cost == COSTS[loss])
 
     def set_rate(self, lr, count=1):
         """The learning rate of the next ``count`` steps, uploaded only when it changes."""
@@ -138,10 +136,11 @@ class StepLaunch:
             self.rate = lr
 
     def run(self, x, y, lr, steps=1):
-        """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) or (steps, batch, n_in)
-        and ``y`` (steps * batch,) or (steps, batch), device arrays of the model's dtype and int64 (their layout is checked here,
-        not their values: a label out of range makes that step's loss NaN); returns the device
-        array of their losses (a view of the loss ring, valid until the ring comes round)."""
+        """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) or (steps, batch,
+        n_in) and ``y`` (steps * batch,) or (steps, batch), device arrays of the model's dtype
+        and int64 (their layout is checked here, not their values: a label out of range makes
+        that step's loss NaN); returns the device array of their losses (slots of the
+        runtime's loss ring, valid until it comes round)."""
         if not isinstance(steps, int) or not 1 <= steps <= config.CUDA_STEP_LOSS_RING:
             raise InputError(f"steps must be an integer in [1, config.CUDA_STEP_LOSS_RING = "
                              f"{config.CUDA_STEP_LOSS_RING}], got {steps!r}")
@@ -156,10 +155,7 @@ class StepLaunch:
                                  f"{self.batch}), got {getattr(a, 'dtype', type(a).__name__)} "
                                  f"{tuple(getattr(a, 'shape', ()))}")
         self.set_rate(lr, steps)
-        if self.slot + steps > self.losses.shape[0]:
-            self.slot = 0
-        out = self.losses[self.slot:self.slot + steps]
-        self.slot += steps
+        out = self.rt.loss_slots(steps)
         args = (self.desc, np.int32(len(self.params)), x, y, np.int32(self.batch),
                 np.int32(steps), self.rates, np.int32(self.cost), np.int32(self.want_stats),
                 np.int32(self.want_gw), out, self.barrier)
