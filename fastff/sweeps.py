@@ -87,7 +87,7 @@ def run_name(point, keys):
     return f"{slug or 'run'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _finished(run_dir, point):
+def finished(run_dir, point):
     """The result row of a run directory that already finished (done, or diverged), else None."""
     status_file = Path(run_dir) / "sweep_status.json"
     if not status_file.is_file():
@@ -190,7 +190,7 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
     rows = {}
     todo = []
     for name, point in zip(names, points):
-        done = _finished(out / name, point)
+        done = finished(out / name, point)
         if done is not None:
             rows[name] = {k: done.get(k, "") for k in RESULT_COLUMNS}
         else:

