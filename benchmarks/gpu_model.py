@@ -25,9 +25,11 @@ import argparse
 PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]
 BATCHES = (10, 128, 1024)
 TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}  # the CUDA issue's targets on an H200
-# The current estimate of the layer-by-layer path on an H100/H200 (from a review of its launch
-# path: 35-40 launches at 5-10 us of Python each, one-block epilogues, 2 x 4 register tiles)
-LAYERS_ESTIMATE_US = {10: (300, 550), 128: (600, 900), 1024: (3000, 4500)}
+# The current estimate of the layer-by-layer path on an H100/H200: 4 L = 24 launches at 5-10 us
+# of Python and CuPy each (the host's cost sets batches 10 and 128), epilogues and deltas over
+# row tiles, the GEMMs' 2 x 4 register tiles at an estimated 35-40% of FP32 peak (batch 1024).
+# Before the split-K reduction and the epilogues were fused: 300-550, 600-900 and 3000-4500.
+LAYERS_ESTIMATE_US = {10: (150, 300), 128: (200, 350), 1024: (1200, 1800)}
 
 H200 = dict(
     name="NVIDIA H200 (132 SMs)",
@@ -72,8 +74,9 @@ def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8):
 
 
 def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=264):
-    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 7 L - 2 launches
-    with dC/dW statistics, W read three times and written once, split-K partials."""
+    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 4 L launches (a
+    fused forward a layer, the cost, a backward's delta, dC/dx and update, no dC/dx for the
+    first layer), W read three times and written once, split-K partials."""
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
@@ -86,7 +89,7 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=2
     acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
     w_bytes = 4 * P * ITEM
     resident = P * ITEM <= gpu["l2_bytes"] * 0.8
-    return dict(path="layers", batch=batch, launches=7 * L - 2, barriers=0, w_bytes=w_bytes,
+    return dict(path="layers", batch=batch, launches=4 * L, barriers=0, w_bytes=w_bytes,
                 other_bytes=partials + acts, hbm_bytes=0 if resident else w_bytes,
                 l2_bytes=w_bytes + partials + acts, flops=6 * P * batch, w_in_l2=resident)
 

@@ -102,8 +102,10 @@ SECOND_ORDER_DAMPING = {"diag_hessian": 1e-6, "grad_variance": 1e-3}
 CUDA_GEMM_TILE = (32, 64, 16)
 # Entries of W per side of a weight-update block: (UT / 4)^2 threads, 4 x 4 entries each.
 CUDA_UPDATE_TILE = 64
-# Threads per block of the one-thread-per-column kernels (epilogues, delta, softmax).
+# Threads per block of the one-thread-per-column kernels (delta, softmax, second-order columns).
 CUDA_THREADS = 256
+# Rows per block of the delta kernel: a batch of 1024 is 32 row blocks, not one block a column.
+CUDA_DELTA_ROWS = 32
 # Blocks per SM the launch bounds of the one-thread-per-column kernels leave room for.
 CUDA_BLOCKS_PER_SM = 2
 # Split-K aims at this many blocks, so that a batch-10 layer fills a GPU (2 x 132 SMs of an

@@ -21,7 +21,8 @@ HOST = Path(__file__).resolve().with_name("cuda_host")
 # Tiny tiles for the emulated cases: 2 x 2 threads per GEMM block, 8 threads per column kernel
 # and per block of the persistent step, so that small shapes span many blocks, several K
 # splits and partial tiles on every edge.
-SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_BLOCKS_PER_SM=2,
+SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_DELTA_ROWS=4,
+             CUDA_BLOCKS_PER_SM=2,
              CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
 
 

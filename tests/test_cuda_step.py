@@ -169,7 +169,7 @@ def test_the_path_is_chosen_per_step_and_can_be_forced(emulate, rng, monkeypatch
     x, y = batches(rng, sizes, config.CUDA_STEP_MAX_BATCH + 1, 1, np.float64)[0]
     before = len(rt.launches)
     net.step(x, y, 0.1)  # too large a batch: layer by layer
-    assert rt.launches[before][0].startswith("dense_forward_partial")
+    assert rt.launches[before][0].startswith("dense_forward_fused")
     net.step(x[:4], y[:4], 0.1, rates=net.new_rates("diag_hessian"))  # rates: layer by layer
     monkeypatch.setattr(config, "CUDA_STEP_PATH", "persistent")
     with pytest.raises(InputError, match="CUDA_STEP_MAX_BATCH"):
@@ -214,12 +214,10 @@ def test_launch_audit(emulate, rng, batch):
     if batch <= config.CUDA_STEP_MAX_BATCH:
         assert rows == [(1, 0)] * 2  # the persistent step: one launch, nothing allocated
     else:
-        # layer by layer: 2 launches a forward, 1 for the cost, a backward's delta and update,
-        # its dC/dx product (and the sum of its splits, where there are several) but not the
-        # first layer's, 1 dC/dW sum a hidden layer; nothing allocated
-        grad_x = sum(1 + (cuda.gemm_geometry(batch, n, k)[3] > 1)
-                     for k, n in zip(sizes[1:-1], sizes[2:]))
-        assert rows == [(2 * L + 1 + 2 * L + grad_x + (L - 1), 0)] * 2
+        # layer by layer: 1 launch a forward (split-K, bias, f and statistics fused), 1 for
+        # the cost, a backward's delta, dC/dx (not the first layer's) and update (the dC/dW
+        # sums fused): 4 L; nothing allocated
+        assert rows == [(4 * L, 0)] * 2
 
 
 # -- each detection of the concurrent emulator, by breaking something on purpose -----------------
@@ -256,6 +254,37 @@ def test_thread_sanitizer_finds_a_missing_grid_barrier(tsan_available, tmp_path)
     # the forward's last barrier: the cost then reads logits other blocks may still write
     anchor = "      fastff::grid_sync(barrier);\n    }\n    for (int l = L - 1;"
     out = _step_tsan(tmp_path, _break(anchor, anchor.replace("fastff::grid_sync(barrier);", "")))
+    assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
+
+
+_LAYERS_SCRIPT = """
+net = cuda_emulator.host_mlp([11, 17, 13, 5], "tanh", "float32", seed=1)
+stats = net.new_stats(weight_grad=True)
+rng = np.random.default_rng(2)
+for _ in range(2):  # 19 rows: the layer-by-layer kernels, several row tiles and K splits
+    net.step(rng.standard_normal((19, 11)), rng.integers(0, 5, 19), 0.1, stats)
+print("done")
+"""
+
+
+def _layers_tsan(tmp_path, src=None):
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cuda_emulator.SMALL.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.tsan_run(tmp_path, _LAYERS_SCRIPT, src=src, sms=2)
+
+
+def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available, tmp_path):
+    out = _layers_tsan(tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
+    assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
+
+
+def test_thread_sanitizer_finds_an_unordered_last_block(tsan_available, tmp_path):
+    # the arrival counter as a relaxed atomic with no fence: the last block of a tile would read
+    # the other splits' partial products without their writes being ordered before its reads
+    anchor = "    __threadfence();\n    last[0] = fetch_add_acq_rel(counter, 1u) == expected - 1;"
+    out = _layers_tsan(tmp_path, _break(anchor, "    last[0] = atomicAdd(counter, 1u) == expected - 1;"))
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
 
 

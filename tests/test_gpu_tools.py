@@ -16,12 +16,12 @@ import gpu_model  # noqa: E402
 def test_the_cost_model_counts_each_path():
     rows = {(r["batch"], r["path"], r["launches"]): r for r in gpu_model.table()}
     one = rows[(10, "persistent", 1)]
-    layers = rows[(10, "layers", 40)]
-    assert one["barriers"] == 12 and layers["barriers"] == 0  # 2 L barriers, 7 L - 2 launches
+    layers = rows[(10, "layers", 24)]
+    assert one["barriers"] == 12 and layers["barriers"] == 0  # 2 L barriers, 4 L launches
     assert one["flops"] == layers["flops"] == 6 * 5_033_000 * 10
     assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
     assert one["floor_us"] < layers["floor_us"]
-    assert rows[(1024, "layers", 40)]["limit"] == "FP32"
+    assert rows[(1024, "layers", 24)]["limit"] == "FP32"
     assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
     table = gpu_model.markdown(gpu_model.table())
     assert table.count("\n| ") == 1 + 3 + 2  # the header, 3 rows at batch 10, 1 at 128 and 1024

@@ -189,7 +189,29 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     assert [u for _, u in remaining(small, tmp_path)] == [600, 1000]
     text, hours = estimate(small, tmp_path, {"shapeset": (1024, 9)}, workers=1, budget=budget)
     assert text.startswith("estimate: 2 of 3 runs to train, 1,600 updates")
-    assert "1024-16-16-9 at batch 10" in text and 0 < hours < 0.1
+    assert "1024-16-16-9 at batch 10" in text and hours > 0
+
+
+def test_claims_judge_the_papers_direction_and_significance():
+    from fastff.reproduction.claims import _compare, _sequential, table_claims
+    assert _sequential([1000, 2000, 2000, None, None]) and not _sequential([None, 1000, None])
+    assert not _sequential([2000, 1000, None]) and not _sequential([1000, None, 3000])
+    table = [dict(dataset="shapeset", model=m, test_error=e) for m, e in
+             (("Tanh N", 50.0), ("Tanh", 60.0), ("Softsign N", 55.0), ("Softsign", 55.5),
+              ("Sigmoid", 83.0))]
+    pairs = [dict(dataset="shapeset", model_a=a, model_b=b, p_value=p) for a, b, p in
+             (("Tanh", "Tanh N", 1e-9), ("Softsign N", "Softsign", 0.3),
+              ("Sigmoid", "Tanh", 1e-30))]
+    rows = {r["claim"]: r for r in table_claims(table, pairs)}
+    assert rows["Shapeset-3x2: normalized init beats standard init for tanh"]["agrees"] == "yes"
+    assert rows["Shapeset-3x2: softsign is robust to the initialization"]["agrees"] == "yes"
+    assert rows["Shapeset-3x2: the 5-layer sigmoid net is the worst of Table 1's models"][
+        "agrees"] == "yes"
+    # the right direction without significance does not agree; nor does the wrong direction
+    pairs[0]["p_value"] = 0.01
+    assert _compare(table, pairs, "shapeset", "Tanh N", "Tanh", "c")["agrees"] == "no"
+    assert _compare(table, pairs, "shapeset", "Tanh", "Tanh N", "c")["agrees"] == "no"
+    assert _compare(table[1:], pairs, "shapeset", "Tanh N", "Tanh", "c")["agrees"].startswith("n/a")
 
 
 def test_one_seed_uses_fisher_exact_on_the_test_counts():
@@ -285,6 +307,12 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000, name
     page = (out / "index.html").read_text()
     assert "fig11_shapeset_test_error.png" in page and "15.60" in page and "Small-ImageNet skipped" in page
+    # every claim judged from these runs (narrow nets: whatever the verdicts, each is one)
+    claims = list(csv.DictReader(open(out / "claims.csv")))
+    assert len(claims) == 6 + 6 and "The paper's claims" in page
+    assert all(c["agrees"] in ("yes", "no") for c in claims), claims
+    jac = [c for c in claims if c["source"].startswith("section 6")][0]
+    assert re.match(r"Tanh: [\d., ]+; Tanh N: [\d., ]+$", jac["fastff"])
     rows = [dict(r, lr=float(r["lr"])) for r in runs]
     tab = [dict(r, lr=float(r["lr"]) if r["lr"] else "") for r in table]
     fig2 = chosen_runs(rows, tab, "shapeset")["Sigmoid depth 4"]

@@ -47,6 +47,9 @@ class Reproduction:
         The rows of ``experiments.csv`` (the paper's other experiments; errors in percent).
     svm : dict or None
         The SVM baseline's result (:class:`fastff.baselines.SVMResult` as a dict).
+    claims : list of dict
+        The rows of ``claims.csv``: each of the paper's claims, fastff's number, whether they
+        agree (:mod:`fastff.reproduction.claims`).
     """
 
     out_dir: Path
@@ -57,6 +60,7 @@ class Reproduction:
     figures: list = field(default_factory=list)
     experiments: list = field(default_factory=list)
     svm: dict = None
+    claims: list = field(default_factory=list)
 
 
 def _names(kind, names, valid, everything=False):
@@ -207,7 +211,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     outcomes = functools.partial(_test_outcomes, out / "runs")
     table = table1(rows, names, n_test, skipped, outcomes=outcomes)
-    write_table(out, table, plan_budget, pairs=pairwise(rows, table, n_test, outcomes))
+    pairs = pairwise(rows, table, n_test, outcomes)
+    write_table(out, table, plan_budget, pairs=pairs)
     if progress:
         for t in table:
             if "of the grid" in t["note"]:
@@ -219,11 +224,26 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
             row["measured"] = text or row["measured"]
         write_experiments(out, others)
     figures = _figures(out, rows, table + others)
+    claims = _claims(out, rows, table, pairs) if "table1" in chosen_experiments else []
     index = out / "index.html"
     atomic_write_bytes(index, index_html(spec, plan_budget, table, figures, skipped,
-                                         others).encode())
+                                         others, claims).encode())
     return Reproduction(out_dir=out, table=table, runs=rows, skipped=skipped, index=index,
-                        figures=figures, experiments=others, svm=svm)
+                        figures=figures, experiments=others, svm=svm, claims=claims)
+
+
+def _claims(out, rows, table, pairs):
+    """The paper's claims beside the runs' numbers (:mod:`.claims`), written to
+    ``claims.csv`` and ``claims.md``."""
+    from ..report.runs import load_run
+    from .claims import CLAIM_COLUMNS, layer_claims, markdown, table_claims
+    from .table import csv_bytes
+    runs = {m: load_run(out / "runs" / name, title=m)
+            for m, name in chosen_runs(rows, table, "shapeset").items()}
+    claims = table_claims(table, pairs) + (layer_claims(runs) if runs else [])
+    atomic_write_bytes(out / "claims.csv", csv_bytes(CLAIM_COLUMNS, claims))
+    atomic_write_bytes(out / "claims.md", markdown(claims).encode())
+    return claims
 
 
 def _test_outcomes(runs_dir, row):

@@ -45,7 +45,29 @@ comparison.</p>
 """
 
 
-def index_html(spec, budget, table, figures, skipped, experiments=()):
+def _claims(rows):
+    """The claims table as HTML ("" without any)."""
+    if not rows:
+        return ""
+    esc = html.escape
+    body = "".join(f"<tr><td>{esc(r['claim'])}</td><td>{esc(r['source'])}</td>"
+                   f"<td>{esc(r['paper'])}</td><td>{esc(r['fastff'])}</td>"
+                   f"<td>{esc(r['agrees'])}</td></tr>" for r in rows)
+    tests = "".join(f"<li>{esc(r['claim'])}: {esc(r['test'])}.</li>" for r in rows if r["test"])
+    return f"""<h2>The paper's claims</h2>
+<p>Each claim beside what these runs measured. A difference agrees only where it is significant
+at p &lt; {SIGNIFICANCE_LEVEL} in the paper's direction; where the paper names no number the
+test is fastff's, listed below.</p>
+<table><tr><th>claim</th><th>source</th><th>the paper</th><th>fastff</th><th>agrees</th></tr>
+{body}
+</table>
+<ul>{tests}</ul>
+<p>Files: <a href="claims.csv">claims.csv</a>, <a href="claims.md">claims.md</a>,
+<a href="pairwise.csv">pairwise.csv</a> (every pair's p-value).</p>
+"""
+
+
+def index_html(spec, budget, table, figures, skipped, experiments=(), claims=()):
     """The HTML text of the reproduction's page.
 
     Parameters
@@ -60,6 +82,8 @@ def index_html(spec, budget, table, figures, skipped, experiments=()):
         Dataset -> why it was not run.
     experiments : list of dict
         The other experiments' rows (:func:`fastff.reproduction.table.experiments_table`).
+    claims : list of dict
+        The paper's claims beside the runs' numbers (:mod:`fastff.reproduction.claims`).
     """
     esc = html.escape
     sets = list(dict.fromkeys(r["dataset"] for r in table))
@@ -107,6 +131,7 @@ come from 5 million updates per run.</p>
 <p>Files: <a href="table1.csv">table1.csv</a>, <a href="table1.md">table1.md</a>,
 <a href="runs/runs.csv">runs/runs.csv</a> (every run), run directories under
 <code>runs/</code> (<code>fastff report</code> draws any of them).</p>
+{_claims(claims)}
 {_experiments(experiments)}
 <h2>Figures</h2>
 {figs}

@@ -287,7 +287,8 @@ def _fmt(value, digits=2):
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _csv(columns, rows):
+def csv_bytes(columns, rows):
+    """CSV text (bytes) of dict rows under ``columns``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -298,10 +299,10 @@ def _csv(columns, rows):
 def write_table(out_dir, table, budget, level=SIGNIFICANCE_LEVEL, pairs=None):
     """Write ``table1.csv``, ``table1.md`` and, with ``pairs`` (:func:`pairwise`),
     ``pairwise.csv`` into ``out_dir``; returns the markdown text."""
-    atomic_write_bytes(out_dir / "table1.csv", _csv(COLUMNS, table))
+    atomic_write_bytes(out_dir / "table1.csv", csv_bytes(COLUMNS, table))
     md = markdown(table, budget, level)
     if pairs is not None:
-        atomic_write_bytes(out_dir / "pairwise.csv", _csv(PAIR_COLUMNS, pairs))
+        atomic_write_bytes(out_dir / "pairwise.csv", csv_bytes(PAIR_COLUMNS, pairs))
         md += pairwise_markdown(pairs, level)
     atomic_write_bytes(out_dir / "table1.md", md.encode())
     return md
@@ -442,7 +443,7 @@ def experiments_table(rows, table, n_test, svm=None, measured=None, outcomes=Non
 
 def write_experiments(out_dir, rows):
     """Write ``experiments.csv`` and ``experiments.md``; returns the markdown text."""
-    atomic_write_bytes(out_dir / "experiments.csv", _csv(EXPERIMENT_COLUMNS, rows))
+    atomic_write_bytes(out_dir / "experiments.csv", csv_bytes(EXPERIMENT_COLUMNS, rows))
     lines = ["The paper's other experiments on Shapeset-3x2: test error (%) [chosen lr] "
              "(paper), beside the model the paper compares it with; p: the difference's "
              "two-sided p-value.", "",

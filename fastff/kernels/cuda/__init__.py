@@ -4,17 +4,18 @@ The CUDA C++ sources are in ``fastff/kernels/cuda/`` (``common.cuh``, then one f
 they are compiled once by NVRTC through a CuPy ``RawModule`` (cached on disk by CuPy), every
 template instance named in :func:`name_expressions`. The call tree::
 
-    dense_forward       -> dense_forward_partial<T>        split-K products (all SMs busy at batch 10)
-                        -> dense_forward_epilogue<T, ACT>  sum of splits, bias, f, statistics
+    dense_forward       -> dense_forward_fused<T, ACT>     split-K products (all SMs busy at batch
+                                                           10); the last block of a tile sums
+                                                           its splits, adds b, applies f and
+                                                           counts the statistics
     dense_backward_sgd  -> dense_backward_delta<T, ACT>    delta, bias update, dC/ds sums
-                        -> grad_x_partial<T>, sum_parts<T> dC/dx with the old W (split over N)
-                        -> dense_backward_update<T>        W -= lr x^T delta, dC/dW block sums
-                        -> reduce_grad_w                   dC/dW sums in block order
+                        -> grad_x_fused<T>                 dC/dx with the old W (split over N)
+                        -> dense_backward_update<T>        W -= lr x^T delta, dC/dW sums
     dense_backward_second_order                            per-parameter rates (rates.py)
                         -> second_order_columns<T, ACT>    delta, q, the bias's rate step
-                        -> grad_x_partial<T>, sum_parts<T> dC/dx; with square_into<T>, the
+                        -> grad_x_fused<T>                 dC/dx; with square_into<T>, the
                                                            curvature passed down (diag_hessian)
-                        -> second_order_update<T>          W's rate step, dC/dW block sums
+                        -> second_order_update<T>          W's rate step, dC/dW sums
     softmax_nll         -> softmax_nll<T>                  loss stays on the device
     softmax_quadratic   -> softmax_quadratic<T>            the same, for the quadratic cost
 
@@ -51,14 +52,13 @@ def name_expressions():
     """Every kernel template instance the backend launches."""
     out = []
     for t in CTYPES.values():
-        out += [f"dense_forward_partial<{t}>", f"grad_x_partial<{t}>", f"sum_parts<{t}>",
-                f"dense_backward_update<{t}>", f"softmax_nll<{t}>", f"softmax_quadratic<{t}>",
-                f"square_into<{t}>", f"second_order_update<{t}>"]
+        out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"softmax_nll<{t}>",
+                f"softmax_quadratic<{t}>", f"square_into<{t}>", f"second_order_update<{t}>"]
         for code in sorted(set(_CODES.values())):
-            out += [f"dense_forward_epilogue<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
+            out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
         out += [f"train_steps<{t}, {_CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
-    return out + ["reduce_grad_w"]
+    return out
 
 
 def defines():
@@ -68,6 +68,7 @@ def defines():
     strip, lanes = config.CUDA_STEP_STRIP, config.CUDA_STEP_LANES
     for name, value in (("CUDA_GEMM_TILE rows", tm), ("CUDA_GEMM_TILE columns", tn),
                         ("CUDA_UPDATE_TILE", config.CUDA_UPDATE_TILE),
+                        ("CUDA_DELTA_ROWS", config.CUDA_DELTA_ROWS),
                         ("CUDA_STEP_STRIP", strip), ("CUDA_STEP_LANES", lanes)):
         if not isinstance(value, int) or value < 2 or value & (value - 1):
             raise InputError(f"config.{name} must be a power of two >= 2, got {value!r}")
@@ -89,7 +90,7 @@ def defines():
                          f"CUDA_STEP_STRIP x LANES); CUDA allows {STATIC_SHARED_BYTES} static")
     return [f"-DFASTFF_TM={tm}", f"-DFASTFF_TN={tn}", f"-DFASTFF_TK={tk}",
             f"-DFASTFF_UT={config.CUDA_UPDATE_TILE}", f"-DFASTFF_MAX_BINS={config.CUDA_MAX_BINS}",
-            f"-DFASTFF_THREADS={config.CUDA_THREADS}",
+            f"-DFASTFF_THREADS={config.CUDA_THREADS}", f"-DFASTFF_DR={config.CUDA_DELTA_ROWS}",
             f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}", f"-DFASTFF_ST={strip}",
             f"-DFASTFF_SL={lanes}", f"-DFASTFF_PB={config.CUDA_STEP_MAX_BATCH}",
             f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}"]
@@ -125,6 +126,13 @@ def columns_geometry(n, sms):
     """(grid, block) of a kernel with one thread per column (grid-stride beyond that)."""
     threads = int(config.CUDA_THREADS)
     return (max(1, min(_ceil(n, threads), config.CUDA_BLOCKS_PER_SM * sms)),), (threads,)
+
+
+def delta_geometry(B, N):
+    """(grid, block) of dense_backward_delta: blocks of CUDA_THREADS columns by
+    CUDA_DELTA_ROWS rows, so that a large batch spreads over the SMs."""
+    threads = int(config.CUDA_THREADS)
+    return (_ceil(N, threads), _ceil(B, config.CUDA_DELTA_ROWS), 1), (threads, 1, 1)
 
 
 def update_geometry(K, N):
@@ -193,6 +201,16 @@ class Runtime:
     def stream(self):
         """The stream launches go to now (its handle)."""
         return 0
+
+    def counters(self, size):
+        """Arrival counters of the fused kernels (fastff::last_to_arrive): zeroed when made,
+        and left at zero by every launch, so one set per stream serves them all in turn."""
+        store = self.__dict__.setdefault("_counters", {})
+        key = self.stream()
+        buf = store.get(key)
+        if buf is None or buf.size < size:
+            buf = store[key] = self.zeros(max(64, size), np.uint32)
+        return buf
 
     def loss_slots(self, count=1):
         """``count`` consecutive float64 slots for steps' losses, from one ring of
@@ -331,12 +349,10 @@ def threads_per_block(name):
     """Threads per block the launches of kernel ``name`` use (its __launch_bounds__)."""
     tm, tn, _ = config.CUDA_GEMM_TILE
     ut = config.CUDA_UPDATE_TILE
-    if name.startswith(("dense_forward_partial", "grad_x_partial")):
+    if name.startswith(("dense_forward_fused", "grad_x_fused")):
         return (tn // 4) * (tm // 2)
     if name.startswith(("dense_backward_update", "second_order_update")):
         return (ut // 4) ** 2
-    if name.startswith("reduce_grad_w"):
-        return 32
     if name.startswith("train_steps"):
         return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
     return int(config.CUDA_THREADS)
@@ -345,8 +361,8 @@ def threads_per_block(name):
 def blocks_per_sm(name):
     """Blocks an SM must hold at once by kernel ``name``'s __launch_bounds__ (its second
     argument, which caps the registers ptxas gives a thread)."""
-    if name.startswith(("dense_forward_partial", "grad_x_partial", "dense_backward_update",
-                        "second_order_update", "reduce_grad_w")):
+    if name.startswith(("dense_forward_fused", "grad_x_fused", "dense_backward_update",
+                        "second_order_update")):
         return 1
     return int(config.CUDA_BLOCKS_PER_SM)
 
@@ -373,17 +389,17 @@ def _layer(x, W):
 
 
 def _split_k(rt, kernel, a, W, B, K, N, transposed, out=None):
-    """Launch one layer's split-K product (x @ W, or delta @ W^T when ``transposed``) into a
-    scratch buffer of per-split partial products; returns (parts, splits). With one split and
-    ``out`` given, the product goes straight into ``out`` (then ``parts is out``)."""
+    """(grid, block, leading arguments) of one layer's fused split-K product (x @ W, or
+    delta @ W^T when ``transposed``): the operands, the per-split partial products (a scratch
+    buffer; with one split and ``out`` given, ``out`` itself) and the tiles' arrival counters."""
     M, R, Nc = (B, N, K) if transposed else (B, K, N)
     grid, block, chunk, splits = gemm_geometry(M, R, Nc)
     if splits == 1 and out is not None:
         parts = out
     else:
         parts = rt.scratch(kernel, splits * M * Nc, W.dtype)
-    rt.launch(kernel, grid, block, (a, W, parts, _i32(B), _i32(K), _i32(N), _i32(chunk)))
-    return parts, splits
+    counters = rt.counters(grid[0] * grid[1] + grid[0])
+    return grid, block, chunk, (a, W, parts, counters)
 
 
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
@@ -393,11 +409,13 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
     rt, B, K, N, T, ct = _layer(x, W)
     if out is None:
         out = rt.empty((B, N), T)
-    parts, splits = _split_k(rt, f"dense_forward_partial<{ct}>", x, W, B, K, N, False)
+    name = f"dense_forward_fused<{ct}, {_CODES[activation]}>"
+    grid, block, chunk, head = _split_k(rt, name, x, W, B, K, N, False)
     no_i64, no_f64 = _dummies(rt)
     if stats is None:
         st = (_i32(0), T.type(0), T.type(0), no_i64, no_i64, no_f64, no_f64, no_i64, _i32(1),
               _f64(0), _f64(0), no_i64)
+        col_parts = no_f64
     else:
         bins = int(stats.hist.shape[0])  # the array's own length: what the kernel may index
         if bins > config.CUDA_MAX_BINS:
@@ -406,9 +424,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
         st = (_i32(1), T.type(stats.low), T.type(stats.high), stats.sat_low, stats.sat_high,
               stats.total, stats.total_sq, stats.hist, _i32(bins), _f64(stats.hist_lo),
               _f64(bins / (stats.hist_hi - stats.hist_lo)), stats.rows)
-    grid, block = columns_geometry(N, rt.sms)
-    rt.launch(f"dense_forward_epilogue<{ct}, {_CODES[activation]}>", grid, block,
-              (parts, _i32(splits), b, out, _i32(B), _i32(N)) + st)
+        col_parts = rt.scratch("column_parts", grid[1] * 4 * N, np.float64)
+    rt.launch(name, grid, block, head + (col_parts, b, out, _i32(B), _i32(K), _i32(N),
+                                         _i32(chunk)) + st)
     return out
 
 
@@ -421,33 +439,42 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     no_i64, no_f64 = _dummies(rt)
     want = stats is not None
-    grid, block = columns_geometry(N, rt.sms)
+    grid, block = delta_geometry(B, N)
     rt.launch(f"dense_backward_delta<{ct}, {_CODES[activation]}>", grid, block,
-              (grad_h, h, delta, b, T.type(lr), _i32(B), _i32(N), _i32(want),
+              (grad_h, h, delta, b, T.type(lr), _i32(B), _i32(N), rt.counters(grid[0]),
+               rt.scratch("column_parts", grid[1] * 3 * N, np.float64), _i32(want),
                stats.delta_total if want else no_f64, stats.delta_total_sq if want else no_f64,
                stats.counts if want else no_i64))
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct)
-    want_gw = want and stats.weight_grad
-    grid, block, blocks = update_geometry(K, N)
-    gw_parts = rt.scratch("grad_w_parts", 2 * blocks, np.float64)
-    rt.launch(f"dense_backward_update<{ct}>", grid, block,
-              (x, delta, W, T.type(lr), _i32(B), _i32(K), _i32(N), _i32(want_gw), gw_parts))
-    if want_gw:
-        rt.launch("reduce_grad_w", (1, 1, 1), (32, 1, 1),
-                  (gw_parts, _i32(blocks), stats.grad_w_total, stats.grad_w_total_sq))
+    rt.launch(f"dense_backward_update<{ct}>", *_update_launch(rt, K, N),
+              (x, delta, W, T.type(lr), _i32(B), _i32(K), _i32(N)) + _grad_w_sums(rt, K, N, stats))
     return grad_x if compute_grad_x else None
 
 
+def _update_launch(rt, K, N):
+    grid, block, _ = update_geometry(K, N)
+    return grid, block
+
+
+def _grad_w_sums(rt, K, N, stats):
+    """The last arguments of an update launch: whether to sum dC/dW, the blocks' partial sums,
+    their arrival counter and the totals."""
+    want = stats is not None and stats.weight_grad
+    _, _, blocks = update_geometry(K, N)
+    no_f64 = _dummies(rt)[1]
+    return (_i32(want), rt.scratch("grad_w_parts", 2 * blocks, np.float64), rt.counters(1),
+            stats.grad_w_total if want else no_f64, stats.grad_w_total_sq if want else no_f64)
+
+
 def _grad_x(rt, a, W, out, B, K, N, ct):
-    """out = a @ W^T (split-K partial products, added in a fixed order; one split is written
-    into ``out`` directly, with no sum launch)."""
-    parts, splits = _split_k(rt, f"grad_x_partial<{ct}>", a, W, B, K, N, True, out)
-    if parts is not out:
-        grid, block = columns_geometry(B * K, rt.sms)
-        rt.launch(f"sum_parts<{ct}>", grid, block, (parts, _i32(splits), out, _i64(B * K)))
+    """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
+    last block of each tile; one split is written into ``out`` directly)."""
+    name = f"grad_x_fused<{ct}>"
+    grid, block, chunk, head = _split_k(rt, name, a, W, B, K, N, True, out)
+    rt.launch(name, grid, block, head + (out, _i32(B), _i32(K), _i32(N), _i32(chunk)))
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
@@ -482,15 +509,9 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
             grid, block = columns_geometry(K * N, rt.sms)
             rt.launch(f"square_into<{ct}>", grid, block, (W, w_sq, _i64(K * N)))
             _grad_x(rt, q, w_sq, curv_x, B, K, N, ct)
-    want_gw = want and stats.weight_grad
-    grid, block, blocks = update_geometry(K, N)
-    gw_parts = rt.scratch("grad_w_parts", 2 * blocks, np.float64)
-    rt.launch(f"second_order_update<{ct}>", grid, block,
-              (x, delta, q, W, rates.W) + hyper + (_i32(B), _i32(K), _i32(N), _i32(want_gw),
-                                                   gw_parts))
-    if want_gw:
-        rt.launch("reduce_grad_w", (1, 1, 1), (32, 1, 1),
-                  (gw_parts, _i32(blocks), stats.grad_w_total, stats.grad_w_total_sq))
+    rt.launch(f"second_order_update<{ct}>", *_update_launch(rt, K, N),
+              (x, delta, q, W, rates.W) + hyper + (_i32(B), _i32(K), _i32(N))
+              + _grad_w_sums(rt, K, N, stats))
     rates.steps += 1
     return ((grad_x if compute_grad_x else None),
             (curv_x if compute_grad_x and hessian else None))

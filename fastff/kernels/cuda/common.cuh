@@ -19,6 +19,9 @@
 #ifndef FASTFF_THREADS
 #define FASTFF_THREADS 256  // threads per block of the one-thread-per-column kernels
 #endif
+#ifndef FASTFF_DR
+#define FASTFF_DR 32  // rows of a block of the delta kernel (dense_backward_delta)
+#endif
 #ifndef FASTFF_MIN_BLOCKS
 #define FASTFF_MIN_BLOCKS 2  // blocks per SM the launch bounds ask ptxas to leave room for
 #endif
@@ -100,6 +103,24 @@ __device__ __forceinline__ void grid_sync(unsigned* bar) {
     }
   }
   __syncthreads();
+}
+
+// The last block to arrive at ``counter`` of ``expected`` blocks that each wrote a part of one
+// result (the split-K partial products of a tile, the rows of a column tile): true in every
+// thread of that block, which then sees every other block's writes (release by each arriving
+// block, acquire by the last, as the grid barrier's). The last block resets the counter, so a
+// counter zeroed once serves every later launch on its stream. Call once per block, from every
+// thread; the answer is uniform over the block.
+__device__ __forceinline__ bool last_to_arrive(unsigned* counter, unsigned expected) {
+  FASTFF_SHARED(int, last, 1);
+  __syncthreads();
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+    __threadfence();
+    last[0] = fetch_add_acq_rel(counter, 1u) == expected - 1;
+    if (last[0]) atomicExch(counter, 0u);
+  }
+  __syncthreads();
+  return last[0] != 0;
 }
 
 // h = f(s)

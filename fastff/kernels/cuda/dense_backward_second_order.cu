@@ -3,9 +3,9 @@
 //
 // 1. second_order_columns: one thread per column j: delta = grad_h f'(h), q = curv_h f'(h)^2
 //    (diag_hessian) or delta^2 (grad_variance), the bias's rate step, the sums of delta.
-// 2. grad_x_partial and sum_parts on (delta, W): dC/dx with the old W; for diag_hessian the same
-//    on (q, W^2) after square_into: the curvature passed down.
-// 3. second_order_update: update_tile with RATES, then reduce_grad_w for the dC/dW statistics.
+// 2. grad_x_fused on (delta, W): dC/dx with the old W; for diag_hessian the same on (q, W^2)
+//    after square_into: the curvature passed down.
+// 3. second_order_update: update_tile with RATES, its last block adding the dC/dW statistics.
 
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
@@ -30,7 +30,9 @@ template <typename T>
 __global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
 second_order_update(const T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ q,
                     T* __restrict__ W, T* __restrict__ avg, T lr, int hessian, T damping, T keep,
-                    T corr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts) {
+                    T corr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts,
+                    unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
+                    double* __restrict__ grad_w_total_sq) {
   update_tile<T, true>(x, delta, q, W, avg, lr, hessian, damping, keep, corr, B, K, N, want_gw,
-                       gw_parts);
+                       gw_parts, counter, grad_w_total, grad_w_total_sq);
 }

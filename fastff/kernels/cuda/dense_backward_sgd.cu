@@ -1,12 +1,15 @@
 // dense_backward_sgd: delta = grad_h * f'(h); dC/dx = delta @ W^T with the old W; then
 // W -= lr * x^T @ delta and b -= lr * delta.sum(0), with the statistics of delta and of dC/dW.
-// Launched in this order on one stream, so dC/dx always reads the old W:
+// Three launches in this order on one stream, so dC/dx always reads the old W:
 //
-// 1. dense_backward_delta: one thread per column j: delta, the bias update, the sums of delta
-//    (delta_columns, shared with dense_backward_second_order.cu).
-// 2. grad_x_partial (split over N) and sum_parts: dC/dx, its splits added in a fixed order.
+// 1. dense_backward_delta: blocks of FASTFF_THREADS columns by FASTFF_DR rows form delta and
+//    their column sums; the last row block of a column block (fastff::last_to_arrive) adds
+//    those in row-block order and applies the bias update and the sums of delta.
+// 2. grad_x_fused (split over N): dC/dx, the last block of each tile adding its splits in split
+//    order (one split writes dC/dx directly).
 // 3. dense_backward_update: each block owns a UT x UT tile of W, forms its dC/dW entries over
-//    the whole batch and applies them (update_tile, shared with dense_backward_second_order.cu).
+//    the whole batch and applies them (update_tile, shared with
+//    dense_backward_second_order.cu); the last block adds the blocks' dC/dW sums in block order.
 
 // One thread per column j: delta = grad_h * f'(h), the bias step and the sums of delta; with
 // RATES (dense_backward_second_order) also q = curv_h f'(h)^2 (diag_hessian) or delta^2, and
@@ -56,42 +59,87 @@ __device__ __forceinline__ void delta_columns(const T* __restrict__ grad_h, cons
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* __restrict__ delta,
-                     T* __restrict__ b, T lr, int B, int N, int want_stats,
+                     T* __restrict__ b, T lr, int B, int N, unsigned* __restrict__ counters,
+                     double* __restrict__ col_parts, int want_stats,
                      double* __restrict__ d_total, double* __restrict__ d_total_sq,
                      long long* __restrict__ counts) {
-  delta_columns<T, ACT, false>(grad_h, h, nullptr, delta, nullptr, b, nullptr, lr, 0, T(0), T(0),
-                               T(0), B, N, want_stats, d_total, d_total_sq, counts);
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  const int r0 = blockIdx.y * FASTFF_DR, r1 = min(B, r0 + FASTFF_DR), row_blocks = gridDim.y;
+  if (j < N) {
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int r = r0; r < r1; ++r) {
+      const size_t e = (size_t)r * N + j;
+      const T d = grad_h[e] * fastff::derivative<ACT>(h[e]);
+      delta[e] = d;
+      colsum += d;
+      sum += double(d);
+      sum_sq += double(d) * double(d);
+    }
+    double* part = col_parts + (size_t)blockIdx.y * 3 * N;
+    part[j] = double(colsum);  // exact: a T in a double
+    part[N + j] = sum;
+    part[2 * N + j] = sum_sq;
+  }
+  if (!fastff::last_to_arrive(counters + blockIdx.x, row_blocks)) return;
+  if (j < N) {
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int t = 0; t < row_blocks; ++t) {  // row-block order: the same bits on every launch
+      const double* part = col_parts + (size_t)t * 3 * N;
+      colsum += T(part[j]);
+      sum += part[N + j];
+      sum_sq += part[2 * N + j];
+    }
+    b[j] -= lr * colsum;
+    if (want_stats) {
+      d_total[j] += sum;
+      d_total_sq[j] += sum_sq;
+    }
+  }
+  if (want_stats && blockIdx.x == 0 && threadIdx.x == 0) {
+    counts[0] += B;  // rows
+    counts[1] += 1;  // steps
+  }
 }
 
+// dC/dx = delta @ W^T: parts[s] = delta[:, N slice s] @ W[:, N slice s]^T (W (K, N) read as the
+// transposed operand), the last block of each tile adding the splits in order into out. With
+// one split the product is written into out directly (parts is out).
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 2))
-grad_x_partial(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
-               int B, int K, int N, int chunk) {
-  // parts[s] = delta[:, N slice s] @ W[:, N slice s]^T: W (K, N) read as the transposed operand
+grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
+             unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
+             int chunk) {
   fastff::gemm_partial_tile<T, true>(delta, W, parts, B, N, K, chunk);
-}
-
-template <typename T>
-__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
-sum_parts(const T* __restrict__ parts, int splits, T* __restrict__ out, long long count) {
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < count; e += stride) {
-    T s = parts[e];
-    for (int p = 1; p < splits; ++p) s += parts[(size_t)p * count + e];
-    out[e] = s;
+  const int splits = gridDim.z;
+  if (splits == 1) return;
+  if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
+  const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
+  for (int e = tid; e < FASTFF_TM * FASTFF_TN; e += threads) {
+    const int r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
+    if (r >= B || c >= K) continue;
+    T s = parts[(size_t)r * K + c];
+    for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * K + c];
+    out[(size_t)r * K + c] = s;
   }
 }
 
 // One UT x UT tile of W per block: its entries of g = x^T delta over the whole batch, applied
 // as W -= lr g; with RATES (dense_backward_second_order) also s = (x^2)^T q and the
 // per-parameter rate step of fastff::rate_step. Per-block sums of g (and of its squares) go to
-// gw_parts, which reduce_grad_w adds up in block order (deterministic).
+// gw_parts, which the last block to finish adds up in block order into grad_w_total and
+// grad_w_total_sq (deterministic).
 template <typename T, bool RATES>
 __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __restrict__ delta,
                                             const T* __restrict__ q, T* __restrict__ W,
                                             T* __restrict__ avg, T lr, int hessian, T damping,
                                             T keep, T corr, int B, int K, int N, int want_gw,
-                                            double* __restrict__ gw_parts) {
+                                            double* __restrict__ gw_parts,
+                                            unsigned* __restrict__ counter,
+                                            double* __restrict__ grad_w_total,
+                                            double* __restrict__ grad_w_total_sq) {
   FASTFF_SHARED(T, xs, FASTFF_TK * FASTFF_UT);  // xs[r][i] = x[r, i0 + i]
   FASTFF_SHARED(T, ds, FASTFF_TK * FASTFF_UT);  // ds[r][j] = delta[r, j0 + j]
   FASTFF_SHARED(T, qs, RATES ? FASTFF_TK * FASTFF_UT : 1);  // qs[r][j] = q[r, j0 + j]
@@ -145,27 +193,25 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
       gw_parts[2 * block] = s;
       gw_parts[2 * block + 1] = q2;
     }
+    const int blocks = gridDim.x * gridDim.y;
+    if (fastff::last_to_arrive(counter, blocks) && tid == 0) {
+      double total = 0.0, total_sq = 0.0;  // block order: the same sum on every launch
+      for (int k = 0; k < blocks; ++k) {
+        total += gw_parts[2 * k];
+        total_sq += gw_parts[2 * k + 1];
+      }
+      grad_w_total[0] += total;
+      grad_w_total_sq[0] += total_sq;
+    }
   }
 }
 
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
 dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict__ W,
-                      T lr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts) {
+                      T lr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts,
+                      unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
+                      double* __restrict__ grad_w_total_sq) {
   update_tile<T, false>(x, delta, nullptr, W, nullptr, lr, 0, T(0), T(0), T(0), B, K, N, want_gw,
-                        gw_parts);
-}
-
-__global__ void __launch_bounds__(32)
-reduce_grad_w(const double* __restrict__ gw_parts, int blocks, double* __restrict__ grad_w_total,
-              double* __restrict__ grad_w_total_sq) {
-  if (blockIdx.x == 0 && threadIdx.x == 0) {  // block order: the same sum on every launch
-    double s = 0.0, q = 0.0;
-    for (int k = 0; k < blocks; ++k) {
-      s += gw_parts[2 * k];
-      q += gw_parts[2 * k + 1];
-    }
-    grad_w_total[0] += s;
-    grad_w_total_sq[0] += q;
-  }
+                        gw_parts, counter, grad_w_total, grad_w_total_sq);
 }

@@ -1,39 +1,41 @@
-// dense_forward: h = f(x @ W + b) with the layer statistics, in two launches.
+// dense_forward: h = f(x @ W + b) with the layer statistics, in one launch.
 //
-// 1. dense_forward_partial: split-K products parts[s] = x[:, K slice s] @ W[K slice s, :]
-//    (fastff::gemm_partial_tile): a batch of 10 rows is one row tile, so the K splits are what
-//    spread a 1000 x 1000 layer over every SM.
-// 2. dense_forward_epilogue: one thread per output column j sums the splits in order (the same
-//    bits for any launch), adds b[j], applies f and counts the column's statistics while the
-//    values are in registers; the histogram is counted in shared memory and added to the global
-//    one with integer atomics (exact in any order).
-
-template <typename T>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 2))
-dense_forward_partial(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
-                      int B, int K, int N, int chunk) {
-  fastff::gemm_partial_tile<T, false>(x, W, parts, B, K, N, chunk);
-}
+// The grid is (column tiles, row tiles, K splits); each block forms one split's partial product
+// of one TM x TN tile (fastff::gemm_partial_tile): at batch 10 a 1000 x 1000 layer is one row
+// tile, and the K splits are what spread it over every SM. The last block to finish a tile
+// (fastff::last_to_arrive) sums its splits in split order (the same bits whichever block that
+// is), adds b, applies f, and keeps the tile's statistics per column in col_parts; the last
+// row tile of a column tile to finish adds those up in row-tile order into the layer's
+// statistics. The histogram is counted in shared memory and added to the global one with
+// integer atomics (exact in any order).
 
 template <typename T, int ACT>
-__global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
-dense_forward_epilogue(const T* __restrict__ parts, int splits, const T* __restrict__ b,
-                       T* __restrict__ out, int B, int N, int want_stats, T low, T high,
-                       long long* __restrict__ sat_low, long long* __restrict__ sat_high,
-                       double* __restrict__ total, double* __restrict__ total_sq,
-                       unsigned long long* __restrict__ hist, int bins, double hist_lo,
-                       double hist_scale, long long* __restrict__ rows) {
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 2))
+dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
+                    unsigned* __restrict__ counters, double* __restrict__ col_parts,
+                    const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
+                    int want_stats, T low, T high, long long* __restrict__ sat_low,
+                    long long* __restrict__ sat_high, double* __restrict__ total,
+                    double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
+                    int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
+  fastff::gemm_partial_tile<T, false>(x, W, parts, B, K, N, chunk);
+  const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
+  const int tile = blockIdx.y * col_tiles + blockIdx.x;
+  if (!fastff::last_to_arrive(counters + tile, splits)) return;
   FASTFF_SHARED(unsigned int, local, FASTFF_MAX_BINS);
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
   if (want_stats)
-    for (int i = threadIdx.x; i < bins; i += blockDim.x) local[i] = 0u;
+    for (int i = tid; i < bins; i += threads) local[i] = 0u;
   __syncthreads();
-  const int stride = gridDim.x * blockDim.x;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < N; j += stride) {
+  const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
+  for (int c = tid; c < FASTFF_TN; c += threads) {  // a thread per column of the tile
+    const int j = blockIdx.x * FASTFF_TN + c;
+    if (j >= N) continue;
     const T bias = b[j];
-    long long lo_count = 0, hi_count = 0;
-    double sum = 0.0, sum_sq = 0.0;
-    for (int r = 0; r < B; ++r) {
+    double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
+    for (int r = r0; r < r1; ++r) {
       T s = parts[(size_t)r * N + j];
+#pragma unroll 1  // unrolled, the float64 sigmoid spilled 8 bytes on sm_80 (the compile gate)
       for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * N + j];
       const T h = fastff::activate<ACT>(s + bias);
       out[(size_t)r * N + j] = h;
@@ -47,17 +49,34 @@ dense_forward_epilogue(const T* __restrict__ parts, int splits, const T* __restr
         if (bin >= 0) atomicAdd(&local[bin], 1u);
       }
     }
-    if (want_stats) {  // one thread owns column j: no race, and a fixed order
-      sat_low[j] += lo_count;
-      sat_high[j] += hi_count;
-      total[j] += sum;
-      total_sq[j] += sum_sq;
+    if (want_stats) {  // this row tile's column statistics, for the last row tile to add up
+      double* part = col_parts + (size_t)blockIdx.y * 4 * N;
+      part[j] = lo_count;
+      part[N + j] = hi_count;
+      part[2 * N + j] = sum;
+      part[3 * N + j] = sum_sq;
     }
   }
+  if (!want_stats) return;
   __syncthreads();
-  if (want_stats) {
-    for (int i = threadIdx.x; i < bins; i += blockDim.x)
-      if (local[i]) atomicAdd(&hist[i], (unsigned long long)local[i]);
-    if (blockIdx.x == 0 && threadIdx.x == 0) rows[0] += B;
+  for (int i = tid; i < bins; i += threads)
+    if (local[i]) atomicAdd(&hist[i], (unsigned long long)local[i]);
+  if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
+  for (int c = tid; c < FASTFF_TN; c += threads) {
+    const int j = blockIdx.x * FASTFF_TN + c;
+    if (j >= N) continue;
+    double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
+    for (int t = 0; t < row_tiles; ++t) {  // row-tile order: the same bits on every launch
+      const double* part = col_parts + (size_t)t * 4 * N;
+      lo_count += part[j];
+      hi_count += part[N + j];
+      sum += part[2 * N + j];
+      sum_sq += part[3 * N + j];
+    }
+    sat_low[j] += (long long)lo_count;
+    sat_high[j] += (long long)hi_count;
+    total[j] += sum;
+    total_sq[j] += sum_sq;
   }
+  if (blockIdx.x == 0 && tid == 0) rows[0] += B;
 }
