@@ -89,14 +89,38 @@ def rbf_svm(train, valid, test, *, method="auto", C=(1.0, 10.0), gamma_factors=(
     SVMResult
     """
     _sklearn()
-    from sklearn.kernel_approximation import Nystroem
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.svm import SVC, LinearSVC
+    C, gamma_factors = tuple(C), tuple(gamma_factors)
+    (x, y), (xv, yv), (xt, yt) = _checked_sets(train, valid, test, method, C, gamma_factors,
+                                               n_components, seed)
+    n = len(y)
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX else "nystroem"
+    n_components = min(n_components, n) if method == "nystroem" else 0
+    scale = 1.0 / (x.shape[1] * float(x.var()))
+    t0 = time.perf_counter()
+    grid, best = [], None
+    for factor in gamma_factors:
+        gamma = scale * factor
+        for c, err, converged, predict in _fits(method, x, y, xv, yv, C, gamma, n_components,
+                                                seed):
+            grid.append({"C": c, "gamma": gamma, "valid_error": err, "converged": converged})
+            if progress:
+                print(f"svm {method}: C={c:g} gamma={gamma:.4g}: valid error {100 * err:.2f}%",
+                      flush=True)
+            if best is None or err < best[0]:
+                best = (err, c, gamma, predict)
+    err, c, gamma, predict = best
+    test_err = float(np.mean(predict(xt) != yt))
+    return SVMResult(method=method, n_train=n, n_components=n_components, C=c, gamma=gamma,
+                     valid_error=err, test_error=test_err,
+                     seconds=round(time.perf_counter() - t0, 1), grid=grid)
 
+
+def _checked_sets(train, valid, test, method, C, gamma_factors, n_components, seed):
+    """rbf_svm's arguments checked; returns the three sets as float32 inputs and labels."""
     choose("method", method, dict.fromkeys(METHODS))
     check_seed(seed)
     positive("n_components", n_components, integer=True)
-    C, gamma_factors = tuple(C), tuple(gamma_factors)
     if not C or not gamma_factors:
         raise InputError("C and gamma_factors need at least one value each")
     for name, values in (("C", C), ("gamma_factors", gamma_factors)):
@@ -113,43 +137,30 @@ def rbf_svm(train, valid, test, *, method="auto", C=(1.0, 10.0), gamma_factors=(
         n_in = x.shape[1]
     if len(np.unique(train[1])) < 2:
         raise InputError("rbf_svm: the training set needs at least two classes")
-    (x, y), (xv, yv), (xt, yt) = (
-        (np.ascontiguousarray(a, np.float32), np.asarray(b)) for a, b in (train, valid, test))
-    n = len(y)
-    if method == "auto":
-        method = "exact" if n <= EXACT_MAX else "nystroem"
-    n_components = min(n_components, n) if method == "nystroem" else 0
-    if float(x.var()) == 0:
+    sets = [(np.ascontiguousarray(a, np.float32), np.asarray(b)) for a, b in (train, valid, test)]
+    if float(sets[0][0].var()) == 0:
         raise InputError("rbf_svm: the training inputs are constant; a kernel width cannot be "
                          "chosen from their variance")
-    scale = 1.0 / (x.shape[1] * float(x.var()))
-    t0 = time.perf_counter()
-    grid, best = [], None
-    for factor in gamma_factors:
-        gamma = scale * factor
-        if method == "nystroem":
-            features = Nystroem(gamma=gamma, n_components=n_components, random_state=seed).fit(x)
-            z, zv = features.transform(x), features.transform(xv)
-        for c in C:
-            if method == "exact":
-                model = SVC(C=c, gamma=gamma, kernel="rbf", cache_size=1000).fit(x, y)
-                predict, valid_pred, converged = model.predict, model.predict(xv), True
-            else:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    model = LinearSVC(C=c, dual=True, max_iter=2000, random_state=seed).fit(z, y)
-                predict = lambda a, m=model, f=features: m.predict(f.transform(a))  # noqa: E731
-                valid_pred = model.predict(zv)  # the features of xv, already computed
-                converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-            err = float(np.mean(valid_pred != yv))
-            grid.append({"C": c, "gamma": gamma, "valid_error": err, "converged": converged})
-            if progress:
-                print(f"svm {method}: C={c:g} gamma={gamma:.4g}: valid error {100 * err:.2f}%",
-                      flush=True)
-            if best is None or err < best[0]:
-                best = (err, c, gamma, predict)
-    err, c, gamma, predict = best
-    test_err = float(np.mean(predict(xt) != yt))
-    return SVMResult(method=method, n_train=n, n_components=n_components, C=c, gamma=gamma,
-                     valid_error=err, test_error=test_err,
-                     seconds=round(time.perf_counter() - t0, 1), grid=grid)
+    return sets
+
+
+def _fits(method, x, y, xv, yv, C, gamma, n_components, seed):
+    """Each C's fit at one kernel width: yields (C, validation error, converged, predict)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.svm import SVC, LinearSVC
+    if method == "nystroem":
+        features = Nystroem(gamma=gamma, n_components=n_components, random_state=seed).fit(x)
+        z, zv = features.transform(x), features.transform(xv)
+    for c in C:
+        if method == "exact":
+            model = SVC(C=c, gamma=gamma, kernel="rbf", cache_size=1000).fit(x, y)
+            predict, valid_pred, converged = model.predict, model.predict(xv), True
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model = LinearSVC(C=c, dual=True, max_iter=2000, random_state=seed).fit(z, y)
+            predict = lambda a, m=model, f=features: m.predict(f.transform(a))  # noqa: E731
+            valid_pred = model.predict(zv)  # the features of xv, already computed
+            converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        yield c, float(np.mean(valid_pred != yv)), converged, predict

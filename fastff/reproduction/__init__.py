@@ -209,25 +209,31 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                      progress=progress)
     svm = (_svm(out, plan_budget, progress=progress)
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
+    return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
+                    svm, progress)
+
+
+def _results(spec, budget, out, rows, names, n_test, skipped, experiments, svm, progress):
+    """Everything written from the runs: the tables, the figures, the claims, the page."""
     outcomes = functools.partial(_test_outcomes, out / "runs")
     table = table1(rows, names, n_test, skipped, outcomes=outcomes)
     pairs = pairwise(rows, table, n_test, outcomes)
-    write_table(out, table, plan_budget, pairs=pairs)
+    write_table(out, table, budget, pairs=pairs)
     if progress:
         for t in table:
             if "of the grid" in t["note"]:
                 print(f"note: {DATASET_TITLES[t['dataset']]}, {t['model']}: {t['note']}")
     others = []
-    if set(chosen_experiments) - {"table1"} and "shapeset" in run_sets:
+    if set(experiments) - {"table1"} and "shapeset" in n_test and "shapeset" not in skipped:
         others = experiments_table(rows, table, n_test["shapeset"], svm, outcomes=outcomes)
         for row, text in zip(others, _measured(out, rows, table, others)):
             row["measured"] = text or row["measured"]
         write_experiments(out, others)
     figures = _figures(out, rows, table + others)
-    claims = _claims(out, rows, table, pairs) if "table1" in chosen_experiments else []
+    claims = _claims(out, rows, table, pairs) if "table1" in experiments else []
     index = out / "index.html"
-    atomic_write_bytes(index, index_html(spec, plan_budget, table, figures, skipped,
-                                         others, claims).encode())
+    atomic_write_bytes(index, index_html(spec, budget, table, figures, skipped, others,
+                                         claims).encode())
     return Reproduction(out_dir=out, table=table, runs=rows, skipped=skipped, index=index,
                         figures=figures, experiments=others, svm=svm, claims=claims)
 

@@ -105,80 +105,86 @@ def _abs_hist(run, layer, when=-1):
 def layer_claims(runs):
     """The per-layer claims (Figs. 2-4 and 10, section 6) from Shapeset's chosen runs
     ``{model name: RunData}``."""
-    out = []
-    sig = runs.get("Sigmoid depth 4")
+    tanh, soft, tanh_n = runs.get("Tanh"), runs.get("Softsign"), runs.get("Tanh N")
+    return [_fig2(runs.get("Sigmoid depth 4")), _fig3(tanh),
+            _together(soft, tanh, "Softsign", "Fig. 3 bottom (section 5)",
+                      "less saturation, and all layers move together"),
+            _together(tanh_n, tanh, "Tanh N", "Fig. 10 (section 5)",
+                      "looks like softsign: no layer-by-layer saturation"),
+            _fig4(tanh, soft), _jacobian(runs)]
+
+
+def _fig2(sig):
     claim = "The top hidden layer of the 4-layer sigmoid net saturates toward 0 early"
     source = "Fig. 2 (section 5)"
     paper = "layer 4's mean drops to about 0 almost immediately; the others stay above 0.5"
     test = ("the top layer's mean below 0.2 at the first snapshot after initialization, and the "
             "lowest of the layers")
     if sig is None or len(sig.stats) < 2:
-        out.append(_row(claim, source, paper, "", test, "n/a: the run is missing"))
-    else:
-        mean = sig.stats.scalar("act_mean")
-        first = mean[1]
-        text = (f"at update {int(sig.stats.updates[1]):,}: layer means "
-                + ", ".join(f"{v:.3f}" for v in first)
-                + f"; the top layer's lowest {mean[:, -1].min():.3f}, final {mean[-1, -1]:.3f}")
-        ok = first[-1] < 0.2 and first[-1] == first.min()
-        out.append(_row(claim, source, paper, text, test, "yes" if ok else "no"))
+        return _row(claim, source, paper, "", test, "n/a: the run is missing")
+    mean = sig.stats.scalar("act_mean")
+    first = mean[1]
+    text = (f"at update {int(sig.stats.updates[1]):,}: layer means "
+            + ", ".join(f"{v:.3f}" for v in first)
+            + f"; the top layer's lowest {mean[:, -1].min():.3f}, final {mean[-1, -1]:.3f}")
+    ok = first[-1] < 0.2 and first[-1] == first.min()
+    return _row(claim, source, paper, text, test, "yes" if ok else "no")
 
-    tanh, soft, tanh_n = runs.get("Tanh"), runs.get("Softsign"), runs.get("Tanh N")
+
+def _fig3(tanh):
     claim = "Tanh (standard init): the layers saturate one after another, from the first"
-    source = "Fig. 3 top (section 5)"
+    source, paper = "Fig. 3 top (section 5)", "layer 1 saturates first, then 2, ..."
     test = (f"the update at which each layer's 98th percentile of abs(h) reaches {SATURATED}: "
             "layer 1 first, no layer before the one below it")
     if tanh is None:
-        out.append(_row(claim, source, "layer 1 saturates first, then 2, ...", "", test,
-                        "n/a: the run is missing"))
-    else:
-        first, final = _saturation_updates(tanh)
-        text = _when(first) + "; final 98th percentiles " + ", ".join(f"{v:.3f}" for v in final)
-        out.append(_row(claim, source, "layer 1 saturates first, then 2, ...", text, test,
-                        "yes" if _sequential(first) else "no"))
+        return _row(claim, source, paper, "", test, "n/a: the run is missing")
+    first, final = _saturation_updates(tanh)
+    text = _when(first) + "; final 98th percentiles " + ", ".join(f"{v:.3f}" for v in final)
+    return _row(claim, source, paper, text, test, "yes" if _sequential(first) else "no")
 
-    for model, name, source, paper in (
-            (soft, "Softsign", "Fig. 3 bottom (section 5)",
-             "less saturation, and all layers move together"),
-            (tanh_n, "Tanh N", "Fig. 10 (section 5)",
-             "looks like softsign: no layer-by-layer saturation")):
-        claim = f"{name}: the layers move together, without tanh's layer-by-layer saturation"
-        test = ("no layer's 98th percentile reaches "
-                f"{SATURATED} before the layer above it does, and the layers' percentiles lie "
-                "closer together than standard tanh's (the mean over snapshots of their range)")
-        if model is None or tanh is None:
-            out.append(_row(claim, source, paper, "", test, "n/a: the runs are missing"))
-            continue
-        first, _ = _saturation_updates(model)
-        spread, spread_tanh = _layer_spread(model), _layer_spread(tanh)
-        staircase = _sequential(first) and sum(t is not None for t in first) >= 2
-        text = f"{_when(first)}; layers' range {spread:.3f} (Tanh {spread_tanh:.3f})"
-        out.append(_row(claim, source, paper, text, test,
-                        "yes" if not staircase and spread < spread_tanh else "no"))
 
+def _together(run, tanh, name, source, paper):
+    claim = f"{name}: the layers move together, without tanh's layer-by-layer saturation"
+    test = ("no layer's 98th percentile reaches "
+            f"{SATURATED} before the layer above it does, and the layers' percentiles lie "
+            "closer together than standard tanh's (the mean over snapshots of their range)")
+    if run is None or tanh is None:
+        return _row(claim, source, paper, "", test, "n/a: the runs are missing")
+    first, _ = _saturation_updates(run)
+    spread, spread_tanh = _layer_spread(run), _layer_spread(tanh)
+    staircase = _sequential(first) and sum(t is not None for t in first) >= 2
+    text = f"{_when(first)}; layers' range {spread:.3f} (Tanh {spread_tanh:.3f})"
+    return _row(claim, source, paper, text, test,
+                "yes" if not staircase and spread < spread_tanh else "no")
+
+
+def _fig4(tanh, soft):
     claim = "At the end of training tanh's lower layers are saturated, softsign's sit at its knees"
     source = "Fig. 4 (section 5)"
     paper = "tanh: mass at ±1, strongest in the lower layers; softsign: modes near ±0.6 to ±0.8"
     test = ("tanh: the share of abs(h) >= 0.9 in layer 1 above the top layer's and above "
-            "softsign's layer 1; softsign: the mode of abs(h) over 0.2 in [0.5, 0.9] in every layer")
+            "softsign's layer 1; softsign: the mode of abs(h) over 0.2 in [0.5, 0.9] in every "
+            "layer")
     if tanh is None or soft is None:
-        out.append(_row(claim, source, paper, "", test, "n/a: the runs are missing"))
-    else:
-        L = tanh.stats.scalar("act_p98").shape[1]
-        share = lambda run, k: float(sum(m for c, m in zip(*_abs_hist(run, k)) if c >= 0.9))  # noqa: E731
-        t1, tL, s1 = share(tanh, 0), share(tanh, L - 1), share(soft, 0)
-        modes = []
-        for k in range(soft.stats.scalar("act_p98").shape[1]):
-            c, m = _abs_hist(soft, k)
-            keep = c > 0.2
-            modes.append(float(c[keep][np.argmax(m[keep])]) if keep.any() else float("nan"))
-        text = (f"abs(h) >= 0.9: tanh layer 1 {100 * t1:.1f}%, top layer {100 * tL:.1f}%, softsign "
-                f"layer 1 {100 * s1:.1f}%; softsign's abs(h) modes "
-                + ", ".join(f"{v:.2f}" for v in modes))
-        ok = t1 > tL and t1 > s1 and all(0.5 <= v <= 0.9 for v in modes)
-        out.append(_row(claim, source, paper, text, test, "yes" if ok else "no"))
+        return _row(claim, source, paper, "", test, "n/a: the runs are missing")
+    L = tanh.stats.scalar("act_p98").shape[1]
+    share = lambda run, k: float(sum(m for c, m in zip(*_abs_hist(run, k)) if c >= 0.9))  # noqa: E731
+    t1, tL, s1 = share(tanh, 0), share(tanh, L - 1), share(soft, 0)
+    modes = []
+    for k in range(soft.stats.scalar("act_p98").shape[1]):
+        c, m = _abs_hist(soft, k)
+        keep = c > 0.2
+        modes.append(float(c[keep][np.argmax(m[keep])]) if keep.any() else float("nan"))
+    text = (f"abs(h) >= 0.9: tanh layer 1 {100 * t1:.1f}%, top layer {100 * tL:.1f}%, softsign "
+            f"layer 1 {100 * s1:.1f}%; softsign's abs(h) modes "
+            + ", ".join(f"{v:.2f}" for v in modes))
+    ok = t1 > tL and t1 > s1 and all(0.5 <= v <= 0.9 for v in modes)
+    return _row(claim, source, paper, text, test, "yes" if ok else "no")
 
-    claim = "The layer Jacobians' mean singular value at initialization: about 0.5 with standard init, about 0.8 with normalized init (tanh)"
+
+def _jacobian(runs):
+    claim = ("The layer Jacobians' mean singular value at initialization: about 0.5 with "
+             "standard init, about 0.8 with normalized init (tanh)")
     source = "section 6 (Eq. 17)"
     test = (f"layers 2-5 at update 0 within {JACOBIAN_RANGES['Tanh']} (standard) and "
             f"{JACOBIAN_RANGES['Tanh N']} (normalized)")
@@ -190,13 +196,11 @@ def layer_claims(runs):
             if np.isfinite(sv[1:]).all():
                 found[name] = sv
     if len(found) < 2:
-        out.append(_row(claim, source, "0.5 and 0.8", "", test,
-                        "n/a: no Jacobian measured at update 0"))
-    else:
-        text = "; ".join(f"{n}: " + ", ".join(f"{v:.2f}" for v in sv) for n, sv in found.items())
-        ok = all(lo <= v <= hi for n, (lo, hi) in JACOBIAN_RANGES.items() for v in found[n][1:])
-        out.append(_row(claim, source, "0.5 and 0.8", text, test, "yes" if ok else "no"))
-    return out
+        return _row(claim, source, "0.5 and 0.8", "", test,
+                    "n/a: no Jacobian measured at update 0")
+    text = "; ".join(f"{n}: " + ", ".join(f"{v:.2f}" for v in sv) for n, sv in found.items())
+    ok = all(lo <= v <= hi for n, (lo, hi) in JACOBIAN_RANGES.items() for v in found[n][1:])
+    return _row(claim, source, "0.5 and 0.8", text, test, "yes" if ok else "no")
 
 
 def table_claims(table, pairs):
