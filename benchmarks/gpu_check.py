@@ -6,8 +6,8 @@ newer), CuPy and, for the baselines, PyTorch; no network needed. In about 5 minu
 1. runs the ``cuda`` tests (``pytest -m cuda``) and keeps their summary line;
 2. times the paper's SGD step (1024-1000x5-9, tanh, float32, statistics on) at batch 10, 128
    and 1024 on each path (the persistent step, one launch a step or 100 steps a launch, and the
-   layer-by-layer kernels) with CUDA events: warm-up, then the median of several repeats of
-   many steps;
+   layer-by-layer kernels in a CUDA graph and launched one by one) with CUDA events: warm-up,
+   then the median of several repeats of many steps;
 3. times PyTorch's step of the same net, eager and captured in a CUDA graph, in the same run;
 4. trains the paper's Shapeset run for ``--updates`` updates (monitoring on) and extrapolates
    its time to the paper's 5 million;
@@ -117,18 +117,20 @@ def time_fastff(steps, repeats):
     rows = []
     for batch in BATCHES:
         x, y = paper_batch(batch)
-        paths = ["persistent", "layers"] if batch <= config.CUDA_STEP_MAX_BATCH else ["layers"]
-        for path in paths:
-            config.CUDA_STEP_PATH = path
+        paths = [("layers", "layers", True), ("layers, no graph", "layers", False)]
+        if batch <= config.CUDA_STEP_MAX_BATCH:
+            paths.insert(0, ("persistent", "persistent", True))
+        for label, path, graph in paths:
+            config.CUDA_STEP_PATH, config.CUDA_GRAPH = path, graph
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
             stats = net.new_stats()
             n = steps if batch <= 128 else max(10, steps // 10)
-            row = dict(batch=batch, path=path, **time_device(
+            row = dict(batch=batch, path=label, **time_device(
                 lambda: net._step(x, y, 0.01, stats), n, repeats))
             if path == "persistent":
                 row["grid"] = net._plan.launch.grid
             rows.append(row)
-        config.CUDA_STEP_PATH = "auto"
+        config.CUDA_STEP_PATH, config.CUDA_GRAPH = "auto", True
         if batch <= config.CUDA_STEP_MAX_BATCH:  # 100 steps a launch, batches on the device
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
             stats = net.new_stats()

@@ -121,6 +121,10 @@ CUDA_MAX_BINS = 1024
 # the layer-by-layer kernels otherwise), "persistent" (an error where it does not apply) or
 # "layers" (always the layer-by-layer kernels).
 CUDA_STEP_PATH = "auto"
+# Capture the layer-by-layer step in a CUDA graph from its second step with one model, batch
+# size and statistics object (then a step is its input copies, one graph launch and a loss copy,
+# not 4 L kernel launches); False launches the kernels one by one every step.
+CUDA_GRAPH = True
 # Units of a layer per strip (the forward's columns, the backward's rows of W) and threads
 # along each; a block has STRIP x LANES threads. Powers of two.
 CUDA_STEP_STRIP = 8

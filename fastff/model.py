@@ -355,9 +355,15 @@ class MLP:
         """The step on checked device arrays; the loss stays a device scalar."""
         plan = self._plan
         if plan.whole_step is not None:
-            loss = plan.whole_step(self.params, self.activation, x, y, lr, stats, rates, self.loss)
+            loss = plan.whole_step(self.params, self.activation, x, y, lr, stats, rates, self.loss,
+                                   self._layers_step)
             if loss is not None:
                 return loss
+        return self._layers_step(x, y, lr, stats, rates)
+
+    def _layers_step(self, x, y, lr, stats=None, rates=None):
+        """The step layer by layer, one kernel call after another."""
+        plan = self._plan
         ws = plan.workspace(x.shape[0])
         hs = self._forward_all(x, stats, ws["h"])
         loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])

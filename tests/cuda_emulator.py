@@ -121,6 +121,19 @@ class EmuRuntime(cuda.Runtime):
         self.launches, self.allocations = [], []
 
     def launch(self, name, grid, block, args, cooperative=False):
+        if self.graph is not None:  # captured: recorded, not run
+            self.graph.record(name, grid, block, args, cooperative)
+            return
+        self.launches.append((name, tuple(grid), tuple(block)))
+        self._run(name, grid, block, args, cooperative)
+
+    def run_graph(self, graph):
+        """A graph counts as one launch; its kernels run in order."""
+        self.launches.append(("graph", (len(graph.nodes), 1, 1), (1, 1, 1)))
+        for name, grid, block, args, cooperative in graph.nodes:
+            self._run(name, grid, block, args, cooperative)
+
+    def _run(self, name, grid, block, args, cooperative):
         if tuple(cuda.defines()) != self.defines:
             raise RuntimeError("a CUDA setting of fastff.config changed since this host build; "
                                "build the sources again for it")
@@ -130,7 +143,6 @@ class EmuRuntime(cuda.Runtime):
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous, f"argument {i} of {name} is not contiguous"
         params, values = cuda.kernel_params(args, self.address)
-        self.launches.append((name, grid, block))
         rc = self.lib.fastff_emu_launch(name.encode(), *grid, *block, params, int(cooperative))
         assert rc != -1, f"the host build has no kernel {name!r}"
         if rc == -2:
@@ -142,8 +154,9 @@ class EmuRuntime(cuda.Runtime):
         return self.sms * self.per_sm
 
     def empty(self, shape, dtype):
+        out = super().empty(shape, dtype)  # refused while a graph is captured
         self.allocations.append((tuple(np.atleast_1d(shape)), np.dtype(dtype)))
-        return np.empty(shape, dtype)
+        return out
 
 
 CHILD_PRELUDE = """

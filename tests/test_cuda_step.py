@@ -202,8 +202,10 @@ def _audit(rt, net, data, stats):
     return rows
 
 
+@pytest.mark.parametrize("graph", [True, False])
 @pytest.mark.parametrize("batch", [10, 128, 1024])
-def test_launch_audit(emulate, rng, batch):
+def test_launch_audit(emulate, rng, batch, graph, monkeypatch):
+    monkeypatch.setattr(config, "CUDA_GRAPH", graph)
     rt = emulate()
     sizes = [12, 16, 16, 16, 9]  # narrow layers, the paper's shape of net
     net = cuda_net(sizes, "tanh", "float32")
@@ -216,8 +218,52 @@ def test_launch_audit(emulate, rng, batch):
     else:
         # layer by layer: 1 launch a forward (split-K, bias, f and statistics fused), 1 for
         # the cost, a backward's delta, dC/dx (not the first layer's) and update (the dC/dW
-        # sums fused): 4 L; nothing allocated
-        assert rows == [(4 * L, 0)] * 2
+        # sums fused): 4 L, in one CUDA graph from the second step; nothing allocated
+        if graph:
+            assert rows == [(1, 0)] * 2 and rt.launches[-1][0] == "graph"
+            assert rt.launches[-1][1][0] == 4 * L  # the graph's kernels
+        else:
+            assert rows == [(4 * L, 0)] * 2
+
+
+def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch):
+    emulate()
+    sizes = [11, 17, 13, 5]
+    nets = {g: cuda_net(sizes, "tanh", "float32") for g in (True, False)}
+    stats = {g: nets[g].new_stats(weight_grad=True) for g in (True, False)}
+    data = batches(rng, sizes, 19, 6, np.float32)
+    losses = {}
+    for g in (True, False):
+        monkeypatch.setattr(config, "CUDA_GRAPH", g)
+        # the rate changes between steps: the graph reads it from the device
+        losses[g] = [float(nets[g]._step(x, y, 0.1 / (1 + k), stats[g]))
+                     for k, (x, y) in enumerate(data)]
+    assert nets[True]._plan.graph is not None and nets[True]._plan.graph.graph is not None
+    assert losses[True] == losses[False] and len(set(losses[True])) == len(data)
+    for (W1, b1), (W2, b2) in zip(nets[True].params, nets[False].params):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+    for a, b in zip(stats[True].forward + stats[True].backward,
+                    stats[False].forward + stats[False].backward):
+        for u, v in zip(a.arrays(), b.arrays()):
+            np.testing.assert_array_equal(u, v)
+    # another statistics object, or none: a new graph, not the old one's arrays
+    monkeypatch.setattr(config, "CUDA_GRAPH", True)
+    net = nets[True]
+    first = net._plan.graph
+    other = net.new_stats()
+    for x, y in data[:3]:
+        net._step(x, y, 0.1, other)
+    assert net._plan.graph is not first and net._plan.graph.stats is other
+    assert int(other.forward[0].rows[0]) == 3 * 19  # every step counted in its own object
+
+
+def test_a_capture_may_not_allocate(emulate):
+    rt = emulate()
+    with pytest.raises(fastff.DeviceError, match="allocation while a CUDA graph is captured"):
+        with rt.capture():
+            rt.empty(3, np.float32)
+    assert rt.graph is None  # the capture is closed after an error
 
 
 # -- each detection of the concurrent emulator, by breaking something on purpose -----------------

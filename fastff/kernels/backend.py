@@ -51,9 +51,10 @@ class Plan:
         self.hints = {}  # the backend's per-model tunables, by name (the CPU's: prefetch, parallel)
         self.parallel = True
 
-    # whole_step(params, activation, x, y, lr, stats, rates, loss) -> the loss, or None where
-    # the step runs layer by layer: a backend that runs a whole step at once (CUDA's persistent
-    # step, fastff/kernels/cuda/step.py) sets it.
+    # whole_step(params, activation, x, y, lr, stats, rates, loss, layers) -> the loss, or None
+    # where the model runs the step layer by layer itself (``layers(x, y, lr, stats, rates)``
+    # does that, for a backend that records it): a backend that runs a whole step at once (CUDA's
+    # persistent step and its captured graph, fastff/kernels/cuda/step.py) sets it.
     whole_step = None
 
     # Whether the backend's small-batch passes have serial twins that give the same numbers and

@@ -163,17 +163,44 @@ def kernel_params(args, address):
     return params, values
 
 
+class Graph:
+    """Launches recorded by :meth:`Runtime.capture`, run again by :meth:`launch`; it keeps
+    every array its launches were given, so none is freed while the graph can run."""
+
+    def __init__(self, rt):
+        self.rt, self.nodes, self.keep = rt, [], []
+
+    def record(self, name, grid, block, args, cooperative):
+        self.nodes.append((name, grid, block, args, cooperative))
+        self.keep += [a for a in args if not np.isscalar(a)]
+
+    def launch(self):
+        """Run the recorded launches in order on the current stream."""
+        self.rt.run_graph(self)
+
+
 class Runtime:
     """Where kernels launch: ``xp`` (its array module), ``sms``, ``launch``, ``resident``
-    (how many blocks of a cooperative launch fit on the device at once), ``empty`` and
-    ``scratch``. Every allocation of the CUDA launch code goes through ``empty``, so that a
-    test can count them (the launch audit)."""
+    (how many blocks of a cooperative launch fit on the device at once), ``empty``,
+    ``scratch`` and ``capture``. Every allocation of the CUDA launch code goes through
+    ``empty``, so that a test can count them (the launch audit)."""
 
     xp = np
     sms = 1
+    graph = None  # the Graph being recorded, during capture()
 
     def launch(self, name, grid, block, args, cooperative=False):
         raise NotImplementedError
+
+    def capture(self):
+        """A context whose launches are recorded into a :class:`Graph` (run by its
+        ``launch``), not run; it may not allocate (every buffer must exist before)."""
+        return _Capture(self, Graph(self))
+
+    def run_graph(self, graph):
+        """Run a recorded graph: its launches again, in order."""
+        for name, grid, block, args, cooperative in graph.nodes:
+            self.launch(name, grid, block, args, cooperative)
 
     def resident(self, name, threads):
         """Blocks of ``threads`` threads of kernel ``name`` that can run at once."""
@@ -181,6 +208,9 @@ class Runtime:
 
     def empty(self, shape, dtype):
         """A new device array (the only way the launch code allocates)."""
+        if self.graph is not None:
+            raise DeviceError("an allocation while a CUDA graph is captured: every buffer of a "
+                              "captured step must exist before the capture")
         return self.xp.empty(shape, dtype)
 
     def zeros(self, shape, dtype):
@@ -212,6 +242,20 @@ class Runtime:
             buf = store[key] = self.zeros(max(64, size), np.uint32)
         return buf
 
+    def rate(self, lr, dtype):
+        """A one-element device array holding the learning rate ``lr`` for this stream's SGD
+        kernels (they read it there: a captured step serves any rate); it is written only
+        when the rate changes, in stream order."""
+        store = self.__dict__.setdefault("_rates", {})
+        key = (np.dtype(dtype), self.stream())
+        entry = store.get(key)
+        if entry is None:
+            entry = store[key] = [self.empty(1, dtype), None]
+        if entry[1] != lr:
+            entry[0].fill(lr)
+            entry[1] = lr
+        return entry[0]
+
     def loss_slots(self, count=1):
         """``count`` consecutive float64 slots for steps' losses, from one ring of
         config.CUDA_STEP_LOSS_RING: they keep their values until the ring comes round again, so
@@ -232,6 +276,23 @@ class Runtime:
     def address(a):
         """The device address of array ``a``'s first element."""
         return a.ctypes.data
+
+
+class _Capture:
+    """Runtime.capture's context: the runtime records into ``graph`` while it is open."""
+
+    def __init__(self, rt, graph):
+        self.rt, self.graph = rt, graph
+
+    def __enter__(self):
+        if self.rt.graph is not None:
+            raise DeviceError("a CUDA graph is already being captured")
+        self.rt.graph = self.graph
+        return self.graph
+
+    def __exit__(self, *exc):
+        self.rt.graph = None
+        return False
 
 
 class CuPyRuntime(Runtime):
@@ -261,6 +322,8 @@ class CuPyRuntime(Runtime):
 
     def launch(self, name, grid, block, args, cooperative=False):
         fn = self.function(name)
+        if self.graph is not None:  # recorded by the stream capture; keep its arrays alive
+            self.graph.keep += [a for a in args if not np.isscalar(a)]
         if not cooperative:
             fn(tuple(grid), tuple(block), args)
             return
@@ -268,7 +331,8 @@ class CuPyRuntime(Runtime):
         grid = tuple(grid) + (1,) * (3 - len(grid))
         block = tuple(block) + (1,) * (3 - len(block))
         params, values = kernel_params(args, self.address)
-        driver.launchCooperativeKernel(fn.kernel.ptr, *grid, *block, 0, self.stream(),
+        driver.launchCooperativeKernel(fn.kernel.ptr, *grid, *block, 0,
+                                       self.xp.cuda.get_current_stream().ptr,
                                        ctypes.addressof(params))
 
     def resident(self, name, threads):
@@ -282,11 +346,49 @@ class CuPyRuntime(Runtime):
         return self._resident[key]
 
     def stream(self):
+        if self.graph is not None:  # buffers are the stream's the graph will run on
+            return self.graph.stream
         return self.xp.cuda.get_current_stream().ptr
+
+    def capture(self):
+        """Stream capture of the launches inside (on a non-blocking stream of its own, after
+        what the current stream has queued) into a CUDA graph that ``launch`` runs on the
+        current stream."""
+        return _CuPyCapture(self)
+
+    def run_graph(self, graph):
+        graph.cuda_graph.launch(stream=self.xp.cuda.get_current_stream())
 
     @staticmethod
     def address(a):
         return a.data.ptr
+
+
+class _CuPyCapture(_Capture):
+    """CuPyRuntime.capture's context: a CUDA stream capture."""
+
+    def __init__(self, rt):
+        super().__init__(rt, Graph(rt))
+
+    def __enter__(self):
+        cupy = self.rt.xp
+        current = cupy.cuda.get_current_stream()
+        self.graph.stream = current.ptr
+        self.side = cupy.cuda.Stream(non_blocking=True)
+        self.side.wait_event(current.record())
+        super().__enter__()
+        self.side.use()
+        self.side.begin_capture()
+        self.current = current
+        return self.graph
+
+    def __exit__(self, *exc):
+        try:
+            self.graph.cuda_graph = self.side.end_capture()
+        finally:
+            self.current.use()
+            super().__exit__(*exc)
+        return False
 
 
 _RUNTIME = None
@@ -440,8 +542,9 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     no_i64, no_f64 = _dummies(rt)
     want = stats is not None
     grid, block = delta_geometry(B, N)
+    rate = rt.rate(lr, T)
     rt.launch(f"dense_backward_delta<{ct}, {_CODES[activation]}>", grid, block,
-              (grad_h, h, delta, b, T.type(lr), _i32(B), _i32(N), rt.counters(grid[0]),
+              (grad_h, h, delta, b, rate, _i32(B), _i32(N), rt.counters(grid[0]),
                rt.scratch("column_parts", grid[1] * 3 * N, np.float64), _i32(want),
                stats.delta_total if want else no_f64, stats.delta_total_sq if want else no_f64,
                stats.counts if want else no_i64))
@@ -450,7 +553,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
             grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct)
     rt.launch(f"dense_backward_update<{ct}>", *_update_launch(rt, K, N),
-              (x, delta, W, T.type(lr), _i32(B), _i32(K), _i32(N)) + _grad_w_sums(rt, K, N, stats))
+              (x, delta, W, rate, _i32(B), _i32(K), _i32(N)) + _grad_w_sums(rt, K, N, stats))
     return grad_x if compute_grad_x else None
 
 
@@ -525,7 +628,7 @@ def _softmax_loss(kernel, z, y, grad_z):
     loss = rt.loss_slots()
     rt.launch(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
               (z, y, grad_z, rt.scratch("row_loss", B, np.float64), loss, _i32(B), _i32(K)))
-    return loss[0], grad_z
+    return loss.reshape(()), grad_z  # a view of the slot (a graph replay writes it again)
 
 
 def softmax_nll_unchecked(z, y, grad_z=None):

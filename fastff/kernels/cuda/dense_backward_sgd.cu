@@ -1,5 +1,7 @@
 // dense_backward_sgd: delta = grad_h * f'(h); dC/dx = delta @ W^T with the old W; then
 // W -= lr * x^T @ delta and b -= lr * delta.sum(0), with the statistics of delta and of dC/dW.
+// The learning rate is read from the device (lr[0]), so that a step captured in a CUDA graph
+// serves any rate.
 // Three launches in this order on one stream, so dC/dx always reads the old W:
 //
 // 1. dense_backward_delta: blocks of FASTFF_THREADS columns by FASTFF_DR rows form delta and
@@ -59,7 +61,8 @@ __device__ __forceinline__ void delta_columns(const T* __restrict__ grad_h, cons
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* __restrict__ delta,
-                     T* __restrict__ b, T lr, int B, int N, unsigned* __restrict__ counters,
+                     T* __restrict__ b, const T* __restrict__ lr, int B, int N,
+                     unsigned* __restrict__ counters,
                      double* __restrict__ col_parts, int want_stats,
                      double* __restrict__ d_total, double* __restrict__ d_total_sq,
                      long long* __restrict__ counts) {
@@ -91,7 +94,7 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
       sum += part[N + j];
       sum_sq += part[2 * N + j];
     }
-    b[j] -= lr * colsum;
+    b[j] -= lr[0] * colsum;
     if (want_stats) {
       d_total[j] += sum;
       d_total_sq[j] += sum_sq;
@@ -209,9 +212,10 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
 dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict__ W,
-                      T lr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts,
+                      const T* __restrict__ lr, int B, int K, int N, int want_gw,
+                      double* __restrict__ gw_parts,
                       unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
                       double* __restrict__ grad_w_total_sq) {
-  update_tile<T, false>(x, delta, nullptr, W, nullptr, lr, 0, T(0), T(0), T(0), B, K, N, want_gw,
+  update_tile<T, false>(x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw,
                         gw_parts, counter, grad_w_total, grad_w_total_sq);
 }

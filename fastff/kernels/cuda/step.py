@@ -1,5 +1,6 @@
-"""The persistent training step: one cooperative launch of ``train_steps`` (train_step.cu) per
-SGD step, or per several steps, in place of about 35 layer-by-layer launches.
+"""A whole training step on the GPU: one cooperative launch of ``train_steps`` (train_step.cu)
+per SGD step, or per several steps, in place of 4 L layer-by-layer launches; where that kernel
+does not apply, the layer-by-layer launches captured once in a CUDA graph (:class:`LayerGraph`).
 
 :class:`CUDAPlan` is the CUDA backend's :class:`~fastff.kernels.backend.Plan`; its
 ``whole_step`` runs a model's step through a :class:`StepLaunch` where the persistent kernel
@@ -163,6 +164,52 @@ class StepLaunch:
         return out
 
 
+class LayerGraph:
+    """The layer-by-layer step of one model, batch size, statistics object, activation and cost,
+    captured in a CUDA graph on its first run and replayed after: a step is then two input
+    copies, one graph launch and a copy of the loss into the runtime's loss ring.
+
+    The graph reads the batch from its own input buffers and the learning rate from the
+    runtime's rate buffer (:meth:`~fastff.kernels.cuda.Runtime.rate`), so one capture serves
+    every batch and rate. Build it after an ordinary step of the same shape has made every
+    buffer (the capture may not allocate).
+    """
+
+    def __init__(self, params, activation, batch, workspace, stats, loss, layers, rt=None):
+        rt = runtime() if rt is None else rt
+        self.rt, self.params, self.batch, self.stats = rt, params, batch, stats
+        self.activation, self.cost, self.layers = activation, loss, layers
+        self.workspace, self.stream = workspace, rt.stream()
+        self.arrays = [a for W, b in params for a in (W, b)]
+        self.versions = _versions(stats)
+        self.dtype = np.dtype(params[0][0].dtype)
+        self.x = rt.empty((batch, params[0][0].shape[0]), self.dtype)
+        self.y = rt.empty(batch, np.int64)
+        self.graph = self.loss = None
+
+    def matches(self, params, batch, stats, activation, loss, workspace):
+        """Whether this graph runs a step of these (the same arrays, on the current stream)."""
+        return (batch == self.batch and stats is self.stats and _versions(stats) == self.versions
+                and self.stream == self.rt.stream() and activation == self.activation
+                and loss == self.cost and workspace is self.workspace
+                and all(a is b for a, b in zip(self.arrays, (a for W, b in params
+                                                             for a in (W, b)))))
+
+    def run(self, x, y, lr):
+        """One step on device arrays ``x`` and ``y``; returns the loss (a device scalar)."""
+        self.x[...] = x
+        self.y[...] = y
+        self.rt.rate(lr, self.dtype)  # written before the graph runs, in stream order
+        if self.graph is None:
+            with self.rt.capture() as graph:
+                self.loss = self.layers(self.x, self.y, lr, self.stats, None)
+            self.graph = graph
+        self.graph.launch()
+        out = self.rt.loss_slots()
+        out[...] = self.loss
+        return out.reshape(())
+
+
 def _versions(stats):
     """What identifies the arrays of a StepStats: its layers' assignment counts."""
     if stats is None:
@@ -176,26 +223,38 @@ class CUDAPlan(Plan):
 
     def __init__(self, backend, sizes, dtype):
         super().__init__(backend, sizes, dtype)
-        self.launch = None
+        self.launch = self.graph = None
 
-    def whole_step(self, params, activation, x, y, lr, stats, rates, loss):
-        """Run the whole step as one persistent launch and return its loss (a device scalar),
-        or return None where the layer-by-layer kernels must run it (config.CUDA_STEP_PATH)."""
+    def whole_step(self, params, activation, x, y, lr, stats, rates, loss, layers):
+        """Run the whole step as one persistent launch, or as a captured graph of the
+        layer-by-layer kernels, and return its loss (a device scalar); or return None where
+        the model must run it layer by layer (config.CUDA_STEP_PATH, config.CUDA_GRAPH)."""
         path = config.CUDA_STEP_PATH
         if path not in ("auto", "persistent", "layers"):
             raise InputError(f"config.CUDA_STEP_PATH must be 'auto', 'persistent' or 'layers', "
                              f"got {path!r}")
-        if path == "layers":
-            return None
         batch = x.shape[0]
-        reason = why_not_persistent(self.sizes, batch, rates, loss)
+        reason = ("config.CUDA_STEP_PATH = 'layers'" if path == "layers"
+                  else why_not_persistent(self.sizes, batch, rates, loss))
         if reason is not None:
             if path == "persistent":
                 raise InputError(f"config.CUDA_STEP_PATH = 'persistent', but {reason}")
-            return None
+            return self._graph_step(params, activation, x, y, lr, stats, rates, loss, layers)
         launch = self.launch
         if (launch is None or launch.params is not params
                 or not launch.matches(batch, stats, activation, loss)):
             launch = self.launch = StepLaunch(params, activation, batch, self.workspace(batch),
                                               stats, loss)
         return launch.run(x, y, lr)[0]
+
+    def _graph_step(self, params, activation, x, y, lr, stats, rates, loss, layers):
+        """The layer-by-layer step through a LayerGraph (None: the model runs it itself, as
+        it does once to make every buffer before a graph is captured)."""
+        if not config.CUDA_GRAPH or rates is not None:  # rates' step counts change each step
+            return None
+        ws = self.workspace(x.shape[0])
+        graph = self.graph
+        if graph is None or not graph.matches(params, x.shape[0], stats, activation, loss, ws):
+            self.graph = LayerGraph(params, activation, x.shape[0], ws, stats, loss, layers)
+            return None
+        return graph.run(x, y, lr)
