@@ -258,6 +258,25 @@ def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch
     assert int(other.forward[0].rows[0]) == 3 * 19  # every step counted in its own object
 
 
+def test_a_captured_loss_never_overwrites_a_loss_handed_out(emulate, rng, monkeypatch):
+    # a ring of 4: the losses handed out stay valid for the 3 steps after theirs, and the
+    # graph's own slot is never one of them (a replay rewrites it every step)
+    monkeypatch.setattr(config, "CUDA_STEP_LOSS_RING", 4)
+    emulate()
+    sizes = [7, 9, 4]
+    data = batches(rng, sizes, 18, 12, np.float64)
+    monkeypatch.setattr(config, "CUDA_GRAPH", False)
+    eager = cuda_net(sizes, "tanh", "float64")
+    expect = [float(eager._step(x, y, 0.2)) for x, y in data]
+    monkeypatch.setattr(config, "CUDA_GRAPH", True)
+    net = cuda_net(sizes, "tanh", "float64")
+    held = []
+    for k, (x, y) in enumerate(data):
+        held.append(net._step(x, y, 0.2))
+        assert [float(v) for v in held[-3:]] == expect[max(0, k - 2):k + 1], k
+    assert net._plan.graph.graph is not None
+
+
 def test_a_capture_may_not_allocate(emulate):
     rt = emulate()
     with pytest.raises(fastff.DeviceError, match="allocation while a CUDA graph is captured"):

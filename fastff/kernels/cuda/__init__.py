@@ -26,6 +26,7 @@ orchestration on the CPU. ``import fastff.kernels.cuda`` needs no CuPy: the runt
 on the first kernel call, and says what is missing when it cannot be.
 """
 import ctypes
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -192,10 +193,12 @@ class Runtime:
     def launch(self, name, grid, block, args, cooperative=False):
         raise NotImplementedError
 
-    def capture(self):
+    def capture(self, loss_slot=None):
         """A context whose launches are recorded into a :class:`Graph` (run by its
-        ``launch``), not run; it may not allocate (every buffer must exist before)."""
-        return _Capture(self, Graph(self))
+        ``launch``), not run; it may not allocate (every buffer must exist before).
+        ``loss_slot``: a float64 device array of one element where the captured step's cost
+        writes its loss (default: one made now), never handed out by :meth:`loss_slots`."""
+        return _Capture(self, Graph(self), loss_slot)
 
     def run_graph(self, graph):
         """Run a recorded graph: its launches again, in order."""
@@ -268,6 +271,8 @@ class Runtime:
         if not 1 <= count <= ring.shape[0]:
             raise InputError(f"at most config.CUDA_STEP_LOSS_RING = {ring.shape[0]} losses at "
                              f"once, got {count}")
+        if self.graph is not None:  # a captured step writes its own slot on every replay
+            return self.graph.loss_slot[:count]
         k = self._loss_next if self._loss_next + count <= ring.shape[0] else 0
         self._loss_next = k + count
         return ring[k:k + count]
@@ -281,8 +286,10 @@ class Runtime:
 class _Capture:
     """Runtime.capture's context: the runtime records into ``graph`` while it is open."""
 
-    def __init__(self, rt, graph):
+    def __init__(self, rt, graph, loss_slot=None):
         self.rt, self.graph = rt, graph
+        # the loss of the captured step, which every replay rewrites (made before the capture)
+        graph.loss_slot = rt.zeros(1, np.float64) if loss_slot is None else loss_slot
 
     def __enter__(self):
         if self.rt.graph is not None:
@@ -346,15 +353,17 @@ class CuPyRuntime(Runtime):
         return self._resident[key]
 
     def stream(self):
+        """(device, stream handle, host thread where the handle is the per-thread default
+        stream, which every thread calls 2): what keeps per-stream buffers apart."""
         if self.graph is not None:  # buffers are the stream's the graph will run on
             return self.graph.stream
-        return self.xp.cuda.get_current_stream().ptr
+        ptr = self.xp.cuda.get_current_stream().ptr
+        return (self.xp.cuda.Device().id, ptr, threading.get_ident() if ptr == 2 else 0)
 
-    def capture(self):
-        """Stream capture of the launches inside (on a non-blocking stream of its own, after
-        what the current stream has queued) into a CUDA graph that ``launch`` runs on the
-        current stream."""
-        return _CuPyCapture(self)
+    def capture(self, loss_slot=None):
+        """Stream capture of the launches inside (on a non-blocking stream of its own) into a
+        CUDA graph that ``launch`` runs on the current stream."""
+        return _CuPyCapture(self, loss_slot)
 
     def run_graph(self, graph):
         graph.cuda_graph.launch(stream=self.xp.cuda.get_current_stream())
@@ -367,27 +376,35 @@ class CuPyRuntime(Runtime):
 class _CuPyCapture(_Capture):
     """CuPyRuntime.capture's context: a CUDA stream capture."""
 
-    def __init__(self, rt):
-        super().__init__(rt, Graph(rt))
+    def __init__(self, rt, loss_slot=None):
+        super().__init__(rt, Graph(rt), loss_slot)
 
     def __enter__(self):
         cupy = self.rt.xp
-        current = cupy.cuda.get_current_stream()
-        self.graph.stream = current.ptr
+        self.current = cupy.cuda.get_current_stream()
+        self.graph.stream = self.rt.stream()
         self.side = cupy.cuda.Stream(non_blocking=True)
-        self.side.wait_event(current.record())
         super().__enter__()
-        self.side.use()
-        self.side.begin_capture()
-        self.current = current
+        try:
+            self.side.use()
+            self.side.begin_capture()
+        except BaseException:  # no capture open: the runtime as it was
+            self.current.use()
+            super().__exit__()
+            raise
         return self.graph
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, value, tb):
         try:
-            self.graph.cuda_graph = self.side.end_capture()
+            graph = self.side.end_capture()
+        except Exception:
+            if kind is None:
+                raise
+            graph = None  # the body's own error is the one to see
         finally:
             self.current.use()
-            super().__exit__(*exc)
+            super().__exit__(kind, value, tb)
+        self.graph.cuda_graph = graph
         return False
 
 

@@ -185,6 +185,7 @@ class LayerGraph:
         self.dtype = np.dtype(params[0][0].dtype)
         self.x = rt.empty((batch, params[0][0].shape[0]), self.dtype)
         self.y = rt.empty(batch, np.int64)
+        self.loss_slot = rt.zeros(1, np.float64)  # the captured cost's own, outside the ring
         self.graph = self.loss = None
 
     def matches(self, params, batch, stats, activation, loss, workspace):
@@ -201,7 +202,7 @@ class LayerGraph:
         self.y[...] = y
         self.rt.rate(lr, self.dtype)  # written before the graph runs, in stream order
         if self.graph is None:
-            with self.rt.capture() as graph:
+            with self.rt.capture(self.loss_slot) as graph:
                 self.loss = self.layers(self.x, self.y, lr, self.stats, None)
             self.graph = graph
         self.graph.launch()
