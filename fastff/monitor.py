@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import activations, config
-from .arrays import to_host
+from .arrays import array_module, to_host
 from .checks import float_array
 from .errors import InputError
 from .losses import per_example
@@ -394,7 +394,7 @@ class Monitor:
     def __init__(self, x, y, *, jacobian_examples=None):
         float_array("x", x, 2)
         self.x = x
-        self.y = np.asarray(y)
+        self.y = array_module(y).asarray(y)  # a CuPy array stays on its device
         self.jacobian_examples = jacobian_examples
         self.stats = Stats()
 

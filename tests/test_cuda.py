@@ -360,10 +360,28 @@ def test_pretraining_on_the_gpu():
                 pretrain="dae", pretrain_updates=15, dtype="float64", progress=False)
     cpu_run = fastff.train("9x2", **opts)
     gpu_run = fastff.train("9x2", **opts, device="cuda")
-    for a, b in zip(cpu_run.pretrain, gpu_run.pretrain):
-        assert a["reconstruction"] == pytest.approx(b["reconstruction"], rel=1e-9)
-    for (W1, _), (W2, _) in zip(cpu_run.model.params, gpu_run.model.params):
-        np.testing.assert_allclose(W1, host(W2), rtol=1e-9, atol=1e-12)
+    again = fastff.train("9x2", **opts, device="cuda")
+    # the masking noise is drawn on the GPU (its own generator, seeded from the run's seed):
+    # the same seed gives the same bits there, and costs near the CPU's, whose masks differ
+    for a, b, c in zip(cpu_run.pretrain, gpu_run.pretrain, again.pretrain):
+        assert b["reconstruction"] == c["reconstruction"]
+        assert a["reconstruction"] == pytest.approx(b["reconstruction"], rel=0.25)
+    for (W1, _), (W2, _) in zip(gpu_run.model.params, again.model.params):
+        np.testing.assert_array_equal(host(W1), host(W2))
+
+
+@pytest.mark.cuda
+def test_a_monitor_of_device_arrays():
+    import cupy
+    from test_model_train import tiny_data
+    data = tiny_data()
+    net = fastff.MLP([data.n_in, 9, data.n_classes], device="cuda", dtype="float64", seed=1)
+    x, y = data.test
+    mon = fastff.Monitor(cupy.asarray(x), cupy.asarray(y))
+    m = mon(net, update=0)
+    cpu = fastff.measure(fastff.MLP([data.n_in, 9, data.n_classes], dtype="float64", seed=1),
+                         x, y, update=0)
+    np.testing.assert_allclose(m.scalars["act_mean"], cpu.scalars["act_mean"], rtol=1e-9)
 
 
 @pytest.mark.cuda

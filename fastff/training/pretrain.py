@@ -80,7 +80,8 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
     corruption : float
         Probability of masking each input component, in [0, 1).
     seed : int
-        Seeds the noise (drawn on the host: the same masks on every backend).
+        Seeds the noise: NumPy's generator on the CPU, CuPy's on a GPU (seeded from this one; the
+        same seed gives the same masks on a backend, not across backends).
     log_every : int, optional
         Updates between rows of the returned log (default: updates / 10).
     on_log : callable, optional
@@ -121,6 +122,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
             dae.set_targets(x, k, input_range)
             losses.append(dae.update(x))
             if (k + 1) % log_every == 0 or k + 1 == updates:
+                dae.check_seen(k + 1 - len(losses), k)
                 host = backend.to_host(xp.stack(losses))  # one read from the device
                 if not np.isfinite(host).all():
                     bad = int(np.flatnonzero(~np.isfinite(host))[0])
@@ -163,23 +165,44 @@ class _AutoEncoder:
         self.stats = ForwardStats(n_out, model.activation, xp=xp)
         self.scratch_bias = xp.zeros(n_out, dtype)
         self.scale = self.shift = None
+        # on a GPU the noise is drawn there, and the inputs' range is kept there and read at
+        # each log (no transfer per update); on the CPU both as before, batch by batch
+        self.device_rng = None if xp is np else xp.random.default_rng(int(rng.integers(2**62)))
+        self.seen = None  # device: [lowest, highest] input since the last check
 
     def set_targets(self, x, k, input_range):
         """The map from this layer's inputs to reconstruction targets in [0, 1], chosen at the
         first batch; every batch of the data must map inside it."""
         model = self.model
         if self.layer == 0:  # every batch must map into [0, 1] as the data's range does
-            lo, hi = float(x.min()), float(x.max())
             if self.scale is None:
-                self.scale, self.shift = _target_map(*(input_range or (lo, hi)), "the input")
-            scale, shift = self.scale, self.shift
-            if not (0 <= lo * scale + shift and hi * scale + shift <= 1):
-                raise InputError(f"training batch {k} spans [{lo:.3g}, {hi:.3g}], outside "
-                                 f"the [{-shift / scale + 0:g}, {(1 - shift) / scale:g}] its "
-                                 "reconstruction targets were chosen for")
+                first = input_range or (float(x.min()), float(x.max()))
+                self.scale, self.shift = _target_map(*first, "the input")
+            if self.device_rng is None:
+                self._check_range(float(x.min()), float(x.max()), f"training batch {k}")
+            else:
+                xp = model.backend.xp
+                now = xp.stack([x.min(), x.max()])
+                self.seen = now if self.seen is None else xp.stack(
+                    [xp.minimum(self.seen[0], now[0]), xp.maximum(self.seen[1], now[1])])
         elif self.scale is None:
             self.scale, self.shift = _target_map(*BOUNDED[model.activation],
                                                  f"layer {self.layer}'s {model.activation} units")
+
+    def _check_range(self, lo, hi, what):
+        scale, shift = self.scale, self.shift
+        if not (0 <= lo * scale + shift and hi * scale + shift <= 1):
+            raise InputError(f"{what} spans [{lo:.3g}, {hi:.3g}], outside the "
+                             f"[{-shift / scale + 0:g}, {(1 - shift) / scale:g}] its "
+                             "reconstruction targets were chosen for")
+
+    def check_seen(self, first, last):
+        """On a GPU: the inputs of updates ``first``..``last`` inside the targets' range (one
+        read of two numbers)."""
+        if self.seen is not None:
+            lo, hi = (float(v) for v in self.model.backend.to_host(self.seen))
+            self.seen = None
+            self._check_range(lo, hi, f"a training batch of updates {first}-{last}")
 
     def update(self, x):
         """One SGD update on the batch ``x``; returns its reconstruction cost (on the device)."""
@@ -189,7 +212,10 @@ class _AutoEncoder:
         act = activations.get(model.activation)
         scale, shift = self.scale, self.shift
         target = x * dtype.type(scale) + dtype.type(shift) if scale != 1.0 else x
-        mask = backend.to_device(self.rng.random(x.shape) < self.keep, dtype)
+        if self.device_rng is None:
+            mask = backend.to_device(self.rng.random(x.shape) < self.keep, dtype)
+        else:
+            mask = (self.device_rng.random(x.shape, dtype=np.float32) < self.keep).astype(dtype)
         noisy = x * mask
         h = fwd(noisy, W, b, model.activation, stats=self.stats, **hints)
         Wt = xp.ascontiguousarray(W.T)  # the decoder's weights: a scratch copy of W^T
