@@ -296,11 +296,11 @@ print("done")
 """
 
 
-def _step_tsan(tmp_path, src=None, env=None):
+def _step_tsan(tmp_path, src=None, env=None, script=_STEP_SCRIPT):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in cuda_emulator.SMALL.items():
             mp.setattr(config, key, value)
-        return cuda_emulator.tsan_run(tmp_path, _STEP_SCRIPT, src=src, sms=2, env=env)
+        return cuda_emulator.tsan_run(tmp_path, script, src=src, sms=2, env=env)
 
 
 def _break(anchor, replacement, count=1):
@@ -332,15 +332,8 @@ print("done")
 """
 
 
-def _layers_tsan(tmp_path, src=None):
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in cuda_emulator.SMALL.items():
-            mp.setattr(config, key, value)
-        return cuda_emulator.tsan_run(tmp_path, _LAYERS_SCRIPT, src=src, sms=2)
-
-
 def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available, tmp_path):
-    out = _layers_tsan(tmp_path)
+    out = _step_tsan(tmp_path, script=_LAYERS_SCRIPT)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 
@@ -349,7 +342,8 @@ def test_thread_sanitizer_finds_an_unordered_last_block(tsan_available, tmp_path
     # the arrival counter as a relaxed atomic with no fence: the last block of a tile would read
     # the other splits' partial products without their writes being ordered before its reads
     anchor = "    __threadfence();\n    last[0] = fetch_add_acq_rel(counter, 1u) == expected - 1;"
-    out = _layers_tsan(tmp_path, _break(anchor, "    last[0] = atomicAdd(counter, 1u) == expected - 1;"))
+    out = _step_tsan(tmp_path, _break(anchor, "    last[0] = atomicAdd(counter, 1u) == expected - 1;"),
+                     script=_LAYERS_SCRIPT)
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
 
 

@@ -7,6 +7,9 @@
 //    after square_into: the curvature passed down.
 // 3. second_order_update: update_tile with RATES, its last block adding the dC/dW statistics.
 
+// One thread per column j: delta = grad_h f'(h) and q = curv_h f'(h)^2 (diag_hessian) or
+// delta^2 (grad_variance), the bias's per-parameter rate step (fastff::rate_step) and the sums
+// of delta.
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 second_order_columns(const T* __restrict__ grad_h, const T* __restrict__ h,
@@ -14,8 +17,27 @@ second_order_columns(const T* __restrict__ grad_h, const T* __restrict__ h,
                      T* __restrict__ b, T* __restrict__ avg_b, T lr, int hessian, T damping,
                      T keep, T corr, int B, int N, int want_stats, double* __restrict__ d_total,
                      double* __restrict__ d_total_sq, long long* __restrict__ counts) {
-  delta_columns<T, ACT, true>(grad_h, h, curv_h, delta, q, b, avg_b, lr, hessian, damping, keep,
-                              corr, B, N, want_stats, d_total, d_total_sq, counts);
+  const int stride = gridDim.x * blockDim.x;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < N; j += stride) {
+    T colsum = T(0), s = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int r = 0; r < B; ++r) {
+      const size_t e = (size_t)r * N + j;
+      const T slope = delta_entry<T, ACT>(grad_h, h, delta, e, colsum, sum, sum_sq);
+      const T qv = hessian ? curv_h[e] * slope * slope : delta[e] * delta[e];
+      q[e] = qv;
+      s += qv;
+    }
+    fastff::rate_step(b[j], avg_b[j], colsum, s, lr, hessian, damping, keep, corr, B);
+    if (want_stats) {
+      d_total[j] += sum;
+      d_total_sq[j] += sum_sq;
+    }
+  }
+  if (want_stats && blockIdx.x == 0 && threadIdx.x == 0) {
+    counts[0] += B;  // rows
+    counts[1] += 1;  // steps
+  }
 }
 
 template <typename T>

@@ -13,49 +13,18 @@
 //    the whole batch and applies them (update_tile, shared with
 //    dense_backward_second_order.cu); the last block adds the blocks' dC/dW sums in block order.
 
-// One thread per column j: delta = grad_h * f'(h), the bias step and the sums of delta; with
-// RATES (dense_backward_second_order) also q = curv_h f'(h)^2 (diag_hessian) or delta^2, and
-// the bias's per-parameter rate step of fastff::rate_step instead of SGD's.
-template <typename T, int ACT, bool RATES>
-__device__ __forceinline__ void delta_columns(const T* __restrict__ grad_h, const T* __restrict__ h,
-                                              const T* __restrict__ curv_h, T* __restrict__ delta,
-                                              T* __restrict__ q, T* __restrict__ b,
-                                              T* __restrict__ avg_b, T lr, int hessian,
-                                              T damping, T keep, T corr, int B, int N,
-                                              int want_stats, double* __restrict__ d_total,
-                                              double* __restrict__ d_total_sq,
-                                              long long* __restrict__ counts) {
-  const int stride = gridDim.x * blockDim.x;
-  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < N; j += stride) {
-    T colsum = T(0), s = T(0);
-    double sum = 0.0, sum_sq = 0.0;
-    for (int r = 0; r < B; ++r) {
-      const size_t e = (size_t)r * N + j;
-      const T slope = fastff::derivative<ACT>(h[e]);
-      const T d = grad_h[e] * slope;
-      delta[e] = d;
-      colsum += d;
-      if (RATES) {
-        const T qv = hessian ? curv_h[e] * slope * slope : d * d;
-        q[e] = qv;
-        s += qv;
-      }
-      sum += double(d);
-      sum_sq += double(d) * double(d);
-    }
-    if (RATES)
-      fastff::rate_step(b[j], avg_b[j], colsum, s, lr, hessian, damping, keep, corr, B);
-    else
-      b[j] -= lr * colsum;
-    if (want_stats) {
-      d_total[j] += sum;
-      d_total_sq[j] += sum_sq;
-    }
-  }
-  if (want_stats && blockIdx.x == 0 && threadIdx.x == 0) {
-    counts[0] += B;  // rows
-    counts[1] += 1;  // steps
-  }
+// delta = grad_h f'(h) at entry e, written, and added to its column's sums; returns f'(h).
+template <typename T, int ACT>
+__device__ __forceinline__ T delta_entry(const T* __restrict__ grad_h, const T* __restrict__ h,
+                                         T* __restrict__ delta, size_t e, T& colsum,
+                                         double& sum, double& sum_sq) {
+  const T slope = fastff::derivative<ACT>(h[e]);
+  const T d = grad_h[e] * slope;
+  delta[e] = d;
+  colsum += d;
+  sum += double(d);
+  sum_sq += double(d) * double(d);
+  return slope;
 }
 
 template <typename T, int ACT>
@@ -71,14 +40,8 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
   if (j < N) {
     T colsum = T(0);
     double sum = 0.0, sum_sq = 0.0;
-    for (int r = r0; r < r1; ++r) {
-      const size_t e = (size_t)r * N + j;
-      const T d = grad_h[e] * fastff::derivative<ACT>(h[e]);
-      delta[e] = d;
-      colsum += d;
-      sum += double(d);
-      sum_sq += double(d) * double(d);
-    }
+    for (int r = r0; r < r1; ++r)
+      delta_entry<T, ACT>(grad_h, h, delta, (size_t)r * N + j, colsum, sum, sum_sq);
     double* part = col_parts + (size_t)blockIdx.y * 3 * N;
     part[j] = double(colsum);  // exact: a T in a double
     part[N + j] = sum;
