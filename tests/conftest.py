@@ -68,7 +68,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tsan_available(tmp_path_factory):
-    """Skip unless g++ can build with ThreadSanitizer (the CUDA emulator's race checks)."""
+    """Skip unless g++ can build with ThreadSanitizer (the CUDA emulator's race checks);
+    returns a folder the unbroken builds share (a build is cached there by its source)."""
     if shutil.which("g++") is None:
         pytest.skip("needs g++")
     probe = tmp_path_factory.mktemp("tsan-probe") / "p.cpp"
@@ -77,3 +78,4 @@ def tsan_available(tmp_path_factory):
                          capture_output=True, text=True)
     if out.returncode != 0:
         pytest.skip(f"g++ has no ThreadSanitizer here: {out.stderr[-300:]}")
+    return tmp_path_factory.mktemp("tsan-builds")

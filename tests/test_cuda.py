@@ -275,8 +275,8 @@ def _tsan_run(tmp_path, src=None):
         return cuda_emulator.tsan_run(tmp_path, _TSAN_SCRIPT, src=src)
 
 
-def test_thread_sanitizer_finds_no_race(tsan_available, tmp_path):
-    out = _tsan_run(tmp_path)
+def test_thread_sanitizer_finds_no_race(tsan_available):
+    out = _tsan_run(tsan_available)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 

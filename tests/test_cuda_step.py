@@ -309,8 +309,8 @@ def _break(anchor, replacement, count=1):
     return src.replace(anchor, replacement, count)
 
 
-def test_thread_sanitizer_finds_no_race_in_the_persistent_step(tsan_available, tmp_path):
-    out = _step_tsan(tmp_path)
+def test_thread_sanitizer_finds_no_race_in_the_persistent_step(tsan_available):
+    out = _step_tsan(tsan_available)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 
@@ -332,8 +332,8 @@ print("done")
 """
 
 
-def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available, tmp_path):
-    out = _step_tsan(tmp_path, script=_LAYERS_SCRIPT)
+def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available):
+    out = _step_tsan(tsan_available, script=_LAYERS_SCRIPT)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 
