@@ -75,7 +75,7 @@ class StepLaunch:
         self.dtype = np.dtype(params[0][0].dtype)
         self.activation = activation
         self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
-        self.cost = COSTS[loss]
+        self.cost, self.loss_name = COSTS[loss], loss
         self.sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
         self.stream = rt.stream()
         self.versions = _versions(stats)
@@ -124,9 +124,7 @@ class StepLaunch:
         """Whether this launch serves a step of ``batch`` rows with ``stats``, ``activation``
         and ``loss`` on the current stream (its barrier and rates must not be shared by
         launches in flight on two streams)."""
-        return (batch == self.batch and stats is self.stats
-                and _versions(stats) == self.versions and self.stream == self.rt.stream()
-                and self.activation == activation and self.cost == COSTS[loss])
+        return _serves(self, batch, stats, activation, loss)
 
     def set_rate(self, lr, count=1):
         """The learning rate of the next ``count`` steps, uploaded only when it changes."""
@@ -177,8 +175,8 @@ class LayerGraph:
 
     def __init__(self, params, activation, batch, workspace, stats, loss, layers, rt=None):
         rt = runtime() if rt is None else rt
-        self.rt, self.params, self.batch, self.stats = rt, params, batch, stats
-        self.activation, self.cost, self.layers = activation, loss, layers
+        self.rt, self.batch, self.stats = rt, batch, stats
+        self.activation, self.loss_name, self.layers = activation, loss, layers
         self.workspace, self.stream = workspace, rt.stream()
         self.arrays = [a for W, b in params for a in (W, b)]
         self.versions = _versions(stats)
@@ -190,9 +188,7 @@ class LayerGraph:
 
     def matches(self, params, batch, stats, activation, loss, workspace):
         """Whether this graph runs a step of these (the same arrays, on the current stream)."""
-        return (batch == self.batch and stats is self.stats and _versions(stats) == self.versions
-                and self.stream == self.rt.stream() and activation == self.activation
-                and loss == self.cost and workspace is self.workspace
+        return (_serves(self, batch, stats, activation, loss) and workspace is self.workspace
                 and all(a is b for a, b in zip(self.arrays, (a for W, b in params
                                                              for a in (W, b)))))
 
@@ -209,6 +205,15 @@ class LayerGraph:
         out = self.rt.loss_slots()
         out[...] = self.loss
         return out.reshape(())
+
+
+def _serves(launch, batch, stats, activation, loss):
+    """Whether a StepLaunch or LayerGraph was built for a step of ``batch`` rows with ``stats``
+    (the same object, its arrays unchanged), ``activation`` and ``loss``, on the current stream
+    (its buffers must not be shared by launches in flight on two streams)."""
+    return (batch == launch.batch and stats is launch.stats
+            and _versions(stats) == launch.versions and launch.stream == launch.rt.stream()
+            and launch.activation == activation and launch.loss_name == loss)
 
 
 def _versions(stats):
