@@ -73,12 +73,15 @@ def test_dense_backward_sgd(benchmark, impl, batch):
     benchmark.pedantic(lambda: fn(x, h, W, b, g, "tanh", 1e-6), **_rounds(batch))
 
 
-def test_shapeset_generation(benchmark):
-    """Shapeset-3x2 images per second (target: >= 50,000/s on 2 cores)."""
+@pytest.mark.parametrize("generator", ["sequential", "counter"])
+def test_shapeset_generation(benchmark, generator):
+    """Shapeset-3x2 images per second (target: >= 50,000/s on 2 cores); the counter stream
+    renders its images in parallel."""
     from fastff.data import shapeset
-    shapeset.generate(100, seed=0)
+    shapeset.generate(100, seed=0, generator=generator)
     benchmark.group = "shapeset generation, 10,000 images"
-    benchmark.pedantic(lambda: shapeset.generate(10_000, seed=1), rounds=10, warmup_rounds=1)
+    benchmark.pedantic(lambda: shapeset.generate(10_000, seed=1, generator=generator), rounds=10,
+                       warmup_rounds=1)
     if benchmark.stats:
         benchmark.extra_info["images_per_s"] = 10_000 / benchmark.stats.stats.median
 

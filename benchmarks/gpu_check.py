@@ -204,6 +204,23 @@ def long_run(updates, out):
                 test_error=last.get("test_error"), train_loss=last.get("train_loss"))
 
 
+def time_shapeset(repeats):
+    """Shapeset-3x2's counter stream rendered on the GPU: images/s at 1,024 and 65,536 images a
+    launch, against what the batch-1024 step at its target consumes (the target: 10x)."""
+    from fastff.data.shapeset import SCALES, counter_key
+    from fastff.kernels.cuda import shapeset as device
+    rows = []
+    for n in (1024, 65_536):
+        out = device.render(counter_key(0, 0), 0, n, False, SCALES["unit"])
+        timed = time_device(lambda: device.render(counter_key(0, 0), 0, n, False,
+                                                  SCALES["unit"], *out), 5, repeats)
+        rows.append(dict(images=n, images_per_s=round(n / (timed["median_us"] * 1e-6)),
+                         **timed))
+    consumed = 1024 / (TARGETS_US[1024] * 1e-6)
+    return dict(rows=rows, step_images_per_s=round(consumed),
+                ratio=round(max(r["images_per_s"] for r in rows) / consumed, 1))
+
+
 def markdown(results):
     g = results["gpu"]
     out = [f"GPU: {g['name']} ({g['sms']} SMs, sm_{g['capability'].replace('.', '')}, "
@@ -219,6 +236,13 @@ def markdown(results):
     for name in ("fastff", "torch"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             out.append(f"\n{name}: {results[name]['error']}")
+    sh = results.get("shapeset", {})
+    if "rows" in sh:
+        out.append("\nShapeset on the GPU: " + ", ".join(
+            f"{r['images_per_s'] / 1e6:.1f}M images/s at {r['images']} a launch" for r in sh["rows"])
+            + f"; {sh['ratio']}x what the batch-1024 step at its target consumes")
+    elif sh:
+        out.append(f"\nShapeset on the GPU: {sh.get('error')}")
     lr = results.get("long_run", {})
     if "updates" in lr:
         out.append(f"\nShapeset run: {lr['updates']} updates in {lr['seconds']} s "
@@ -251,6 +275,7 @@ def main(argv=None):
         part(results, "tests", run_tests, args.test_timeout)
     part(results, "fastff", time_fastff, args.steps, args.repeats)
     part(results, "torch", time_torch, args.steps, args.repeats)
+    part(results, "shapeset", time_shapeset, args.repeats)
     if args.updates:
         part(results, "long_run", long_run, args.updates, out)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))

@@ -138,9 +138,49 @@ def markdown(rows, gpu=H200):
     return "\n".join(out)
 
 
+# Shapeset-3x2 on the GPU (fastff/kernels/cuda/shapeset.cu): one warp per image, every
+# thread making the image's draws. Warp instructions, from the PTX: a Philox4x32-10 draw and
+# its conversion 130 (139 PTX instructions for a kernel that makes one draw and stores it); a
+# polygon 130 (vertices, barriers, the area's sum) plus 28 per vertex (bounding box, and each
+# row's pass over the edges); writing the 32 x 32 pixels 320.
+SHAPESET_WARP_INSTRUCTIONS = dict(draw=130, polygon=130, vertex=28, image=320 + 50)
+# sustained issue on the H200: 4 schedulers an SM at 1.75 GHz, half of them issuing (32 one-warp
+# blocks an SM at most, and Philox's rounds depend on each other): an assumption
+WARP_ISSUE_PER_S = 132 * 4 * 1.75e9 * 0.5
+
+
+def shapeset_rate(images=20_000):
+    """Modelled Shapeset images/s of shapeset.cu on the H200, from the draws, polygons and
+    vertices the CPU twin counts over ``images`` images of a stream, against what the
+    batch-1024 step at its target consumes."""
+    from fastff.data import shapeset_counter as counter
+    import numpy as np
+    draws, polygons, vertices = counter.work(np.uint64(1), np.uint64(2), images, 32, False,
+                                             counter.angle_table())
+    w = SHAPESET_WARP_INSTRUCTIONS
+    per_image = (draws * w["draw"] + polygons * w["polygon"] + vertices * w["vertex"]) / images \
+        + w["image"]
+    rate = WARP_ISSUE_PER_S / per_image
+    consumed = 1024 / (TARGETS_US[1024] * 1e-6)
+    return dict(draws=draws / images, polygons=polygons / images, vertices=vertices / images,
+                warp_instructions=per_image, images_per_s=rate, step_images_per_s=consumed,
+                ratio=rate / consumed, hbm_share=rate * 1024 * ITEM / H200["hbm_bytes_per_s"])
+
+
+def shapeset_markdown(row):
+    return (f"Shapeset-3x2 on the GPU (modelled): per image {row['draws']:.1f} Philox draws, "
+            f"{row['polygons']:.2f} polygons, {row['vertices']:.1f} vertices, about "
+            f"{row['warp_instructions']:.0f} warp instructions: {row['images_per_s'] / 1e6:.0f}M "
+            f"images/s, {row['ratio']:.0f}x the {row['step_images_per_s'] / 1e6:.2f}M images/s "
+            f"of the batch-1024 step at its target (the target: 10x); its float32 pixels "
+            f"take {100 * row['hbm_share']:.0f}% of HBM bandwidth.")
+
+
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     print(markdown(table()))
+    print()
+    print(shapeset_markdown(shapeset_rate()))
 
 
 if __name__ == "__main__":

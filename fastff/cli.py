@@ -30,8 +30,12 @@ def _train(args):
         data_options = dict(valid_size=args.eval_size, test_size=args.eval_size)
         if args.finite is not None:
             data_options["finite"] = args.finite
+        if args.shapeset_generator != "sequential":  # the records of other runs stay as they were
+            data_options["generator"] = args.shapeset_generator
     elif args.finite is not None:
         raise InputError("--finite is a Shapeset option (the other datasets are finite already)")
+    elif args.shapeset_generator != "sequential":
+        raise InputError("--shapeset-generator is a Shapeset option")
     run = train(args.arch, **options.from_arguments(args), out_dir=args.out,
                 progress=not args.quiet, data_options=data_options)
     last = run.final
@@ -85,13 +89,13 @@ def _data_show(args):
     except ImportError:
         raise FastffError("drawing needs matplotlib: pip install 'fastff[plot]'") from None
     images, labels, _ = shapeset.generate(args.rows * args.cols, seed=args.seed,
-                                          balanced=args.balanced)
+                                          balanced=args.balanced, generator=args.generator)
     fig, axes = plt.subplots(args.rows, args.cols, figsize=(1.3 * args.cols, 1.45 * args.rows))
     for ax, img, lab in zip(np.ravel(axes), images, labels):
         ax.imshow(img.reshape(32, 32), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(shapeset.CLASS_NAMES[lab], fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"Shapeset-3x2, seed {args.seed} (T triangle, P parallelogram, E ellipse)", fontsize=9)
+    fig.suptitle(f"Shapeset-3x2, {args.generator} stream, seed {args.seed} (T triangle, P parallelogram, E ellipse)", fontsize=9)
     fig.tight_layout()
     try:
         fig.savefig(out, dpi=110)
@@ -195,6 +199,9 @@ def _add_train(sub, fmt):
     t.add_argument("--finite", type=int, default=None,
                    help="train on a fixed set of this many Shapeset images instead of the online "
                    "stream (the paper's SVM comparison uses 100000)")
+    t.add_argument("--shapeset-generator", choices=["sequential", "counter"], default="sequential",
+                   help="Shapeset's stream: sequential, or counter (each image from its index; "
+                   "drawn on the GPU when training there, with the same bits)")
     t.add_argument("--out", default=None, help="run directory (default: no record)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
@@ -299,6 +306,8 @@ def _add_data(sub, fmt):
     show.add_argument("--cols", type=int, default=8, help="columns of the grid")
     show.add_argument("--seed", type=int, default=0, help="generator seed")
     show.add_argument("--balanced", action="store_true", help="draw the 9 classes uniformly")
+    show.add_argument("--generator", choices=["sequential", "counter"], default="sequential",
+                      help="the stream to draw from")
     show.set_defaults(func=_data_show)
     fetch = dsub.add_parser("fetch", help="fetch and verify a dataset into the cache",
                             formatter_class=fmt)

@@ -264,6 +264,8 @@ for act in ("tanh", "relu"):
             x, h, W, b, h / 10, act, 0.1, LayerRates(13, 9, method, np.float64),
             curv_h=np.abs(h) / 10 if method == "diag_hessian" else None, stats=BackwardStats(9))
     cuda.softmax_nll(h, rng.integers(0, 9, 10))
+from fastff.kernels.cuda import shapeset as device_shapeset
+device_shapeset.render((1, 2), 0, 6, False, (1.0, 0.0))
 print("done")
 """
 
@@ -290,6 +292,22 @@ def test_thread_sanitizer_finds_a_missing_syncthreads(tsan_available, tmp_path):
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
 
 
+@pytest.mark.parametrize("balanced", [False, True])
+def test_shapeset_on_the_device_draws_the_cpus_bits(rt, monkeypatch, balanced):
+    # the counter stream's CUDA twin: the same pixels, labels and object counts, bit for bit,
+    # across the counter's 2^32 carry and with a grid smaller than the images (grid-stride)
+    from fastff.data import shapeset
+    from fastff.kernels.cuda import shapeset as device_shapeset
+    monkeypatch.setattr(device_shapeset, "_MAX_GRID", 37)
+    key = shapeset.counter_key(11, 0)
+    for first, n, scale in ((0, 64, shapeset.SCALES["unit"]),
+                            (2 ** 32 - 30, 61, shapeset.SCALES["symmetric"])):
+        want = shapeset.render_counter(key, first, n, balanced, scale)
+        got = device_shapeset.render(key, first, n, balanced, scale)
+        for name, a, b in zip(("x", "labels", "n_objects"), got, want):
+            np.testing.assert_array_equal(host(a), b, err_msg=name)
+
+
 def _host_cuda_backend(monkeypatch):
     """device='cpu' trains through the CUDA kernels on the host emulator, with the loss kept
     as a device value (checked when the trainer logs, as on a GPU)."""
@@ -310,6 +328,27 @@ def test_training_through_the_cuda_kernels_follows_the_cpu_run(rt, monkeypatch, 
     _host_cuda_backend(monkeypatch)
     cuda_run = fastff.train("9x2", **opts, out_dir=tmp_path)
     assert cuda_run.model.backend.module is cuda
+    for a, b in zip(cpu_run.history, cuda_run.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
+        assert a["valid_error"] == b["valid_error"]
+    for (W1, _), (W2, _) in zip(cpu_run.model.params, cuda_run.model.params):
+        np.testing.assert_allclose(W1, W2, rtol=1e-9, atol=1e-12)
+
+
+def test_shapeset_batches_drawn_by_the_cuda_kernels_train_as_on_the_cpu(rt, monkeypatch):
+    # the counter stream: the emulated CUDA backend renders its batches with shapeset_render
+    # and follows the CPU run, which renders them with Numba
+    if rt.xp is not np:
+        pytest.skip("on a GPU: see test_training_on_the_gpu")
+    opts = dict(dataset="shapeset", lr=0.05, updates=12, eval_every=6, monitor_every=0,
+                dtype="float64", progress=False, batch_size=7,
+                data_options=dict(valid_size=30, test_size=30, generator="counter"))
+    cpu_run = fastff.train("5x2", **opts)
+    _host_cuda_backend(monkeypatch)
+    before = sum(name == "shapeset_render" for name, _, _ in rt.launches)
+    cuda_run = fastff.train("5x2", **opts)
+    assert sum(name == "shapeset_render" for name, _, _ in rt.launches) - before == 12
+    assert len(cpu_run.history) == len(cuda_run.history) == 3
     for a, b in zip(cpu_run.history, cuda_run.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
         assert a["valid_error"] == b["valid_error"]

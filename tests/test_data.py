@@ -15,9 +15,9 @@ from fastff.data import cifar10, mnist, shapeset, small_imagenet, sources
 from fastff.errors import DataError, InputError
 
 
-@pytest.fixture(scope="module")
-def sample():
-    return shapeset.generate(20_000, seed=123)
+@pytest.fixture(scope="module", params=["sequential", "counter"])
+def sample(request):
+    return shapeset.generate(20_000, seed=123, generator=request.param)
 
 
 def test_shapeset_class_prior(sample):
@@ -28,8 +28,9 @@ def test_shapeset_class_prior(sample):
     assert (np.abs(freq - expected) < 4 * sigma).all(), freq
 
 
-def test_shapeset_balanced_option():
-    _, labels, _ = shapeset.generate(9000, seed=5, balanced=True)
+@pytest.mark.parametrize("generator", ["sequential", "counter"])
+def test_shapeset_balanced_option(generator):
+    _, labels, _ = shapeset.generate(9000, seed=5, balanced=True, generator=generator)
     freq = np.bincount(labels, minlength=9) / labels.size
     assert np.abs(freq - 1 / 9).max() < 4 * np.sqrt((1 / 9) * (8 / 9) / 9000)
 
@@ -64,10 +65,11 @@ def test_shapeset_overlap_rule():
     assert (n_obj == 2).sum() > 800
 
 
-def test_shapeset_determinism_and_scaling():
-    a = shapeset.generate(50, seed=1)[0]
-    b = shapeset.generate(50, seed=1)[0]
-    c = shapeset.generate(50, seed=2)[0]
+@pytest.mark.parametrize("generator", ["sequential", "counter"])
+def test_shapeset_determinism_and_scaling(generator):
+    a = shapeset.generate(50, seed=1, generator=generator)[0]
+    b = shapeset.generate(50, seed=1, generator=generator)[0]
+    c = shapeset.generate(50, seed=2, generator=generator)[0]
     assert (a == b).all() and not (a == c).all()
     x = shapeset.to_float(a, "symmetric")
     assert x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
@@ -75,8 +77,9 @@ def test_shapeset_determinism_and_scaling():
         shapeset.to_float(a, "zero-one")
 
 
-def test_shapeset_dataset_random_access():
-    d = data.load("shapeset", seed=3, valid_size=50, test_size=60)
+@pytest.mark.parametrize("generator", ["sequential", "counter"])
+def test_shapeset_dataset_random_access(generator):
+    d = data.load("shapeset", seed=3, valid_size=50, test_size=60, generator=generator)
     assert d.valid[0].shape == (50, 1024) and d.test[0].shape == (60, 1024)
     x1, y1 = d.train_batch(99, 10)  # crosses no block boundary
     x2, y2 = d.train_batch(99, 10)
@@ -84,8 +87,67 @@ def test_shapeset_dataset_random_access():
     xa, _ = d.train_batch(33, 30)  # 990..1020 crosses the 1000-image block boundary
     xb = np.concatenate([d.train_batch(k, 10)[0] for k in (99, 100, 101)])
     np.testing.assert_array_equal(xa, xb)
-    stream = data.shapeset_stream(seed=3, batch_size=10)
-    np.testing.assert_array_equal(next(stream)[0], d.train_batch(0, 10)[0])
+    if generator == "sequential":
+        stream = data.shapeset_stream(seed=3, batch_size=10)
+        np.testing.assert_array_equal(next(stream)[0], d.train_batch(0, 10)[0])
+
+
+def test_philox_known_answers():
+    # Random123's tests/kat_vectors, the three philox4x32 10 lines: counter, key, result
+    from fastff.data.shapeset_counter import philox
+    vectors = [((0, 0, 0, 0), (0, 0), (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)),
+               ((0xffffffff,) * 4, (0xffffffff,) * 2,
+                (0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd)),
+               ((0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344), (0xa4093822, 0x299f31d0),
+                (0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1))]
+    for counter, key, expected in vectors:
+        out = philox(*(np.uint64(c) for c in counter), *(np.uint64(k) for k in key))
+        assert tuple(int(w) for w in out) == expected
+
+
+def test_counter_images_depend_on_their_index_alone():
+    images, labels, n_obj = shapeset.generate(300, seed=8, generator="counter")
+    for first, n in ((0, 1), (17, 5), (123, 177), (299, 1)):
+        part = shapeset.generate(n, seed=8, generator="counter", first=first)
+        np.testing.assert_array_equal(part[0], images[first:first + n])
+        np.testing.assert_array_equal(part[1], labels[first:first + n])
+        np.testing.assert_array_equal(part[2], n_obj[first:first + n])
+    # far into the stream (past 2^32 images: the counter's second word)
+    far = shapeset.generate(3, seed=8, generator="counter", first=2 ** 32 - 1)
+    assert far[0].shape == (3, 1024) and not np.array_equal(far[0][0], far[0][1])
+    with pytest.raises(InputError, match="counter"):
+        shapeset.generate(3, seed=8, first=5)
+    with pytest.raises(InputError, match="first"):
+        shapeset.generate(3, seed=8, generator="counter", first=-1)
+    with pytest.raises(InputError, match="valid: counter, sequential"):
+        data.load("shapeset", generator="philox")
+
+
+def test_counter_floats_are_the_levels_scaled():
+    # the float images of the dataset are to_float of the uint8 levels, bit for bit
+    d = data.load("shapeset", seed=6, valid_size=40, test_size=40, generator="counter",
+                  scale="symmetric")
+    levels, labels, _ = shapeset.render_counter(shapeset.counter_key(6, 1), 0, 40, False,
+                                                (1.0, 0.0))
+    assert set(np.unique(levels)) <= set(range(256))
+    np.testing.assert_array_equal(d.valid[0],
+                                  shapeset.to_float(levels.astype(np.uint8), "symmetric"))
+    np.testing.assert_array_equal(d.valid[1], labels)
+
+
+def test_the_two_generators_draw_the_same_objects():
+    # same parameters, other streams: per class, the objects' pixel counts agree in mean
+    # (a two-sample z-test per class) and the overlap rule holds in both
+    stats = {}
+    for generator in ("sequential", "counter"):
+        images, labels, n_obj = shapeset.generate(20_000, seed=31, generator=generator)
+        img = images.reshape(-1, 32, 32).astype(int)
+        fg = (img != img[:, :1, :1]).sum(axis=(1, 2))
+        stats[generator] = [fg[labels == c] for c in range(9)]
+        assert 0.45 < (n_obj == 2).mean() < 0.52  # a few second objects are refused
+    for a, b in zip(stats["sequential"], stats["counter"]):
+        z = (a.mean() - b.mean()) / np.sqrt(a.var() / a.size + b.var() / b.size)
+        assert abs(z) < 4.5, (a.mean(), b.mean())
 
 
 def test_finite_shapeset_is_the_streams_first_images_in_epochs():

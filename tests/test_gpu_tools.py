@@ -27,6 +27,15 @@ def test_the_cost_model_counts_each_path():
     assert table.count("\n| ") == 1 + 3 + 2  # the header, 3 rows at batch 10, 1 at 128 and 1024
 
 
+def test_the_cost_model_of_shapeset_on_the_gpu():
+    row = gpu_model.shapeset_rate(2_000)
+    # the parameters fix what an image costs: 1.5 objects (and a few retries), 6 draws each
+    assert 1.5 < row["polygons"] < 1.9 and 14 < row["draws"] < 19
+    assert row["step_images_per_s"] == pytest.approx(1024 / 650e-6)
+    assert row["ratio"] >= 10  # the generator must never hold the step back
+    assert "Philox draws" in gpu_model.shapeset_markdown(row)
+
+
 @pytest.mark.skipif(gpu_check.gpu_info()[0], reason="a GPU is present: the check would run")
 def test_the_gpu_check_says_there_is_no_gpu(tmp_path):
     out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path)],
@@ -44,8 +53,11 @@ def test_the_gpu_check_table():
         fastff=[dict(batch=10, path="persistent", **run(40.0)), dict(batch=1024, path="layers", **run(900.0))],
         torch=dict(rows=[dict(batch=10, path="pytorch eager", **run(2100.0))]),
         long_run=dict(updates=100, seconds=1.0, updates_per_s=100.0, paper_5M_minutes=833.3,
-                      test_error=0.7))
+                      test_error=0.7),
+        shapeset=dict(rows=[dict(images=1024, images_per_s=2.5e6, **run(400.0))],
+                      step_images_per_s=1575385, ratio=1.6))
     table = gpu_check.markdown(results)
+    assert "Shapeset on the GPU: 2.5M images/s at 1024 a launch; 1.6x" in table
     assert "NVIDIA H200 (132 SMs, sm_90" in table and "60 passed" in table
     assert "| 10 | persistent | 40.0 | 25 | 40.0, 41.0 |" in table
     assert table.index("pytorch eager") < table.index("| 1024 | layers")

@@ -212,6 +212,28 @@ def test_train_on_a_finite_shapeset_from_the_command_line(tmp_path, capsys):
     assert "--finite is a Shapeset option" in capsys.readouterr().err
 
 
+def test_the_record_names_the_shapeset_stream_and_a_resume_keeps_it(tmp_path, capsys):
+    out = tmp_path / "counter"
+    args = ["train", "--arch", "8", "--shapeset-generator", "counter", "--eval-size", "20",
+            "--out", str(out), "--quiet", "--eval-every", "6"]
+    assert cli.main([*args, "--updates", "6"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["shapeset_generator"] == "counter" and cfg["data_options"]["generator"] == "counter"
+    opts = dict(updates=12, eval_every=6, progress=False, lr=0.01,
+                data_options=dict(valid_size=20, test_size=20, generator="counter"))
+    resumed = fastff.train("8", out_dir=out, resume=True, **opts)
+    whole = fastff.train("8", **opts)
+    for (W1, _), (W2, _) in zip(whole.model.params, resumed.model.params):
+        np.testing.assert_array_equal(W1, W2)
+    # the default stream is named too (a record from before the option lacks it: sequential)
+    assert cli.main(["train", "--arch", "8", "--updates", "2", "--eval-size", "20", "--out",
+                     str(tmp_path / "seq"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "seq" / "config.json").read_text())["shapeset_generator"] == \
+        "sequential"
+    assert cli.main(["train", "--dataset", "mnist", "--shapeset-generator", "counter"]) == 2
+    assert "Shapeset option" in capsys.readouterr().err
+
+
 def test_public_functions_do_not_shadow_modules():
     import importlib.util
     for name in ("train", "sweep", "reproduce"):

@@ -21,6 +21,12 @@ Follows Glorot's generator parameters (reference/glorot2010.md, section 2.1 tabl
 Choices the sources leave open, written down: the first rotation is uniform in [0, 2 pi); the
 overlap test counts pixels exactly instead of G1's geometric estimate; pixels scale to [0, 1]
 (``scale="unit"``) or [-1, 1] (``scale="symmetric"``, G1's ``neg=True``).
+
+Two generators draw these images (``generator=``): ``sequential`` (the default), NumPy's
+Mersenne Twister seeded per block of 1000 images and drawn image after image; and ``counter``
+(:mod:`fastff.data.shapeset_counter`), where every image is a function of its index alone, so
+that batches render in parallel and the GPU (``fastff/kernels/cuda/shapeset.cu``) draws the very
+same pixels. They are two streams: the same seed gives other images under each.
 """
 import math
 
@@ -28,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from ..checks import choose, positive, seed as check_seed
+from ..errors import InputError
 from .sources import check_fits_memory
 from .base import ArrayDataset, Dataset
 
@@ -43,6 +50,7 @@ FG_LEVELS = (141, 255)  # ceil(0.55 * 255) .. 255
 BG_LEVELS = (0, 114)    # 0 .. floor(0.45 * 255)
 BLOCK = 1000            # images generated per seeded block of the stream
 SCALES = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0)}
+GENERATORS = {"sequential": "sequential", "counter": "counter"}
 
 # (shape a, shape b) -> class id; a single shape uses b = -1.
 _PAIR = np.array([[6, 3, 5], [3, 7, 4], [5, 4, 8]], np.int64)
@@ -140,7 +148,7 @@ def _render(seed, n, size, balanced, images, labels, n_objects):
         n_objects[m] = placed
 
 
-def generate(n, seed=0, balanced=False, size=SIZE):
+def generate(n, seed=0, balanced=False, size=SIZE, generator="sequential", first=0):
     """Generate ``n`` Shapeset-3x2 images as uint8.
 
     Parameters
@@ -151,6 +159,12 @@ def generate(n, seed=0, balanced=False, size=SIZE):
         Same seed, same images.
     balanced : bool
         Draw the 9 classes uniformly instead of G1's unbalanced prior.
+    size : int
+        Width and height in pixels (32 in the paper).
+    generator : str
+        ``sequential`` or ``counter`` (see the module's docstring).
+    first : int
+        ``counter`` only: the index of the first image in the seed's stream.
 
     Returns
     -------
@@ -159,11 +173,42 @@ def generate(n, seed=0, balanced=False, size=SIZE):
     n_objects : ndarray (n,) int64, 1 or 2
     """
     positive("n", n, integer=True)
+    choose("generator", generator, GENERATORS)
+    if generator == "counter":
+        levels, labels, n_objects = render_counter(counter_key(seed), first, n, balanced,
+                                                   (1.0, 0.0), size)
+        return levels.astype(np.uint8), labels, n_objects
+    if first:
+        raise InputError("first= needs generator='counter': the sequential stream is drawn in "
+                         "order")
     seed32 = int(np.random.SeedSequence(check_seed(seed)).generate_state(1)[0])
     images = np.empty((n, size * size), np.uint8)
     labels = np.empty(n, np.int64)
     n_objects = np.empty(n, np.int64)
     _render(seed32, int(n), size, bool(balanced), images, labels, n_objects)
+    return images, labels, n_objects
+
+
+def counter_key(*seed):
+    """The counter generator's Philox key (two 32-bit words) of a seed or seed path."""
+    words = np.random.SeedSequence([check_seed(s) for s in seed]).generate_state(2)
+    return int(words[0]), int(words[1])
+
+
+def render_counter(key, first, n, balanced, scale=SCALES["unit"], size=SIZE):
+    """Images ``first .. first + n - 1`` of the counter stream ``key``, rendered on the CPU as
+    float32 ``level * mul + add`` for ``scale = (mul, add)``; returns (images, labels,
+    n_objects)."""
+    from . import shapeset_counter as counter
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not \
+            0 <= first < 2 ** 63 - n:
+        raise InputError(f"first must be an image index >= 0, got {first!r}")
+    images = np.empty((n, size * size), np.float32)
+    labels = np.empty(n, np.int64)
+    n_objects = np.empty(n, np.int64)
+    counter.render(np.uint64(key[0]), np.uint64(key[1]), int(first), int(n), int(size),
+                   bool(balanced), counter.angle_table(), np.float32(scale[0]), np.float32(scale[1]),
+                   images, labels, n_objects)
     return images, labels, n_objects
 
 
@@ -182,14 +227,18 @@ class Shapeset(Dataset):
     ``finite=N`` trains on a fixed set instead: the first N images of the same stream, visited
     in a fresh seeded permutation every epoch (as :class:`~fastff.data.ArrayDataset` does). The
     paper's SVM baseline and its finite-set Tanh N net use 100,000 (reference section 4).
+
+    ``generator="counter"`` draws every image from its index alone (the module's docstring):
+    another stream, the same on the CPU and the GPU.
     """
 
     name = "shapeset"
 
     def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit",
-                 finite=None):
+                 finite=None, generator="sequential"):
         self.seed, self.balanced, self.scale = check_seed(seed), bool(balanced), scale
         choose("scale", scale, SCALES)
+        self.generator = choose("generator", generator, GENERATORS)
         self.n_in, self.n_classes = SIZE * SIZE, 9
         positive("valid_size", valid_size, integer=True)
         positive("test_size", test_size, integer=True)
@@ -217,15 +266,38 @@ class Shapeset(Dataset):
         return int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])
 
     def _fixed(self, which, n):
+        if self.generator == "counter":
+            return render_counter(counter_key(self.seed, which), 0, n, self.balanced,
+                                  SCALES[self.scale])[:2]
         images, labels, _ = generate(n, self._seed(which), self.balanced)
         return to_float(images, self.scale), labels
 
     def _train_block(self, index):
         if index != self._block_index:
-            images, labels, _ = generate(BLOCK, self._seed(0, index), self.balanced)
-            self._block = (to_float(images, self.scale), labels)
+            if self.generator == "counter":  # the block is a slice of one endless stream
+                self._block = render_counter(counter_key(self.seed, 0), index * BLOCK, BLOCK,
+                                             self.balanced, SCALES[self.scale])[:2]
+            else:
+                images, labels, _ = generate(BLOCK, self._seed(0, index), self.balanced)
+                self._block = (to_float(images, self.scale), labels)
             self._block_index = index
         return self._block
+
+    @property
+    def renders_on_device(self):
+        """Whether :meth:`device_batch` can draw the training batches on the GPU."""
+        return self.generator == "counter" and self.finite is None
+
+    def device_batch(self, k, batch_size):
+        """Training batch k rendered by the CUDA kernels (CuPy arrays on a GPU): the bits of
+        :meth:`train_batch`, drawn where the model trains (``generator="counter"`` only)."""
+        if not self.renders_on_device:
+            raise InputError("device_batch needs the online counter stream (generator='counter', "
+                             "no finite=)")
+        from ..kernels.cuda import shapeset as device
+        x, y, _ = device.render(counter_key(self.seed, 0), k * batch_size, batch_size,
+                                self.balanced, SCALES[self.scale])
+        return x, y
 
     def train_batch(self, k, batch_size):
         if self.finite is not None:

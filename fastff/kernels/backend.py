@@ -143,6 +143,11 @@ class Backend:
         return f"<fastff backend {self.name!r} on {self.device}>"
 
     @property
+    def module_name(self):
+        """The module holding its kernels (without importing it)."""
+        return self._module_name
+
+    @property
     def module(self):
         if self._module is None:
             self._module = importlib.import_module(self._module_name)

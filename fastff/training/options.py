@@ -321,6 +321,8 @@ def record(v, sizes, data, model, versions, threads):
                dtype=model.dtype.name, loss=model.loss, data_options=v["data_options"] or {},
                pretrain=v["pretrain_options"], rate_options=v["rate_options"],
                versions=versions, threads=threads)
+    if getattr(data, "generator", None):  # which Shapeset stream the images came from
+        out["shapeset_generator"] = data.generator
     return out
 
 

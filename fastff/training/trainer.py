@@ -226,8 +226,13 @@ class Trainer:
             bar.close()
 
     def batch(self, k, trusted):
-        """Training batch k as contiguous arrays of the model's dtype; checked unless trusted."""
+        """Training batch k as contiguous arrays of the model's dtype; checked unless trusted.
+        Shapeset's counter stream is drawn by the CUDA kernels when the model runs on them."""
         model, batch_size = self.model, self.v["batch_size"]
+        if trusted and model.backend.module_name == "fastff.kernels.cuda" and \
+                getattr(self.data, "renders_on_device", False):
+            x, y = self.data.device_batch(k, batch_size)
+            return (x if x.dtype == model.dtype else x.astype(model.dtype)), y
         x, y = self.data.train_batch(k, batch_size)
         if trusted:
             return model.backend.to_device(x, model.dtype), model.backend.to_device(y, np.int64)

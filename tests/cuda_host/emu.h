@@ -195,6 +195,7 @@ inline double watchdog_seconds() {
 #define FASTFF_SHARED(T, name, n) T* name = fastff_emu::shared_alloc<T>(n)
 
 inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
   return std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
 }
@@ -207,6 +208,12 @@ inline unsigned atomicExch(unsigned* p, unsigned v) {
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline double __drcp_rn(double b) { return 1.0 / b; }
+// rounded to nearest, never fused: g++ -std=c++20 contracts no multiply-add (ISO mode)
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
 inline double __longlong_as_double(long long v) {
   double d;
   std::memcpy(&d, &v, sizeof d);

@@ -18,6 +18,8 @@ template instance named in :func:`name_expressions`. The call tree::
                         -> second_order_update<T>          W's rate step, dC/dW sums
     softmax_nll         -> softmax_nll<T>                  loss stays on the device
     softmax_quadratic   -> softmax_quadratic<T>            the same, for the quadratic cost
+    shapeset.render     -> shapeset_render                 Shapeset-3x2's counter stream, the
+                                                           bits of fastff.data.shapeset_counter
 
 Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
 bits every time. The launch geometry is plain Python (:func:`gemm_geometry`), shared with the
@@ -38,8 +40,9 @@ from ..contracts import backward_args, forward_args, second_order_args, softmax_
 
 SOURCE_DIR = Path(__file__).parent
 SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
-           "dense_backward_second_order.cu", "softmax_loss.cu", "train_step.cu")
+           "dense_backward_second_order.cu", "softmax_loss.cu", "train_step.cu", "shapeset.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+SHAPESET_THREADS = 32  # shapeset.cu: a block per image, a thread per row and column
 STATIC_SHARED_BYTES = 48 * 1024  # a block's static shared memory, on every GPU since sm_20
 _CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
@@ -59,7 +62,7 @@ def name_expressions():
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
         out += [f"train_steps<{t}, {_CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
-    return out
+    return out + ["shapeset_render"]
 
 
 def defines():
@@ -145,6 +148,7 @@ def update_geometry(K, N):
 
 # -- the runtime: CuPy on a GPU (tests swap in the host emulator) -----------------------------
 _VALUE_TYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
+                np.dtype(np.uint32): ctypes.c_uint32, np.dtype(np.uint64): ctypes.c_uint64,
                 np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
 
 
@@ -474,6 +478,8 @@ def threads_per_block(name):
         return (ut // 4) ** 2
     if name.startswith("train_steps"):
         return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
+    if name == "shapeset_render":
+        return SHAPESET_THREADS
     return int(config.CUDA_THREADS)
 
 
@@ -481,7 +487,7 @@ def blocks_per_sm(name):
     """Blocks an SM must hold at once by kernel ``name``'s __launch_bounds__ (its second
     argument, which caps the registers ptxas gives a thread)."""
     if name.startswith(("dense_forward_fused", "grad_x_fused", "dense_backward_update",
-                        "second_order_update")):
+                        "second_order_update", "shapeset_render")):
         return 1
     return int(config.CUDA_BLOCKS_PER_SM)
 

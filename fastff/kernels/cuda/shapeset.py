@@ -1,0 +1,35 @@
+"""Shapeset-3x2's counter stream rendered on the GPU: the launch of ``shapeset.cu``.
+
+The twin of :func:`fastff.data.shapeset.render_counter` (same arguments, same bits); the
+dataset calls it for a model that trains on the GPU, so that batches never cross the bus.
+"""
+import numpy as np
+
+from . import SHAPESET_THREADS, runtime
+
+_MAX_GRID = 65_535  # blocks of one launch; the kernel loops over the rest
+
+
+def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
+    """Images ``first .. first + n - 1`` of the counter stream ``key`` (two 32-bit words) on
+    the device, as float32 ``level * mul + add`` for ``scale = (mul, add)``.
+
+    Returns (x (n, 1024) float32, labels (n,) int64, n_objects (n,) int64), arrays of the
+    runtime (CuPy on a GPU); ``x``, ``labels`` and ``n_objects`` may be given to be filled.
+    """
+    from ...data.shapeset_counter import angle_table
+    rt = runtime()
+    xp = rt.xp
+    store = rt.__dict__.setdefault("_shapeset_table", {})
+    table = store.get(rt.stream())
+    if table is None:  # once per runtime and stream: the cosines both twins read
+        table = store[rt.stream()] = xp.asarray(angle_table())
+    x = rt.empty((n, 1024), np.float32) if x is None else x
+    labels = rt.empty(n, np.int64) if labels is None else labels
+    n_objects = rt.empty(n, np.int64) if n_objects is None else n_objects
+    if n:
+        rt.launch("shapeset_render", (min(n, _MAX_GRID),), (SHAPESET_THREADS,),
+                  (np.uint32(key[0]), np.uint32(key[1]), np.uint64(first), np.int32(n),
+                   np.int32(bool(balanced)), table, np.float32(scale[0]), np.float32(scale[1]),
+                   x, labels, n_objects))
+    return x, labels, n_objects
