@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .. import activations, config
+from ..arrays import array_module, to_host
 from ..checks import positive
 from ..errors import InputError
 
@@ -114,21 +115,30 @@ class ForwardStats(_Watched):
         for a in (self.sat_low, self.sat_high, self.total, self.total_sq, self.hist, self.rows):
             a.fill(0)
 
-    def summary(self):
-        """Layer scalars: saturated fractions, mean and std of h, dead-unit fraction (relu)."""
-        rows = int(self.rows[0])
-        count = rows * self.n_units
+    def sums(self):
+        """The sums :meth:`summary` is made of, as one float64 array where the accumulators
+        are (a GPU's statistics are read back in one transfer): rows, sum and sum of squares of
+        h, saturated low and high, dead units (relu: output 0 for every row seen)."""
+        xp = array_module(self.total)
+        dead = (self.sat_low == self.rows[0]).sum() if self.activation == "relu" else \
+            self.rows[0] * 0
+        return xp.stack([v.astype(np.float64) for v in (
+            self.rows[0], self.total.sum(), self.total_sq.sum(), self.sat_low.sum(),
+            self.sat_high.sum(), dead)])
+
+    def summary(self, sums=None):
+        """Layer scalars: saturated fractions, mean and std of h, dead-unit fraction (relu).
+        ``sums``: :meth:`sums` already on the host."""
+        rows, total, total_sq, low, high, dead = to_host(self.sums() if sums is None else sums)
+        count = int(rows) * self.n_units
         if count == 0:
             nan = float("nan")
             return dict(sat_low=nan, sat_high=nan, mean=nan, std=nan, dead=nan)
-        mean = float(self.total.sum()) / count
-        var = max(float(self.total_sq.sum()) / count - mean * mean, 0.0)
-        out = dict(sat_low=float(self.sat_low.sum()) / count,
-                   sat_high=float(self.sat_high.sum()) / count,
-                   mean=mean, std=var ** 0.5)
-        # A relu unit is dead when its output was 0 for every row seen.
-        out["dead"] = float((self.sat_low == rows).sum()) / self.n_units if self.activation == "relu" else 0.0
-        return out
+        mean = float(total) / count
+        var = max(float(total_sq) / count - mean * mean, 0.0)
+        return dict(sat_low=float(low) / count, sat_high=float(high) / count, mean=mean,
+                    std=var ** 0.5,
+                    dead=float(dead) / self.n_units if self.activation == "relu" else 0.0)
 
 
 class BackwardStats(_Watched):
@@ -182,16 +192,26 @@ class BackwardStats(_Watched):
                              "counts": ((2,), np.int64)}, xp)
         return self
 
-    def summary(self, n_in):
-        """Layer scalars: std of dC/ds over units and rows, std of dC/dW entries (over steps)."""
-        rows, steps = int(self.rows[0]), int(self.steps[0])
+    def sums(self):
+        """The sums :meth:`summary` is made of, as one float64 array where the accumulators
+        are: rows, steps, the sums of dC/ds and its square, of dC/dW and its square."""
+        xp = array_module(self.delta_total)
+        return xp.stack([v.astype(np.float64) for v in (
+            self.counts[0], self.counts[1], self.delta_total.sum(), self.delta_total_sq.sum(),
+            self.grad_w_total[0], self.grad_w_total_sq[0])])
+
+    def summary(self, n_in, sums=None):
+        """Layer scalars: std of dC/ds over units and rows, std of dC/dW entries (over steps).
+        ``sums``: :meth:`sums` already on the host."""
+        rows, steps, d_total, d_sq, w_total, w_sq = to_host(self.sums() if sums is None else sums)
+        rows, steps = int(rows), int(steps)
         n_units = self.delta_total.shape[0]
         out = dict(delta_std=float("nan"), grad_w_std=float("nan"))
         if rows:
-            m = float(self.delta_total.sum()) / (rows * n_units)
-            out["delta_std"] = max(float(self.delta_total_sq.sum()) / (rows * n_units) - m * m, 0.0) ** 0.5
+            m = float(d_total) / (rows * n_units)
+            out["delta_std"] = max(float(d_sq) / (rows * n_units) - m * m, 0.0) ** 0.5
         if steps and self.weight_grad:  # not measured: NaN, never a made-up 0
             count = steps * n_in * n_units
-            m = float(self.grad_w_total[0]) / count
-            out["grad_w_std"] = max(float(self.grad_w_total_sq[0]) / count - m * m, 0.0) ** 0.5
+            m = float(w_total) / count
+            out["grad_w_std"] = max(float(w_sq) / count - m * m, 0.0) ** 0.5
         return out
