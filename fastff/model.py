@@ -275,11 +275,12 @@ class MLP:
     def logits(self, x, chunk=1024):
         """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows), on
         the host."""
-        x = self._check_x(x)
-        xp = self.backend.xp
-        z = xp.concatenate([self._forward_all(x[i:i + chunk])[-1]
-                            for i in range(0, x.shape[0], chunk)])
-        return self.backend.to_host(z)
+        return self.backend.to_host(self._logits(self._check_x(x), chunk))
+
+    def _logits(self, x, chunk=1024):
+        """The logits of a checked ``x``, where the model's arrays are."""
+        return self.backend.xp.concatenate([self._forward_all(x[i:i + chunk])[-1]
+                                            for i in range(0, x.shape[0], chunk)])
 
     def forward(self, x):
         """Class probabilities, shape (batch, n_classes)."""
@@ -298,7 +299,9 @@ class MLP:
         paired outcomes two models' comparison on one test set needs)."""
         x = self._check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
-        return self.predict(x) == self.backend.to_host(y)
+        # compared where the logits are: the host reads back one bool a row
+        hit = self._logits(x).argmax(axis=1) == self.backend.to_device(y, np.int64)
+        return self.backend.to_host(hit)
 
     # -- training -----------------------------------------------------------------------------
     def new_stats(self, weight_grad=False):

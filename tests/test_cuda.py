@@ -356,6 +356,41 @@ def test_shapeset_batches_drawn_by_the_cuda_kernels_train_as_on_the_cpu(rt, monk
         np.testing.assert_allclose(W1, W2, rtol=1e-9, atol=1e-12)
 
 
+def test_a_finite_dataset_is_staged_once_not_uploaded_every_step(rt, monkeypatch):
+    # the launch audit's twin for data: through the CUDA kernels, the training set, the
+    # evaluation sets and each epoch's permutation cross to the device once; no batch does.
+    # 200 rows at batch 7 for 90 updates: 4 epochs, three batches spanning an epoch's end.
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    from test_model_train import tiny_data
+    opts = dict(dataset=tiny_data(), lr=0.1, updates=90, eval_every=30, monitor_every=0,
+                batch_size=7, progress=False)
+    cpu_run = fastff.train("9x2", **opts)
+    backend = _host_cuda_backend(monkeypatch)
+    uploads = []
+    real = backend.to_device
+
+    class OnDevice(np.ndarray):  # what to_device made, and every array made from one
+        pass
+
+    def to_device(a, dtype=None):
+        if not isinstance(a, OnDevice):
+            uploads.append(np.shape(a))
+        return real(a, dtype).view(OnDevice)
+
+    monkeypatch.setattr(backend, "to_device", to_device)
+    cuda_run = fastff.train("9x2", **opts)
+    inputs = [u for u in uploads if len(u) == 2 and u[1] == 12]  # not the parameters
+    assert sorted(inputs) == [(100, 12), (100, 12), (200, 12)], uploads
+    rows = [u[0] for u in uploads if len(u) == 1]
+    # labels: the training set's and each evaluation set's once, then epoch permutations
+    # (200 rows) and the indices of the three batches that span an epoch's end (7)
+    assert rows.count(200) == 1 + 4 and rows.count(7) == 3, rows
+    for a, b in zip(cpu_run.history, cuda_run.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, nan_ok=True)
+        assert a["valid_error"] == b["valid_error"] and a["test_error"] == b["test_error"]
+
+
 def test_divergence_found_at_the_log_names_the_update(rt, monkeypatch, tmp_path):
     if rt.xp is not np:
         pytest.skip("emulated backend only")

@@ -49,6 +49,11 @@ class Dataset:
         """The k-th training minibatch (x, y)."""
         raise NotImplementedError
 
+    def device_batch(self, k, batch_size, backend):
+        """Training batch k made where ``backend`` keeps its arrays (a GPU), or None where this
+        dataset cannot: the trainer then uploads :meth:`train_batch`'s."""
+        return None
+
     def monitor_set(self, n):
         """The first ``n`` test examples: the paper's fixed monitor set (300 examples)."""
         x, y = self.test
@@ -80,11 +85,35 @@ class ArrayDataset(Dataset):
             self._perm, self._perm_epoch = rng.permutation(self.train[0].shape[0]), epoch
         return self._perm
 
-    def train_batch(self, k, batch_size):
+    def device_batch(self, k, batch_size, backend):
+        """Training batch k gathered on ``backend``'s device from a copy of the training set
+        staged there on the first call: the rows of :meth:`train_batch`, with one upload of
+        each epoch's permutation (not one of each batch)."""
+        staged = self.__dict__.get("_staged")
+        if staged is None or staged["backend"] is not backend:
+            staged = self._staged = dict(backend=backend, x=backend.to_device(self.train[0]),
+                                         y=backend.to_device(self.train[1], np.int64),
+                                         epoch=None, perm=None)
+        n = staged["x"].shape[0]
+        epoch, pos = divmod(k * batch_size, n)
+        if pos + batch_size > n:  # the batch spans two epochs: its indices from the host
+            idx = backend.to_device(self._indices(k, batch_size))
+        else:
+            if staged["epoch"] != epoch:
+                staged["perm"] = backend.to_device(self._permutation(epoch))
+                staged["epoch"] = epoch
+            idx = staged["perm"][pos:pos + batch_size]
+        return staged["x"][idx], staged["y"][idx]
+
+    def _indices(self, k, batch_size):
         n = self.train[0].shape[0]
         start = k * batch_size
         idx = np.empty(batch_size, np.int64)
         for p in range(batch_size):  # positions in the endless sequence of epoch permutations
             epoch, pos = divmod(start + p, n)
             idx[p] = self._permutation(epoch)[pos]
+        return idx
+
+    def train_batch(self, k, batch_size):
+        idx = self._indices(k, batch_size)
         return self.train[0][idx], self.train[1][idx]

@@ -283,17 +283,14 @@ class Shapeset(Dataset):
             self._block_index = index
         return self._block
 
-    @property
-    def renders_on_device(self):
-        """Whether :meth:`device_batch` can draw the training batches on the GPU."""
-        return self.generator == "counter" and self.finite is None
-
-    def device_batch(self, k, batch_size):
-        """Training batch k rendered by the CUDA kernels (CuPy arrays on a GPU): the bits of
-        :meth:`train_batch`, drawn where the model trains (``generator="counter"`` only)."""
-        if not self.renders_on_device:
-            raise InputError("device_batch needs the online counter stream (generator='counter', "
-                             "no finite=)")
+    def device_batch(self, k, batch_size, backend):
+        """Training batch k made on the device of ``backend`` (one whose kernels are the CUDA
+        ones): a finite set's gathered from its staged copy; the counter stream's rendered
+        there with the bits of :meth:`train_batch`; None for the sequential stream."""
+        if self.finite is not None:
+            return self.finite.device_batch(k, batch_size, backend)
+        if self.generator != "counter":
+            return None
         from ..kernels.cuda import shapeset as device
         x, y, _ = device.render(counter_key(self.seed, 0), k * batch_size, batch_size,
                                 self.balanced, SCALES[self.scale])

@@ -229,9 +229,10 @@ class Trainer:
         """Training batch k as contiguous arrays of the model's dtype; checked unless trusted.
         Shapeset's counter stream is drawn by the CUDA kernels when the model runs on them."""
         model, batch_size = self.model, self.v["batch_size"]
-        if trusted and model.backend.module_name == "fastff.kernels.cuda" and \
-                getattr(self.data, "renders_on_device", False):
-            x, y = self.data.device_batch(k, batch_size)
+        made = self.data.device_batch(k, batch_size, model.backend) if trusted and \
+            self.on_device else None
+        if made is not None:
+            x, y = made
             return (x if x.dtype == model.dtype else x.astype(model.dtype)), y
         x, y = self.data.train_batch(k, batch_size)
         if trusted:
@@ -285,8 +286,8 @@ class Trainer:
             self.diverged(update - len(host) + int(bad[0]) + 1, host[bad[0]])
         if self.rates is not None and not self.rates.finite(model.backend.xp):
             self.diverged(update, what="the per-parameter rates' estimates became inf or NaN (found)")
-        valid_err = model.error(*self.data.valid)
-        correct = model.correct(*self.data.test)
+        valid_err = model.error(*self.eval_set("valid"))
+        correct = model.correct(*self.eval_set("test"))
         test_err = float((~correct).mean())
         row = dict(update=update, examples=update * v["batch_size"],
                    train_loss=float(np.mean(host)) if host.size else math.nan,
@@ -301,6 +302,23 @@ class Trainer:
             self.record.save_test_outcomes(update, correct)
             self.record.write_metrics(self.history, self.monitor.stats if self.monitor else None)
         return row
+
+    @property
+    def on_device(self):
+        """Whether the model's kernels are the CUDA ones: its data is made or kept there."""
+        return self.model.backend.module_name == "fastff.kernels.cuda"
+
+    def eval_set(self, name):
+        """The validation or test set; for CUDA kernels a copy on the device, made at the first
+        evaluation (not uploaded again at every one)."""
+        x, y = getattr(self.data, name)
+        if not self.on_device:
+            return x, y
+        staged = self.__dict__.setdefault("_eval_sets", {})
+        if name not in staged:
+            backend = self.model.backend
+            staged[name] = (backend.to_device(x, self.model.dtype), backend.to_device(y, np.int64))
+        return staged[name]
 
     def checkpoint(self, update):
         """Write the checkpoint at ``update``. Between evaluations it also keeps what the next
