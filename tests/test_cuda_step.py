@@ -226,6 +226,25 @@ def test_launch_audit(emulate, rng, batch, graph, monkeypatch):
             assert rows == [(4 * L, 0)] * 2
 
 
+@pytest.mark.parametrize("batch", [10, 128])
+def test_launch_audit_with_shapeset_drawn_on_the_device(emulate, batch):
+    # a step fed by the counter stream: one launch renders the batch into buffers the dataset
+    # reuses, then the step's own; nothing allocated, nothing uploaded
+    from fastff import data
+    rt = emulate()
+    shapes = data.load("shapeset", valid_size=5, test_size=5, generator="counter")
+    net = cuda_net([1024, 16, 16, 9], "tanh", "float32")
+    stats = net.new_stats()
+    rows = []
+    for k in range(3):
+        n_launch, n_alloc = len(rt.launches), len(rt.allocations)
+        x, y = shapes.device_batch(k, batch, net.backend)
+        net._step(x, y, 0.1, stats)
+        rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc))
+        assert rt.launches[n_launch][0] == "shapeset_render"
+    assert rows[1:] == [(2, 0)] * 2, rows
+
+
 def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch):
     emulate()
     sizes = [11, 17, 13, 5]

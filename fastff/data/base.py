@@ -88,12 +88,13 @@ class ArrayDataset(Dataset):
     def device_batch(self, k, batch_size, backend):
         """Training batch k gathered on ``backend``'s device from a copy of the training set
         staged there on the first call: the rows of :meth:`train_batch`, with one upload of
-        each epoch's permutation (not one of each batch)."""
+        each epoch's permutation (not one of each batch), into buffers reused from call to
+        call (the batch is valid until the next call)."""
         staged = self.__dict__.get("_staged")
         if staged is None or staged["backend"] is not backend:
             staged = self._staged = dict(backend=backend, x=backend.to_device(self.train[0]),
                                          y=backend.to_device(self.train[1], np.int64),
-                                         epoch=None, perm=None)
+                                         epoch=None, perm=None, out={})
         n = staged["x"].shape[0]
         epoch, pos = divmod(k * batch_size, n)
         if pos + batch_size > n:  # the batch spans two epochs: its indices from the host
@@ -103,7 +104,15 @@ class ArrayDataset(Dataset):
                 staged["perm"] = backend.to_device(self._permutation(epoch))
                 staged["epoch"] = epoch
             idx = staged["perm"][pos:pos + batch_size]
-        return staged["x"][idx], staged["y"][idx]
+        x, y = staged["x"], staged["y"]
+        out = staged["out"].get(batch_size)
+        if out is None:
+            out = staged["out"][batch_size] = (backend.empty((batch_size, x.shape[1]), x.dtype),
+                                               backend.empty(batch_size, y.dtype))
+        xp = backend.xp
+        xp.take(x, idx, axis=0, out=out[0])
+        xp.take(y, idx, axis=0, out=out[1])
+        return out
 
     def _indices(self, k, batch_size):
         n = self.train[0].shape[0]

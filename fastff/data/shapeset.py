@@ -286,15 +286,22 @@ class Shapeset(Dataset):
     def device_batch(self, k, batch_size, backend):
         """Training batch k made on the device of ``backend`` (one whose kernels are the CUDA
         ones): a finite set's gathered from its staged copy; the counter stream's rendered
-        there with the bits of :meth:`train_batch`; None for the sequential stream."""
+        there with the bits of :meth:`train_batch`, into buffers this dataset reuses (the
+        batch is valid until the next call); None for the sequential stream."""
         if self.finite is not None:
             return self.finite.device_batch(k, batch_size, backend)
         if self.generator != "counter":
             return None
-        from ..kernels.cuda import shapeset as device
-        x, y, _ = device.render(counter_key(self.seed, 0), k * batch_size, batch_size,
-                                self.balanced, SCALES[self.scale])
-        return x, y
+        from ..kernels.cuda import runtime, shapeset as device
+        buffers = self.__dict__.setdefault("_device_buffers", {})
+        key = (batch_size, runtime().stream())
+        if key not in buffers:
+            buffers[key] = device.render(counter_key(self.seed, 0), k * batch_size, batch_size,
+                                         self.balanced, SCALES[self.scale])
+        else:
+            device.render(counter_key(self.seed, 0), k * batch_size, batch_size, self.balanced,
+                          SCALES[self.scale], *buffers[key])
+        return buffers[key][:2]
 
     def train_batch(self, k, batch_size):
         if self.finite is not None:
