@@ -193,8 +193,11 @@ template <typename T, bool TRANS_B>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,
                                                   int chunk) {
-  FASTFF_SHARED(T, as, FASTFF_TK * FASTFF_TM);  // as[k][r]
-  FASTFF_SHARED(T, bs, FASTFF_TK * FASTFF_TN);  // bs[k][c]
+  // Rows padded by one element: the staging loops write as (and bs with TRANS_B) with k
+  // fastest, which at a stride of TM (TN) words would put every thread of a warp in one bank.
+  constexpr int AS = FASTFF_TM + 1, BS = FASTFF_TN + 1;
+  FASTFF_SHARED(T, as, FASTFF_TK * AS);  // as[k][r]
+  FASTFF_SHARED(T, bs, FASTFF_TK * BS);  // bs[k][c]
   const int cols = FASTFF_TN / 4;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * cols + tx;
   const int threads = cols * (FASTFF_TM / 2);
@@ -207,7 +210,7 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
     for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
       const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
-      as[k * FASTFF_TM + r] = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
+      as[k * AS + r] = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
     }
     for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
       int k, c;
@@ -216,13 +219,13 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
       const int gk = kt + k, gc = c0 + c;
       T v = T(0);
       if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
-      bs[k * FASTFF_TN + c] = v;
+      bs[k * BS + c] = v;
     }
     __syncthreads();
     for (int k = 0; k < FASTFF_TK; ++k) {
-      const T a0 = as[k * FASTFF_TM + 2 * ty], a1 = as[k * FASTFF_TM + 2 * ty + 1];
+      const T a0 = as[k * AS + 2 * ty], a1 = as[k * AS + 2 * ty + 1];
       for (int c = 0; c < 4; ++c) {
-        const T w = bs[k * FASTFF_TN + tx + cols * c];
+        const T w = bs[k * BS + tx + cols * c];
         acc[0][c] += a0 * w;
         acc[1][c] += a1 * w;
       }
