@@ -259,6 +259,21 @@ def _receive(run_dir, files):
         atomic_write_bytes(run_dir / name, data)
 
 
+def collect(grid, out_dir):
+    """The rows :func:`sweep` would return for ``grid`` in ``out_dir``, training nothing:
+    finished runs (done or diverged) with their results, the others with an empty status."""
+    points = expand(grid)
+    out = Path(out_dir)
+    keys = varying(points)
+    names = [run_name(p, keys) for p in points]
+    rows = {}
+    for name, point in zip(names, points):
+        done = finished(out / name, point)
+        if done is not None:
+            rows[name] = {k: done.get(k, "") for k in RESULT_COLUMNS}
+    return _table_rows(names, points, rows)
+
+
 def _table_rows(names, points, rows):
     keys = list(dict.fromkeys(k for p in points for k in p))
     return [dict(name=n, **{k: p.get(k, "") for k in keys},

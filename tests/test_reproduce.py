@@ -325,6 +325,24 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
     assert [r["test_error"] for r in again.table] == [
         float(r["test_error"]) if r["test_error"] else "" for r in table]
+    # --no-train: the results of the runs finished so far; here the Shapeset sigmoids are not
+    unfinished = [r["name"] for r in runs
+                  if r["dataset"] == "shapeset" and r["activation"] == "sigmoid"]
+    assert len(unfinished) == 4
+    for name in unfinished:
+        (out / "runs" / name / "sweep_status.json").unlink()
+    capsys.readouterr()
+    assert main(["reproduce", "glorot2010", "--budget", "smoke", "--out", str(out),
+                 "--datasets", "shapeset,mnist,small_imagenet", "--no-train"]) == 0
+    assert "20 of 24 runs finished; nothing trained" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
+    partial = {(r["dataset"], r["model"]): r for r in csv.DictReader(open(out / "table1.csv"))}
+    for model in ("Sigmoid", "Sigmoid depth 4"):
+        row = partial[("shapeset", model)]
+        assert row["test_error"] == "" and "2 of 2 runs unfinished" not in row["note"]
+        assert "unfinished" in row["note"], row
+    assert partial[("shapeset", "Tanh N")]["test_error"] != ""
+    assert partial[("mnist", "Sigmoid")]["test_error"] != ""
     # a folder holds one reproduction
     with pytest.raises(InputError, match="budget 'smoke'"):
         reproduce("glorot2010", budget="quick", out_dir=out, datasets="shapeset", progress=False)

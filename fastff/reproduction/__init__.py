@@ -140,7 +140,7 @@ def _check_plan(out, plan):
 
 def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
               seeds=None, scheduler=None, workers=None, data_dir=None, progress=True,
-              experiments=("table1",)):
+              experiments=("table1",), train=True):
     """Reproduce a paper's comparison with fastff's own runs.
 
     Parameters
@@ -175,12 +175,16 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         (per-parameter rates from a diagonal Hessian or a gradient-variance estimate, with
         standard and normalized init), or ``all``. The other
         experiments run on Shapeset and go to ``experiments.csv`` / ``experiments.md``.
+    train : bool
+        False: train nothing; write the tables, figures and claims from the runs already
+        finished in ``out_dir`` (the others count as unfinished): what an interrupted
+        reproduction has shown so far.
 
     Returns
     -------
     Reproduction
     """
-    from ..sweeps import sweep
+    from ..sweeps import collect, sweep
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
     names = _names("dataset", datasets if datasets is not None else list(DATASETS), DATASETS)
@@ -203,12 +207,19 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                   f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
                   + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
         points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
-        if progress and plan_budget.name != "smoke":
-            print(estimate(points, out / "runs", shapes, workers, plan_budget)[0], flush=True)
-        rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
-                     progress=progress)
+        if not train:
+            rows = collect(points, out / "runs")
+            if progress:
+                done = sum(r["status"] in ("done", "diverged") for r in rows)
+                print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
+        else:
+            if progress and plan_budget.name != "smoke":
+                print(estimate(points, out / "runs", shapes, workers, plan_budget)[0],
+                      flush=True)
+            rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
+                         progress=progress)
     svm = (_svm(out, plan_budget, progress=progress)
-           if "svm" in chosen_experiments and "shapeset" in run_sets else None)
+           if train and "svm" in chosen_experiments and "shapeset" in run_sets else None)
     return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
                     svm, progress)
 
