@@ -185,16 +185,8 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    keys = varying(points)
-    names = [run_name(p, keys) for p in points]
-    rows = {}
-    todo = []
-    for name, point in zip(names, points):
-        done = finished(out / name, point)
-        if done is not None:
-            rows[name] = {k: done.get(k, "") for k in RESULT_COLUMNS}
-        else:
-            todo.append((name, point))
+    names, rows = _finished_rows(points, out)
+    todo = [(name, point) for name, point in zip(names, points) if name not in rows]
     _write_table(out, names, points, rows)
     if not todo:
         return _table_rows(names, points, rows)
@@ -263,7 +255,12 @@ def collect(grid, out_dir):
     """The rows :func:`sweep` would return for ``grid`` in ``out_dir``, training nothing:
     finished runs (done or diverged) with their results, the others with an empty status."""
     points = expand(grid)
-    out = Path(out_dir)
+    names, rows = _finished_rows(points, Path(out_dir))
+    return _table_rows(names, points, rows)
+
+
+def _finished_rows(points, out):
+    """Each point's run name, and the result rows of those already finished in ``out``."""
     keys = varying(points)
     names = [run_name(p, keys) for p in points]
     rows = {}
@@ -271,7 +268,7 @@ def collect(grid, out_dir):
         done = finished(out / name, point)
         if done is not None:
             rows[name] = {k: done.get(k, "") for k in RESULT_COLUMNS}
-    return _table_rows(names, points, rows)
+    return names, rows
 
 
 def _table_rows(names, points, rows):
