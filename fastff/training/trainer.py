@@ -227,7 +227,8 @@ class Trainer:
 
     def batch(self, k, trusted):
         """Training batch k as contiguous arrays of the model's dtype; checked unless trusted.
-        Shapeset's counter stream is drawn by the CUDA kernels when the model runs on them."""
+        For CUDA kernels a built-in dataset makes it on the device (a finite set gathered from
+        its staged copy, Shapeset's counter stream rendered there); otherwise it is uploaded."""
         model, batch_size = self.model, self.v["batch_size"]
         made = self.data.device_batch(k, batch_size, model.backend) if trusted and \
             self.on_device else None
