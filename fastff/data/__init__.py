@@ -41,7 +41,8 @@ def load(name, seed=0, data_dir=None, fetch=True, **options):
     fetch : bool
         Allow fetching missing files into the cache (MNIST).
     **options
-        Dataset options (Shapeset: ``valid_size``, ``test_size``, ``balanced``, ``scale``;
+        Dataset options (Shapeset: ``valid_size``, ``test_size``, ``balanced``, ``scale``,
+        ``finite``, ``generator``;
         Small-ImageNet: ``path``).
 
     Returns
