@@ -26,7 +26,9 @@ def save_png(fig, path, dpi=110):
 
 
 def finish(fig, title):
-    """The figure with its title, laid out."""
-    fig.suptitle(title, fontsize=10)
+    """The figure with its title (wrapped to the figure's width), laid out."""
+    import textwrap
+    # about 13 characters an inch at 10 points: a long title wraps instead of running off
+    fig.suptitle(textwrap.fill(title, max(40, int(13 * fig.get_figwidth()))), fontsize=10)
     fig.tight_layout()
     return fig
