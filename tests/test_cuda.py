@@ -306,6 +306,19 @@ def test_shapeset_on_the_device_draws_the_cpus_bits(rt, monkeypatch, balanced):
         got = device_shapeset.render(key, first, n, balanced, scale)
         for name, a, b in zip(("x", "labels", "n_objects"), got, want):
             np.testing.assert_array_equal(host(a), b, err_msg=name)
+    # what the kernel would write out of bounds, or read as a key, is refused first
+    x, labels, n_objects = device_shapeset.render(key, 0, 4, balanced, shapeset.SCALES["unit"])
+    for bad, match in (((x[:3], labels, n_objects), "x must be float32 of shape"),
+                       ((x, labels.astype(rt.xp.int32), n_objects), "labels must be int64"),
+                       ((x, labels, n_objects[:2]), "n_objects must be int64")):
+        with pytest.raises(InputError, match=match):
+            device_shapeset.render(key, 0, 4, balanced, shapeset.SCALES["unit"], *bad)
+    for args, match in ((((1, 2 ** 32), 0, 4), "key"), ((key, -1, 4), "first"),
+                        ((key, 0, -4), "n must be"), ((key, 2 ** 63 - 2, 4), "first")):
+        with pytest.raises(InputError, match=match):
+            device_shapeset.render(*args, balanced, shapeset.SCALES["unit"])
+        with pytest.raises(InputError, match=match):
+            shapeset.render_counter(*args, balanced)
 
 
 def _host_cuda_backend(monkeypatch):
@@ -328,6 +341,12 @@ def test_training_through_the_cuda_kernels_follows_the_cpu_run(rt, monkeypatch, 
     _host_cuda_backend(monkeypatch)
     cuda_run = fastff.train("9x2", **opts, out_dir=tmp_path)
     assert cuda_run.model.backend.module is cuda
+    _assert_follows(cpu_run, cuda_run)
+
+
+def _assert_follows(cpu_run, cuda_run):
+    """Two float64 runs, on the CPU kernels and through the CUDA ones: the same history and
+    weights to rounding."""
     for a, b in zip(cpu_run.history, cuda_run.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
         assert a["valid_error"] == b["valid_error"]
@@ -349,11 +368,7 @@ def test_shapeset_batches_drawn_by_the_cuda_kernels_train_as_on_the_cpu(rt, monk
     cuda_run = fastff.train("5x2", **opts)
     assert sum(name == "shapeset_render" for name, _, _ in rt.launches) - before == 12
     assert len(cpu_run.history) == len(cuda_run.history) == 3
-    for a, b in zip(cpu_run.history, cuda_run.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9, nan_ok=True)
-        assert a["valid_error"] == b["valid_error"]
-    for (W1, _), (W2, _) in zip(cpu_run.model.params, cuda_run.model.params):
-        np.testing.assert_allclose(W1, W2, rtol=1e-9, atol=1e-12)
+    _assert_follows(cpu_run, cuda_run)
 
 
 def test_a_finite_dataset_is_staged_once_not_uploaded_every_step(rt, monkeypatch):

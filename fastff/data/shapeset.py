@@ -200,15 +200,13 @@ def render_counter(key, first, n, balanced, scale=SCALES["unit"], size=SIZE):
     float32 ``level * mul + add`` for ``scale = (mul, add)``; returns (images, labels,
     n_objects)."""
     from . import shapeset_counter as counter
-    if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not \
-            0 <= first < 2 ** 63 - n:
-        raise InputError(f"first must be an image index >= 0, got {first!r}")
+    counter.check_stream(key, first, n)
     images = np.empty((n, size * size), np.float32)
     labels = np.empty(n, np.int64)
     n_objects = np.empty(n, np.int64)
     counter.render(np.uint64(key[0]), np.uint64(key[1]), int(first), int(n), int(size),
-                   bool(balanced), counter.angle_table(), np.float32(scale[0]), np.float32(scale[1]),
-                   images, labels, n_objects)
+                   bool(balanced), counter.angle_table(), np.float32(scale[0]),
+                   np.float32(scale[1]), images, labels, n_objects)
     return images, labels, n_objects
 
 

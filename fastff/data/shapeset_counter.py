@@ -23,6 +23,8 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
+from ..errors import InputError
+
 from .shapeset import (FG_LEVELS, BG_LEVELS, N_VERTICES, OVERLAP_MAX, REJECTION_MAX, ROTATIONS,
                        SCALE_MAX, SCALE_MIN, SIZE)
 
@@ -37,8 +39,25 @@ THETA_STEPS = 256  # the first rotation: 256 x 256 angles, cos and sin by angle 
 # rotation's coarse and fine steps, and of the 255 second rotations; each sine follows its cosine
 _VERTEX_OFFSET = np.array([0, 3, 7], np.int64)
 _N_VERTEX = 27
-_COARSE, _FINE, _ROT = 2 * _N_VERTEX, 2 * _N_VERTEX + 2 * THETA_STEPS, 2 * _N_VERTEX + 4 * THETA_STEPS
+_COARSE = 2 * _N_VERTEX
+_FINE = _COARSE + 2 * THETA_STEPS
+_ROT = _COARSE + 4 * THETA_STEPS
 TABLE_SIZE = _ROT + 2 * ROTATIONS
+
+
+def check_stream(key, first, n):
+    """Raise InputError unless ``key`` is two 32-bit words, ``n`` a number of images (>= 0) and
+    ``first .. first + n - 1`` image indices of one stream (below 2^63): what both renderers
+    take unchecked."""
+    def integer(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not (isinstance(key, (tuple, list)) and len(key) == 2
+            and all(integer(w) and 0 <= w < 2 ** 32 for w in key)):
+        raise InputError(f"key must be two 32-bit words (counter_key), got {key!r}")
+    if not integer(n) or n < 0:
+        raise InputError(f"n must be a number of images >= 0, got {n!r}")
+    if not integer(first) or not 0 <= first < 2 ** 63 - n:
+        raise InputError(f"first must be an image index >= 0, got {first!r}")
 
 
 @lru_cache(maxsize=1)

@@ -5,7 +5,9 @@ dataset calls it for a model that trains on the GPU, so that batches never cross
 """
 import numpy as np
 
-from . import SHAPESET_THREADS, runtime
+from . import SHAPESET_THREADS, _on_device, runtime
+from ...checks import writable_c_contiguous
+from ...errors import InputError
 
 _MAX_GRID = 65_535  # blocks of one launch; the kernel loops over the rest
 
@@ -17,7 +19,10 @@ def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
     Returns (x (n, 1024) float32, labels (n,) int64, n_objects (n,) int64), arrays of the
     runtime (CuPy on a GPU); ``x``, ``labels`` and ``n_objects`` may be given to be filled.
     """
-    from ...data.shapeset_counter import angle_table
+    from ...data.shapeset_counter import angle_table, check_stream
+    check_stream(key, first, n)
+    if n >= 2 ** 31:  # the kernel counts images in an int
+        raise InputError(f"at most 2^31 - 1 images a launch, got {n}")
     rt = runtime()
     xp = rt.xp
     store = rt.__dict__.setdefault("_shapeset_table", {})
@@ -27,6 +32,14 @@ def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
     x = rt.empty((n, 1024), np.float32) if x is None else x
     labels = rt.empty(n, np.int64) if labels is None else labels
     n_objects = rt.empty(n, np.int64) if n_objects is None else n_objects
+    _on_device(rt, x=x, labels=labels, n_objects=n_objects)
+    for name, a, shape, dtype in (("x", x, (n, 1024), np.float32),
+                                  ("labels", labels, (n,), np.int64),
+                                  ("n_objects", n_objects, (n,), np.int64)):
+        if a.shape != shape or a.dtype != dtype:  # the kernel writes them unchecked
+            raise InputError(f"{name} must be {np.dtype(dtype).name} of shape {shape}, got "
+                             f"{a.dtype} of shape {tuple(a.shape)}")
+        writable_c_contiguous(name, a)
     if n:
         rt.launch("shapeset_render", (min(n, _MAX_GRID),), (SHAPESET_THREADS,),
                   (np.uint32(key[0]), np.uint32(key[1]), np.uint64(first), np.int32(n),
