@@ -9,7 +9,9 @@ newer), CuPy and, for the baselines, PyTorch; no network needed. In about 5 minu
    layer-by-layer kernels in a CUDA graph and launched one by one) with CUDA events: warm-up,
    then the median of several repeats of many steps;
 3. times PyTorch's step of the same net, eager and captured in a CUDA graph, in the same run;
-4. trains the paper's Shapeset run for ``--updates`` updates (monitoring on) and extrapolates
+4. times Shapeset-3x2 drawn on the GPU, and ``train_many``'s lockstep of 1 to 64 copies of the
+   paper's net (total updates/s against one net);
+5. trains the paper's Shapeset run for ``--updates`` updates (monitoring on) and extrapolates
    its time to the paper's 5 million;
 
 and writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` (the table for benchmarks/NOTES.md).
@@ -221,6 +223,27 @@ def time_shapeset(repeats):
                 ratio=round(max(r["images_per_s"] for r in rows) / consumed, 1))
 
 
+def time_lockstep(steps, repeats):
+    """train_many's step: G copies of the paper's net at batch 10 (statistics on) stepped by
+    one persistent launch, against one net alone: total updates/s."""
+    import fastff
+    from fastff.kernels.cuda.step import Lockstep
+    x, y = paper_batch(10)
+    rows = []
+    for count in (1, 4, 16, 64):
+        nets = [fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=s)
+                for s in range(count)]
+        stats = [n.new_stats() for n in nets]
+        lockstep = Lockstep()
+        timed = time_device(lambda: lockstep.step(nets, [x] * count, [y] * count,
+                                                  [0.01] * count, stats), steps, repeats)
+        rows.append(dict(nets=count, round_us=timed["median_us"],
+                         updates_per_s=round(count / (timed["median_us"] * 1e-6))))
+    for r in rows:
+        r["speedup"] = round(r["updates_per_s"] / rows[0]["updates_per_s"], 2)
+    return dict(rows=rows)
+
+
 def markdown(results):
     g = results["gpu"]
     out = [f"GPU: {g['name']} ({g['sms']} SMs, sm_{g['capability'].replace('.', '')}, "
@@ -243,6 +266,13 @@ def markdown(results):
             + f"; {sh['ratio']}x what the batch-1024 step at its target consumes")
     elif sh:
         out.append(f"\nShapeset on the GPU: {sh.get('error')}")
+    ls = results.get("lockstep", {})
+    if "rows" in ls:
+        out.append("\ntrain_many at batch 10 (one launch a round): " + "; ".join(
+            f"{r['nets']} nets {r['round_us']} us a round, {r['updates_per_s']} updates/s "
+            f"({r['speedup']}x one net)" for r in ls["rows"]))
+    elif ls:
+        out.append(f"\ntrain_many: {ls.get('error')}")
     lr = results.get("long_run", {})
     if "updates" in lr:
         out.append(f"\nShapeset run: {lr['updates']} updates in {lr['seconds']} s "
@@ -276,6 +306,7 @@ def main(argv=None):
     part(results, "fastff", time_fastff, args.steps, args.repeats)
     part(results, "torch", time_torch, args.steps, args.repeats)
     part(results, "shapeset", time_shapeset, args.repeats)
+    part(results, "lockstep", time_lockstep, max(10, args.steps // 4), args.repeats)
     if args.updates:
         part(results, "long_run", long_run, args.updates, out)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1))

@@ -58,19 +58,46 @@ def strips(n, strip=8):
     return -(-n // strip)
 
 
-def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8):
-    """The persistent step (train_step.cu): one launch, 2 L barriers."""
+def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8, nets=1):
+    """The persistent step (train_step.cu): one launch, 2 L barriers; with ``nets`` > 1, one
+    round of train_many's lockstep (the nets' strips share the launch and its barriers)."""
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
-    w_bytes = 3 * P * ITEM  # forward read, backward read and write
+    w_bytes = 3 * P * ITEM * nets  # forward read, backward read and write
     # every strip reads its layer's whole input (forward) or delta (backward) from L2
-    other = sum(strips(n, strip) * batch * k * ITEM + strips(k, strip) * batch * n * ITEM
-                for k, n in layer_shapes(sizes))
-    resident = P * ITEM <= gpu["l2_bytes"] * 0.8  # W stays in L2 between steps
+    other = nets * sum(strips(n, strip) * batch * k * ITEM + strips(k, strip) * batch * n * ITEM
+                       for k, n in layer_shapes(sizes))
+    resident = nets * P * ITEM <= gpu["l2_bytes"] * 0.8  # W stays in L2 between steps
     hbm = 0 if resident else w_bytes
-    return dict(path="persistent", batch=batch, launches=1 / steps_per_launch, barriers=2 * L,
-                w_bytes=w_bytes, other_bytes=other, hbm_bytes=hbm, l2_bytes=w_bytes + other,
-                flops=6 * P * batch, w_in_l2=resident)
+    return dict(path="persistent" if nets == 1 else f"lockstep of {nets}", batch=batch,
+                launches=1 / steps_per_launch, barriers=2 * L, w_bytes=w_bytes,
+                other_bytes=other, hbm_bytes=hbm, l2_bytes=w_bytes + other,
+                flops=6 * P * batch * nets, w_in_l2=resident, nets=nets)
+
+
+def lockstep_table(gpu=H200, batch=10, counts=(1, 2, 4, 16, 64)):
+    """train_many's rounds at ``batch``: the floor of a round and the total updates/s it
+    allows, against one net alone."""
+    rows = []
+    for nets in counts:
+        row = persistent(batch, gpu, nets=nets)
+        us, limit, fixed = floor_us(row, gpu)
+        row.update(floor_us=us, limit=limit, fixed_us=fixed, updates_per_s=nets / (us * 1e-6))
+        rows.append(row)
+    for row in rows:
+        row["speedup"] = row["updates_per_s"] / rows[0]["updates_per_s"]
+    return rows
+
+
+def lockstep_markdown(rows):
+    out = ["| nets | W in L2 | HBM MB | L2 MB | floor us a round | set by | updates/s | vs one net |",
+           "|---:|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['nets']} | {'yes' if r['w_in_l2'] else 'no'} | "
+                   f"{r['hbm_bytes'] / 1e6:.0f} | {r['l2_bytes'] / 1e6:.0f} | "
+                   f"{r['floor_us']:.1f} | {r['limit']} | {r['updates_per_s']:,.0f} | "
+                   f"{r['speedup']:.2f}x |")
+    return "\n".join(out)
 
 
 def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=264):
@@ -179,6 +206,10 @@ def shapeset_markdown(row):
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     print(markdown(table()))
+    print()
+    print("train_many's lockstep at batch 10 (the persistent step, every net's strips in one "
+          "launch):")
+    print(lockstep_markdown(lockstep_table()))
     print()
     print(shapeset_markdown(shapeset_rate()))
 

@@ -10,11 +10,11 @@ from .errors import DataError, DeviceError, DivergenceError, FastffError, InputE
 from .init import init_weights
 from .model import MLP
 from .monitor import Measurement, Monitor, Stats, measure
-from .training import Interrupted, Run, pretrain, train
+from .training import Interrupted, Run, pretrain, train, train_many
 from .sweeps import sweep
 from .reproduction import reproduce
 
-__all__ = ["train", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init",
+__all__ = ["train", "train_many", "sweep", "reproduce", "Run", "MLP", "measure", "Monitor", "Measurement", "Stats", "data", "kernels", "init",
            "baselines", "pretrain", "init_weights", "activations",
            "arch", "config", "FastffError", "InputError", "DeviceError", "DivergenceError",
            "DataError", "RecordError", "Interrupted", "training", "sweeps", "reproduction",

@@ -105,8 +105,9 @@ class EmuRuntime(cuda.Runtime):
     seed : int
         Nonzero: blocks start in an order permuted by it.
 
-    It records what a launch audit counts: ``launches`` (name, grid, block) and
-    ``allocations`` (every array the launch code asked for).
+    It records what a launch audit counts: ``launches`` (name, grid, block),
+    ``allocations`` (every array the launch code asked for) and ``uploads`` (the shapes of the
+    host arrays it copied to the device with ``upload``).
     """
 
     xp = np
@@ -118,7 +119,7 @@ class EmuRuntime(cuda.Runtime):
         self.defines = tuple(cuda.defines())
         self.lib.fastff_emu_configure(ctypes.c_int(int(concurrent)), ctypes.c_uint(sms * resident),
                                       ctypes.c_ulonglong(seed), ctypes.c_uint(wave))
-        self.launches, self.allocations = [], []
+        self.launches, self.allocations, self.uploads = [], [], []
 
     def launch(self, name, grid, block, args, cooperative=False):
         if self.graph is not None:  # captured: recorded, not run
@@ -152,6 +153,10 @@ class EmuRuntime(cuda.Runtime):
 
     def resident(self, name, threads):
         return self.sms * self.per_sm
+
+    def upload(self, out, host):
+        self.uploads.append(np.shape(host))
+        super().upload(out, host)
 
     def empty(self, shape, dtype):
         out = super().empty(shape, dtype)  # refused while a graph is captured

@@ -371,6 +371,100 @@ def test_shapeset_batches_drawn_by_the_cuda_kernels_train_as_on_the_cpu(rt, monk
     _assert_follows(cpu_run, cuda_run)
 
 
+def _many_configs(device, out=None):
+    """Five runs for train_many: three of one shape and activation (one launch a step), one of
+    another activation and one of another shape (a launch each)."""
+    from test_model_train import tiny_data
+    base = dict(dataset=tiny_data(), updates=30, eval_every=10, monitor_every=15,
+                progress=False, device=device)
+    configs = [dict(base, lr=0.1, seed=1), dict(base, lr=0.05, seed=2, init="standard"),
+               dict(base, lr=0.2, seed=3, dataset=tiny_data(seed=5)),
+               dict(base, lr=0.1, seed=4, activation="softsign"),
+               dict(base, lr=0.1, seed=5, arch="7x3")]
+    for i, c in enumerate(configs):
+        c.setdefault("arch", "9x2")
+        if out is not None:
+            c["out_dir"] = out / f"run{i}"
+    return configs
+
+
+def _train_alone(config):
+    config = dict(config)
+    return fastff.train(config.pop("arch"), **config)
+
+
+def test_train_many_gives_each_net_the_bits_of_training_it_alone(rt, monkeypatch, tmp_path):
+    # the lockstep: the three nets of one shape step in one persistent launch, yet each gets
+    # exactly the history, weights and statistics of training it alone on the same device
+    if rt.xp is np:
+        _host_cuda_backend(monkeypatch)
+    device = "cpu" if rt.xp is np else "cuda"
+    alone = [_train_alone(c) for c in _many_configs(device)]
+    before = len(rt.launches) if rt.xp is np else 0
+    many = fastff.train_many(_many_configs(device, tmp_path))
+    if rt.xp is np:
+        steps = [name for name, _, _ in rt.launches[before:] if name.startswith("train_steps")]
+        assert len(steps) == 3 * 30 + 5, len(steps)  # 3 launches a round; 5 warm-up steps
+    for a, b in zip(alone, many):
+        np.testing.assert_equal([dict(r, seconds=0, monitor_seconds=0) for r in a.history],
+                                [dict(r, seconds=0, monitor_seconds=0) for r in b.history])
+        for (W1, b1), (W2, b2) in zip(a.model.params, b.model.params):
+            np.testing.assert_array_equal(host(W1), host(W2))
+            np.testing.assert_array_equal(host(b1), host(b2))
+        assert len(a.stats) == len(b.stats) == 3
+        for s1, s2 in zip(a.stats, b.stats):
+            assert s1.update == s2.update and s1.loss == s2.loss
+            for key in s1.scalars:
+                np.testing.assert_array_equal(s1.scalars[key], s2.scalars[key])
+    assert all((tmp_path / f"run{i}" / "checkpoint.npz").exists() for i in range(5))
+
+
+def test_train_many_keeps_going_when_one_run_diverges(rt, monkeypatch, tmp_path):
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    _host_cuda_backend(monkeypatch)
+    configs = _many_configs("cpu", tmp_path)[:3]
+    for c in configs:
+        c.update(activation="relu", init="normal")
+    configs[1].update(lr=1e4, arch="64x3")  # diverges alone
+    configs[2].update(lr=1e30)  # diverges in the lockstep group of run 0, which goes on
+    out = fastff.train_many(configs, errors="return")
+    assert isinstance(out[0], fastff.training.Run) and out[0].history[-1]["update"] == 30
+    assert isinstance(out[1], fastff.DivergenceError) and isinstance(out[2], fastff.DivergenceError)
+    assert "checkpoint" in str(out[2])
+    with pytest.raises(fastff.DivergenceError):
+        fastff.train_many([dict(c, overwrite=True) for c in configs])
+
+
+def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch, tmp_path):
+    # SIGINT during the lockstep: every run finishes its step and writes its checkpoint;
+    # resumed, each ends where an uninterrupted run ends
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    import signal
+    from fastff.training.trainer import Trainer
+    _host_cuda_backend(monkeypatch)
+    configs = _many_configs("cpu", tmp_path)[:3]
+    real = Trainer.stepped
+
+    def stepped(self, k, loss, parallel=None):
+        if k == 12 and self.v["seed"] == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, k, loss, parallel)
+
+    monkeypatch.setattr(Trainer, "stepped", stepped)
+    with pytest.raises(fastff.Interrupted, match="3 runs stopped"):
+        fastff.train_many(configs)
+    monkeypatch.setattr(Trainer, "stepped", real)
+    for i in range(3):
+        assert fastff.record.RunDir(tmp_path / f"run{i}").load_checkpoint()[1] == 13
+    resumed = fastff.train_many([dict(c, resume=True) for c in configs])
+    alone = [_train_alone(dict(c, out_dir=None)) for c in configs]
+    for a, b in zip(alone, resumed):
+        for (W1, _), (W2, _) in zip(a.model.params, b.model.params):
+            np.testing.assert_array_equal(W1, W2)
+
+
 def test_a_finite_dataset_is_staged_once_not_uploaded_every_step(rt, monkeypatch):
     # the launch audit's twin for data: through the CUDA kernels, the training set, the
     # evaluation sets and each epoch's permutation cross to the device once; no batch does.

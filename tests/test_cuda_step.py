@@ -237,12 +237,36 @@ def test_launch_audit_with_shapeset_drawn_on_the_device(emulate, batch):
     stats = net.new_stats()
     rows = []
     for k in range(3):
-        n_launch, n_alloc = len(rt.launches), len(rt.allocations)
+        n_launch, n_alloc, n_up = len(rt.launches), len(rt.allocations), len(rt.uploads)
         x, y = shapes.device_batch(k, batch, net.backend)
         net._step(x, y, 0.1, stats)
-        rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc))
+        rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc,
+                     len(rt.uploads) - n_up))
         assert rt.launches[n_launch][0] == "shapeset_render"
-    assert rows[1:] == [(2, 0)] * 2, rows
+    assert rows[1:] == [(2, 0, 0)] * 2, rows
+
+
+def test_launch_audit_of_a_lockstep_group(emulate, rng):
+    # train_many's step of 3 nets of one shape: one launch for all, nothing allocated, nothing
+    # uploaded while their batch buffers and rates stay; a new rate is one upload
+    rt = emulate()
+    sizes = [12, 16, 16, 9]
+    nets = [cuda_net(sizes, "tanh", "float32", seed=s) for s in range(3)]
+    stats = [n.new_stats(weight_grad=True) for n in nets[:2]] + [None]
+    buffers = [(np.zeros((10, 12), np.float32), np.zeros(10, np.int64)) for _ in nets]
+    lockstep = cuda_step.Lockstep()
+    rows = []
+    for k, data in enumerate(batches(rng, sizes, 10, 4, np.float32)):
+        for x, y in buffers:  # as a dataset's reused device buffers: new contents, same place
+            x[...], y[...] = data
+        n_launch, n_alloc, n_up = len(rt.launches), len(rt.allocations), len(rt.uploads)
+        losses = lockstep.step(nets, [x for x, _ in buffers], [y for _, y in buffers],
+                               [0.1, 0.2, 0.1 if k < 3 else 0.3], stats)
+        rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc,
+                     len(rt.uploads) - n_up))
+        assert len(losses) == 3 and all(np.isfinite(l) for l in losses)
+    assert rows[1:] == [(1, 0, 0), (1, 0, 0), (1, 0, 1)], rows
+    assert rt.launches[-1][0].startswith("train_steps")
 
 
 def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch):
@@ -397,7 +421,7 @@ def test_a_cooperative_grid_too_large_to_be_resident_is_refused(emulate, rng):
 
 def test_the_watchdog_reports_a_deadlock(tmp_path):
     # block 1 leaves before the first grid barrier: the others would wait for it forever
-    anchor = "  const int K0 = int(layers[0].K);\n"
+    anchor = "  const int K0 = int(all[0].K);\n"
     src = _break(anchor, anchor + "  if (blockIdx.x == 1) return;\n")
     with pytest.MonkeyPatch.context() as mp:
         for key, value in cuda_emulator.SMALL.items():

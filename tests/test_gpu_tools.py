@@ -55,8 +55,11 @@ def test_the_gpu_check_table():
         long_run=dict(updates=100, seconds=1.0, updates_per_s=100.0, paper_5M_minutes=833.3,
                       test_error=0.7),
         shapeset=dict(rows=[dict(images=1024, images_per_s=2.5e6, **run(400.0))],
-                      step_images_per_s=1575385, ratio=1.6))
+                      step_images_per_s=1575385, ratio=1.6),
+        lockstep=dict(rows=[dict(nets=1, round_us=40.0, updates_per_s=25000, speedup=1.0),
+                            dict(nets=4, round_us=50.0, updates_per_s=80000, speedup=3.2)]))
     table = gpu_check.markdown(results)
+    assert "4 nets 50.0 us a round, 80000 updates/s (3.2x one net)" in table
     assert "Shapeset on the GPU: 2.5M images/s at 1024 a launch; 1.6x" in table
     assert "NVIDIA H200 (132 SMs, sm_90" in table and "60 passed" in table
     assert "| 10 | persistent | 40.0 | 25 | 40.0, 41.0 |" in table

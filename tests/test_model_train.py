@@ -279,3 +279,31 @@ def test_data_seed_fixes_the_data_apart_from_the_weights(tmp_path):
         fastff.train("9x2", dataset=tiny_data(), data_seed=1, updates=2, progress=False)
     with pytest.raises(InputError, match="data_seed"):
         fastff.train("9x2", seed=3, data_seed=6, out_dir=tmp_path / "3-5", resume=True, **opts)
+
+
+def test_train_many_on_the_cpu_equals_training_each_alone(tmp_path):
+    base = dict(dataset=tiny_data(), updates=20, eval_every=10, monitor_every=0, progress=False)
+    configs = [dict(base, arch="9x2", lr=0.1, seed=1),
+               dict(base, arch="7x3", lr=0.05, activation="softsign", out_dir=tmp_path / "b")]
+    many = fastff.train_many(configs)
+    for config, run in zip(configs, many):
+        config = dict(config)
+        alone = fastff.train(config.pop("arch"), **dict(config, out_dir=None))
+        assert [r["valid_error"] for r in alone.history] == [r["valid_error"] for r in run.history]
+        for (W1, _), (W2, _) in zip(alone.model.params, run.model.params):
+            np.testing.assert_array_equal(W1, W2)
+    assert many[1].dir == tmp_path / "b" and many[0].dir is None
+
+
+@pytest.mark.parametrize("configs, kwargs, match", [
+    ([], {}, "configs is empty"),
+    ({"lr": 0.1}, {}, "must be a list of dicts"),
+    ([{"lr": 0.1}, 3], {}, r"configs\[1\] must be a dict"),
+    ([{"lr": -1}], {}, r"configs\[0\]: lr"),
+    ([{"out_dir": "x"}, {"out_dir": "x"}], {}, "one out_dir"),
+    ([{}], {"errors": "ignore"}, "errors must be"),
+    ([{}], {"device": "tpu"}, "device"),
+])
+def test_train_many_refuses_bad_configs_before_training(configs, kwargs, match):
+    with pytest.raises(fastff.InputError, match=match):
+        fastff.train_many(configs, **kwargs)

@@ -2,13 +2,15 @@
 
 ``options.py`` defines every training option once (default, check, help, how a resumed run
 treats it); ``trainer.py`` is the loop (:class:`Trainer`: steps, evaluations, monitoring,
-checkpoints, divergence); ``resume.py`` continues a recorded run; ``signals.py`` turns Ctrl-C
-and SIGTERM into a checkpoint and a clean stop; ``warmup.py`` compiles the kernels before the
+checkpoints, divergence); ``many.py`` trains several runs at once (:func:`train_many`);
+``resume.py`` continues a recorded run; ``signals.py`` turns Ctrl-C and SIGTERM into a
+checkpoint and a clean stop; ``warmup.py`` compiles the kernels before the
 clock starts; ``pretrain.py`` is the denoising auto-encoder phase of Fig. 11.
 """
 from . import options
 from .signals import Interrupted
 from .trainer import Run, Trainer
+from .many import train_many
 
 
 def train(arch="1000x5", **kwargs):
@@ -35,4 +37,4 @@ train.__doc__ = options.docstring(
         A second signal stops at once (no file is left half-written).
     """)
 
-__all__ = ["train", "Run", "Trainer", "Interrupted", "options"]
+__all__ = ["train", "train_many", "Run", "Trainer", "Interrupted", "options"]

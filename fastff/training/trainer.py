@@ -146,90 +146,131 @@ class Trainer:
         self.t0 = 0.0
         self.pretrain_log = []
         self.stop = None
+        self.trusted = type(self.data).train_batch in _TRUSTED_BATCHES
+        self.read_every = fastff_config.LOSS_READ_EVERY  # losses kept on the device at most
 
     # -- the loop ----------------------------------------------------------------------------
+    @property
+    def finished(self):
+        """Whether a resumed run has nothing left to train."""
+        return self.start == self.v["updates"] and self.v["resume"]
+
     def run(self):
         """Train to ``updates`` and return the :class:`Run`."""
-        v, record = self.v, self.record
-        if self.start == v["updates"] and v["resume"]:  # nothing left: the saved run, unchanged
-            return Run(model=self.model, history=self.history,
-                       stats=self.monitor.stats if self.monitor else Stats(), dir=record.path,
-                       config=self.saved_config, pretrain=record.read_pretrain())
-        if record is not None:
-            record.prepare()
-            if v["overwrite"]:
-                record.clear()
-            record.write_config(self.config)
+        if self.finished:  # nothing left: the saved run, unchanged
+            return self.result()
+        self.prepare()
         # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                 StopRequests() as self.stop:
             # the parallel passes compile in another process; the serial twins (the same
             # numbers) compile here, before the clock starts (warmup.py)
-            parallel = ParallelCompile(self.model, v["batch_size"], v["optimizer"])
+            parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
             try:
-                notice = CompileNotice(v["progress"])
-                parallel.launch()
-                with numba_event.install_listener("numba:run_pass", notice):
-                    warm_up(self.model, v["batch_size"], v["optimizer"])
-                notice.done()
-                parallel.start(compiled=notice.compiled)
+                self.compile(parallel)
                 self._pretrain_or_read_log()
                 self._steps(parallel)
             finally:
                 parallel.close()
+        return self.result()
+
+    def prepare(self):
+        """Make the run directory and write the run's config (before any step)."""
+        v, record = self.v, self.record
+        if record is not None:
+            record.prepare()
+            if v["overwrite"]:
+                record.clear()
+            record.write_config(self.config)
+
+    def compile(self, parallel=None):
+        """Compile (or load) the kernels of a step of this model before the clock starts."""
+        v = self.v
+        notice = CompileNotice(v["progress"])
+        if parallel is not None:
+            parallel.launch()
+        with numba_event.install_listener("numba:run_pass", notice):
+            warm_up(self.model, v["batch_size"], v["optimizer"])
+        notice.done()
+        if parallel is not None:
+            parallel.start(compiled=notice.compiled)
+
+    def result(self):
+        """The :class:`Run` (a finished resumed run: the saved one, unchanged)."""
+        if self.finished:
+            return Run(model=self.model, history=self.history,
+                       stats=self.monitor.stats if self.monitor else Stats(),
+                       dir=self.record.path, config=self.saved_config,
+                       pretrain=self.record.read_pretrain())
         return Run(model=self.model, history=self.history,
                    stats=self.monitor.stats if self.monitor else Stats(),
-                   dir=record.path if record else None, config=self.config,
+                   dir=self.record.path if self.record else None, config=self.config,
                    pretrain=self.pretrain_log)
 
     def _steps(self, parallel):
+        self.begin()
+        v = self.v
+        for k in range(self.start, v["updates"]):
+            x, y = self.batch(k)
+            self.stepped(k, self.model._step(x, y, v["lr"], self.stats, self.rates), parallel)
+        self.end()
+
+    def begin(self):
+        """What comes before the first step: the clock, the record of update 0, the bar."""
         v, model = self.v, self.model
         # the clock starts after compiling; a resumed run's goes on from the saved run's
         self.t0 = clock() - self._saved_seconds()
         if self.start == 0 and not self.history:
             self.observe(0)
             self.log(0)
-        trusted = type(self.data).train_batch in _TRUSTED_BATCHES
-        check_each_step = not model.backend.loss_on_device  # a GPU's loss waits for a log
-        every = v["checkpoint_every"] if self.record is not None else 0
-        last_checkpoint = clock()
-        bar = _progress(v["progress"], self.start, v["updates"])
+        self.next = self.start  # the update the next step makes (lockstep: fastff.train_many)
+        self.check_each_step = not model.backend.loss_on_device  # a GPU's loss waits for a log
+        self.every = v["checkpoint_every"] if self.record is not None else 0
+        self.last_checkpoint = clock()
+        self.bar = _progress(v["progress"], self.start, v["updates"])
         self.stop.deferring = True
-        for k in range(self.start, v["updates"]):
-            x, y = self.batch(k, trusted)
-            loss = model._step(x, y, v["lr"], self.stats, self.rates)
-            if parallel.pending:
-                parallel.poll()
-            if check_each_step and not math.isfinite(loss):
-                self.diverged(k + 1, loss)
-            self.losses.append(loss)
-            if len(self.losses) >= fastff_config.LOSS_READ_EVERY:
-                self.read()
-            self.observe(k + 1)
-            if (k + 1) % v["eval_every"] == 0 or k + 1 == v["updates"]:
-                row = self.log(k + 1)
-                last_checkpoint = clock()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", valid=f"{row['valid_error']:.3f}")
-            elif self.stop.requested or (every and clock() - last_checkpoint >= every):
-                self.checkpoint(k + 1)
-                last_checkpoint = clock()
-            if bar is not None:
-                bar.update(1)
-            if self.stop.requested and k + 1 < v["updates"]:
-                self.stop.deferring = False
-                if bar is not None:
-                    bar.close()
-                raise self.interrupted(k + 1)
-        self.stop.deferring = False
-        if bar is not None:
-            bar.close()
 
-    def batch(self, k, trusted):
+    def stepped(self, k, loss, parallel=None):
+        """What follows step ``k`` (whose loss is ``loss``): the loss kept, the monitor, the
+        evaluation or checkpoint due, and a stop requested by a signal (:class:`Interrupted`
+        after the checkpoint)."""
+        v = self.v
+        self.next = k + 1
+        if parallel is not None and parallel.pending:
+            parallel.poll()
+        if self.check_each_step and not math.isfinite(loss):
+            self.diverged(k + 1, loss)
+        self.losses.append(loss)
+        if len(self.losses) >= self.read_every:
+            self.read()
+        self.observe(k + 1)
+        if (k + 1) % v["eval_every"] == 0 or k + 1 == v["updates"]:
+            row = self.log(k + 1)
+            self.last_checkpoint = clock()
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['train_loss']:.3f}",
+                                     valid=f"{row['valid_error']:.3f}")
+        elif self.stop.requested or (self.every and clock() - self.last_checkpoint >= self.every):
+            self.checkpoint(k + 1)
+            self.last_checkpoint = clock()
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.stop.requested and k + 1 < v["updates"]:
+            self.end()
+            raise self.interrupted(k + 1)
+
+    def end(self):
+        """After the last step (or before an interruption is raised)."""
+        self.stop.deferring = False
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def batch(self, k):
         """Training batch k as contiguous arrays of the model's dtype; checked unless trusted.
         For CUDA kernels a built-in dataset makes it on the device (a finite set gathered from
         its staged copy, Shapeset's counter stream rendered there); otherwise it is uploaded."""
-        model, batch_size = self.model, self.v["batch_size"]
+        model, batch_size, trusted = self.model, self.v["batch_size"], self.trusted
         made = self.data.device_batch(k, batch_size, model.backend) if trusted and \
             self.on_device else None
         if made is not None:
@@ -379,9 +420,8 @@ class Trainer:
                       f"{row['update']}/{options['pretrain_updates']}: reconstruction "
                       f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
 
-        trusted = type(self.data).train_batch in _TRUSTED_BATCHES
         x_valid = self.data.valid[0]  # the validation inputs tell the data's range
-        pretrain_dae(model, lambda k: self.batch(k, trusted),
+        pretrain_dae(model, self.batch,
                      updates=options["pretrain_updates"], lr=options["pretrain_lr"],
                      corruption=options["corruption"], seed=v["seed"], on_log=on_log,
                      input_range=(float(x_valid.min()), float(x_valid.max())))

@@ -225,6 +225,11 @@ class Runtime:
         out.fill(0)
         return out
 
+    def upload(self, out, host):
+        """Copy the host array ``host`` into the device array ``out`` (same shape and dtype),
+        in stream order, allocating nothing."""
+        out[...] = host
+
     def scratch(self, name, size, dtype):
         """A reused buffer of at least ``size`` elements (no allocation per step), one per name
         and stream: launches on another stream get their own."""
@@ -371,6 +376,9 @@ class CuPyRuntime(Runtime):
 
     def run_graph(self, graph):
         graph.cuda_graph.launch(stream=self.xp.cuda.get_current_stream())
+
+    def upload(self, out, host):
+        out.set(np.ascontiguousarray(host, out.dtype))  # on the current stream, into ``out``
 
     @staticmethod
     def address(a):

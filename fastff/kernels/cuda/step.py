@@ -6,8 +6,10 @@ does not apply, the layer-by-layer launches captured once in a CUDA graph (:clas
 ``whole_step`` runs a model's step through a :class:`StepLaunch` where the persistent kernel
 applies (``config.CUDA_STEP_PATH``) and returns None where the layer-by-layer kernels must run.
 A :class:`StepLaunch` is built once per model, batch size and statistics object: the layer
-table, the grid, the device buffers. A step then allocates nothing, synchronizes nothing and
-uploads nothing but a changed learning rate: it is one launch.
+table, the grid, the device buffers; :class:`Lockstep` builds one for several models of one
+shape, so that one launch steps them all (:func:`fastff.train_many`). A step then allocates
+nothing, synchronizes nothing and uploads nothing but a changed learning rate or batch
+address: it is one launch.
 """
 import numpy as np
 
@@ -49,7 +51,9 @@ def why_not_persistent(sizes, batch, rates, loss):
 
 
 class StepLaunch:
-    """Everything one persistent launch needs for one model, batch size and statistics.
+    """Everything one persistent launch needs for one model, batch size and statistics, or for
+    a group of models of one shape trained in lockstep (:meth:`group`, for
+    :func:`fastff.train_many`): one launch steps them all.
 
     Parameters
     ----------
@@ -68,34 +72,61 @@ class StepLaunch:
     """
 
     def __init__(self, params, activation, batch, workspace, stats, loss, rt=None):
+        self._build([(params, workspace, stats)], activation, batch, loss, rt)
+        self.grouped = False
+
+    @classmethod
+    def group(cls, nets, activation, batch, loss, rt=None):
+        """One launch for several models of one shape and dtype: ``nets`` is a list of
+        (params, workspace, stats), one per model; :meth:`run` then takes a list of batches,
+        labels and rates, one per model, and returns their losses (models, steps)."""
+        self = object.__new__(cls)
+        self._build(list(nets), activation, batch, loss, rt)
+        self.grouped = True
+        return self
+
+    def _build(self, nets, activation, batch, loss, rt):
         rt = runtime() if rt is None else rt
+        if not nets:
+            raise InputError("a step launch needs at least one model")
         # the arrays the layer table points to stay referenced here while it is in use
-        self.rt, self.batch, self.stats, self.params = rt, batch, stats, params
-        self.workspace = workspace
-        self.dtype = np.dtype(params[0][0].dtype)
+        self.rt, self.batch, self.nets = rt, batch, nets
+        self.params, self.workspace, self.stats = nets[0]
+        self.dtype = np.dtype(self.params[0][0].dtype)
         self.activation = activation
         self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
         self.cost, self.loss_name = COSTS[loss], loss
-        self.sizes = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
+        self.sizes = [self.params[0][0].shape[0]] + [W.shape[1] for W, _ in self.params]
+        for params, _, _ in nets:
+            shape = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
+            if shape != self.sizes or np.dtype(params[0][0].dtype) != self.dtype:
+                raise InputError(f"the models of one launch must have one shape and dtype: "
+                                 f"{shape} {params[0][0].dtype} beside {self.sizes} {self.dtype}")
         self.stream = rt.stream()
-        self.versions = _versions(stats)
-        self.want_stats = stats is not None
-        self.want_gw = bool(stats is not None and stats.backward and stats.backward[0].weight_grad)
-        L = len(params)
-        self.gw_parts = [rt.zeros(2 * strips(W.shape[0]), np.float64) if self.want_gw and l < L - 1
-                         else None for l, (W, _) in enumerate(params)]
-        table = np.zeros((L, SLOTS), np.int64)
-        for l, (W, b) in enumerate(params):
-            table[l] = self._layer(l, W, b, workspace, stats)
+        self.versions = [_versions(stats) for _, _, stats in nets]
+        self.want_stats = any(stats is not None for _, _, stats in nets)
+        self.want_gw = any(_wants_gw(stats) for _, _, stats in nets)
+        L = len(self.params)
+        table = np.zeros((len(nets), L, SLOTS), np.int64)
+        self.gw_parts = []
+        for n, (params, workspace, stats) in enumerate(nets):
+            parts = [rt.zeros(2 * strips(W.shape[0]), np.float64)
+                     if _wants_gw(stats) and l < L - 1 else None
+                     for l, (W, _) in enumerate(params)]
+            self.gw_parts.append(parts)
+            for l, (W, b) in enumerate(params):
+                table[n, l] = self._layer(l, W, b, workspace, stats, parts[l])
         self.desc = rt.empty(table.shape, np.int64)
-        self.desc[...] = rt.xp.asarray(table)
+        rt.upload(self.desc, table)
+        self.io = rt.zeros((len(nets), 2), np.int64)  # each net's x and y addresses
+        self.io_host = np.zeros((len(nets), 2), np.int64)
         self.barrier = rt.zeros(2, np.uint32)
-        self.rates = rt.zeros(1, self.dtype)
-        self.rate = None
-        most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in params)
-        self.grid = max(1, min(most, rt.resident(self.kernel, threads())))
+        self.rates = rt.zeros(len(nets), self.dtype)
+        self.rates_host = None
+        most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in self.params)
+        self.grid = max(1, min(len(nets) * most, rt.resident(self.kernel, threads())))
 
-    def _layer(self, l, W, b, ws, stats):
+    def _layer(self, l, W, b, ws, stats, gw_parts):
         """Layer ``l``'s row of the table (train_step.cu's fastff::LayerDesc)."""
         addr = self.rt.address
         row = dict.fromkeys(_FIELDS, 0)
@@ -112,54 +143,116 @@ class StepLaunch:
                         ("sat_low", "sat_high", "total", "total_sq", "hist", "rows")})
             row.update(d_total=addr(bw.delta_total), d_total_sq=addr(bw.delta_total_sq),
                        counts=addr(bw.counts), bins=bins)
-            if self.want_gw:
+            if gw_parts is not None:
                 row.update(gw_total=addr(bw.grad_w_total), gw_total_sq=addr(bw.grad_w_total_sq),
-                           gw_parts=addr(self.gw_parts[l]))
+                           gw_parts=addr(gw_parts))
             doubles = np.array([f.low, f.high, f.hist_lo, bins / (f.hist_hi - f.hist_lo)],
                                np.float64).view(np.int64)
             row.update(zip(("low", "high", "hist_lo", "hist_scale"), doubles.tolist()))
         return [int(row[name]) for name in _FIELDS]
 
     def matches(self, batch, stats, activation, loss):
-        """Whether this launch serves a step of ``batch`` rows with ``stats``, ``activation``
-        and ``loss`` on the current stream (its barrier and rates must not be shared by
-        launches in flight on two streams)."""
-        return _serves(self, batch, stats, activation, loss)
+        """Whether this (one-model) launch serves a step of ``batch`` rows with ``stats``,
+        ``activation`` and ``loss`` on the current stream (its barrier and rates must not be
+        shared by launches in flight on two streams)."""
+        return not self.grouped and self.serves([(self.params, self.workspace, stats)], batch,
+                                                activation, loss)
+
+    def serves(self, nets, batch, activation, loss):
+        """Whether this launch steps exactly ``nets`` (a list of (params, workspace, stats), as
+        given to :meth:`group`) with ``batch``, ``activation`` and ``loss`` on the current
+        stream."""
+        return (batch == self.batch and len(nets) == len(self.nets)
+                and self.stream == self.rt.stream() and activation == self.activation
+                and loss == self.loss_name
+                and all(p is q and w is v and s is t and _versions(s) == version
+                        for (p, w, s), (q, v, t), version in zip(nets, self.nets, self.versions)))
 
     def set_rate(self, lr, count=1):
-        """The learning rate of the next ``count`` steps, uploaded only when it changes."""
-        if self.rate != lr or self.rates.shape[0] < count:
-            if self.rates.shape[0] < count:
-                self.rates = self.rt.empty(count, self.dtype)
-            self.rates.fill(lr)
-            self.rate = lr
+        """The learning rate of the next ``count`` steps (one rate, or one per model of a
+        group), uploaded only when it changes."""
+        rates = np.repeat(np.broadcast_to(np.asarray(lr, self.dtype), (len(self.nets),)), count)
+        if self.rates_host is None or not np.array_equal(rates, self.rates_host):
+            if self.rates.shape[0] != rates.shape[0]:
+                self.rates = self.rt.empty(rates.shape[0], self.dtype)
+            self.rt.upload(self.rates, rates)
+            self.rates_host = rates
 
     def run(self, x, y, lr, steps=1):
         """``steps`` SGD steps on the batches ``x`` (steps * batch, n_in) or (steps, batch,
         n_in) and ``y`` (steps * batch,) or (steps, batch), device arrays of the model's dtype
         and int64 (their layout is checked here, not their values: a label out of range makes
         that step's loss NaN); returns the device array of their losses (slots of the
-        runtime's loss ring, valid until it comes round)."""
+        runtime's loss ring, valid until it comes round). For a :meth:`group`, ``x``, ``y``
+        and ``lr`` are lists with one entry per model, and the losses are (models, steps).
+
+        The batches are read where they are: their addresses go to the device only when they
+        change (a trainer's batch buffers are reused, so a step uploads nothing)."""
         if not isinstance(steps, int) or not 1 <= steps <= config.CUDA_STEP_LOSS_RING:
             raise InputError(f"steps must be an integer in [1, config.CUDA_STEP_LOSS_RING = "
                              f"{config.CUDA_STEP_LOSS_RING}], got {steps!r}")
+        nets = len(self.nets)
+        xs, ys, lrs = (x, y, lr) if self.grouped else ([x], [y], [lr])
+        if not (len(xs) == len(ys) == len(lrs) == nets):
+            raise InputError(f"a launch of {nets} models takes {nets} batches, labels and "
+                             f"rates, got {len(xs)}, {len(ys)} and {len(lrs)}")
+        if steps * nets > config.CUDA_STEP_LOSS_RING:
+            raise InputError(f"{nets} models x {steps} steps: more losses than "
+                             f"config.CUDA_STEP_LOSS_RING = {config.CUDA_STEP_LOSS_RING}")
         rows, n_in = steps * self.batch, self.sizes[0]
-        for name, a, shapes, dtype in (
-                ("x", x, ((rows, n_in), (steps, self.batch, n_in)), self.dtype),
-                ("y", y, ((rows,), (steps, self.batch)), np.dtype(np.int64))):
-            if (tuple(getattr(a, "shape", ())) not in shapes or getattr(a, "dtype", None) != dtype
-                    or not a.flags.c_contiguous):
-                raise InputError(f"{name} must be a contiguous {dtype} array of shape "
-                                 f"{' or '.join(map(str, shapes))} ({steps} steps of "
-                                 f"{self.batch}), got {getattr(a, 'dtype', type(a).__name__)} "
-                                 f"{tuple(getattr(a, 'shape', ()))}")
-        self.set_rate(lr, steps)
-        out = self.rt.loss_slots(steps)
-        args = (self.desc, np.int32(len(self.params)), x, y, np.int32(self.batch),
-                np.int32(steps), self.rates, np.int32(self.cost), np.int32(self.want_stats),
-                np.int32(self.want_gw), out, self.barrier)
+        io = np.empty((nets, 2), np.int64)
+        for n, (xn, yn) in enumerate(zip(xs, ys)):
+            for name, a, shapes, dtype in (
+                    ("x", xn, ((rows, n_in), (steps, self.batch, n_in)), self.dtype),
+                    ("y", yn, ((rows,), (steps, self.batch)), np.dtype(np.int64))):
+                if (tuple(getattr(a, "shape", ())) not in shapes
+                        or getattr(a, "dtype", None) != dtype or not a.flags.c_contiguous):
+                    raise InputError(f"{name} must be a contiguous {dtype} array of shape "
+                                     f"{' or '.join(map(str, shapes))} ({steps} steps of "
+                                     f"{self.batch}), got {getattr(a, 'dtype', type(a).__name__)}"
+                                     f" {tuple(getattr(a, 'shape', ()))}")
+            io[n] = self.rt.address(xn), self.rt.address(yn)
+        if not np.array_equal(io, self.io_host):
+            self.rt.upload(self.io, io)
+            self.io_host = io
+        self.set_rate(lrs, steps)
+        out = self.rt.loss_slots(steps * nets)
+        args = (self.desc, np.int32(len(self.params)), np.int32(nets), self.io,
+                np.int32(self.batch), np.int32(steps), self.rates, np.int32(self.cost),
+                np.int32(self.want_stats), np.int32(self.want_gw), out, self.barrier)
         self.rt.launch(self.kernel, (self.grid,), (threads(),), args, cooperative=True)
-        return out
+        return out.reshape(nets, steps) if self.grouped else out
+
+
+class Lockstep:
+    """The steps of several models of one shape, dtype, activation and cost, made together
+    (:func:`fastff.train_many`): one persistent launch a step for all of them where the
+    persistent step applies to one of them, each model's own step otherwise. Either way each
+    model gets the bits it gets when it trains alone."""
+
+    def __init__(self):
+        self.launch = None
+
+    @staticmethod
+    def applies(model, batch, rates):
+        """Whether the models like ``model`` step together at ``batch`` (config.CUDA_STEP_PATH,
+        and the persistent step's limits)."""
+        if config.CUDA_STEP_PATH == "layers" or rates is not None:
+            return False
+        return why_not_persistent(model.sizes, batch, rates, model.loss) is None
+
+    def step(self, models, xs, ys, lrs, stats):
+        """One step of every model in ``models`` on its batch ``xs[i]``, ``ys[i]`` at rate
+        ``lrs[i]`` with its StepStats ``stats[i]`` (or None); returns their losses (device
+        scalars)."""
+        first = models[0]
+        batch = xs[0].shape[0]
+        nets = [(m.params, m._plan.workspace(batch), s) for m, s in zip(models, stats)]
+        launch = self.launch
+        if launch is None or not launch.serves(nets, batch, first.activation, first.loss):
+            launch = self.launch = StepLaunch.group(nets, first.activation, batch, first.loss)
+        out = launch.run(list(xs), list(ys), list(lrs))
+        return [out[n, 0] for n in range(len(models))]
 
 
 class LayerGraph:
@@ -214,6 +307,11 @@ def _serves(launch, batch, stats, activation, loss):
     return (batch == launch.batch and stats is launch.stats
             and _versions(stats) == launch.versions and launch.stream == launch.rt.stream()
             and launch.activation == activation and launch.loss_name == loss)
+
+
+def _wants_gw(stats):
+    """Whether a StepStats keeps the sums of dC/dW."""
+    return bool(stats is not None and stats.backward and stats.backward[0].weight_grad)
 
 
 def _versions(stats):

@@ -222,51 +222,61 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
 }
 }  // namespace fastff
 
-// ``steps`` SGD steps on the batches x (steps, B, K_0), y (steps, B), at rates lr (steps);
-// losses (steps) gets each step's mean cost. ``barrier``: two zeroed words, kept between
+// ``steps`` SGD steps of ``nets`` nets of one shape at once (fastff.train_many; one net for a
+// model's own step). desc: (nets, L) LayerDesc; io: (nets, 2) the addresses of each net's
+// batches x (steps, B, K_0) and labels y (steps, B); lr: (nets, steps) rates; losses: (nets,
+// steps) gets each step's mean cost. A phase's strips of every net are dealt to the blocks
+// together, and a strip's arithmetic does not depend on which net or block it is, so each
+// net's bits are those of training it alone. ``barrier``: two zeroed words, kept between
 // launches. Launched cooperatively (every block co-resident) with ST x SL threads a block;
 // the launch bounds ask for MIN_BLOCKS blocks an SM, so that ptxas gives each thread the
 // registers of its PB-row accumulators (with 1, it chose 80 and spilled on sm_80).
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, FASTFF_MIN_BLOCKS)
-train_steps(const long long* __restrict__ desc, int L, const T* __restrict__ x,
-            const long long* __restrict__ y, int B, int steps, const T* __restrict__ lr,
-            int cost, int want_stats, int want_gw, double* __restrict__ losses,
-            unsigned* __restrict__ barrier) {
+train_steps(const long long* __restrict__ desc, int L, int nets, const long long* __restrict__ io,
+            int B, int steps, const T* __restrict__ lr, int cost, int want_stats, int want_gw,
+            double* __restrict__ losses, unsigned* __restrict__ barrier) {
   using fastff::LayerDesc;
   FASTFF_SHARED(T, red, FASTFF_PB * FASTFF_ST * FASTFF_SL);
   FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
   FASTFF_SHARED(double, row_cost, FASTFF_PB);
   FASTFF_SHARED(double, sums, FASTFF_ST * FASTFF_SL);
   FASTFF_SHARED(unsigned int, local_hist, FASTFF_MAX_BINS);
-  const LayerDesc* layers = reinterpret_cast<const LayerDesc*>(desc);
+  const LayerDesc* all = reinterpret_cast<const LayerDesc*>(desc);
   for (int i = threadIdx.x; i < FASTFF_MAX_BINS; i += blockDim.x) local_hist[i] = 0u;
-  const int K0 = int(layers[0].K);
+  const int K0 = int(all[0].K);
   for (int s = 0; s < steps; ++s) {
-    const T* xs = x + (size_t)s * B * K0;
-    const T rate = lr[s];
     for (int l = 0; l < L; ++l) {
-      const LayerDesc& d = layers[l];
-      const T* in = l == 0 ? xs : fastff::ptr<const T>(layers[l - 1].h);
-      const int strips = (int(d.N) + FASTFF_ST - 1) / FASTFF_ST;
-      for (int t = blockIdx.x; t < strips; t += gridDim.x) {
+      const int strips = (int(all[l].N) + FASTFF_ST - 1) / FASTFF_ST;
+      for (int u = blockIdx.x; u < nets * strips; u += gridDim.x) {
+        const int n = u / strips, t = u - n * strips;
+        const LayerDesc* layers = all + (size_t)n * L;
+        const T* in = l == 0 ? fastff::ptr<const T>(io[2 * n]) + (size_t)s * B * K0
+                             : fastff::ptr<const T>(layers[l - 1].h);
         if (l < L - 1)
-          fastff::forward_strip<T, ACT>(d, in, B, t, want_stats && d.sat_low, red, local_hist);
+          fastff::forward_strip<T, ACT>(layers[l], in, B, t, want_stats && layers[l].sat_low,
+                                        red, local_hist);
         else
-          fastff::forward_strip<T, fastff::LINEAR>(d, in, B, t, false, red, local_hist);
+          fastff::forward_strip<T, fastff::LINEAR>(layers[l], in, B, t, false, red, local_hist);
       }
       fastff::grid_sync(barrier);
     }
     for (int l = L - 1; l >= 0; --l) {
-      const LayerDesc& d = layers[l];
-      const T* in = l == 0 ? xs : fastff::ptr<const T>(layers[l - 1].h);
-      const bool stats = want_stats && l > 0 && layers[l - 1].d_total;
-      const bool gw = want_gw && d.gw_parts;
-      const int strips = (int(d.K) + FASTFF_ST - 1) / FASTFF_ST;
-      for (int t = blockIdx.x; t < strips; t += gridDim.x) {
+      const int strips = (int(all[l].K) + FASTFF_ST - 1) / FASTFF_ST;
+      for (int u = blockIdx.x; u < nets * strips; u += gridDim.x) {
+        const int n = u / strips, t = u - n * strips;
+        const LayerDesc* layers = all + (size_t)n * L;
+        const LayerDesc& d = layers[l];
+        const T* in = l == 0 ? fastff::ptr<const T>(io[2 * n]) + (size_t)s * B * K0
+                             : fastff::ptr<const T>(layers[l - 1].h);
+        const bool stats = want_stats && l > 0 && layers[l - 1].d_total;
+        const bool gw = want_gw && d.gw_parts;
+        const T rate = lr[(size_t)n * steps + s];
         const T* dl = fastff::ptr<const T>(d.delta);
         if (l == L - 1) {
-          fastff::cost_strip<T>(d, y + (size_t)s * B, B, cost, t, rate, dz, row_cost, losses + s);
+          const long long* y = fastff::ptr<const long long>(io[2 * n + 1]) + (size_t)s * B;
+          fastff::cost_strip<T>(d, y, B, cost, t, rate, dz, row_cost,
+                                losses + (size_t)n * steps + s);
           dl = dz;
         }
         fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, sums);
@@ -274,8 +284,8 @@ train_steps(const long long* __restrict__ desc, int L, const T* __restrict__ x,
       fastff::grid_sync(barrier);
     }
     if (want_gw && blockIdx.x == 0 && threadIdx.x == 0) {
-      for (int l = 0; l < L; ++l) {  // strip order: the same sums on every launch
-        const LayerDesc& d = layers[l];
+      for (int i = 0; i < nets * L; ++i) {  // strip order: the same sums on every launch
+        const LayerDesc& d = all[i];
         if (!d.gw_parts) continue;
         const double* parts = fastff::ptr<const double>(d.gw_parts);
         double sum = 0.0, sum_sq = 0.0;

@@ -1,0 +1,208 @@
+"""Several runs at once: :func:`train_many`.
+
+On a GPU the paper's net at batch 10 leaves most of the device idle, and Table 1 is dozens of
+runs of one shape. ``train_many`` trains them in lockstep: at every round each run makes one
+step, and the runs of one shape, activation, dtype, batch size and cost make theirs in one
+persistent launch (:class:`fastff.kernels.cuda.step.Lockstep`: the weights of every net in
+one layer table, the net's index part of the grid's work list). Everything else stays each
+run's own: its data, learning rate, init, seed, statistics, evaluations, checkpoints and run
+directory, as :func:`fastff.train` makes them; a net's bits are those of training it alone.
+
+On the CPU the runs train one after another (the kernels already use every core), with the
+same results and the same API.
+"""
+import numpy as np
+
+from ..device import resolve
+from ..errors import FastffError, InputError
+from ..kernels import get_backend
+from ..kernels.cuda.step import Lockstep
+from .. import config as fastff_config
+from . import options
+from .signals import Interrupted, StopRequests
+from .trainer import Trainer
+
+ERRORS = ("raise", "return")
+CUDA_KERNELS = "fastff.kernels.cuda"  # the module of the kernels that step in lockstep
+
+
+def train_many(configs, *, device=None, errors="raise"):
+    """Train several configurations, in lockstep on a GPU, one after another on the CPU.
+
+    Parameters
+    ----------
+    configs : sequence of dict
+        One dict per run: ``arch`` (default ``"1000x5"``) and any option of
+        :func:`fastff.train` (``lr``, ``activation``, ``init``, ``seed``, ``out_dir``, ...).
+        Runs that write records need distinct ``out_dir``.
+    device : str, optional
+        The device of every run (default: each config's own ``device``).
+    errors : {"raise", "return"}
+        A run that fails (diverges, or meets bad data) stops with its last good checkpoint
+        while the others go on. ``"raise"``: once they are done, the first failure is raised.
+        ``"return"``: the exception takes the run's place in the returned list.
+
+    Returns
+    -------
+    list of Run
+        In the order of ``configs``. Each run's ``history`` ``seconds`` are the wall time of
+        the lockstep it was part of.
+
+    Raises
+    ------
+    Interrupted
+        On SIGINT or SIGTERM: every run finishes its step and writes its checkpoint; each
+        continues with ``resume=True``.
+    """
+    if errors not in ERRORS:
+        raise InputError(f"errors must be one of {', '.join(map(repr, ERRORS))}, got {errors!r}")
+    runs = _checked(configs, device)
+    results = [None] * len(runs)
+    together, alone = [], []
+    for i, (arch, v) in enumerate(runs):
+        (together if _on_gpu(v) else alone).append(i)
+    if together:
+        _lockstep(runs, together, results)
+    for i in alone:
+        try:
+            results[i] = Trainer(*runs[i]).run()
+        except (FastffError, Interrupted) as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            results[i] = exc
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed and errors == "raise":
+        raise failed[0]
+    return results
+
+
+def _checked(configs, device):
+    """Every config checked (as fastff.train checks its options) before any run starts."""
+    if isinstance(configs, (dict, str)) or not hasattr(configs, "__iter__"):
+        raise InputError(f"configs must be a list of dicts, got {type(configs).__name__}")
+    runs, dirs = [], {}
+    for i, config in enumerate(configs):
+        if not isinstance(config, dict):
+            raise InputError(f"configs[{i}] must be a dict of train() options, got "
+                             f"{type(config).__name__}")
+        kwargs = dict(config)
+        arch = kwargs.pop("arch", "1000x5")
+        if device is not None:
+            kwargs["device"] = device
+        try:
+            v = options.check(kwargs)
+        except InputError as exc:
+            raise InputError(f"configs[{i}]: {exc}") from None
+        if v["out_dir"] is not None:
+            key = str(v["out_dir"].resolve()) if hasattr(v["out_dir"], "resolve") else str(v["out_dir"])
+            if key in dirs:
+                raise InputError(f"configs[{dirs[key]}] and configs[{i}] write to one out_dir "
+                                 f"({v['out_dir']}): each run needs its own")
+            dirs[key] = i
+        runs.append((arch, v))
+    if not runs:
+        raise InputError("configs is empty: nothing to train")
+    return runs
+
+
+def _on_gpu(v):
+    """Whether the run's model steps through the CUDA kernels."""
+    return get_backend(resolve(v["device"])).module_name == CUDA_KERNELS
+
+
+def _group_key(t):
+    """Runs that can share a launch: one shape, dtype, activation, cost and batch size, on the
+    persistent step."""
+    m, v = t.model, t.v
+    if not Lockstep.applies(m, v["batch_size"], t.rates):
+        return ("alone", id(t))
+    return (tuple(m.sizes), m.dtype.str, m.activation, m.loss, v["batch_size"])
+
+
+def _lockstep(runs, indices, results):
+    """The runs ``indices`` of ``runs`` in lockstep; their Runs (or failures) into
+    ``results``."""
+    live = {}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            StopRequests() as stop:
+        for i in indices:
+            try:
+                t = Trainer(*runs[i])
+                if t.finished:
+                    results[i] = t.result()
+                    continue
+                t.stop = stop
+                t.prepare()
+                t.compile()
+                t._pretrain_or_read_log()
+                t.begin()
+            except FastffError as exc:
+                results[i] = exc
+                continue
+            live[i] = t
+        if not live:
+            return
+        # every run's losses wait on the device in one ring: read them before it comes round
+        read_every = max(1, min(fastff_config.LOSS_READ_EVERY,
+                                fastff_config.CUDA_STEP_LOSS_RING // (2 * len(live))))
+        groups = {}
+        for i, t in live.items():
+            t.read_every = read_every
+            groups.setdefault(_group_key(t), []).append(i)
+        steppers = {key: Lockstep() for key in groups if key[0] != "alone"}
+        while live:
+            stopped = []
+            for key, members in groups.items():
+                members[:] = [i for i in members if i in live]
+                if members:
+                    stopped += _round(key, members, live, steppers.get(key), results)
+            if stopped:
+                raise Interrupted(
+                    f"interrupted: {len(stopped)} runs stopped at their checkpoints (updates "
+                    f"{', '.join(str(e.update) for e in stopped)}); continue them with "
+                    f"resume=True", stopped[0].signum)
+
+
+def _round(key, members, live, stepper, results):
+    """One step of each run of ``members``; returns the runs' Interrupted exceptions."""
+    trainers = [live[i] for i in members]
+    batches = []
+    for i, t in zip(list(members), trainers):
+        try:
+            batches.append(t.batch(t.next))
+        except FastffError as exc:
+            _drop(i, t, exc, live, results)
+    trainers = [live[i] for i in members if i in live]
+    if not trainers:
+        return []
+    if stepper is not None:
+        losses = stepper.step([t.model for t in trainers], [x for x, _ in batches],
+                              [y for _, y in batches], [t.v["lr"] for t in trainers],
+                              [t.stats for t in trainers])
+    else:
+        losses = [t.model._step(x, y, t.v["lr"], t.stats, t.rates)
+                  for t, (x, y) in zip(trainers, batches)]
+    stopped = []
+    for t, loss in zip(trainers, losses):
+        i = next(i for i in members if live.get(i) is t)
+        try:
+            t.stepped(t.next, loss)
+        except Interrupted as exc:
+            stopped.append(exc)
+            del live[i]
+            continue
+        except FastffError as exc:
+            _drop(i, t, exc, live, results)
+            continue
+        if t.next == t.v["updates"]:
+            t.end()
+            results[i] = t.result()
+            del live[i]
+    return stopped
+
+
+def _drop(i, t, exc, live, results):
+    """Run ``i`` failed: it stops (its last good checkpoint stays) and the others go on."""
+    t.end()
+    results[i] = exc
+    del live[i]
