@@ -138,7 +138,8 @@ def _reproduce(args):
     result = reproduce(args.paper, budget=args.budget, out_dir=args.out, datasets=args.datasets,
                        seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
                        data_dir=args.data_dir, progress=not args.quiet,
-                       experiments=args.experiments, train=not args.no_train)
+                       experiments=args.experiments, train=not args.no_train,
+                       device=args.device)
     print((result.out_dir / "table1.md").read_text())
     if result.experiments:
         print((result.out_dir / "experiments.md").read_text())
@@ -264,6 +265,9 @@ def _add_reproduce(sub, fmt):
                     "Shapeset), second_order (per-parameter rates from a diagonal Hessian or a "
                     "gradient-variance estimate), or all")
     rp.add_argument("--data-dir", default=None, help="directory holding dataset files")
+    rp.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: one Dask worker per GPU, each training packs of runs in "
+                    "lockstep (fastff.train_many)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     rp.add_argument("--no-train", action="store_true",
                     help="train nothing: the tables, figures and claims of the runs already "

@@ -136,4 +136,11 @@ CUDA_STEP_MAX_CLASSES = 32
 # reads them: it does at least every LOSS_READ_EVERY steps (fastff/training/trainer.py), well
 # inside the ring.
 CUDA_STEP_LOSS_RING = 65536
-LOSS_READ_EVERY = 4096
+LOSS_READ_EVERY = 4096  # fastff.train_many reads more often: every run's losses share the ring
+
+# -- Sweeps on GPUs (fastff/sweeps.py) ---------------------------------------------------------
+# Runs with device="cuda" that one Dask task trains together with fastff.train_many. At the
+# paper's net a run holds about 100 MB on the device (20 MB of weights, its statistics and
+# workspace, a staged MNIST at most 160 MB more): 16 of them fit any GPU of 8 GB or more, and
+# the lockstep's modelled gain has flattened by then (benchmarks/NOTES.md).
+SWEEP_GPU_PACK = 16

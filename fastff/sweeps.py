@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from . import config
+from .checks import positive
 from .errors import DivergenceError, FastffError, InputError
 from .files import atomic_write_bytes
 from .record import RunDir
@@ -99,49 +101,86 @@ def finished(run_dir, point):
     return row if row.get("point") == json.loads(json.dumps(point, default=str)) else None
 
 
-def _run(point, run_dir, threads, shared):
-    """Train one point (on a worker). Returns its result row and, when the client cannot see the
-    worker's files, the run directory's files as bytes."""
+def _run(points, run_dirs, threads, shared):
+    """Train a pack of points (on a worker) with :func:`fastff.train_many`: one after another
+    on the CPU, in lockstep on a GPU. Returns each point's result row and, when the client
+    cannot see the worker's files, its run directory's files as bytes."""
     import numba
     from threadpoolctl import threadpool_limits
-    from .training import train
+    from .training import train_many
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    work = Path(run_dir) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-"))
+    works = [Path(d) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-")) for d in run_dirs]
     try:
-        resume = RunDir(work).holds_run() and (work / "checkpoint.npz").is_file()
-        resumed_from = 0
-        if resume:
-            try:
-                resumed_from = RunDir(work).load_checkpoint()[1]
-            except FastffError:  # a damaged checkpoint: start the run again
-                resume = False
+        configs, rows = [], []
+        for point, work in zip(points, works):
+            resume = RunDir(work).holds_run() and (work / "checkpoint.npz").is_file()
+            resumed_from = 0
+            if resume:
+                try:
+                    resumed_from = RunDir(work).load_checkpoint()[1]
+                except FastffError:  # a damaged checkpoint: start the run again
+                    resume = False
+            configs.append(dict(point, out_dir=work, progress=False, resume=resume,
+                                overwrite=not resume and RunDir(work).holds_run()))
+            rows.append(dict(status="done", message="", resumed_from=resumed_from))
         t0 = time.perf_counter()
-        row = dict(status="done", message="", resumed_from=resumed_from)
         try:
             with threadpool_limits(threads):
-                run = train(**point, out_dir=work, progress=False, resume=resume,
-                            overwrite=not resume and RunDir(work).holds_run())
-            last = run.final
-        except DivergenceError as exc:
-            row.update(status="diverged", message=str(exc).splitlines()[0])
-            last = RunDir(work).load_checkpoint()[2][-1] if (work / "checkpoint.npz").is_file() else {}
-        except Exception as exc:  # a failed run is a row, never the end of the sweep
-            row.update(status="failed", message=f"{type(exc).__name__}: {exc}".splitlines()[0])
-            last = {}
-        row.update(valid_error=last.get("valid_error", ""), test_error=last.get("test_error", ""),
-                   updates_done=last.get("update", ""), seconds=round(time.perf_counter() - t0, 3))
-        if row["status"] != "failed":
-            atomic_write_bytes(work / "sweep_status.json",
-                               json.dumps({**row, "point": point}, default=str).encode())
-        files = None if shared else {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
-        return row, files
+                results = train_many(configs, errors="return")
+        except Interrupted:
+            raise
+        except Exception as exc:  # a failed pack is rows, never the end of the sweep
+            results = [exc] * len(points)
+        seconds = round(time.perf_counter() - t0, 3)
+        out = []
+        for point, work, row, result in zip(points, works, rows, results):
+            if isinstance(result, DivergenceError):
+                row.update(status="diverged", message=str(result).splitlines()[0])
+                last = (RunDir(work).load_checkpoint()[2][-1]
+                        if (work / "checkpoint.npz").is_file() else {})
+            elif isinstance(result, Exception):
+                row.update(status="failed",
+                           message=f"{type(result).__name__}: {result}".splitlines()[0])
+                last = {}
+            else:
+                last = result.final
+            row.update(valid_error=last.get("valid_error", ""),
+                       test_error=last.get("test_error", ""),
+                       updates_done=last.get("update", ""), seconds=seconds)
+            if row["status"] != "failed":
+                atomic_write_bytes(work / "sweep_status.json",
+                                   json.dumps({**row, "point": point}, default=str).encode())
+            files = None if shared else {p.name: p.read_bytes() for p in work.iterdir()
+                                         if p.is_file()}
+            out.append((row, files))
+        return out
     finally:
         if not shared:
-            shutil.rmtree(work, ignore_errors=True)
+            for work in works:
+                shutil.rmtree(work, ignore_errors=True)
 
 
-def _client(scheduler, workers):
-    """(client, cluster we started or None, kernel threads per worker)."""
+def packs(todo, size):
+    """``todo`` (name, point) cut into packs of at most ``size`` points for one task each:
+    points on a GPU, those of one net and batch size side by side (train_many steps them in
+    one launch); every other point alone."""
+    def gpu(point):
+        return str(point.get("device", "cpu")) == "cuda"
+
+    def shape(item):
+        point = item[1]
+        return tuple(str(point.get(k, "")) for k in ("dataset", "arch", "activation",
+                                                     "batch_size", "dtype", "loss"))
+
+    on_gpu = sorted((t for t in todo if gpu(t[1])), key=shape)
+    out = [[t] for t in todo if not gpu(t[1])]
+    out += [on_gpu[i:i + size] for i in range(0, len(on_gpu), size)]
+    return out
+
+
+def _client(scheduler, workers, gpus=False):
+    """(client, cluster we started or None, kernel threads per worker). Runs on GPUs get one
+    worker per GPU (dask-cuda's LocalCUDACluster where installed)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -151,13 +190,43 @@ def _client(scheduler, workers):
     if scheduler is not None:
         return Client(scheduler), None, 1
     cores = os.cpu_count() or 1
+    if gpus:
+        n = _gpu_count() if workers is None else workers
+        cluster = gpu_cluster(n)
+        return Client(cluster), cluster, max(1, cores // n)
     n = max(1, min(cores, workers or cores))
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            dashboard_address=":0")
     return Client(cluster), cluster, max(1, cores // n)
 
 
-def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
+def _gpu_count():
+    from .device import resolve
+    resolve("cuda")  # a clear DeviceError where there is none
+    import cupy
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def gpu_cluster(n):
+    """A local Dask cluster of ``n`` worker processes, worker i seeing GPU i alone
+    (CUDA_VISIBLE_DEVICES): dask-cuda's ``LocalCUDACluster`` where it is installed, else a
+    ``SpecCluster`` of nannies that set the variable."""
+    n = positive("workers", n, integer=True)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        pass
+    else:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(n)), threads_per_worker=1,
+                                dashboard_address=":0")
+    from distributed import Nanny, Scheduler, SpecCluster
+    workers = {f"gpu-{i}": {"cls": Nanny, "options": {
+        "nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}} for i in range(n)}
+    return SpecCluster(workers=workers, scheduler={"cls": Scheduler,
+                                                   "options": {"dashboard_address": ":0"}})
+
+
+def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=None):
     """Train every point of ``grid`` and record them in ``out_dir`` (see the module docstring).
 
     Parameters
@@ -174,6 +243,10 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
         cores / workers threads).
     progress : bool
         One line per finished run and an overall bar.
+    pack : int, optional
+        Runs with ``device="cuda"`` trained together by one task with
+        :func:`fastff.train_many` (default: ``config.SWEEP_GPU_PACK``); other runs go one a
+        task. Without a scheduler, runs on GPUs get a cluster of one worker per GPU.
 
     Returns
     -------
@@ -190,12 +263,15 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
     _write_table(out, names, points, rows)
     if not todo:
         return _table_rows(names, points, rows)
-    client, cluster, threads = _client(scheduler, workers)
+    size = config.SWEEP_GPU_PACK if pack is None else positive("pack", pack, integer=True)
+    gpus = any(str(point.get("device", "cpu")) == "cuda" for _, point in todo)
+    client, cluster, threads = _client(scheduler, workers, gpus)
     marker = out / f".fastff-sweep-{uuid.uuid4().hex}"
     marker.write_text("")
     try:
         with StopRequests():  # Ctrl-C or SIGTERM: an Interrupted here, at once
-            _gather(client, todo, out, names, points, rows, threads, marker, progress)
+            _gather(client, packs(todo, size), out, names, points, rows, threads, marker,
+                    progress)
     except Interrupted as exc:
         done = sum(1 for r in rows.values() if r.get("status") in ("done", "diverged"))
         raise Interrupted(f"sweep interrupted: {done} of {len(points)} runs finished; run the "
@@ -210,35 +286,38 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True):
 
 
 def _gather(client, todo, out, names, points, rows, threads, marker, progress):
-    """Submit the unfinished runs and record each as it finishes."""
+    """Submit the packs of unfinished runs and record each run as its pack finishes."""
     shared = all(client.run(os.path.exists, str(marker.resolve())).values())
-    futures = {client.submit(_run, point, str((out / name).resolve()), threads, shared,
-                             key=f"fastff-run-{name}", pure=False): name
-               for name, point in todo}
-    bar = _bar(progress, len(points), len(points) - len(todo))
+    futures = {client.submit(_run, [p for _, p in pack], [str((out / n).resolve()) for n, _ in pack],
+                             threads, shared, key=f"fastff-run-{pack[0][0]}"
+                             + (f"-and-{len(pack) - 1}" if len(pack) > 1 else ""),
+                             pure=False): [n for n, _ in pack]
+               for pack in todo}
+    bar = _bar(progress, len(points), len(points) - sum(map(len, todo)))
     started, updates = time.perf_counter(), 0
     from distributed import as_completed
     for future in as_completed(futures):
-        name = futures[future]
+        pack = futures[future]
         try:
-            row, files = future.result()
+            results = future.result()
         except Exception as exc:  # the task itself was lost (every retry)
-            row, files = dict(status="failed", message=f"{type(exc).__name__}: {exc}",
-                              valid_error="", test_error="", updates_done="", seconds="",
-                              resumed_from=""), None
-        if files:
-            _receive(out / name, files)
-        rows[name] = row
+            results = [(dict(status="failed", message=f"{type(exc).__name__}: {exc}",
+                             valid_error="", test_error="", updates_done="", seconds="",
+                             resumed_from=""), None)] * len(pack)
+        for name, (row, files) in zip(pack, results):
+            if files:
+                _receive(out / name, files)
+            rows[name] = row
+            if progress:
+                err = row["test_error"]
+                err = f"{100 * err:.2f}%" if isinstance(err, float) else "n/a"
+                bar.write(f"{row['status']:>8} {name}: test error {err} "
+                          f"({row['updates_done']} updates, {row['seconds']} s)")
+                if isinstance(row["updates_done"], int):
+                    updates += row["updates_done"] - (row.get("resumed_from") or 0)
+                bar.set_postfix_str(f"{updates / (time.perf_counter() - started):,.0f} upd/s")
+                bar.update(1)
         _write_table(out, names, points, rows)
-        if progress:
-            err = row["test_error"]
-            err = f"{100 * err:.2f}%" if isinstance(err, float) else "n/a"
-            bar.write(f"{row['status']:>8} {name}: test error {err} "
-                      f"({row['updates_done']} updates, {row['seconds']} s)")
-            if isinstance(row["updates_done"], int):
-                updates += row["updates_done"] - (row.get("resumed_from") or 0)
-            bar.set_postfix_str(f"{updates / (time.perf_counter() - started):,.0f} upd/s")
-            bar.update(1)
     if progress:
         bar.close()
 

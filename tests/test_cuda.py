@@ -437,14 +437,16 @@ def test_train_many_keeps_going_when_one_run_diverges(rt, monkeypatch, tmp_path)
 
 
 def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch, tmp_path):
-    # SIGINT during the lockstep: every run finishes its step and writes its checkpoint;
-    # resumed, each ends where an uninterrupted run ends
+    # SIGINT during the lockstep, after one run of the group has finished: every other run
+    # finishes its step and writes its checkpoint; resumed, each ends where an uninterrupted
+    # run ends
     if rt.xp is not np:
         pytest.skip("emulated backend only")
     import signal
     from fastff.training.trainer import Trainer
     _host_cuda_backend(monkeypatch)
     configs = _many_configs("cpu", tmp_path)[:3]
+    configs[2].update(updates=10, eval_every=5, monitor_every=5)
     real = Trainer.stepped
 
     def stepped(self, k, loss, parallel=None):
@@ -453,16 +455,47 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
         return real(self, k, loss, parallel)
 
     monkeypatch.setattr(Trainer, "stepped", stepped)
-    with pytest.raises(fastff.Interrupted, match="3 runs stopped"):
+    with pytest.raises(fastff.Interrupted, match="2 runs stopped"):
         fastff.train_many(configs)
     monkeypatch.setattr(Trainer, "stepped", real)
-    for i in range(3):
-        assert fastff.record.RunDir(tmp_path / f"run{i}").load_checkpoint()[1] == 13
+    for i, update in ((0, 13), (1, 13), (2, 10)):
+        assert fastff.record.RunDir(tmp_path / f"run{i}").load_checkpoint()[1] == update
     resumed = fastff.train_many([dict(c, resume=True) for c in configs])
     alone = [_train_alone(dict(c, out_dir=None)) for c in configs]
     for a, b in zip(alone, resumed):
         for (W1, _), (W2, _) in zip(a.model.params, b.model.params):
             np.testing.assert_array_equal(W1, W2)
+
+
+def test_a_sweep_pack_trains_in_lockstep_and_resumes_run_by_run(rt, monkeypatch, tmp_path):
+    # a sweep's task on a GPU worker: its pack of runs through train_many; interrupted (as a
+    # killed worker would be), the task run again resumes each run from its own checkpoint
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    import signal
+    from fastff.sweeps import _run
+    from fastff.training.trainer import Trainer
+    _host_cuda_backend(monkeypatch)
+    points = [{k: v for k, v in c.items()} for c in _many_configs("cpu")[:3]]
+    dirs = [str(tmp_path / f"run{i}") for i in range(3)]
+    real = Trainer.stepped
+
+    def stepped(self, k, loss, parallel=None):
+        if k == 12 and self.v["seed"] == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, k, loss, parallel)
+
+    monkeypatch.setattr(Trainer, "stepped", stepped)
+    with pytest.raises(fastff.Interrupted):
+        _run(points, dirs, 1, True)
+    monkeypatch.setattr(Trainer, "stepped", real)
+    out = _run(points, dirs, 1, True)
+    assert [row["status"] for row, _ in out] == ["done"] * 3
+    assert [row["resumed_from"] for row, _ in out] == [13] * 3
+    for point, (row, files) in zip(points, out):
+        alone = _train_alone(point)
+        assert row["test_error"] == alone.final["test_error"] and files is None
+    assert all((tmp_path / f"run{i}" / "sweep_status.json").is_file() for i in range(3))
 
 
 def test_a_finite_dataset_is_staged_once_not_uploaded_every_step(rt, monkeypatch):

@@ -437,3 +437,14 @@ def test_other_experiments_end_to_end(tmp_path, capsys):
     assert (out / "svm.json").stat().st_mtime_ns == svm_stamp
     assert [r["test_error"] for r in again.experiments] == [
         float(exp[r["model"]]["test_error"]) for r in again.experiments]
+
+
+def test_a_reproduction_on_a_missing_gpu_says_so(tmp_path):
+    from fastff.device import cuda_status
+    import fastff
+    if cuda_status()[0]:
+        pytest.skip("a GPU is usable here")
+    with pytest.raises(fastff.DeviceError):
+        reproduce(budget="smoke", out_dir=tmp_path / "r", datasets="shapeset", device="cuda",
+                  progress=False)
+    assert not (tmp_path / "r").exists()  # nothing written

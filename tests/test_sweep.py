@@ -161,3 +161,26 @@ def test_cli_sweep(tmp_path, capsys):
     assert "SPEC must be a JSON file or JSON text" in capsys.readouterr().err
     assert cli.main(["sweep", '{"lrate": [1]}', "--out", str(tmp_path), "--quiet"]) == 2
     assert "unknown train() argument lrate" in capsys.readouterr().err
+
+
+def test_runs_on_gpus_are_packed_by_shape_and_others_go_alone():
+    from fastff.sweeps import packs
+    todo = [(f"r{i}", dict(device=d, arch=a, lr=i)) for i, (d, a) in enumerate(
+        [("cuda", "9x2"), ("cpu", "9x2"), ("cuda", "7x3"), ("cuda", "9x2"), ("cuda", "9x2")])]
+    got = [[n for n, _ in pack] for pack in packs(todo, 2)]
+    assert got == [["r1"], ["r2", "r0"], ["r3", "r4"]]  # sorted by shape, then cut
+    assert sorted(n for pack in packs(todo, 16) for n, _ in pack) == [n for n, _ in todo]
+
+
+def test_the_gpu_cluster_gives_each_worker_one_gpu():
+    # one worker per GPU: worker i sees GPU i alone (nothing here needs a GPU to check that)
+    from fastff.sweeps import gpu_cluster
+    cluster = gpu_cluster(2)
+    try:
+        with distributed.Client(cluster) as c:
+            seen = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(seen.values()) == ["0", "1"]
+    finally:
+        cluster.close()
+    with pytest.raises(InputError, match="workers"):
+        gpu_cluster(0)

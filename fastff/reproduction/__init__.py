@@ -140,7 +140,7 @@ def _check_plan(out, plan):
 
 def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
               seeds=None, scheduler=None, workers=None, data_dir=None, progress=True,
-              experiments=("table1",), train=True):
+              experiments=("table1",), train=True, device="cpu"):
     """Reproduce a paper's comparison with fastff's own runs.
 
     Parameters
@@ -179,14 +179,20 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         False: train nothing; write the tables, figures and claims from the runs already
         finished in ``out_dir`` (the others count as unfinished): what an interrupted
         reproduction has shown so far.
+    device : str
+        ``cpu`` or ``cuda``: on GPUs the runs go to one Dask worker per GPU (without a
+        scheduler) and each worker trains packs of them in lockstep (:func:`fastff.train_many`,
+        ``config.SWEEP_GPU_PACK`` a task). The device is part of each run's arguments.
 
     Returns
     -------
     Reproduction
     """
+    from ..device import resolve as resolve_device
     from ..sweeps import collect, sweep
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
+    device = resolve_device(device) if train else device  # a missing GPU is said first
     names = _names("dataset", datasets if datasets is not None else list(DATASETS), DATASETS)
     chosen_experiments = _names("experiment", experiments, EXPERIMENTS, everything=True)
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
@@ -207,13 +213,15 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                   f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
                   + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
         points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
+        if device != "cpu":
+            points = [dict(p, device=device) for p in points]
         if not train:
             rows = collect(points, out / "runs")
             if progress:
                 done = sum(r["status"] in ("done", "diverged") for r in rows)
                 print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
         else:
-            if progress and plan_budget.name != "smoke":
+            if progress and plan_budget.name != "smoke" and device == "cpu":
                 print(estimate(points, out / "runs", shapes, workers, plan_budget)[0],
                       flush=True)
             rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,

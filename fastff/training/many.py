@@ -14,7 +14,7 @@ same results and the same API.
 import numpy as np
 
 from ..device import resolve
-from ..errors import FastffError, InputError
+from ..errors import InputError
 from ..kernels import get_backend
 from ..kernels.cuda.step import Lockstep
 from .. import config as fastff_config
@@ -38,8 +38,8 @@ def train_many(configs, *, device=None, errors="raise"):
     device : str, optional
         The device of every run (default: each config's own ``device``).
     errors : {"raise", "return"}
-        A run that fails (diverges, or meets bad data) stops with its last good checkpoint
-        while the others go on. ``"raise"``: once they are done, the first failure is raised.
+        A run that fails (diverges, meets bad data, or raises anything else) stops with its
+        last good checkpoint while the others go on. ``"raise"``: once they are done, the first failure is raised.
         ``"return"``: the exception takes the run's place in the returned list.
 
     Returns
@@ -66,9 +66,7 @@ def train_many(configs, *, device=None, errors="raise"):
     for i in alone:
         try:
             results[i] = Trainer(*runs[i]).run()
-        except (FastffError, Interrupted) as exc:
-            if isinstance(exc, Interrupted):
-                raise
+        except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             results[i] = exc
     failed = [r for r in results if isinstance(r, Exception)]
     if failed and errors == "raise":
@@ -131,17 +129,18 @@ def _lockstep(runs, indices, results):
                 if t.finished:
                     results[i] = t.result()
                     continue
-                t.stop = stop
+                t.stop = _SharedStop(stop)
                 t.prepare()
                 t.compile()
                 t._pretrain_or_read_log()
                 t.begin()
-            except FastffError as exc:
+            except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
                 results[i] = exc
                 continue
             live[i] = t
         if not live:
             return
+        stop.deferring = True  # from here a signal stops every run after its step
         # every run's losses wait on the device in one ring: read them before it comes round
         read_every = max(1, min(fastff_config.LOSS_READ_EVERY,
                                 fastff_config.CUDA_STEP_LOSS_RING // (2 * len(live))))
@@ -170,7 +169,7 @@ def _round(key, members, live, stepper, results):
     for i, t in zip(list(members), trainers):
         try:
             batches.append(t.batch(t.next))
-        except FastffError as exc:
+        except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             _drop(i, t, exc, live, results)
     trainers = [live[i] for i in members if i in live]
     if not trainers:
@@ -191,7 +190,7 @@ def _round(key, members, live, stepper, results):
             stopped.append(exc)
             del live[i]
             continue
-        except FastffError as exc:
+        except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             _drop(i, t, exc, live, results)
             continue
         if t.next == t.v["updates"]:
@@ -199,6 +198,18 @@ def _round(key, members, live, stepper, results):
             results[i] = t.result()
             del live[i]
     return stopped
+
+
+class _SharedStop:
+    """A run's view of the lockstep's StopRequests: it sees a signal, and leaves when to defer
+    one to the lockstep (a run that ends must not end the deferring of the others)."""
+
+    def __init__(self, stop):
+        self._stop = stop
+
+    requested = property(lambda self: self._stop.requested)
+    signum = property(lambda self: self._stop.signum)
+    deferring = property(lambda self: self._stop.deferring, lambda self, value: None)
 
 
 def _drop(i, t, exc, live, results):
