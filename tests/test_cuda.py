@@ -450,7 +450,7 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
     real = Trainer.stepped
 
     def stepped(self, k, loss, parallel=None):
-        if k == 12 and self.v["seed"] == 1:
+        if k == 12 and self.v["seed"] == 2:  # the group's second run: the first has stepped
             signal.raise_signal(signal.SIGINT)
         return real(self, k, loss, parallel)
 
@@ -465,6 +465,39 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
     for a, b in zip(alone, resumed):
         for (W1, _), (W2, _) in zip(a.model.params, b.model.params):
             np.testing.assert_array_equal(W1, W2)
+
+
+def test_train_many_runs_sharing_a_dataset_at_different_updates(rt, monkeypatch, tmp_path):
+    # two runs of one group draw from one Dataset object (whose device batches live in its
+    # reused buffers) at different updates: each still trains on its own batches
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    _host_cuda_backend(monkeypatch)
+    first, second = _many_configs("cpu")[:2]
+    for out in ("alone", "many"):
+        _train_alone(dict(first, updates=10, out_dir=tmp_path / out))
+    alone = _train_alone(dict(first, updates=30, out_dir=tmp_path / "alone", resume=True))
+    many = fastff.train_many([dict(first, updates=30, out_dir=tmp_path / "many", resume=True),
+                              second])
+    assert first["dataset"] is second["dataset"]
+    for (W1, _), (W2, _) in zip(alone.model.params, many[0].model.params):
+        np.testing.assert_array_equal(W1, W2)
+    for (W1, _), (W2, _) in zip(_train_alone(second).model.params, many[1].model.params):
+        np.testing.assert_array_equal(W1, W2)
+
+
+def test_a_failing_step_of_one_run_is_its_own(rt, monkeypatch):
+    # a run the persistent step cannot take (batch 20) when config forces that step: its own
+    # step fails; the group beside it trains on
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    _host_cuda_backend(monkeypatch)
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "persistent")
+    configs = _many_configs("cpu")[:3]
+    configs[2]["batch_size"] = 20
+    out = fastff.train_many(configs, errors="return")
+    assert [type(r).__name__ for r in out] == ["Run", "Run", "InputError"]
+    assert "CUDA_STEP_MAX_BATCH" in str(out[2])
 
 
 def test_a_sweep_pack_trains_in_lockstep_and_resumes_run_by_run(rt, monkeypatch, tmp_path):

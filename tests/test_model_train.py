@@ -301,6 +301,7 @@ def test_train_many_on_the_cpu_equals_training_each_alone(tmp_path):
     ([{"lr": 0.1}, 3], {}, r"configs\[1\] must be a dict"),
     ([{"lr": -1}], {}, r"configs\[0\]: lr"),
     ([{"out_dir": "x"}, {"out_dir": "x"}], {}, "one out_dir"),
+    ([{"out_dir": "x"}, {"out_dir": "./x/"}], {}, "one out_dir"),
     ([{}], {"errors": "ignore"}, "errors must be"),
     ([{}], {"device": "tpu"}, "device"),
 ])

@@ -11,6 +11,8 @@ directory, as :func:`fastff.train` makes them; a net's bits are those of trainin
 On the CPU the runs train one after another (the kernels already use every core), with the
 same results and the same API.
 """
+from pathlib import Path
+
 import numpy as np
 
 from ..device import resolve
@@ -92,7 +94,7 @@ def _checked(configs, device):
         except InputError as exc:
             raise InputError(f"configs[{i}]: {exc}") from None
         if v["out_dir"] is not None:
-            key = str(v["out_dir"].resolve()) if hasattr(v["out_dir"], "resolve") else str(v["out_dir"])
+            key = str(Path(v["out_dir"]).resolve())
             if key in dirs:
                 raise InputError(f"configs[{dirs[key]}] and configs[{i}] write to one out_dir "
                                  f"({v['out_dir']}): each run needs its own")
@@ -110,7 +112,7 @@ def _on_gpu(v):
 
 def _group_key(t):
     """Runs that can share a launch: one shape, dtype, activation, cost and batch size, on the
-    persistent step."""
+    persistent step (any other run steps alone, and a failure of its step is its own)."""
     m, v = t.model, t.v
     if not Lockstep.applies(m, v["batch_size"], t.rates):
         return ("alone", id(t))
@@ -123,7 +125,7 @@ def _lockstep(runs, indices, results):
     live = {}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             StopRequests() as stop:
-        for i in indices:
+        for i in indices:  # until the loop starts, a signal stops at once
             try:
                 t = Trainer(*runs[i])
                 if t.finished:
@@ -133,11 +135,15 @@ def _lockstep(runs, indices, results):
                 t.prepare()
                 t.compile()
                 t._pretrain_or_read_log()
-                t.begin()
             except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
                 results[i] = exc
                 continue
             live[i] = t
+        for i, t in list(live.items()):  # the clocks start together, after every setup
+            try:
+                t.begin()
+            except Exception as exc:  # noqa: BLE001
+                _drop(i, t, exc, live, results)
         if not live:
             return
         stop.deferring = True  # from here a signal stops every run after its step
@@ -154,7 +160,13 @@ def _lockstep(runs, indices, results):
             for key, members in groups.items():
                 members[:] = [i for i in members if i in live]
                 if members:
-                    stopped += _round(key, members, live, steppers.get(key), results)
+                    stopped += _round(members, live, steppers.get(key), results)
+            if stop.requested and live:  # runs that stepped before the signal came
+                for i, t in list(live.items()):
+                    t.checkpoint(t.next)
+                    t.end()
+                    stopped.append(t.interrupted(t.next))
+                    del live[i]
             if stopped:
                 raise Interrupted(
                     f"interrupted: {len(stopped)} runs stopped at their checkpoints (updates "
@@ -162,28 +174,41 @@ def _lockstep(runs, indices, results):
                     f"resume=True", stopped[0].signum)
 
 
-def _round(key, members, live, stepper, results):
+def _round(members, live, stepper, results):
     """One step of each run of ``members``; returns the runs' Interrupted exceptions."""
-    trainers = [live[i] for i in members]
-    batches = []
-    for i, t in zip(list(members), trainers):
+    made, shared = [], _shared_data([live[i] for i in members])
+    for i in members:
+        t = live[i]
         try:
-            batches.append(t.batch(t.next))
+            x, y = t.batch(t.next)
+            if id(t.data) in shared:  # its buffers are another run's too: keep this batch
+                x, y = _own_copy(t, x, y)
+            made.append((i, t, x, y))
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             _drop(i, t, exc, live, results)
-    trainers = [live[i] for i in members if i in live]
-    if not trainers:
+    if not made:
         return []
     if stepper is not None:
-        losses = stepper.step([t.model for t in trainers], [x for x, _ in batches],
-                              [y for _, y in batches], [t.v["lr"] for t in trainers],
-                              [t.stats for t in trainers])
+        try:
+            losses = stepper.step([t.model for _, t, _, _ in made], [x for *_, x, _ in made],
+                                  [y for *_, y in made], [t.v["lr"] for _, t, _, _ in made],
+                                  [t.stats for _, t, _, _ in made])
+        except Exception as exc:  # noqa: BLE001 -- the launch was the group's: so is the failure
+            for i, t, _, _ in made:
+                _drop(i, t, exc, live, results)
+            return []
     else:
-        losses = [t.model._step(x, y, t.v["lr"], t.stats, t.rates)
-                  for t, (x, y) in zip(trainers, batches)]
+        losses = []
+        for i, t, x, y in made:
+            try:
+                losses.append(t.model._step(x, y, t.v["lr"], t.stats, t.rates))
+            except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
+                _drop(i, t, exc, live, results)
+                losses.append(None)
     stopped = []
-    for t, loss in zip(trainers, losses):
-        i = next(i for i in members if live.get(i) is t)
+    for (i, t, _, _), loss in zip(made, losses):
+        if i not in live:
+            continue
         try:
             t.stepped(t.next, loss)
         except Interrupted as exc:
@@ -198,6 +223,25 @@ def _round(key, members, live, stepper, results):
             results[i] = t.result()
             del live[i]
     return stopped
+
+
+def _shared_data(trainers):
+    """The ids of Dataset objects that several of ``trainers`` draw from (their device
+    batches live in the dataset's reused buffers, so one run's batch would overwrite
+    another's before the launch)."""
+    ids = [id(t.data) for t in trainers]
+    return {d for d in ids if ids.count(d) > 1}
+
+
+def _own_copy(t, x, y):
+    """The batch copied into buffers of run ``t``'s own (made once, reused)."""
+    own = t.__dict__.get("_own_batch")
+    if own is None or own[0].shape != x.shape or own[0].dtype != x.dtype:
+        xp = t.model.backend.xp
+        own = t._own_batch = (xp.empty_like(x), xp.empty_like(y))
+    own[0][...] = x
+    own[1][...] = y
+    return own
 
 
 class _SharedStop:

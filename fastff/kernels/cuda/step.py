@@ -237,8 +237,8 @@ class Lockstep:
     def applies(model, batch, rates):
         """Whether the models like ``model`` step together at ``batch`` (config.CUDA_STEP_PATH,
         and the persistent step's limits)."""
-        if config.CUDA_STEP_PATH == "layers" or rates is not None:
-            return False
+        if config.CUDA_STEP_PATH not in ("auto", "persistent") or rates is not None:
+            return False  # (an unknown path is refused by each model's own step)
         return why_not_persistent(model.sizes, batch, rates, model.loss) is None
 
     def step(self, models, xs, ys, lrs, stats):
