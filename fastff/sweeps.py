@@ -109,7 +109,8 @@ def _run(points, run_dirs, threads, shared):
     from threadpoolctl import threadpool_limits
     from .training import train_many
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    works = [Path(d) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-")) for d in run_dirs]
+    works = [Path(d) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-"))
+             for d in run_dirs]
     try:
         configs, rows = [], []
         for point, work in zip(points, works):
@@ -288,11 +289,13 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=No
 def _gather(client, todo, out, names, points, rows, threads, marker, progress):
     """Submit the packs of unfinished runs and record each run as its pack finishes."""
     shared = all(client.run(os.path.exists, str(marker.resolve())).values())
-    futures = {client.submit(_run, [p for _, p in pack], [str((out / n).resolve()) for n, _ in pack],
-                             threads, shared, key=f"fastff-run-{pack[0][0]}"
-                             + (f"-and-{len(pack) - 1}" if len(pack) > 1 else ""),
-                             pure=False): [n for n, _ in pack]
-               for pack in todo}
+    futures = {}
+    for pack in todo:
+        key = f"fastff-run-{pack[0][0]}" + (f"-and-{len(pack) - 1}" if len(pack) > 1 else "")
+        future = client.submit(_run, [p for _, p in pack],
+                               [str((out / n).resolve()) for n, _ in pack], threads, shared,
+                               key=key, pure=False)
+        futures[future] = [n for n, _ in pack]
     bar = _bar(progress, len(points), len(points) - sum(map(len, todo)))
     started, updates = time.perf_counter(), 0
     from distributed import as_completed

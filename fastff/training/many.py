@@ -41,8 +41,9 @@ def train_many(configs, *, device=None, errors="raise"):
         The device of every run (default: each config's own ``device``).
     errors : {"raise", "return"}
         A run that fails (diverges, meets bad data, or raises anything else) stops with its
-        last good checkpoint while the others go on. ``"raise"``: once they are done, the first failure is raised.
-        ``"return"``: the exception takes the run's place in the returned list.
+        last good checkpoint while the others go on. ``"raise"``: once they are done, the
+        first failure is raised. ``"return"``: the exception takes the run's place in the
+        returned list.
 
     Returns
     -------
