@@ -190,10 +190,10 @@ def _round(members, live, stepper, results):
     if not made:
         return []
     if stepper is not None:
+        _, trainers, xs, ys = zip(*made)
         try:
-            losses = stepper.step([t.model for _, t, _, _ in made], [x for *_, x, _ in made],
-                                  [y for *_, y in made], [t.v["lr"] for _, t, _, _ in made],
-                                  [t.stats for _, t, _, _ in made])
+            losses = stepper.step([t.model for t in trainers], xs, ys,
+                                  [t.v["lr"] for t in trainers], [t.stats for t in trainers])
         except Exception as exc:  # noqa: BLE001 -- the launch was the group's: so is the failure
             for i, t, _, _ in made:
                 _drop(i, t, exc, live, results)

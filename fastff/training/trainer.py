@@ -197,15 +197,12 @@ class Trainer:
 
     def result(self):
         """The :class:`Run` (a finished resumed run: the saved one, unchanged)."""
-        if self.finished:
-            return Run(model=self.model, history=self.history,
-                       stats=self.monitor.stats if self.monitor else Stats(),
-                       dir=self.record.path, config=self.saved_config,
-                       pretrain=self.record.read_pretrain())
+        saved = self.finished  # (resume=True: there is a record)
         return Run(model=self.model, history=self.history,
                    stats=self.monitor.stats if self.monitor else Stats(),
-                   dir=self.record.path if self.record else None, config=self.config,
-                   pretrain=self.pretrain_log)
+                   dir=self.record.path if self.record else None,
+                   config=self.saved_config if saved else self.config,
+                   pretrain=self.record.read_pretrain() if saved else self.pretrain_log)
 
     def _steps(self, parallel):
         self.begin()

@@ -96,9 +96,9 @@ class StepLaunch:
         self.activation = activation
         self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
         self.cost, self.loss_name = COSTS[loss], loss
-        self.sizes = [self.params[0][0].shape[0]] + [W.shape[1] for W, _ in self.params]
+        self.sizes = _sizes(self.params)
         for params, _, _ in nets:
-            shape = [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
+            shape = _sizes(params)
             if shape != self.sizes or np.dtype(params[0][0].dtype) != self.dtype:
                 raise InputError(f"the models of one launch must have one shape and dtype: "
                                  f"{shape} {params[0][0].dtype} beside {self.sizes} {self.dtype}")
@@ -162,9 +162,7 @@ class StepLaunch:
         """Whether this launch steps exactly ``nets`` (a list of (params, workspace, stats), as
         given to :meth:`group`) with ``batch``, ``activation`` and ``loss`` on the current
         stream."""
-        return (batch == self.batch and len(nets) == len(self.nets)
-                and self.stream == self.rt.stream() and activation == self.activation
-                and loss == self.loss_name
+        return (_same_step(self, batch, activation, loss) and len(nets) == len(self.nets)
                 and all(p is q and w is v and s is t and _versions(s) == version
                         for (p, w, s), (q, v, t), version in zip(nets, self.nets, self.versions)))
 
@@ -245,7 +243,7 @@ class Lockstep:
         """One step of every model in ``models`` on its batch ``xs[i]``, ``ys[i]`` at rate
         ``lrs[i]`` with its StepStats ``stats[i]`` (or None); returns their losses (device
         scalars)."""
-        first = models[0]
+        first = models[0]  # the group's models share its shape, activation and cost
         batch = xs[0].shape[0]
         nets = [(m.params, m._plan.workspace(batch), s) for m, s in zip(models, stats)]
         launch = self.launch
@@ -281,7 +279,8 @@ class LayerGraph:
 
     def matches(self, params, batch, stats, activation, loss, workspace):
         """Whether this graph runs a step of these (the same arrays, on the current stream)."""
-        return (_serves(self, batch, stats, activation, loss) and workspace is self.workspace
+        return (_same_step(self, batch, activation, loss) and stats is self.stats
+                and _versions(stats) == self.versions and workspace is self.workspace
                 and all(a is b for a, b in zip(self.arrays, (a for W, b in params
                                                              for a in (W, b)))))
 
@@ -300,13 +299,17 @@ class LayerGraph:
         return out.reshape(())
 
 
-def _serves(launch, batch, stats, activation, loss):
-    """Whether a StepLaunch or LayerGraph was built for a step of ``batch`` rows with ``stats``
-    (the same object, its arrays unchanged), ``activation`` and ``loss``, on the current stream
-    (its buffers must not be shared by launches in flight on two streams)."""
-    return (batch == launch.batch and stats is launch.stats
-            and _versions(stats) == launch.versions and launch.stream == launch.rt.stream()
+def _same_step(launch, batch, activation, loss):
+    """Whether a StepLaunch or LayerGraph was built for a step of ``batch`` rows with
+    ``activation`` and ``loss``, on the current stream (its buffers must not be shared by
+    launches in flight on two streams)."""
+    return (batch == launch.batch and launch.stream == launch.rt.stream()
             and launch.activation == activation and launch.loss_name == loss)
+
+
+def _sizes(params):
+    """Every layer size of a model with parameters ``params``, input and output included."""
+    return [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
 
 
 def _wants_gw(stats):

@@ -197,6 +197,16 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
   }
 }
 
+// Layer l's input in net n of the step's table (``layers``: that net's rows) at step s: the
+// net's batch (io holds each net's x and y addresses) for the first layer, else the output of
+// the layer below. K0: the nets' input width (read once by the caller: a register, not a
+// load in every strip, which spilled in double).
+template <typename T>
+__device__ __forceinline__ const T* layer_input(const LayerDesc* layers, const long long* io,
+                                                int n, int l, int s, int B, int K0) {
+  return l == 0 ? ptr<const T>(io[2 * n]) + (size_t)s * B * K0 : ptr<const T>(layers[l - 1].h);
+}
+
 // The softmax cost of the batch from the logits z (B, N) into dz (B, N) of the block's shared
 // memory; the block of strip 0 also writes the step's mean cost and steps the output bias.
 template <typename T>
@@ -251,8 +261,7 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
       for (int u = blockIdx.x; u < nets * strips; u += gridDim.x) {
         const int n = u / strips, t = u - n * strips;
         const LayerDesc* layers = all + (size_t)n * L;
-        const T* in = l == 0 ? fastff::ptr<const T>(io[2 * n]) + (size_t)s * B * K0
-                             : fastff::ptr<const T>(layers[l - 1].h);
+        const T* in = fastff::layer_input<T>(layers, io, n, l, s, B, K0);
         if (l < L - 1)
           fastff::forward_strip<T, ACT>(layers[l], in, B, t, want_stats && layers[l].sat_low,
                                         red, local_hist);
@@ -267,8 +276,7 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
         const int n = u / strips, t = u - n * strips;
         const LayerDesc* layers = all + (size_t)n * L;
         const LayerDesc& d = layers[l];
-        const T* in = l == 0 ? fastff::ptr<const T>(io[2 * n]) + (size_t)s * B * K0
-                             : fastff::ptr<const T>(layers[l - 1].h);
+        const T* in = fastff::layer_input<T>(layers, io, n, l, s, B, K0);
         const bool stats = want_stats && l > 0 && layers[l - 1].d_total;
         const bool gw = want_gw && d.gw_parts;
         const T rate = lr[(size_t)n * steps + s];
