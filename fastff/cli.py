@@ -139,7 +139,7 @@ def _reproduce(args):
                        seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
                        data_dir=args.data_dir, progress=not args.quiet,
                        experiments=args.experiments, train=not args.no_train,
-                       device=args.device)
+                       device=args.device, widen=args.widen)
     print((result.out_dir / "table1.md").read_text())
     if result.experiments:
         print((result.out_dir / "experiments.md").read_text())
@@ -268,6 +268,9 @@ def _add_reproduce(sub, fmt):
     rp.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: one Dask worker per GPU, each training packs of runs in "
                     "lockstep (fastff.train_many)")
+    rp.add_argument("--widen", type=int, default=None,
+                    help="rounds of widening: a model whose chosen learning rate sits at its "
+                    "grid's edge gets a run one rung beyond (default: the budget's; 0: none)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     rp.add_argument("--no-train", action="store_true",
                     help="train nothing: the tables, figures and claims of the runs already "

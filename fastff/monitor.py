@@ -402,6 +402,11 @@ class Monitor:
         return cls(*dataset.monitor_set(config.MONITOR_EXAMPLES if n is None else int(n)),
                    **kwargs)
 
+    def warm_up(self, model):
+        """Measure ``model`` on two examples of the set and keep nothing: compiles (or loads)
+        the measurement's kernels, so that a run does it before its clock starts."""
+        measure(model, self.x[:2], self.y[:2], jacobian_examples=1)
+
     def __call__(self, model, update=None, examples=None, jacobian=True):
         """Measure ``model`` on the monitor set, keep the result in :attr:`stats`, return it.
 

@@ -127,6 +127,42 @@ def test_a_rate_at_the_edge_of_its_grid_is_said():
     assert choose_lr([_row(0.03, 0.2)])[2] == ""  # a grid of one rate has no edge to speak of
 
 
+def test_the_grid_widens_one_rung_where_the_chosen_rate_sits_at_its_edge():
+    assert glorot2010.next_rate(0.1, up=True) == 0.3 and glorot2010.next_rate(0.03, up=False) == 0.01
+    assert glorot2010.next_rate(0.05, up=True) == 0.1  # off the ladder: the next rung
+    assert glorot2010.next_rate(1.0, up=True) is None and glorot2010.next_rate(1e-4, up=False) is None
+    point = lambda model, lr, seed=0: dict(  # noqa: E731
+        dataset="shapeset", arch=f"8x{glorot2010.MODEL_BY_NAME[model].depth}",
+        activation=glorot2010.MODEL_BY_NAME[model].activation,
+        init=glorot2010.MODEL_BY_NAME[model].init, lr=lr, seed=seed)
+    rows = [_row(0.03, 0.3, seed=s) for s in (0, 1)] + [_row(0.1, 0.2, seed=s) for s in (0, 1)]
+    rows += [_row(0.01, 0.2, model="Sigmoid"), _row(0.03, 0.3, model="Sigmoid"),
+             _row(0.1, 0.3, model="Sigmoid")]
+    rows += [_row(0.01, 0.3, model="Tanh"), _row(0.03, 0.2, model="Tanh"), _row(0.1, 0.3, model="Tanh")]
+    rows += [_row(0.03, 0.2, model="Softsign"), _row(0.1, 0.1, model="Softsign", status="diverged")]
+    rows += [_row(0.03, 0.2, model="Softsign N")]  # one rate: no edge
+    points = [point(m, lr, s) for m, lr, s in
+              [("Tanh N", 0.03, 0), ("Tanh N", 0.03, 1), ("Tanh N", 0.1, 0), ("Tanh N", 0.1, 1),
+               ("Sigmoid", 0.01, 0), ("Sigmoid", 0.03, 0), ("Sigmoid", 0.1, 0),
+               ("Tanh", 0.01, 0), ("Tanh", 0.03, 0), ("Tanh", 0.1, 0),
+               ("Softsign", 0.03, 0), ("Softsign", 0.1, 0), ("Softsign N", 0.03, 0)]]
+    extra = glorot2010.widened(points, rows, choose_lr)
+    got = sorted((model_of(p).name, p["lr"], p["seed"]) for p, _ in extra)
+    # Tanh N chose the largest rate (both seeds get the rung above), Sigmoid the smallest; Tanh
+    # chose inside its grid; Softsign's largest rate diverged: its rung goes below, never above
+    assert got == [("Sigmoid", 0.003, 0), ("Softsign", 0.01, 0), ("Tanh N", 0.3, 0),
+                   ("Tanh N", 0.3, 1)]
+    assert {why for _, why in extra} == {
+        "Tanh N on Shapeset-3x2: lr 0.1 is the largest of 0.03, 0.1",
+        "Sigmoid on Shapeset-3x2: lr 0.01 is the smallest of 0.01, 0.03, 0.1",
+        "Softsign on Shapeset-3x2: lr 0.03 is the smallest of 0.03, 0.1"}
+    # once the new rung is worse, the rate is inside the grid and nothing more is added
+    rows += [_row(0.3, 0.4, seed=s) for s in (0, 1)] + [_row(0.003, 0.5, model="Sigmoid"),
+                                                         _row(0.01, 0.5, model="Softsign")]
+    assert glorot2010.widened(points + [p for p, _ in extra], rows, choose_lr) == []
+    assert all(b.widen >= 1 for n, b in glorot2010.BUDGETS.items() if n != "smoke")
+
+
 def test_pairwise_p_values_check_the_captions_wording(tmp_path):
     from fastff.reproduction.table import pairwise, write_table
     n = 10_000
@@ -325,6 +361,20 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
     assert [r["test_error"] for r in again.table] == [
         float(r["test_error"]) if r["test_error"] else "" for r in table]
+    # widening: a smoke grid has two rates, so each chosen rate sits at an edge; one round adds
+    # the rung beyond it for each model (12 runs), trains only those, and chooses again
+    wide = reproduce("glorot2010", budget="smoke", out_dir=out, widen=1,
+                     datasets=["shapeset", "mnist", "small_imagenet"], progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")
+                      if p in stamps}
+    assert len(wide.runs) == 36 and {r["status"] for r in wide.runs} == {"done"}
+    for row in (r for r in wide.table if r["dataset"] != "small_imagenet"):
+        lrs = {float(r["lr"]) for r in wide.runs
+               if r["dataset"] == row["dataset"] and model_of(r).name == row["model"]}
+        first = [r for r in table if (r["dataset"], r["model"]) == (row["dataset"], row["model"])]
+        beyond = 0.3 if float(first[0]["lr"]) == 0.1 else 0.01
+        assert lrs == {0.03, 0.1, beyond} and row["lr"] in lrs
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/checkpoint.npz")}
     # --no-train: the results of the runs finished so far; here the Shapeset sigmoids are not
     unfinished = [r["name"] for r in runs
                   if r["dataset"] == "shapeset" and r["activation"] == "sigmoid"]

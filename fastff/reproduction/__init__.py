@@ -22,7 +22,8 @@ from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .estimate import estimate
 from .page import index_html
-from .table import experiments_table, pairwise, table1, write_experiments, write_table
+from .table import (choose_lr, experiments_table, pairwise, table1, write_experiments,
+                    write_table)
 
 PAPERS = {glorot2010.PAPER: glorot2010}
 
@@ -124,6 +125,12 @@ def _available(names, budget, data_dir):
     return n_test, skipped, shapes
 
 
+def _rounds(widen):
+    if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
+        raise InputError(f"widen must be a whole number >= 0, got {widen!r}")
+    return widen
+
+
 def _check_plan(out, plan):
     """A folder holds one reproduction: refuse one made with another budget."""
     path = out / "reproduction.json"
@@ -140,7 +147,7 @@ def _check_plan(out, plan):
 
 def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
               seeds=None, scheduler=None, workers=None, data_dir=None, progress=True,
-              experiments=("table1",), train=True, device="cpu"):
+              experiments=("table1",), train=True, device="cpu", widen=None):
     """Reproduce a paper's comparison with fastff's own runs.
 
     Parameters
@@ -183,6 +190,11 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         ``cpu`` or ``cuda``: on GPUs the runs go to one Dask worker per GPU (without a
         scheduler) and each worker trains packs of them in lockstep (:func:`fastff.train_many`,
         ``config.SWEEP_GPU_PACK`` a task). The device is part of each run's arguments.
+    widen : int, optional
+        Rounds of widening (default: the budget's ``widen``): after the runs, a model whose chosen
+        learning rate sits at the edge of its grid gets a run one rung beyond it
+        (:data:`~fastff.reproduction.glorot2010.LR_LADDER`), and the rate is chosen again. 0: the
+        budget's grids only.
 
     Returns
     -------
@@ -196,6 +208,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     names = _names("dataset", datasets if datasets is not None else list(DATASETS), DATASETS)
     chosen_experiments = _names("experiment", experiments, EXPERIMENTS, everything=True)
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
+    widen = plan_budget.widen if widen is None else _rounds(widen)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")
@@ -215,17 +228,25 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
         if device != "cpu":
             points = [dict(p, device=device) for p in points]
-        if not train:
-            rows = collect(points, out / "runs")
+        if train and progress and plan_budget.name != "smoke" and device == "cpu":
+            print(estimate(points, out / "runs", shapes, workers, plan_budget, widen)[0],
+                  flush=True)
+        runs = (functools.partial(sweep, out_dir=out / "runs", scheduler=scheduler,
+                                  workers=workers, progress=progress) if train
+                else functools.partial(collect, out_dir=out / "runs"))
+        rows = runs(points)
+        for _ in range(widen):  # a chosen rate at the grid's edge: one rung beyond, and again
+            extra = spec.widened(points, rows, choose_lr)
+            if not extra:
+                break
             if progress:
-                done = sum(r["status"] in ("done", "diverged") for r in rows)
-                print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
-        else:
-            if progress and plan_budget.name != "smoke" and device == "cpu":
-                print(estimate(points, out / "runs", shapes, workers, plan_budget)[0],
-                      flush=True)
-            rows = sweep(points, out / "runs", scheduler=scheduler, workers=workers,
-                         progress=progress)
+                print("widening the grid: " + "; ".join(dict.fromkeys(
+                    f"{why}, so {p['lr']:g} too" for p, why in extra)), flush=True)
+            points = points + [p for p, _ in extra]
+            rows = runs(points)
+        if not train and progress:
+            done = sum(r["status"] in ("done", "diverged") for r in rows)
+            print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
     svm = (_svm(out, plan_budget, progress=progress)
            if train and "svm" in chosen_experiments and "shapeset" in run_sets else None)
     return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,

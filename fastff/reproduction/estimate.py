@@ -53,7 +53,7 @@ def step_seconds(sizes, batch_size, threads, seconds=1.0):
         numba.set_num_threads(before)
 
 
-def estimate(points, runs_dir, shapes, workers=None, budget=None):
+def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     """The text printed before a reproduction starts: runs and updates left, the step time
     measured here per net, and the hours on ``workers`` worker processes.
 
@@ -69,6 +69,8 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None):
         Worker processes (default: one per core, as the sweep's LocalCluster).
     budget : Budget, optional
         For the evaluation sets' sizes.
+    widen : int
+        Rounds of widening that may follow (said, not counted: they depend on the results).
 
     Returns
     -------
@@ -102,4 +104,7 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None):
             f"{'s' * (threads > 1)}, alone): {steps}; on {workers} worker"
             f"{'s' * (workers > 1)}: about {hours:.1f} h (more where workers share memory "
             "bandwidth)")
+    if widen:
+        text += (f"; then up to {widen} more run{'s' * (widen > 1)} per model and seed where "
+                 "a chosen rate sits at its grid's edge")
     return text, hours

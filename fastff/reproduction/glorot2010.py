@@ -117,6 +117,9 @@ class Budget:
     the ``svm``'s arguments to :func:`fastff.baselines.rbf_svm`. ``rate_lrs`` is the
     learning-rate grid of the per-parameter-rate models (default: Shapeset's ``lrs``): their
     ``lr`` is the largest rate a parameter gets, most parameters get less.
+
+    ``widen`` is how many rungs of :data:`LR_LADDER` a model's grid may grow by, one rung per
+    round, where its chosen rate sits at the grid's edge (:func:`widened`).
     """
 
     name: str
@@ -133,6 +136,7 @@ class Budget:
     finite: int = 100_000
     svm: dict = None
     rate_lrs: tuple = None
+    widen: int = 0
 
 
 BUDGETS = {
@@ -159,7 +163,7 @@ BUDGETS = {
         svm=dict(method="nystroem", n_components=2_000, C=(0.03, 0.1), gamma_factors=(1.0, 2.0)),
         # per-parameter rates: two points (20,000 updates of their step, 2.5 times SGD's, take
         # about 10 min per run on one core)
-        rate_lrs=(0.1, 0.3),
+        rate_lrs=(0.1, 0.3), widen=2,
         about="the paper's 1000-unit nets, 0.4% (Shapeset) and 0.16% (the others) of its 5 "
               "million updates"),
     # What shows the paper's central comparisons on one 2-core machine in about 3 hours: 4% of
@@ -180,7 +184,8 @@ BUDGETS = {
         seeds=1, shapeset_sizes=(5_000, 10_000), pretrain_updates=20_000,
         svm=dict(method="nystroem", n_components=4_000, C=(0.03, 0.1, 0.3),
                  gamma_factors=(1.0, 2.0)),
-        rate_lrs=(0.03, 0.1, 0.3),
+        # one rung more where a chosen rate sits at an edge: a Shapeset rung costs 25-40 min
+        rate_lrs=(0.03, 0.1, 0.3), widen=1,
         about="the paper's 1000-unit nets, 4% (Shapeset) and 1.2% (the others) of its 5 "
               "million updates: about 3 hours on 2 cores for Shapeset and MNIST"),
     # The paper's horizon: 5 million updates per run (section 1), for a cluster or the GPU.
@@ -190,7 +195,7 @@ BUDGETS = {
         evals={d: 50 for d in DATASETS}, monitors=50,
         seeds=3, shapeset_sizes=(10_000, 10_000), pretrain_updates=500_000,
         svm=dict(method="exact", C=(1.0, 10.0, 100.0), gamma_factors=(0.5, 1.0, 2.0)),
-        rate_lrs=(0.003, 0.01, 0.03, 0.1, 0.3),
+        rate_lrs=(0.003, 0.01, 0.03, 0.1, 0.3), widen=1,
         about="the paper's 1000-unit nets and its 5 million updates per run (section 1)"),
 }
 
@@ -291,6 +296,58 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
                     if data_dir is not None:
                         p["data_dir"] = str(data_dir)
                     out.append(p)
+    return out
+
+
+# The rungs a learning-rate grid grows along: the paper's grid steps by about 3 (0.001, 0.003,
+# 0.01, ...; fastff's choice, the paper does not give its grid, reference section 10), from a rate
+# too small to move in these budgets to one every model here diverges at.
+LR_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def next_rate(lr, up):
+    """The rung of :data:`LR_LADDER` beyond ``lr`` (above it when ``up``), or None past its
+    ends."""
+    beyond = [r for r in LR_LADDER if (r > lr * (1 + 1e-9) if up else r < lr * (1 - 1e-9))]
+    return (min(beyond) if up else max(beyond)) if beyond else None
+
+
+def widened(points, rows, choose):
+    """The runs that widen each model's grid by one rung where its chosen rate sits at an edge.
+
+    Parameters
+    ----------
+    points : list of dict
+        The runs planned so far (train() arguments).
+    rows : list of dict
+        Their sweep rows (arguments and results).
+    choose : callable
+        runs -> (lr, chosen runs, note) of one model on one dataset
+        (:func:`fastff.reproduction.table.choose_lr`).
+
+    Returns
+    -------
+    list of (dict, str)
+        New points, one per seed of the edge rate's runs, each with why it is added. None where
+        the grid has one rate, its edge rate diverged beyond it, or the ladder ends.
+    """
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], model_of(r)), []).append(r)
+    out = []
+    for (dataset, model), runs in groups.items():
+        lrs = sorted({float(r["lr"]) for r in runs})
+        lr = choose(runs)[0]
+        if model is None or lr is None or len(lrs) < 2 or lr not in (lrs[0], lrs[-1]):
+            continue
+        new = next_rate(lr, up=lr == lrs[-1])
+        if new is None:
+            continue
+        why = (f"{model.name} on {DATASET_TITLES[dataset]}: lr {lr:g} is the "
+               f"{'largest' if lr == lrs[-1] else 'smallest'} of {', '.join(f'{x:g}' for x in lrs)}")
+        seeds = [p for p in points if p["dataset"] == dataset and model_of(p) == model
+                 and float(p["lr"]) == lr]
+        out += [(dict(p, lr=new), why) for p in seeds]
     return out
 
 

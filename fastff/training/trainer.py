@@ -191,6 +191,8 @@ class Trainer:
             parallel.launch()
         with numba_event.install_listener("numba:run_pass", notice):
             warm_up(self.model, v["batch_size"], v["optimizer"])
+            if self.monitor is not None:  # else its kernels compile at update 0, on the clock
+                self.monitor.warm_up(self.model)
         notice.done()
         if parallel is not None:
             parallel.start(compiled=notice.compiled)
