@@ -163,6 +163,18 @@ def test_the_grid_widens_one_rung_where_the_chosen_rate_sits_at_its_edge():
     assert all(b.widen >= 1 for n, b in glorot2010.BUDGETS.items() if n != "smoke")
 
 
+def test_each_budget_names_its_shapeset_stream():
+    # the published budgets keep the stream of their published results; the others draw the
+    # counter stream (the GPU renders it)
+    for name, stream in (("smoke", "counter"), ("quick", "sequential"), ("long", "sequential"),
+                         ("paper", "counter")):
+        budget = glorot2010.BUDGETS[name]
+        points = glorot2010.points(budget, ["shapeset", "mnist"], 1)
+        assert {p["data_options"]["generator"] for p in points if p["dataset"] == "shapeset"} \
+            == {stream}, name
+        assert all("data_options" not in p for p in points if p["dataset"] == "mnist")
+
+
 def test_pairwise_p_values_check_the_captions_wording(tmp_path):
     from fastff.reproduction.table import pairwise, write_table
     n = 10_000

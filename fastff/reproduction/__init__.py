@@ -85,7 +85,8 @@ def _svm(out, budget, seed=0, progress=True):
     from ..baselines import rbf_svm
     path = out / "svm.json"
     args = dict(finite=budget.finite, valid_size=budget.shapeset_sizes[0],
-                test_size=budget.shapeset_sizes[1], seed=seed, **budget.svm)
+                test_size=budget.shapeset_sizes[1], seed=seed, generator=budget.generator,
+                **budget.svm)
     args = json.loads(json.dumps(args))  # tuples as lists, as they come back from the file
     if path.is_file():
         try:
@@ -98,7 +99,8 @@ def _svm(out, budget, seed=0, progress=True):
         print(f"RBF SVM baseline on {budget.finite:,} Shapeset examples ({budget.svm['method']})",
               flush=True)
     data = fastff_data.load("shapeset", seed=seed, finite=budget.finite,
-                            valid_size=budget.shapeset_sizes[0], test_size=budget.shapeset_sizes[1])
+                            valid_size=budget.shapeset_sizes[0], test_size=budget.shapeset_sizes[1],
+                            generator=budget.generator)
     result = rbf_svm(data.finite.train, data.valid, data.test, seed=seed, progress=progress,
                      **budget.svm).to_dict()
     atomic_write_bytes(path, json.dumps({"args": args, "result": result}, indent=1).encode())
