@@ -30,11 +30,11 @@ def _train(args):
         data_options = dict(valid_size=args.eval_size, test_size=args.eval_size)
         if args.finite is not None:
             data_options["finite"] = args.finite
-        if args.shapeset_generator != "sequential":  # the records of other runs stay as they were
+        if args.shapeset_generator is not None:  # else the default, or a resumed run's own
             data_options["generator"] = args.shapeset_generator
     elif args.finite is not None:
         raise InputError("--finite is a Shapeset option (the other datasets are finite already)")
-    elif args.shapeset_generator != "sequential":
+    elif args.shapeset_generator is not None:
         raise InputError("--shapeset-generator is a Shapeset option")
     run = train(args.arch, **options.from_arguments(args), out_dir=args.out,
                 progress=not args.quiet, data_options=data_options)
@@ -200,9 +200,10 @@ def _add_train(sub, fmt):
     t.add_argument("--finite", type=int, default=None,
                    help="train on a fixed set of this many Shapeset images instead of the online "
                    "stream (the paper's SVM comparison uses 100000)")
-    t.add_argument("--shapeset-generator", choices=["sequential", "counter"], default="sequential",
-                   help="Shapeset's stream: sequential, or counter (each image from its index; "
-                   "drawn on the GPU when training there, with the same bits)")
+    t.add_argument("--shapeset-generator", choices=["counter", "sequential"], default=None,
+                   help="Shapeset's stream: counter (the default; each image from its index, "
+                   "drawn on the GPU when training there, with the same bits) or sequential (the "
+                   "stream before version 0.2); --resume keeps the run's own")
     t.add_argument("--out", default=None, help="run directory (default: no record)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
@@ -316,7 +317,7 @@ def _add_data(sub, fmt):
     show.add_argument("--cols", type=int, default=8, help="columns of the grid")
     show.add_argument("--seed", type=int, default=0, help="generator seed")
     show.add_argument("--balanced", action="store_true", help="draw the 9 classes uniformly")
-    show.add_argument("--generator", choices=["sequential", "counter"], default="sequential",
+    show.add_argument("--generator", choices=["counter", "sequential"], default="counter",
                       help="the stream to draw from")
     show.set_defaults(func=_data_show)
     fetch = dsub.add_parser("fetch", help="fetch and verify a dataset into the cache",

@@ -78,10 +78,24 @@ def varying(points):
     return [k for k in keys if len({text(p.get(k)) for p in points}) > 1]
 
 
+def identity(point):
+    """What names a point and matches it with a finished run: the point, as JSON values, less a
+    Shapeset stream given as the one records that name none were drawn from (``sequential``),
+    so that the runs of a sweep planned before its points named their stream still match."""
+    from .data.shapeset import GENERATOR_BEFORE
+    point = json.loads(json.dumps(point, default=str))
+    if not isinstance(point, dict):
+        return point
+    options = point.get("data_options")
+    if isinstance(options, dict) and options.get("generator") == GENERATOR_BEFORE:
+        point["data_options"] = {k: v for k, v in options.items() if k != "generator"}
+    return point
+
+
 def run_name(point, keys):
     """A folder name for one point: the values of the varying arguments, and a short hash of
     the whole point (so two points never share a folder)."""
-    text = json.dumps(point, sort_keys=True, default=str)
+    text = json.dumps(identity(point), sort_keys=True)
     # scalar values only: the hash tells points apart whose dicts or lists differ
     slug = ",".join(f"{k}={point[k]}" for k in keys
                     if k in point and not isinstance(point[k], (dict, list)))
@@ -98,7 +112,7 @@ def finished(run_dir, point):
         row = json.loads(status_file.read_text())
     except (OSError, ValueError):
         return None
-    return row if row.get("point") == json.loads(json.dumps(point, default=str)) else None
+    return row if identity(row.get("point")) == identity(point) else None
 
 
 def _run(points, run_dirs, threads, shared):

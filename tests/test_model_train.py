@@ -213,23 +213,37 @@ def test_train_on_a_finite_shapeset_from_the_command_line(tmp_path, capsys):
 
 
 def test_the_record_names_the_shapeset_stream_and_a_resume_keeps_it(tmp_path, capsys):
-    out = tmp_path / "counter"
-    args = ["train", "--arch", "8", "--shapeset-generator", "counter", "--eval-size", "20",
+    # the default stream is the counter one, and the record says so
+    assert cli.main(["train", "--arch", "8", "--updates", "2", "--eval-size", "20", "--out",
+                     str(tmp_path / "counter"), "--quiet"]) == 0
+    cfg = json.loads((tmp_path / "counter" / "config.json").read_text())
+    assert cfg["shapeset_generator"] == "counter" and "generator" not in cfg["data_options"]
+    # the older stream on request; a resume that does not name it keeps it
+    out = tmp_path / "seq"
+    args = ["train", "--arch", "8", "--shapeset-generator", "sequential", "--eval-size", "20",
             "--out", str(out), "--quiet", "--eval-every", "6"]
     assert cli.main([*args, "--updates", "6"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["shapeset_generator"] == "counter" and cfg["data_options"]["generator"] == "counter"
+    assert cfg["shapeset_generator"] == "sequential"
     opts = dict(updates=12, eval_every=6, progress=False, lr=0.01,
-                data_options=dict(valid_size=20, test_size=20, generator="counter"))
-    resumed = fastff.train("8", out_dir=out, resume=True, **opts)
-    whole = fastff.train("8", **opts)
-    for (W1, _), (W2, _) in zip(whole.model.params, resumed.model.params):
-        np.testing.assert_array_equal(W1, W2)
-    # the default stream is named too (a record from before the option lacks it: sequential)
-    assert cli.main(["train", "--arch", "8", "--updates", "2", "--eval-size", "20", "--out",
-                     str(tmp_path / "seq"), "--quiet"]) == 0
-    assert json.loads((tmp_path / "seq" / "config.json").read_text())["shapeset_generator"] == \
-        "sequential"
+                data_options=dict(valid_size=20, test_size=20))
+    whole = fastff.train("8", **{**opts, "data_options": dict(opts["data_options"],
+                                                               generator="sequential")})
+    other = fastff.train("8", **opts)  # the default stream: other images, other weights
+    assert not np.array_equal(other.model.params[0][0], whole.model.params[0][0])
+    for record_from_before in (False, True):
+        if record_from_before:  # a record written before the stream was named: sequential
+            assert cli.main([*args, "--updates", "6", "--overwrite"]) == 0
+            cfg = json.loads((out / "config.json").read_text())
+            del cfg["shapeset_generator"], cfg["data_options"]["generator"]
+            (out / "config.json").write_text(json.dumps(cfg))
+        resumed = fastff.train("8", out_dir=out, resume=True, **opts)
+        for (W1, _), (W2, _) in zip(whole.model.params, resumed.model.params):
+            np.testing.assert_array_equal(W1, W2)
+    # asking a resumed run for the other stream is refused, the stream named
+    with pytest.raises(InputError, match="Shapeset stream 'sequential'"):
+        fastff.train("8", out_dir=out, resume=True, **{
+            **opts, "updates": 18, "data_options": dict(opts["data_options"], generator="counter")})
     assert cli.main(["train", "--dataset", "mnist", "--shapeset-generator", "counter"]) == 2
     assert "Shapeset option" in capsys.readouterr().err
 

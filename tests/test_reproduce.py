@@ -238,6 +238,10 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     text, hours = estimate(small, tmp_path, {"shapeset": (1024, 9)}, workers=1, budget=budget)
     assert text.startswith("estimate: 2 of 3 runs to train, 1,600 updates")
     assert "1024-16-16-9 at batch 10" in text and hours > 0
+    assert re.search(r"\(\d threads?, alone\)", text)
+    # several workers: timed stepping at once, in as many processes
+    from fastff.reproduction.estimate import steps_at_once
+    assert 0 < steps_at_once([1024, 16, 16, 9], 10, 1, 2, seconds=0.2, lead=3.0) < 0.1
 
 
 def test_claims_judge_the_papers_direction_and_significance():

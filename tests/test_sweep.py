@@ -11,7 +11,7 @@ import pytest
 import fastff
 from fastff.errors import InputError
 from fastff.record import RunDir
-from fastff.sweeps import expand, run_name, varying
+from fastff.sweeps import expand, finished, run_name, varying
 
 distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else __import__("distributed")
 
@@ -41,7 +41,7 @@ def test_expand_is_every_combination_in_order():
         expand(dict(lr=[]))
 
 
-def test_a_list_of_grids_is_swept_together_and_names_say_what_varies():
+def test_a_list_of_grids_is_swept_together_and_names_say_what_varies(tmp_path):
     grids = [dict(arch="8x5", activation=["tanh", "softsign"], lr=0.1),
              dict(arch="8x4", activation="sigmoid", lr=[0.1, 0.03])]
     points = expand(grids)
@@ -56,6 +56,15 @@ def test_a_list_of_grids_is_swept_together_and_names_say_what_varies():
     a, b = (dict(lr=0.1, data_options=dict(valid_size=n)) for n in (10, 20))
     assert run_name(a, ["lr", "data_options"]).split("-")[0] == "lr=0.1"
     assert run_name(a, ["lr", "data_options"]) != run_name(b, ["lr", "data_options"])
+    # a point that names the sequential Shapeset stream is the point of a sweep planned before
+    # points named it (its runs were drawn from that stream); the counter stream is another point
+    seq, old, counter = (dict(a, data_options=dict(valid_size=10, **g)) for g in
+                         ({"generator": "sequential"}, {}, {"generator": "counter"}))
+    assert run_name(seq, ["lr"]) == run_name(old, ["lr"]) != run_name(counter, ["lr"])
+    for point, match in ((seq, True), (old, True), (counter, False)):
+        status = tmp_path / "sweep_status.json"
+        status.write_text(json.dumps({"status": "done", "point": old}))
+        assert (finished(tmp_path, point) is not None) == match
     for bad in ([], [dict(lr=0.1), "lr"]):
         with pytest.raises(InputError, match="non-empty"):
             expand(bad)

@@ -22,11 +22,13 @@ Choices the sources leave open, written down: the first rotation is uniform in [
 overlap test counts pixels exactly instead of G1's geometric estimate; pixels scale to [0, 1]
 (``scale="unit"``) or [-1, 1] (``scale="symmetric"``, G1's ``neg=True``).
 
-Two generators draw these images (``generator=``): ``sequential`` (the default), NumPy's
-Mersenne Twister seeded per block of 1000 images and drawn image after image; and ``counter``
-(:mod:`fastff.data.shapeset_counter`), where every image is a function of its index alone, so
+Two generators draw these images (``generator=``): ``counter`` (the default,
+:mod:`fastff.data.shapeset_counter`), where every image is a function of its index alone, so
 that batches render in parallel and the GPU (``fastff/kernels/cuda/shapeset.cu``) draws the very
-same pixels. They are two streams: the same seed gives other images under each.
+same pixels; and ``sequential``, NumPy's Mersenne Twister seeded per block of 1000 images and
+drawn image after image (the default before version 0.2: a run record without
+``shapeset_generator`` was drawn by it). They are two streams: the same seed gives other images
+under each.
 """
 import math
 
@@ -51,6 +53,8 @@ BG_LEVELS = (0, 114)    # 0 .. floor(0.45 * 255)
 BLOCK = 1000            # images generated per seeded block of the stream
 SCALES = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0)}
 GENERATORS = {"sequential": "sequential", "counter": "counter"}
+GENERATOR = "counter"           # the default stream
+GENERATOR_BEFORE = "sequential"  # the stream of records that do not name theirs
 
 # (shape a, shape b) -> class id; a single shape uses b = -1.
 _PAIR = np.array([[6, 3, 5], [3, 7, 4], [5, 4, 8]], np.int64)
@@ -148,7 +152,7 @@ def _render(seed, n, size, balanced, images, labels, n_objects):
         n_objects[m] = placed
 
 
-def generate(n, seed=0, balanced=False, size=SIZE, generator="sequential", first=0):
+def generate(n, seed=0, balanced=False, size=SIZE, generator=GENERATOR, first=0):
     """Generate ``n`` Shapeset-3x2 images as uint8.
 
     Parameters
@@ -226,14 +230,14 @@ class Shapeset(Dataset):
     in a fresh seeded permutation every epoch (as :class:`~fastff.data.ArrayDataset` does). The
     paper's SVM baseline and its finite-set Tanh N net use 100,000 (reference section 4).
 
-    ``generator="counter"`` draws every image from its index alone (the module's docstring):
-    another stream, the same on the CPU and the GPU.
+    ``generator="counter"`` (the default) draws every image from its index alone, the same on
+    the CPU and the GPU; ``"sequential"`` is the older stream (the module's docstring).
     """
 
     name = "shapeset"
 
     def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit",
-                 finite=None, generator="sequential"):
+                 finite=None, generator=GENERATOR):
         self.seed, self.balanced, self.scale = check_seed(seed), bool(balanced), scale
         choose("scale", scale, SCALES)
         self.generator = choose("generator", generator, GENERATORS)
@@ -316,9 +320,10 @@ class Shapeset(Dataset):
         return (xs[0], ys[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys))
 
 
-def shapeset_stream(seed=0, batch_size=10, balanced=False, scale="unit"):
+def shapeset_stream(seed=0, batch_size=10, balanced=False, scale="unit", generator=GENERATOR):
     """Endless iterator of training minibatches (x, y), the way the paper trains online."""
-    data = Shapeset(seed, valid_size=1, test_size=1, balanced=balanced, scale=scale)
+    data = Shapeset(seed, valid_size=1, test_size=1, balanced=balanced, scale=scale,
+                    generator=generator)
     k = 0
     while True:
         yield data.train_batch(k, batch_size)

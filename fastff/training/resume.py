@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from .. import config as fastff_config
+from ..data.shapeset import GENERATOR_BEFORE
 from ..errors import InputError, RecordError
 from . import options as opts
 
@@ -44,15 +45,34 @@ def resolve_cadences(v, saved):
             v[name] = max(1, v["updates"] // 10)
 
 
+def _fixed(config, key):
+    """What a resumed run must share with the saved one under ``key``: the Shapeset stream is
+    compared as the record names it (``shapeset_generator``; records without it were drawn by
+    the sequential stream), given in ``data_options`` or not."""
+    if key != "data_options":
+        return config.get(key)
+    options = {k: v for k, v in (config.get(key) or {}).items() if k != "generator"}
+    stream = config.get("shapeset_generator",
+                        GENERATOR_BEFORE if config.get("dataset") == "shapeset" else None)
+    return options, stream
+
+
+def _shown(config, key):
+    if key != "data_options":
+        return f"{key}={config.get(key)!r}"
+    options, stream = _fixed(config, key)
+    return f"data_options={options!r}" + (f", Shapeset stream {stream!r}" if stream else "")
+
+
 def restore(trainer, saved):
     """Check that the saved run is this one and load its checkpoint into ``trainer`` (its
     model, rates, start, history); returns the monitor's snapshots and the pending state."""
     v, record, config = trainer.v, trainer.record, trainer.config
     old = {**opts.OLD_DEFAULTS, **saved}
-    diff = [k for k in opts.RESUME_FIXED if old.get(k) != config[k]]
+    diff = [k for k in opts.RESUME_FIXED if _fixed(old, k) != _fixed(config, k)]
     if diff:
         raise InputError(f"cannot resume {v['out_dir']}: {', '.join(diff)} differ from the saved "
-                         f"run ({', '.join(f'{k}={old.get(k)!r}' for k in diff)})")
+                         f"run ({', '.join(_shown(old, k) for k in diff)})")
     state, start, history = record.load_checkpoint()
     if v["updates"] < start:
         raise InputError(f"cannot resume {v['out_dir']} with updates={v['updates']}: its "

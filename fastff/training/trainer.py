@@ -16,7 +16,7 @@ from numba.core import event as numba_event
 from .. import config as fastff_config, data as datasets
 from ..arch import parse_sizes
 from ..data.base import ArrayDataset
-from ..data.shapeset import Shapeset
+from ..data.shapeset import GENERATOR_BEFORE, Shapeset
 from ..data.sources import check_fits_memory
 from ..errors import DivergenceError, InputError
 from ..model import MLP
@@ -100,7 +100,8 @@ def _check_memory(sizes, batch_size, dtype):
     check_fits_memory(batch_size * per_row, f"batch_size={batch_size} for {'-'.join(map(str, sizes))}")
 
 
-def _load_data(v):
+def _load_data(v, saved=None):
+    """The run's dataset; a resumed Shapeset run keeps the stream its record names."""
     dataset = v["dataset"]
     if isinstance(dataset, datasets.Dataset):
         if v["data_seed"] is not None:
@@ -109,8 +110,10 @@ def _load_data(v):
         return dataset
     if isinstance(dataset, str):
         seed = v["seed"] if v["data_seed"] is None else v["data_seed"]
-        return datasets.load(dataset, seed=seed, data_dir=v["data_dir"],
-                             **(v["data_options"] or {}))
+        options = dict(v["data_options"] or {})
+        if dataset == "shapeset" and saved is not None and "generator" not in options:
+            options["generator"] = saved.get("shapeset_generator", GENERATOR_BEFORE)
+        return datasets.load(dataset, seed=seed, data_dir=v["data_dir"], **options)
     raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
 
 
@@ -121,7 +124,7 @@ class Trainer:
         self.v = v
         self.record = RunDir(v["out_dir"]) if v["out_dir"] is not None else None
         saved = resume.open_record(self.record, v["resume"], v["overwrite"])
-        self.data = _load_data(v)
+        self.data = _load_data(v, saved)
         self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
         self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
                          device=v["device"], seed=v["seed"], dtype=v["dtype"], loss=v["loss"])
