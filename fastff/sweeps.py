@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import config
 from .checks import positive
+from .data.shapeset import GENERATOR_BEFORE
 from .errors import DivergenceError, FastffError, InputError
 from .files import atomic_write_bytes
 from .record import RunDir
@@ -82,7 +83,6 @@ def identity(point):
     """What names a point and matches it with a finished run: the point, as JSON values, less a
     Shapeset stream given as the one records that name none were drawn from (``sequential``),
     so that the runs of a sweep planned before its points named their stream still match."""
-    from .data.shapeset import GENERATOR_BEFORE
     point = json.loads(json.dumps(point, default=str))
     if not isinstance(point, dict):
         return point

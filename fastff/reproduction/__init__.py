@@ -22,7 +22,7 @@ from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .estimate import estimate
 from .page import index_html
-from .table import (choose_lr, experiments_table, pairwise, table1, write_experiments,
+from .table import (experiments_table, grid_edge, pairwise, table1, write_experiments,
                     write_table)
 
 PAPERS = {glorot2010.PAPER: glorot2010}
@@ -238,7 +238,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
                 else functools.partial(collect, out_dir=out / "runs"))
         rows = runs(points)
         for _ in range(widen):  # a chosen rate at the grid's edge: one rung beyond, and again
-            extra = spec.widened(points, rows, choose_lr)
+            extra = spec.widened(points, rows, grid_edge)
             if not extra:
                 break
             if progress:

@@ -318,7 +318,7 @@ def next_rate(lr, up):
     return (min(beyond) if up else max(beyond)) if beyond else None
 
 
-def widened(points, rows, choose):
+def widened(points, rows, edge):
     """The runs that widen each model's grid by one rung where its chosen rate sits at an edge.
 
     Parameters
@@ -327,30 +327,31 @@ def widened(points, rows, choose):
         The runs planned so far (train() arguments).
     rows : list of dict
         Their sweep rows (arguments and results).
-    choose : callable
-        runs -> (lr, chosen runs, note) of one model on one dataset
-        (:func:`fastff.reproduction.table.choose_lr`).
+    edge : callable
+        runs -> ``smallest``, ``largest`` or None: where one model's chosen rate sits in its
+        grid on one dataset (:func:`fastff.reproduction.table.grid_edge`).
 
     Returns
     -------
     list of (dict, str)
-        New points, one per seed of the edge rate's runs, each with why it is added. None where
-        the grid has one rate, its edge rate diverged beyond it, or the ladder ends.
+        New points, one per seed of the edge rate's runs, each with why it is added; none for
+        a model whose edge rate is the ladder's end.
     """
     groups = {}
     for r in rows:
         groups.setdefault((r["dataset"], model_of(r)), []).append(r)
     out = []
     for (dataset, model), runs in groups.items():
-        lrs = sorted({float(r["lr"]) for r in runs})
-        lr = choose(runs)[0]
-        if model is None or lr is None or len(lrs) < 2 or lr not in (lrs[0], lrs[-1]):
+        side = edge(runs)
+        if model is None or side is None:
             continue
-        new = next_rate(lr, up=lr == lrs[-1])
+        lrs = sorted({float(r["lr"]) for r in runs})
+        lr = lrs[0] if side == "smallest" else lrs[-1]
+        new = next_rate(lr, up=side == "largest")
         if new is None:
             continue
-        why = (f"{model.name} on {DATASET_TITLES[dataset]}: lr {lr:g} is the "
-               f"{'largest' if lr == lrs[-1] else 'smallest'} of {', '.join(f'{x:g}' for x in lrs)}")
+        why = (f"{model.name} on {DATASET_TITLES[dataset]}: lr {lr:g} is the {side} of "
+               f"{', '.join(f'{x:g}' for x in lrs)}")
         seeds = [p for p in points if p["dataset"] == dataset and model_of(p) == model
                  and float(p["lr"]) == lr]
         out += [(dict(p, lr=new), why) for p in seeds]

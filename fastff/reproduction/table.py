@@ -66,20 +66,8 @@ def _pct(fraction):
     return round(100 * float(fraction), 4)
 
 
-def choose_lr(runs):
-    """The learning rate chosen on validation error among one model's runs on one dataset.
-
-    Parameters
-    ----------
-    runs : list of dict
-        Rows of runs.csv: ``lr``, ``seed``, ``status``, ``valid_error``, ``test_error``.
-
-    Returns
-    -------
-    (lr, chosen, note)
-        ``lr`` is None when no learning rate has a finished run; ``chosen`` the chosen rate's
-        runs; ``note`` what was left out (diverged or failed runs), or "".
-    """
+def _scores(runs):
+    """(runs by lr, mean validation error of each rate whose runs finished, notes on the rest)."""
     by_lr = {}
     for r in runs:
         by_lr.setdefault(float(r["lr"]), []).append(r)
@@ -95,14 +83,45 @@ def choose_lr(runs):
                          f"{'failed' if 'failed' in statuses else 'unfinished'}")
         if done:
             scores[lr] = float(np.mean([_number(r["valid_error"]) for r in done]))
+    return by_lr, scores, notes
+
+
+def grid_edge(runs):
+    """``smallest`` or ``largest``: the end of its grid where the rate chosen among one model's
+    runs sits (:func:`choose_lr`); None inside the grid, for a grid of one rate, and where every
+    rate scores the same (a model at chance everywhere: no direction to look in)."""
+    by_lr, scores, _ = _scores(runs)
+    if len(by_lr) < 2 or not scores or (len(scores) > 1 and len(set(scores.values())) == 1):
+        return None
+    lr = min(scores, key=lambda k: (scores[k], k))
+    return "smallest" if lr == min(by_lr) else "largest" if lr == max(by_lr) else None
+
+
+def choose_lr(runs):
+    """The learning rate chosen on validation error among one model's runs on one dataset.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Rows of runs.csv: ``lr``, ``seed``, ``status``, ``valid_error``, ``test_error``.
+
+    Returns
+    -------
+    (lr, chosen, note)
+        ``lr`` is None when no learning rate has a finished run; ``chosen`` the chosen rate's
+        runs; ``note`` what was left out (diverged or failed runs), or "".
+    """
+    by_lr, scores, notes = _scores(runs)
     if not scores:
         return None, [], "; ".join(notes) or "no runs"
     # lowest mean validation error; ties to the smaller learning rate
     lr = min(scores, key=lambda k: (scores[k], k))
     chosen = [r for r in by_lr[lr] if r["status"] == "done" and _number(r["valid_error"]) is not None]
-    if len(by_lr) > 1 and lr in (min(by_lr), max(by_lr)):
-        notes.append(f"lr {lr:g} is the {'smallest' if lr == min(by_lr) else 'largest'} of the "
-                     "grid: the best rate may lie beyond it")
+    edge = grid_edge(runs)
+    if edge:
+        notes.append(f"lr {lr:g} is the {edge} of the grid: the best rate may lie beyond it")
+    elif len(scores) > 1 and len(set(scores.values())) == 1:
+        notes.append(f"every rate gives the same validation error ({_pct(scores[lr]):g}%)")
     return lr, chosen, "; ".join(notes)
 
 
