@@ -245,7 +245,7 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     assert re.search(r"\(\d threads?, alone\)", text)
     # several workers: timed stepping at once, in as many processes
     from fastff.reproduction.estimate import steps_at_once
-    assert 0 < steps_at_once([1024, 16, 16, 9], 10, 1, 2, seconds=0.2, lead=3.0) < 0.1
+    assert 0 < steps_at_once([1024, 16, 16, 9], 10, 1, 2, seconds=0.2) < 0.1
 
 
 def test_claims_judge_the_papers_direction_and_significance():

@@ -1,6 +1,7 @@
 """How long a reproduction will take here: its remaining runs and updates, the training step
 timed on this machine, and the hours they imply, printed before the sweep starts."""
 import os
+import threading
 import time
 
 import numpy as np
@@ -29,10 +30,10 @@ def remaining(points, runs_dir):
     return out
 
 
-def step_seconds(sizes, batch_size, threads, seconds=1.0, start_at=None):
+def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None):
     """Seconds per training step (statistics on) of a ``sizes`` net at ``batch_size`` with
-    ``threads`` kernel threads, timed here on random data after a warm-up (from the wall-clock
-    time ``start_at`` when given)."""
+    ``threads`` kernel threads, timed here on random data after a warm-up (and, with a
+    ``together`` barrier, once every process sharing it has warmed up too)."""
     import numba
     from ..model import MLP
     model = MLP(sizes, activation="tanh", init="normalized")
@@ -45,8 +46,11 @@ def step_seconds(sizes, batch_size, threads, seconds=1.0, start_at=None):
     try:
         for _ in range(5):
             model.step(x, y, 1e-3, stats)
-        if start_at is not None:
-            time.sleep(max(0.0, start_at - time.time()))
+        if together is not None:
+            try:
+                together.wait(timeout=120)
+            except threading.BrokenBarrierError:  # a worker that never came: time alone
+                pass
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             model.step(x, y, 1e-3, stats)
@@ -60,18 +64,16 @@ def _timed_in_a_worker(args):
     return step_seconds(*args)
 
 
-def steps_at_once(sizes, batch_size, threads, workers, seconds=2.0, lead=8.0):
+def steps_at_once(sizes, batch_size, threads, workers, seconds=2.0):
     """Seconds per step of each of ``workers`` processes stepping a ``sizes`` net at once, as a
     sweep's workers do: they share the memory bandwidth and the last-level cache, which one
-    net alone does not show (on a 2-core Zen 4, two Shapeset nets at once step about 1.7 times
-    slower than one). The slowest worker's time. They start together ``lead`` seconds from
-    now, time enough to start and load the compiled kernels."""
+    net alone does not show. The slowest worker's time."""
     import concurrent.futures
     import multiprocessing
-    start_at = time.time() + lead
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        args = (list(sizes), batch_size, threads, seconds, start_at)
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context) as pool:
+        args = (list(sizes), batch_size, threads, seconds, manager.Barrier(workers))
         return max(pool.map(_timed_in_a_worker, [args] * workers))
 
 
