@@ -511,6 +511,11 @@ def test_other_experiments_end_to_end(tmp_path, capsys):
     assert (out / "svm.json").stat().st_mtime_ns == svm_stamp
     assert [r["test_error"] for r in again.experiments] == [
         float(exp[r["model"]]["test_error"]) for r in again.experiments]
+    # --no-train reads the fitted SVM back too
+    shown = reproduce("glorot2010", budget="smoke", out_dir=out, datasets="shapeset",
+                      experiments="all", progress=False, train=False)
+    assert [r["test_error"] for r in shown.experiments] == [r["test_error"] for r in again.experiments]
+    assert (out / "svm.json").stat().st_mtime_ns == svm_stamp
 
 
 def test_a_reproduction_on_a_missing_gpu_says_so(tmp_path):

@@ -79,9 +79,10 @@ def _names(kind, names, valid, everything=False):
     return list(dict.fromkeys(names))
 
 
-def _svm(out, budget, seed=0, progress=True):
+def _svm(out, budget, seed=0, progress=True, fit=True):
     """The RBF SVM baseline on the budget's finite Shapeset set, kept in ``OUT/svm.json`` (run
-    again with the same arguments, it is read back, not refitted)."""
+    again with the same arguments, it is read back, not refitted; without ``fit``, None when
+    there is nothing to read back)."""
     from ..baselines import rbf_svm
     path = out / "svm.json"
     args = dict(finite=budget.finite, valid_size=budget.shapeset_sizes[0],
@@ -95,6 +96,8 @@ def _svm(out, budget, seed=0, progress=True):
                 return old["result"]
         except (OSError, ValueError, AttributeError):
             pass
+    if not fit:
+        return None
     if progress:
         print(f"RBF SVM baseline on {budget.finite:,} Shapeset examples ({budget.svm['method']})",
               flush=True)
@@ -186,8 +189,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         experiments run on Shapeset and go to ``experiments.csv`` / ``experiments.md``.
     train : bool
         False: train nothing; write the tables, figures and claims from the runs already
-        finished in ``out_dir`` (the others count as unfinished): what an interrupted
-        reproduction has shown so far.
+        finished in ``out_dir`` (the others count as unfinished) and the SVM already fitted
+        there: what an interrupted reproduction has shown so far.
     device : str
         ``cpu`` or ``cuda``: on GPUs the runs go to one Dask worker per GPU (without a
         scheduler) and each worker trains packs of them in lockstep (:func:`fastff.train_many`,
@@ -249,8 +252,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         if not train and progress:
             done = sum(r["status"] in ("done", "diverged") for r in rows)
             print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
-    svm = (_svm(out, plan_budget, progress=progress)
-           if train and "svm" in chosen_experiments and "shapeset" in run_sets else None)
+    svm = (_svm(out, plan_budget, progress=progress, fit=train)
+           if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
                     svm, progress)
 
