@@ -86,15 +86,28 @@ def _scores(runs):
     return by_lr, scores, notes
 
 
+def _best(scores):
+    """The rate of lowest mean validation error; ties to the smaller learning rate."""
+    return min(scores, key=lambda k: (scores[k], k))
+
+
+def _tie(scores):
+    """Whether several rates scored and all the same (a model at chance everywhere)."""
+    return len(scores) > 1 and len(set(scores.values())) == 1
+
+
+def _edge(by_lr, scores):
+    if len(by_lr) < 2 or not scores or _tie(scores):
+        return None
+    lr = _best(scores)
+    return "smallest" if lr == min(by_lr) else "largest" if lr == max(by_lr) else None
+
+
 def grid_edge(runs):
     """``smallest`` or ``largest``: the end of its grid where the rate chosen among one model's
     runs sits (:func:`choose_lr`); None inside the grid, for a grid of one rate, and where every
-    rate scores the same (a model at chance everywhere: no direction to look in)."""
-    by_lr, scores, _ = _scores(runs)
-    if len(by_lr) < 2 or not scores or (len(scores) > 1 and len(set(scores.values())) == 1):
-        return None
-    lr = min(scores, key=lambda k: (scores[k], k))
-    return "smallest" if lr == min(by_lr) else "largest" if lr == max(by_lr) else None
+    rate scores the same (no direction to look in)."""
+    return _edge(*_scores(runs)[:2])
 
 
 def choose_lr(runs):
@@ -114,13 +127,12 @@ def choose_lr(runs):
     by_lr, scores, notes = _scores(runs)
     if not scores:
         return None, [], "; ".join(notes) or "no runs"
-    # lowest mean validation error; ties to the smaller learning rate
-    lr = min(scores, key=lambda k: (scores[k], k))
+    lr = _best(scores)
     chosen = [r for r in by_lr[lr] if r["status"] == "done" and _number(r["valid_error"]) is not None]
-    edge = grid_edge(runs)
+    edge = _edge(by_lr, scores)
     if edge:
         notes.append(f"lr {lr:g} is the {edge} of the grid: the best rate may lie beyond it")
-    elif len(scores) > 1 and len(set(scores.values())) == 1:
+    elif _tie(scores):
         notes.append(f"every rate gives the same validation error ({_pct(scores[lr]):g}%)")
     return lr, chosen, "; ".join(notes)
 

@@ -45,6 +45,13 @@ def resolve_cadences(v, saved):
             v[name] = max(1, v["updates"] // 10)
 
 
+def saved_stream(config):
+    """The Shapeset stream a run's ``config.json`` was drawn from (records that name none were
+    drawn by the sequential stream); None for another dataset."""
+    return config.get("shapeset_generator",
+                      GENERATOR_BEFORE if config.get("dataset") == "shapeset" else None)
+
+
 def _fixed(config, key):
     """What a resumed run must share with the saved one under ``key``: the Shapeset stream is
     compared as the record names it (``shapeset_generator``; records without it were drawn by
@@ -52,9 +59,7 @@ def _fixed(config, key):
     if key != "data_options":
         return config.get(key)
     options = {k: v for k, v in (config.get(key) or {}).items() if k != "generator"}
-    stream = config.get("shapeset_generator",
-                        GENERATOR_BEFORE if config.get("dataset") == "shapeset" else None)
-    return options, stream
+    return options, saved_stream(config)
 
 
 def _shown(config, key):

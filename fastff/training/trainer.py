@@ -16,7 +16,7 @@ from numba.core import event as numba_event
 from .. import config as fastff_config, data as datasets
 from ..arch import parse_sizes
 from ..data.base import ArrayDataset
-from ..data.shapeset import GENERATOR_BEFORE, Shapeset
+from ..data.shapeset import Shapeset
 from ..data.sources import check_fits_memory
 from ..errors import DivergenceError, InputError
 from ..model import MLP
@@ -112,7 +112,7 @@ def _load_data(v, saved=None):
         seed = v["seed"] if v["data_seed"] is None else v["data_seed"]
         options = dict(v["data_options"] or {})
         if dataset == "shapeset" and saved is not None and "generator" not in options:
-            options["generator"] = saved.get("shapeset_generator", GENERATOR_BEFORE)
+            options["generator"] = resume.saved_stream(saved)
         return datasets.load(dataset, seed=seed, data_dir=v["data_dir"], **options)
     raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
 
