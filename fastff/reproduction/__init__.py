@@ -206,7 +206,6 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     Reproduction
     """
     from ..device import resolve as resolve_device
-    from ..sweeps import collect, sweep
     spec = choose("paper", paper, PAPERS)
     plan_budget = choose("budget", budget, BUDGETS)
     device = resolve_device(device) if train else device  # a missing GPU is said first
@@ -215,47 +214,69 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
     widen = plan_budget.widen if widen is None else _rounds(widen)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory")
-    plan = dict(paper=paper, budget=plan_budget.name, datasets=names, seeds=seeds)
-    _check_plan(out, plan)
-    n_test, skipped, shapes = _available(names, plan_budget, data_dir)
+    n_test, skipped, shapes = _open(out, dict(paper=paper, budget=plan_budget.name,
+                                              datasets=names, seeds=seeds), plan_budget, data_dir)
     run_sets = [d for d in names if d not in skipped]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "reproduction.json", json.dumps(
-        {**plan, "skipped": skipped, "versions": versions()}, indent=1).encode())
-    rows = []
-    if run_sets:
-        if progress:
-            print(f"{spec.TITLE}\nbudget {plan_budget.name}: {plan_budget.about}; datasets "
-                  f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
-                  + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
-        points = spec.points(plan_budget, run_sets, seeds, data_dir, chosen_experiments)
-        if device != "cpu":
-            points = [dict(p, device=device) for p in points]
-        if train and progress and plan_budget.name != "smoke" and device == "cpu":
-            print(estimate(points, out / "runs", shapes, workers, plan_budget, widen)[0],
-                  flush=True)
-        runs = (functools.partial(sweep, out_dir=out / "runs", scheduler=scheduler,
-                                  workers=workers, progress=progress) if train
-                else functools.partial(collect, out_dir=out / "runs"))
-        rows = runs(points)
-        for _ in range(widen):  # a chosen rate at the grid's edge: one rung beyond, and again
-            extra = spec.widened(points, rows, grid_edge)
-            if not extra:
-                break
-            if progress:
-                print("widening the grid: " + "; ".join(dict.fromkeys(
-                    f"{why}, so {p['lr']:g} too" for p, why in extra)), flush=True)
-            points = points + [p for p, _ in extra]
-            rows = runs(points)
-        if not train and progress:
-            done = sum(r["status"] in ("done", "diverged") for r in rows)
-            print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
+    rows = (_table_runs(spec, plan_budget, out, run_sets, skipped, seeds, chosen_experiments,
+                        data_dir=data_dir, device=device, train=train, progress=progress,
+                        shapes=shapes, workers=workers, scheduler=scheduler, widen=widen)
+            if run_sets else [])
     svm = (_svm(out, plan_budget, progress=progress, fit=train)
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
                     svm, progress)
+
+
+def _open(out, plan, budget, data_dir):
+    """Check ``out`` against ``plan``, find the datasets to hand and write reproduction.json;
+    returns what :func:`_available` finds."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    _check_plan(out, plan)
+    n_test, skipped, shapes = _available(plan["datasets"], budget, data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "reproduction.json", json.dumps(
+        {**plan, "skipped": skipped, "versions": versions()}, indent=1).encode())
+    return n_test, skipped, shapes
+
+
+def _table_runs(spec, budget, out, run_sets, skipped, seeds, experiments, *, data_dir, device,
+                train, progress, shapes, workers, scheduler, widen):
+    """Train (or, with ``train=False``, collect) the runs of the paper's points; their rows."""
+    from ..sweeps import collect, sweep
+    if progress:
+        print(f"{spec.TITLE}\nbudget {budget.name}: {budget.about}; datasets "
+              f"{', '.join(run_sets)}; {seeds} seed{'s' * (seeds > 1)}"
+              + "".join(f"\nskipped {DATASET_TITLES[d]}: {why}" for d, why in skipped.items()))
+    points = spec.points(budget, run_sets, seeds, data_dir, experiments)
+    if device != "cpu":
+        points = [dict(p, device=device) for p in points]
+    if train and progress and budget.name != "smoke" and device == "cpu":
+        print(estimate(points, out / "runs", shapes, workers, budget, widen)[0], flush=True)
+    runs = (functools.partial(sweep, out_dir=out / "runs", scheduler=scheduler,
+                              workers=workers, progress=progress) if train
+            else functools.partial(collect, out_dir=out / "runs"))
+    rows = _widening(spec, runs, points, widen, progress)
+    if not train and progress:
+        done = sum(r["status"] in ("done", "diverged") for r in rows)
+        print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
+    return rows
+
+
+def _widening(spec, runs, points, rounds, progress):
+    """The runs' rows after ``rounds`` of widening: a chosen rate at its grid's edge gets a run
+    one rung beyond it, and the rate is chosen again."""
+    rows = runs(points)
+    for _ in range(rounds):
+        extra = spec.widened(points, rows, grid_edge)
+        if not extra:
+            break
+        if progress:
+            print("widening the grid: " + "; ".join(dict.fromkeys(
+                f"{why}, so {p['lr']:g} too" for p, why in extra)), flush=True)
+        points = points + [p for p, _ in extra]
+        rows = runs(points)
+    return rows
 
 
 def _results(spec, budget, out, rows, names, n_test, skipped, experiments, svm, progress):
