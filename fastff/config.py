@@ -34,6 +34,13 @@ HIST_RANGE = {
 # Batches up to this size use fastff's own register-blocked loops (weight-streaming, memory
 # and load-port bound); larger batches use BLAS for the matrix products and fuse the rest.
 CPU_SMALL_BATCH_MAX = 16
+# A run chooses, while it trains, between these passes on every core and their serial twins
+# (the same numbers), whichever is faster now: on a busy machine the threads wait for each other
+# (fastff/training/threads.py). Every PROBE_EVERY_S seconds of training (the first time after
+# FIRST_PROBE_S) it times PROBE_STEPS steps of each; 0 turns the probes off.
+CPU_THREADS_PROBE_EVERY_S = 30.0
+CPU_THREADS_FIRST_PROBE_S = 5.0
+CPU_THREADS_PROBE_STEPS = 25
 # Output columns per task of the element-wise passes when threads share them (one thread,
 # after BLAS, takes the whole width: benchmarks/NOTES.md); a multiple of 16 keeps row
 # segments cache-line aligned.

@@ -8,6 +8,7 @@ import pytest
 
 import fastff
 from fastff.training import warmup
+from fastff.training.threads import ThreadChoice
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "diag_hessian", "grad_variance"])
@@ -89,3 +90,87 @@ def test_a_process_launched_before_a_warm_warm_up_is_stopped():
     assert process is not None
     pending.start(compiled=False)
     assert process.poll() is not None and not pending.pending and pending.model._plan.parallel
+
+
+def test_a_failed_compiling_process_is_never_tried_again_on_the_clock():
+    net = fastff.MLP([6, 7, 2], activation="relu")
+    pending = warmup.ParallelCompile(net, 5, "sgd")
+    assert not pending.ready
+    choice = ThreadChoice(net, 5, pending)
+    choice.next_probe = 0.0
+    choice.tick()
+    assert choice.trying is None and not net._plan.parallel  # waits: the passes are not there
+
+
+# -- the choice between the parallel passes and their serial twins (training/threads.py) ------
+
+def _drive(monkeypatch, serial_s, parallel_s, steps=200, batch=10, threads=2, ready=True):
+    """A ThreadChoice on a fake clock whose steps take ``serial_s`` or ``parallel_s``."""
+    import numba
+    from fastff import config
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(config, "CPU_THREADS_FIRST_PROBE_S", 0.05)
+    monkeypatch.setattr(config, "CPU_THREADS_PROBE_EVERY_S", 0.2)
+    monkeypatch.setattr(config, "CPU_THREADS_PROBE_STEPS", 5)
+    net = fastff.MLP([6, 7, 2], activation="tanh")
+    now = [0.0]
+
+    class Compiling:
+        pass
+    compiling = Compiling()
+    compiling.ready = ready
+    choice = ThreadChoice(net, batch, compiling, clock=lambda: now[0])
+    used = []
+    for _ in range(steps):
+        used.append(net._plan.parallel)
+        now[0] += parallel_s if net._plan.parallel else serial_s
+        choice.tick()
+    return choice, net, used
+
+
+@pytest.mark.parametrize("serial_s, parallel_s, chosen", [(0.004, 0.0025, True),
+                                                         (0.004, 0.009, False)])
+def test_a_run_keeps_whichever_passes_step_faster(monkeypatch, serial_s, parallel_s, chosen):
+    # quiet (parallel faster) and busy (the threads wait for each other: serial faster)
+    choice, net, used = _drive(monkeypatch, serial_s, parallel_s)
+    assert choice.probes >= 2 and choice.serial_chosen == (0 if chosen else choice.probes)
+    assert net._plan.parallel == chosen
+    # after 0.05 s a probe: 5 serial then 5 parallel steps; between probes, the choice
+    first = used.index(False)
+    assert first == round(0.05 / 0.0025) if chosen else first > 0
+    assert used[first:first + 10] == [False] * 5 + [True] * 5
+    assert used[first + 10:first + 20] == [chosen] * 10
+
+
+@pytest.mark.parametrize("kwargs", [dict(threads=1), dict(batch=17), dict(ready=False)])
+def test_no_probe_where_there_is_no_choice(monkeypatch, kwargs):
+    # one thread, the large-batch path, or parallel passes that are not compiled
+    choice, net, used = _drive(monkeypatch, 0.004, 0.009, **kwargs)
+    assert choice.probes == 0 and all(used) and net._plan.parallel
+
+
+def test_probing_changes_no_number(monkeypatch, tmp_path):
+    # a run that switches between the passes all the time gives the numbers of one that never
+    # does
+    from fastff import config
+    from test_model_train import tiny_data
+    opts = dict(dataset=tiny_data(), lr=0.1, updates=60, eval_every=20, monitor_every=30,
+                progress=False)
+    monkeypatch.setattr(config, "CPU_THREADS_PROBE_EVERY_S", 0)
+    still = fastff.train("9x2", **opts)
+    switches = []
+    real = ThreadChoice._try
+    monkeypatch.setattr(ThreadChoice, "_try", lambda self, parallel, now: (
+        switches.append(parallel), real(self, parallel, now)))
+    monkeypatch.setattr(config, "CPU_THREADS_PROBE_EVERY_S", 1e-9)
+    monkeypatch.setattr(config, "CPU_THREADS_FIRST_PROBE_S", 0.0)
+    monkeypatch.setattr(config, "CPU_THREADS_PROBE_STEPS", 2)
+    import numba
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    probed = fastff.train("9x2", **opts)
+    assert switches.count(False) >= 10
+    np.testing.assert_equal([dict(r, seconds=0, monitor_seconds=0) for r in still.history],
+                            [dict(r, seconds=0, monitor_seconds=0) for r in probed.history])
+    for (W1, b1), (W2, b2) in zip(still.model.params, probed.model.params):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)

@@ -25,6 +25,7 @@ from ..record import RunDir, thread_counts, versions
 from . import options as opts, resume
 from .pretrain import pretrain_dae
 from .signals import Interrupted, StopRequests
+from .threads import ThreadChoice
 from .warmup import CompileNotice, ParallelCompile, warm_up
 
 # Datasets whose training batches are checked once, when the dataset is built: their batches
@@ -212,9 +213,11 @@ class Trainer:
     def _steps(self, parallel):
         self.begin()
         v = self.v
+        threads = ThreadChoice(self.model, v["batch_size"], parallel)
         for k in range(self.start, v["updates"]):
             x, y = self.batch(k)
             self.stepped(k, self.model._step(x, y, v["lr"], self.stats, self.rates), parallel)
+            threads.tick()
         self.end()
 
     def begin(self):

@@ -76,13 +76,15 @@ class ParallelCompile:
         # the optimizer's kernels), not the layer widths or the activation (a runtime code)
         self.key = (model.dtype.name, batch_size, optimizer, fastff_config.CPU_FORWARD_W_ROWS,
                     fastff_config.CPU_FORWARD_W_VECS, fastff_config.CPU_BACKWARD_W_ROWS)
-        self.process, self.waiting = None, False
+        # ready: the parallel passes can run without compiling on the clock
+        self.process, self.waiting, self.ready = None, False, True
         plan = model._plan
         if not plan.serial_twins or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:
             return  # no parallel twins here: another backend, or the BLAS path
         if self.key in _COMPILED:
             plan.set_parallel(True)
             return
+        self.ready = False
         plan.set_parallel(False)
         self.waiting = True
 
@@ -123,6 +125,7 @@ class ParallelCompile:
         self.model._plan.set_parallel(True)
         warm_up(self.model, self.batch_size, self.optimizer)
         _COMPILED.add(self.key)
+        self.ready = True
 
     @property
     def pending(self):
@@ -145,6 +148,7 @@ class ParallelCompile:
         self.model._plan.set_parallel(True)
         warm_up(self.model, self.batch_size, self.optimizer)  # from the cache: a fraction of a second
         _COMPILED.add(self.key)
+        self.ready = True
 
     def close(self):
         """At the end of the run: leave the compiling process to finish on its own (what it
