@@ -203,6 +203,85 @@ def shapeset_markdown(row):
             f"take {100 * row['hbm_share']:.0f}% of HBM bandwidth.")
 
 
+# The paper budget of `fastff reproduce glorot2010` (fastff/reproduction/glorot2010.py): Table 1
+# per dataset is 6 models x 5 learning rates x 3 seeds = 90 runs of 5 million updates at batch
+# 10. Inputs and classes per dataset (reference section 2).
+DATASET_SHAPES = {"shapeset": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 10),
+                  "small_imagenet": (1369, 10)}
+# The CPU step of the paper's Shapeset net at batch 10, one worker per core, measured by
+# `fastff reproduce`'s estimate (fastff/reproduction/estimate.py) with 2 workers stepping at
+# once on an AMD EPYC Zen 4 (lscpu family 25 model 17, AVX-512, 2 cores); other nets scale with
+# their weights (the batch-10 step streams W).
+CPU_STEP_S = 5.62e-3
+CPU_STEP_WEIGHTS = 1024 * 1000 + 4 * 1000 * 1000 + 1000 * 9
+CPU_NAME = "AMD EPYC Zen 4 core"
+
+
+def paper_runs(datasets=("shapeset",)):
+    """(dataset, sizes, activation, updates) of every Table 1 run of the ``paper`` budget, in
+    the order a sweep packs them (by net)."""
+    from fastff.reproduction import glorot2010 as g
+    budget = g.BUDGETS["paper"]
+    runs = []
+    for p in g.points(budget, list(datasets), budget.seeds):
+        n_in, classes = DATASET_SHAPES[p["dataset"]]
+        width, depth = (int(v) for v in p["arch"].split("x"))
+        runs.append((p["dataset"], (n_in,) + (width,) * depth + (classes,), p["activation"],
+                     p["updates"]))
+    return sorted(runs, key=lambda r: (r[0], r[1], r[2]))
+
+
+def pack_seconds(pack, gpu=H200, batch=10):
+    """One train_many pack on one GPU: every round, a lockstep launch per group of one net
+    (shape and activation), for as many rounds as its longest run."""
+    groups = {}
+    for dataset, sizes, activation, updates in pack:
+        groups.setdefault((sizes, activation), []).append(updates)
+    round_us = sum(floor_us(persistent(batch, gpu, sizes=list(sizes), nets=len(members)), gpu)[0]
+                   for (sizes, _), members in groups.items())
+    return round_us * 1e-6 * max(r[3] for r in pack)
+
+
+def budget_rows(gpu=H200, pack=None, gpus=(1, 8), datasets=("shapeset", "mnist", "cifar10",
+                                                              "small_imagenet")):
+    """The ``paper`` budget's Table 1 per dataset and in all: the modelled floor in hours on
+    ``gpus`` GPUs (the sweep's packs, :func:`fastff.sweeps.pack_size`, each pack a task, dealt
+    longest first to the least loaded GPU) and the CPU's core-hours and the hours of one run on
+    a core."""
+    from fastff.sweeps import pack_size
+    sets = [(d,) for d in datasets] + [("shapeset", "mnist"), tuple(datasets)]
+    rows = []
+    for chosen in sets:
+        runs = paper_runs(chosen)
+        row = dict(datasets=chosen, runs=len(runs), updates=runs[0][3])
+        for n in gpus:
+            size = pack_size(len(runs), n, pack)
+            packs = [runs[i:i + size] for i in range(0, len(runs), size)]
+            load = [0.0] * n
+            for t in sorted((pack_seconds(p, gpu) for p in packs), reverse=True):
+                load[load.index(min(load))] += t
+            row[f"gpu{n}_h"], row[f"gpu{n}_pack"] = max(load) / 3600, size
+        weights = [sum(a * b for a, b in zip(r[1][:-1], r[1][1:])) for r in runs]
+        run_s = [CPU_STEP_S * w / CPU_STEP_WEIGHTS * r[3] for w, r in zip(weights, runs)]
+        row.update(cpu_core_h=sum(run_s) / 3600, cpu_run_h=max(run_s) / 3600)
+        rows.append(row)
+    return rows
+
+
+def budget_markdown(rows, gpu=H200, gpus=(1, 8)):
+    head = ("| Table 1 of | runs x updates | " + " | ".join(
+        f"{n} {gpu['name'].split(' (')[0].split()[-1]} (h)" for n in gpus)
+        + f" | CPU core-hours ({CPU_NAME}) | CPU, a core per run (h) |")
+    out = [head, "|---|---:|" + "---:|" * (len(gpus) + 2)]
+    for r in rows:
+        name = " + ".join(r["datasets"]) if len(r["datasets"]) < 4 else "all four datasets"
+        out.append(f"| {name} | {r['runs']} x {r['updates'] / 1e6:g}M | "
+                   + " | ".join(f"{r[f'gpu{n}_h']:.1f} (packs of {r[f'gpu{n}_pack']})"
+                                for n in gpus)
+                   + f" | {r['cpu_core_h']:,.0f} | {r['cpu_run_h']:.1f} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     print(markdown(table()))
@@ -212,6 +291,10 @@ def main(argv=None):
     print(lockstep_markdown(lockstep_table()))
     print()
     print(shapeset_markdown(shapeset_rate()))
+    print()
+    print("The paper budget (`fastff reproduce glorot2010 --budget paper`), Table 1, modelled: "
+          "the lockstep's floor per round, the sweep's packs; the CPU from its measured step:")
+    print(budget_markdown(budget_rows()))
 
 
 if __name__ == "__main__":

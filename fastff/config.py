@@ -149,5 +149,10 @@ LOSS_READ_EVERY = 4096  # fastff.train_many reads more often: every run's losses
 # Runs with device="cuda" that one Dask task trains together with fastff.train_many. At the
 # paper's net a run holds about 100 MB on the device (20 MB of weights, its statistics and
 # workspace, a staged MNIST at most 160 MB more): 16 of them fit any GPU of 8 GB or more, and
-# the lockstep's modelled gain has flattened by then (benchmarks/NOTES.md).
+# the lockstep's modelled gain has flattened by then (benchmarks/NOTES.md). A GPU that holds
+# fewer trains the rest of a pack after them (TRAIN_MANY_MEMORY_MARGIN).
 SWEEP_GPU_PACK = 16
+# fastff.train_many sets up runs on a GPU until the memory left would not hold this many more
+# runs like the last one set up (what it took, measured); the rest train in a later wave. The
+# margin covers what a run allocates after its set-up (evaluation batches, checkpoints' copies).
+TRAIN_MANY_MEMORY_MARGIN = 2.0

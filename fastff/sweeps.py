@@ -193,6 +193,17 @@ def packs(todo, size):
     return out
 
 
+def pack_size(runs, workers, pack=None):
+    """Runs a task trains together on a GPU: ``pack`` if given, else at most
+    ``config.SWEEP_GPU_PACK`` and few enough that every one of ``workers`` gets a pack (a GPU
+    left idle costs more than a smaller lockstep: benchmarks/gpu_model.py)."""
+    if pack is not None:
+        return pack
+    if workers < 1 or runs < 1:
+        return config.SWEEP_GPU_PACK
+    return max(1, min(config.SWEEP_GPU_PACK, -(-runs // workers)))
+
+
 def _client(scheduler, workers, gpus=False):
     """(client, cluster we started or None, kernel threads per worker). Runs on GPUs get one
     worker per GPU (dask-cuda's LocalCUDACluster where installed)."""
@@ -260,8 +271,9 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=No
         One line per finished run and an overall bar.
     pack : int, optional
         Runs with ``device="cuda"`` trained together by one task with
-        :func:`fastff.train_many` (default: ``config.SWEEP_GPU_PACK``); other runs go one a
-        task. Without a scheduler, runs on GPUs get a cluster of one worker per GPU.
+        :func:`fastff.train_many` (default: :func:`pack_size`, at most
+        ``config.SWEEP_GPU_PACK`` and small enough that every worker gets a pack); other runs
+        go one a task. Without a scheduler, runs on GPUs get a cluster of one worker per GPU.
 
     Returns
     -------
@@ -278,9 +290,10 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=No
     _write_table(out, names, points, rows)
     if not todo:
         return _table_rows(names, points, rows)
-    size = config.SWEEP_GPU_PACK if pack is None else positive("pack", pack, integer=True)
-    gpus = any(str(point.get("device", "cpu")) == "cuda" for _, point in todo)
-    client, cluster, threads = _client(scheduler, workers, gpus)
+    pack = None if pack is None else positive("pack", pack, integer=True)
+    gpu_runs = sum(str(point.get("device", "cpu")) == "cuda" for _, point in todo)
+    client, cluster, threads = _client(scheduler, workers, gpu_runs > 0)
+    size = pack_size(gpu_runs, len(client.scheduler_info().get("workers", {})), pack)
     marker = out / f".fastff-sweep-{uuid.uuid4().hex}"
     marker.write_text("")
     try:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,15 @@ class EmuRuntime(cuda.Runtime):
 
     def resident(self, name, threads):
         return self.sms * self.per_sm
+
+    # The emulated device's memory in bytes (None: unlimited). The device is this process's
+    # heap, so what is free is that less what tracemalloc counts (it must be tracing).
+    memory = None
+
+    def free_bytes(self):
+        if self.memory is None:
+            return None
+        return self.memory - tracemalloc.get_traced_memory()[0]
 
     def upload(self, out, host):
         self.uploads.append(np.shape(host))

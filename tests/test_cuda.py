@@ -467,6 +467,76 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
             np.testing.assert_array_equal(W1, W2)
 
 
+@pytest.mark.parametrize("memory", ["plenty", "one run"])
+def test_train_many_trains_in_waves_the_memory_holds(rt, monkeypatch, tmp_path, memory):
+    # the emulated device's memory (the process's heap, counted by tracemalloc): with room for
+    # one run at a time each run trains in a wave of its own, and still gets the bits of
+    # training it alone
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    import tracemalloc
+    import warnings
+    _host_cuda_backend(monkeypatch)
+    configs = _many_configs("cpu", tmp_path)[:3]
+    alone = [_train_alone(dict(c, out_dir=None)) for c in configs]
+    before = len(rt.launches)
+    tracemalloc.start()
+    try:
+        rt.memory = tracemalloc.get_traced_memory()[0] + (1 << 30 if memory == "plenty" else 0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            many = fastff.train_many(configs)
+    finally:
+        rt.memory = None
+        tracemalloc.stop()
+    said = [str(w.message) for w in caught if "holds" in str(w.message)]
+    steps = [name for name, _, _ in rt.launches[before:] if name.startswith("train_steps")]
+    if memory == "plenty":
+        assert not said
+        assert len(steps) == 30 + 3  # one launch a round for the group; a warm-up step a run
+    else:
+        assert said == ["fastff.train_many: the device holds 1 of these 3 runs at once; the "
+                        "other 2 train after them",
+                        "fastff.train_many: the device holds 1 of these 2 runs at once; the "
+                        "other 1 train after them"]
+        assert len(steps) == 3 * 30 + 3
+    for a, b in zip(alone, many):
+        for (W1, b1), (W2, b2) in zip(a.model.params, b.model.params):
+            np.testing.assert_array_equal(W1, W2)
+            np.testing.assert_array_equal(b1, b2)
+
+
+def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, monkeypatch):
+    # the device runs out of memory while the second run is set up (CuPy raises a
+    # MemoryError): that run trains after the first, with the bits of training it alone
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    from fastff.training.trainer import Trainer
+    _host_cuda_backend(monkeypatch)
+    configs = _many_configs("cpu")[:2]
+    alone = [_train_alone(c) for c in configs]
+    real, refused = Trainer.compile, []
+
+    def compile(self, parallel=None):
+        if self.v["seed"] == 2 and not refused:
+            refused.append(True)
+            raise MemoryError("out of memory allocating 1,048,576 bytes")
+        return real(self, parallel)
+
+    monkeypatch.setattr(Trainer, "compile", compile)
+    with pytest.warns(RuntimeWarning, match="holds 1 of these 2 runs"):
+        many = fastff.train_many(configs)
+    assert refused
+    for a, b in zip(alone, many):
+        for (W1, _), (W2, _) in zip(a.model.params, b.model.params):
+            np.testing.assert_array_equal(W1, W2)
+    # alone on the device and still refused: the run fails with the error, the others go on
+    monkeypatch.setattr(Trainer, "compile", lambda self, parallel=None: (_ for _ in ()).throw(
+        MemoryError("out of memory")) if self.v["seed"] == 2 else real(self, parallel))
+    out = fastff.train_many(configs[1:] + configs[:1], errors="return")
+    assert isinstance(out[0], MemoryError) and isinstance(out[1], fastff.training.Run)
+
+
 def test_train_many_runs_sharing_a_dataset_at_different_updates(rt, monkeypatch, tmp_path):
     # two runs of one group draw from one Dataset object (whose device batches live in its
     # reused buffers) at different updates: each still trains on its own batches

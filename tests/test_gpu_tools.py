@@ -36,6 +36,28 @@ def test_the_cost_model_of_shapeset_on_the_gpu():
     assert "Philox draws" in gpu_model.shapeset_markdown(row)
 
 
+def test_the_cost_model_of_the_paper_budget():
+    # Table 1 of a dataset: 6 models x 5 rates x 3 seeds of 5M updates, packed as a sweep packs
+    runs = gpu_model.paper_runs(("shapeset",))
+    assert len(runs) == 90 and {r[3] for r in runs} == {5_000_000}
+    assert sorted({(r[1], r[2]) for r in runs}) == [
+        ((1024, 1000, 1000, 1000, 1000, 9), "sigmoid"), ((1024,) + (1000,) * 5 + (9,), "sigmoid"),
+        ((1024,) + (1000,) * 5 + (9,), "softsign"), ((1024,) + (1000,) * 5 + (9,), "tanh")]
+    # a pack of one group: its rounds at the lockstep's floor
+    one = [runs[-1]] * 16
+    assert gpu_model.pack_seconds(one) == pytest.approx(
+        5e6 * 1e-6 * gpu_model.floor_us(gpu_model.persistent(10, nets=16))[0])
+    rows = {r["datasets"]: r for r in gpu_model.budget_rows()}
+    shapeset = rows[("shapeset",)]
+    assert (shapeset["gpu1_pack"], shapeset["gpu8_pack"]) == (16, 12)
+    assert 1 < shapeset["gpu1_h"] < 4 and shapeset["gpu8_h"] < shapeset["gpu1_h"] / 6
+    # the CPU: 90 runs of 5M measured steps; the longest run bounds any cluster
+    assert shapeset["cpu_core_h"] == pytest.approx(90 * 5e6 * gpu_model.CPU_STEP_S / 3600,
+                                                   rel=0.1)
+    assert rows[("shapeset", "mnist")]["runs"] == 180
+    assert "| shapeset + mnist | 180 x 5M |" in gpu_model.budget_markdown(list(rows.values()))
+
+
 @pytest.mark.skipif(gpu_check.gpu_info()[0], reason="a GPU is present: the check would run")
 def test_the_gpu_check_says_there_is_no_gpu(tmp_path):
     out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path)],

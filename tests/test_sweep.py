@@ -181,6 +181,16 @@ def test_runs_on_gpus_are_packed_by_shape_and_others_go_alone():
     assert sorted(n for pack in packs(todo, 16) for n, _ in pack) == [n for n, _ in todo]
 
 
+def test_every_gpu_worker_gets_a_pack():
+    # the paper budget's 90 runs of a Table 1: packs of 16 on one GPU (6 tasks), of 12 on 8
+    # GPUs (8 tasks, none idle); a pack given is kept; no workers known: the configured size
+    from fastff import config
+    from fastff.sweeps import pack_size
+    assert config.SWEEP_GPU_PACK == 16
+    assert [pack_size(90, w) for w in (1, 2, 8, 90, 200)] == [16, 16, 12, 1, 1]
+    assert pack_size(90, 8, pack=30) == 30 and pack_size(90, 0) == pack_size(0, 8) == 16
+
+
 def test_the_gpu_cluster_gives_each_worker_one_gpu():
     # one worker per GPU: worker i sees GPU i alone (nothing here needs a GPU to check that)
     from fastff.sweeps import gpu_cluster

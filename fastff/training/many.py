@@ -8,9 +8,12 @@ one layer table, the net's index part of the grid's work list). Everything else 
 run's own: its data, learning rate, init, seed, statistics, evaluations, checkpoints and run
 directory, as :func:`fastff.train` makes them; a net's bits are those of training it alone.
 
-On the CPU the runs train one after another (the kernels already use every core), with the
-same results and the same API.
+On a GPU the runs are set up one by one while the device's free memory would hold
+``config.TRAIN_MANY_MEMORY_MARGIN`` more like the last (measured, not estimated); the others
+train in a later wave, with a warning. On the CPU the runs train one after another (the
+kernels already use every core), with the same results and the same API.
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +51,8 @@ def train_many(configs, *, device=None, errors="raise"):
     Returns
     -------
     list of Run
-        In the order of ``configs``. Each run's ``history`` ``seconds`` are the wall time of
+        In the order of ``configs`` (on a GPU, as many train at once as its memory holds; the
+        others after them). Each run's ``history`` ``seconds`` are the wall time of
         the lockstep it was part of.
 
     Raises
@@ -121,58 +125,90 @@ def _group_key(t):
 
 
 def _lockstep(runs, indices, results):
-    """The runs ``indices`` of ``runs`` in lockstep; their Runs (or failures) into
-    ``results``."""
-    live = {}
+    """The runs ``indices`` of ``runs`` in lockstep, as many at once as the device's memory
+    holds (:func:`_set_up`); their Runs (or failures) into ``results``."""
+    pending = list(indices)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             StopRequests() as stop:
-        for i in indices:  # until the loop starts, a signal stops at once
-            try:
-                t = Trainer(*runs[i])
-                if t.finished:
-                    results[i] = t.result()
-                    continue
-                t.stop = _SharedStop(stop)
-                t.prepare()
-                t.compile()
-                t._pretrain_or_read_log()
-            except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
-                results[i] = exc
+        while pending:
+            stop.deferring = False  # until the rounds start, a signal stops at once
+            live, rest = _set_up(runs, pending, results, stop)
+            if rest:
+                warnings.warn(f"fastff.train_many: the device holds {len(live)} of these "
+                              f"{len(pending)} runs at once; the other {len(rest)} train "
+                              "after them", RuntimeWarning, stacklevel=3)
+            pending = rest
+            _rounds(live, results, stop)
+
+
+def _set_up(runs, pending, results, stop):
+    """Set up the runs of ``pending`` in turn until the device's free memory would not hold
+    ``config.TRAIN_MANY_MEMORY_MARGIN`` more runs like the last (or one runs out of it);
+    returns (index -> Trainer of the runs set up, the indices left for a later wave)."""
+    live = {}
+    rt = get_backend(resolve(runs[pending[0]][1]["device"])).module.runtime()
+    for n, i in enumerate(pending):
+        before = rt.free_bytes()
+        try:
+            t = Trainer(*runs[i])
+            if t.finished:
+                results[i] = t.result()
                 continue
-            live[i] = t
-        for i, t in list(live.items()):  # the clocks start together, after every setup
-            try:
-                t.begin()
-            except Exception as exc:  # noqa: BLE001
-                _drop(i, t, exc, live, results)
-        if not live:
-            return
-        stop.deferring = True  # from here a signal stops every run after its step
-        # every run's losses wait on the device in one ring: read them before it comes round
-        read_every = max(1, min(fastff_config.LOSS_READ_EVERY,
-                                fastff_config.CUDA_STEP_LOSS_RING // (2 * len(live))))
-        groups = {}
-        for i, t in live.items():
-            t.read_every = read_every
-            groups.setdefault(_group_key(t), []).append(i)
-        steppers = {key: Lockstep() for key in groups if key[0] != "alone"}
-        while live:
-            stopped = []
-            for key, members in groups.items():
-                members[:] = [i for i in members if i in live]
-                if members:
-                    stopped += _round(members, live, steppers.get(key), results)
-            if stop.requested and live:  # runs that stepped before the signal came
-                for i, t in list(live.items()):
-                    t.checkpoint(t.next)
-                    t.end()
-                    stopped.append(t.interrupted(t.next))
-                    del live[i]
-            if stopped:
-                raise Interrupted(
-                    f"interrupted: {len(stopped)} runs stopped at their checkpoints (updates "
-                    f"{', '.join(str(e.update) for e in stopped)}); continue them with "
-                    f"resume=True", stopped[0].signum)
+            t.stop = _SharedStop(stop)
+            t.prepare()
+            t.compile()
+            t._pretrain_or_read_log()
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is one
+            if live:  # the device is full: this run waits for the next wave
+                return live, pending[n:]
+            results[i] = exc
+            continue
+        except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
+            results[i] = exc
+            continue
+        live[i] = t
+        after = rt.free_bytes()
+        if before is not None and after is not None and n + 1 < len(pending) and \
+                after < fastff_config.TRAIN_MANY_MEMORY_MARGIN * max(before - after, 0):
+            return live, pending[n + 1:]
+    return live, []
+
+
+def _rounds(live, results, stop):
+    """Step the set-up runs ``live`` in lockstep until each ends, fails or is interrupted."""
+    for i, t in list(live.items()):  # the clocks start together, after every setup
+        try:
+            t.begin()
+        except Exception as exc:  # noqa: BLE001
+            _drop(i, t, exc, live, results)
+    if not live:
+        return
+    stop.deferring = True  # from here a signal stops every run after its step
+    # every run's losses wait on the device in one ring: read them before it comes round
+    read_every = max(1, min(fastff_config.LOSS_READ_EVERY,
+                            fastff_config.CUDA_STEP_LOSS_RING // (2 * len(live))))
+    groups = {}
+    for i, t in live.items():
+        t.read_every = read_every
+        groups.setdefault(_group_key(t), []).append(i)
+    steppers = {key: Lockstep() for key in groups if key[0] != "alone"}
+    while live:
+        stopped = []
+        for key, members in groups.items():
+            members[:] = [i for i in members if i in live]
+            if members:
+                stopped += _round(members, live, steppers.get(key), results)
+        if stop.requested and live:  # runs that stepped before the signal came
+            for i, t in list(live.items()):
+                t.checkpoint(t.next)
+                t.end()
+                stopped.append(t.interrupted(t.next))
+                del live[i]
+        if stopped:
+            raise Interrupted(
+                f"interrupted: {len(stopped)} runs stopped at their checkpoints (updates "
+                f"{', '.join(str(e.update) for e in stopped)}); continue them with "
+                f"resume=True", stopped[0].signum)
 
 
 def _round(members, live, stepper, results):

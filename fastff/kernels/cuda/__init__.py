@@ -213,6 +213,10 @@ class Runtime:
         """Blocks of ``threads`` threads of kernel ``name`` that can run at once."""
         raise NotImplementedError
 
+    def free_bytes(self):
+        """Device memory still free for new arrays, in bytes; None where it cannot be told."""
+        return None
+
     def empty(self, shape, dtype):
         """A new device array (the only way the launch code allocates)."""
         if self.graph is not None:
@@ -360,6 +364,11 @@ class CuPyRuntime(Runtime):
                 self.function(name).kernel.ptr, threads, 0)
             self._resident[key] = int(per_sm) * int(device.attributes["MultiProcessorCount"])
         return self._resident[key]
+
+    def free_bytes(self):
+        """Free on the current device, counting what CuPy's pool holds but no array uses."""
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        return int(free) + int(self.xp.get_default_memory_pool().free_bytes())
 
     def stream(self):
         """(device, stream handle, host thread where the handle is the per-thread default
