@@ -195,13 +195,16 @@ def packs(todo, size):
 
 def pack_size(runs, workers, pack=None):
     """Runs a task trains together on a GPU: ``pack`` if given, else at most
-    ``config.SWEEP_GPU_PACK`` and few enough that every one of ``workers`` gets a pack (a GPU
-    left idle costs more than a smaller lockstep: benchmarks/gpu_model.py)."""
+    ``config.SWEEP_GPU_PACK``, the runs spread evenly over the rounds of packs each of
+    ``workers`` must run anyway (a GPU left idle costs more than a smaller lockstep:
+    benchmarks/gpu_model.py). No workers known yet (an external scheduler whose workers have
+    not joined): ``config.SWEEP_GPU_PACK``."""
     if pack is not None:
         return pack
     if workers < 1 or runs < 1:
         return config.SWEEP_GPU_PACK
-    return max(1, min(config.SWEEP_GPU_PACK, -(-runs // workers)))
+    rounds = -(-runs // (config.SWEEP_GPU_PACK * workers))
+    return -(-runs // (workers * rounds))
 
 
 def _client(scheduler, workers, gpus=False):
@@ -293,7 +296,7 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=No
     pack = None if pack is None else positive("pack", pack, integer=True)
     gpu_runs = sum(str(point.get("device", "cpu")) == "cuda" for _, point in todo)
     client, cluster, threads = _client(scheduler, workers, gpu_runs > 0)
-    size = pack_size(gpu_runs, len(client.scheduler_info().get("workers", {})), pack)
+    size = pack_size(gpu_runs, len(client.nthreads()), pack)
     marker = out / f".fastff-sweep-{uuid.uuid4().hex}"
     marker.write_text("")
     try:

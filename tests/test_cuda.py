@@ -506,15 +506,49 @@ def test_train_many_trains_in_waves_the_memory_holds(rt, monkeypatch, tmp_path, 
             np.testing.assert_array_equal(b1, b2)
 
 
-def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, monkeypatch):
+def test_train_many_interrupted_in_a_wave_names_the_runs_not_started(rt, monkeypatch, tmp_path):
+    # one run a wave; SIGINT in the first: it stops at a checkpoint, and the message says which
+    # runs had not started (they have no record to resume)
+    if rt.xp is not np:
+        pytest.skip("emulated backend only")
+    import signal
+    import tracemalloc
+    from fastff.training.trainer import Trainer
+    _host_cuda_backend(monkeypatch)
+    configs = _many_configs("cpu", tmp_path)[:3]
+    real = Trainer.stepped
+
+    def stepped(self, k, loss, parallel=None):
+        if k == 12 and self.v["seed"] == 1:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, k, loss, parallel)
+
+    monkeypatch.setattr(Trainer, "stepped", stepped)
+    tracemalloc.start()
+    try:
+        rt.memory = tracemalloc.get_traced_memory()[0]
+        with pytest.warns(RuntimeWarning, match="holds 1 of these 3"), \
+                pytest.raises(fastff.Interrupted, match=r"1 runs stopped at their checkpoints "
+                              r"\(updates 13\).*2 runs had not started \(configs 1, 2\): "
+                              r"train them without resume"):
+            fastff.train_many(configs)
+    finally:
+        rt.memory = None
+        tracemalloc.stop()
+    assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
+
+
+def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, monkeypatch,
+                                                                           tmp_path):
     # the device runs out of memory while the second run is set up (CuPy raises a
-    # MemoryError): that run trains after the first, with the bits of training it alone
+    # MemoryError): that run trains after the first, in the folder its first try had begun,
+    # with the bits of training it alone
     if rt.xp is not np:
         pytest.skip("emulated backend only")
     from fastff.training.trainer import Trainer
     _host_cuda_backend(monkeypatch)
-    configs = _many_configs("cpu")[:2]
-    alone = [_train_alone(c) for c in configs]
+    configs = _many_configs("cpu", tmp_path)[:2]
+    alone = [_train_alone(dict(c, out_dir=None)) for c in configs]
     real, refused = Trainer.compile, []
 
     def compile(self, parallel=None):
@@ -533,7 +567,8 @@ def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, mo
     # alone on the device and still refused: the run fails with the error, the others go on
     monkeypatch.setattr(Trainer, "compile", lambda self, parallel=None: (_ for _ in ()).throw(
         MemoryError("out of memory")) if self.v["seed"] == 2 else real(self, parallel))
-    out = fastff.train_many(configs[1:] + configs[:1], errors="return")
+    out = fastff.train_many([dict(c, out_dir=None) for c in configs[1:] + configs[:1]],
+                            errors="return")
     assert isinstance(out[0], MemoryError) and isinstance(out[1], fastff.training.Run)
 
 

@@ -182,12 +182,14 @@ def test_runs_on_gpus_are_packed_by_shape_and_others_go_alone():
 
 
 def test_every_gpu_worker_gets_a_pack():
-    # the paper budget's 90 runs of a Table 1: packs of 16 on one GPU (6 tasks), of 12 on 8
-    # GPUs (8 tasks, none idle); a pack given is kept; no workers known: the configured size
+    # the paper budget's 90 runs of a Table 1: 6 packs of 15 on one GPU (not 5 of 16 and one
+    # of 10), 8 packs of 12 on 8 GPUs (none idle); 180 runs on 8 GPUs: two rounds of packs of
+    # 12, not 16 and 7; a pack given is kept; no workers known: the configured size
     from fastff import config
     from fastff.sweeps import pack_size
     assert config.SWEEP_GPU_PACK == 16
-    assert [pack_size(90, w) for w in (1, 2, 8, 90, 200)] == [16, 16, 12, 1, 1]
+    assert [pack_size(90, w) for w in (1, 2, 8, 90, 200)] == [15, 15, 12, 1, 1]
+    assert pack_size(180, 8) == 12 and pack_size(16, 1) == 16 and pack_size(17, 1) == 9
     assert pack_size(90, 8, pack=30) == 30 and pack_size(90, 0) == pack_size(0, 8) == 16
 
 

@@ -92,14 +92,27 @@ def test_a_process_launched_before_a_warm_warm_up_is_stopped():
     assert process.poll() is not None and not pending.pending and pending.model._plan.parallel
 
 
-def test_a_failed_compiling_process_is_never_tried_again_on_the_clock():
+def test_no_probe_tries_the_parallel_passes_before_they_compile_or_after_they_failed(
+        monkeypatch):
+    import numba
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     net = fastff.MLP([6, 7, 2], activation="relu")
     pending = warmup.ParallelCompile(net, 5, "sgd")
-    assert not pending.ready
     choice = ThreadChoice(net, 5, pending)
+    assert choice.enabled and not pending.ready
     choice.next_probe = 0.0
     choice.tick()
-    assert choice.trying is None and not net._plan.parallel  # waits: the passes are not there
+    assert choice.trying is None and not net._plan.parallel  # waits: not compiled yet
+    pending.start(compiled=True)
+    pending.process.wait(timeout=600)
+    pending.process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"],
+                                       stderr=pending.errors)
+    pending.process.wait(timeout=60)
+    with pytest.warns(RuntimeWarning, match="exit 3"):
+        pending.poll()
+    for _ in range(100):
+        choice.tick()
+    assert choice.trying is None and choice.probes == 0 and not net._plan.parallel
 
 
 # -- the choice between the parallel passes and their serial twins (training/threads.py) ------

@@ -13,6 +13,7 @@ On a GPU the runs are set up one by one while the device's free memory would hol
 train in a later wave, with a warning. On the CPU the runs train one after another (the
 kernels already use every core), with the same results and the same API.
 """
+import traceback
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..device import resolve
 from ..errors import InputError
 from ..kernels import get_backend
 from ..kernels.cuda.step import Lockstep
+from ..record import RunDir
 from .. import config as fastff_config
 from . import options
 from .signals import Interrupted, StopRequests
@@ -138,16 +140,34 @@ def _lockstep(runs, indices, results):
                               f"{len(pending)} runs at once; the other {len(rest)} train "
                               "after them", RuntimeWarning, stacklevel=3)
             pending = rest
-            _rounds(live, results, stop)
+            try:
+                _rounds(live, results, stop)
+            except Interrupted as exc:
+                raise _not_started(exc, rest) from None
+            if stop.requested and rest:  # the signal came with the wave's last step
+                raise _not_started(Interrupted("interrupted: the runs started have finished",
+                                               stop.signum), rest)
+
+
+def _not_started(exc, rest):
+    """``exc`` saying which runs had not started (they have no record to resume)."""
+    if not rest:
+        return exc
+    return Interrupted(f"{exc}; {len(rest)} runs had not started (configs "
+                       f"{', '.join(map(str, rest))}): train them without resume", exc.signum,
+                       exc.update)
 
 
 def _set_up(runs, pending, results, stop):
-    """Set up the runs of ``pending`` in turn until the device's free memory would not hold
-    ``config.TRAIN_MANY_MEMORY_MARGIN`` more runs like the last (or one runs out of it);
-    returns (index -> Trainer of the runs set up, the indices left for a later wave)."""
+    """Set up the runs of ``pending`` in turn (each with its data and evaluation sets staged
+    on the device) until the device's free memory would not hold
+    ``config.TRAIN_MANY_MEMORY_MARGIN`` more runs like the last, or one runs out of it; returns
+    (index -> Trainer of the runs set up, the indices left for a later wave)."""
     live = {}
     rt = get_backend(resolve(runs[pending[0]][1]["device"])).module.runtime()
     for n, i in enumerate(pending):
+        record = RunDir(runs[i][1]["out_dir"]) if runs[i][1]["out_dir"] is not None else None
+        fresh = record is not None and not record.holds_run()
         before = rt.free_bytes()
         try:
             t = Trainer(*runs[i])
@@ -158,13 +178,17 @@ def _set_up(runs, pending, results, stop):
             t.prepare()
             t.compile()
             t._pretrain_or_read_log()
+            t.stage()
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
-            if live:  # the device is full: this run waits for the next wave
+            t = None
+            if live:  # the device is full: this run waits for the next wave, as it came
+                if fresh:
+                    record.clear()
                 return live, pending[n:]
-            results[i] = exc
+            results[i] = _kept(exc)
             continue
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
-            results[i] = exc
+            results[i] = _kept(exc)
             continue
         live[i] = t
         after = rt.free_bytes()
@@ -172,6 +196,13 @@ def _set_up(runs, pending, results, stop):
                 after < fastff_config.TRAIN_MANY_MEMORY_MARGIN * max(before - after, 0):
             return live, pending[n + 1:]
     return live, []
+
+
+def _kept(exc):
+    """A failure to return: its traceback's frames let go of their locals (a run's device
+    arrays among them), so that later waves get that memory back."""
+    traceback.clear_frames(exc.__traceback__)
+    return exc
 
 
 def _rounds(live, results, stop):
@@ -296,5 +327,5 @@ class _SharedStop:
 def _drop(i, t, exc, live, results):
     """Run ``i`` failed: it stops (its last good checkpoint stays) and the others go on."""
     t.end()
-    results[i] = exc
+    results[i] = _kept(exc)
     del live[i]

@@ -355,6 +355,17 @@ class Trainer:
         """Whether the model's kernels are the CUDA ones: its data is made or kept there."""
         return self.model.backend.module_name == "fastff.kernels.cuda"
 
+    def stage(self):
+        """Make the run's device copies before its first step (the training set staged and its
+        batch buffers, the validation and test sets), so that what it holds on the device can
+        be measured before it steps (:func:`fastff.train_many`)."""
+        if not self.on_device:
+            return
+        self.eval_set("valid")
+        self.eval_set("test")
+        if self.trusted:
+            self.data.device_batch(self.start, self.v["batch_size"], self.model.backend)
+
     def eval_set(self, name):
         """The validation or test set; for CUDA kernels a copy on the device, made at the first
         evaluation (not uploaded again at every one)."""
