@@ -6,6 +6,9 @@ shapes span many blocks and K splits), and on a GPU through CuPy (marked ``cuda`
 where none is usable). Counters must match the reference exactly, applied to the kernel's own
 output; floats within ``atol + rtol*|ref|``.
 """
+import contextlib
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -393,6 +396,35 @@ def _train_alone(config):
     return fastff.train(config.pop("arch"), **config)
 
 
+def _signal_at(monkeypatch, update, seed):
+    """SIGINT raised in the step of update ``update`` of the run of ``seed`` (as Ctrl-C would
+    come); returns the real Trainer.stepped, to put back."""
+    import signal
+    from fastff.training.trainer import Trainer
+    real = Trainer.stepped
+
+    def stepped(self, k, loss, parallel=None):
+        if k == update and self.v["seed"] == seed:
+            signal.raise_signal(signal.SIGINT)
+        return real(self, k, loss, parallel)
+
+    monkeypatch.setattr(Trainer, "stepped", stepped)
+    return real
+
+
+@contextlib.contextmanager
+def _device_memory(rt, free):
+    """The emulated device with ``free`` bytes left (its memory is this process's heap, as
+    tracemalloc counts it)."""
+    tracemalloc.start()
+    try:
+        rt.memory = tracemalloc.get_traced_memory()[0] + free
+        yield
+    finally:
+        rt.memory = None
+        tracemalloc.stop()
+
+
 def test_train_many_gives_each_net_the_bits_of_training_it_alone(rt, monkeypatch, tmp_path):
     # the lockstep: the three nets of one shape step in one persistent launch, yet each gets
     # exactly the history, weights and statistics of training it alone on the same device
@@ -442,19 +474,11 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
     # run ends
     if rt.xp is not np:
         pytest.skip("emulated backend only")
-    import signal
     from fastff.training.trainer import Trainer
     _host_cuda_backend(monkeypatch)
     configs = _many_configs("cpu", tmp_path)[:3]
     configs[2].update(updates=10, eval_every=5, monitor_every=5)
-    real = Trainer.stepped
-
-    def stepped(self, k, loss, parallel=None):
-        if k == 12 and self.v["seed"] == 2:  # the group's second run: the first has stepped
-            signal.raise_signal(signal.SIGINT)
-        return real(self, k, loss, parallel)
-
-    monkeypatch.setattr(Trainer, "stepped", stepped)
+    real = _signal_at(monkeypatch, 12, seed=2)  # the group's second run: the first has stepped
     with pytest.raises(fastff.Interrupted, match="2 runs stopped"):
         fastff.train_many(configs)
     monkeypatch.setattr(Trainer, "stepped", real)
@@ -474,21 +498,15 @@ def test_train_many_trains_in_waves_the_memory_holds(rt, monkeypatch, tmp_path, 
     # training it alone
     if rt.xp is not np:
         pytest.skip("emulated backend only")
-    import tracemalloc
     import warnings
     _host_cuda_backend(monkeypatch)
     configs = _many_configs("cpu", tmp_path)[:3]
     alone = [_train_alone(dict(c, out_dir=None)) for c in configs]
     before = len(rt.launches)
-    tracemalloc.start()
-    try:
-        rt.memory = tracemalloc.get_traced_memory()[0] + (1 << 30 if memory == "plenty" else 0)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            many = fastff.train_many(configs)
-    finally:
-        rt.memory = None
-        tracemalloc.stop()
+    with _device_memory(rt, 1 << 30 if memory == "plenty" else 0), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        many = fastff.train_many(configs)
     said = [str(w.message) for w in caught if "holds" in str(w.message)]
     steps = [name for name, _, _ in rt.launches[before:] if name.startswith("train_steps")]
     if memory == "plenty":
@@ -511,30 +529,14 @@ def test_train_many_interrupted_in_a_wave_names_the_runs_not_started(rt, monkeyp
     # runs had not started (they have no record to resume)
     if rt.xp is not np:
         pytest.skip("emulated backend only")
-    import signal
-    import tracemalloc
-    from fastff.training.trainer import Trainer
     _host_cuda_backend(monkeypatch)
     configs = _many_configs("cpu", tmp_path)[:3]
-    real = Trainer.stepped
-
-    def stepped(self, k, loss, parallel=None):
-        if k == 12 and self.v["seed"] == 1:
-            signal.raise_signal(signal.SIGINT)
-        return real(self, k, loss, parallel)
-
-    monkeypatch.setattr(Trainer, "stepped", stepped)
-    tracemalloc.start()
-    try:
-        rt.memory = tracemalloc.get_traced_memory()[0]
-        with pytest.warns(RuntimeWarning, match="holds 1 of these 3"), \
-                pytest.raises(fastff.Interrupted, match=r"1 runs stopped at their checkpoints "
-                              r"\(updates 13\).*2 runs had not started \(configs 1, 2\): "
-                              r"train them without resume"):
-            fastff.train_many(configs)
-    finally:
-        rt.memory = None
-        tracemalloc.stop()
+    _signal_at(monkeypatch, 12, seed=1)
+    with _device_memory(rt, 0), pytest.warns(RuntimeWarning, match="holds 1 of these 3"), \
+            pytest.raises(fastff.Interrupted, match=r"1 runs stopped at their checkpoints "
+                          r"\(updates 13\).*2 runs had not started \(configs 1, 2\): "
+                          r"train them without resume"):
+        fastff.train_many(configs)
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
 
 
@@ -610,20 +612,12 @@ def test_a_sweep_pack_trains_in_lockstep_and_resumes_run_by_run(rt, monkeypatch,
     # killed worker would be), the task run again resumes each run from its own checkpoint
     if rt.xp is not np:
         pytest.skip("emulated backend only")
-    import signal
     from fastff.sweeps import _run
     from fastff.training.trainer import Trainer
     _host_cuda_backend(monkeypatch)
     points = [{k: v for k, v in c.items()} for c in _many_configs("cpu")[:3]]
     dirs = [str(tmp_path / f"run{i}") for i in range(3)]
-    real = Trainer.stepped
-
-    def stepped(self, k, loss, parallel=None):
-        if k == 12 and self.v["seed"] == 1:
-            signal.raise_signal(signal.SIGINT)
-        return real(self, k, loss, parallel)
-
-    monkeypatch.setattr(Trainer, "stepped", stepped)
+    real = _signal_at(monkeypatch, 12, seed=1)
     with pytest.raises(fastff.Interrupted):
         _run(points, dirs, 1, True)
     monkeypatch.setattr(Trainer, "stepped", real)
