@@ -413,6 +413,31 @@ def test_compile_notice_speaks_once(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_kernels_compiled_while_the_data_loads_are_announced_and_counted(monkeypatch, capsys):
+    # a first run compiles the data's kernels before the step's: the notice starts with them
+    # and its time includes them (a fresh jitted function stands for a cold cache)
+    import time
+    import numba
+    from fastff.training import trainer
+
+    @numba.njit
+    def fresh(x):
+        return x + 1
+
+    real = trainer._load_data
+
+    def load(v, saved):
+        fresh(1)
+        time.sleep(1.1)  # what it costs, beyond the step's own compile
+        return real(v, saved)
+
+    monkeypatch.setattr(trainer, "_load_data", load)
+    fastff.train("8", dataset=tiny_data(), updates=2, progress=True, monitor_every=0)
+    err = capsys.readouterr().err
+    assert err.count("compiling kernels") == 1
+    assert int(err.split("kernels ready (")[1].split(" s)")[0]) >= 1
+
+
 def test_divergence_leaks_no_numpy_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

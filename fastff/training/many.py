@@ -61,7 +61,8 @@ def train_many(configs, *, device=None, errors="raise"):
     ------
     Interrupted
         On SIGINT or SIGTERM: every run finishes its step and writes its checkpoint; each
-        continues with ``resume=True``.
+        continues with ``resume=True``. Runs of a later wave that had not started are named in
+        the message: they have no record, and train again without ``resume``.
     """
     if errors not in ERRORS:
         raise InputError(f"errors must be one of {', '.join(map(repr, ERRORS))}, got {errors!r}")
@@ -172,6 +173,7 @@ def _set_up(runs, pending, results, stop):
         try:
             t = Trainer(*runs[i])
             if t.finished:
+                t.notice.done()
                 results[i] = t.result()
                 continue
             t.stop = _SharedStop(stop)

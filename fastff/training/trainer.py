@@ -125,10 +125,15 @@ class Trainer:
         self.v = v
         self.record = RunDir(v["out_dir"]) if v["out_dir"] is not None else None
         saved = resume.open_record(self.record, v["resume"], v["overwrite"])
-        self.data = _load_data(v, saved)
-        self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
-        self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
-                         device=v["device"], seed=v["seed"], dtype=v["dtype"], loss=v["loss"])
+        # on a first run the data's and the initialization's kernels compile here: the notice
+        # says so from the first of them, and its time counts them (compile() ends it)
+        self.notice = CompileNotice(v["progress"])
+        with numba_event.install_listener("numba:run_pass", self.notice):
+            self.data = _load_data(v, saved)
+            self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
+            self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
+                             device=v["device"], seed=v["seed"], dtype=v["dtype"],
+                             loss=v["loss"])
         _check_dataset(self.data, self.model.dtype)
         _check_memory(self.sizes, v["batch_size"], self.model.dtype)
         self.rates = (self.model.new_rates(v["optimizer"], v["damping"], v["estimate_decay"])
@@ -162,6 +167,7 @@ class Trainer:
     def run(self):
         """Train to ``updates`` and return the :class:`Run`."""
         if self.finished:  # nothing left: the saved run, unchanged
+            self.notice.done()
             return self.result()
         self.prepare()
         # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
@@ -189,10 +195,10 @@ class Trainer:
 
     def compile(self, parallel=None):
         """Compile (or load) the kernels of a step of this model before the clock starts."""
-        v = self.v
-        notice = CompileNotice(v["progress"])
+        v, notice = self.v, self.notice
         if parallel is not None:
             parallel.launch()
+        notice.compiled = False  # whether the step's kernels compiled (a cold cache)
         with numba_event.install_listener("numba:run_pass", notice):
             warm_up(self.model, v["batch_size"], v["optimizer"])
             if self.monitor is not None:  # else its kernels compile at update 0, on the clock
