@@ -162,13 +162,21 @@ def test_no_probe_where_there_is_no_choice(monkeypatch, kwargs):
     assert choice.probes == 0 and all(used) and net._plan.parallel
 
 
-def test_probing_changes_no_number(monkeypatch, tmp_path):
-    # a run that switches between the passes all the time gives the numbers of one that never
-    # does
+@pytest.mark.parametrize("pretrain", [None, "dae"])
+def test_probing_changes_no_number(monkeypatch, tmp_path, pretrain):
+    # a run that switches between the passes all the time (in its pre-training too) gives the
+    # numbers of one that never does
     from fastff import config
     from test_model_train import tiny_data
     opts = dict(dataset=tiny_data(), lr=0.1, updates=60, eval_every=20, monitor_every=30,
                 progress=False)
+    if pretrain:  # it reconstructs inputs in [0, 1]
+        from fastff.data.base import ArrayDataset
+        d = opts["dataset"]
+        squash = lambda split: ((1 / (1 + np.exp(-split[0]))).astype(np.float32), split[1])
+        opts.update(dataset=ArrayDataset("blobs01", squash(d.train), squash(d.valid),
+                                         squash(d.test), d.n_classes),
+                    pretrain=pretrain, pretrain_updates=40)
     monkeypatch.setattr(config, "CPU_THREADS_PROBE_EVERY_S", 0)
     still = fastff.train("9x2", **opts)
     switches = []
@@ -181,9 +189,24 @@ def test_probing_changes_no_number(monkeypatch, tmp_path):
     import numba
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     probed = fastff.train("9x2", **opts)
-    assert switches.count(False) >= 10
+    # a probe every 5 ticks: 60 steps give 12, pre-training (2 layers x 40 updates) 16 more
+    assert switches.count(False) >= (25 if pretrain else 10)
+    if pretrain:
+        assert probed.pretrain == still.pretrain or [
+            {k: r[k] for k in r if k != "seconds"} for r in probed.pretrain] == [
+            {k: r[k] for k in r if k != "seconds"} for r in still.pretrain]
     np.testing.assert_equal([dict(r, seconds=0, monitor_seconds=0) for r in still.history],
                             [dict(r, seconds=0, monitor_seconds=0) for r in probed.history])
     for (W1, b1), (W2, b2) in zip(still.model.params, probed.model.params):
         np.testing.assert_array_equal(W1, W2)
         np.testing.assert_array_equal(b1, b2)
+
+
+def test_a_probe_under_way_when_training_follows_pre_training_is_dropped(monkeypatch):
+    # its serial steps were pre-training updates: the passes before it come back, and a new
+    # probe times training steps
+    choice, net, used = _drive(monkeypatch, 0.004, 0.0025, steps=21)
+    assert choice.trying is False and not net._plan.parallel  # a probe's serial half
+    choice.restart()
+    assert choice.trying is None and net._plan.parallel
+    assert choice.next_probe == pytest.approx(choice.clock() + 0.05)

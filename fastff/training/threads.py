@@ -38,7 +38,7 @@ class ThreadChoice:
                         and batch_size <= fastff_config.CPU_SMALL_BATCH_MAX
                         and fastff_config.CPU_THREADS_PROBE_EVERY_S > 0)
         self.next_probe = clock() + fastff_config.CPU_THREADS_FIRST_PROBE_S
-        self.trying, self.times, self.last = None, {}, None
+        self.trying, self.times, self.last, self.before = None, {}, None, None
         self.probes, self.serial_chosen = 0, 0  # what it chose, for the curious (and the tests)
 
     def tick(self):
@@ -64,7 +64,17 @@ class ThreadChoice:
         self.serial_chosen += parallel > serial
         self.trying, self.next_probe = None, now + fastff_config.CPU_THREADS_PROBE_EVERY_S
 
+    def restart(self):
+        """Another kind of step follows (training after pre-training): a probe under way is
+        dropped, the passes it found go back, and a new probe comes soon."""
+        if self.trying is not None:
+            self.plan.set_parallel(self.before)
+            self.trying = None
+        self.next_probe = self.clock() + fastff_config.CPU_THREADS_FIRST_PROBE_S
+
     def _try(self, parallel, now):
+        if not parallel:
+            self.before = self.plan.parallel
         self.plan.set_parallel(parallel)
         self.trying, self.last = parallel, now
         self.times[parallel] = []

@@ -155,6 +155,7 @@ class Trainer:
         self.t0 = 0.0
         self.pretrain_log = []
         self.stop = None
+        self.threads = None  # the ThreadChoice of a run on the CPU (run())
         self.trusted = type(self.data).train_batch in _TRUSTED_BATCHES
         self.read_every = fastff_config.LOSS_READ_EVERY  # losses kept on the device at most
 
@@ -178,7 +179,8 @@ class Trainer:
             parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
             try:
                 self.compile(parallel)
-                self._pretrain_or_read_log()
+                self.threads = ThreadChoice(self.model, self.v["batch_size"], parallel)
+                self._pretrain_or_read_log(parallel)
                 self._steps(parallel)
             finally:
                 parallel.close()
@@ -218,8 +220,8 @@ class Trainer:
 
     def _steps(self, parallel):
         self.begin()
-        v = self.v
-        threads = ThreadChoice(self.model, v["batch_size"], parallel)
+        v, threads = self.v, self.threads
+        threads.restart()
         for k in range(self.start, v["updates"]):
             x, y = self.batch(k)
             self.stepped(k, self.model._step(x, y, v["lr"], self.stats, self.rates), parallel)
@@ -421,17 +423,25 @@ class Trainer:
             return float(self.pending["elapsed"])
         return self.history[-1].get("seconds", 0.0) if self.history else 0.0
 
-    def _pretrain_or_read_log(self):
+    def _pretrain_or_read_log(self, parallel=None):
         v, record = self.v, self.record
         if v["pretrain_options"] is not None and self.start == 0 and not self.history:
-            self.pretrain_log = self._pretrain(v["pretrain_options"])
+            self.pretrain_log = self._pretrain(v["pretrain_options"], parallel)
         elif v["resume"] and record is not None:
             self.pretrain_log = record.read_pretrain()
 
-    def _pretrain(self, options):
+    def _pretrain(self, options, parallel=None):
         """The denoising auto-encoder phase before update 0; its log goes to pretrain.csv as it
-        grows."""
+        grows. Between its updates, as between steps, the parallel passes arrive when compiled
+        and the faster of them and their serial twins is kept."""
         rows, model, record, v = [], self.model, self.record, self.v
+
+        def batch(k):  # called once an update: after the one before
+            if parallel is not None and parallel.pending:
+                parallel.poll()
+            if self.threads is not None:
+                self.threads.tick()
+            return self.batch(k)
 
         def on_log(row):
             rows.append(row)
@@ -443,7 +453,7 @@ class Trainer:
                       f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
 
         x_valid = self.data.valid[0]  # the validation inputs tell the data's range
-        pretrain_dae(model, self.batch,
+        pretrain_dae(model, batch,
                      updates=options["pretrain_updates"], lr=options["pretrain_lr"],
                      corruption=options["corruption"], seed=v["seed"], on_log=on_log,
                      input_range=(float(x_valid.min()), float(x_valid.max())))
