@@ -535,7 +535,7 @@ def test_train_many_interrupted_in_a_wave_names_the_runs_not_started(rt, monkeyp
     with _device_memory(rt, 0), pytest.warns(RuntimeWarning, match="holds 1 of these 3"), \
             pytest.raises(fastff.Interrupted, match=r"1 runs stopped at their checkpoints "
                           r"\(updates 13\).*2 runs had not started \(configs 1, 2\): "
-                          r"train them without resume"):
+                          r"train them again with overwrite=True"):
         fastff.train_many(configs)
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
 

@@ -61,8 +61,8 @@ def train_many(configs, *, device=None, errors="raise"):
     ------
     Interrupted
         On SIGINT or SIGTERM: every run finishes its step and writes its checkpoint; each
-        continues with ``resume=True``. Runs of a later wave that had not started are named in
-        the message: they have no record, and train again without ``resume``.
+        continues with ``resume=True``. Runs that had not started (a later wave's, or the wave
+        being set up) are named in the message: they train again with ``overwrite=True``.
     """
     if errors not in ERRORS:
         raise InputError(f"errors must be one of {', '.join(map(repr, ERRORS))}, got {errors!r}")
@@ -135,7 +135,10 @@ def _lockstep(runs, indices, results):
             StopRequests() as stop:
         while pending:
             stop.deferring = False  # until the rounds start, a signal stops at once
-            live, rest = _set_up(runs, pending, results, stop)
+            try:
+                live, rest = _set_up(runs, pending, results, stop)
+            except Interrupted as exc:  # none of this wave has stepped
+                raise _not_started(exc, [i for i in pending if results[i] is None]) from None
             if rest:
                 warnings.warn(f"fastff.train_many: the device holds {len(live)} of these "
                               f"{len(pending)} runs at once; the other {len(rest)} train "
@@ -151,12 +154,12 @@ def _lockstep(runs, indices, results):
 
 
 def _not_started(exc, rest):
-    """``exc`` saying which runs had not started (they have no record to resume)."""
+    """``exc`` saying which runs had not started (they have no checkpoint to resume from)."""
     if not rest:
         return exc
     return Interrupted(f"{exc}; {len(rest)} runs had not started (configs "
-                       f"{', '.join(map(str, rest))}): train them without resume", exc.signum,
-                       exc.update)
+                       f"{', '.join(map(str, rest))}): train them again with overwrite=True",
+                       exc.signum, exc.update)
 
 
 def _set_up(runs, pending, results, stop):
@@ -169,7 +172,7 @@ def _set_up(runs, pending, results, stop):
     for n, i in enumerate(pending):
         record = RunDir(runs[i][1]["out_dir"]) if runs[i][1]["out_dir"] is not None else None
         fresh = record is not None and not record.holds_run()
-        before = rt.free_bytes()
+        before, t = rt.free_bytes(), None
         try:
             t = Trainer(*runs[i])
             if t.finished:
@@ -182,6 +185,8 @@ def _set_up(runs, pending, results, stop):
             t._pretrain_or_read_log()
             t.stage()
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
+            if t is not None:
+                t.notice.done()
             t = None
             if live:  # the device is full: this run waits for the next wave, as it came
                 if fresh:
@@ -190,6 +195,8 @@ def _set_up(runs, pending, results, stop):
             results[i] = _kept(exc)
             continue
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
+            if t is not None:
+                t.notice.done()
             results[i] = _kept(exc)
             continue
         live[i] = t

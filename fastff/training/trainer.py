@@ -167,10 +167,12 @@ class Trainer:
 
     def run(self):
         """Train to ``updates`` and return the :class:`Run`."""
-        if self.finished:  # nothing left: the saved run, unchanged
-            self.notice.done()
-            return self.result()
-        self.prepare()
+        try:
+            if self.finished:  # nothing left: the saved run, unchanged
+                return self.result()
+            self.prepare()
+        finally:
+            self.notice.done()  # (compile() says it first when it gets there)
         # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                 StopRequests() as self.stop:
@@ -201,11 +203,13 @@ class Trainer:
         if parallel is not None:
             parallel.launch()
         notice.compiled = False  # whether the step's kernels compiled (a cold cache)
-        with numba_event.install_listener("numba:run_pass", notice):
-            warm_up(self.model, v["batch_size"], v["optimizer"])
-            if self.monitor is not None:  # else its kernels compile at update 0, on the clock
-                self.monitor.warm_up(self.model)
-        notice.done()
+        try:
+            with numba_event.install_listener("numba:run_pass", notice):
+                warm_up(self.model, v["batch_size"], v["optimizer"])
+                if self.monitor is not None:  # else its kernels compile at update 0, on the clock
+                    self.monitor.warm_up(self.model)
+        finally:
+            notice.done()
         if parallel is not None:
             parallel.start(compiled=notice.compiled)
 
@@ -220,7 +224,10 @@ class Trainer:
 
     def _steps(self, parallel):
         self.begin()
-        v, threads = self.v, self.threads
+        v = self.v
+        if self.threads is None:
+            self.threads = ThreadChoice(self.model, v["batch_size"], parallel)
+        threads = self.threads
         threads.restart()
         for k in range(self.start, v["updates"]):
             x, y = self.batch(k)
@@ -439,8 +446,8 @@ class Trainer:
         def batch(k):  # called once an update: after the one before
             if parallel is not None and parallel.pending:
                 parallel.poll()
-            if self.threads is not None:
-                self.threads.tick()
+            if self.threads is not None:  # a layer's updates cost more than the one's below
+                self.threads.restart() if k == 0 else self.threads.tick()
             return self.batch(k)
 
         def on_log(row):

@@ -45,9 +45,11 @@ class CompileNotice(numba_event.Listener):
         pass
 
     def done(self):
+        """Say how long it took, once (nothing if nothing compiled)."""
         if self.started is not None:
             print(f"fastff: kernels ready ({time.perf_counter() - self.started:.0f} s)",
                   file=sys.stderr, flush=True)
+            self.started = None
 
 
 def warm_up(model, batch_size, optimizer="sgd"):
