@@ -213,7 +213,6 @@ DATASET_SHAPES = {"shapeset": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 1
 # once on an AMD EPYC Zen 4 (lscpu family 25 model 17, AVX-512, 2 cores); other nets scale with
 # their weights (the batch-10 step streams W).
 CPU_STEP_S = 5.62e-3
-CPU_STEP_WEIGHTS = 1024 * 1000 + 4 * 1000 * 1000 + 1000 * 9
 CPU_NAME = "AMD EPYC Zen 4 core"
 
 
@@ -261,8 +260,9 @@ def budget_rows(gpu=H200, pack=None, gpus=(1, 8), datasets=("shapeset", "mnist",
             for t in sorted((pack_seconds(p, gpu) for p in packs), reverse=True):
                 load[load.index(min(load))] += t
             row[f"gpu{n}_h"], row[f"gpu{n}_pack"] = max(load) / 3600, size
-        weights = [sum(a * b for a, b in zip(r[1][:-1], r[1][1:])) for r in runs]
-        run_s = [CPU_STEP_S * w / CPU_STEP_WEIGHTS * r[3] for w, r in zip(weights, runs)]
+        paper = sum(k * n for k, n in layer_shapes())
+        run_s = [CPU_STEP_S * sum(k * n for k, n in layer_shapes(r[1])) / paper * r[3]
+                 for r in runs]
         row.update(cpu_core_h=sum(run_s) / 3600, cpu_run_h=max(run_s) / 3600)
         rows.append(row)
     return rows

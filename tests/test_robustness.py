@@ -414,28 +414,38 @@ def test_compile_notice_speaks_once(capsys):
 
 
 def test_kernels_compiled_while_the_data_loads_are_announced_and_counted(monkeypatch, capsys):
-    # a first run compiles the data's kernels before the step's: the notice starts with them
-    # and its time includes them (a fresh jitted function stands for a cold cache)
+    # a first run compiles the data's kernels, then the step's: one notice, from the first of
+    # them to the last (fresh jitted functions stand for a cold cache)
     import time
     import numba
     from fastff.training import trainer
 
     @numba.njit
-    def fresh(x):
+    def fresh_data(x):
         return x + 1
 
-    real = trainer._load_data
+    @numba.njit
+    def fresh_step(x):
+        return x + 2
+
+    real_load, real_warm_up = trainer._load_data, trainer.warm_up
 
     def load(v, saved):
-        fresh(1)
-        time.sleep(1.1)  # what it costs, beyond the step's own compile
-        return real(v, saved)
+        fresh_data(1)
+        time.sleep(1.1)  # what it costs
+        return real_load(v, saved)
+
+    def warm_up(*args, **kwargs):
+        fresh_step(1)
+        time.sleep(1.1)
+        return real_warm_up(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "_load_data", load)
+    monkeypatch.setattr(trainer, "warm_up", warm_up)
     fastff.train("8", dataset=tiny_data(), updates=2, progress=True, monitor_every=0)
     err = capsys.readouterr().err
-    assert err.count("compiling kernels") == 1
-    assert int(err.split("kernels ready (")[1].split(" s)")[0]) >= 1
+    assert err.count("compiling kernels") == 1 and err.count("kernels ready") == 1
+    assert int(err.split("kernels ready (")[1].split(" s)")[0]) >= 2
 
 
 def test_divergence_leaks_no_numpy_warnings(tmp_path):

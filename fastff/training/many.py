@@ -176,7 +176,6 @@ def _set_up(runs, pending, results, stop):
         try:
             t = Trainer(*runs[i])
             if t.finished:
-                t.notice.done()
                 results[i] = t.result()
                 continue
             t.stop = _SharedStop(stop)
@@ -185,9 +184,6 @@ def _set_up(runs, pending, results, stop):
             t._pretrain_or_read_log()
             t.stage()
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
-            if t is not None:
-                t.notice.done()
-            t = None
             if live:  # the device is full: this run waits for the next wave, as it came
                 if fresh:
                     record.clear()
@@ -195,10 +191,11 @@ def _set_up(runs, pending, results, stop):
             results[i] = _kept(exc)
             continue
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
-            if t is not None:
-                t.notice.done()
             results[i] = _kept(exc)
             continue
+        finally:
+            if t is not None:  # on a path that never reached compile(), which says it first
+                t.notice.done()
         live[i] = t
         after = rt.free_bytes()
         if before is not None and after is not None and n + 1 < len(pending) and \

@@ -155,7 +155,7 @@ class Trainer:
         self.t0 = 0.0
         self.pretrain_log = []
         self.stop = None
-        self.threads = None  # the ThreadChoice of a run on the CPU (run())
+        self.threads = None  # its ThreadChoice, made by compile()
         self.trusted = type(self.data).train_batch in _TRUSTED_BATCHES
         self.read_every = fastff_config.LOSS_READ_EVERY  # losses kept on the device at most
 
@@ -171,22 +171,21 @@ class Trainer:
             if self.finished:  # nothing left: the saved run, unchanged
                 return self.result()
             self.prepare()
+            # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                    StopRequests() as self.stop:
+                # the parallel passes compile in another process; the serial twins (the same
+                # numbers) compile here, before the clock starts (warmup.py)
+                parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
+                try:
+                    self.compile(parallel)
+                    self._pretrain_or_read_log(parallel)
+                    self._steps(parallel)
+                finally:
+                    parallel.close()
+            return self.result()
         finally:
-            self.notice.done()  # (compile() says it first when it gets there)
-        # NaN/inf after a divergence is reported by DivergenceError, not by NumPy warnings
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-                StopRequests() as self.stop:
-            # the parallel passes compile in another process; the serial twins (the same
-            # numbers) compile here, before the clock starts (warmup.py)
-            parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
-            try:
-                self.compile(parallel)
-                self.threads = ThreadChoice(self.model, self.v["batch_size"], parallel)
-                self._pretrain_or_read_log(parallel)
-                self._steps(parallel)
-            finally:
-                parallel.close()
-        return self.result()
+            self.notice.done()  # on a path that never reached compile(), which says it first
 
     def prepare(self):
         """Make the run directory and write the run's config (before any step)."""
@@ -212,6 +211,7 @@ class Trainer:
             notice.done()
         if parallel is not None:
             parallel.start(compiled=notice.compiled)
+        self.threads = ThreadChoice(self.model, v["batch_size"], parallel)
 
     def result(self):
         """The :class:`Run` (a finished resumed run: the saved one, unchanged)."""
@@ -224,10 +224,7 @@ class Trainer:
 
     def _steps(self, parallel):
         self.begin()
-        v = self.v
-        if self.threads is None:
-            self.threads = ThreadChoice(self.model, v["batch_size"], parallel)
-        threads = self.threads
+        v, threads = self.v, self.threads
         threads.restart()
         for k in range(self.start, v["updates"]):
             x, y = self.batch(k)
@@ -446,8 +443,10 @@ class Trainer:
         def batch(k):  # called once an update: after the one before
             if parallel is not None and parallel.pending:
                 parallel.poll()
-            if self.threads is not None:  # a layer's updates cost more than the one's below
-                self.threads.restart() if k == 0 else self.threads.tick()
+            if k == 0:  # a layer's updates cost more than the one's below: probe it anew
+                self.threads.restart()
+            else:
+                self.threads.tick()
             return self.batch(k)
 
         def on_log(row):
