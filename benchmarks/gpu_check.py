@@ -6,8 +6,8 @@ newer), CuPy and, for the baselines, PyTorch; no network needed. In about 5 minu
 1. runs the ``cuda`` tests (``pytest -m cuda``) and keeps their summary line;
 2. times the paper's SGD step (1024-1000x5-9, tanh, float32, statistics on) at batch 10, 128
    and 1024 on each path (the persistent step, one launch a step or 100 steps a launch, and the
-   layer-by-layer kernels in a CUDA graph and launched one by one) with CUDA events: warm-up,
-   then the median of several repeats of many steps;
+   layer-by-layer kernels in a CUDA graph and launched one by one, and in TF32 on tensor
+   cores) with CUDA events: warm-up, then the median of several repeats of many steps;
 3. times PyTorch's step of the same net, eager and captured in a CUDA graph, in the same run;
 4. times Shapeset-3x2 drawn on the GPU, and ``train_many``'s lockstep of 1 to 64 copies of the
    paper's net (total updates/s against one net);
@@ -119,12 +119,13 @@ def time_fastff(steps, repeats):
     rows = []
     for batch in BATCHES:
         x, y = paper_batch(batch)
-        paths = [("layers", "layers", True), ("layers, no graph", "layers", False)]
+        paths = [("layers", "layers", True, False), ("layers, no graph", "layers", False, False),
+                 ("layers, tf32", "layers", True, True)]
         if batch <= config.CUDA_STEP_MAX_BATCH:
-            paths.insert(0, ("persistent", "persistent", True))
-        for label, path, graph in paths:
+            paths.insert(0, ("persistent", "persistent", True, False))
+        for label, path, graph, tf32 in paths:
             config.CUDA_STEP_PATH, config.CUDA_GRAPH = path, graph
-            net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
+            net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0, tf32=tf32)
             stats = net.new_stats()
             n = steps if batch <= 128 else max(10, steps // 10)
             row = dict(batch=batch, path=label, **time_device(

@@ -27,9 +27,14 @@ BATCHES = (10, 128, 1024)
 TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}  # the CUDA issue's targets on an H200
 # The current estimate of the layer-by-layer path on an H100/H200: 4 L = 24 launches at 5-10 us
 # of Python and CuPy each (the host's cost sets batches 10 and 128), epilogues and deltas over
-# row tiles, the GEMMs' 2 x 4 register tiles at an estimated 35-40% of FP32 peak (batch 1024).
-# Before the split-K reduction and the epilogues were fused: 300-550, 600-900 and 3000-4500.
-LAYERS_ESTIMATE_US = {10: (150, 300), 128: (200, 350), 1024: (1200, 1800)}
+# row tiles, the GEMMs' 4 x 4 register tiles fed by 16-byte shared loads (one per 8 FMAs in
+# the SASS) at an estimated 55-65% of FP32 peak (batch 1024). With the 2 x 4 tiles of scalar
+# loads (0.7 shared loads per FMA), 35-40%: 1200-1800 us at batch 1024; before the split-K
+# reduction and the epilogues were fused: 300-550, 600-900 and 3000-4500.
+# With tf32=True, x @ W and dC/dx (two thirds of the FLOPs) go to tensor cores, assumed at 40-60%
+# of their peak (16 x 8 x 8 products from shared memory, no asynchronous copies).
+LAYERS_ESTIMATE_US = {10: (150, 300), 128: (200, 350), 1024: (800, 1100)}
+TF32_ESTIMATE_US = {128: (150, 300), 1024: (350, 500)}
 
 H200 = dict(
     name="NVIDIA H200 (132 SMs)",
@@ -39,6 +44,7 @@ H200 = dict(
     # report for data spread over both L2 partitions (an assumption, to be measured)
     l2_bytes_per_s=7.0e12,
     fp32_flops=67e12,
+    tf32_flops=494e12,  # dense TF32 on tensor cores (mma.sync m16n8k8)
     sms=132,
     # a kernel boundary in a stream or a graph on the GPU side; a launch from Python through
     # CuPy costs more on the host, but overlaps with the GPU when nothing synchronizes
@@ -100,10 +106,11 @@ def lockstep_markdown(rows):
     return "\n".join(out)
 
 
-def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=264):
+def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=264, tf32=False):
     """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 4 L launches (a
     fused forward a layer, the cost, a backward's delta, dC/dx and update, no dC/dx for the
-    first layer), W read three times and written once, split-K partials."""
+    first layer), W read three times and written once, split-K partials. With ``tf32`` the
+    forward product and dC/dx (4 P B FLOPs) run on tensor cores."""
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
@@ -116,16 +123,19 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(32, 64, 16), split_blocks=2
     acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
     w_bytes = 4 * P * ITEM
     resident = P * ITEM <= gpu["l2_bytes"] * 0.8
-    return dict(path="layers", batch=batch, launches=4 * L, barriers=0, w_bytes=w_bytes,
-                other_bytes=partials + acts, hbm_bytes=0 if resident else w_bytes,
-                l2_bytes=w_bytes + partials + acts, flops=6 * P * batch, w_in_l2=resident)
+    return dict(path="layers, tf32" if tf32 else "layers", batch=batch, launches=4 * L,
+                barriers=0, w_bytes=w_bytes, other_bytes=partials + acts,
+                hbm_bytes=0 if resident else w_bytes, l2_bytes=w_bytes + partials + acts,
+                flops=6 * P * batch, tf32_flops=4 * P * batch if tf32 else 0, w_in_l2=resident)
 
 
 def floor_us(row, gpu=H200):
     """The step's floor in microseconds and what sets it."""
+    tf32 = row.get("tf32_flops", 0)
+    compute = (row["flops"] - tf32) / gpu["fp32_flops"] + tf32 / gpu["tf32_flops"]
     parts = {"HBM": row["hbm_bytes"] / gpu["hbm_bytes_per_s"],
              "L2": row["l2_bytes"] / gpu["l2_bytes_per_s"],
-             "FP32": row["flops"] / gpu["fp32_flops"]}
+             "FP32+TF32" if tf32 else "FP32": compute}
     limit = max(parts, key=parts.get)
     fixed = row["launches"] * gpu["launch_s"] + row["barriers"] * gpu["barrier_s"]
     return 1e6 * (parts[limit] + fixed), limit, 1e6 * fixed
@@ -135,6 +145,8 @@ def table(gpu=H200):
     rows = []
     for batch in BATCHES:
         candidates = [layers(batch, gpu)]
+        if batch > 16:  # where tf32 applies: the layer path's products
+            candidates.append(layers(batch, gpu, tf32=True))
         if batch <= 16:  # config.CUDA_STEP_MAX_BATCH
             candidates.insert(0, persistent(batch, gpu))
             candidates.insert(1, persistent(batch, gpu, steps_per_launch=100))
@@ -156,7 +168,8 @@ def markdown(rows, gpu=H200):
            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         path = r["path"] + (" (100 steps a launch)" if r["launches"] < 1 else "")
-        est = LAYERS_ESTIMATE_US[r["batch"]] if r["path"] == "layers" else None
+        est = {"layers": LAYERS_ESTIMATE_US, "layers, tf32": TF32_ESTIMATE_US}.get(
+            r["path"], {}).get(r["batch"])
         out.append(f"| {r['batch']} | {path} | {r['launches']:g} | {r['barriers']} | "
                    f"{r['w_bytes'] / 1e6:.1f} | {r['other_bytes'] / 1e6:.1f} | "
                    f"{r['hbm_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.2f} | {r['floor_us']:.1f} | "

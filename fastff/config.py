@@ -104,9 +104,10 @@ SECOND_ORDER_DECAY = 0.99
 SECOND_ORDER_DAMPING = {"diag_hessian": 1e-6, "grad_variance": 1e-3}
 
 # -- CUDA launch shapes (fastff/kernels/cuda/; compiled in as -D defines) -----------------------
-# GEMM tiles (rows, columns, depth) of the split-K products: (TN / 4) x (TM / 2) threads per
-# block, 2 x 4 outputs per thread. Powers of two; the host emulation tests patch small ones.
-CUDA_GEMM_TILE = (32, 64, 16)
+# GEMM tiles (rows, columns, depth) of the split-K products: (TN / 4) x (TM / 4) threads per
+# block, 4 x 4 outputs per thread. Powers of two, rows and columns >= 4; the host emulation
+# tests patch small ones.
+CUDA_GEMM_TILE = (64, 64, 16)
 # Entries of W per side of a weight-update block: (UT / 4)^2 threads, 4 x 4 entries each.
 CUDA_UPDATE_TILE = 64
 # Threads per block of the one-thread-per-column kernels (delta, softmax, second-order columns).

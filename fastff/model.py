@@ -176,6 +176,11 @@ class MLP:
     loss : str
         The output cost: ``nll`` (the paper's, default) or ``quadratic`` (see
         :mod:`fastff.losses`).
+    tf32 : bool
+        ``device="cuda"`` and float32 only: form the layer-by-layer path's products (x @ W and
+        dC/dx, batches over ``config.CUDA_STEP_MAX_BATCH``) on tensor cores with operands
+        rounded to TF32 (10-bit mantissa). Faster at large batches; no longer the paper's
+        float32 numbers, so off by default. The weight update stays float32.
 
     Attributes
     ----------
@@ -191,7 +196,7 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="tanh", init="normalized", device="cpu", seed=0,
-                 dtype="float32", kernels=None, loss="nll"):
+                 dtype="float32", kernels=None, loss="nll", tf32=False):
         self.sizes = parse_sizes(sizes)
         self.activation = activations.get_hidden(activation).name
         choose("init", init, INITS)
@@ -205,6 +210,7 @@ class MLP:
         if self.backend.device != self.device:
             raise InputError(f"kernels={name!r} run on the {self.backend.device}, not on "
                              f"device={self.device!r}")
+        self.tf32 = self._check_tf32(tf32)
         self.seed = check_seed(seed)
         rng = np.random.default_rng(self.seed)
         self.params = []
@@ -212,14 +218,31 @@ class MLP:
             W = init_weights(init, n_in, n_out, rng, self.dtype)
             self.params.append((self.backend.copy(W),
                                 self.backend.copy(np.zeros(n_out, self.dtype))))
-        self._plan = self.backend.plan(self.sizes, self.dtype)
+        self._plan = self._new_plan()
+
+    def _check_tf32(self, tf32):
+        if not isinstance(tf32, (bool, np.bool_)):
+            raise InputError(f"tf32 must be True or False, got {tf32!r}")
+        if tf32 and self.backend.name != "cuda":
+            raise InputError(f"tf32=True runs products on NVIDIA tensor cores: it needs "
+                             f"device='cuda' (and the CUDA kernels), not {self.backend.name!r}")
+        if tf32:
+            from .kernels.cuda import check_tf32, runtime
+            check_tf32(self.dtype, runtime())
+        return bool(tf32)
+
+    def _new_plan(self):
+        plan = self.backend.plan(self.sizes, self.dtype)
+        if self.tf32:
+            plan.hints["tf32"] = True
+        return plan
 
     def copy(self):
         """An independent copy: the same network with its own parameters."""
         net = object.__new__(MLP)
         net.__dict__.update(self.__dict__)
         net.params = [(self.backend.copy(W), self.backend.copy(b)) for W, b in self.params]
-        net._plan = self.backend.plan(self.sizes, self.dtype)
+        net._plan = net._new_plan()
         return net
 
     # -- properties ---------------------------------------------------------------------------
@@ -235,7 +258,8 @@ class MLP:
     def __repr__(self):
         return (f"MLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
                 f"init={self.init!r}, device={self.device!r}, dtype={self.dtype.name!r}"
-                + (f", loss={self.loss!r})" if self.loss != "nll" else ")"))
+                + (f", loss={self.loss!r}" if self.loss != "nll" else "")
+                + (", tf32=True)" if self.tf32 else ")"))
 
     # -- input checks -------------------------------------------------------------------------
     def _check_x(self, x):

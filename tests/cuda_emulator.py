@@ -5,6 +5,7 @@ CUDA orchestration (fastff.kernels.cuda) by swapping its runtime: test code only
 sizes of ``fastff.config`` at the time of the call, into a shared library; ``EmuRuntime(lib)``
 launches them with NumPy arrays, as ``CuPyRuntime`` launches them on a GPU with CuPy arrays.
 """
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastff import config
 from fastff.kernels import cuda
 
 HOST = Path(__file__).resolve().with_name("cuda_host")
@@ -76,7 +78,7 @@ def build(out_dir, src=None, main="", flags=("-O1", "-shared", "-fPIC"), suffix=
     return target
 
 
-def host_mlp(sizes, activation, dtype, seed=4, loss="nll"):
+def host_mlp(sizes, activation, dtype, seed=4, loss="nll", tf32=False):
     """An MLP whose steps run through fastff's CUDA launch code (both paths) on whatever
     runtime is set, here the emulator: its arrays stay NumPy arrays."""
     import fastff
@@ -84,7 +86,8 @@ def host_mlp(sizes, activation, dtype, seed=4, loss="nll"):
     from fastff.kernels.cuda.step import CUDAPlan
     net = fastff.MLP(sizes, activation=activation, dtype=dtype, seed=seed, loss=loss)
     net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
-    net._plan = net.backend.plan(net.sizes, net.dtype)
+    net.tf32 = tf32  # MLP(tf32=True) asks for device='cuda'; this backend is the CUDA code
+    net._plan = net._new_plan()
     return net
 
 
@@ -181,10 +184,57 @@ sys.path.insert(0, {tests!r})
 import cuda_emulator
 from fastff import config
 from fastff.kernels import cuda
-for key, value in cuda_emulator.SMALL.items():
+for key, value in {tiles!r}.items():
     setattr(config, key, value)
 cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms={sms}, concurrent=True)
 """
+
+
+def prelude(lib, sms, tiles=None):
+    """CHILD_PRELUDE for library ``lib``, built with ``tiles`` (default SMALL)."""
+    return CHILD_PRELUDE.format(tests=str(HOST.parent), lib=str(lib), sms=sms,
+                                tiles=dict(SMALL if tiles is None else tiles))
+
+
+def child_run(out_dir, src, script, tiles=None, env=None):
+    """Build ``src`` with ``tiles`` (default SMALL) set in fastff.config and run ``script`` in a
+    child process on it (concurrent blocks, 2 SMs): a detection of the emulator ends the child
+    with its own status, which the caller checks."""
+    import pytest
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (SMALL if tiles is None else tiles).items():
+            mp.setattr(config, key, value)
+        lib = build(out_dir, src=src)
+    return subprocess.run([sys.executable, "-c", prelude(lib, 2, tiles) + script],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+
+
+@contextlib.contextmanager
+def runtime_for(kind, tmp_path_factory, tiles=None, sms=16, seed=7):
+    """The CUDA runtime of a test module, set as fastff's while the context is open: ``host``
+    (the emulator, blocks one after another), ``host-concurrent`` (all blocks at once, started
+    in an order permuted by ``seed``), built with ``tiles`` (default SMALL) set in
+    fastff.config, or ``gpu`` (CuPy, config untouched)."""
+    import pytest
+    mp = pytest.MonkeyPatch()
+    old = cuda._RUNTIME
+    try:
+        if kind.startswith("host"):
+            if compiler() is None:
+                pytest.skip("the host emulation of the CUDA kernels needs g++")
+            for key, value in (SMALL if tiles is None else tiles).items():
+                mp.setattr(config, key, value)
+            runtime = EmuRuntime(build(tmp_path_factory.mktemp("emu")), sms=sms,
+                                 concurrent=kind == "host-concurrent",
+                                 seed=seed if kind == "host-concurrent" else 0)
+        else:
+            runtime = cuda.CuPyRuntime()
+        cuda._RUNTIME = runtime
+        yield runtime
+    finally:
+        cuda._RUNTIME = old
+        mp.undo()
 
 
 def tsan_run(out_dir, script, src=None, sms=16, env=None):
@@ -195,7 +245,7 @@ def tsan_run(out_dir, script, src=None, sms=16, env=None):
     lib = build(out_dir, src=src, flags=("-O1", "-g", "-shared", "-fPIC", "-fsanitize=thread"))
     runtime = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True,
                              text=True).stdout.strip()
-    code = CHILD_PRELUDE.format(tests=str(HOST.parent), lib=str(lib), sms=sms) + script
+    code = prelude(lib, sms) + script
     env = dict(os.environ, LD_PRELOAD=runtime, **(env or {}),
                TSAN_OPTIONS="exitcode=66 halt_on_error=1 report_signal_unsafe=0")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

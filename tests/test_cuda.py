@@ -32,22 +32,8 @@ SMALL = cuda_emulator.SMALL
 def rt(request, tmp_path_factory):
     """The runtime the CUDA kernels launch through: the host emulator, running the blocks of a
     launch one after another or all at once, or a GPU."""
-    mp = pytest.MonkeyPatch()
-    old = cuda._RUNTIME
-    if request.param.startswith("host"):
-        if cuda_emulator.compiler() is None:
-            pytest.skip("the host emulation of the CUDA kernels needs g++")
-        for key, value in SMALL.items():
-            mp.setattr(config, key, value)
-        runtime = cuda_emulator.EmuRuntime(cuda_emulator.build(tmp_path_factory.mktemp("emu")),
-                                           sms=16, concurrent=request.param == "host-concurrent",
-                                           seed=7 if request.param == "host-concurrent" else 0)
-    else:
-        runtime = cuda.CuPyRuntime()
-    cuda._RUNTIME = runtime
-    yield runtime
-    cuda._RUNTIME = old
-    mp.undo()
+    with cuda_emulator.runtime_for(request.param, tmp_path_factory) as runtime:
+        yield runtime
 
 
 def host(a):

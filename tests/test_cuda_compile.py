@@ -43,6 +43,13 @@ def test_every_kernel_compiles_within_its_budget(nvrtc, arch, capsys):
         assert r["smem"] <= cuda.STATIC_SHARED_BYTES, r
 
 
+def test_gpus_without_tf32_still_build_every_kernel(nvrtc):
+    # sm_75 (Turing) has no TF32: its PTX is behind __CUDA_ARCH__ >= 800, and the host refuses
+    # tf32=True there, so float32 training without it still builds and runs
+    rows = cuda.compile_report("sm_75")
+    assert [r["kernel"] for r in rows] == cuda.name_expressions()
+
+
 def test_the_gate_fails_on_a_kernel_that_uses_local_memory(nvrtc):
     # break one on purpose: an accumulator indexed at run time must live in local memory
     anchor = "  double g_sum = 0.0, g_sq = 0.0;\n"

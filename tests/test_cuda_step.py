@@ -7,9 +7,6 @@ shown by breaking something on purpose: a missing grid barrier (ThreadSanitizer)
 shared memory no thread wrote (NaN bytes), a cooperative grid too large to be co-resident, a
 deadlock (the watchdog).
 """
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -423,16 +420,19 @@ def test_the_watchdog_reports_a_deadlock(tmp_path):
     # block 1 leaves before the first grid barrier: the others would wait for it forever
     anchor = "  const int K0 = int(all[0].K);\n"
     src = _break(anchor, anchor + "  if (blockIdx.x == 1) return;\n")
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in cuda_emulator.SMALL.items():
-            mp.setattr(config, key, value)
-        lib = cuda_emulator.build(tmp_path, src=src)
-    script = cuda_emulator.CHILD_PRELUDE.format(tests=str(cuda_emulator.HOST.parent), lib=str(lib),
-                                               sms=2) + _STEP_SCRIPT
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, FASTFF_EMU_WATCHDOG_S="2"))
+    out = cuda_emulator.child_run(tmp_path, src, _STEP_SCRIPT, env={"FASTFF_EMU_WATCHDOG_S": "2"})
     assert out.returncode == 86, out.stderr[-2000:]
     assert "deadlock: block" in out.stderr and "blocks arrived" in out.stderr, out.stderr
+
+
+def test_the_emulator_finds_a_misaligned_vector_load(tmp_path):
+    # shared rows padded by one element, not four: the GEMM's 16-byte loads of a row of as
+    # would fault on a GPU ("misaligned address"), and the emulator stops there too
+    anchor = "constexpr int GEMM_AS = FASTFF_TM + 4,"
+    src = _break(anchor, anchor.replace("+ 4", "+ 1"))
+    out = cuda_emulator.child_run(tmp_path, src, _LAYERS_SCRIPT)
+    assert out.returncode == 88, out.stderr[-2000:]
+    assert "misaligned address: a 16-byte load" in out.stderr, out.stderr[-2000:]
 
 
 def test_settings_that_overflow_shared_memory_are_refused(monkeypatch):

@@ -22,9 +22,12 @@ def test_the_cost_model_counts_each_path():
     assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
     assert one["floor_us"] < layers["floor_us"]
     assert rows[(1024, "layers", 24)]["limit"] == "FP32"
+    tf32 = rows[(1024, "layers, tf32", 24)]  # two thirds of the FLOPs on tensor cores
+    assert tf32["tf32_flops"] == 4 * 5_033_000 * 1024 and tf32["floor_us"] < 650
+    assert rows[(1024, "layers", 24)]["floor_us"] > 2 * tf32["floor_us"]
     assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
     table = gpu_model.markdown(gpu_model.table())
-    assert table.count("\n| ") == 1 + 3 + 2  # the header, 3 rows at batch 10, 1 at 128 and 1024
+    assert table.count("\n| ") == 1 + 3 + 2 * 2  # header; 3 rows at batch 10, 2 at 128 and 1024
 
 
 def test_the_cost_model_of_shapeset_on_the_gpu():

@@ -171,6 +171,13 @@ OPTIONS = (
            check=_bool("overwrite"), resume="free", cli=dict(action="store_true")),
     Option("dtype", "float32", "str", "Floating-point type of parameters and activations.",
            record="dtype", cli=dict(choices=["float32", "float64"])),
+    Option("tf32", False, "bool",
+           "With ``device='cuda'`` and float32: products of batches over 16 on tensor cores, "
+           "operands rounded to TF32 (:class:`fastff.MLP`). Faster, but no longer the paper's "
+           "float32 numbers.", check=_bool("tf32"), record="tf32", before=False,
+           cli=dict(action="store_true"),
+           short="CUDA, float32: products of batches over 16 on tensor cores in TF32 (not the "
+                 "paper's float32 numbers)"),
     Option("data_options", None, "dict, optional",
            "Passed to :func:`fastff.data.load` (e.g. ``{\"valid_size\": 2000}`` for Shapeset).",
            check=_data_options, record="data_options", cli=None),

@@ -133,7 +133,7 @@ class Trainer:
             self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
             self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
                              device=v["device"], seed=v["seed"], dtype=v["dtype"],
-                             loss=v["loss"])
+                             loss=v["loss"], tf32=v["tf32"])
         _check_dataset(self.data, self.model.dtype)
         _check_memory(self.sizes, v["batch_size"], self.model.dtype)
         self.rates = (self.model.new_rates(v["optimizer"], v["damping"], v["estimate_decay"])

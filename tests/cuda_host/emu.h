@@ -24,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,7 +65,25 @@ class BlockBarrier {
   std::atomic<unsigned> count_{0}, generation_{0};
 };
 
+// A warp's meeting place for its collective operations (mma_tf32): its lanes' operands, and a
+// barrier over the warp's threads (a block's last warp may be partial; mma refuses it).
+struct WarpBox {
+  explicit WarpBox(unsigned n) : size(n), bar(n) {}
+  const unsigned size;
+  BlockBarrier bar;
+  float a[32][4], b[32][2];
+};
+
+// The warps of a block of ``n`` threads (thread t is lane t % 32 of warp t / 32, as on a GPU).
+inline std::vector<std::unique_ptr<WarpBox>> make_warps(unsigned n) {
+  std::vector<std::unique_ptr<WarpBox>> out;
+  for (unsigned first = 0; first < n; first += 32)
+    out.emplace_back(std::make_unique<WarpBox>(std::min(32u, n - first)));
+  return out;
+}
+
 inline thread_local Dim3 tl_thread, tl_block;
+inline thread_local WarpBox* tl_warp = nullptr;
 inline Dim3 g_block_dim, g_grid_dim;
 inline thread_local BlockBarrier* tl_barrier = nullptr;
 inline thread_local unsigned char* tl_smem = nullptr;  // this block's shared memory
@@ -111,9 +130,11 @@ inline void run_together(const std::vector<unsigned>& linear, Dim3 grid, Dim3 bl
                          const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
   std::vector<std::unique_ptr<BlockBarrier>> bars;
+  std::vector<std::vector<std::unique_ptr<WarpBox>>> warps;
   std::vector<std::vector<unsigned char>> smem(linear.size(), std::vector<unsigned char>(kSharedBytes));
   for (size_t b = 0; b < linear.size(); ++b) {
     bars.emplace_back(std::make_unique<BlockBarrier>(n));
+    warps.emplace_back(make_warps(n));
     fill_nan(smem[b]);
   }
   std::vector<std::thread> workers;
@@ -123,6 +144,7 @@ inline void run_together(const std::vector<unsigned>& linear, Dim3 grid, Dim3 bl
         tl_thread = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
         tl_block = block_index(linear[b], grid);
         tl_barrier = bars[b].get();
+        tl_warp = warps[b][t / 32].get();
         tl_smem = smem[b].data();
         tl_smem_offset = 0;
         body();
@@ -135,6 +157,7 @@ inline void run_in_turn(const std::vector<unsigned>& linear, Dim3 grid, Dim3 blo
                         const std::function<void()>& body) {
   const unsigned n = block.x * block.y * block.z;
   BlockBarrier bar(n);
+  auto warps = make_warps(n);
   std::vector<unsigned char> smem(kSharedBytes);
   fill_nan(smem);
   std::vector<std::thread> workers;
@@ -142,6 +165,7 @@ inline void run_in_turn(const std::vector<unsigned>& linear, Dim3 grid, Dim3 blo
     workers.emplace_back([&, t] {
       tl_thread = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
       tl_barrier = &bar;
+      tl_warp = warps[t / 32].get();
       tl_smem = smem.data();
       for (unsigned b : linear) {
         tl_block = block_index(b, grid);
@@ -248,6 +272,75 @@ inline void wait_while_equal(const unsigned* p, unsigned v) {
       std::_Exit(86);
     }
   }
+}
+}  // namespace fastff
+
+// common.cuh's 16-byte shared loads, with the check of the alignment a GPU faults on, and its
+// global stores of four values (one 16-byte store where aligned).
+namespace fastff {
+template <typename T>
+inline void store4(T* p, const T (&v)[4]) {
+  for (int i = 0; i < 4; ++i) p[i] = v[i];
+}
+template <typename T>
+inline void load4(const T* p, T (&v)[4]) {
+  if (reinterpret_cast<std::uintptr_t>(p) % 16) {
+    std::fprintf(stderr, "fastff CUDA emulator: misaligned address: a 16-byte load at %p\n",
+                 static_cast<const void*>(p));
+    std::_Exit(88);
+  }
+  // element by element: g++'s ThreadSanitizer does not check a 16-byte copy (std::memcpy
+  // here hid a missing __syncthreads before the loads)
+  for (int i = 0; i < 4; ++i) v[i] = p[i];
+}
+}  // namespace fastff
+
+// TF32 (common.cuh's PTX twins). tf32_round: to nearest, ties away (cvt.rna.tf32.f32).
+// mma_tf32: the warp's lanes meet, each hands over its fragments and forms its own outputs
+// from everyone's: D[r][c] += sum_k A[r][k] B[k][c], the exact products added in double and
+// rounded once. A GPU's mma.sync only reads an operand's TF32 bits; here an operand with
+// other bits set stops the run (it was not rounded: the GPU would silently truncate it), and
+// so does a partial warp.
+namespace fastff {
+inline bool is_tf32(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u & 0x1FFFu) == 0 || (u & 0x7F800000u) == 0x7F800000u;
+}
+inline float tf32_round(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  if ((u & 0x7F800000u) != 0x7F800000u) u = (u + 0x1000u) & ~0x1FFFu;  // NaN and inf kept
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+inline void mma_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+  fastff_emu::WarpBox& w = *fastff_emu::tl_warp;
+  const unsigned lane = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32;
+  if (w.size != 32) {
+    std::fprintf(stderr, "fastff CUDA emulator: mma.sync in a warp of %u threads, not 32\n", w.size);
+    std::_Exit(89);
+  }
+  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
+  w.bar.arrive_and_wait();
+  const unsigned g = lane / 4, t = lane % 4;
+  for (int q = 0; q < 4; ++q) {
+    const unsigned r = g + 8 * (q / 2), c = 2 * t + q % 2;
+    double sum = 0.0;
+    for (unsigned k = 0; k < 8; ++k) {
+      const float av = w.a[(r % 8) * 4 + k % 4][r / 8 + 2 * (k / 4)];
+      const float bv = w.b[c * 4 + k % 4][k / 4];
+      if (!is_tf32(av) || !is_tf32(bv)) {
+        std::fprintf(stderr, "fastff CUDA emulator: an mma.sync operand that is not TF32 "
+                     "(%.9g, %.9g): round it with tf32_round first\n", av, bv);
+        std::_Exit(90);
+      }
+      sum += double(av) * double(bv);
+    }
+    d[q] = float(double(d[q]) + sum);
+  }
+  w.bar.arrive_and_wait();  // every lane has read the operands before any lane's next write
 }
 }  // namespace fastff
 

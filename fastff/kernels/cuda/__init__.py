@@ -76,8 +76,8 @@ def defines():
                         ("CUDA_STEP_STRIP", strip), ("CUDA_STEP_LANES", lanes)):
         if not isinstance(value, int) or value < 2 or value & (value - 1):
             raise InputError(f"config.{name} must be a power of two >= 2, got {value!r}")
-    if tn < 4 or config.CUDA_UPDATE_TILE < 4:
-        raise InputError("config.CUDA_GEMM_TILE columns and CUDA_UPDATE_TILE must be >= 4")
+    if min(tm, tn, config.CUDA_UPDATE_TILE) < 4:
+        raise InputError("config.CUDA_GEMM_TILE rows and columns and CUDA_UPDATE_TILE must be >= 4")
     if strip * lanes > 1024:
         raise InputError(f"config.CUDA_STEP_STRIP x CUDA_STEP_LANES = {strip * lanes} threads "
                          "a block; CUDA allows at most 1024")
@@ -116,14 +116,16 @@ def gemm_geometry(M, R, Nc):
     The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
     that there are about ``config.CUDA_SPLIT_BLOCKS`` blocks: at batch 10 a 1000 x 1000 layer
     has 16 column tiles and one row tile, and the splits give the other SMs work. The count is
-    fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU.
+    fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU
+    (on CUDA cores: with ``tf32`` the tensor cores add each 8-term product their own way, which
+    may differ between GPU generations).
     """
     tm, tn, tk = config.CUDA_GEMM_TILE
     tiles = _ceil(Nc, tn) * _ceil(M, tm)
     want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_SPLIT_BLOCKS, tiles)))
     chunk = _ceil(_ceil(R, want), tk) * tk
     splits = _ceil(R, chunk)
-    return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 2, 1), chunk, splits
+    return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 4, 1), chunk, splits
 
 
 def columns_geometry(n, sms):
@@ -216,6 +218,14 @@ class Runtime:
     def free_bytes(self):
         """Device memory still free for new arrays, in bytes; None where it cannot be told."""
         return None
+
+    def compute_capability(self):
+        """The current device's compute capability, as "major.minor"."""
+        return "8.0"
+
+    def has_tf32(self):
+        """Whether the current device has TF32 tensor cores (compute capability 8.0 or newer)."""
+        return float(self.compute_capability()) >= 8.0
 
     def empty(self, shape, dtype):
         """A new device array (the only way the launch code allocates)."""
@@ -365,6 +375,10 @@ class CuPyRuntime(Runtime):
             self._resident[key] = int(per_sm) * int(device.attributes["MultiProcessorCount"])
         return self._resident[key]
 
+    def compute_capability(self):
+        cc = str(self.xp.cuda.Device().compute_capability)  # "90" for sm_90, "100" for sm_100
+        return f"{cc[:-1]}.{cc[-1]}"
+
     def free_bytes(self):
         """Free on the current device, counting what CuPy's pool holds but no array uses."""
         free, _ = self.xp.cuda.runtime.memGetInfo()
@@ -490,7 +504,7 @@ def threads_per_block(name):
     tm, tn, _ = config.CUDA_GEMM_TILE
     ut = config.CUDA_UPDATE_TILE
     if name.startswith(("dense_forward_fused", "grad_x_fused")):
-        return (tn // 4) * (tm // 2)
+        return (tn // 4) * (tm // 4)
     if name.startswith(("dense_backward_update", "second_order_update")):
         return (ut // 4) ** 2
     if name.startswith("train_steps"):
@@ -530,6 +544,22 @@ def _layer(x, W):
     return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
 
 
+def check_tf32(dtype, rt=None):
+    """Refuse TF32 products for anything but float32, with GEMM tiles that the tensor-core
+    path cannot cover (rows a multiple of 32, columns of 16, depth of 8: a warp forms 32 x 16
+    outputs from 16 x 8 x 8 products), or on runtime ``rt``'s GPU where it has no TF32."""
+    if rt is not None and not rt.has_tf32():
+        raise DeviceError(f"tf32=True needs TF32 tensor cores (compute capability 8.0 or newer); "
+                          f"this GPU is {rt.compute_capability()}")
+    if np.dtype(dtype) != np.float32:
+        raise InputError(f"tf32=True rounds float32 operands to TF32 on tensor cores; the "
+                         f"parameters are {np.dtype(dtype).name}")
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    if tm % 32 or tn % 16 or tk % 8:
+        raise InputError(f"tf32=True needs config.CUDA_GEMM_TILE rows a multiple of 32, columns "
+                         f"of 16 and depth of 8; it is {config.CUDA_GEMM_TILE}")
+
+
 def _split_k(rt, kernel, a, W, B, K, N, transposed, out=None):
     """(grid, block, leading arguments) of one layer's fused split-K product (x @ W, or
     delta @ W^T when ``transposed``): the operands, the per-split partial products (a scratch
@@ -545,10 +575,12 @@ def _split_k(rt, kernel, a, W, B, K, N, transposed, out=None):
 
 
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
-                      parallel=True):
+                      parallel=True, tf32=False):
     """dense_forward on checked device arrays (``prefetch`` and ``parallel``, CPU hints,
-    mean nothing here)."""
+    mean nothing here; ``tf32``: the product on tensor cores in TF32, float32 only)."""
     rt, B, K, N, T, ct = _layer(x, W)
+    if tf32:
+        check_tf32(T, rt)
     if out is None:
         out = rt.empty((B, N), T)
     name = f"dense_forward_fused<{ct}, {_CODES[activation]}>"
@@ -568,15 +600,17 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
               _f64(bins / (stats.hist_hi - stats.hist_lo)), stats.rows)
         col_parts = rt.scratch("column_parts", grid[1] * 4 * N, np.float64)
     rt.launch(name, grid, block, head + (col_parts, b, out, _i32(B), _i32(K), _i32(N),
-                                         _i32(chunk)) + st)
+                                         _i32(chunk), _i32(bool(tf32))) + st)
     return out
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True, parallel=True):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
-    workspace."""
+    workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only)."""
     rt, B, K, N, T, ct = _layer(x, W)
+    if tf32:
+        check_tf32(T, rt)
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     no_i64, no_f64 = _dummies(rt)
@@ -591,7 +625,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
     rt.launch(f"dense_backward_update<{ct}>", *_update_launch(rt, K, N),
               (x, delta, W, rate, _i32(B), _i32(K), _i32(N)) + _grad_w_sums(rt, K, N, stats))
     return grad_x if compute_grad_x else None
@@ -612,20 +646,23 @@ def _grad_w_sums(rt, K, N, stats):
             stats.grad_w_total if want else no_f64, stats.grad_w_total_sq if want else no_f64)
 
 
-def _grad_x(rt, a, W, out, B, K, N, ct):
+def _grad_x(rt, a, W, out, B, K, N, ct, tf32=False):
     """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
     last block of each tile; one split is written into ``out`` directly)."""
     name = f"grad_x_fused<{ct}>"
     grid, block, chunk, head = _split_k(rt, name, a, W, B, K, N, True, out)
-    rt.launch(name, grid, block, head + (out, _i32(B), _i32(K), _i32(N), _i32(chunk)))
+    rt.launch(name, grid, block, head + (out, _i32(B), _i32(K), _i32(N), _i32(chunk),
+                                         _i32(bool(tf32))))
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
-                           prefetch=True, parallel=True):
+                           prefetch=True, parallel=True, tf32=False):
     """dense_backward_second_order on checked device arrays; ``delta`` is an optional
-    (batch, n_out) workspace."""
+    (batch, n_out) workspace; ``tf32``: dC/dx (and the curvature's product) in TF32."""
     rt, B, K, N, T, ct = _layer(x, W)
+    if tf32:
+        check_tf32(T, rt)
     hessian = rates.method == "diag_hessian"
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
@@ -644,14 +681,14 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
         if hessian:
             if curv_x is None:
                 curv_x = rt.empty((B, K), T)
             w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
             grid, block = columns_geometry(K * N, rt.sms)
             rt.launch(f"square_into<{ct}>", grid, block, (W, w_sq, _i64(K * N)))
-            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct)
+            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct, tf32)
     rt.launch(f"second_order_update<{ct}>", *_update_launch(rt, K, N),
               (x, delta, q, W, rates.W) + hyper + (_i32(B), _i32(K), _i32(N))
               + _grad_w_sums(rt, K, N, stats))
@@ -690,27 +727,37 @@ def _on_device(rt, **arrays):
                               f"kernels take {rt.xp.__name__} arrays (move it with cupy.asarray)")
 
 
-def dense_forward(x, W, b, activation, out=None, stats=None):
-    """h = f(x @ W + b) with statistics on the GPU; the contract of reference.dense_forward."""
+def dense_forward(x, W, b, activation, out=None, stats=None, *, tf32=False):
+    """h = f(x @ W + b) with statistics on the GPU; the contract of reference.dense_forward.
+
+    ``tf32=True`` (CUDA only, float32 only) forms x @ W on tensor cores with its operands
+    rounded to TF32 (10-bit mantissa): faster at large batches, no longer the paper's float32
+    numbers (relative error about 1e-3, growing with the layer's width).
+    """
     rt = runtime()
     _on_device(rt, x=x, W=W, b=b, out=out)
     activation, out = forward_args(x, W, b, activation, out, stats, rt.xp)
+    if tf32:
+        check_tf32(W.dtype, rt)
     xp = rt.xp
     return forward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(W),
-                             xp.ascontiguousarray(b), activation, out, stats)
+                             xp.ascontiguousarray(b), activation, out, stats, tf32=bool(tf32))
 
 
 def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True):
-    """Backward pass and SGD update on the GPU; the contract of reference.dense_backward_sgd."""
+                       compute_grad_x=True, *, tf32=False):
+    """Backward pass and SGD update on the GPU; the contract of reference.dense_backward_sgd
+    (``tf32``: dC/dx in TF32, as :func:`dense_forward`'s)."""
     rt = runtime()
     _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, grad_x=grad_x)
     activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
                                        compute_grad_x, rt.xp)
+    if tf32:
+        check_tf32(W.dtype, rt)
     xp = rt.xp
     return backward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(h), W, b,
                               xp.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
-                              bool(compute_grad_x))
+                              bool(compute_grad_x), tf32=bool(tf32))
 
 
 def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,

@@ -5,7 +5,7 @@
 // Layouts (row-major, as the NumPy reference): x (B, K), W (K, N), b (N), h (B, N).
 // Tile sizes come from fastff/config.py as -D defines; the defaults below are for reading.
 #ifndef FASTFF_TM
-#define FASTFF_TM 32  // GEMM tile rows (x rows); threads per block: (TN / 4) x (TM / 2)
+#define FASTFF_TM 64  // GEMM tile rows (x rows); threads per block: (TN / 4) x (TM / 4)
 #endif
 #ifndef FASTFF_TN
 #define FASTFF_TN 64  // GEMM tile columns
@@ -29,7 +29,7 @@
 #define FASTFF_MAX_BINS 1024  // largest activation histogram (config.HIST_BINS)
 #endif
 #ifndef FASTFF_SHARED
-#define FASTFF_SHARED(T, name, n) __shared__ T name[n]
+#define FASTFF_SHARED(T, name, n) __shared__ __align__(16) T name[n]  // 16: load4
 #endif
 // The persistent training step (train_step.cu): blocks of ST x SL threads work on strips of ST
 // columns (forward) or rows (backward) of W, SL threads along each; batches of at most PB rows
@@ -185,32 +185,126 @@ __device__ __forceinline__ double block_sum(double v, double* scratch, int tid, 
   return out;
 }
 
+// Four consecutive values from shared memory as one 16-byte load (two for double): p must be
+// 16-byte aligned, which the tiles below keep (rows of a multiple of 4 elements, arrays
+// declared aligned). The host emulator's twin checks the alignment a GPU would fault on.
+#ifndef FASTFF_EMULATED
+__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void load4(const double* p, double (&v)[4]) {
+  const double2 q0 = reinterpret_cast<const double2*>(p)[0];
+  const double2 q1 = reinterpret_cast<const double2*>(p)[1];
+  v[0] = q0.x; v[1] = q0.y; v[2] = q1.x; v[3] = q1.y;
+}
+
+// TF32 (tensor cores, sm_80 and newer): a float rounded to TF32's 10-bit mantissa (to nearest,
+// ties away), and d += a b for one 16 x 8 x 8 tile of a warp, float accumulators. Fragments
+// (PTX ISA, mma.m16n8k8 .tf32), g = lane / 4, t = lane % 4: a = A[g][t], A[g+8][t], A[g][t+4],
+// A[g+8][t+4]; b = B[t][g], B[t+4][g]; d = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1].
+// Older GPUs have no TF32: the module still builds for them, and the host refuses tf32=True
+// there (fastff.kernels.cuda.check_tf32), so these traps are never reached.
+__device__ __forceinline__ float tf32_round(float v) {
+#if __CUDA_ARCH__ >= 800
+  unsigned u;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(v));
+  return __uint_as_float(u);
+#else
+  __trap();
+  return v;
+#endif
+}
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])),
+        "r"(__float_as_uint(a[3])), "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1])));
+#else
+  __trap();
+#endif
+}
+
+// Four consecutive values to global memory: one 16-byte store where p is 16-byte aligned (a
+// warp's stores then cover whole sectors), four stores otherwise.
+__device__ __forceinline__ void store4(float* p, const float (&v)[4]) {
+  if ((reinterpret_cast<unsigned long long>(p) & 15) == 0) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    for (int i = 0; i < 4; ++i) p[i] = v[i];
+  }
+}
+__device__ __forceinline__ void store4(double* p, const double (&v)[4]) {
+  if ((reinterpret_cast<unsigned long long>(p) & 15) == 0) {
+    reinterpret_cast<double2*>(p)[0] = make_double2(v[0], v[1]);
+    reinterpret_cast<double2*>(p)[1] = make_double2(v[2], v[3]);
+  } else {
+    for (int i = 0; i < 4; ++i) p[i] = v[i];
+  }
+}
+#endif
+
+// w[0..3] -= lr g[0..3], with 16-byte accesses where w is aligned (a warp's then cover whole
+// sectors); the same arithmetic either way.
+template <typename T>
+__device__ __forceinline__ void sgd4(T* w, const T (&g)[4], T lr) {
+  if ((reinterpret_cast<unsigned long long>(w) & 15) == 0) {
+    T v[4];
+    load4(w, v);
+    for (int i = 0; i < 4; ++i) v[i] -= lr * g[i];
+    store4(w, v);
+  } else {
+    for (int i = 0; i < 4; ++i) w[i] -= lr * g[i];
+  }
+}
+
+// Types whose products may take the TF32 path (float32 only: float64 keeps its own).
+template <typename T>
+struct Tf32Able { static constexpr bool value = false; };
+template <>
+struct Tf32Able<float> { static constexpr bool value = true; };
+
 // parts[split] = A[:, slice] @ op(Bm)[slice, :] for one tile of C (M x Nc), where the reduction
 // dimension R is cut into splits of ``chunk`` (a multiple of TK): the split-K product that
 // spreads a batch-10 layer over every SM. A is (M, R); Bm is (R, Nc), or (Nc, R) with TRANS_B.
-// Block: (TN / 4) x (TM / 2) threads, each 2 rows x 4 columns (strided by TN / 4: coalesced).
-template <typename T, bool TRANS_B>
+// Block: (TN / 4) x (TM / 4) threads. On CUDA cores (TF32 false) each thread forms 4 rows x 4
+// consecutive columns: per step of k, two 16-byte shared loads feed 16 FMAs (a 2 x 4 tile of
+// scalar loads took 6 loads for 8 FMAs). With TF32 each warp forms 32 rows x 16 columns with
+// tensor cores, the operands rounded to TF32 as they are staged (float32 only; TM a multiple
+// of 32, TN of 16, TK of 8: fastff/kernels/cuda/__init__.py checks).
+// Rows of the staged slices padded by four elements: the staging loops write as (and bs with
+// TRANS_B) with k fastest, which at a stride of TM (TN) words would put every thread of a warp
+// in one bank; four words leave two-way conflicts there and in the TF32 fragment loads (one
+// word would break the 16-byte alignment of load4).
+constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
+
+template <typename T, bool TRANS_B, bool TF32>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,
-                                                  int chunk) {
-  // Rows padded by one element: the staging loops write as (and bs with TRANS_B) with k
-  // fastest, which at a stride of TM (TN) words would put every thread of a warp in one bank.
-  constexpr int AS = FASTFF_TM + 1, BS = FASTFF_TN + 1;
-  FASTFF_SHARED(T, as, FASTFF_TK * AS);  // as[k][r]
-  FASTFF_SHARED(T, bs, FASTFF_TK * BS);  // bs[k][c]
+                                                  int chunk, T* as, T* bs) {
+  constexpr int AS = GEMM_AS, BS = GEMM_BS;  // as[k][r], bs[k][c]: TK rows each
   const int cols = FASTFF_TN / 4;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * cols + tx;
-  const int threads = cols * (FASTFF_TM / 2);
+  const int threads = cols * (FASTFF_TM / 4);
   const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
   const int k_begin = blockIdx.z * chunk;
   const int k_end = min(R, k_begin + chunk);
-  T acc[2][4];
-  for (int i = 0; i < 2; ++i)
+  // TF32: this warp's 32 x 16 corner (wm, wn) of the tile, and its lane's fragment place
+  const int lane = tid % 32, g = lane / 4, t = lane % 4, warp = tid / 32;
+  const int wm = 32 * (warp % (FASTFF_TM / 32 > 0 ? FASTFF_TM / 32 : 1));
+  const int wn = 16 * (warp / (FASTFF_TM / 32 > 0 ? FASTFF_TM / 32 : 1));
+  T acc[4][4];  // CUDA cores: acc[row][column]; TF32: acc[2 mi + ni][fragment element]
+  for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
     for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
       const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
-      as[k * AS + r] = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
+      T v = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
+      if constexpr (TF32) v = tf32_round(v);
+      as[k * AS + r] = v;
     }
     for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
       int k, c;
@@ -219,26 +313,72 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
       const int gk = kt + k, gc = c0 + c;
       T v = T(0);
       if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
+      if constexpr (TF32) v = tf32_round(v);
       bs[k * BS + c] = v;
     }
     __syncthreads();
-    for (int k = 0; k < FASTFF_TK; ++k) {
-      const T a0 = as[k * AS + 2 * ty], a1 = as[k * AS + 2 * ty + 1];
-      for (int c = 0; c < 4; ++c) {
-        const T w = bs[k * BS + tx + cols * c];
-        acc[0][c] += a0 * w;
-        acc[1][c] += a1 * w;
+    if constexpr (TF32) {
+      for (int ks = 0; ks < FASTFF_TK; ks += 8) {
+        T a[2][4], b[2][2];
+        for (int mi = 0; mi < 2; ++mi) {
+          const T* p = as + (ks + t) * AS + wm + 16 * mi + g;
+          a[mi][0] = p[0];
+          a[mi][1] = p[8];
+          a[mi][2] = p[4 * AS];
+          a[mi][3] = p[4 * AS + 8];
+        }
+        for (int ni = 0; ni < 2; ++ni) {
+          const T* q = bs + (ks + t) * BS + wn + 8 * ni + g;
+          b[ni][0] = q[0];
+          b[ni][1] = q[4 * BS];
+        }
+        for (int mi = 0; mi < 2; ++mi)
+          for (int ni = 0; ni < 2; ++ni) mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
+      }
+    } else {
+      for (int k = 0; k < FASTFF_TK; ++k) {
+        T a[4], w[4];
+        load4(as + k * AS + 4 * ty, a);
+        load4(bs + k * BS + 4 * tx, w);
+        for (int i = 0; i < 4; ++i)
+          for (int c = 0; c < 4; ++c) acc[i][c] += a[i] * w[c];
       }
     }
     __syncthreads();
   }
-  for (int i = 0; i < 2; ++i) {
-    const int r = r0 + 2 * ty + i;
-    for (int c = 0; c < 4; ++c) {
-      const int col = c0 + tx + cols * c;
-      if (r < M && col < Nc) parts[((size_t)blockIdx.z * M + r) * Nc + col] = acc[i][c];
+#pragma unroll  // acc stays in registers only if every index is a constant
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (TF32) {
+      for (int c = 0; c < 4; ++c) {
+        const int r = r0 + wm + 16 * (i / 2) + g + 8 * (c / 2);
+        const int col = c0 + wn + 8 * (i % 2) + 2 * t + c % 2;
+        if (r < M && col < Nc) parts[((size_t)blockIdx.z * M + r) * Nc + col] = acc[i][c];
+      }
+    } else {
+      const int r = r0 + 4 * ty + i, col = c0 + 4 * tx;
+      T* p = parts + ((size_t)blockIdx.z * M + r) * Nc + col;
+      if (r < M && col + 3 < Nc) {
+        store4(p, acc[i]);
+      } else if (r < M) {
+        for (int c = 0; c < 4; ++c)
+          if (col + c < Nc) p[c] = acc[i][c];
+      }
     }
   }
+}
+
+// The split-K product of one tile (gemm_partial_tile) on tensor cores in TF32 when ``tf32``
+// is set and T is float, on CUDA cores otherwise.
+template <typename T, bool TRANS_B>
+__device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __restrict__ Bm,
+                                          T* __restrict__ parts, int M, int R, int Nc, int chunk,
+                                          int tf32) {
+  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS);  // one set for both paths
+  FASTFF_SHARED(T, bs, FASTFF_TK * GEMM_BS);
+  if (Tf32Able<T>::value && tf32)
+    gemm_partial_tile<T, TRANS_B, Tf32Able<T>::value>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+  else
+    gemm_partial_tile<T, TRANS_B, false>(A, Bm, parts, M, R, Nc, chunk, as, bs);
 }
 
 }  // namespace fastff

@@ -73,11 +73,11 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
 // transposed operand), the last block of each tile adding the splits in order into out. With
 // one split the product is written into out directly (parts is out).
 template <typename T>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 2))
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
 grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
              unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
-             int chunk) {
-  fastff::gemm_partial_tile<T, true>(delta, W, parts, B, N, K, chunk);
+             int chunk, int tf32) {
+  fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, tf32);
   const int splits = gridDim.z;
   if (splits == 1) return;
   if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
@@ -87,6 +87,7 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
     const int r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
     if (r >= B || c >= K) continue;
     T s = parts[(size_t)r * K + c];
+#pragma unroll 4  // loads in flight together; the sum stays in split order
     for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * K + c];
     out[(size_t)r * K + c] = s;
   }
@@ -124,27 +125,33 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
       if (RATES) qs[e] = (gr < B && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
     }
     __syncthreads();
-    for (int r = 0; r < FASTFF_TK; ++r)
-      for (int a = 0; a < 4; ++a) {
-        const T xv = xs[r * FASTFF_UT + ty + side * a];
+    for (int r = 0; r < FASTFF_TK; ++r) {  // 16-byte loads: 4 rows and 4 columns of W a thread
+      T xv[4], dv[4], qv[4];
+      fastff::load4(xs + r * FASTFF_UT + 4 * ty, xv);
+      fastff::load4(ds + r * FASTFF_UT + 4 * tx, dv);
+      if (RATES) fastff::load4(qs + r * FASTFF_UT + 4 * tx, qv);
+      for (int a = 0; a < 4; ++a)
         for (int c = 0; c < 4; ++c) {
-          acc[a][c] += xv * ds[r * FASTFF_UT + tx + side * c];
-          if (RATES) acc_sq[a][c] += (xv * xv) * qs[r * FASTFF_UT + tx + side * c];
+          acc[a][c] += xv[a] * dv[c];
+          if (RATES) acc_sq[a][c] += (xv[a] * xv[a]) * qv[c];
         }
-      }
+    }
     __syncthreads();
   }
   double g_sum = 0.0, g_sq = 0.0;
   for (int a = 0; a < 4; ++a) {
-    const int i = i0 + ty + side * a;
+    const int i = i0 + 4 * ty + a;
+    // this block is the only writer of W[i, j]; plain SGD updates 4 columns at once
+    const bool whole = !RATES && i < K && j0 + 4 * tx + 3 < N;
+    if (whole) fastff::sgd4(W + (size_t)i * N + j0 + 4 * tx, acc[a], lr);
     for (int c = 0; c < 4; ++c) {
-      const int j = j0 + tx + side * c;
-      if (i < K && j < N) {  // this block is the only writer of W[i, j]
+      const int j = j0 + 4 * tx + c;
+      if (i < K && j < N) {
         const size_t e = (size_t)i * N + j;
         if (RATES)
           fastff::rate_step(W[e], avg[e], acc[a][c], acc_sq[a][c], lr, hessian,
                             damping, keep, corr, B);
-        else
+        else if (!whole)
           W[e] -= lr * acc[a][c];
         g_sum += double(acc[a][c]);
         g_sq += double(acc[a][c]) * double(acc[a][c]);

@@ -1,24 +1,24 @@
 // dense_forward: h = f(x @ W + b) with the layer statistics, in one launch.
 //
 // The grid is (column tiles, row tiles, K splits); each block forms one split's partial product
-// of one TM x TN tile (fastff::gemm_partial_tile): at batch 10 a 1000 x 1000 layer is one row
-// tile, and the K splits are what spread it over every SM. The last block to finish a tile
-// (fastff::last_to_arrive) sums its splits in split order (the same bits whichever block that
-// is), adds b, applies f, and keeps the tile's statistics per column in col_parts; the last
-// row tile of a column tile to finish adds those up in row-tile order into the layer's
-// statistics. The histogram is counted in shared memory and added to the global one with
-// integer atomics (exact in any order).
+// of one TM x TN tile (fastff::gemm_tile, on tensor cores in TF32 when tf32 is set): at batch 10
+// a 1000 x 1000 layer is one row tile, and the K splits are what spread it over every SM. The
+// last block to finish a tile (fastff::last_to_arrive) sums its splits in split order (the same
+// bits whichever block that is), adds b, applies f, and keeps the tile's statistics per column
+// in col_parts; the last row tile of a column tile to finish adds those up in row-tile order
+// into the layer's statistics. The histogram is counted in shared memory and added to the
+// global one with integer atomics (exact in any order).
 
 template <typename T, int ACT>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 2))
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
 dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
                     unsigned* __restrict__ counters, double* __restrict__ col_parts,
                     const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
-                    int want_stats, T low, T high, long long* __restrict__ sat_low,
+                    int tf32, int want_stats, T low, T high, long long* __restrict__ sat_low,
                     long long* __restrict__ sat_high, double* __restrict__ total,
                     double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
                     int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
-  fastff::gemm_partial_tile<T, false>(x, W, parts, B, K, N, chunk);
+  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, tf32);
   const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
   const int tile = blockIdx.y * col_tiles + blockIdx.x;
   if (!fastff::last_to_arrive(counters + tile, splits)) return;
@@ -27,15 +27,22 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
   if (want_stats)
     for (int i = tid; i < bins; i += threads) local[i] = 0u;
   __syncthreads();
+  // The tile's epilogue on every thread: each column's rows are dealt to ``groups`` threads
+  // (4 for a 64-column tile of 256 threads, 28 for a 9-class layer), so that no thread walks
+  // a long chain of rows x splits; a unit is one (column, row group).
   const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
-  for (int c = tid; c < FASTFF_TN; c += threads) {  // a thread per column of the tile
-    const int j = blockIdx.x * FASTFF_TN + c;
-    if (j >= N) continue;
+  const int c0 = blockIdx.x * FASTFF_TN, ncols = min(FASTFF_TN, N - c0);
+  const int groups = threads >= 2 * ncols ? threads / ncols : 1, units = groups * ncols;
+  constexpr int RED = (FASTFF_TN / 4) * (FASTFF_TM / 4) > FASTFF_TN
+                          ? (FASTFF_TN / 4) * (FASTFF_TM / 4) : FASTFF_TN;  // units at most
+  FASTFF_SHARED(double, red, 4 * RED);  // red[statistic][unit]
+  for (int u = tid; u < units; u += threads) {
+    const int j = c0 + u % ncols;
     const T bias = b[j];
     double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
-    for (int r = r0; r < r1; ++r) {
+    for (int r = r0 + u / ncols; r < r1; r += groups) {
       T s = parts[(size_t)r * N + j];
-#pragma unroll 1  // unrolled, the float64 sigmoid spilled 8 bytes on sm_80 (the compile gate)
+#pragma unroll 4  // loads in flight together; the sum stays in split order
       for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * N + j];
       const T h = fastff::activate<ACT>(s + bias);
       out[(size_t)r * N + j] = h;
@@ -49,8 +56,26 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
         if (bin >= 0) atomicAdd(&local[bin], 1u);
       }
     }
-    if (want_stats) {  // this row tile's column statistics, for the last row tile to add up
+    if (want_stats) {
+      red[u] = lo_count;
+      red[RED + u] = hi_count;
+      red[2 * RED + u] = sum;
+      red[3 * RED + u] = sum_sq;
+    }
+  }
+  if (want_stats) {
+    __syncthreads();
+    for (int c = tid; c < ncols; c += threads) {  // row groups in order: the same bits always
+      double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
+      for (int g = 0; g < groups; ++g) {
+        lo_count += red[g * ncols + c];
+        hi_count += red[RED + g * ncols + c];
+        sum += red[2 * RED + g * ncols + c];
+        sum_sq += red[3 * RED + g * ncols + c];
+      }
+      // this row tile's column statistics, for the last row tile to add up
       double* part = col_parts + (size_t)blockIdx.y * 4 * N;
+      const int j = c0 + c;
       part[j] = lo_count;
       part[N + j] = hi_count;
       part[2 * N + j] = sum;
