@@ -83,6 +83,13 @@ def positive(name, value, integer=False):
     return value
 
 
+def flag(name, value):
+    """``value`` as a bool; raise unless it is True or False (NumPy's bool too)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def seed(value):
     """A seed: a non-negative integer (NumPy's generators refuse negative ones)."""
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:

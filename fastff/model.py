@@ -7,7 +7,7 @@ from . import activations, device as devices, losses
 from .kernels import get_backend
 from .arch import parse_sizes
 from .arrays import array_module, to_host
-from .checks import choose, finite, float_array, labels, positive, seed as check_seed
+from .checks import choose, finite, flag, float_array, labels, positive, seed as check_seed
 from .errors import InputError
 from .init import INITS, init_weights
 from .kernels.contracts import check_stats
@@ -221,15 +221,14 @@ class MLP:
         self._plan = self._new_plan()
 
     def _check_tf32(self, tf32):
-        if not isinstance(tf32, (bool, np.bool_)):
-            raise InputError(f"tf32 must be True or False, got {tf32!r}")
+        tf32 = flag("tf32", tf32)
         if tf32 and self.backend.name != "cuda":
             raise InputError(f"tf32=True runs products on NVIDIA tensor cores: it needs "
                              f"device='cuda' (and the CUDA kernels), not {self.backend.name!r}")
         if tf32:
             from .kernels.cuda import check_tf32, runtime
             check_tf32(self.dtype, runtime())
-        return bool(tf32)
+        return tf32
 
     def _new_plan(self):
         plan = self.backend.plan(self.sizes, self.dtype)

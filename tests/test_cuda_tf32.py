@@ -124,6 +124,9 @@ def test_tf32_is_refused_where_it_does_not_apply(monkeypatch):
         fastff.MLP("4-3-2", tf32=True)
     with pytest.raises(InputError, match="tf32 must be True or False"):
         fastff.MLP("4-3-2", tf32=1)
+    with pytest.raises(InputError, match="tf32 must be True or False"):
+        cuda.dense_forward(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32),
+                           np.zeros(2, np.float32), "tanh", tf32="yes")
     with pytest.raises(InputError, match="parameters are float64"):
         cuda.check_tf32(np.float64)
     monkeypatch.setattr(config, "CUDA_GEMM_TILE", (16, 64, 16))

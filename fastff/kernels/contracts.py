@@ -9,7 +9,8 @@ objects were made for this very layer (their lengths and activation).
 import numpy as np
 
 from .. import activations
-from ..checks import dense_shapes, finite, float_array, labels, positive, writable_c_contiguous
+from ..checks import (dense_shapes, finite, flag, float_array, labels, positive,
+                      writable_c_contiguous)
 from ..errors import InputError
 from . import memory
 from .rates import LayerRates
@@ -71,8 +72,7 @@ def backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats, compute_gra
     dense_shapes(x, W, b, h=h, grad_h=grad_h)
     finite("grad_h", grad_h, xp)
     positive("lr", lr)
-    if not isinstance(compute_grad_x, (bool, np.bool_)):
-        raise InputError(f"compute_grad_x must be True or False, got {compute_grad_x!r}")
+    flag("compute_grad_x", compute_grad_x)
     writable_c_contiguous("W", W)
     writable_c_contiguous("b", b)
     for name, a in (("W", W), ("b", b)):

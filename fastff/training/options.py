@@ -9,10 +9,9 @@ import inspect
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from .. import activations, data as datasets
-from ..checks import choose, positive, seed as check_seed
+from ..checks import choose, flag, positive, seed as check_seed
 from ..errors import InputError
 from ..init import INITS
 from ..kernels.rates import METHODS as rate_methods, check_hyper as check_rates
@@ -31,11 +30,7 @@ def _optional(check):
 
 
 def _bool(name):
-    def check(value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise InputError(f"{name} must be True or False, got {value!r}")
-        return bool(value)
-    return check
+    return lambda value: flag(name, value)
 
 
 def _one_of(name, valid):

@@ -35,6 +35,7 @@ import numpy as np
 
 from ... import activations, config
 from ...arrays import on_device
+from ...checks import flag
 from ...errors import DeviceError, InputError
 from ..contracts import backward_args, forward_args, second_order_args, softmax_args
 
@@ -336,7 +337,7 @@ class CuPyRuntime(Runtime):
         import cupy
         self.xp = cupy
         self.sms = int(cupy.cuda.Device().attributes["MultiProcessorCount"])
-        self._modules, self._functions, self._resident = {}, {}, {}
+        self._modules, self._functions, self._resident, self._capability = {}, {}, {}, {}
 
     def function(self, name):
         options = compile_options()
@@ -376,8 +377,12 @@ class CuPyRuntime(Runtime):
         return self._resident[key]
 
     def compute_capability(self):
-        cc = str(self.xp.cuda.Device().compute_capability)  # "90" for sm_90, "100" for sm_100
-        return f"{cc[:-1]}.{cc[-1]}"
+        device = self.xp.cuda.Device()  # the current one, asked once (a launch checks it)
+        cc = self._capability.get(device.id)
+        if cc is None:
+            cc = str(device.compute_capability)  # "90" for sm_90, "100" for sm_100
+            cc = self._capability[device.id] = f"{cc[:-1]}.{cc[-1]}"
+        return cc
 
     def free_bytes(self):
         """Free on the current device, counting what CuPy's pool holds but no array uses."""
@@ -734,30 +739,29 @@ def dense_forward(x, W, b, activation, out=None, stats=None, *, tf32=False):
     rounded to TF32 (10-bit mantissa): faster at large batches, no longer the paper's float32
     numbers (relative error about 1e-3, growing with the layer's width).
     """
+    tf32 = flag("tf32", tf32)
     rt = runtime()
     _on_device(rt, x=x, W=W, b=b, out=out)
     activation, out = forward_args(x, W, b, activation, out, stats, rt.xp)
-    if tf32:
-        check_tf32(W.dtype, rt)
     xp = rt.xp
     return forward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(W),
-                             xp.ascontiguousarray(b), activation, out, stats, tf32=bool(tf32))
+                             xp.ascontiguousarray(b), activation, out, stats,
+                             tf32=tf32)
 
 
 def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
                        compute_grad_x=True, *, tf32=False):
     """Backward pass and SGD update on the GPU; the contract of reference.dense_backward_sgd
     (``tf32``: dC/dx in TF32, as :func:`dense_forward`'s)."""
+    tf32 = flag("tf32", tf32)
     rt = runtime()
     _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, grad_x=grad_x)
     activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
                                        compute_grad_x, rt.xp)
-    if tf32:
-        check_tf32(W.dtype, rt)
     xp = rt.xp
     return backward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(h), W, b,
                               xp.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
-                              bool(compute_grad_x), tf32=bool(tf32))
+                              bool(compute_grad_x), tf32=tf32)
 
 
 def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
