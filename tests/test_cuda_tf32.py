@@ -145,9 +145,9 @@ def test_tf32_is_refused_where_it_does_not_apply(monkeypatch):
 def test_the_emulator_finds_an_operand_not_rounded_to_tf32(tmp_path):
     # the A operand staged without tf32_round: a GPU would silently drop its low bits
     src = cuda.source()
-    anchor = "      if constexpr (TF32) v = tf32_round(v);\n      as[k * AS + r] = v;"
+    anchor = "    if constexpr (TF32) v = tf32_round(v);\n    as[k * GEMM_AS + r] = v;"
     assert anchor in src
-    src = src.replace(anchor, "      as[k * AS + r] = v;")
+    src = src.replace(anchor, "    as[k * GEMM_AS + r] = v;")
     out = cuda_emulator.child_run(tmp_path, src, """
 rng = np.random.default_rng(0)
 x = rng.standard_normal((19, 37)).astype(np.float32)

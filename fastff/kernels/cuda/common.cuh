@@ -281,6 +281,30 @@ struct Tf32Able<float> { static constexpr bool value = true; };
 // word would break the 16-byte alignment of load4).
 constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
 
+// One TK-deep slice of a tile's operands into shared memory, zero beyond the edges (rounded to
+// TF32 for the tensor cores): as[k][r] = A[r0 + r, kt + k], bs[k][c] = op(Bm)[kt + k, c0 + c].
+template <typename T, bool TRANS_B, bool TF32>
+__device__ __forceinline__ void stage_slices(const T* __restrict__ A, const T* __restrict__ Bm,
+                                             int M, int R, int Nc, int kt, int k_end, int r0,
+                                             int c0, int tid, int threads, T* as, T* bs) {
+  for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
+    const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
+    T v = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
+    if constexpr (TF32) v = tf32_round(v);
+    as[k * GEMM_AS + r] = v;
+  }
+  for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
+    int k, c;
+    if (TRANS_B) { c = e / FASTFF_TK; k = e % FASTFF_TK; }  // read Bm rows contiguously
+    else { k = e / FASTFF_TN; c = e % FASTFF_TN; }
+    const int gk = kt + k, gc = c0 + c;
+    T v = T(0);
+    if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
+    if constexpr (TF32) v = tf32_round(v);
+    bs[k * GEMM_BS + c] = v;
+  }
+}
+
 template <typename T, bool TRANS_B, bool TF32>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,
@@ -300,22 +324,7 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
-    for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
-      const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
-      T v = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
-      if constexpr (TF32) v = tf32_round(v);
-      as[k * AS + r] = v;
-    }
-    for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
-      int k, c;
-      if (TRANS_B) { c = e / FASTFF_TK; k = e % FASTFF_TK; }  // read Bm rows contiguously
-      else { k = e / FASTFF_TN; c = e % FASTFF_TN; }
-      const int gk = kt + k, gc = c0 + c;
-      T v = T(0);
-      if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
-      if constexpr (TF32) v = tf32_round(v);
-      bs[k * BS + c] = v;
-    }
+    stage_slices<T, TRANS_B, TF32>(A, Bm, M, R, Nc, kt, k_end, r0, c0, tid, threads, as, bs);
     __syncthreads();
     if constexpr (TF32) {
       for (int ks = 0; ks < FASTFF_TK; ks += 8) {

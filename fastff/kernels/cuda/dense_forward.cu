@@ -9,6 +9,32 @@
 // into the layer's statistics. The histogram is counted in shared memory and added to the
 // global one with integer atomics (exact in any order).
 
+// The layer's statistics of column tile blockIdx.x: its row tiles' column sums (col_parts)
+// added in row-tile order (the same bits on every launch) into the running totals.
+__device__ __forceinline__ void add_row_tiles(const double* __restrict__ col_parts, int N,
+                                              int row_tiles, int tid, int threads,
+                                              long long* __restrict__ sat_low,
+                                              long long* __restrict__ sat_high,
+                                              double* __restrict__ total,
+                                              double* __restrict__ total_sq) {
+  for (int c = tid; c < FASTFF_TN; c += threads) {
+    const int j = blockIdx.x * FASTFF_TN + c;
+    if (j >= N) continue;
+    double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
+    for (int t = 0; t < row_tiles; ++t) {
+      const double* part = col_parts + (size_t)t * 4 * N;
+      lo_count += part[j];
+      hi_count += part[N + j];
+      sum += part[2 * N + j];
+      sum_sq += part[3 * N + j];
+    }
+    sat_low[j] += (long long)lo_count;
+    sat_high[j] += (long long)hi_count;
+    total[j] += sum;
+    total_sq[j] += sum_sq;
+  }
+}
+
 template <typename T, int ACT>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
 dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
@@ -87,21 +113,6 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
   for (int i = tid; i < bins; i += threads)
     if (local[i]) atomicAdd(&hist[i], (unsigned long long)local[i]);
   if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
-  for (int c = tid; c < FASTFF_TN; c += threads) {
-    const int j = blockIdx.x * FASTFF_TN + c;
-    if (j >= N) continue;
-    double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
-    for (int t = 0; t < row_tiles; ++t) {  // row-tile order: the same bits on every launch
-      const double* part = col_parts + (size_t)t * 4 * N;
-      lo_count += part[j];
-      hi_count += part[N + j];
-      sum += part[2 * N + j];
-      sum_sq += part[3 * N + j];
-    }
-    sat_low[j] += (long long)lo_count;
-    sat_high[j] += (long long)hi_count;
-    total[j] += sum;
-    total_sq[j] += sum_sq;
-  }
+  add_row_tiles(col_parts, N, row_tiles, tid, threads, sat_low, sat_high, total, total_sq);
   if (blockIdx.x == 0 && tid == 0) rows[0] += B;
 }
