@@ -102,6 +102,13 @@ class RunDir:
         """True when the directory holds any file of a run."""
         return any((self.path / n).exists() for n in RUN_FILES)
 
+    def stopped_before_first_checkpoint(self):
+        """True when the directory holds a run that stopped before its first checkpoint (a
+        Ctrl-C while its kernels compiled or it pre-trained): run files, but no checkpoint
+        and no metrics, so nothing that a resume could continue."""
+        return (self.holds_run() and not self.checkpoint_path.is_file()
+                and not (self.path / "metrics.csv").is_file())
+
     def prepare(self):
         """Make the directory (and its parents); a clear error when it cannot be one."""
         if self.path.exists() and not self.path.is_dir():

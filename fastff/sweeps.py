@@ -72,6 +72,21 @@ def expand(grid):
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*(v for _, v in axes))]
 
 
+def check_points(points):
+    """Every point through the checks of :func:`fastff.train` (its options' values and its
+    architecture) before anything runs; a bad one is an InputError naming the point. The
+    device is not resolved here: the runs may go to a cluster's GPUs that this machine lacks."""
+    from .arch import parse_hidden
+    from .training import options
+    for n, point in enumerate(points, start=1):
+        try:
+            parse_hidden(point.get("arch", "1000x5"))
+            options.check({k: v for k, v in point.items() if k != "arch"})
+        except InputError as exc:
+            shown = json.dumps(point, sort_keys=True, default=str)
+            raise InputError(f"grid point {n} of {len(points)} ({shown}): {exc}") from None
+
+
 def varying(points):
     """The arguments whose values differ between points, in first-seen order."""
     keys = list(dict.fromkeys(k for p in points for k in p))
@@ -284,6 +299,7 @@ def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=No
         The rows of runs.csv.
     """
     points = expand(grid)
+    check_points(points)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory")

@@ -466,7 +466,7 @@ def test_train_many_stops_every_run_at_a_checkpoint_on_a_signal(rt, monkeypatch,
     configs = _many_configs("cpu", tmp_path)[:3]
     configs[2].update(updates=10, eval_every=5, monitor_every=5)
     real = _signal_at(monkeypatch, 12, seed=2)  # the group's second run: the first has stepped
-    with pytest.raises(fastff.Interrupted, match="2 runs stopped"):
+    with pytest.raises(fastff.Interrupted, match="at updates 13, 13; configs 0, 1 stopped"):
         fastff.train_many(configs)
     monkeypatch.setattr(Trainer, "stepped", real)
     for i, update in ((0, 13), (1, 13), (2, 10)):
@@ -520,11 +520,22 @@ def test_train_many_interrupted_in_a_wave_names_the_runs_not_started(rt, monkeyp
     configs = _many_configs("cpu", tmp_path)[:3]
     _signal_at(monkeypatch, 12, seed=1)
     with _device_memory(rt, 0), pytest.warns(RuntimeWarning, match="holds 1 of these 3"), \
-            pytest.raises(fastff.Interrupted, match=r"1 runs stopped at their checkpoints "
-                          r"\(updates 13\).*2 runs had not started \(configs 1, 2\): "
-                          r"train them again with overwrite=True"):
+            pytest.raises(fastff.Interrupted, match=r"interrupted at update 13; configs 0 "
+                          r"stopped at their checkpoints; configs 1, 2 had not started: call "
+                          r"train_many again with resume=True in every config"):
         fastff.train_many(configs)
     assert not (tmp_path / "run1").exists() and not (tmp_path / "run2").exists()
+    # the same call with resume=True continues run 0 and starts runs 1 and 2
+    monkeypatch.undo()
+    _host_cuda_backend(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="holds no run yet: resume=True starts it"):
+        resumed = fastff.train_many([dict(c, resume=True) for c in configs])
+    for run, config in zip(resumed, configs):
+        alone = _train_alone(dict(config, out_dir=None))
+        assert [r["test_error"] for r in run.history] == [r["test_error"] for r in alone.history]
+        for (W1, b1), (W2, b2) in zip(run.model.params, alone.model.params):
+            np.testing.assert_array_equal(W1, W2)
+            np.testing.assert_array_equal(b1, b2)
 
 
 def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, monkeypatch,

@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import InputError
 from ..monitor import Stats
 from ..record import RunDir
+from ..training.options import check_saved
 
 
 @dataclass
@@ -53,7 +54,7 @@ def load_run(path, title=""):
     if "config.json" not in present:
         found = ", ".join(sorted(present)) or "nothing"
         raise InputError(f"{path} is not a fastff run: config.json is missing (found: {found})")
-    config = rd.read_config()
+    config = check_saved(rd.read_config(), path / "config.json")
     missing = [f for f in ("metrics.csv",) if f not in present]
     if config.get("monitor_every", 0) and "stats.npz" not in present:
         missing.append("stats.npz")

@@ -214,6 +214,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
     widen = plan_budget.widen if widen is None else _rounds(widen)
     out = Path(out_dir)
+    if not train:
+        _check_reported(out)
     n_test, skipped, shapes = _open(out, dict(paper=paper, budget=plan_budget.name,
                                               datasets=names, seeds=seeds), plan_budget, data_dir)
     run_sets = [d for d in names if d not in skipped]
@@ -225,6 +227,18 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
     return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
                     svm, progress)
+
+
+def _check_reported(out):
+    """``train=False`` reports on a reproduction's runs: refuse, writing nothing, a folder
+    that holds none (a mistyped --out, most likely)."""
+    if not out.is_dir():
+        raise InputError(f"{out} does not exist: train=False (--no-train) writes the tables, "
+                         "figures and claims of the runs already in a reproduction's folder; "
+                         "check the path")
+    if not (out / "reproduction.json").is_file() and not (out / "runs").is_dir():
+        raise InputError(f"{out} holds no reproduction (no reproduction.json, no runs/): "
+                         "train=False (--no-train) has no runs to report on; check the path")
 
 
 def _open(out, plan, budget, data_dir):

@@ -12,6 +12,9 @@ On a GPU the runs are set up one by one while the device's free memory would hol
 ``config.TRAIN_MANY_MEMORY_MARGIN`` more like the last (measured, not estimated); the others
 train in a later wave, with a warning. On the CPU the runs train one after another (the
 kernels already use every core), with the same results and the same API.
+
+On both, an interrupt names the configs that stopped at a checkpoint and those that had not
+started, and the same call with ``resume=True`` continues the first and starts the others.
 """
 import traceback
 import warnings
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..device import resolve
-from ..errors import InputError
+from ..errors import FastffError, InputError
 from ..kernels import get_backend
 from ..kernels.cuda.step import Lockstep
 from ..record import RunDir
@@ -47,8 +50,10 @@ def train_many(configs, *, device=None, errors="raise"):
     errors : {"raise", "return"}
         A run that fails (diverges, meets bad data, or raises anything else) stops with its
         last good checkpoint while the others go on. ``"raise"``: once they are done, the
-        first failure is raised. ``"return"``: the exception takes the run's place in the
-        returned list.
+        first failure is raised; a config that fails its checks (a bad option value, a
+        device that cannot be used) is raised before anything trains. ``"return"``: the
+        exception takes the run's place in the returned list, a config that fails its
+        checks included (its message names ``configs[i]``), and the others train.
 
     Returns
     -------
@@ -60,32 +65,42 @@ def train_many(configs, *, device=None, errors="raise"):
     Raises
     ------
     Interrupted
-        On SIGINT or SIGTERM: every run finishes its step and writes its checkpoint; each
-        continues with ``resume=True``. Runs that had not started (a later wave's, or the wave
-        being set up) are named in the message: they train again with ``overwrite=True``.
+        On SIGINT or SIGTERM: every run under way finishes its step and writes its
+        checkpoint. The message names the configs that stopped at a checkpoint and those that
+        had not started; the same call with ``resume=True`` in every config continues the
+        first and starts the others (a directory without a run starts from update 0).
     """
     if errors not in ERRORS:
         raise InputError(f"errors must be one of {', '.join(map(repr, ERRORS))}, got {errors!r}")
-    runs = _checked(configs, device)
-    results = [None] * len(runs)
-    together, alone = [], []
-    for i, (arch, v) in enumerate(runs):
-        (together if _on_gpu(v) else alone).append(i)
-    if together:
-        _lockstep(runs, together, results)
-    for i in alone:
-        try:
-            results[i] = Trainer(*runs[i]).run()
-        except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
-            results[i] = exc
+    runs = _checked(configs, device, errors)
+    results = [run if isinstance(run, Exception) else None for run in runs]
+    together = [i for i, run in enumerate(runs) if results[i] is None and _on_gpu(run[1])]
+    alone = [i for i in range(len(runs)) if results[i] is None and i not in together]
+    try:
+        if together:
+            _lockstep(runs, together, results)
+        for i in alone:
+            try:
+                results[i] = Trainer(*runs[i]).run()
+            except Interrupted as exc:
+                exc.stopped = [i] if exc.update is not None else []
+                raise
+            except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
+                results[i] = exc
+    except Interrupted as exc:
+        stopped = getattr(exc, "stopped", [])
+        raise _named(exc, stopped, [i for i in together + alone
+                                    if results[i] is None and i not in stopped]) from None
     failed = [r for r in results if isinstance(r, Exception)]
     if failed and errors == "raise":
         raise failed[0]
     return results
 
 
-def _checked(configs, device):
-    """Every config checked (as fastff.train checks its options) before any run starts."""
+def _checked(configs, device, errors):
+    """Every config checked (as fastff.train checks its options, its device too) before any
+    run starts: a list of (arch, options), or for a config that fails its checks the error
+    that names it (``errors="return"``; with ``"raise"`` it is raised)."""
     if isinstance(configs, (dict, str)) or not hasattr(configs, "__iter__"):
         raise InputError(f"configs must be a list of dicts, got {type(configs).__name__}")
     runs, dirs = [], {}
@@ -93,24 +108,37 @@ def _checked(configs, device):
         if not isinstance(config, dict):
             raise InputError(f"configs[{i}] must be a dict of train() options, got "
                              f"{type(config).__name__}")
-        kwargs = dict(config)
-        arch = kwargs.pop("arch", "1000x5")
-        if device is not None:
-            kwargs["device"] = device
         try:
-            v = options.check(kwargs)
-        except InputError as exc:
-            raise InputError(f"configs[{i}]: {exc}") from None
-        if v["out_dir"] is not None:
-            key = str(Path(v["out_dir"]).resolve())
+            run = _checked_one(config, device)
+        except FastffError as exc:
+            named = type(exc)(f"configs[{i}]: {exc}")
+            if errors == "raise":
+                raise named from None
+            runs.append(named)
+            continue
+        out_dir = run[1]["out_dir"]
+        if out_dir is not None:
+            key = str(Path(out_dir).resolve())
             if key in dirs:
                 raise InputError(f"configs[{dirs[key]}] and configs[{i}] write to one out_dir "
-                                 f"({v['out_dir']}): each run needs its own")
+                                 f"({out_dir}): each run needs its own")
             dirs[key] = i
-        runs.append((arch, v))
+        runs.append(run)
     if not runs:
         raise InputError("configs is empty: nothing to train")
     return runs
+
+
+def _checked_one(config, device):
+    """One config's (arch, checked options); its device is resolved (a DeviceError where it
+    cannot be used)."""
+    kwargs = dict(config)
+    arch = kwargs.pop("arch", "1000x5")
+    if device is not None:
+        kwargs["device"] = device
+    v = options.check(kwargs)
+    resolve(v["device"])
+    return arch, v
 
 
 def _on_gpu(v):
@@ -129,7 +157,8 @@ def _group_key(t):
 
 def _lockstep(runs, indices, results):
     """The runs ``indices`` of ``runs`` in lockstep, as many at once as the device's memory
-    holds (:func:`_set_up`); their Runs (or failures) into ``results``."""
+    holds (:func:`_set_up`); their Runs (or failures) into ``results``. An :class:`Interrupted`
+    it raises names in ``stopped`` the configs that stopped at a checkpoint."""
     pending = list(indices)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             StopRequests() as stop:
@@ -138,28 +167,37 @@ def _lockstep(runs, indices, results):
             try:
                 live, rest = _set_up(runs, pending, results, stop)
             except Interrupted as exc:  # none of this wave has stepped
-                raise _not_started(exc, [i for i in pending if results[i] is None]) from None
+                exc.stopped = []
+                raise
             if rest:
                 warnings.warn(f"fastff.train_many: the device holds {len(live)} of these "
                               f"{len(pending)} runs at once; the other {len(rest)} train "
                               "after them", RuntimeWarning, stacklevel=3)
             pending = rest
-            try:
-                _rounds(live, results, stop)
-            except Interrupted as exc:
-                raise _not_started(exc, rest) from None
+            _rounds(live, results, stop)
             if stop.requested and rest:  # the signal came with the wave's last step
-                raise _not_started(Interrupted("interrupted: the runs started have finished",
-                                               stop.signum), rest)
+                exc = Interrupted("interrupted: the runs started have finished", stop.signum)
+                exc.stopped = []
+                raise exc
 
 
-def _not_started(exc, rest):
-    """``exc`` saying which runs had not started (they have no checkpoint to resume from)."""
-    if not rest:
+def _named(exc, stopped, rest):
+    """``exc`` naming the configs that stopped at their checkpoints and those that had not
+    started, and how to go on with both."""
+    parts = []
+    if stopped:
+        parts.append(f"configs {_listed(stopped)} stopped at their checkpoints")
+    if rest:
+        parts.append(f"configs {_listed(rest)} had not started")
+    if not parts:
         return exc
-    return Interrupted(f"{exc}; {len(rest)} runs had not started (configs "
-                       f"{', '.join(map(str, rest))}): train them again with overwrite=True",
+    return Interrupted(f"{exc}; {'; '.join(parts)}: call train_many again with resume=True in "
+                       "every config to continue the runs stopped and start the others",
                        exc.signum, exc.update)
+
+
+def _listed(indices):
+    return ", ".join(map(str, indices))
 
 
 def _set_up(runs, pending, results, stop):
@@ -171,7 +209,8 @@ def _set_up(runs, pending, results, stop):
     rt = get_backend(resolve(runs[pending[0]][1]["device"])).module.runtime()
     for n, i in enumerate(pending):
         record = RunDir(runs[i][1]["out_dir"]) if runs[i][1]["out_dir"] is not None else None
-        fresh = record is not None and not record.holds_run()
+        fresh = record is not None and (not record.holds_run()
+                                        or record.stopped_before_first_checkpoint())
         before, t = rt.free_bytes(), None
         try:
             t = Trainer(*runs[i])
@@ -239,17 +278,21 @@ def _rounds(live, results, stop):
             for i, t in list(live.items()):
                 t.checkpoint(t.next)
                 t.end()
-                stopped.append(t.interrupted(t.next))
+                stopped.append((i, t.interrupted(t.next)))
                 del live[i]
         if stopped:
-            raise Interrupted(
-                f"interrupted: {len(stopped)} runs stopped at their checkpoints (updates "
-                f"{', '.join(str(e.update) for e in stopped)}); continue them with "
-                f"resume=True", stopped[0].signum)
+            stopped.sort(key=lambda pair: pair[0])
+            exc = Interrupted(f"interrupted at update"
+                              f"{'s' * (len(stopped) > 1)} "
+                              f"{', '.join(str(e.update) for _, e in stopped)}",
+                              stopped[0][1].signum)
+            exc.stopped = [i for i, e in stopped if e.update is not None]
+            raise exc
 
 
 def _round(members, live, stepper, results):
-    """One step of each run of ``members``; returns the runs' Interrupted exceptions."""
+    """One step of each run of ``members``; returns (config index, Interrupted) of the runs
+    a signal stopped."""
     made, shared = [], _shared_data([live[i] for i in members])
     for i in members:
         t = live[i]
@@ -286,7 +329,7 @@ def _round(members, live, stepper, results):
         try:
             t.stepped(t.next, loss)
         except Interrupted as exc:
-            stopped.append(exc)
+            stopped.append((i, exc))
             del live[i]
             continue
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from .. import activations, data as datasets
 from ..checks import choose, flag, positive, seed as check_seed
-from ..errors import InputError
+from ..data.shapeset import GENERATORS as SHAPESET_STREAMS
+from ..errors import InputError, RecordError
 from ..init import INITS
 from ..kernels.rates import METHODS as rate_methods, check_hyper as check_rates
 from .pretrain import check_options as check_pretrain
@@ -117,10 +118,11 @@ OPTIONS = (
            record="dataset", cli=dict(choices=sorted(datasets.LOADERS)),
            short="dataset; shapeset is generated online"),
     Option("activation", "tanh", "str", "Hidden-unit nonlinearity (:mod:`fastff.activations`).",
-           record="activation", cli=dict(choices=activations.HIDDEN_ACTIVATIONS)),
+           check=_one_of("activation", activations.HIDDEN_ACTIVATIONS), record="activation", cli=dict(choices=activations.HIDDEN_ACTIVATIONS)),
     Option("init", "normalized", "str",
            "Weight initialization: the paper's standard (eq. 1) or normalized (eq. 16) "
-           "(:mod:`fastff.init`).", record="init", cli=dict(choices=sorted(INITS)),
+           "(:mod:`fastff.init`).", check=_one_of("init", INITS), record="init",
+           cli=dict(choices=sorted(INITS)),
            short="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)"),
     Option("lr", 0.01, "float",
            "Learning rate; the paper tunes it per network (reference section 1).",
@@ -131,7 +133,8 @@ OPTIONS = (
            "SGD updates in all. On resume: the new total, at least what the checkpoint has done.",
            check=_positive_int("updates"), record="updates", resume="free",
            cli=dict(type=int), cli_default=10_000),
-    Option("device", "cpu", "str", "Where to train: ``cpu`` or ``cuda``.", record="device",
+    Option("device", "cpu", "str", "Where to train: ``cpu`` or ``cuda``.",
+           check=_one_of("device", ("cpu", "cuda")), record="device",
            resume="free", cli=dict(choices=["cpu", "cuda"])),
     Option("seed", 0, "int",
            "Fixes the weights and, unless ``data_seed`` is given, the data: the same seed gives "
@@ -195,7 +198,8 @@ OPTIONS = (
     Option("loss", "nll", "str",
            "The output cost: ``nll`` (the softmax's negative log-likelihood, the paper's) or "
            "``quadratic`` (the squared error between the softmax and the one-hot target; "
-           ":mod:`fastff.losses`, Fig. 5).", record="loss", before="nll",
+           ":mod:`fastff.losses`, Fig. 5).", check=_one_of("loss", ("nll", "quadratic")),
+           record="loss", before="nll",
            cli=dict(choices=["nll", "quadratic"]),
            short="output cost: the softmax's negative log-likelihood (the paper's) or the "
            "quadratic cost between the softmax and the one-hot target (Fig. 5)"),
@@ -273,14 +277,22 @@ def _wrap(text, indent, width=96):
     return out + [line.rstrip()]
 
 
+class Checked(dict):
+    """The options :func:`check` returns: every option's value, checked (a plain dict given
+    to :class:`~fastff.training.Trainer` is checked first)."""
+
+
 def check(options):
-    """The options of a ``train`` call, checked alone and together; returns a dict of every
-    option's value (defaults filled in, values normalized)."""
+    """The options of a ``train`` call, checked alone and together; returns a :class:`Checked`
+    dict of every option's value (defaults filled in, values normalized)."""
+    if not isinstance(options, dict):
+        raise InputError(f"the options must be a dict of train() options, got "
+                         f"{type(options).__name__}")
     unknown = [k for k in options if k not in BY_NAME]
     if unknown:
         raise InputError(f"train() got unknown option(s) {', '.join(map(repr, unknown))}; "
                          f"valid: {', '.join(BY_NAME)}")
-    values = {o.name: options.get(o.name, o.default) for o in OPTIONS}
+    values = Checked((o.name, options.get(o.name, o.default)) for o in OPTIONS)
     for o in OPTIONS:
         if o.check is not None:
             values[o.name] = o.check(values[o.name])
@@ -326,6 +338,58 @@ def record(v, sizes, data, model, versions, threads):
     if getattr(data, "generator", None):  # which Shapeset stream the images came from
         out["shapeset_generator"] = data.generator
     return out
+
+
+def _saved_check(o):
+    """The check of option ``o``'s value as config.json keeps it (None: not checked there)."""
+    if o.check is not None:
+        return o.check
+    choices = (o.cli or {}).get("choices")
+    if choices is not None and o.record != "dataset":  # a Dataset object records its own name
+        return _one_of(o.name, choices)
+    return None
+
+
+def _saved_arch(sizes):
+    if not (isinstance(sizes, list) and len(sizes) >= 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
+        raise InputError(f"must be the layer sizes (a list of at least 2 positive integers), "
+                         f"got {sizes!r}")
+    return sizes
+
+
+def _saved_group(value):
+    if value is not None and not isinstance(value, dict):
+        raise InputError(f"must be a dict or null, got {value!r}")
+    return value
+
+
+# config.json's keys that are no option's own, and their checks
+_SAVED_EXTRA = {"arch": _saved_arch, "pretrain": _saved_group, "rate_options": _saved_group,
+                "shapeset_generator": _one_of("shapeset_generator", SHAPESET_STREAMS)}
+
+
+def check_saved(config, path):
+    """A run's config.json as read back (resuming it, reporting it): each value the run reads
+    is checked as the option's own check checks it; returns ``config``.
+
+    Raises
+    ------
+    RecordError
+        Naming ``path`` and the key whose value fails its check.
+    """
+    checks = dict(_SAVED_EXTRA)
+    for o in OPTIONS:
+        if o.record and o.record not in checks and _saved_check(o) is not None:
+            checks[o.record] = _saved_check(o)
+    for key, check_value in checks.items():
+        if key not in config:
+            continue
+        try:
+            check_value(config[key])
+        except InputError as exc:
+            raise RecordError(f"{path} is damaged: its {key!r} fails its check ({exc})") from None
+    return config
 
 
 def add_arguments(parser):

@@ -21,17 +21,37 @@ PENDING = "pending_"
 
 def open_record(record, resume, overwrite):
     """Refuse an ``out_dir`` that cannot take this run; return the saved config.json of the run
-    to resume (None when not resuming)."""
+    to resume (None when the run starts from update 0).
+
+    A directory whose run stopped before its first checkpoint (Ctrl-C while its kernels
+    compiled or it pre-trained: a config.json, no checkpoint and no metrics) holds nothing to
+    resume: the run starts again from update 0, with or without ``resume``, and a warning says
+    so. ``resume=True`` on a directory that holds no run yet starts it as well (so that the
+    same call resumes the runs that have a checkpoint and starts the others).
+    """
     if record is None:
         return None
     if record.path.exists() and not record.path.is_dir():
         raise RecordError(f"{record.path} exists and is not a directory; choose another out_dir")
-    if not resume and record.holds_run() and not overwrite:
+    if record.stopped_before_first_checkpoint():
+        kept = " (its pre-training is not kept: it has no checkpoint)" if \
+            (record.path / "pretrain.csv").is_file() else ""
+        warnings.warn(f"fastff: {record.path} holds a run stopped before its first checkpoint"
+                      f"{kept}: nothing to resume, it starts again from update 0",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    if not record.holds_run():
+        if resume:
+            warnings.warn(f"fastff: {record.path} holds no run yet: resume=True starts it "
+                          "from update 0", RuntimeWarning, stacklevel=3)
+        return None
+    if not resume and not overwrite:
         raise RecordError(
             f"{record.path} already holds a run ({', '.join(record.run_files())}); "
             "resume it (resume=True, --resume), replace it (overwrite=True, --overwrite) "
             "or choose another directory")
-    return record.read_config() if resume else None
+    return opts.check_saved(record.read_config(), record.path / "config.json") if resume \
+        else None
 
 
 def resolve_cadences(v, saved):

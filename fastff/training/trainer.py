@@ -119,12 +119,24 @@ def _load_data(v, saved=None):
 
 
 class Trainer:
-    """One run of :func:`fastff.train`, from checked options (:func:`options.check`)."""
+    """One run of :func:`fastff.train`.
 
-    def __init__(self, arch, v):
+    Parameters
+    ----------
+    arch : str or list of int
+        As :func:`fastff.train`'s.
+    v : dict, optional
+        :func:`fastff.train`'s options by name; checked here unless they come from
+        :func:`options.check` (unknown names and bad values raise InputError).
+    """
+
+    def __init__(self, arch="1000x5", v=None):
+        if not isinstance(v, opts.Checked):
+            v = opts.check({} if v is None else v)
         self.v = v
         self.record = RunDir(v["out_dir"]) if v["out_dir"] is not None else None
         saved = resume.open_record(self.record, v["resume"], v["overwrite"])
+        self.resuming = saved is not None
         # on a first run the data's and the initialization's kernels compile here: the notice
         # says so from the first of them, and its time counts them (compile() ends it)
         self.notice = CompileNotice(v["progress"])
@@ -184,15 +196,17 @@ class Trainer:
                 finally:
                     parallel.close()
             return self.result()
+        except Interrupted as exc:
+            raise self.before_first_checkpoint(exc) from None
         finally:
             self.notice.done()  # on a path that never reached compile(), which says it first
 
     def prepare(self):
         """Make the run directory and write the run's config (before any step)."""
-        v, record = self.v, self.record
+        record = self.record
         if record is not None:
             record.prepare()
-            if v["overwrite"]:
+            if not self.resuming:  # a run from update 0 keeps no file of an earlier one
                 record.clear()
             record.write_config(self.config)
 
@@ -411,6 +425,16 @@ class Trainer:
                      "(resume=True)")
         return Interrupted(f"interrupted at update {update}; {where}", signum,
                            update if self.record is not None else None)
+
+    def before_first_checkpoint(self, exc):
+        """``exc`` saying how to go on when the run stopped before its first checkpoint (while
+        its kernels compiled or it pre-trained): nothing is kept, and the same call starts it
+        again (:func:`resume.open_record`)."""
+        if self.record is None or self.record.checkpoint_path.is_file():
+            return exc
+        return Interrupted(f"{exc} before the first checkpoint of {self.record.path}: nothing "
+                           "was trained; the same command (with or without --resume, "
+                           "resume=True) starts it again from update 0", exc.signum, exc.update)
 
     def diverged(self, update, loss=None, what=None):
         record = self.record
