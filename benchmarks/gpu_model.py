@@ -218,7 +218,7 @@ def shapeset_markdown(row):
 
 # The paper budget of `fastff reproduce glorot2010` (fastff/reproduction/glorot2010.py): Table 1
 # per dataset is 6 models x 5 learning rates x 3 seeds = 90 runs of 5 million updates at batch
-# 10. Inputs and classes per dataset (reference section 2).
+# 10. Inputs and classes per dataset (the paper's §2).
 DATASET_SHAPES = {"shapeset": (1024, 9), "mnist": (784, 10), "cifar10": (3072, 10),
                   "small_imagenet": (1369, 10)}
 # The CPU step of the paper's Shapeset net at batch 10, one worker per core, measured by

@@ -1,4 +1,4 @@
-"""The hidden-unit nonlinearities of Glorot & Bengio (2010), section 3.1 of the reference.
+"""The hidden-unit nonlinearities of Glorot & Bengio (2010), their §3.
 
 Each activation knows its NumPy forward, its derivative *expressed from the output* h = f(s)
 (so the backward pass never needs s), its output range, and its saturation rule. Saturation

@@ -1,7 +1,7 @@
 """The paper's non-neural baseline: an RBF-kernel SVM on a finite Shapeset-3x2 training set.
 
 The paper trains an RBF SVM on 100,000 Shapeset examples (59.47% test error) and a depth-5 Tanh N
-net on the same finite set (50.47%) (reference section 4). It does not give the SVM's C or
+net on the same finite set (50.47%) (the paper's §5). It does not give the SVM's C or
 kernel width, so both are chosen here on the validation set from a small grid around
 scikit-learn's ``gamma="scale"`` heuristic, 1 / (n_features * Var[x]).
 

@@ -7,7 +7,7 @@ CPU_VECTOR_BYTES (below), and a kernel finding it changed since import says so.
 import math
 import os
 
-# -- Saturation rules (reference/glorot2010.md section 7: the paper sets no numeric threshold) --
+# -- Saturation rules (the paper sets no numeric threshold; its Figs. 2-4 and 10 show them) ----
 # A unit output h counts as saturated-low when h <= low and saturated-high when h >= high.
 # tanh/softsign: |h| >= 0.99 is the common tutorial convention; sigmoid uses 0.01 / 0.99;
 # relu: h == 0 counts on the low side ("dead" for that example), there is no high side;
@@ -80,22 +80,22 @@ CPU_ARRAY_ALIGN = 64
 CPU_VECTOR_BYTES = int(os.environ.get("FASTFF_CPU_VECTOR_BYTES", "0")) or None
 
 # -- Training defaults ------------------------------------------------------------------------
-MONITOR_EXAMPLES = 300  # the paper's fixed monitor set (section 1)
+MONITOR_EXAMPLES = 300  # the paper's fixed monitor set (§2.3)
 # Histograms of gradients (dC/ds, dC/dW) have no natural range: each monitor snapshot uses
 # +- GRAD_HIST_SIGMAS times the largest per-layer std of that snapshot, shared by all layers so
 # that their histograms overlay as in the paper's Figs. 7 and 8. An odd bin count centres a bin
 # on zero.
 GRAD_HIST_BINS = 101
 GRAD_HIST_SIGMAS = 4.0
-# Examples of the monitor set whose layer Jacobians are decomposed (reference section 6: the
-# paper does not say how many). One eigen-decomposition of a 1000x1000 Gram matrix costs about
+# Examples of the monitor set whose layer Jacobians are decomposed (Eq. 17: the paper
+# does not say how many). One eigen-decomposition of a 1000x1000 Gram matrix costs about
 # 34 ms on a 2-core CPU, the largest cost of a snapshot. Measured at initialization on
 # Shapeset (5x1000 tanh), the per-example value varies with a std of up to 0.06 in layer 1
 # (normalized init) and 0.02 (standard), so 3 examples give about +-0.035, well inside the gap
 # between the paper's 0.5 and 0.8.
 JACOBIAN_EXAMPLES = 3
 
-# -- Per-parameter learning rates (fastff.kernels.rates; reference section 4) ------------------
+# -- Per-parameter learning rates (fastff.kernels.rates; the paper's §5) -----------------------
 # The running averages of the curvature / gradient-variance estimates keep about 1 / (1 - decay)
 # steps. The damping is the scale of the estimate (diag_hessian) or of its square root
 # (grad_variance) above which a parameter's rate lr / (1 + estimate / damping) shrinks; the

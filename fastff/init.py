@@ -1,4 +1,4 @@
-"""Weight initializations, named exactly. Biases are always zero (reference section 1).
+"""Weight initializations, named exactly. Biases are always zero (the paper's §2.3).
 
 =============  ============================================  ============================
 name           distribution of W[i, j], W of shape (n_in, n_out)   Var[W]
@@ -12,7 +12,7 @@ normal         N(0, 1)                          (the pre-2010 habit) 1
 
 ``xavier`` and ``glorot`` are aliases of ``normalized``.
 
-Two traps (reference section 9):
+Two traps:
 
 * Keras ``lecun_uniform`` (variance 1/n_in) is **not** the paper's standard init (variance
   1/(3 n_in)); a "standard" baseline built from it hides the effect the paper reports.

@@ -1,4 +1,4 @@
-"""The output costs of the paper (reference section 8), by name.
+"""The output costs of the paper (its §4.1 and Fig. 5), by name.
 
 ``nll`` (the default): the negative log-likelihood of a softmax, -log P(y|x), the cost the paper
 trains with. ``quadratic``: 1/2 sum_k (p_k - t_k)^2 between the same softmax p and the one-hot

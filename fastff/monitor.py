@@ -1,7 +1,7 @@
 """The paper's per-layer measurements of a network at one moment, on a fixed monitor set.
 
-Glorot & Bengio (2010) watch a network through a fixed set of 300 test examples (reference
-sections 5 and 7). :func:`measure` computes, for every hidden layer k = 1..L of a model:
+Glorot & Bengio (2010) watch a network through a fixed set of 300 test examples (their
+§2.3). :func:`measure` computes, for every hidden layer k = 1..L of a model:
 
 ==============  ==================================================================  ==========
 name            what                                                                 paper
@@ -9,7 +9,7 @@ name            what                                                            
 act_mean        mean of the activations h over examples and units                   Fig. 2
 act_std         their standard deviation                                             Figs. 2,3
 act_p98         98th percentile of |h|                                               Figs. 3,10
-sat_low/high    fraction of (example, unit) pairs saturated low / high               section 7
+sat_low/high    fraction of (example, unit) pairs saturated low / high               Figs. 2-4
 dead            fraction of relu units that are 0 on every example (0 otherwise)
 delta_mean/std  the back-propagated gradient dC/ds on the pre-activation s, per
                 example (C = -log P(y|x) of that example)                            Fig. 7
@@ -186,7 +186,7 @@ def jacobian_mean_singular_values(model, hs, n_examples, xp=np):
     example is J = diag(f'(s)) W^T (n_out, n_in). Its singular values are the square roots of
     the eigenvalues of the smaller Gram matrix: D (W^T W) D when n_out <= n_in (W^T W is
     shared by all examples), else (W D)(W D)^T. The result is the plain mean of the singular
-    values (reference section 6), one float per hidden layer; NaN when ``n_examples`` is 0 or
+    values (the paper's §4.2.2, Eq. 17), one float per hidden layer; NaN when ``n_examples`` is 0 or
     the layer is not finite. Through the Gram matrix a singular value of exactly 0 comes out
     as at most sqrt(eps * |G|) (about 3e-4 in float32), far below what the mean resolves.
     """

@@ -149,7 +149,7 @@ def test_stats_round_trip_and_tidy_rows(rng, tmp_path):
         rd.load_stats()
 
 
-# -- the paper's claims (reference sections 5 and 6), small but real --------------------------
+# -- the paper's claims (Figs. 6-8, Eq. 17), small but real --------------------------
 @pytest.fixture(scope="module")
 def init_measurements():
     """Both inits of the 5x1000 tanh net, measured at update 0 on 300 Shapeset test images."""

@@ -167,7 +167,7 @@ def test_cost_surface_is_the_kernels_costs_and_measures_plateaus(tmp_path, capsy
     z = np.tanh(x @ W1) @ W2
     assert s.cost["nll"][2, 7] == pytest.approx(ref.softmax_nll(z, y)[0], rel=1e-12)
     assert s.cost["quadratic"][2, 7] == pytest.approx(ref.softmax_quadratic(z, y)[0], rel=1e-12)
-    # the paper's claim (reference section 8), measured: the quadratic cost has plateaus where
+    # the paper's claim (§4.1, Fig. 5), measured: the quadratic cost has plateaus where
     # the log-likelihood has none
     full = cost_surface(points=41)
     assert full.plateau["nll"] == 0.0 and full.plateau["quadratic"] > 0.05

@@ -367,7 +367,7 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
     claims = list(csv.DictReader(open(out / "claims.csv")))
     assert len(claims) == 6 + 6 and "The paper's claims" in page
     assert all(c["agrees"] in ("yes", "no") for c in claims), claims
-    jac = [c for c in claims if c["source"].startswith("section 6")][0]
+    jac = [c for c in claims if c["source"].startswith("§4.2.2")][0]
     assert re.match(r"Tanh: [\d., ]+; Tanh N: [\d., ]+$", jac["fastff"])
     rows = [dict(r, lr=float(r["lr"])) for r in runs]
     tab = [dict(r, lr=float(r["lr"]) if r["lr"] else "") for r in table]

@@ -1,4 +1,4 @@
-"""CIFAR-10 readers, paper split 40,000 / 10,000 / 10,000 (reference section 2.2).
+"""CIFAR-10 readers, paper split 40,000 / 10,000 / 10,000 (the paper's §2.2).
 
 Sources tried in order: a directory you give (``data_dir=`` or ``$FASTFF_DATA``), the cache
 (``~/.cache/fastff/cifar10``), and, when online, the usual archive (:data:`URL`, MD5-checked)

@@ -1,4 +1,4 @@
-"""MNIST: the IDX reader and the paper's split 50,000 / 10,000 / 10,000 (reference section 2.2).
+"""MNIST: the IDX reader and the paper's split 50,000 / 10,000 / 10,000 (the paper's §2.2).
 
 Data: Yann LeCun and Corinna Cortes, licensed CC BY-SA 3.0.
 

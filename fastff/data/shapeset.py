@@ -1,6 +1,6 @@
 """Shapeset-3x2: the paper's online dataset, written from scratch (no pygame).
 
-Follows Glorot's generator parameters (reference/glorot2010.md, section 2.1 table):
+Follows the parameters of Glorot's own generator (the paper's §2.1 describes the images):
 
 * 32x32 grey images holding 1 or 2 objects (uniform), each a triangle, parallelogram or ellipse
   (uniform), drawn as filled 3-, 4- and 20-gons;
@@ -228,7 +228,7 @@ class Shapeset(Dataset):
 
     ``finite=N`` trains on a fixed set instead: the first N images of the same stream, visited
     in a fresh seeded permutation every epoch (as :class:`~fastff.data.ArrayDataset` does). The
-    paper's SVM baseline and its finite-set Tanh N net use 100,000 (reference section 4).
+    paper's SVM baseline and its finite-set Tanh N net use 100,000 (the paper's §5).
 
     ``generator="counter"`` (the default) draws every image from its index alone, the same on
     the CPU and the GPU; ``"sequential"`` is the older stream (the module's docstring).

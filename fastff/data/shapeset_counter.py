@@ -14,8 +14,8 @@ transcendental: the cosines come from :func:`angle_table`, computed once by NumP
 both. The price is that the first rotation is drawn from 65,536 angles (0.0055 degrees apart,
 under a thousandth of a pixel at the image's edge) instead of a continuum.
 
-The parameters are those of the ``sequential`` generator (reference/glorot2010.md, section 2.1
-table), so the prior, the balance and the objects' statistics are the same; the images are
+The parameters are those of the ``sequential`` generator (Glorot's own generator,
+see :mod:`fastff.data.shapeset`), so the prior, the balance and the objects' statistics are the same; the images are
 not (another stream).
 """
 from functools import lru_cache

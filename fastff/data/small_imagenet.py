@@ -1,4 +1,4 @@
-"""Small-ImageNet (reference section 2.2): 37x37 grey images, 10 classes, from your own file.
+"""Small-ImageNet (the paper's §2.2): 37x37 grey images, 10 classes, from your own file.
 
 The paper's Small-ImageNet has no public copy, so fastff reads a ``.npz`` you provide, found as
 ``small_imagenet.npz`` in ``data_dir`` (or ``$FASTFF_DATA``), or given directly as ``path=``.

@@ -1,7 +1,7 @@
 """Per-parameter learning rates from second-order estimates: the state one layer carries.
 
-The paper tried two such rates on Tanh with the standard initialization (reference section 4,
-"second-order tricks"): one from a diagonal Hessian estimate (LeCun et al. 1998b, "Efficient
+The paper tried two such rates on Tanh with the standard initialization (its §5,
+"second-order" methods): one from a diagonal Hessian estimate (LeCun et al. 1998b, "Efficient
 BackProp") and one from a gradient-variance estimate. It gives neither formula, so fastff's are
 these, fused into the backward pass (``dense_backward_second_order`` of every backend):
 

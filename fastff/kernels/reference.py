@@ -282,7 +282,7 @@ def softmax_quadratic(z, y):
     """Mean quadratic cost between a softmax over ``z`` and the one-hot target, and its gradient.
 
     The paper compares the log-likelihood with the quadratic cost of Rumelhart et al. (1986)
-    (reference section 8) without naming the output nonlinearity under the quadratic cost;
+    (§4.1, Fig. 5) without naming the output nonlinearity under the quadratic cost;
     fastff keeps the softmax, so that the two costs differ only in the cost:
     C = 1/2 sum_k (p_k - t_k)^2 with p = softmax(z), t = onehot(y).
 

@@ -1,7 +1,7 @@
 """Fig. 5: the training cost as a surface over one first-layer and one output weight, for the
 log-likelihood and the quadratic cost, with the plateaus measured rather than only drawn.
 
-The paper's setting (reference section 8): a network with one hidden tanh layer, random inputs
+The paper's setting (§4.1, Fig. 5): a network with one hidden tanh layer, random inputs
 and random targets; it does not give the width, the weight ranges or the data size. fastff's
 choices: ``n_examples`` = 200 inputs x ~ N(0, 1), ``n_in`` = ``n_hidden`` = 1, 2 classes drawn
 uniformly, biases 0, every other weight from the normalized init; the two weights W1[0, 0] and

@@ -4,7 +4,7 @@ Every figure function takes a list of :class:`~fastff.report.runs.RunData` and r
 matplotlib Figure, or None when no run has what it needs. Per-run figures stack one panel per
 run, top to bottom, as the paper stacks its standard (top) and normalized (bottom) panels.
 The x axis counts updates; a second axis on top counts examples seen (the paper's "epochs"
-are undefined for online Shapeset, reference section 5). Panels that are compared share their
+are undefined for online Shapeset, Fig. 2). Panels that are compared share their
 x and y scales (and heat maps their colour scale), so that equal heights mean equal values.
 """
 import numpy as np

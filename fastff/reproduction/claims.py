@@ -1,6 +1,6 @@
 """The paper's claims, each beside what fastff's runs measured and whether they agree.
 
-Each claim cites its section of the reference fact sheet (``reference/glorot2010.md``). Where
+Each claim cites the paper's own table, figure, section or equation. Where
 the paper names no number (saturation, "layers move together"), the operational test is
 fastff's and is said in the claim's ``test`` text; thresholds are in :data:`SATURATED` and
 :data:`JACOBIAN_RANGES`. A claim agrees (``yes``), disagrees (``no``), or cannot be judged from
@@ -13,11 +13,11 @@ from .glorot2010 import DATASET_TITLES, PAPER_TABLE1, SIGNIFICANCE_LEVEL
 
 CLAIM_COLUMNS = ("claim", "source", "paper", "fastff", "test", "agrees")
 # abs(h) at or above this 98th percentile counts as a saturated tanh layer (the paper has no
-# threshold, reference section 7: its Fig. 3 shows the 98th percentile reaching 1)
+# threshold: its Fig. 3 shows the 98th percentile reaching 1)
 SATURATED = 0.99
 # the mean singular value of the layer Jacobians at initialization, standard and normalized
-# tanh: "about 0.5" and "about 0.8" (reference section 6; the fact sheet's own check found
-# 0.46-0.49 and 0.65-0.78 on layers 2-5)
+# tanh: "about 0.5" and "about 0.8" (§4.2.2; the plain mean of
+# the singular values of a 5x1000 tanh net computes to 0.46-0.49 and 0.65-0.78 on layers 2-5)
 JACOBIAN_RANGES = {"Tanh": (0.40, 0.60), "Tanh N": (0.65, 0.95)}
 
 
@@ -44,7 +44,7 @@ def _compare(table, pairs, dataset, better, worse, claim, expect_difference=True
     errors = _errors(table, dataset)
     paper = (f"{better} {PAPER_TABLE1[better][dataset]:.2f} vs {worse} "
              f"{PAPER_TABLE1[worse][dataset]:.2f}")
-    source = "Table 1 (section 4)"
+    source = "Table 1"
     if better not in errors or worse not in errors:
         return _row(claim, source, paper, "", "", "n/a: the runs are missing")
     p = _p(pairs, dataset, better, worse)
@@ -103,20 +103,20 @@ def _abs_hist(run, layer, when=-1):
 
 
 def layer_claims(runs):
-    """The per-layer claims (Figs. 2-4 and 10, section 6) from Shapeset's chosen runs
+    """The per-layer claims (Figs. 2-4 and 10) from Shapeset's chosen runs
     ``{model name: RunData}``."""
     tanh, soft, tanh_n = runs.get("Tanh"), runs.get("Softsign"), runs.get("Tanh N")
     return [_fig2(runs.get("Sigmoid depth 4")), _fig3(tanh),
-            _together(soft, tanh, "Softsign", "Fig. 3 bottom (section 5)",
+            _together(soft, tanh, "Softsign", "Fig. 3 bottom",
                       "less saturation, and all layers move together"),
-            _together(tanh_n, tanh, "Tanh N", "Fig. 10 (section 5)",
+            _together(tanh_n, tanh, "Tanh N", "Fig. 10",
                       "looks like softsign: no layer-by-layer saturation"),
             _fig4(tanh, soft), _jacobian(runs)]
 
 
 def _fig2(sig):
     claim = "The top hidden layer of the 4-layer sigmoid net saturates toward 0 early"
-    source = "Fig. 2 (section 5)"
+    source = "Fig. 2"
     paper = "layer 4's mean drops to about 0 almost immediately; the others stay above 0.5"
     test = ("the top layer's mean below 0.2 at the first snapshot after initialization, and the "
             "lowest of the layers")
@@ -133,7 +133,7 @@ def _fig2(sig):
 
 def _fig3(tanh):
     claim = "Tanh (standard init): the layers saturate one after another, from the first"
-    source, paper = "Fig. 3 top (section 5)", "layer 1 saturates first, then 2, ..."
+    source, paper = "Fig. 3 top", "layer 1 saturates first, then 2, ..."
     test = (f"the update at which each layer's 98th percentile of abs(h) reaches {SATURATED}: "
             "layer 1 first, no layer before the one below it")
     if tanh is None:
@@ -160,7 +160,7 @@ def _together(run, tanh, name, source, paper):
 
 def _fig4(tanh, soft):
     claim = "At the end of training tanh's lower layers are saturated, softsign's sit at its knees"
-    source = "Fig. 4 (section 5)"
+    source = "Fig. 4"
     paper = "tanh: mass at ±1, strongest in the lower layers; softsign: modes near ±0.6 to ±0.8"
     test = ("tanh: the share of abs(h) >= 0.9 in layer 1 above the top layer's and above "
             "softsign's layer 1; softsign: the mode of abs(h) over 0.2 in [0.5, 0.9] in every "
@@ -185,7 +185,7 @@ def _fig4(tanh, soft):
 def _jacobian(runs):
     claim = ("The layer Jacobians' mean singular value at initialization: about 0.5 with "
              "standard init, about 0.8 with normalized init (tanh)")
-    source = "section 6 (Eq. 17)"
+    source = "§4.2.2, Eq. 17"
     test = (f"layers 2-5 at update 0 within {JACOBIAN_RANGES['Tanh']} (standard) and "
             f"{JACOBIAN_RANGES['Tanh N']} (normalized)")
     found = {}
@@ -221,14 +221,14 @@ def table_claims(table, pairs):
         claim = f"{title}: the 5-layer sigmoid net is the worst of Table 1's models"
         paper = f"Sigmoid {PAPER_TABLE1['Sigmoid'][d]:.2f}, the highest"
         if "Sigmoid" not in five or len(five) < 2:
-            out.append(_row(claim, "Table 1 (section 4)", paper, "", "", "n/a: runs missing"))
+            out.append(_row(claim, "Table 1", paper, "", "", "n/a: runs missing"))
             continue
         worst_other = max((e, m) for m, e in five.items() if m != "Sigmoid")
         p = _p(pairs, d, "Sigmoid", worst_other[1])
         text = (f"Sigmoid {five['Sigmoid']:.2f}; next worst {worst_other[1]} {worst_other[0]:.2f}"
                 + (f", p = {p:.2g}" if p != "" else ""))
         ok = five["Sigmoid"] > worst_other[0] and p != "" and p < SIGNIFICANCE_LEVEL
-        out.append(_row(claim, "Table 1 (section 4)", paper, text,
+        out.append(_row(claim, "Table 1", paper, text,
                         f"Sigmoid highest, p < {SIGNIFICANCE_LEVEL} against the next",
                         "yes" if ok else "no"))
     return out

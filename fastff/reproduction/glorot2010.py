@@ -1,8 +1,8 @@
 """Glorot & Bengio (2010) as a plan of runs: the models of Table 1, the paper's numbers, the
 budgets, and which runs each figure is drawn from.
 
-Every number here that comes from the paper cites its section of the reference fact sheet
-(``reference/glorot2010.md``); everything else is a choice of fastff, said as such.
+Every number here that comes from the paper cites the paper's own section, equation, figure or
+table; everything else is a choice of fastff, said as such (docs/protocol.md has them all).
 """
 import json
 from dataclasses import dataclass
@@ -29,8 +29,8 @@ class Model:
     experiment: str = "table1"
 
 
-# Table 1's rows (reference section 4), plus sigmoid with 4 hidden layers: the best sigmoid depth
-# on Shapeset (section 1) while Table 1's caption says 5 (section 10, pitfall 1), so both are run.
+# Table 1's rows, plus sigmoid with 4 hidden layers: the best sigmoid depth on Shapeset (§2.3)
+# while Table 1's caption says 5, so both are run.
 MODELS = (
     Model("Softsign", "softsign", "standard", 5),
     Model("Softsign N", "softsign", "normalized", 5),
@@ -39,7 +39,7 @@ MODELS = (
     Model("Sigmoid", "sigmoid", "standard", 5),
     Model("Sigmoid depth 4", "sigmoid", "standard", 4),
 )
-# The paper's other experiments, on Shapeset (reference section 4). Each names the model it is
+# The paper's other experiments, on Shapeset (§5). Each names the model it is
 # compared with and the paper's claim.
 EXPERIMENT_MODELS = (
     # the reference of Fig. 11: supervised fine-tuning after denoising auto-encoder pre-training
@@ -48,7 +48,7 @@ EXPERIMENT_MODELS = (
     # pre-trained sigmoid nets do not show Fig. 2's top-layer saturation
     Model("Sigmoid depth 4 pre-trained", "sigmoid", "standard", 4, pretrain="dae",
           experiment="pretrain"),
-    # the log-likelihood "worked much better" than the quadratic cost (section 8, Fig. 5)
+    # the log-likelihood "worked much better" than the quadratic cost (§4.1, Fig. 5)
     Model("Tanh N, quadratic cost", "tanh", "normalized", 5, loss="quadratic", experiment="cost"),
     # the net of the SVM comparison: trained on the finite set the SVM sees
     Model("Tanh N, finite set", "tanh", "normalized", 5, finite=True, experiment="svm"),
@@ -71,7 +71,7 @@ CLAIMS = {
     "Sigmoid depth 4 pre-trained": ("Sigmoid depth 4", "the top hidden layer of a pre-trained "
                                     "sigmoid net does not saturate toward 0 (Fig. 2)"),
     "Tanh N, quadratic cost": ("Tanh N", "the log-likelihood works much better than the "
-                               "quadratic cost (section 8, Fig. 5)"),
+                               "quadratic cost (§4.1, Fig. 5)"),
     "Tanh N, finite set": ("RBF SVM", "on the same 100,000 examples the net beats the RBF SVM: "
                            "50.47% vs 59.47%"),
     **{f"Tanh, {kind} rates": ("Tanh", "per-parameter rates improve on plain SGD from the "
@@ -80,7 +80,7 @@ CLAIMS = {
     **{f"Tanh N, {kind} rates": ("Tanh N", "combined with normalized init, per-parameter rates "
                                  "help further") for kind in ("diagonal Hessian", "gradient-variance")},
 }
-# Test error in percent of the other experiments (reference section 4); the paper gives no
+# Test error in percent of the other experiments (§5); the paper gives no
 # number for the pre-trained nets or the quadratic cost.
 PAPER_EXPERIMENTS = {"Tanh N, finite set": 50.47, "RBF SVM": 59.47}
 MODEL_BY_NAME = {m.name: m for m in MODELS + EXPERIMENT_MODELS}
@@ -89,7 +89,7 @@ DATASETS = ("shapeset", "mnist", "cifar10", "small_imagenet")
 DATASET_TITLES = {"shapeset": "Shapeset-3x2", "mnist": "MNIST", "cifar10": "CIFAR-10",
                   "small_imagenet": "Small-ImageNet"}
 
-# Table 1, test error in percent (reference section 4). The paper has no depth-4 sigmoid row.
+# Table 1, test error in percent. The paper has no depth-4 sigmoid row.
 PAPER_TABLE1 = {
     "Softsign": {"shapeset": 16.27, "mnist": 1.64, "cifar10": 55.78, "small_imagenet": 69.14},
     "Softsign N": {"shapeset": 16.06, "mnist": 1.72, "cifar10": 53.8, "small_imagenet": 68.13},
@@ -98,7 +98,7 @@ PAPER_TABLE1 = {
     "Sigmoid": {"shapeset": 82.61, "mnist": 2.21, "cifar10": 57.28, "small_imagenet": 70.66},
 }
 # The paper bolds results that differ from the others under a null-hypothesis test at this level
-# (reference section 4; which cells are bold could not be recovered).
+# (Table 1's caption; which cells are bold could not be recovered).
 SIGNIFICANCE_LEVEL = 0.005
 
 
@@ -107,13 +107,13 @@ class Budget:
     """How much to train: the width, and per dataset the learning-rate grid, updates and cadences.
 
     ``lrs``, ``updates`` and ``evals`` map a dataset name to its learning-rate grid (the paper does
-    not give its grid, reference section 10), the updates per run and the number of evaluations
+    not give its grid, §2.3), the updates per run and the number of evaluations
     (valid and test error) over a run; ``monitors`` is the number of monitor snapshots. ``shapeset_sizes``
-    are the fixed Shapeset validation and test sets (the paper does not give them, section 10).
+    are the fixed Shapeset validation and test sets (the paper does not give them).
 
     For the other experiments (Shapeset only): ``pretrain_updates`` auto-encoder updates per
     hidden layer at ``pretrain_lr`` (the paper gives neither; fastff's choice), the size of the
-    ``finite`` training set shared by the SVM and its net (100,000 in the paper, section 4), and
+    ``finite`` training set shared by the SVM and its net (100,000 in the paper, §5), and
     the ``svm``'s arguments to :func:`fastff.baselines.rbf_svm`. ``rate_lrs`` is the
     learning-rate grid of the per-parameter-rate models (default: Shapeset's ``lrs``): their
     ``lr`` is the largest rate a parameter gets, most parameters get less.
@@ -193,7 +193,7 @@ BUDGETS = {
         rate_lrs=(0.03, 0.1, 0.3), widen=1,
         about="the paper's 1000-unit nets, 4% (Shapeset) and 1.2% (the others) of its 5 "
               "million updates: about 3 hours on 2 cores for Shapeset and MNIST"),
-    # The paper's horizon: 5 million updates per run (section 1), for a cluster or the GPU.
+    # The paper's horizon: 5 million updates per run (§2.3), for a cluster or the GPU.
     "paper": Budget(
         "paper", width=1000, lrs={d: (0.001, 0.003, 0.01, 0.03, 0.1) for d in DATASETS},
         updates={d: 5_000_000 for d in DATASETS},
@@ -201,10 +201,10 @@ BUDGETS = {
         seeds=3, shapeset_sizes=(10_000, 10_000), pretrain_updates=500_000,
         svm=dict(method="exact", C=(1.0, 10.0, 100.0), gamma_factors=(0.5, 1.0, 2.0)),
         rate_lrs=(0.003, 0.01, 0.03, 0.1, 0.3), widen=1,
-        about="the paper's 1000-unit nets and its 5 million updates per run (section 1)"),
+        about="the paper's 1000-unit nets and its 5 million updates per run (§2.3)"),
 }
 
-# Which runs each per-layer figure is drawn from (reference section 5), all on Shapeset: the
+# Which runs each per-layer figure is drawn from (Figs. 2-4 and 6-10), all on Shapeset: the
 # models, in panel order, and the figure functions of fastff.report.figures that draw them.
 LAYER_FIGURES = (
     ("fig02_sigmoid4_activation_mean_std.png", "activation_mean_std", ("Sigmoid depth 4",),
@@ -236,7 +236,7 @@ STANDALONE_FIGURES = (
     ("fig05_cost_surface.png", "cost_surface",
      "Fig. 5: cross-entropy and quadratic cost over two weights, plateaus measured"),
 )
-# Figs. 11 and 12: test error over training for every model of Table 1 (section 5), and in
+# Figs. 11 and 12: test error over training for every model of Table 1 (§5), and in
 # Fig. 11 the pre-trained reference when it ran.
 CURVE_EXTRAS = ("Tanh pre-trained",)
 CURVE_FIGURES = (
@@ -306,7 +306,7 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
 
 
 # The rungs a learning-rate grid grows along: the paper's grid steps by about 3 (0.001, 0.003,
-# 0.01, ...; fastff's choice, the paper does not give its grid, reference section 10), from a rate
+# 0.01, ...; fastff's choice, the paper does not give its grid, §2.3), from a rate
 # too small to move in these budgets to one every model here diverges at.
 LR_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 

@@ -1,7 +1,7 @@
 """Table 1 from the rows of a sweep: a learning rate chosen per model and dataset on validation
 error, its test error over seeds, and which results differ significantly from the best.
 
-The rule (reference section 1): for each model and dataset, the learning rate whose runs end
+The rule (the paper's §2.3, the details fastff's: docs/protocol.md): for each model and dataset, the learning rate whose runs end
 with the lowest validation error at the horizon (the last evaluation), averaged over seeds. A
 learning rate with a diverged run is never chosen (its validation error counts as infinite);
 failed runs are left out and said in the note. **Ties** (equal mean validation error) go to the
@@ -27,7 +27,7 @@ Only where a run has no outcomes (recorded before they were kept, or the SVM bas
 Fisher's exact test on the two error counts stand in (``scipy.stats.fisher_exact``), which
 treats the two evaluations as independent samples and is conservative for paired ones. A
 result is **bold** when it does not differ from the best at the paper's level, p < 0.005
-(reference section 4): fastff's reading of the caption "bold results differ significantly from
+(Table 1's caption): fastff's reading of the caption "bold results differ significantly from
 non-bold ones at p = 0.005" is that the paper bolds the best result and those it cannot tell
 apart from it.
 """

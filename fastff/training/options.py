@@ -125,7 +125,7 @@ OPTIONS = (
            cli=dict(choices=sorted(INITS)),
            short="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)"),
     Option("lr", 0.01, "float",
-           "Learning rate; the paper tunes it per network (reference section 1).",
+           "Learning rate; the paper tunes it per network (its §2.3; docs/protocol.md).",
            check=lambda v: positive("lr", v), record="lr", cli=dict(type=float)),
     Option("batch_size", 10, "int", "Examples per update (10 in the paper).",
            check=_positive_int("batch_size"), record="batch_size", cli=dict(type=int)),

@@ -1,5 +1,5 @@
 """Greedy layer-wise denoising auto-encoder pre-training (Vincent et al. 2008): the paper's
-reference curve of Fig. 11 and its pre-trained sigmoid nets (reference section 4).
+reference curve of Fig. 11 and its pre-trained sigmoid nets (§5 of the paper).
 
 Each hidden layer in turn, from the bottom, is trained as a denoising auto-encoder on the output
 of the layers below it (already pre-trained, used without noise):
