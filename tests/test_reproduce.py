@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pytest
 
+import fastff
+
 from fastff.cli import main
 from fastff.errors import InputError
 from fastff.reproduction import chosen_runs, glorot2010, reproduce
@@ -226,7 +228,10 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     assert len(points) == 24 and {p["updates"] for p in points} == {200_000, 60_000}
     assert {p["lr"] for p in points if p["dataset"] == "shapeset"} == {0.01, 0.03}
     assert all("data_seed" not in p for p in points)  # one seed: the data seed is the seed
-    assert {p["data_seed"] for p in glorot2010.points(budget, ["mnist"], 3)} == {0}
+    seeded = glorot2010.points(budget, ["mnist", "shapeset"], 3)  # each seed its own stream
+    assert [p["seed"] for p in seeded[:3]] == [0, 1, 2] and all("data_seed" not in p for p in seeded)
+    assert {p["data_options"].get("eval_seed") for p in seeded if p["dataset"] == "shapeset"} \
+        == {None, 0}  # seed 0's point is the one-seed run's; the others take its test set
     # the estimate counts what is left: a finished run is not, an unfinished one from its
     # last evaluation
     import fastff
@@ -239,8 +244,15 @@ def test_the_long_budget_and_its_estimate(tmp_path):
         {"status": "done", "point": small[0]}))
     fastff.train(**dict(small[1], updates=400), out_dir=tmp_path / names[1], progress=False)
     assert [u for _, u in remaining(small, tmp_path)] == [600, 1000]
-    text, hours = estimate(small, tmp_path, {"shapeset": (1024, 9)}, workers=1, budget=budget)
-    assert text.startswith("estimate: 2 of 3 runs to train, 1,600 updates")
+    text, hours, workers = estimate(small, tmp_path, {"shapeset": (1024, 9)}, workers=1,
+                                    budget=budget)
+    assert text.startswith("estimate: 2 of 3 runs to train, 1,600 updates;") and workers == 1
+    # the chosen rates' seeds are counted before the rates are known: 2 more per seeded model
+    # on Shapeset, 4 on MNIST
+    from fastff.reproduction.estimate import seed_runs
+    extra = seed_runs(points, tmp_path, budget.chosen_seeds)
+    assert len(extra) == 4 * 2 + 4 * 4 and {p["seed"] for p, _ in extra} == {1, 2, 3, 4}
+    assert "with evaluations, monitoring and checkpoints" in text
     assert "1024-16-16-9 at batch 10" in text and hours > 0
     assert re.search(r"\(\d threads?, alone\)", text)
     # several workers: timed stepping at once, in as many processes
@@ -527,3 +539,90 @@ def test_a_reproduction_on_a_missing_gpu_says_so(tmp_path):
         reproduce(budget="smoke", out_dir=tmp_path / "r", datasets="shapeset", device="cuda",
                   progress=False)
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_an_unfinished_rung_does_not_hide_the_edge():
+    # 0.1 is a widening rung still running: until it finishes, 0.03 is the edge of what is known
+    runs = [_row(0.01, 0.3), _row(0.03, 0.2), _row(0.1, "", status="")]
+    assert grid_edge(runs) == "largest"
+    assert "lr 0.03 is the largest of the grid" in choose_lr(runs)[2]
+    assert grid_edge([_row(0.01, 0.3), _row(0.03, 0.2), _row(0.1, 0.25)]) is None
+    # a rung that diverged settles the edge: the chosen rate is where the grid can grow no more
+    assert grid_edge([_row(0.01, 0.3), _row(0.03, 0.2), _row(0.1, "", status="diverged")]) is None
+
+
+def test_the_chosen_rate_s_extra_seeds_do_not_weigh_in_its_choice():
+    runs = [_row(0.01, 0.30), _row(0.03, 0.20), _row(0.1, 0.35),
+            _row(0.03, 0.40, seed=1), _row(0.03, 0.42, seed=2)]  # seeds of the chosen rate
+    lr, chosen, note = choose_lr(runs)
+    assert lr == 0.03 and sorted(r["seed"] for r in chosen) == [0, 1, 2] and note == ""
+    runs[-1].update(status="diverged", valid_error="")
+    lr, chosen, note = choose_lr(runs)
+    assert lr == 0.03 and len(chosen) == 2 and note == "lr 0.03: seed 2 (diverged) left out"
+
+
+def test_the_chosen_rates_of_the_symmetric_models_get_the_budget_s_seeds():
+    budget = glorot2010.BUDGETS["long"]
+    assert budget.chosen_seeds == {"shapeset": 3, "mnist": 5}
+    points = glorot2010.points(budget, ["shapeset", "mnist"], 1)
+    assert len(points) == 24 and all(p["seed"] == 0 and "data_seed" not in p for p in points)
+    rows = []
+    for p in points:
+        model = glorot2010.model_of(p).name
+        lr = float(p["lr"])
+        valid = 0.2 if (lr == 0.01) == model.endswith("N") else 0.3  # N chooses 0.01/0.03
+        rows.append(_row(lr, valid, dataset=p["dataset"], model=model))
+    extra = glorot2010.seeded(points, rows, choose_lr, budget.chosen_seeds)
+    # 4 symmetric models: 2 more seeds on Shapeset, 4 more on MNIST, at the chosen rate only
+    assert len(extra) == 4 * 2 + 4 * 4
+    for p in extra:
+        model = glorot2010.model_of(p)
+        assert model.name in glorot2010.SEEDED_MODELS and p["seed"] >= 1
+        assert "data_seed" not in p  # each seed its own stream ...
+        if p["dataset"] == "shapeset":  # ... and the test set of seed 0
+            assert p["data_options"]["eval_seed"] == 0
+            assert p["lr"] == (0.01 if model.name.endswith("N") else 0.03)
+    # planned already: nothing again
+    assert glorot2010.seeded(points + extra, rows, choose_lr, budget.chosen_seeds) == []
+
+
+def test_seeds_share_the_shapeset_test_set_and_not_the_stream():
+    a = fastff.data.load("shapeset", seed=0, valid_size=20, test_size=20)
+    b = fastff.data.load("shapeset", seed=2, valid_size=20, test_size=20, eval_seed=0)
+    np.testing.assert_array_equal(a.test[0], b.test[0])
+    np.testing.assert_array_equal(a.valid[1], b.valid[1])
+    assert not np.array_equal(a.train_batch(0, 10)[0], b.train_batch(0, 10)[0])
+
+
+def test_a_reproduction_gives_the_chosen_rates_their_seeds(tmp_path, monkeypatch):
+    import dataclasses
+    smoke = dataclasses.replace(glorot2010.BUDGETS["smoke"], chosen_seeds={"shapeset": 2})
+    monkeypatch.setitem(glorot2010.BUDGETS, "smoke", smoke)
+    result = reproduce(budget="smoke", out_dir=tmp_path, datasets="shapeset", progress=False,
+                       workers=1)
+    runs = result.runs
+    assert len(runs) == 6 * 2 + 4 and all(r["status"] in ("done", "diverged") for r in runs)
+    rows = {r["model"]: r for r in result.table}
+    for name in glorot2010.SEEDED_MODELS:
+        assert rows[name]["seeds"] == 2 and rows[name]["test_error_std"] != ""
+        two = [r for r in runs if model_of(r).name == name and float(r["lr"]) == rows[name]["lr"]]
+        assert sorted(int(r["seed"]) for r in two) == [0, 1]
+    assert rows["Sigmoid"]["seeds"] == 1
+    # --no-train gives the same table from the records
+    again = reproduce(budget="smoke", out_dir=tmp_path, datasets="shapeset", progress=False,
+                      train=False)
+    assert again.table == result.table
+
+
+def test_the_estimate_counts_evaluations_monitoring_and_checkpoints():
+    from fastff.reproduction.estimate import makespan, run_seconds
+    costs = dict(example=1e-5, snapshot=0.5, jacobian=2.0, checkpoint=0.1)
+    point = dict(updates=1000, eval_every=100, monitor_every=250)
+    # from update 0: 1000 steps, 11 evaluations of 20,000 examples with a checkpoint each,
+    # 4 snapshots and update 0's with the Jacobians
+    assert run_seconds(point, 1000, 1e-3, costs, 20_000) == pytest.approx(
+        1.0 + 11 * (0.2 + 0.1) + 4 * 0.5 + 2.0)
+    # resumed at update 600: 400 steps, 4 evaluations, 2 snapshots, no Jacobians
+    assert run_seconds(point, 400, 1e-3, costs, 20_000) == pytest.approx(
+        0.4 + 4 * 0.3 + 2 * 0.5)
+    assert makespan([5, 4, 3, 3, 1], 2) == 8 and makespan([5, 4], 1) == 9

@@ -232,13 +232,18 @@ class Shapeset(Dataset):
 
     ``generator="counter"`` (the default) draws every image from its index alone, the same on
     the CPU and the GPU; ``"sequential"`` is the older stream (the module's docstring).
+
+    ``eval_seed`` draws the validation and test sets apart from the training stream (default:
+    ``seed``): runs of several seeds, each with a training stream of its own, are then scored
+    on one test set and can be compared example by example.
     """
 
     name = "shapeset"
 
     def __init__(self, seed=0, valid_size=10_000, test_size=10_000, balanced=False, scale="unit",
-                 finite=None, generator=GENERATOR):
+                 finite=None, generator=GENERATOR, eval_seed=None):
         self.seed, self.balanced, self.scale = check_seed(seed), bool(balanced), scale
+        self.eval_seed = self.seed if eval_seed is None else check_seed(eval_seed)
         choose("scale", scale, SCALES)
         self.generator = choose("generator", generator, GENERATORS)
         self.n_in, self.n_classes = SIZE * SIZE, 9
@@ -264,14 +269,16 @@ class Shapeset(Dataset):
                                        self.seed)
             self._block_index, self._block = None, None  # the stream's cache is not needed
 
-    def _seed(self, *key):
-        return int(np.random.SeedSequence([self.seed, *key]).generate_state(1)[0])
+    def _seed(self, *key, seed=None):
+        seed = self.seed if seed is None else seed
+        return int(np.random.SeedSequence([seed, *key]).generate_state(1)[0])
 
     def _fixed(self, which, n):
+        """The validation (``which`` 1) or test (2) set, drawn from ``eval_seed``."""
         if self.generator == "counter":
-            return render_counter(counter_key(self.seed, which), 0, n, self.balanced,
+            return render_counter(counter_key(self.eval_seed, which), 0, n, self.balanced,
                                   SCALES[self.scale])[:2]
-        images, labels, _ = generate(n, self._seed(which), self.balanced)
+        images, labels, _ = generate(n, self._seed(which, seed=self.eval_seed), self.balanced)
         return to_float(images, self.scale), labels
 
     def _train_block(self, index):

@@ -22,8 +22,8 @@ from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .estimate import estimate
 from .page import index_html
-from .table import (experiments_table, grid_edge, pairwise, table1, write_experiments,
-                    write_table)
+from .table import (choose_lr, experiments_table, grid_edge, pairwise, table1,
+                    write_experiments, write_table)
 
 PAPERS = {glorot2010.PAPER: glorot2010}
 
@@ -265,12 +265,16 @@ def _table_runs(spec, budget, out, run_sets, skipped, seeds, experiments, *, dat
     points = spec.points(budget, run_sets, seeds, data_dir, experiments)
     if device != "cpu":
         points = [dict(p, device=device) for p in points]
-    if train and progress and budget.name != "smoke" and device == "cpu":
-        print(estimate(points, out / "runs", shapes, workers, budget, widen)[0], flush=True)
+    if train and budget.name != "smoke" and device == "cpu" and scheduler is None:
+        text, _, fastest = estimate(points, out / "runs", shapes, workers, budget, widen)
+        workers = workers or fastest  # the arrangement the estimate found fastest here
+        if progress:
+            print(text, flush=True)
     runs = (functools.partial(sweep, out_dir=out / "runs", scheduler=scheduler,
                               workers=workers, progress=progress) if train
             else functools.partial(collect, out_dir=out / "runs"))
-    rows = _widening(spec, runs, points, widen, progress)
+    points, rows = _widening(spec, runs, points, widen, progress)
+    rows = _seeding(spec, runs, points, rows, budget.chosen_seeds, progress)
     if not train and progress:
         done = sum(r["status"] in ("done", "diverged") for r in rows)
         print(f"{done} of {len(rows)} runs finished; nothing trained (train=False)")
@@ -278,8 +282,8 @@ def _table_runs(spec, budget, out, run_sets, skipped, seeds, experiments, *, dat
 
 
 def _widening(spec, runs, points, rounds, progress):
-    """The runs' rows after ``rounds`` of widening: a chosen rate at its grid's edge gets a run
-    one rung beyond it, and the rate is chosen again."""
+    """The points and the runs' rows after ``rounds`` of widening: a chosen rate at its grid's
+    edge gets a run one rung beyond it, and the rate is chosen again."""
     rows = runs(points)
     for _ in range(rounds):
         extra = spec.widened(points, rows, grid_edge)
@@ -290,7 +294,19 @@ def _widening(spec, runs, points, rounds, progress):
                 f"{why}, so {p['lr']:g} too" for p, why in extra)), flush=True)
         points = points + [p for p, _ in extra]
         rows = runs(points)
-    return rows
+    return points, rows
+
+
+def _seeding(spec, runs, points, rows, counts, progress):
+    """The rows once the chosen rates of the seeded models have their budget's seeds
+    (``counts``: dataset -> seeds in all; None: none added)."""
+    extra = spec.seeded(points, rows, choose_lr, counts) if counts else []
+    if not extra:
+        return rows
+    if progress:
+        print(f"seeds: {len(extra)} runs give the chosen rates of "
+              f"{', '.join(spec.SEEDED_MODELS)} their budget's seeds", flush=True)
+    return runs(points + extra)
 
 
 def _results(spec, budget, out, rows, names, n_test, skipped, experiments, svm, progress):

@@ -77,9 +77,112 @@ def steps_at_once(sizes, batch_size, threads, workers, seconds=2.0):
         return max(pool.map(_timed_in_a_worker, [args] * workers))
 
 
+def _seconds_per(fn, seconds=0.5):
+    """Seconds per call of ``fn``, timed for about ``seconds`` after one call to warm up."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
+def side_costs(sizes, threads, seconds=0.5):
+    """What a run spends beside its steps, timed here with ``threads`` kernel threads: seconds
+    per evaluated example (the forward pass of an evaluation, in blocks of 1000), per monitor
+    snapshot without and with the Jacobians (on the 300 examples of the monitor set), and per
+    checkpoint written (parameters and history). Returns a dict."""
+    import tempfile
+    import numba
+    from .. import config
+    from ..model import MLP
+    from ..monitor import Monitor
+    from ..record import RunDir
+    model = MLP(list(sizes), activation="tanh", init="normalized")
+    rng = np.random.default_rng(0)
+    n = config.MONITOR_EXAMPLES
+    x = rng.random((1000, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], 1000)
+    monitor = Monitor(x[:n], y[:n])
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            record = RunDir(tmp)
+            return dict(
+                example=_seconds_per(lambda: model.error(x, y), seconds) / len(x),
+                snapshot=_seconds_per(lambda: monitor(model, jacobian=False), seconds),
+                jacobian=_seconds_per(lambda: monitor(model, jacobian=True), seconds),
+                checkpoint=_seconds_per(lambda: record.save_checkpoint(
+                    model, 1, [dict(update=1)]), seconds))
+    finally:
+        numba.set_num_threads(before)
+
+
+def run_seconds(point, updates, step, costs, eval_rows):
+    """Seconds one run (``updates`` of it left) takes: its steps, evaluations (each on
+    ``eval_rows`` examples, with a checkpoint), and monitor snapshots (the Jacobians at
+    update 0 only, as the reproduction measures them)."""
+    n = int(point["updates"])
+    start = n - updates
+    every = max(1, int(point["eval_every"]))
+    evals = n // every - start // every + (start == 0) + (n % every != 0)
+    monitor_every = int(point.get("monitor_every") or 0)
+    snapshots = 0
+    if monitor_every:
+        snapshots = n // monitor_every - start // monitor_every + (n % monitor_every != 0)
+    jacobian = costs["jacobian"] if start == 0 and monitor_every else 0.0  # update 0's
+    return (updates * step + evals * (eval_rows * costs["example"] + costs["checkpoint"])
+            + snapshots * costs["snapshot"] + jacobian)
+
+
+def makespan(durations, workers):
+    """The wall time of ``durations`` on ``workers`` workers, each run to the least-loaded
+    worker, longest first (as a sweep's workers take the next run when one finishes)."""
+    loads = [0.0] * max(1, workers)
+    for d in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += d
+    return max(loads)
+
+
+def seed_runs(points, runs_dir, counts):
+    """The runs a budget's ``chosen_seeds`` will add (the chosen rates are not known yet, the
+    number of runs is): one (point, updates) per seed left, a seed-0 point standing in for
+    its rate, less the extra seeds already finished in ``runs_dir/runs.csv``."""
+    import csv
+    from .glorot2010 import SEEDED_MODELS, model_of, with_seed
+    done = {}
+    table = runs_dir / "runs.csv"
+    if table.is_file():
+        with open(table, newline="") as f:
+            for r in csv.DictReader(f):
+                if r.get("status") in ("done", "diverged") and r.get("seed") not in ("", "0"):
+                    model = model_of(r)
+                    if model is not None:
+                        key = (r["dataset"], model.name)
+                        done[key] = done.get(key, 0) + 1
+    out, seen = [], set()
+    for p in points:
+        model = model_of(p)
+        key = (p["dataset"], model.name if model else None)
+        if model is None or model.name not in SEEDED_MODELS or key in seen or p["seed"] != 0:
+            continue
+        seen.add(key)
+        left = max(0, counts.get(p["dataset"], 1) - 1 - done.get(key, 0))
+        out += [(with_seed(p, s + 1), int(p["updates"])) for s in range(left)]
+    return out
+
+
+def arrangements(cores):
+    """(workers, kernel threads each) to try on ``cores`` cores: one worker per core, and one
+    worker with every core (two nets' weights may not fit the shared cache together)."""
+    return list(dict.fromkeys([(cores, 1), (1, cores)]))
+
+
 def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
-    """The text printed before a reproduction starts: runs and updates left, the step time
-    measured here per net, and the hours on ``workers`` worker processes.
+    """The text printed before a reproduction starts: runs and updates left, the step and what
+    a run spends beside it (evaluations, monitoring, checkpoints) measured here per net, and
+    the hours on the fastest arrangement of workers and threads measured (or on ``workers``).
 
     Parameters
     ----------
@@ -90,46 +193,56 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     shapes : dict
         Dataset -> (inputs, classes).
     workers : int, optional
-        Worker processes (default: one per core, as the sweep's LocalCluster).
+        Worker processes (default: the faster of one per core and one with every core, timed).
     budget : Budget, optional
-        For the evaluation sets' sizes.
+        For the evaluation sets' sizes and the chosen rates' seeds (counted: their number is
+        known before the rates are).
     widen : int
         Rounds of widening that may follow (said, not counted: they depend on the results).
 
     Returns
     -------
-    (text, hours)
+    (text, hours, workers)
     """
     from ..arch import parse_sizes
+    from .glorot2010 import EVAL_ROWS
     left = remaining(points, runs_dir)
+    seeds = seed_runs(points, runs_dir, budget.chosen_seeds) if budget is not None and \
+        budget.chosen_seeds else []
     cores = os.cpu_count() or 1
-    workers = max(1, min(cores, workers or cores))
-    threads = max(1, cores // workers)
-    if not left:
-        return f"all {len(points)} runs are finished", 0.0
-    times, total = {}, 0.0
-    for point, updates in left:
-        sizes = tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
-        batch = int(point.get("batch_size", 10))
-        if (sizes, batch) not in times:
-            times[(sizes, batch)] = (step_seconds(list(sizes), batch, threads) if workers == 1
-                                     else steps_at_once(sizes, batch, threads, workers))
-        t = times[(sizes, batch)]
-        evals = updates // max(1, int(point["eval_every"])) + 1
-        rows = 0
-        if budget is not None and point["dataset"] == "shapeset":
-            rows = sum(budget.shapeset_sizes)
-        # an evaluated example costs about a third of a trained one (the forward pass only)
-        total += updates * t + evals * rows / batch * t / 3
-    hours = total / workers / 3600
-    steps = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
-                      for (s, b), t in times.items())
-    alone = "alone" if workers == 1 else f"{workers} workers stepping at once"
+    tried = arrangements(cores) if workers is None else \
+        [(max(1, min(cores, workers)), max(1, cores // max(1, min(cores, workers))))]
+    if not left and not seeds:
+        return f"all {len(points)} runs are finished", 0.0, tried[0][0]
+    nets = {(tuple(parse_sizes(p["arch"], *shapes[p["dataset"]])), int(p.get("batch_size", 10)))
+            for p, _ in left + seeds}
+    results = []
+    for n_workers, threads in tried:
+        steps = {(s, b): (step_seconds(list(s), b, threads) if n_workers == 1
+                          else steps_at_once(s, b, threads, n_workers)) for s, b in nets}
+        costs = {s: side_costs(s, threads) for s in {s for s, _ in nets}}
+        durations = []
+        for point, updates in left + seeds:
+            sizes = tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
+            rows = (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
+                    else EVAL_ROWS.get(point["dataset"], 0))
+            durations.append(run_seconds(point, updates, steps[(sizes, int(point.get(
+                "batch_size", 10)))], costs[sizes], rows))
+        results.append((makespan(durations, n_workers) / 3600, n_workers, threads, steps,
+                        sum(durations)))
+    hours, n_workers, threads, steps, work = min(results, key=lambda r: r[0])
+    timed = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
+                      for (s, b), t in steps.items())
+    alone = "alone" if n_workers == 1 else f"{n_workers} workers stepping at once"
+    others = "".join(f"; {w} worker{'s' * (w > 1)} of {t} thread{'s' * (t > 1)}: {h:.1f} h"
+                     for h, w, t, _, _ in results if w != n_workers)
     text = (f"estimate: {len(left)} of {len(points)} runs to train, "
-            f"{sum(u for _, u in left):,} updates; the step timed here ({threads} thread"
-            f"{'s' * (threads > 1)}, {alone}): {steps}; on {workers} worker"
-            f"{'s' * (workers > 1)}: about {hours:.1f} h")
+            f"{sum(u for _, u in left):,} updates"
+            + (f", and {len(seeds)} runs of the chosen rates' seeds" if seeds else "")
+            + f"; the step timed here ({threads} thread{'s' * (threads > 1)}, {alone}): "
+            f"{timed}; with evaluations, monitoring and checkpoints, on {n_workers} worker"
+            f"{'s' * (n_workers > 1)}: about {hours:.1f} h{others}")
     if widen:
         text += (f"; then up to {widen} more run{'s' * (widen > 1)} per model and seed where "
                  "a chosen rate sits at its grid's edge")
-    return text, hours
+    return text, hours, n_workers

@@ -86,6 +86,9 @@ PAPER_EXPERIMENTS = {"Tanh N, finite set": 50.47, "RBF SVM": 59.47}
 MODEL_BY_NAME = {m.name: m for m in MODELS + EXPERIMENT_MODELS}
 
 DATASETS = ("shapeset", "mnist", "cifar10", "small_imagenet")
+# Examples an evaluation of a finite dataset scores: its validation and test sets, 10,000 each
+# (§2.2; Shapeset's are the budget's ``shapeset_sizes``)
+EVAL_ROWS = {"mnist": 20_000, "cifar10": 20_000, "small_imagenet": 20_000}
 DATASET_TITLES = {"shapeset": "Shapeset-3x2", "mnist": "MNIST", "cifar10": "CIFAR-10",
                   "small_imagenet": "Small-ImageNet"}
 
@@ -124,6 +127,10 @@ class Budget:
 
     ``widen`` is how many rungs of :data:`LR_LADDER` a model's grid may grow by, one rung per
     round, where its chosen rate sits at the grid's edge (:func:`widened`).
+
+    ``chosen_seeds`` maps a dataset to the seeds in all that the chosen rate of each of
+    :data:`SEEDED_MODELS` is run with, once the grids are settled (:func:`seeded`); the other
+    rates keep ``seeds``.
     """
 
     name: str
@@ -142,6 +149,7 @@ class Budget:
     rate_lrs: tuple = None
     widen: int = 0
     generator: str = "counter"
+    chosen_seeds: dict = None
 
 
 BUDGETS = {
@@ -189,8 +197,10 @@ BUDGETS = {
         seeds=1, shapeset_sizes=(5_000, 10_000), pretrain_updates=20_000, generator="sequential",
         svm=dict(method="nystroem", n_components=4_000, C=(0.03, 0.1, 0.3),
                  gamma_factors=(1.0, 2.0)),
-        # one rung more where a chosen rate sits at an edge: a Shapeset rung costs 25-40 min
-        rate_lrs=(0.03, 0.1, 0.3), widen=1,
+        # rungs added where a chosen rate sits at an edge, until none does (or the rung beyond
+        # it diverges): a Shapeset rung costs 25-40 min; the symmetric models' chosen rates
+        # with 3 seeds on Shapeset and 5 on MNIST, each seed its own weights and stream
+        rate_lrs=(0.03, 0.1, 0.3), widen=3, chosen_seeds={"shapeset": 3, "mnist": 5},
         about="the paper's 1000-unit nets, 4% (Shapeset) and 1.2% (the others) of its 5 "
               "million updates: about 3 hours on 2 cores for Shapeset and MNIST"),
     # The paper's horizon: 5 million updates per run (§2.3), for a cluster or the GPU.
@@ -281,11 +291,9 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
             for lr in lrs:
                 for seed in range(seeds):
                     p = dict(dataset=dataset, arch=f"{budget.width}x{model.depth}",
-                             activation=model.activation, init=model.init, lr=lr, seed=seed,
+                             activation=model.activation, init=model.init, lr=lr, seed=0,
                              updates=n, eval_every=max(1, n // budget.evals[dataset]),
                              monitor_every=max(1, n // budget.monitors))
-                    if seeds > 1:  # one stream and one test set for every run: paired tests
-                        p["data_seed"] = 0
                     if dataset == "shapeset":
                         p["data_options"] = dict(valid_size=budget.shapeset_sizes[0],
                                                  test_size=budget.shapeset_sizes[1],
@@ -301,7 +309,68 @@ def points(budget, datasets, seeds, data_dir=None, experiments=("table1",)):
                         p["optimizer"] = model.optimizer
                     if data_dir is not None:
                         p["data_dir"] = str(data_dir)
-                    out.append(p)
+                    out.append(with_seed(p, seed))
+    return out
+
+
+def with_seed(point, seed):
+    """``point`` (a seed-0 run) with another seed: its own weights and training stream (the
+    data follow ``seed``), and the test set of seed 0, so that every seed of every model is
+    scored on one test set (Shapeset's evaluation sets come from ``eval_seed``; a finite
+    dataset's test set is its file's)."""
+    if seed == 0:
+        return dict(point)
+    p = dict(point, seed=seed)
+    if p["dataset"] == "shapeset":
+        p["data_options"] = dict(p["data_options"], eval_seed=0)
+    return p
+
+
+# The models whose chosen rate gets a budget's ``chosen_seeds``: Table 1's symmetric units, the
+# initialization claims' subjects.
+SEEDED_MODELS = ("Softsign", "Softsign N", "Tanh", "Tanh N")
+
+
+def seeded(points, rows, choose, counts):
+    """The runs that give each of :data:`SEEDED_MODELS` its ``counts[dataset]`` seeds at the
+    learning rate chosen for it.
+
+    Parameters
+    ----------
+    points : list of dict
+        The runs planned so far (train() arguments).
+    rows : list of dict
+        Their sweep rows.
+    choose : callable
+        runs -> (lr, ...): the rate chosen among one model's runs on one dataset
+        (:func:`fastff.reproduction.table.choose_lr`; None before any has finished).
+    counts : dict
+        Dataset -> seeds in all.
+
+    Returns
+    -------
+    list of dict
+        The points not planned yet, each a planned seed-0 point with another seed
+        (:func:`with_seed`).
+    """
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], model_of(r)), []).append(r)
+    planned = {json.dumps(p, sort_keys=True, default=str) for p in points}
+    out = []
+    for (dataset, model), runs in groups.items():
+        if model is None or model.name not in SEEDED_MODELS or counts.get(dataset, 1) < 2:
+            continue
+        lr = choose(runs)[0]
+        if lr is None:
+            continue
+        for p in points:
+            if p["dataset"] == dataset and model_of(p) == model and float(p["lr"]) == lr \
+                    and p["seed"] == 0:
+                for seed in range(1, counts[dataset]):
+                    new = with_seed(p, seed)
+                    if json.dumps(new, sort_keys=True, default=str) not in planned:
+                        out.append(new)
     return out
 
 

@@ -67,15 +67,22 @@ def _pct(fraction):
 
 
 def _scores(runs):
-    """(runs by lr, mean validation error of each rate whose runs finished, notes on the rest)."""
+    """(runs by lr, mean validation error of each rate whose runs finished, the rates settled
+    (scored or diverged), notes on the rest). A rate is scored on the seeds every rate of the
+    grid has run: the chosen rate's extra seeds (:func:`~fastff.reproduction.glorot2010.seeded`)
+    do not weigh in its choice."""
     by_lr = {}
     for r in runs:
         by_lr.setdefault(float(r["lr"]), []).append(r)
-    scores, notes = {}, []
+    common = set.intersection(*({int(r["seed"]) for r in g} for g in by_lr.values())) \
+        if by_lr else set()
+    scores, settled, notes = {}, [], []
     for lr, group in sorted(by_lr.items()):
+        group = [r for r in group if int(r["seed"]) in common]
         statuses = [r["status"] for r in group]
         if "diverged" in statuses:
             notes.append(f"lr {lr:g} diverged")
+            settled.append(lr)
             continue
         done = [r for r in group if r["status"] == "done" and _number(r["valid_error"]) is not None]
         if len(done) < len(group):
@@ -83,7 +90,8 @@ def _scores(runs):
                          f"{'failed' if 'failed' in statuses else 'unfinished'}")
         if done:
             scores[lr] = float(np.mean([_number(r["valid_error"]) for r in done]))
-    return by_lr, scores, notes
+            settled.append(lr)
+    return by_lr, scores, settled, notes
 
 
 def _best(scores):
@@ -96,18 +104,21 @@ def _tie(scores):
     return len(scores) > 1 and len(set(scores.values())) == 1
 
 
-def _edge(by_lr, scores):
-    if len(by_lr) < 2 or not scores or _tie(scores):
+def _edge(settled, scores):
+    """Where the chosen rate sits among the settled rates (an unfinished rung is no edge's
+    evidence either way: until it has finished, the rate beside it is still the edge)."""
+    if len(settled) < 2 or not scores or _tie(scores):
         return None
     lr = _best(scores)
-    return "smallest" if lr == min(by_lr) else "largest" if lr == max(by_lr) else None
+    return "smallest" if lr == min(settled) else "largest" if lr == max(settled) else None
 
 
 def grid_edge(runs):
     """``smallest`` or ``largest``: the end of its grid where the rate chosen among one model's
     runs sits (:func:`choose_lr`); None inside the grid, for a grid of one rate, and where every
     rate scores the same (no direction to look in)."""
-    return _edge(*_scores(runs)[:2])
+    _, scores, settled, _ = _scores(runs)
+    return _edge(settled, scores)
 
 
 def choose_lr(runs):
@@ -122,14 +133,17 @@ def choose_lr(runs):
     -------
     (lr, chosen, note)
         ``lr`` is None when no learning rate has a finished run; ``chosen`` the chosen rate's
-        runs; ``note`` what was left out (diverged or failed runs), or "".
+        finished runs, every seed; ``note`` what was left out (diverged or failed runs), or "".
     """
-    by_lr, scores, notes = _scores(runs)
+    by_lr, scores, settled, notes = _scores(runs)
     if not scores:
         return None, [], "; ".join(notes) or "no runs"
     lr = _best(scores)
     chosen = [r for r in by_lr[lr] if r["status"] == "done" and _number(r["valid_error"]) is not None]
-    edge = _edge(by_lr, scores)
+    if len(chosen) < len(by_lr[lr]):
+        left = [f"{r['seed']} ({r['status'] or 'unfinished'})" for r in by_lr[lr] if r not in chosen]
+        notes.append(f"lr {lr:g}: seed{'s' * (len(left) > 1)} {', '.join(left)} left out")
+    edge = _edge(settled, scores)
     if edge:
         notes.append(f"lr {lr:g} is the {edge} of the grid: the best rate may lie beyond it")
     elif _tie(scores):
