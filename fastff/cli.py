@@ -71,8 +71,6 @@ def _report(args):
 
 
 def _data_show(args):
-    import numpy as np
-    from .data import shapeset
     if args.name != "shapeset":
         raise FastffError("`fastff data show` draws Shapeset-3x2 only")
     positive("--rows", args.rows, integer=True)
@@ -82,21 +80,9 @@ def _data_show(args):
         raise InputError(f"cannot write {out}: the directory {out.parent} does not exist")
     if out.is_dir():
         raise InputError(f"cannot write {out}: it is a directory")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise FastffError("drawing needs matplotlib: pip install 'fastff[plot]'") from None
-    images, labels, _ = shapeset.generate(args.rows * args.cols, seed=args.seed,
-                                          balanced=args.balanced, generator=args.generator)
-    fig, axes = plt.subplots(args.rows, args.cols, figsize=(1.3 * args.cols, 1.45 * args.rows))
-    for ax, img, lab in zip(np.ravel(axes), images, labels):
-        ax.imshow(img.reshape(32, 32), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(shapeset.CLASS_NAMES[lab], fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"Shapeset-3x2, {args.generator} stream, seed {args.seed} (T triangle, P parallelogram, E ellipse)", fontsize=9)
-    fig.tight_layout()
+    from .report import figures
+    fig = figures.shapeset_samples(rows=args.rows, cols=args.cols, seed=args.seed,
+                                   balanced=args.balanced, generator=args.generator)
     try:
         fig.savefig(out, dpi=110)
     except OSError as exc:

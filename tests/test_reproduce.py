@@ -260,26 +260,74 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     assert 0 < steps_at_once([1024, 16, 16, 9], 10, 1, 2, seconds=0.2) < 0.1
 
 
-def test_claims_judge_the_papers_direction_and_significance():
-    from fastff.reproduction.claims import _compare, _sequential, table_claims
+def _comparison(diff, p, low=None, high=None, eq=None, seeds=3):
+    low = diff - 1 if low is None else low
+    high = diff + 1 if high is None else high
+    eq_low, eq_high = eq if eq is not None else (low + 0.2, high - 0.2)
+    return dict(diff=diff, low=low, high=high, eq_low=eq_low, eq_high=eq_high, p=p,
+                test=f"paired t over {seeds} seeds", p_pooled=p / 10, seeds=seeds)
+
+
+def test_claims_have_three_verdicts_and_the_paper_s_direction():
+    from fastff.reproduction.claims import _sequential, margin, table_claims
     assert _sequential([1000, 2000, 2000, None, None]) and not _sequential([None, 1000, None])
     assert not _sequential([2000, 1000, None]) and not _sequential([1000, None, 3000])
     table = [dict(dataset="shapeset", model=m, test_error=e) for m, e in
              (("Tanh N", 50.0), ("Tanh", 60.0), ("Softsign N", 55.0), ("Softsign", 55.5),
-              ("Sigmoid", 83.0))]
-    pairs = [dict(dataset="shapeset", model_a=a, model_b=b, p_value=p) for a, b, p in
-             (("Tanh", "Tanh N", 1e-9), ("Softsign N", "Softsign", 0.3),
-              ("Sigmoid", "Tanh", 1e-30))]
-    rows = {r["claim"]: r for r in table_claims(table, pairs)}
-    assert rows["Shapeset-3x2: normalized init beats standard init for tanh"]["agrees"] == "yes"
-    assert rows["Shapeset-3x2: softsign is robust to the initialization"]["agrees"] == "yes"
-    assert rows["Shapeset-3x2: the 5-layer sigmoid net is the worst of Table 1's models"][
-        "agrees"] == "yes"
-    # the right direction without significance does not agree; nor does the wrong direction
-    pairs[0]["p_value"] = 0.01
-    assert _compare(table, pairs, "shapeset", "Tanh N", "Tanh", "c")["agrees"] == "no"
-    assert _compare(table, pairs, "shapeset", "Tanh", "Tanh N", "c")["agrees"] == "no"
-    assert _compare(table[1:], pairs, "shapeset", "Tanh N", "Tanh", "c")["agrees"].startswith("n/a")
+              ("Sigmoid", 83.4))]
+    found = {("Tanh N", "Tanh"): _comparison(-10.0, 1e-4),
+             ("Softsign N", "Softsign"): _comparison(-0.5, 0.3, eq=(-2.0, 1.0)),
+             ("Sigmoid", "Tanh"): _comparison(23.4, 1e-30)}
+    compare = lambda d, a, b: found.get((a, b))  # noqa: E731
+    rows = {r["claim"]: r for r in table_claims(table, compare)}
+    tanh = rows["Shapeset-3x2: normalized init beats standard init for tanh"]
+    assert tanh["verdict"] == "agrees" and "paired t over 3 seeds" in tanh["fastff"]
+    assert "pooled over the seeds' test outcomes p = 1e-05 (CMH)" in tanh["fastff"]
+    soft = rows["Shapeset-3x2: softsign is robust to the initialization"]
+    delta = margin("shapeset", 55.0, 55.5)  # a quarter of 54.0% of 55.25: 7.46 points
+    assert 7.4 < delta < 7.5 and soft["verdict"] == "agrees" and f"±{delta:.2f}" in soft["test"]
+    worst = rows["Shapeset-3x2: the 5-layer sigmoid net is the worst of Table 1's models"]
+    assert worst["verdict"] == "agrees in rank only" and "never left chance" in worst["fastff"]
+    # the right direction without significance is inconclusive; the wrong one disagrees
+    found[("Tanh N", "Tanh")] = _comparison(-10.0, 0.01)
+    assert table_claims(table, compare)[0]["verdict"] == "inconclusive"
+    found[("Tanh N", "Tanh")] = _comparison(3.0, 1e-5)
+    assert table_claims(table, compare)[0]["verdict"] == "disagrees"
+    # no difference is never agreement by itself: an interval wider than the margin is
+    # inconclusive, one wholly beyond it disagrees
+    found[("Softsign N", "Softsign")] = _comparison(-0.5, 0.6, eq=(-9.0, 6.0))
+    assert table_claims(table, compare)[1]["verdict"] == "inconclusive"
+    found[("Softsign N", "Softsign")] = _comparison(-10.0, 1e-9, eq=(-12.0, -8.0))
+    assert table_claims(table, compare)[1]["verdict"] == "disagrees"
+    # a sigmoid that left chance and is worst agrees; missing runs say so
+    table[-1]["test_error"] = 70.0
+    assert table_claims(table, compare)[2]["verdict"] == "agrees"
+    assert table_claims(table[1:], compare)[0]["verdict"].startswith("n/a")
+
+
+def test_comparisons_over_seeds_and_on_one_seed():
+    from fastff.reproduction.table import comparison
+    rng = np.random.default_rng(0)
+    truth = rng.random(2000) < 0.5
+    kept = {}
+    rows = []
+    for seed in range(3):
+        for model, flip in (("Tanh N", 0.10), ("Tanh", 0.30)):  # Tanh N right more often
+            correct = np.where(rng.random(2000) < flip, ~truth, truth) == truth
+            name = f"{model}-{seed}"
+            kept[name] = correct
+            rows.append(dict(_row(0.01, 0.2, test=1 - correct.mean(), seed=seed, model=model),
+                             name=name))
+    outcomes = lambda r: kept[r["name"]]  # noqa: E731
+    c = comparison(rows, "shapeset", "Tanh N", "Tanh", outcomes)
+    assert c["seeds"] == 3 and c["test"] == "paired t over 3 seeds"
+    assert -25 < c["low"] < c["diff"] < c["high"] < -15 and c["p"] < 0.005
+    assert c["eq_low"] > c["low"] and c["eq_high"] < c["high"]  # 99% inside 99.5%
+    assert c["p_pooled"] < 1e-100  # 3 x 2000 matched pairs
+    one = comparison([r for r in rows if r["seed"] == 0], "shapeset", "Tanh N", "Tanh", outcomes)
+    assert one["test"] == "McNemar, one seed" and one["p"] == one["p_pooled"]
+    assert one["low"] < one["diff"] < one["high"]
+    assert comparison(rows, "shapeset", "Tanh N", "Softsign", outcomes) is None
 
 
 def test_one_seed_uses_fisher_exact_on_the_test_counts():
@@ -377,8 +425,9 @@ def test_smoke_budget_end_to_end(tmp_path, capsys):
     assert "fig11_shapeset_test_error.png" in page and "15.60" in page and "Small-ImageNet skipped" in page
     # every claim judged from these runs (narrow nets: whatever the verdicts, each is one)
     claims = list(csv.DictReader(open(out / "claims.csv")))
-    assert len(claims) == 6 + 6 and "The paper's claims" in page
-    assert all(c["agrees"] in ("yes", "no") for c in claims), claims
+    assert len(claims) == 6 + 9 and "The paper's claims" in page
+    assert all(c["verdict"] in ("agrees", "disagrees", "inconclusive", "agrees in rank only")
+               for c in claims), claims
     jac = [c for c in claims if c["source"].startswith("§4.2.2")][0]
     assert re.match(r"Tanh: [\d., ]+; Tanh N: [\d., ]+$", jac["fastff"])
     rows = [dict(r, lr=float(r["lr"])) for r in runs]
@@ -626,3 +675,55 @@ def test_the_estimate_counts_evaluations_monitoring_and_checkpoints():
     assert run_seconds(point, 400, 1e-3, costs, 20_000) == pytest.approx(
         0.4 + 4 * 0.3 + 2 * 0.5)
     assert makespan([5, 4, 3, 3, 1], 2) == 8 and makespan([5, 4], 1) == 9
+
+
+class _Snapshots:
+    """The part of fastff.monitor.Stats the per-layer claims read: updates and scalars."""
+
+    def __init__(self, updates, **scalars):
+        self.updates = np.asarray(updates)
+        self._scalars = {k: np.asarray(v, np.float64) for k, v in scalars.items()}
+
+    def __len__(self):
+        return len(self.updates)
+
+    def scalar(self, name):
+        return self._scalars[name]
+
+
+def _run_with(updates, **scalars):
+    import types
+    return types.SimpleNamespace(stats=_Snapshots(updates, **scalars))
+
+
+def test_fig10_is_judged_against_tanh_at_the_same_updates():
+    from fastff.reproduction.claims import _less_saturated
+    updates = [0, 10, 20, 30]
+    tanh = _run_with(updates, act_p98=[[.5] * 5, [.995, .9, .8, .7, .6], [.995, .995, .9, .8, .7],
+                                       [.995, .995, .995, .9, .8]])
+    calm = _run_with(updates, act_p98=[[.5] * 5, [.9] * 5, [.95] * 5, [.995, .9, .9, .9, .9]])
+    assert _less_saturated(calm, tanh, "Tanh N", "Fig. 10", "")["verdict"] == "agrees"
+    # every layer saturated as in the published long run: not what Fig. 10 shows
+    saturated = _run_with(updates, act_p98=[[.5] * 5, [.9] * 5, [.995] * 5, [.995] * 5])
+    row = _less_saturated(saturated, tanh, "Tanh N", "Fig. 10", "")
+    assert row["verdict"] == "disagrees" and "fewer saturated layers at 1 of the 3" in row["fastff"]
+    # tanh never saturating within the run gives nothing to compare against
+    never = _run_with(updates, act_p98=[[.5] * 5] * 4)
+    assert _less_saturated(calm, never, "Tanh N", "Fig. 10", "")["verdict"] == "inconclusive"
+
+
+def test_figs_6_to_8_at_initialization():
+    from fastff.reproduction.claims import _at_init
+    # measured at update 0 on Shapeset's 5x1000 nets (seed 0)
+    tanh = _run_with([0], act_std=[[.2906, .165, .0927, .0541, .0315]],
+                     delta_std=[[.002, .0034, .006, .0104, .0174]],
+                     grad_w_std=[[1.474e-4, 1.435e-4, 1.446e-4, 1.389e-4, 1.432e-4]])
+    tanh_n = _run_with([0], act_std=[[.4355, .3741, .324, .297, .2764]],
+                       delta_std=[[.025, .030, .034, .036, .039]],
+                       grad_w_std=[[2.28e-3, 2.12e-3, 2.18e-3, 2.11e-3, 2.14e-3]])
+    fig6, fig7, fig8 = _at_init(tanh, tanh_n)
+    assert [fig6["verdict"], fig7["verdict"], fig8["verdict"]] == ["agrees"] * 3
+    assert "ratio 0.57" in fig6["fastff"] and "ratio 0.89" in fig6["fastff"]
+    fig6, fig7, fig8 = _at_init(tanh_n, tanh)  # the inits swapped: none holds
+    assert [fig6["verdict"], fig7["verdict"]] == ["disagrees"] * 2
+    assert _at_init(None, tanh_n)[0]["verdict"].startswith("n/a")

@@ -256,6 +256,26 @@ def cost_surface(runs=None):
     return surface.draw()
 
 
+def shapeset_samples(runs=None, rows=4, cols=8, seed=0, balanced=False, generator=None):
+    """Fig. 1 (top): a labelled grid of Shapeset-3x2 images at their 32x32 (drawn without a
+    run; ``generator``: the stream, default the default one)."""
+    from ..data import shapeset
+    generator = shapeset.GENERATOR if generator is None else generator
+    images, labels, _ = shapeset.generate(rows * cols, seed=seed, balanced=balanced,
+                                          generator=generator)
+    plt = pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows))
+    for ax, img, lab in zip(np.ravel(axes), images, labels):
+        ax.imshow(img.reshape(shapeset.SIZE, shapeset.SIZE), cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(shapeset.CLASS_NAMES[lab], fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"Shapeset-3x2, {generator} stream, seed {seed} (T triangle, P parallelogram, "
+                 "E ellipse)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # (file name, figure function): the order of the report
 FIGURES = (
     ("fig02_activation_mean_std.png", activation_mean_std),

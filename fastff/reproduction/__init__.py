@@ -22,7 +22,7 @@ from . import glorot2010
 from .glorot2010 import BUDGETS, DATASETS, DATASET_TITLES, EXPERIMENTS
 from .estimate import estimate
 from .page import index_html
-from .table import (choose_lr, experiments_table, grid_edge, pairwise, table1,
+from .table import (choose_lr, comparison, experiments_table, grid_edge, pairwise, table1,
                     write_experiments, write_table)
 
 PAPERS = {glorot2010.PAPER: glorot2010}
@@ -326,7 +326,7 @@ def _results(spec, budget, out, rows, names, n_test, skipped, experiments, svm, 
             row["measured"] = text or row["measured"]
         write_experiments(out, others)
     figures = _figures(out, rows, table + others)
-    claims = _claims(out, rows, table, pairs) if "table1" in experiments else []
+    claims = _claims(out, rows, table) if "table1" in experiments else []
     index = out / "index.html"
     atomic_write_bytes(index, index_html(spec, budget, table, figures, skipped, others,
                                          claims).encode())
@@ -334,7 +334,7 @@ def _results(spec, budget, out, rows, names, n_test, skipped, experiments, svm, 
                         figures=figures, experiments=others, svm=svm, claims=claims)
 
 
-def _claims(out, rows, table, pairs):
+def _claims(out, rows, table):
     """The paper's claims beside the runs' numbers (:mod:`.claims`), written to
     ``claims.csv`` and ``claims.md``."""
     from ..report.runs import load_run
@@ -342,7 +342,9 @@ def _claims(out, rows, table, pairs):
     from .table import csv_bytes
     runs = {m: load_run(out / "runs" / name, title=m)
             for m, name in chosen_runs(rows, table, "shapeset").items()}
-    claims = table_claims(table, pairs) + (layer_claims(runs) if runs else [])
+    outcomes = functools.partial(_test_outcomes, out / "runs")
+    compare = functools.partial(comparison, rows, outcomes=outcomes)
+    claims = table_claims(table, compare) + (layer_claims(runs) if runs else [])
     atomic_write_bytes(out / "claims.csv", csv_bytes(CLAIM_COLUMNS, claims))
     atomic_write_bytes(out / "claims.md", markdown(claims).encode())
     return claims

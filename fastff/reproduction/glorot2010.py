@@ -243,6 +243,8 @@ LAYER_FIGURES = (
 )
 # Figures that need no run.
 STANDALONE_FIGURES = (
+    ("fig01_shapeset_samples.png", "shapeset_samples",
+     "Fig. 1 (top): Shapeset-3x2 images at their 32x32, with their classes"),
     ("fig05_cost_surface.png", "cost_surface",
      "Fig. 5: cross-entropy and quadratic cost over two weights, plateaus measured"),
 )

@@ -52,13 +52,14 @@ def _claims(rows):
     esc = html.escape
     body = "".join(f"<tr><td>{esc(r['claim'])}</td><td>{esc(r['source'])}</td>"
                    f"<td>{esc(r['paper'])}</td><td>{esc(r['fastff'])}</td>"
-                   f"<td>{esc(r['agrees'])}</td></tr>" for r in rows)
+                   f"<td>{esc(r['verdict'])}</td></tr>" for r in rows)
     tests = "".join(f"<li>{esc(r['claim'])}: {esc(r['test'])}.</li>" for r in rows if r["test"])
     return f"""<h2>The paper's claims</h2>
-<p>Each claim beside what these runs measured. A difference agrees only where it is significant
-at p &lt; {SIGNIFICANCE_LEVEL} in the paper's direction; where the paper names no number the
-test is fastff's, listed below.</p>
-<table><tr><th>claim</th><th>source</th><th>the paper</th><th>fastff</th><th>agrees</th></tr>
+<p>Each claim beside what these runs measured, and one of three verdicts: agrees, disagrees,
+inconclusive. A difference agrees only where it is significant at p &lt; {SIGNIFICANCE_LEVEL} in
+the paper's direction, an absence of difference only through an equivalence test with a stated
+margin; where the paper names no number the test is fastff's, listed below.</p>
+<table><tr><th>claim</th><th>source</th><th>the paper</th><th>fastff</th><th>verdict</th></tr>
 {body}
 </table>
 <ul>{tests}</ul>

@@ -260,6 +260,51 @@ def table1(rows, datasets, n_test, skipped=None, level=SIGNIFICANCE_LEVEL, outco
     return out
 
 
+def comparison(rows, dataset, model_a, model_b, outcomes=None, level=SIGNIFICANCE_LEVEL):
+    """Model ``a`` against model ``b`` on one dataset, each at its chosen learning rate: the
+    difference in test error and what the claims test it with (:mod:`.significance`).
+
+    Returns
+    -------
+    dict or None
+        ``diff`` (a minus b, in points), ``low`` and ``high`` (its two-sided ``1 - level``
+        interval), ``eq_low`` and ``eq_high`` (its ``1 - 2 level`` interval: two one-sided tests
+        at ``level`` for an equivalence), ``p`` (the test the verdict rests on), ``test`` (its
+        name), ``p_pooled`` (over seeds, the matched-pairs Cochran-Mantel-Haenszel test; with
+        one seed McNemar's), ``seeds``; None when either model has no chosen run or the two
+        share no seed.
+    """
+    from .significance import matched_pooled, paired_interval, seed_interval
+    found = []
+    for name in (model_a, model_b):
+        runs = [r for r in rows if r["dataset"] == dataset and model_of(r) is not None
+                and model_of(r).name == name]
+        _, chosen, test, _ = _result(runs)
+        kept = {int(r["seed"]): outcomes(r) for r in chosen} if outcomes is not None else {}
+        found.append((test, {s: o for s, o in kept.items() if o is not None}))
+    (test_a, out_a), (test_b, out_b) = found
+    seeds = sorted(set(test_a) & set(test_b))
+    if not seeds or any(test_a[s] is None or test_b[s] is None for s in seeds):
+        return None
+    paired = all(s in out_a and s in out_b for s in seeds)
+    p_pooled = matched_pooled({s: out_a[s] for s in seeds},
+                              {s: out_b[s] for s in seeds})[0] if paired else None
+    if len(seeds) >= 2:
+        ea, eb = {s: test_a[s] for s in seeds}, {s: test_b[s] for s in seeds}
+        diff, low, high, p = seed_interval(ea, eb, level)
+        _, eq_low, eq_high, _ = seed_interval(ea, eb, 2 * level)
+        test = f"paired t over {len(seeds)} seeds"
+    elif paired:
+        diff, low, high = paired_interval(out_a[seeds[0]], out_b[seeds[0]], level)
+        _, eq_low, eq_high = paired_interval(out_a[seeds[0]], out_b[seeds[0]], 2 * level)
+        p, test = p_pooled, "McNemar, one seed"
+    else:
+        return None
+    pct = lambda v: round(100 * v, 4)  # noqa: E731
+    return dict(diff=pct(diff), low=pct(low), high=pct(high), eq_low=pct(eq_low),
+                eq_high=pct(eq_high), p=p, test=test, p_pooled=p_pooled, seeds=len(seeds))
+
+
 def _paired(chosen, outcomes):
     """The test outcomes of a one-seed result's run (None with several seeds or none kept)."""
     return outcomes(chosen[0]) if outcomes is not None and len(chosen) == 1 else None
