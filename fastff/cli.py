@@ -125,7 +125,7 @@ def _reproduce(args):
                        seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
                        data_dir=args.data_dir, progress=not args.quiet,
                        experiments=args.experiments, train=not args.no_train,
-                       device=args.device, widen=args.widen)
+                       device=args.device, widen=args.widen, publish=args.publish)
     print((result.out_dir / "table1.md").read_text())
     if result.experiments:
         print((result.out_dir / "experiments.md").read_text())
@@ -259,6 +259,9 @@ def _add_reproduce(sub, fmt):
                     help="rounds of widening: a model whose chosen learning rate sits at its "
                     "grid's edge gets a run one rung beyond (default: the budget's; 0: none)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
+    rp.add_argument("--publish", default=None, metavar="DIR",
+                    help="copy the results and the runs' records, without checkpoints, to the "
+                         "new folder DIR: what a reader needs to recompute every number")
     rp.add_argument("--no-train", action="store_true",
                     help="train nothing: the tables, figures and claims of the runs already "
                     "finished in --out (an interrupted reproduction's results so far)")

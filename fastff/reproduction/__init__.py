@@ -152,7 +152,7 @@ def _check_plan(out, plan):
 
 def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", datasets=None,
               seeds=None, scheduler=None, workers=None, data_dir=None, progress=True,
-              experiments=("table1",), train=True, device="cpu", widen=None):
+              experiments=("table1",), train=True, device="cpu", widen=None, publish=None):
     """Reproduce a paper's comparison with fastff's own runs.
 
     Parameters
@@ -200,6 +200,9 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         learning rate sits at the edge of its grid gets a run one rung beyond it
         (:data:`~fastff.reproduction.glorot2010.LR_LADDER`), and the rate is chosen again. 0: the
         budget's grids only.
+    publish : str or Path, optional
+        A new folder to copy the results and the runs' records into, without checkpoints
+        (:func:`fastff.reproduction.publish.publish`): what a reader needs to recompute them.
 
     Returns
     -------
@@ -216,6 +219,10 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     out = Path(out_dir)
     if not train:
         _check_reported(out)
+    if publish is not None and Path(publish).exists() and (
+            not Path(publish).is_dir() or any(Path(publish).iterdir())):
+        raise InputError(f"{publish} exists and is not an empty folder: --publish needs a new "
+                         "one")
     n_test, skipped, shapes = _open(out, dict(paper=paper, budget=plan_budget.name,
                                               datasets=names, seeds=seeds), plan_budget, data_dir)
     run_sets = [d for d in names if d not in skipped]
@@ -225,8 +232,14 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
             if run_sets else [])
     svm = (_svm(out, plan_budget, progress=progress, fit=train)
            if "svm" in chosen_experiments and "shapeset" in run_sets else None)
-    return _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
-                    svm, progress)
+    result = _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
+                      svm, progress)
+    if publish is not None:
+        from .publish import publish as copy_published
+        size = copy_published(out, publish)
+        if progress:
+            print(f"published to {publish}: {size / 2**20:.1f} MiB", flush=True)
+    return result
 
 
 def _check_reported(out):
