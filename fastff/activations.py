@@ -83,6 +83,9 @@ ACTIVATIONS = {
     "relu": Activation("relu", RELU, (0.0, np.inf)),
 }
 
+#: Each activation's integer code, by name: what the CPU and CUDA kernels switch on.
+CODES = {name: a.code for name, a in ACTIVATIONS.items()}
+
 #: The activations a hidden layer may use (the paper's three, plus relu).
 HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "softsign", "relu")
 

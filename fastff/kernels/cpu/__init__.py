@@ -44,7 +44,6 @@ from . import rates as rate_kernels
 from .epilogues import (delta_bias, delta_bias_serial, delta_stat_args, forward_epilogue,
                         forward_epilogue_serial, forward_stat_args, grad_w_moments)
 
-_CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
 
 def _use_tiles(batch):
@@ -69,7 +68,7 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
     from code that compiles faster (``fastff.train`` steps with them while the parallel ones
     compile in the background).
     """
-    code = _CODES[activation]
+    code = activations.CODES[activation]
     if out is None:
         out = empty((x.shape[0], W.shape[1]), W.dtype)
     chunk = int(config.CPU_COL_CHUNK)
@@ -95,7 +94,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     optional (batch, n_out) workspace. ``prefetch=False`` turns the software prefetch of the
     small-batch loop off: right for weights that stay in cache from one step to the next (see
     config.CPU_PREFETCH_MIN_BYTES); ``parallel`` as in :func:`forward_unchecked`."""
-    code = _CODES[activation]
+    code = activations.CODES[activation]
     if compute_grad_x and grad_x is None:
         grad_x = empty(x.shape, W.dtype)
     lr = W.dtype.type(lr)
@@ -149,7 +148,7 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     hyper = (dt(lr * rates.damping), hessian, dt(rates.damping), dt(rates.decay),
              dt(rates.correction()))
     rate_kernels.rates_columns(grad_h, h, curv_h if hessian else q, delta, q, b, rates.b,
-                               _CODES[activation], *hyper, delta_stat_args(stats))
+                               activations.CODES[activation], *hyper, delta_stat_args(stats))
     if stats is not None and stats.weight_grad:  # from x and delta, which the update leaves alone
         moments = grad_w_moments(x, delta)
         stats.grad_w_total += moments[0]

@@ -45,7 +45,6 @@ SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 SHAPESET_THREADS = 32  # shapeset.cu: a block per image, a thread per row and column
 STATIC_SHARED_BYTES = 48 * 1024  # a block's static shared memory, on every GPU since sm_20
-_CODES = {name: a.code for name, a in activations.ACTIVATIONS.items()}
 
 
 def source():
@@ -59,10 +58,10 @@ def name_expressions():
     for t in CTYPES.values():
         out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"softmax_nll<{t}>",
                 f"softmax_quadratic<{t}>", f"square_into<{t}>", f"second_order_update<{t}>"]
-        for code in sorted(set(_CODES.values())):
+        for code in sorted(set(activations.CODES.values())):
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
-        out += [f"train_steps<{t}, {_CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
+        out += [f"train_steps<{t}, {activations.CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
     return out + ["shapeset_render"]
 
 
@@ -588,7 +587,7 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
         check_tf32(T, rt)
     if out is None:
         out = rt.empty((B, N), T)
-    name = f"dense_forward_fused<{ct}, {_CODES[activation]}>"
+    name = f"dense_forward_fused<{ct}, {activations.CODES[activation]}>"
     grid, block, chunk, head = _split_k(rt, name, x, W, B, K, N, False)
     no_i64, no_f64 = _dummies(rt)
     if stats is None:
@@ -622,7 +621,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     want = stats is not None
     grid, block = delta_geometry(B, N)
     rate = rt.rate(lr, T)
-    rt.launch(f"dense_backward_delta<{ct}, {_CODES[activation]}>", grid, block,
+    rt.launch(f"dense_backward_delta<{ct}, {activations.CODES[activation]}>", grid, block,
               (grad_h, h, delta, b, rate, _i32(B), _i32(N), rt.counters(grid[0]),
                rt.scratch("column_parts", grid[1] * 3 * N, np.float64), _i32(want),
                stats.delta_total if want else no_f64, stats.delta_total_sq if want else no_f64,
@@ -678,7 +677,7 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     hyper = (T.type(lr * rates.damping), _i32(hessian), T.type(rates.damping),
              T.type(rates.decay), T.type(rates.correction()))
     grid, block = columns_geometry(N, rt.sms)
-    rt.launch(f"second_order_columns<{ct}, {_CODES[activation]}>", grid, block,
+    rt.launch(f"second_order_columns<{ct}, {activations.CODES[activation]}>", grid, block,
               # grad_variance reads no curvature: h stands in (not q, which is written)
               (grad_h, h, curv_h if hessian else h, delta, q, b, rates.b) + hyper
               + (_i32(B), _i32(N), _i32(want), stats.delta_total if want else no_f64,

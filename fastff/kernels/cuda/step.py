@@ -13,10 +13,10 @@ address: it is one launch.
 """
 import numpy as np
 
-from ... import config
+from ... import activations, config
 from ...errors import InputError
 from ..backend import Plan
-from . import CTYPES, _CODES, runtime
+from . import CTYPES, runtime
 
 COSTS = {"nll": 0, "quadratic": 1}  # the costs train_step.cu knows: softmax_loss.cu's fastff::Cost
 SLOTS = 24  # int64 slots of a fastff::LayerDesc
@@ -94,7 +94,7 @@ class StepLaunch:
         self.params, self.workspace, self.stats = nets[0]
         self.dtype = np.dtype(self.params[0][0].dtype)
         self.activation = activation
-        self.kernel = f"train_steps<{CTYPES[self.dtype]}, {_CODES[activation]}>"
+        self.kernel = f"train_steps<{CTYPES[self.dtype]}, {activations.CODES[activation]}>"
         self.cost, self.loss_name = COSTS[loss], loss
         self.sizes = _sizes(self.params)
         for params, _, _ in nets:
