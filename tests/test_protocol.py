@@ -19,6 +19,11 @@ def _grid(lrs):
     return ", ".join(f"{lr:g}" for lr in lrs)
 
 
+def _chosen_seeds(budget):
+    seeds = budget.chosen_seeds or {}
+    return ", ".join(f"{paper.DATASET_TITLES[d]} {n}" for d, n in seeds.items()) or "-"
+
+
 def budget_rows():
     """The page's table of budgets, row by row, from :data:`paper.BUDGETS`."""
     rows = []
@@ -32,7 +37,8 @@ def budget_rows():
             f"| `{b.name}` | {b.width} | {b.updates['shapeset']:,} | "
             f"{b.updates['mnist']:,} | {_grid(b.lrs['shapeset'])} | {_grid(b.lrs['mnist'])} | "
             f"{others.pop()} | {b.evals['shapeset']} / {evals.pop()} | {b.monitors} | {b.seeds} | "
-            f"{b.shapeset_sizes[0]:,} / {b.shapeset_sizes[1]:,} | {b.generator} | {b.widen} |")
+            f"{_chosen_seeds(b)} | {b.shapeset_sizes[0]:,} / {b.shapeset_sizes[1]:,} | "
+            f"{b.generator} | {b.widen} |")
         assert finite.count(f"{b.updates['mnist']:,}") == 3, "the finite datasets share a horizon"
     return rows
 

@@ -33,6 +33,8 @@ def open_record(record, resume, overwrite):
         return None
     if record.path.exists() and not record.path.is_dir():
         raise RecordError(f"{record.path} exists and is not a directory; choose another out_dir")
+    if overwrite:  # whatever it holds is replaced (Trainer.prepare clears it)
+        return None
     if record.stopped_before_first_checkpoint():
         kept = " (its pre-training is not kept: it has no checkpoint)" if \
             (record.path / "pretrain.csv").is_file() else ""
@@ -45,13 +47,12 @@ def open_record(record, resume, overwrite):
             warnings.warn(f"fastff: {record.path} holds no run yet: resume=True starts it "
                           "from update 0", RuntimeWarning, stacklevel=3)
         return None
-    if not resume and not overwrite:
+    if not resume:
         raise RecordError(
             f"{record.path} already holds a run ({', '.join(record.run_files())}); "
             "resume it (resume=True, --resume), replace it (overwrite=True, --overwrite) "
             "or choose another directory")
-    return opts.check_saved(record.read_config(), record.path / "config.json") if resume \
-        else None
+    return opts.check_saved(record.read_config(), record.path / "config.json")
 
 
 def resolve_cadences(v, saved):
