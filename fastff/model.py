@@ -222,12 +222,11 @@ class MLP:
 
     def _check_tf32(self, tf32):
         tf32 = flag("tf32", tf32)
-        if tf32 and self.backend.name != "cuda":
+        if tf32 and (self.backend.device != "cuda" or not self.backend.can("tf32")):
             raise InputError(f"tf32=True runs products on NVIDIA tensor cores: it needs "
                              f"device='cuda' (and the CUDA kernels), not {self.backend.name!r}")
         if tf32:
-            from .kernels.cuda import check_tf32, runtime
-            check_tf32(self.dtype, runtime())
+            self.backend.check_tf32(self.dtype, self.backend.module.runtime())
         return tf32
 
     def _new_plan(self):

@@ -489,3 +489,30 @@ def test_bad_tile_settings_are_refused(monkeypatch, setting, value, match):
             cpu.dense_forward(x, W, b, "tanh")
         else:
             cpu.dense_backward_sgd(x, h, W, b, np.ones_like(h), "tanh", 0.1)
+
+
+def test_backends_say_what_they_can_do():
+    from fastff.kernels import get_backend
+    from fastff.kernels.backend import Backend
+    cpu, ref = get_backend("cpu"), get_backend("reference")
+    for capability in Backend.CAPABILITIES:
+        assert not cpu.can(capability) and not ref.can(capability)
+    # the CUDA kernels' capabilities, asked of a backend over their module (no GPU needed)
+    cuda = Backend("emulated", "cpu", "fastff.kernels.cuda")
+    assert all(cuda.can(c) for c in Backend.CAPABILITIES)
+    assert callable(cuda.lockstep) and callable(cuda.check_tf32)
+    with pytest.raises(AttributeError, match="the cpu kernels cannot lockstep"):
+        cpu.lockstep()
+    with pytest.raises(ValueError, match="unknown capability 'warp_drive'"):
+        cpu.can("warp_drive")
+
+
+def test_callers_ask_capabilities_not_module_names():
+    import re
+    from pathlib import Path
+    root = Path(fastff.__file__).parent
+    outside = [p for p in root.rglob("*.py") if "kernels" not in p.relative_to(root).parts]
+    named = [f"{p.relative_to(root)}:{i}" for p in outside
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"module_name\s*==|\.name\s*[!=]=\s*[\"']cuda", line)]
+    assert not named, named

@@ -132,6 +132,13 @@ class Backend:
     OPS = ("dense_forward", "dense_backward_sgd", "dense_backward_second_order", "softmax_nll",
            "softmax_quadratic", "forward_unchecked", "backward_unchecked",
            "second_order_unchecked", "softmax_nll_unchecked", "softmax_quadratic_unchecked")
+    # What a backend's kernels may be able to do beyond the ops (its module's CAPABILITIES):
+    # ``lockstep``, several nets stepped by one launch (fastff.train_many); ``device_data``, a
+    # dataset's batches made and kept where the kernels run; ``graphs``, a step captured and
+    # replayed; ``tf32``, products on tensor cores. The operations that come with one, and it.
+    CAPABILITIES = ("lockstep", "device_data", "graphs", "tf32")
+    CAPABILITY_OPS = {"lockstep": "lockstep", "lockstep_applies": "lockstep",
+                      "check_tf32": "tf32"}
 
     def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
                  loss_on_device=False):
@@ -163,7 +170,20 @@ class Backend:
     def __getattr__(self, op):  # the kernels: backend.dense_forward(...), ...
         if op in Backend.OPS:
             return getattr(self.module, op)
+        if op in Backend.CAPABILITY_OPS:
+            if not self.can(Backend.CAPABILITY_OPS[op]):
+                raise AttributeError(f"the {self.name} kernels cannot "
+                                     f"{Backend.CAPABILITY_OPS[op]}: no {op}")
+            return getattr(self.module, op)
         raise AttributeError(op)
+
+    def can(self, capability):
+        """Whether this backend's kernels have ``capability`` (one of :attr:`CAPABILITIES`);
+        callers ask this, never the module's name."""
+        if capability not in Backend.CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; "
+                             f"known: {', '.join(Backend.CAPABILITIES)}")
+        return capability in getattr(self.module, "CAPABILITIES", ())
 
     def plan(self, sizes, dtype):
         """The execution plan of a model of ``sizes`` and ``dtype`` on this backend."""

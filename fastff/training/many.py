@@ -25,7 +25,6 @@ import numpy as np
 from ..device import resolve
 from ..errors import FastffError, InputError
 from ..kernels import get_backend
-from ..kernels.cuda.step import Lockstep
 from ..record import RunDir
 from .. import config as fastff_config
 from . import options
@@ -33,7 +32,6 @@ from .signals import Interrupted, StopRequests
 from .trainer import Trainer
 
 ERRORS = ("raise", "return")
-CUDA_KERNELS = "fastff.kernels.cuda"  # the module of the kernels that step in lockstep
 
 
 def train_many(configs, *, device=None, errors="raise"):
@@ -142,15 +140,15 @@ def _checked_one(config, device):
 
 
 def _on_gpu(v):
-    """Whether the run's model steps through the CUDA kernels."""
-    return get_backend(resolve(v["device"])).module_name == CUDA_KERNELS
+    """Whether the run's kernels step several nets in one launch (a GPU's)."""
+    return get_backend(resolve(v["device"])).can("lockstep")
 
 
 def _group_key(t):
     """Runs that can share a launch: one shape, dtype, activation, cost and batch size, on the
     persistent step (any other run steps alone, and a failure of its step is its own)."""
     m, v = t.model, t.v
-    if not Lockstep.applies(m, v["batch_size"], t.rates):
+    if not m.backend.lockstep_applies(m, v["batch_size"], t.rates):
         return ("alone", id(t))
     return (tuple(m.sizes), m.dtype.str, m.activation, m.loss, v["batch_size"])
 
@@ -267,7 +265,8 @@ def _rounds(live, results, stop):
     for i, t in live.items():
         t.read_every = read_every
         groups.setdefault(_group_key(t), []).append(i)
-    steppers = {key: Lockstep() for key in groups if key[0] != "alone"}
+    steppers = {key: live[members[0]].model.backend.lockstep()
+                for key, members in groups.items() if key[0] != "alone"}
     while live:
         stopped = []
         for key, members in groups.items():

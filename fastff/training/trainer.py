@@ -379,7 +379,7 @@ class Trainer:
     @property
     def on_device(self):
         """Whether the model's kernels are the CUDA ones: its data is made or kept there."""
-        return self.model.backend.module_name == "fastff.kernels.cuda"
+        return self.model.backend.can("device_data")
 
     def stage(self):
         """Make the run's device copies before its first step (the training set staged and its

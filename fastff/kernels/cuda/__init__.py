@@ -43,6 +43,8 @@ SOURCE_DIR = Path(__file__).parent
 SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
            "dense_backward_second_order.cu", "softmax_loss.cu", "train_step.cu", "shapeset.cu")
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+# What these kernels can do beyond the ops (fastff.kernels.backend.Backend.can)
+CAPABILITIES = frozenset({"lockstep", "device_data", "graphs", "tf32"})
 SHAPESET_THREADS = 32  # shapeset.cu: a block per image, a thread per row and column
 STATIC_SHARED_BYTES = 48 * 1024  # a block's static shared memory, on every GPU since sm_20
 
@@ -546,6 +548,18 @@ def _dummies(rt):
 def _layer(x, W):
     """(runtime, batch, n_in, n_out, dtype, C++ type) of one layer's launches."""
     return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
+
+
+def lockstep():
+    """A new stepper of several nets in one persistent launch (:class:`.step.Lockstep`)."""
+    from .step import Lockstep
+    return Lockstep()
+
+
+def lockstep_applies(model, batch, rates):
+    """Whether nets like ``model`` step together at ``batch`` (:meth:`.step.Lockstep.applies`)."""
+    from .step import Lockstep
+    return Lockstep.applies(model, batch, rates)
 
 
 def check_tf32(dtype, rt=None):
