@@ -129,15 +129,15 @@ def time_fastff(steps, repeats):
             stats = net.new_stats()
             n = steps if batch <= 128 else max(10, steps // 10)
             row = dict(batch=batch, path=label, **time_device(
-                lambda: net._step(x, y, 0.01, stats), n, repeats))
+                lambda: net.step_unchecked(x, y, 0.01, stats), n, repeats))
             if path == "persistent":
-                row["grid"] = net._plan.launch.grid
+                row["grid"] = net.plan.launch.grid
             rows.append(row)
         config.CUDA_STEP_PATH, config.CUDA_GRAPH = "auto", True
         if batch <= config.CUDA_STEP_MAX_BATCH:  # 100 steps a launch, batches on the device
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
             stats = net.new_stats()
-            launch = StepLaunch(net.params, "tanh", batch, net._plan.workspace(batch), stats,
+            launch = StepLaunch(net.params, "tanh", batch, net.plan.workspace(batch), stats,
                                 "nll")
             xs, ys = paper_batch(batch, 100)
             timed = time_device(lambda: launch.run(xs, ys, 0.01, steps=100), 3, repeats)

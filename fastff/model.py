@@ -49,7 +49,7 @@ class StepStats:
             old_key, old_layers, versions, _ = self._checked
             if (old_key == key and len(old_layers) == len(layers)
                     and all(map(operator.is_, old_layers, layers))
-                    and versions == tuple(s._version for s in layers)):
+                    and versions == tuple(s.version for s in layers)):
                 return self
         if not isinstance(self, StepStats):
             raise InputError(f"stats must come from model.new_stats(), got {type(self).__name__}")
@@ -62,7 +62,7 @@ class StepStats:
         for n, f, b in zip(model.sizes[1:-1], self.forward, self.backward):
             check_stats(f, ForwardStats, n, model.activation, xp)
             check_stats(b, BackwardStats, n, xp=xp)
-        self._checked = (key, layers, tuple(s._version for s in layers),
+        self._checked = (key, layers, tuple(s.version for s in layers),
                          tuple(a for s in layers for a in s.arrays()))
         return self
 
@@ -186,6 +186,9 @@ class MLP:
     ----------
     backend : fastff.kernels.backend.Backend
         Where the parameters live and the kernels run; every step goes through it.
+    plan : fastff.kernels.backend.Plan
+        This model's execution plan (:meth:`new_plan`): its workspace, the unchecked kernels
+        and the backend's tunables (the trainer switches the CPU's parallel passes on it).
 
     Examples
     --------
@@ -218,7 +221,7 @@ class MLP:
             W = init_weights(init, n_in, n_out, rng, self.dtype)
             self.params.append((self.backend.copy(W),
                                 self.backend.copy(np.zeros(n_out, self.dtype))))
-        self._plan = self._new_plan()
+        self.plan = self.new_plan()
 
     def _check_tf32(self, tf32):
         tf32 = flag("tf32", tf32)
@@ -229,7 +232,10 @@ class MLP:
             self.backend.check_tf32(self.dtype, self.backend.module.runtime())
         return tf32
 
-    def _new_plan(self):
+    def new_plan(self):
+        """A new execution plan of this model on its backend (:meth:`Backend.plan`): the
+        unchecked kernels bound to its workspace and tunables. The model keeps one as
+        :attr:`plan`; :meth:`step_unchecked` and :meth:`forward_all` run through it."""
         plan = self.backend.plan(self.sizes, self.dtype)
         if self.tf32:
             plan.hints["tf32"] = True
@@ -240,7 +246,7 @@ class MLP:
         net = object.__new__(MLP)
         net.__dict__.update(self.__dict__)
         net.params = [(self.backend.copy(W), self.backend.copy(b)) for W, b in self.params]
-        net._plan = net._new_plan()
+        net.plan = net.new_plan()
         return net
 
     # -- properties ---------------------------------------------------------------------------
@@ -260,7 +266,7 @@ class MLP:
                 + (", tf32=True)" if self.tf32 else ")"))
 
     # -- input checks -------------------------------------------------------------------------
-    def _check_x(self, x):
+    def check_x(self, x):
         """``x`` checked (2-D floats, the input width, finite) and on this model's device as a
         contiguous array of its dtype."""
         float_array("x", x, 2)
@@ -273,7 +279,7 @@ class MLP:
             finite(f"x as {self.dtype.name}", cast)
         return cast
 
-    def _check_y(self, y, n_rows):
+    def check_y(self, y, n_rows):
         """Class ids checked (integers in range, one per row) and on this model's device."""
         labels(y, n_rows, self.sizes[-1])
         return self.backend.to_device(y, np.int64)
@@ -281,11 +287,14 @@ class MLP:
     # -- inference ----------------------------------------------------------------------------
     def hidden(self, x, stats=None):
         """All layer outputs for a batch: ``[h1, ..., hL, logits]``."""
-        x = self._check_x(x)
-        return self._forward_all(x, stats)
+        x = self.check_x(x)
+        return self.forward_all(x, stats)
 
-    def _forward_all(self, x, stats=None, outs=None):
-        fwd, hints = self._plan.forward, self._plan.hints
+    def forward_all(self, x, stats=None, outs=None):
+        """Every layer's output for ``x``, checked already (:meth:`check_x`): ``[h1, ..., hL,
+        logits]``, into ``outs`` when given, with the hidden layers' statistics accumulated
+        into ``stats`` (a StepStats of this model) when given. Unchecked: the hot path."""
+        fwd, hints = self.plan.forward, self.plan.hints
         hs = []
         for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
             st = stats.forward[l] if stats is not None and l < self.n_hidden else None
@@ -297,11 +306,11 @@ class MLP:
     def logits(self, x, chunk=1024):
         """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows), on
         the host."""
-        return self.backend.to_host(self._logits(self._check_x(x), chunk))
+        return self.backend.to_host(self._logits(self.check_x(x), chunk))
 
     def _logits(self, x, chunk=1024):
         """The logits of a checked ``x``, where the model's arrays are."""
-        return self.backend.xp.concatenate([self._forward_all(x[i:i + chunk])[-1]
+        return self.backend.xp.concatenate([self.forward_all(x[i:i + chunk])[-1]
                                             for i in range(0, x.shape[0], chunk)])
 
     def forward(self, x):
@@ -319,7 +328,7 @@ class MLP:
     def correct(self, x, y):
         """Whether each row's predicted class is ``y``'s: a boolean array on the host (the
         paired outcomes two models' comparison on one test set needs)."""
-        x = self._check_x(x)
+        x = self.check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
         # compared where the logits are: the host reads back one bool a row
         hit = self._logits(x).argmax(axis=1) == self.backend.to_device(y, np.int64)
@@ -367,8 +376,8 @@ class MLP:
             The loss, read from the device (a synchronization on a GPU; the trainer keeps it on
             the device and reads it only when it logs).
         """
-        x = self._check_x(x)
-        y = self._check_y(y, x.shape[0])
+        x = self.check_x(x)
+        y = self.check_y(y, x.shape[0])
         positive("lr", lr)
         if stats is not None:
             if not isinstance(stats, StepStats):
@@ -381,11 +390,13 @@ class MLP:
             if rates.method == "grad_variance" and x.shape[0] < 2:
                 raise InputError("grad_variance estimates a variance over the batch and needs "
                                  f"at least 2 rows, got {x.shape[0]}")
-        return float(self._step(x, y, lr, stats, rates))
+        return float(self.step_unchecked(x, y, lr, stats, rates))
 
-    def _step(self, x, y, lr, stats=None, rates=None):
-        """The step on checked device arrays; the loss stays a device scalar."""
-        plan = self._plan
+    def step_unchecked(self, x, y, lr, stats=None, rates=None):
+        """One SGD step on a batch checked already (:meth:`check_x`, :meth:`check_y`) and
+        statistics and rates made for this model: :meth:`step` without its checks. Returns
+        the loss as a device scalar (on a GPU it is not read back)."""
+        plan = self.plan
         if plan.whole_step is not None:
             loss = plan.whole_step(self.params, self.activation, x, y, lr, stats, rates, self.loss,
                                    self._layers_step)
@@ -395,9 +406,9 @@ class MLP:
 
     def _layers_step(self, x, y, lr, stats=None, rates=None):
         """The step layer by layer, one kernel call after another."""
-        plan = self._plan
+        plan = self.plan
         ws = plan.workspace(x.shape[0])
-        hs = self._forward_all(x, stats, ws["h"])
+        hs = self.forward_all(x, stats, ws["h"])
         loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])
         if rates is not None:
             self._second_order_backward(x, hs, grad, lr, stats, rates, ws)
@@ -415,7 +426,7 @@ class MLP:
     def _second_order_backward(self, x, hs, grad, lr, stats, rates, ws):
         """The backward pass with per-parameter rates: the curvature of ``diag_hessian`` goes
         down beside the gradient, from the softmax's Gauss-Newton diagonal."""
-        plan = self._plan
+        plan = self.plan
         hessian = rates.method == "diag_hessian"
         curv = output_curvature(hs[-1], self.loss, self.backend.xp) if hessian else None
         curvs = plan.curvature(x.shape[0]) if hessian else None

@@ -123,8 +123,8 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     -------
     Measurement
     """
-    x = model._check_x(x)  # on the model's device, as is y below
-    y = model._check_y(y, x.shape[0])
+    x = model.check_x(x)  # on the model's device, as is y below
+    y = model.check_y(y, x.shape[0])
     n_jac = config.JACOBIAN_EXAMPLES if jacobian_examples is None else int(jacobian_examples)
     if n_jac < 0:
         raise InputError(f"jacobian_examples must be >= 0, got {jacobian_examples}")
@@ -134,7 +134,7 @@ def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
 
     stats = model.new_stats()
     with np.errstate(all="ignore"):
-        hs = model._forward_all(x, stats)
+        hs = model.forward_all(x, stats)
         loss, error, grad = per_example(hs[-1], y, model.loss, xp)  # per-example dC/dz
         deltas, grad_ws = _backward(model, x, hs, grad, act, xp)
 

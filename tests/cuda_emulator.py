@@ -87,7 +87,7 @@ def host_mlp(sizes, activation, dtype, seed=4, loss="nll", tf32=False):
     net = fastff.MLP(sizes, activation=activation, dtype=dtype, seed=seed, loss=loss)
     net.backend = Backend("cuda-on-host", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
     net.tf32 = tf32  # MLP(tf32=True) asks for device='cuda'; this backend is the CUDA code
-    net._plan = net._new_plan()
+    net.plan = net.new_plan()
     return net
 
 

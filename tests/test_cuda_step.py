@@ -71,10 +71,10 @@ def test_persistent_steps_match_the_reference(emulate, rng, dtype, act, sizes, b
     for k, (x, y) in enumerate(batches(rng, sizes, batch, 3, dtype)):
         before = len(rt.launches)
         loss, twin_loss = net.step(x, y, 0.1, stats), twin.step(x, y, 0.1, twin_stats)
-        assert [name for name, *_ in rt.launches[before:]] == [net._plan.launch.kernel]
+        assert [name for name, *_ in rt.launches[before:]] == [net.plan.launch.kernel]
         assert loss == pytest.approx(twin_loss, rel=1e-5 if dtype == "float32" else 1e-12)
         if k == 0:  # counters exactly, applied to the kernel's own outputs
-            hs = net._plan.workspace(batch)["h"]
+            hs = net.plan.workspace(batch)["h"]
             for l, f in enumerate(stats.forward):
                 mine = fastff.kernels.ForwardStats(sizes[l + 1], act)
                 ref.accumulate_forward_stats(hs[l], mine)
@@ -106,7 +106,7 @@ def test_both_costs_and_no_statistics(emulate, rng, loss):
 def _trained(sizes, data, lr=0.2, stats=True):
     net = cuda_net(sizes, "tanh", "float32")
     st = net.new_stats(weight_grad=True) if stats else None
-    losses = [float(net._step(x, y, lr, st)) for x, y in data]
+    losses = [float(net.step_unchecked(x, y, lr, st)) for x, y in data]
     arrays = [a.copy() for W, b in net.params for a in (W, b)]
     if st is not None:
         arrays += [a.copy() for s in (*st.forward, *st.backward) for a in s.arrays()]
@@ -134,8 +134,8 @@ def test_several_steps_per_launch_equal_single_steps(emulate, rng):
     one = cuda_net(sizes, "tanh", "float32")
     many = cuda_net(sizes, "tanh", "float32")
     s1, s2 = one.new_stats(weight_grad=True), many.new_stats(weight_grad=True)
-    single = [float(one._step(x, y, 0.2, s1)) for x, y in data]
-    launch = cuda_step.StepLaunch(many.params, "tanh", 10, many._plan.workspace(10), s2, "nll")
+    single = [float(one.step_unchecked(x, y, 0.2, s1)) for x, y in data]
+    launch = cuda_step.StepLaunch(many.params, "tanh", 10, many.plan.workspace(10), s2, "nll")
     xs = np.ascontiguousarray(np.stack([x for x, _ in data]))
     ys = np.ascontiguousarray(np.stack([y for _, y in data]))
     assert list(launch.run(xs, ys, 0.2, steps=4)) == single
@@ -190,11 +190,11 @@ def test_a_changed_cuda_setting_is_refused_not_mixed(emulate, rng, monkeypatch):
 # the step's Python path reads nothing back from the device (the loss stays there) ------------
 def _audit(rt, net, data, stats):
     """(launches, device allocations) of each step after the first, which builds the plan."""
-    net._step(*data[0], 0.1, stats)
+    net.step_unchecked(*data[0], 0.1, stats)
     rows = []
     for x, y in data[1:]:
         n_launch, n_alloc = len(rt.launches), len(rt.allocations)
-        net._step(x, y, 0.1, stats)
+        net.step_unchecked(x, y, 0.1, stats)
         rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc))
     return rows
 
@@ -236,7 +236,7 @@ def test_launch_audit_with_shapeset_drawn_on_the_device(emulate, batch):
     for k in range(3):
         n_launch, n_alloc, n_up = len(rt.launches), len(rt.allocations), len(rt.uploads)
         x, y = shapes.device_batch(k, batch, net.backend)
-        net._step(x, y, 0.1, stats)
+        net.step_unchecked(x, y, 0.1, stats)
         rows.append((len(rt.launches) - n_launch, len(rt.allocations) - n_alloc,
                      len(rt.uploads) - n_up))
         assert rt.launches[n_launch][0] == "shapeset_render"
@@ -276,9 +276,9 @@ def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch
     for g in (True, False):
         monkeypatch.setattr(config, "CUDA_GRAPH", g)
         # the rate changes between steps: the graph reads it from the device
-        losses[g] = [float(nets[g]._step(x, y, 0.1 / (1 + k), stats[g]))
+        losses[g] = [float(nets[g].step_unchecked(x, y, 0.1 / (1 + k), stats[g]))
                      for k, (x, y) in enumerate(data)]
-    assert nets[True]._plan.graph is not None and nets[True]._plan.graph.graph is not None
+    assert nets[True].plan.graph is not None and nets[True].plan.graph.graph is not None
     assert losses[True] == losses[False] and len(set(losses[True])) == len(data)
     for (W1, b1), (W2, b2) in zip(nets[True].params, nets[False].params):
         np.testing.assert_array_equal(W1, W2)
@@ -290,11 +290,11 @@ def test_the_captured_graph_gives_the_eager_steps_bits(emulate, rng, monkeypatch
     # another statistics object, or none: a new graph, not the old one's arrays
     monkeypatch.setattr(config, "CUDA_GRAPH", True)
     net = nets[True]
-    first = net._plan.graph
+    first = net.plan.graph
     other = net.new_stats()
     for x, y in data[:3]:
-        net._step(x, y, 0.1, other)
-    assert net._plan.graph is not first and net._plan.graph.stats is other
+        net.step_unchecked(x, y, 0.1, other)
+    assert net.plan.graph is not first and net.plan.graph.stats is other
     assert int(other.forward[0].rows[0]) == 3 * 19  # every step counted in its own object
 
 
@@ -307,14 +307,14 @@ def test_a_captured_loss_never_overwrites_a_loss_handed_out(emulate, rng, monkey
     data = batches(rng, sizes, 18, 12, np.float64)
     monkeypatch.setattr(config, "CUDA_GRAPH", False)
     eager = cuda_net(sizes, "tanh", "float64")
-    expect = [float(eager._step(x, y, 0.2)) for x, y in data]
+    expect = [float(eager.step_unchecked(x, y, 0.2)) for x, y in data]
     monkeypatch.setattr(config, "CUDA_GRAPH", True)
     net = cuda_net(sizes, "tanh", "float64")
     held = []
     for k, (x, y) in enumerate(data):
-        held.append(net._step(x, y, 0.2))
+        held.append(net.step_unchecked(x, y, 0.2))
         assert [float(v) for v in held[-3:]] == expect[max(0, k - 2):k + 1], k
-    assert net._plan.graph.graph is not None
+    assert net.plan.graph.graph is not None
 
 
 def test_a_capture_may_not_allocate(emulate):
@@ -410,8 +410,8 @@ def test_a_cooperative_grid_too_large_to_be_resident_is_refused(emulate, rng):
     net = cuda_net([11, 17, 5], "tanh", "float64")
     x, y = batches(rng, [11, 17, 5], 10, 1, np.float64)[0]
     net.step(x, y, 0.1)
-    assert net._plan.launch.grid == 2  # the plan asked for what fits
-    net._plan.launch.grid = 3
+    assert net.plan.launch.grid == 2  # the plan asked for what fits
+    net.plan.launch.grid = 3
     with pytest.raises(RuntimeError, match="3 blocks: more than the 2 that fit at once"):
         net.step(x, y, 0.1)
 
@@ -451,16 +451,16 @@ def test_a_changed_cost_builds_a_new_launch(emulate, rng):
     twin = fastff.MLP(sizes, activation="tanh", dtype="float64", seed=4, kernels="reference")
     (x, y), (x2, y2) = batches(rng, sizes, 8, 2, "float64")
     net.step(x, y, 0.3), twin.step(x, y, 0.3)
-    first = net._plan.launch
+    first = net.plan.launch
     net.loss = twin.loss = "quadratic"
     assert net.step(x2, y2, 0.3) == pytest.approx(twin.step(x2, y2, 0.3), rel=1e-12)
-    assert net._plan.launch is not first and net._plan.launch.cost == cuda_step.COSTS["quadratic"]
+    assert net.plan.launch is not first and net.plan.launch.cost == cuda_step.COSTS["quadratic"]
 
 
 def test_a_launch_checks_the_layout_of_its_batches(emulate, rng):
     emulate()
     net = cuda_net([11, 17, 5], "tanh", "float32")
-    launch = cuda_step.StepLaunch(net.params, "tanh", 10, net._plan.workspace(10), None, "nll")
+    launch = cuda_step.StepLaunch(net.params, "tanh", 10, net.plan.workspace(10), None, "nll")
     x, y = batches(rng, [11, 17, 5], 10, 1, np.float32)[0]
     assert np.isfinite(launch.run(x, y, 0.1)).all()
     for bad_x, bad_y, steps, match in ((x[:9], y, 1, "x must be"), (x, y[:9], 1, "y must be"),

@@ -105,7 +105,7 @@ def test_training_in_tf32_follows_float32(rt, rng):
     # batches of 19 take the layer-by-layer path, where tf32 applies
     sizes = [37, 45, 33, 5]
     nets = [_net(rt, sizes, t) for t in (False, True)]
-    assert "tf32=True" in repr(nets[1]) and nets[1].copy()._plan.hints == {"tf32": True}
+    assert "tf32=True" in repr(nets[1]) and nets[1].copy().plan.hints == {"tf32": True}
     losses = {0: [], 1: []}
     for _ in range(4):
         x = rng.standard_normal((19, 37)).astype(np.float32)

@@ -293,8 +293,8 @@ def test_model_arrays_start_on_a_cache_line(monkeypatch):
         monkeypatch.setattr(config, "CPU_ARRAY_ALIGN", align)
         net = fastff.MLP("13-31x2-3", seed=1)
         arrays = [a for p in net.params + net.copy().params for a in p]
-        ws = net._plan.workspace(5)
-        arrays += [a for name in ("h", "g", "delta") for a in ws[name]] + net._plan.curvature(5)
+        ws = net.plan.workspace(5)
+        arrays += [a for name in ("h", "g", "delta") for a in ws[name]] + net.plan.curvature(5)
         rates = net.new_rates("grad_variance")
         arrays += [a for layer in rates.layers for a in (layer.W, layer.b)]
         assert all(a.ctypes.data % align == 0 for a in arrays)
@@ -516,3 +516,20 @@ def test_callers_ask_capabilities_not_module_names():
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if re.search(r"module_name\s*==|\.name\s*[!=]=\s*[\"']cuda", line)]
     assert not named, named
+
+
+def test_no_module_reaches_into_another_s_private_names():
+    import re
+    from pathlib import Path
+    root = Path(fastff.__file__).parent
+    found = []
+    for p in root.rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            reach = [m for m in re.findall(r"\b(\w+)\._[a-z]\w*", code)
+                     if m not in ("self", "cls")]
+            private_import = re.search(r"^\s*from \S+ import .*\b_[a-z]\w*", code) and \
+                "_version" not in code
+            if reach or private_import:
+                found.append(f"{p.relative_to(root)}:{i}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -168,7 +168,7 @@ def test_backends_are_objects_in_one_registry():
     cpu_backend = kernels.get_backend("cpu")
     assert cpu_backend.xp is np and cpu_backend.device == "cpu" and not cpu_backend.loss_on_device
     assert kernels.get_backend("cuda").loss_on_device
-    small = fastff.MLP("4-5-2")._plan
+    small = fastff.MLP("4-5-2").plan
     big = cpu_backend.plan([1024] + [3000] * 3 + [9], "float32")
     # the CPU's own tunables: prefetch, and the parallel passes or their serial twins
     assert small.hints == dict(prefetch=False, parallel=True)

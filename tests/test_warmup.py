@@ -19,7 +19,7 @@ def test_serial_twins_step_bit_for_bit_as_the_parallel_passes(rng, optimizer, ba
     nets = []
     for parallel in (True, False):
         net = fastff.MLP([37, 29, 31, 5], activation="tanh", seed=3)
-        net._plan.set_parallel(parallel)
+        net.plan.set_parallel(parallel)
         rates = net.new_rates(optimizer) if optimizer != "sgd" else None
         stats = net.new_stats(weight_grad=True)
         for _ in range(3):
@@ -36,16 +36,16 @@ def test_the_parallel_passes_arrive_from_the_compiling_process():
     net = fastff.MLP([11, 13, 3], activation="softsign", seed=1)
     key_batch = 9
     pending = warmup.ParallelCompile(net, key_batch, "sgd")
-    assert not net._plan.parallel  # the warm-up and the first steps: serial twins
+    assert not net.plan.parallel  # the warm-up and the first steps: serial twins
     pending.start(compiled=True)  # as after a warm-up that compiled: a cold cache
-    assert pending.pending and not net._plan.parallel
+    assert pending.pending and not net.plan.parallel
     pending.process.wait(timeout=600)
     pending.poll()
-    assert net._plan.parallel and not pending.pending
+    assert net.plan.parallel and not pending.pending
     assert pending.key in warmup._COMPILED
     again = fastff.MLP([8, 4, 4], activation="sigmoid", seed=2)  # other widths, same code
     assert not warmup.ParallelCompile(again, key_batch, "sgd").pending  # known: parallel at once
-    assert again._plan.parallel
+    assert again.plan.parallel
 
 
 def test_a_failed_compiling_process_leaves_the_run_serial_with_a_warning():
@@ -59,9 +59,9 @@ def test_a_failed_compiling_process_leaves_the_run_serial_with_a_warning():
     pending.process.wait(timeout=60)
     with pytest.warns(RuntimeWarning, match="exit 3: no compiler today"):
         pending.poll()
-    assert not net._plan.parallel
+    assert not net.plan.parallel
     pending.close()
-    assert net._plan.parallel  # after the run, as any MLP
+    assert net.plan.parallel  # after the run, as any MLP
 
 
 def test_large_batches_and_other_backends_need_no_compiling_process():
@@ -75,7 +75,7 @@ def test_a_warm_cache_loads_the_parallel_passes_at_once():
     pending = warmup.ParallelCompile(net, 4, "sgd")
     warmup.warm_up(net, 4)
     pending.start(compiled=False)  # the serial warm-up found everything in the cache
-    assert not pending.pending and net._plan.parallel and pending.key in warmup._COMPILED
+    assert not pending.pending and net.plan.parallel and pending.key in warmup._COMPILED
 
 
 def test_a_process_launched_before_a_warm_warm_up_is_stopped():
@@ -89,7 +89,7 @@ def test_a_process_launched_before_a_warm_warm_up_is_stopped():
     process = pending.process
     assert process is not None
     pending.start(compiled=False)
-    assert process.poll() is not None and not pending.pending and pending.model._plan.parallel
+    assert process.poll() is not None and not pending.pending and pending.model.plan.parallel
 
 
 def test_no_probe_tries_the_parallel_passes_before_they_compile_or_after_they_failed(
@@ -102,7 +102,7 @@ def test_no_probe_tries_the_parallel_passes_before_they_compile_or_after_they_fa
     assert choice.enabled and not pending.ready
     choice.next_probe = 0.0
     choice.tick()
-    assert choice.trying is None and not net._plan.parallel  # waits: not compiled yet
+    assert choice.trying is None and not net.plan.parallel  # waits: not compiled yet
     pending.start(compiled=True)
     pending.process.wait(timeout=600)
     pending.process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"],
@@ -112,7 +112,7 @@ def test_no_probe_tries_the_parallel_passes_before_they_compile_or_after_they_fa
         pending.poll()
     for _ in range(100):
         choice.tick()
-    assert choice.trying is None and choice.probes == 0 and not net._plan.parallel
+    assert choice.trying is None and choice.probes == 0 and not net.plan.parallel
 
 
 # -- the choice between the parallel passes and their serial twins (training/threads.py) ------
@@ -135,8 +135,8 @@ def _drive(monkeypatch, serial_s, parallel_s, steps=200, batch=10, threads=2, re
     choice = ThreadChoice(net, batch, compiling, clock=lambda: now[0])
     used = []
     for _ in range(steps):
-        used.append(net._plan.parallel)
-        now[0] += parallel_s if net._plan.parallel else serial_s
+        used.append(net.plan.parallel)
+        now[0] += parallel_s if net.plan.parallel else serial_s
         choice.tick()
     return choice, net, used
 
@@ -147,7 +147,7 @@ def test_a_run_keeps_whichever_passes_step_faster(monkeypatch, serial_s, paralle
     # quiet (parallel faster) and busy (the threads wait for each other: serial faster)
     choice, net, used = _drive(monkeypatch, serial_s, parallel_s)
     assert choice.probes >= 2 and choice.serial_chosen == (0 if chosen else choice.probes)
-    assert net._plan.parallel == chosen
+    assert net.plan.parallel == chosen
     # after 0.05 s a probe: 5 serial then 5 parallel steps; between probes, the choice
     first = used.index(False)
     assert first == round(0.05 / 0.0025) if chosen else first > 0
@@ -159,7 +159,7 @@ def test_a_run_keeps_whichever_passes_step_faster(monkeypatch, serial_s, paralle
 def test_no_probe_where_there_is_no_choice(monkeypatch, kwargs):
     # one thread, the large-batch path, or parallel passes that are not compiled
     choice, net, used = _drive(monkeypatch, 0.004, 0.009, **kwargs)
-    assert choice.probes == 0 and all(used) and net._plan.parallel
+    assert choice.probes == 0 and all(used) and net.plan.parallel
 
 
 @pytest.mark.parametrize("pretrain", [None, "dae"])
@@ -210,5 +210,5 @@ def test_a_probe_under_way_when_training_follows_pre_training_is_dropped(monkeyp
     choice, net, used = _drive(monkeypatch, serial_s, parallel_s, steps=steps)
     assert choice.trying is not None  # a probe under way: its serial or its parallel half
     choice.restart()
-    assert choice.trying is None and net._plan.parallel == before
+    assert choice.trying is None and net.plan.parallel == before
     assert choice.next_probe == pytest.approx(choice.clock() + 0.05)

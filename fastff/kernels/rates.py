@@ -35,7 +35,7 @@ from .. import config
 from ..checks import choose
 from ..errors import InputError
 from . import memory
-from .stats import _check_arrays
+from .stats import check_arrays
 
 METHODS = ("diag_hessian", "grad_variance")
 
@@ -103,7 +103,7 @@ class LayerRates:
         if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 0:
             raise InputError(f"LayerRates.steps must be a non-negative integer, got {self.steps!r}")
         n_in, n_out = W.shape
-        _check_arrays(self, {"W": ((n_in, n_out), W.dtype), "b": ((n_out,), W.dtype)}, xp)
+        check_arrays(self, {"W": ((n_in, n_out), W.dtype), "b": ((n_out,), W.dtype)}, xp)
         for name in ("W", "b"):
             if xp.may_share_memory(getattr(self, name), W):
                 raise InputError(f"LayerRates.{name} shares memory with the weights W; it must "

@@ -27,7 +27,7 @@ from ..checks import positive
 from ..errors import InputError
 
 
-def _check_arrays(owner, expected, xp):
+def check_arrays(owner, expected, xp):
     """Every accumulator of ``owner`` must still be the array the kernels were promised:
     the right length, dtype, array module, contiguous and writable (they index it unchecked)."""
     for name, (shape, dtype) in expected.items():
@@ -58,6 +58,11 @@ class _Watched:
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
         object.__setattr__(self, "_version", self._version + 1)
+
+    @property
+    def version(self):
+        """How many assignments its attributes have had: a check holds while it stays."""
+        return self._version
 
 
 class ForwardStats(_Watched):
@@ -97,7 +102,7 @@ class ForwardStats(_Watched):
         _check_width(self, self.sat_low, n_units)
         if not (isinstance(self.bins, int) and self.bins >= 1):
             raise InputError(f"ForwardStats.bins must be a positive integer, got {self.bins!r}")
-        _check_arrays(self, {"sat_low": ((n_units,), np.int64), "sat_high": ((n_units,), np.int64),
+        check_arrays(self, {"sat_low": ((n_units,), np.int64), "sat_high": ((n_units,), np.int64),
                              "total": ((n_units,), np.float64),
                              "total_sq": ((n_units,), np.float64),
                              "hist": ((self.bins,), np.int64), "rows": ((1,), np.int64)}, xp)
@@ -185,7 +190,7 @@ class BackwardStats(_Watched):
         if not isinstance(self, BackwardStats):
             raise InputError(f"stats must be a BackwardStats, got {type(self).__name__}")
         _check_width(self, self.delta_total, n_units)
-        _check_arrays(self, {"delta_total": ((n_units,), np.float64),
+        check_arrays(self, {"delta_total": ((n_units,), np.float64),
                              "delta_total_sq": ((n_units,), np.float64),
                              "grad_w_total": ((1,), np.float64),
                              "grad_w_total_sq": ((1,), np.float64),

@@ -9,7 +9,7 @@ x and y scales (and heat maps their colour scale), so that equal heights mean eq
 """
 import numpy as np
 
-from .plotting import finish as _finish, pyplot, save_png  # noqa: F401  (save_png: the report's)
+from .plotting import finish, pyplot, save_png  # noqa: F401  (save_png: the report's)
 from . import cost_surface as surface
 
 
@@ -56,7 +56,7 @@ def _monitor_panels(runs, draw, title, xlabel=None):
         if xlabel is None:
             _examples_axis(ax, run.batch_size)
         _legend(ax)
-    return _finish(fig, title)
+    return finish(fig, title)
 
 
 def _layer_intervals(ax, run, mean_name, std_name, spread, **style):
@@ -169,7 +169,7 @@ def test_error_curves(runs):
     if not error_curves(ax, runs):
         plt.close(fig)
         return None
-    return _finish(fig, "Test error during training (paper Figs. 11, 12)")
+    return finish(fig, "Test error during training (paper Figs. 11, 12)")
 
 
 def pretraining(runs):
@@ -190,7 +190,7 @@ def pretraining(runs):
         ax.set_ylabel("reconstruction cross-entropy\nper example")
         ax.set_title(run.label)
         _legend(ax)
-    return _finish(fig, "Pre-training: reconstruction cost per layer (denoising auto-encoders)")
+    return finish(fig, "Pre-training: reconstruction cost per layer (denoising auto-encoders)")
 
 
 def saturation_heatmap(runs):
@@ -221,7 +221,7 @@ def saturation_heatmap(runs):
         ax.set(xlabel="updates", ylabel="hidden layer", title=run.label,
                yticks=np.arange(1, run.n_hidden + 1))
         fig.colorbar(mesh, ax=ax, label="% saturated")
-    return _finish(fig, "Saturated outputs per layer over training (thresholds: fastff.config)")
+    return finish(fig, "Saturated outputs per layer over training (thresholds: fastff.config)")
 
 
 def jacobian(runs):
@@ -247,7 +247,7 @@ def jacobian(runs):
            xticks=np.arange(1, max(r.n_hidden for r in runs) + 1))
     _legend(ax)
     ax.grid(alpha=0.3)
-    return _finish(fig, "Layer Jacobian mean singular value (paper Eq. 17: ~0.5 standard, ~0.8 normalized)")
+    return finish(fig, "Layer Jacobian mean singular value (paper Eq. 17: ~0.5 standard, ~0.8 normalized)")
 
 
 def cost_surface(runs=None):

@@ -460,7 +460,7 @@ def _figures(out, rows, table):
                                 if m in glorot2010.CURVE_EXTRAS
                                 or glorot2010.MODEL_BY_NAME[m].experiment == "table1"])
             ax.set_title(f"{DATASET_TITLES[d]}: each model at its chosen learning rate")
-        F.save_png(F._finish(fig, caption), out / name)
+        F.save_png(F.finish(fig, caption), out / name)
         written.append((name, caption))
     for name, models, caption in glorot2010.MODEL_CURVES:
         have = runs_of("shapeset")
@@ -468,7 +468,7 @@ def _figures(out, rows, table):
         if sum(glorot2010.MODEL_BY_NAME[run.title].experiment != "table1" for run in chosen):
             fig = F.test_error_curves(chosen)
             if fig is not None:
-                F.save_png(F._finish(fig, caption), out / name)
+                F.save_png(F.finish(fig, caption), out / name)
                 written.append((name, caption))
     return written
 

@@ -218,7 +218,7 @@ def _set_up(runs, pending, results, stop):
             t.stop = _SharedStop(stop)
             t.prepare()
             t.compile()
-            t._pretrain_or_read_log()
+            t.pretrain_or_read_log()
             t.stage()
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
             if live:  # the device is full: this run waits for the next wave, as it came
@@ -267,12 +267,13 @@ def _rounds(live, results, stop):
         groups.setdefault(_group_key(t), []).append(i)
     steppers = {key: live[members[0]].model.backend.lockstep()
                 for key, members in groups.items() if key[0] != "alone"}
+    own = {}  # run -> its own copy of a batch drawn from a dataset another run shares
     while live:
         stopped = []
         for key, members in groups.items():
             members[:] = [i for i in members if i in live]
             if members:
-                stopped += _round(members, live, steppers.get(key), results)
+                stopped += _round(members, live, steppers.get(key), results, own)
         if stop.requested and live:  # runs that stepped before the signal came
             for i, t in list(live.items()):
                 t.checkpoint(t.next)
@@ -289,16 +290,16 @@ def _rounds(live, results, stop):
             raise exc
 
 
-def _round(members, live, stepper, results):
-    """One step of each run of ``members``; returns (config index, Interrupted) of the runs
-    a signal stopped."""
+def _round(members, live, stepper, results, own):
+    """One step of each run of ``members`` (``own``: the runs' own batch buffers, see
+    :func:`_own_copy`); returns (config index, Interrupted) of the runs a signal stopped."""
     made, shared = [], _shared_data([live[i] for i in members])
     for i in members:
         t = live[i]
         try:
             x, y = t.batch(t.next)
             if id(t.data) in shared:  # its buffers are another run's too: keep this batch
-                x, y = _own_copy(t, x, y)
+                x, y = _own_copy(own, i, t, x, y)
             made.append((i, t, x, y))
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             _drop(i, t, exc, live, results)
@@ -317,7 +318,7 @@ def _round(members, live, stepper, results):
         losses = []
         for i, t, x, y in made:
             try:
-                losses.append(t.model._step(x, y, t.v["lr"], t.stats, t.rates))
+                losses.append(t.model.step_unchecked(x, y, t.v["lr"], t.stats, t.rates))
             except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
                 _drop(i, t, exc, live, results)
                 losses.append(None)
@@ -349,12 +350,13 @@ def _shared_data(trainers):
     return {d for d in ids if ids.count(d) > 1}
 
 
-def _own_copy(t, x, y):
-    """The batch copied into buffers of run ``t``'s own (made once, reused)."""
-    own = t.__dict__.get("_own_batch")
+def _own_copy(buffers, i, t, x, y):
+    """The batch of run ``i`` (its Trainer ``t``) copied into buffers of its own, kept in
+    ``buffers`` (made once, reused)."""
+    own = buffers.get(i)
     if own is None or own[0].shape != x.shape or own[0].dtype != x.dtype:
         xp = t.model.backend.xp
-        own = t._own_batch = (xp.empty_like(x), xp.empty_like(y))
+        own = buffers[i] = (xp.empty_like(x), xp.empty_like(y))
     own[0][...] = x
     own[1][...] = y
     return own

@@ -145,7 +145,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
 def _layer_input(model, x, layer):
     """The input of hidden layer ``layer`` for a batch: the pre-trained layers below, without
     noise."""
-    fwd, hints = model._plan.forward, model._plan.hints
+    fwd, hints = model.plan.forward, model.plan.hints
     for l in range(layer):
         Wl, bl = model.params[l]
         x = fwd(x, Wl, bl, model.activation, **hints)
@@ -207,7 +207,7 @@ class _AutoEncoder:
     def update(self, x):
         """One SGD update on the batch ``x``; returns its reconstruction cost (on the device)."""
         model, W, b, c, lr = self.model, self.W, self.b, self.c, self.lr
-        backend, dtype, plan = model.backend, model.dtype, model._plan
+        backend, dtype, plan = model.backend, model.dtype, model.plan
         xp, fwd, back, hints = backend.xp, plan.forward, plan.backward, plan.hints
         act = activations.get(model.activation)
         scale, shift = self.scale, self.shift

@@ -32,7 +32,7 @@ class ThreadChoice:
     """
 
     def __init__(self, model, batch_size, compiling=None, clock=clock):
-        plan = model._plan
+        plan = model.plan
         self.plan, self.compiling, self.clock = plan, compiling, clock
         self.enabled = (plan.serial_twins and numba.get_num_threads() > 1
                         and batch_size <= fastff_config.CPU_SMALL_BATCH_MAX

@@ -191,7 +191,7 @@ class Trainer:
                 parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
                 try:
                     self.compile(parallel)
-                    self._pretrain_or_read_log(parallel)
+                    self.pretrain_or_read_log(parallel)
                     self._steps(parallel)
                 finally:
                     parallel.close()
@@ -242,7 +242,7 @@ class Trainer:
         threads.restart()
         for k in range(self.start, v["updates"]):
             x, y = self.batch(k)
-            self.stepped(k, self.model._step(x, y, v["lr"], self.stats, self.rates), parallel)
+            self.stepped(k, self.model.step_unchecked(x, y, v["lr"], self.stats, self.rates), parallel)
             threads.tick()
         self.end()
 
@@ -311,8 +311,8 @@ class Trainer:
         if trusted:
             return model.backend.to_device(x, model.dtype), model.backend.to_device(y, np.int64)
         try:
-            x = model._check_x(x)
-            y = model._check_y(y, x.shape[0])
+            x = model.check_x(x)
+            y = model.check_y(y, x.shape[0])
         except InputError as exc:
             raise InputError(f"training batch {k} of {self.data!r}: {exc}") from None
         if x.shape[0] != batch_size:
@@ -451,7 +451,9 @@ class Trainer:
             return float(self.pending["elapsed"])
         return self.history[-1].get("seconds", 0.0) if self.history else 0.0
 
-    def _pretrain_or_read_log(self, parallel=None):
+    def pretrain_or_read_log(self, parallel=None):
+        """The pre-training phase, when the run has one and starts from update 0; a resumed
+        run reads its log back instead."""
         v, record = self.v, self.record
         if v["pretrain_options"] is not None and self.start == 0 and not self.history:
             self.pretrain_log = self._pretrain(v["pretrain_options"], parallel)

@@ -57,12 +57,12 @@ def warm_up(model, batch_size, optimizer="sgd"):
     with its plan's choice of parallel or serial passes, so that compiling is done before the
     clock starts."""
     scratch, xp = model.copy(), model.backend.xp
-    scratch._plan.set_parallel(model._plan.parallel)
+    scratch.plan.set_parallel(model.plan.parallel)
     x = xp.zeros((batch_size, model.sizes[0]), model.dtype)
     rates = scratch.new_rates(optimizer) if optimizer != "sgd" else None
-    scratch._step(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats(), rates)
+    scratch.step_unchecked(x, xp.zeros(batch_size, np.int64), 1e-3, scratch.new_stats(), rates)
     big = xp.zeros((fastff_config.CPU_SMALL_BATCH_MAX + 1, model.sizes[0]), model.dtype)
-    scratch._forward_all(big, scratch.new_stats())
+    scratch.forward_all(big, scratch.new_stats())
 
 
 class ParallelCompile:
@@ -80,7 +80,7 @@ class ParallelCompile:
                     fastff_config.CPU_FORWARD_W_VECS, fastff_config.CPU_BACKWARD_W_ROWS)
         # ready: the parallel passes can run without compiling on the clock
         self.process, self.waiting, self.ready = None, False, True
-        plan = model._plan
+        plan = model.plan
         if not plan.serial_twins or batch_size > fastff_config.CPU_SMALL_BATCH_MAX:
             return  # no parallel twins here: another backend, or the BLAS path
         if self.key in _COMPILED:
@@ -124,7 +124,7 @@ class ParallelCompile:
             self.process.wait()
             self.errors.close()
             self.process = None
-        self.model._plan.set_parallel(True)
+        self.model.plan.set_parallel(True)
         warm_up(self.model, self.batch_size, self.optimizer)
         _COMPILED.add(self.key)
         self.ready = True
@@ -147,7 +147,7 @@ class ParallelCompile:
                           "with their serial twins: the same numbers, more slowly",
                           RuntimeWarning, stacklevel=2)
             return
-        self.model._plan.set_parallel(True)
+        self.model.plan.set_parallel(True)
         warm_up(self.model, self.batch_size, self.optimizer)  # from the cache: a fraction of a second
         _COMPILED.add(self.key)
         self.ready = True
@@ -158,7 +158,7 @@ class ParallelCompile:
         if self.process is not None:
             self.errors.close()
             self.process = None
-        self.model._plan.set_parallel(True)
+        self.model.plan.set_parallel(True)
 
 
 def _compile_main(spec):

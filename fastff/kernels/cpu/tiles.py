@@ -40,7 +40,7 @@ BACKWARD_MAX_ROWS = 16
 
 
 def height(n):
-    """A tuple of n items: a tile dimension carried in a type (see simd._literal)."""
+    """A tuple of n items: a tile dimension carried in a type (see ``_literal`` in simd.py)."""
     return (0,) * n
 
 

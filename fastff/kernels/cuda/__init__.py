@@ -737,7 +737,7 @@ def softmax_quadratic_unchecked(z, y, grad_z=None):
     return _softmax_loss("softmax_quadratic", z, y, grad_z)
 
 
-def _on_device(rt, **arrays):
+def require_on_device(rt, **arrays):
     """Every array must be this runtime's (CuPy on a GPU): fastff never copies behind your back."""
     for name, a in arrays.items():
         if a is not None and not isinstance(a, rt.xp.ndarray):
@@ -754,7 +754,7 @@ def dense_forward(x, W, b, activation, out=None, stats=None, *, tf32=False):
     """
     tf32 = flag("tf32", tf32)
     rt = runtime()
-    _on_device(rt, x=x, W=W, b=b, out=out)
+    require_on_device(rt, x=x, W=W, b=b, out=out)
     activation, out = forward_args(x, W, b, activation, out, stats, rt.xp)
     xp = rt.xp
     return forward_unchecked(xp.ascontiguousarray(x), xp.ascontiguousarray(W),
@@ -768,7 +768,7 @@ def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     (``tf32``: dC/dx in TF32, as :func:`dense_forward`'s)."""
     tf32 = flag("tf32", tf32)
     rt = runtime()
-    _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, grad_x=grad_x)
+    require_on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, grad_x=grad_x)
     activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
                                        compute_grad_x, rt.xp)
     xp = rt.xp
@@ -782,7 +782,7 @@ def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_
     """Backward pass and per-parameter-rate update on the GPU; the contract of
     reference.dense_backward_second_order."""
     rt = runtime()
-    _on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, curv_h=curv_h, grad_x=grad_x,
+    require_on_device(rt, x=x, h=h, W=W, b=b, grad_h=grad_h, curv_h=curv_h, grad_x=grad_x,
                curv_x=curv_x, rates_W=getattr(rates, "W", None), rates_b=getattr(rates, "b", None))
     grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
                                        grad_x, curv_x, stats, compute_grad_x, rt.xp)
@@ -794,7 +794,7 @@ def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_
 
 def _checked_loss(unchecked, z, y, grad_z):
     rt = runtime()
-    _on_device(rt, z=z, y=y, grad_z=grad_z)
+    require_on_device(rt, z=z, y=y, grad_z=grad_z)
     grad_z = softmax_args(z, y, grad_z, rt.xp)
     loss, grad_z = unchecked(rt.xp.ascontiguousarray(z),
                              rt.xp.ascontiguousarray(y, dtype=np.int64), grad_z)

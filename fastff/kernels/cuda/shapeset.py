@@ -5,7 +5,7 @@ dataset calls it for a model that trains on the GPU, so that batches never cross
 """
 import numpy as np
 
-from . import SHAPESET_THREADS, _on_device, runtime
+from . import SHAPESET_THREADS, require_on_device, runtime
 from ...checks import writable_c_contiguous
 from ...errors import InputError
 
@@ -32,7 +32,7 @@ def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
     x = rt.empty((n, 1024), np.float32) if x is None else x
     labels = rt.empty(n, np.int64) if labels is None else labels
     n_objects = rt.empty(n, np.int64) if n_objects is None else n_objects
-    _on_device(rt, x=x, labels=labels, n_objects=n_objects)
+    require_on_device(rt, x=x, labels=labels, n_objects=n_objects)
     for name, a, shape, dtype in (("x", x, (n, 1024), np.float32),
                                   ("labels", labels, (n,), np.int64),
                                   ("n_objects", n_objects, (n,), np.int64)):

@@ -245,7 +245,7 @@ class Lockstep:
         scalars)."""
         first = models[0]  # the group's models share its shape, activation and cost
         batch = xs[0].shape[0]
-        nets = [(m.params, m._plan.workspace(batch), s) for m, s in zip(models, stats)]
+        nets = [(m.params, m.plan.workspace(batch), s) for m, s in zip(models, stats)]
         launch = self.launch
         if launch is None or not launch.serves(nets, batch, first.activation, first.loss):
             launch = self.launch = StepLaunch.group(nets, first.activation, batch, first.loss)
@@ -321,7 +321,7 @@ def _versions(stats):
     """What identifies the arrays of a StepStats: its layers' assignment counts."""
     if stats is None:
         return None
-    return tuple(s._version for s in (*stats.forward, *stats.backward))
+    return tuple(s.version for s in (*stats.forward, *stats.backward))
 
 
 class CUDAPlan(Plan):
