@@ -500,9 +500,13 @@ def test_backends_say_what_they_can_do():
     # the CUDA kernels' capabilities, asked of a backend over their module (no GPU needed)
     cuda = Backend("emulated", "cpu", "fastff.kernels.cuda")
     assert all(cuda.can(c) for c in Backend.CAPABILITIES)
-    assert callable(cuda.lockstep) and callable(cuda.check_tf32)
-    with pytest.raises(AttributeError, match="the cpu kernels cannot lockstep"):
-        cpu.lockstep()
+    assert callable(cuda.check_tf32)
+    with pytest.raises(AttributeError, match="the cpu kernels cannot tf32: no check_tf32"):
+        cpu.check_tf32
+    net = fastff.MLP("5-4-3")  # the CPU's plan steps nets one at a time
+    assert not net.plan.lockstep_applies(net, 10, None)
+    with pytest.raises(NotImplementedError, match="cannot step nets in lockstep"):
+        net.plan.new_lockstep()
     with pytest.raises(ValueError, match="unknown capability 'warp_drive'"):
         cpu.can("warp_drive")
 

@@ -66,6 +66,16 @@ class Plan:
         same numbers bit for bit and compile faster (fastff.train starts with them)."""
         self.parallel = bool(parallel)
 
+    def lockstep_applies(self, model, batch, rates):
+        """Whether nets like ``model`` (this plan's) step together at ``batch`` in one launch
+        (a backend that can ``lockstep``, :meth:`Backend.can`); here never."""
+        return False
+
+    def new_lockstep(self):
+        """A new stepper of several nets like this plan's in one launch (its ``step(models, xs,
+        ys, lrs, stats)`` returns their losses), for a backend that can ``lockstep``."""
+        raise NotImplementedError(f"the {self.backend.name} kernels cannot step nets in lockstep")
+
     def workspace(self, batch):
         """Activations h, gradients dC/dx and deltas of every layer, and the cost's gradient
         grad_z, for one batch size (the last size asked for is kept: training uses one)."""
@@ -133,12 +143,12 @@ class Backend:
            "softmax_quadratic", "forward_unchecked", "backward_unchecked",
            "second_order_unchecked", "softmax_nll_unchecked", "softmax_quadratic_unchecked")
     # What a backend's kernels may be able to do beyond the ops (its module's CAPABILITIES):
-    # ``lockstep``, several nets stepped by one launch (fastff.train_many); ``device_data``, a
-    # dataset's batches made and kept where the kernels run; ``graphs``, a step captured and
-    # replayed; ``tf32``, products on tensor cores. The operations that come with one, and it.
+    # ``lockstep``, several nets stepped by one launch (fastff.train_many, through the plan:
+    # Plan.new_lockstep); ``device_data``, a dataset's batches made and kept where the kernels
+    # run; ``graphs``, a step captured and replayed; ``tf32``, products on tensor cores. The
+    # module's operations that come with one, and it.
     CAPABILITIES = ("lockstep", "device_data", "graphs", "tf32")
-    CAPABILITY_OPS = {"lockstep": "lockstep", "lockstep_applies": "lockstep",
-                      "check_tf32": "tf32"}
+    CAPABILITY_OPS = {"check_tf32": "tf32"}
 
     def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
                  loss_on_device=False):

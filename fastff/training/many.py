@@ -148,7 +148,7 @@ def _group_key(t):
     """Runs that can share a launch: one shape, dtype, activation, cost and batch size, on the
     persistent step (any other run steps alone, and a failure of its step is its own)."""
     m, v = t.model, t.v
-    if not m.backend.lockstep_applies(m, v["batch_size"], t.rates):
+    if not m.plan.lockstep_applies(m, v["batch_size"], t.rates):
         return ("alone", id(t))
     return (tuple(m.sizes), m.dtype.str, m.activation, m.loss, v["batch_size"])
 
@@ -265,7 +265,7 @@ def _rounds(live, results, stop):
     for i, t in live.items():
         t.read_every = read_every
         groups.setdefault(_group_key(t), []).append(i)
-    steppers = {key: live[members[0]].model.backend.lockstep()
+    steppers = {key: live[members[0]].model.plan.new_lockstep()
                 for key, members in groups.items() if key[0] != "alone"}
     own = {}  # run -> its own copy of a batch drawn from a dataset another run shares
     while live:

@@ -550,18 +550,6 @@ def _layer(x, W):
     return runtime(), x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
 
 
-def lockstep():
-    """A new stepper of several nets in one persistent launch (:class:`.step.Lockstep`)."""
-    from .step import Lockstep
-    return Lockstep()
-
-
-def lockstep_applies(model, batch, rates):
-    """Whether nets like ``model`` step together at ``batch`` (:meth:`.step.Lockstep.applies`)."""
-    from .step import Lockstep
-    return Lockstep.applies(model, batch, rates)
-
-
 def check_tf32(dtype, rt=None):
     """Refuse TF32 products for anything but float32, with GEMM tiles that the tensor-core
     path cannot cover (rows a multiple of 32, columns of 16, depth of 8: a warp forms 32 x 16

@@ -332,6 +332,12 @@ class CUDAPlan(Plan):
         super().__init__(backend, sizes, dtype)
         self.launch = self.graph = None
 
+    def lockstep_applies(self, model, batch, rates):
+        return Lockstep.applies(model, batch, rates)
+
+    def new_lockstep(self):
+        return Lockstep()
+
     def whole_step(self, params, activation, x, y, lr, stats, rates, loss, layers):
         """Run the whole step as one persistent launch, or as a captured graph of the
         layer-by-layer kernels, and return its loss (a device scalar); or return None where
