@@ -201,8 +201,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         (:data:`~fastff.reproduction.glorot2010.LR_LADDER`), and the rate is chosen again. 0: the
         budget's grids only.
     publish : str or Path, optional
-        A new folder to copy the results and the runs' records into, without checkpoints
-        (:func:`fastff.reproduction.publish.publish`): what a reader needs to recompute them.
+        A new folder for the results and the runs' records (:mod:`.publish`).
 
     Returns
     -------
@@ -216,13 +215,7 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     chosen_experiments = _names("experiment", experiments, EXPERIMENTS, everything=True)
     seeds = plan_budget.seeds if seeds is None else positive("seeds", seeds, integer=True)
     widen = plan_budget.widen if widen is None else _rounds(widen)
-    out = Path(out_dir)
-    if not train:
-        _check_reported(out)
-    if publish is not None and Path(publish).exists() and (
-            not Path(publish).is_dir() or any(Path(publish).iterdir())):
-        raise InputError(f"{publish} exists and is not an empty folder: --publish needs a new "
-                         "one")
+    out = _check_folders(Path(out_dir), train, publish)
     n_test, skipped, shapes = _open(out, dict(paper=paper, budget=plan_budget.name,
                                               datasets=names, seeds=seeds), plan_budget, data_dir)
     run_sets = [d for d in names if d not in skipped]
@@ -235,16 +228,20 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     result = _results(spec, plan_budget, out, rows, names, n_test, skipped, chosen_experiments,
                       svm, progress)
     if publish is not None:
-        from .publish import publish as copy_published
-        size = copy_published(out, publish)
-        if progress:
-            print(f"published to {publish}: {size / 2**20:.1f} MiB", flush=True)
+        _publish(out, publish, progress)
     return result
 
 
-def _check_reported(out):
-    """``train=False`` reports on a reproduction's runs: refuse, writing nothing, a folder
-    that holds none (a mistyped --out, most likely)."""
+def _check_folders(out, train, publish):
+    """``out``, once checked before anything is written: with ``train=False`` a folder that
+    holds no reproduction to report on is refused (a mistyped --out, most likely), and so is
+    a ``publish`` folder that is not new or empty."""
+    if publish is not None and Path(publish).exists() and (
+            not Path(publish).is_dir() or any(Path(publish).iterdir())):
+        raise InputError(f"{publish} exists and is not an empty folder: --publish needs a new "
+                         "one")
+    if train:
+        return out
     if not out.is_dir():
         raise InputError(f"{out} does not exist: train=False (--no-train) writes the tables, "
                          "figures and claims of the runs already in a reproduction's folder; "
@@ -252,6 +249,15 @@ def _check_reported(out):
     if not (out / "reproduction.json").is_file() and not (out / "runs").is_dir():
         raise InputError(f"{out} holds no reproduction (no reproduction.json, no runs/): "
                          "train=False (--no-train) has no runs to report on; check the path")
+    return out
+
+
+def _publish(out, dest, progress):
+    """Copy the results and the runs' records to ``dest`` (:func:`.publish.publish`)."""
+    from .publish import publish
+    size = publish(out, dest)
+    if progress:
+        print(f"published to {dest}: {size / 2**20:.1f} MiB", flush=True)
 
 
 def _open(out, plan, budget, data_dir):
