@@ -140,8 +140,9 @@ def _checked_one(config, device):
 
 
 def _on_gpu(v):
-    """Whether the run's kernels step several nets in one launch (a GPU's)."""
-    return get_backend(resolve(v["device"])).can("lockstep")
+    """Whether the run's kernels step several nets in one launch (a GPU's); its device was
+    resolved by :func:`_checked_one`."""
+    return get_backend(v["device"]).can("lockstep")
 
 
 def _group_key(t):
@@ -204,7 +205,7 @@ def _set_up(runs, pending, results, stop):
     ``config.TRAIN_MANY_MEMORY_MARGIN`` more runs like the last, or one runs out of it; returns
     (index -> Trainer of the runs set up, the indices left for a later wave)."""
     live = {}
-    rt = get_backend(resolve(runs[pending[0]][1]["device"])).module.runtime()
+    rt = get_backend(runs[pending[0]][1]["device"]).module.runtime()
     for n, i in enumerate(pending):
         record = RunDir(runs[i][1]["out_dir"]) if runs[i][1]["out_dir"] is not None else None
         fresh = record is not None and (not record.holds_run()
