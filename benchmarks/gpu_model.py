@@ -194,9 +194,10 @@ def shapeset_rate(images=20_000):
     vertices the CPU twin counts over ``images`` images of a stream, against what the
     batch-1024 step at its target consumes."""
     from fastff.data import shapeset_counter as counter
+    from fastff.shapeset_spec import angle_table
     import numpy as np
     draws, polygons, vertices = counter.work(np.uint64(1), np.uint64(2), images, 32, False,
-                                             counter.angle_table())
+                                             angle_table())
     w = SHAPESET_WARP_INSTRUCTIONS
     per_image = (draws * w["draw"] + polygons * w["polygon"] + vertices * w["vertex"]) / images \
         + w["image"]

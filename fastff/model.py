@@ -11,7 +11,7 @@ from .checks import choose, finite, flag, float_array, labels, positive, seed as
 from .errors import InputError
 from .init import INITS, init_weights
 from .kernels.contracts import check_stats
-from .kernels.reference import softmax
+from .softmax import softmax
 from .kernels.rates import LayerRates, check_hyper, output_curvature
 from .kernels.stats import BackwardStats, ForwardStats
 
@@ -229,7 +229,7 @@ class MLP:
             raise InputError(f"tf32=True runs products on NVIDIA tensor cores: it needs "
                              f"device='cuda' (and the CUDA kernels), not {self.backend.name!r}")
         if tf32:
-            self.backend.check_tf32(self.dtype, self.backend.module.runtime())
+            self.backend.check_tf32(self.dtype, self.backend.runtime())
         return tf32
 
     def new_plan(self):

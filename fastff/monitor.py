@@ -39,11 +39,30 @@ from . import activations, config
 from .arrays import array_module, to_host
 from .checks import float_array
 from .errors import InputError
-from .losses import per_example
+from .softmax import softmax_parts
 
 SCALARS = ("act_mean", "act_std", "act_p98", "sat_low", "sat_high", "dead", "delta_mean",
            "delta_std", "grad_w_mean", "grad_w_std", "jacobian_sv")
 HISTOGRAMS = ("act", "delta", "grad_w")
+
+
+def per_example(z, y, name, xp=np):
+    """Mean cost, error and the per-example gradient dC/dz (no 1/n factor) in float64 maths,
+    for measurements (:mod:`fastff.monitor`) rather than for the training step."""
+    z64 = z.astype(np.float64)
+    e, total, m = softmax_parts(z64, xp)
+    p = e / total
+    rows = xp.arange(z.shape[0])
+    error = float((z64.argmax(axis=1) != y).mean())
+    err = p.copy()
+    err[rows, y] -= 1
+    if name == "nll":
+        loss = float(-((z64[rows, y] - m[:, 0]) - xp.log(total[:, 0])).mean())
+        grad = err
+    else:
+        loss = float(0.5 * (err * err).sum(axis=1).mean())
+        grad = p * (err - (err * p).sum(axis=1, keepdims=True))
+    return loss, error, grad.astype(z.dtype)
 
 
 @dataclass

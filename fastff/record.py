@@ -26,6 +26,9 @@ from .files import atomic_write_bytes  # noqa: F401  (re-exported: the writer of
 
 # Every file and folder a run (and its report and exports) writes into its directory: what an
 # overwrite removes, and what makes a directory "hold a run".
+# pretrain.csv's columns: one row per logged interval and layer of the pre-training phase
+PRETRAIN_COLUMNS = ("layer", "update", "examples", "reconstruction", "sat_low", "sat_high",
+                    "mean", "std", "seconds")
 RUN_FILES = ("config.json", "metrics.csv", "stats.npz", "checkpoint.npz", "pretrain.csv",
              "sweep_status.json", "test_outcomes.npz")
 RUN_FOLDERS = ("figures", "tensorboard")
@@ -181,7 +184,6 @@ class RunDir:
 
     def write_pretrain(self, rows):
         """Rewrite pretrain.csv from the pre-training log (atomic)."""
-        from .training.pretrain import PRETRAIN_COLUMNS
         buf = io.StringIO()
         writer = csv.DictWriter(buf, PRETRAIN_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -190,7 +192,6 @@ class RunDir:
 
     def read_pretrain(self):
         """pretrain.csv as a list of dicts of numbers; empty when the run was not pre-trained."""
-        from .training.pretrain import PRETRAIN_COLUMNS
         p = self.path / "pretrain.csv"
         if not p.is_file():
             return []

@@ -147,7 +147,7 @@ class EmuRuntime(cuda.Runtime):
         for i, a in enumerate(args):
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous, f"argument {i} of {name} is not contiguous"
-        params, values = cuda.kernel_params(args, self.address)
+        params, values = cuda.runtimes.kernel_params(args, self.address)
         rc = self.lib.fastff_emu_launch(name.encode(), *grid, *block, params, int(cooperative))
         assert rc != -1, f"the host build has no kernel {name!r}"
         if rc == -2:
@@ -186,7 +186,7 @@ from fastff import config
 from fastff.kernels import cuda
 for key, value in {tiles!r}.items():
     setattr(config, key, value)
-cuda._RUNTIME = cuda_emulator.EmuRuntime({lib!r}, sms={sms}, concurrent=True)
+cuda.set_runtime(cuda_emulator.EmuRuntime({lib!r}, sms={sms}, concurrent=True))
 """
 
 
@@ -218,7 +218,7 @@ def runtime_for(kind, tmp_path_factory, tiles=None, sms=16, seed=7):
     fastff.config, or ``gpu`` (CuPy, config untouched)."""
     import pytest
     mp = pytest.MonkeyPatch()
-    old = cuda._RUNTIME
+    old = cuda.set_runtime(None)
     try:
         if kind.startswith("host"):
             if compiler() is None:
@@ -230,10 +230,10 @@ def runtime_for(kind, tmp_path_factory, tiles=None, sms=16, seed=7):
                                  seed=seed if kind == "host-concurrent" else 0)
         else:
             runtime = cuda.CuPyRuntime()
-        cuda._RUNTIME = runtime
+        cuda.set_runtime(runtime)
         yield runtime
     finally:
-        cuda._RUNTIME = old
+        cuda.set_runtime(old)
         mp.undo()
 
 

@@ -43,7 +43,7 @@ def emulate(library, monkeypatch):
     def make(lib=None, **options):
         options.setdefault("sms", 4)
         rt = cuda_emulator.EmuRuntime(lib or library, concurrent=True, **options)
-        monkeypatch.setattr(cuda, "_RUNTIME", rt)
+        monkeypatch.setattr(cuda.runtimes, "_RUNTIME", rt)
         return rt
     return make
 

@@ -10,7 +10,7 @@ from fastff.errors import InputError
 from fastff.kernels import reference as ref
 from fastff.kernels.stats import ForwardStats
 from conftest import numeric_grad
-from fastff.losses import per_example
+from fastff.monitor import per_example
 from fastff.monitor import HISTOGRAMS, SCALARS, Stats, _backward, histogram, measure
 
 ACTS = ["sigmoid", "tanh", "softsign", "relu"]

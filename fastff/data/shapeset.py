@@ -39,17 +39,12 @@ from ..checks import choose, positive, seed as check_seed
 from ..errors import InputError
 from .sources import check_fits_memory
 from .base import ArrayDataset, Dataset
+from ..shapeset_spec import (BG_LEVELS, FG_LEVELS, N_VERTICES, OVERLAP_MAX,  # noqa: F401
+                             REJECTION_MAX, ROTATIONS, SCALE_MAX, SCALE_MIN, SIZE, angle_table,
+                             check_stream)
 
-SIZE = 32
-N_VERTICES = np.array([3, 4, 20], np.int64)  # triangle, parallelogram, ellipse
 SHAPE_NAMES = ("triangle", "parallelogram", "ellipse")
 CLASS_NAMES = ("T", "P", "E", "T+P", "P+E", "T+E", "T+T", "P+P", "E+E")
-SCALE_MIN, SCALE_MAX = 0.2, 0.8
-ROTATIONS = 255
-OVERLAP_MAX = 0.5
-REJECTION_MAX = 50
-FG_LEVELS = (141, 255)  # ceil(0.55 * 255) .. 255
-BG_LEVELS = (0, 114)    # 0 .. floor(0.45 * 255)
 BLOCK = 1000            # images generated per seeded block of the stream
 SCALES = {"unit": (1 / 255.0, 0.0), "symmetric": (2 / 255.0, -1.0)}
 GENERATORS = {"sequential": "sequential", "counter": "counter"}
@@ -204,12 +199,12 @@ def render_counter(key, first, n, balanced, scale=SCALES["unit"], size=SIZE):
     float32 ``level * mul + add`` for ``scale = (mul, add)``; returns (images, labels,
     n_objects)."""
     from . import shapeset_counter as counter
-    counter.check_stream(key, first, n)
+    check_stream(key, first, n)
     images = np.empty((n, size * size), np.float32)
     labels = np.empty(n, np.int64)
     n_objects = np.empty(n, np.int64)
     counter.render(np.uint64(key[0]), np.uint64(key[1]), int(first), int(n), int(size),
-                   bool(balanced), counter.angle_table(), np.float32(scale[0]),
+                   bool(balanced), angle_table(), np.float32(scale[0]),
                    np.float32(scale[1]), images, labels, n_objects)
     return images, labels, n_objects
 
@@ -301,16 +296,9 @@ class Shapeset(Dataset):
             return self.finite.device_batch(k, batch_size, backend)
         if self.generator != "counter":
             return None
-        from ..kernels.cuda import runtime, shapeset as device
-        buffers = self.__dict__.setdefault("_device_buffers", {})
-        key = (batch_size, runtime().stream())
-        if key not in buffers:
-            buffers[key] = device.render(counter_key(self.seed, 0), k * batch_size, batch_size,
-                                         self.balanced, SCALES[self.scale])
-        else:
-            device.render(counter_key(self.seed, 0), k * batch_size, batch_size, self.balanced,
-                          SCALES[self.scale], *buffers[key])
-        return buffers[key][:2]
+        return backend.render_shapeset_batch(self.__dict__.setdefault("_device_buffers", {}),
+                                             counter_key(self.seed, 0), k * batch_size,
+                                             batch_size, self.balanced, SCALES[self.scale])
 
     def train_batch(self, k, batch_size):
         if self.finite is not None:

@@ -18,69 +18,19 @@ The parameters are those of the ``sequential`` generator (Glorot's own generator
 see :mod:`fastff.data.shapeset`), so the prior, the balance and the objects' statistics are the same; the images are
 not (another stream).
 """
-from functools import lru_cache
-
 import numpy as np
 from numba import njit, prange
 
-from ..errors import InputError
 
-from .shapeset import (FG_LEVELS, BG_LEVELS, N_VERTICES, OVERLAP_MAX, REJECTION_MAX, ROTATIONS,
-                       SCALE_MAX, SCALE_MIN, SIZE)
+from ..shapeset_spec import (BG_LEVELS, FG_LEVELS, N_VERTICES, OVERLAP_MAX, REJECTION_MAX,
+                             ROTATIONS, SCALE_MAX, SCALE_MIN, TABLE_COARSE, TABLE_FINE,
+                             TABLE_ROTATIONS, TABLE_VERTEX_OFFSET, TABLE_VERTICES, THETA_STEPS)
 
 # Philox4x32-10's multipliers and Weyl increments (Random123, philox.h)
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 _MASK = np.uint64(0xFFFFFFFF)
 _32 = np.uint64(32)
-
-THETA_STEPS = 256  # the first rotation: 256 x 256 angles, cos and sin by angle addition
-# angle_table's layout: offsets of cos(2 pi k / n) for the 3-, 4- and 20-gons, of the first
-# rotation's coarse and fine steps, and of the 255 second rotations; each sine follows its cosine
-_VERTEX_OFFSET = np.array([0, 3, 7], np.int64)
-_N_VERTEX = 27
-_COARSE = 2 * _N_VERTEX
-_FINE = _COARSE + 2 * THETA_STEPS
-_ROT = _COARSE + 4 * THETA_STEPS
-TABLE_SIZE = _ROT + 2 * ROTATIONS
-
-
-def check_stream(key, first, n):
-    """Raise InputError unless ``key`` is two 32-bit words, ``n`` a number of images (>= 0) and
-    ``first .. first + n - 1`` image indices of one stream (below 2^63): what both renderers
-    take unchecked."""
-    def integer(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-    if not (isinstance(key, (tuple, list)) and len(key) == 2
-            and all(integer(w) and 0 <= w < 2 ** 32 for w in key)):
-        raise InputError(f"key must be two 32-bit words (counter_key), got {key!r}")
-    if not integer(n) or n < 0:
-        raise InputError(f"n must be a number of images >= 0, got {n!r}")
-    if not integer(first) or not 0 <= first < 2 ** 63 - n:
-        raise InputError(f"first must be an image index >= 0, got {first!r}")
-
-
-@lru_cache(maxsize=1)
-def angle_table():
-    """The cosines and sines both generators read (float64): computed here, once, by NumPy.
-
-    Layout: cos then sin of 2 pi k / n for the 3-, 4- and 20-gon (27 each); cos then sin of the
-    first rotation's 256 coarse steps 2 pi j / 256 and 256 fine steps 2 pi j / 65536; cos then
-    sin of the 255 second rotations 2 pi j / 255.
-    """
-    k = np.concatenate([np.arange(n) / n for n in N_VERTICES])
-    coarse = np.arange(THETA_STEPS) / THETA_STEPS
-    fine = np.arange(THETA_STEPS) / THETA_STEPS ** 2
-    rot = np.arange(ROTATIONS) / ROTATIONS
-    parts = []
-    for fraction in (k, coarse, fine, rot):
-        angle = 2 * np.pi * fraction
-        parts += [np.cos(angle), np.sin(angle)]
-    table = np.concatenate(parts)
-    assert table.shape == (TABLE_SIZE,)
-    table.flags.writeable = False  # shared by every call
-    return table
-
 
 @njit(cache=True)
 def philox(c0, c1, c2, c3, k0, k1):
@@ -123,18 +73,18 @@ def _polygon(state, kind, size, table, vx, vy):
     """One random object's vertices (pixel units, inside the image) into vx[:n], vy[:n]."""
     n = N_VERTICES[kind]
     j = _below(state, THETA_STEPS * THETA_STEPS)
-    ch, sh = table[_COARSE + (j >> 8)], table[_COARSE + THETA_STEPS + (j >> 8)]
-    cl, sl = table[_FINE + (j & 255)], table[_FINE + THETA_STEPS + (j & 255)]
+    ch, sh = table[TABLE_COARSE + (j >> 8)], table[TABLE_COARSE + THETA_STEPS + (j >> 8)]
+    cl, sl = table[TABLE_FINE + (j & 255)], table[TABLE_FINE + THETA_STEPS + (j & 255)]
     ct = ch * cl - sh * sl
     st = sh * cl + ch * sl
     s1 = SCALE_MIN + (SCALE_MAX - SCALE_MIN) * _uniform(state)
     s2 = SCALE_MIN + (SCALE_MAX - SCALE_MIN) * _uniform(state)
     sx, sy = max(s1, s2) * size, min(s1, s2) * size
     r = _below(state, ROTATIONS)
-    cp, sp = table[_ROT + r], table[_ROT + ROTATIONS + r]
-    off = _VERTEX_OFFSET[kind]
+    cp, sp = table[TABLE_ROTATIONS + r], table[TABLE_ROTATIONS + ROTATIONS + r]
+    off = TABLE_VERTEX_OFFSET[kind]
     for k in range(n):
-        ck, sk = table[off + k], table[_N_VERTEX + off + k]
+        ck, sk = table[off + k], table[TABLE_VERTICES + off + k]
         ca = ct * ck - st * sk
         sa = st * ck + ct * sk
         px = (0.5 * ca) * sx

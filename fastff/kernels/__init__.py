@@ -14,7 +14,7 @@ import numpy as np
 
 from . import cpu, reference
 from .backend import Backend, CPUPlan
-from .cuda.step import CUDAPlan
+from .checked import CheckedKernels
 from .rates import LayerRates
 from .stats import BackwardStats, ForwardStats
 from ..arrays import on_device
@@ -39,7 +39,8 @@ register_backend(Backend("reference", "cpu", "fastff.kernels.reference"))
 register_backend(Backend("cpu", "cpu", "fastff.kernels.cpu", plan_class=CPUPlan))
 # CuPy is imported on the first CUDA kernel call, which says what is missing if it cannot run
 register_backend(Backend("cuda", "cuda", "fastff.kernels.cuda", array_module="cupy",
-                         plan_class=CUDAPlan, loss_on_device=True))
+                         plan_class="fastff.kernels.cuda.step:CUDAPlan",
+                         loss_on_device=True))
 
 
 def backends():
@@ -79,37 +80,14 @@ def backend_of(*arrays):
     return kinds.pop() if kinds else "cpu"
 
 
-def dense_forward(x, W, b, activation, out=None, stats=None):
-    """h = f(x @ W + b), fused with statistics; see :func:`fastff.kernels.reference.dense_forward`."""
-    return get("dense_forward", backend_of(x, W, b, out))(x, W, b, activation, out=out, stats=stats)
-
-
-def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True):
-    """Backward pass + SGD update; see :func:`fastff.kernels.reference.dense_backward_sgd`."""
-    fn = get("dense_backward_sgd", backend_of(x, h, W, b, grad_h, grad_x))
-    return fn(x, h, W, b, grad_h, activation, lr, grad_x=grad_x, stats=stats,
-              compute_grad_x=compute_grad_x)
-
-
-def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
-                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
-    """Backward pass + per-parameter-rate update; see
-    :func:`fastff.kernels.reference.dense_backward_second_order`."""
-    fn = get("dense_backward_second_order", backend_of(x, h, W, b, grad_h, curv_h, grad_x, curv_x))
-    return fn(x, h, W, b, grad_h, activation, lr, rates, curv_h=curv_h, grad_x=grad_x,
-              curv_x=curv_x, stats=stats, compute_grad_x=compute_grad_x)
-
-
-def softmax_nll(z, y):
-    """Mean softmax NLL and its gradient; see :func:`fastff.kernels.reference.softmax_nll`."""
-    return get("softmax_nll", backend_of(z, y))(z, y)
-
-
-def softmax_quadratic(z, y):
-    """Mean quadratic cost of a softmax and its gradient; see
-    :func:`fastff.kernels.reference.softmax_quadratic`."""
-    return get("softmax_quadratic", backend_of(z, y))(z, y)
+# The public kernels for arrays of any backend: the checked kernels of every backend
+# (fastff.kernels.checked), on the kernels of the arrays' own (NumPy: cpu, CuPy: cuda)
+_DISPATCH = CheckedKernels(lambda *arrays: get_backend(backend_of(*arrays)).module)
+dense_forward = _DISPATCH.dense_forward
+dense_backward_sgd = _DISPATCH.dense_backward_sgd
+dense_backward_second_order = _DISPATCH.dense_backward_second_order
+softmax_nll = _DISPATCH.softmax_nll
+softmax_quadratic = _DISPATCH.softmax_quadratic
 
 
 __all__ = ["dense_forward", "dense_backward_sgd", "dense_backward_second_order", "softmax_nll",

@@ -132,8 +132,9 @@ class Backend:
         The module holding its kernels (imported on first use).
     array_module : str
         ``numpy`` or ``cupy`` (imported on first use).
-    plan_class : type
-        Its :class:`Plan`.
+    plan_class : type or str
+        Its :class:`Plan`, or where to find it (``"module:Class"``, imported on the first plan,
+        so that registering a backend loads none of its code).
     loss_on_device : bool
         The step's loss comes back as a device array: reading it costs a synchronization, so
         the trainer checks it for NaN when it logs, not after every step.
@@ -148,7 +149,7 @@ class Backend:
     # run; ``graphs``, a step captured and replayed; ``tf32``, products on tensor cores. The
     # module's operations that come with one, and it.
     CAPABILITIES = ("lockstep", "device_data", "graphs", "tf32")
-    CAPABILITY_OPS = {"check_tf32": "tf32"}
+    CAPABILITY_OPS = {"check_tf32": "tf32", "render_shapeset_batch": "device_data"}
 
     def __init__(self, name, device, module, array_module="numpy", plan_class=Plan,
                  loss_on_device=False):
@@ -195,8 +196,18 @@ class Backend:
                              f"known: {', '.join(Backend.CAPABILITIES)}")
         return capability in getattr(self.module, "CAPABILITIES", ())
 
+    def runtime(self):
+        """Where this backend's kernels launch, for one that has a runtime (CUDA's: devices,
+        streams, free memory; :class:`fastff.kernels.cuda.Runtime`), made on first use; None
+        for kernels that run where Python does."""
+        make = getattr(self.module, "runtime", None)
+        return make() if make is not None else None
+
     def plan(self, sizes, dtype):
         """The execution plan of a model of ``sizes`` and ``dtype`` on this backend."""
+        if isinstance(self._plan_class, str):
+            module, _, name = self._plan_class.partition(":")
+            self._plan_class = getattr(importlib.import_module(module), name)
         return self._plan_class(self, sizes, dtype)
 
     def to_device(self, a, dtype=None):

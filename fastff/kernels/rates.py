@@ -34,6 +34,7 @@ import numpy as np
 from .. import config
 from ..checks import choose
 from ..errors import InputError
+from ..softmax import softmax
 from . import memory
 from .stats import check_arrays
 
@@ -119,7 +120,6 @@ def output_curvature(z, loss, xp=np):
     diag(p) - p p^T). ``quadratic`` (1/2 |p - t|^2): the diagonal of J^T J with
     J = diag(p) - p p^T, i.e. p_j^2 ((1 - p_j)^2 + sum_k p_k^2 - p_j^2) / B.
     """
-    from .reference import softmax  # (reference imports the contracts, which import this)
     p = softmax(z.astype(np.float64), xp)
     if loss == "nll":
         c = p * (1 - p)

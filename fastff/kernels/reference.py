@@ -8,7 +8,13 @@ s = x @ W + b, h = f(s).
 import numpy as np
 
 from .. import activations
-from .contracts import backward_args, forward_args, second_order_args, softmax_args
+from ..softmax import softmax, softmax_parts
+from .checked import public
+
+
+def array_module():
+    """The array module of these kernels' arrays."""
+    return np
 
 
 def hist_bin_index(h, lo, hi, bins):
@@ -53,32 +59,10 @@ def accumulate_backward_stats(delta, grad_w, stats):
     stats.counts[1] += 1  # steps
 
 
-def dense_forward(x, W, b, activation, out=None, stats=None):
-    """h = f(x @ W + b); accumulate output statistics into ``stats`` when given.
-
-    Parameters
-    ----------
-    x : ndarray (batch, n_in)
-    W : ndarray (n_in, n_out)
-    b : ndarray (n_out,)
-    activation : str
-        ``sigmoid``, ``tanh``, ``softsign``, ``relu`` or ``linear``.
-    out : ndarray (batch, n_out), optional
-        Written with h and returned.
-    stats : ForwardStats, optional
-
-    Returns
-    -------
-    ndarray (batch, n_out)
-    """
-    activation, out = forward_args(x, W, b, activation, out, stats)
-    return forward_unchecked(x, W, b, activation, out=out, stats=stats)
-
-
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
                       parallel=True):
-    """dense_forward on checked arguments, with the interface the MLP calls on every backend
-    (``prefetch`` and ``parallel``, hints to the CPU kernels, mean nothing here)."""
+    """h = f(x @ W + b) on checked arguments, with the interface the MLP calls on every
+    backend (``prefetch`` and ``parallel``, hints to the CPU kernels, mean nothing here)."""
     act = activations.get(activation)
     h = act.forward(x @ W + b).astype(W.dtype, copy=False)
     if out is not None:
@@ -89,47 +73,11 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
     return h
 
 
-def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True):
-    """Back-propagate through one layer and apply its SGD update in place.
-
-    delta = grad_h * f'(h) (derivative from the output); grad_x = delta @ W.T with the *old* W;
-    then W -= lr * x.T @ delta and b -= lr * delta.sum(0).
-
-    Parameters
-    ----------
-    x : ndarray (batch, n_in)
-        The layer's input from the forward pass.
-    h : ndarray (batch, n_out)
-        The layer's output from the forward pass.
-    W, b : ndarray
-        Parameters, updated in place.
-    grad_h : ndarray (batch, n_out)
-        dC/dh. For a mean loss it already carries the 1/batch factor.
-    activation : str
-    lr : float
-        Learning rate.
-    grad_x : ndarray (batch, n_in), optional
-        Written with dC/dx and returned.
-    stats : BackwardStats, optional
-        Accumulates statistics of delta = dC/ds and of dC/dW.
-    compute_grad_x : bool
-        False skips dC/dx (the first layer needs none) and returns None.
-
-    Returns
-    -------
-    ndarray (batch, n_in) or None
-    """
-    activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
-                                       compute_grad_x)
-    return backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=grad_x, stats=stats,
-                              compute_grad_x=compute_grad_x)
-
-
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
                        compute_grad_x=True, delta=None, prefetch=True, parallel=True):
-    """dense_backward_sgd on checked arguments, with the interface the MLP calls on every
-    backend (``delta``, a workspace, and ``prefetch`` and ``parallel``, hints, are for the CPU
+    """delta = grad_h * f'(h); grad_x = delta @ W.T with the old W; then W -= lr x.T delta
+    and b -= lr delta.sum(0): dense_backward_sgd on checked arguments, with the interface the
+    MLP calls on every backend (``delta``, a workspace, and ``prefetch`` and ``parallel``, hints, are for the CPU
     kernels and mean nothing here)."""
     act = activations.get(activation)
     dt = W.dtype.type
@@ -148,49 +96,12 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     return gx
 
 
-def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
-                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
-    """Back-propagate through one layer and apply a per-parameter-rate update in place.
-
-    As :func:`dense_backward_sgd`, but each parameter moves by ``lr / (1 + A / damping) * g``
-    where A is the running estimate held in ``rates`` (a
-    :class:`~fastff.kernels.rates.LayerRates`; the formulas are in that module's docstring):
-    the diagonal Gauss-Newton curvature (``diag_hessian``, which also back-propagates it) or
-    the square root of the per-example gradient variance (``grad_variance``).
-
-    Parameters
-    ----------
-    x, h, W, b, grad_h, activation, lr
-        As in :func:`dense_backward_sgd`.
-    rates : LayerRates
-        The running estimates of this layer, updated in place (``rates.steps`` goes up by 1).
-    curv_h : ndarray (batch, n_out), optional
-        ``diag_hessian`` only, and required there: the Gauss-Newton curvature of the cost with
-        respect to h (with the mean cost's 1/batch factor), from the layer above or from
-        :func:`fastff.kernels.rates.output_curvature`.
-    grad_x, curv_x : ndarray (batch, n_in), optional
-        Written with dC/dx and (``diag_hessian``) the curvature with respect to x.
-    stats : BackwardStats, optional
-    compute_grad_x : bool
-        False skips dC/dx and the curvature below (the first layer needs neither).
-
-    Returns
-    -------
-    (grad_x, curv_x)
-        Each an ndarray (batch, n_in), or None when not computed (``curv_x`` is None for
-        ``grad_variance``).
-    """
-    grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
-                                       grad_x, curv_x, stats, compute_grad_x)
-    return second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h, grad_x,
-                                  curv_x, stats, compute_grad_x)
-
-
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
                            prefetch=True, parallel=True):
-    """dense_backward_second_order on checked arguments, with the interface the MLP calls on
-    every backend (``delta``, ``prefetch`` and ``parallel`` as in :func:`backward_unchecked`)."""
+    """Each parameter moves by lr / (1 + A / damping) * g, A the running estimate in
+    ``rates`` (fastff.kernels.rates): dense_backward_second_order on checked arguments, with
+    the interface the MLP calls on every backend (``delta``, ``prefetch`` and ``parallel`` as in :func:`backward_unchecked`)."""
     act = activations.get(activation)
     dt = W.dtype.type
     hessian = rates.method == "diag_hessian"
@@ -226,44 +137,9 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     return gx, cx
 
 
-def softmax_nll(z, y):
-    """Mean negative log-likelihood of a softmax over ``z`` and its gradient.
-
-    Parameters
-    ----------
-    z : ndarray (batch, n_classes)
-        Logits.
-    y : ndarray (batch,) of ints
-        Class ids in [0, n_classes).
-
-    Returns
-    -------
-    loss : float
-        mean over the batch of -log softmax(z)[y].
-    grad_z : ndarray (batch, n_classes)
-        d loss / d z = (softmax(z) - onehot(y)) / batch, in the dtype of ``z``.
-    """
-    softmax_args(z, y)
-    return softmax_nll_unchecked(z, y)
-
-
-def softmax_parts(z, xp=np):
-    """A stable softmax over the rows of ``z``, in ``z``'s dtype, as its parts: the row maxima
-    m, e = exp(z - m) and the row sums of e (softmax = e / total). The one softmax of the
-    NumPy side (the costs, the measurements, the curvature, ``MLP.forward``)."""
-    m = z.max(axis=1, keepdims=True)
-    e = xp.exp(z - m)
-    return e, e.sum(axis=1, keepdims=True), m
-
-
-def softmax(z, xp=np):
-    """softmax(z) over the rows, in ``z``'s dtype."""
-    e, total, _ = softmax_parts(z, xp)
-    return e / total
-
-
 def softmax_nll_unchecked(z, y, grad_z=None):
-    """softmax_nll on checked arguments (the interface the MLP calls on every backend)."""
+    """Mean -log softmax(z)[y] and its gradient (softmax(z) - onehot(y)) / batch, on checked
+    arguments (the interface the MLP calls on every backend)."""
     e, total, m = softmax_parts(z)
     rows = np.arange(z.shape[0])
     logp_y = (z[rows, y] - m[:, 0]) - np.log(total[:, 0])
@@ -278,34 +154,10 @@ def softmax_nll_unchecked(z, y, grad_z=None):
     return loss, grad
 
 
-def softmax_quadratic(z, y):
-    """Mean quadratic cost between a softmax over ``z`` and the one-hot target, and its gradient.
-
-    The paper compares the log-likelihood with the quadratic cost of Rumelhart et al. (1986)
-    (§4.1, Fig. 5) without naming the output nonlinearity under the quadratic cost;
-    fastff keeps the softmax, so that the two costs differ only in the cost:
-    C = 1/2 sum_k (p_k - t_k)^2 with p = softmax(z), t = onehot(y).
-
-    Parameters
-    ----------
-    z : ndarray (batch, n_classes)
-        Logits.
-    y : ndarray (batch,) of ints
-        Class ids in [0, n_classes).
-
-    Returns
-    -------
-    loss : float
-        mean over the batch of 1/2 sum_k (p_k - t_k)^2.
-    grad_z : ndarray (batch, n_classes)
-        d loss / d z_j = p_j ((p_j - t_j) - sum_k (p_k - t_k) p_k) / batch, in the dtype of ``z``.
-    """
-    softmax_args(z, y)
-    return softmax_quadratic_unchecked(z, y)
-
-
 def softmax_quadratic_unchecked(z, y, grad_z=None):
-    """softmax_quadratic on checked arguments (the interface the MLP calls on every backend)."""
+    """Mean 1/2 sum_k (p_k - t_k)^2, p = softmax(z), t = onehot(y), and its gradient
+    p_j ((p_j - t_j) - sum_k (p_k - t_k) p_k) / batch, on checked arguments (the interface the
+    MLP calls on every backend)."""
     z64 = z.astype(np.float64)
     p = softmax(z64)
     rows = np.arange(z.shape[0])
@@ -319,3 +171,8 @@ def softmax_quadratic_unchecked(z, y, grad_z=None):
         grad = grad_z
     return loss, grad
 
+
+
+# the public kernels, checked (fastff.kernels.checked): the same on every backend
+(dense_forward, dense_backward_sgd, dense_backward_second_order, softmax_nll,
+ softmax_quadratic) = public(__name__)

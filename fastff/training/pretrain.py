@@ -33,8 +33,6 @@ from ..kernels.stats import ForwardStats
 
 METHODS = ("dae",)
 BOUNDED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0)}
-PRETRAIN_COLUMNS = ("layer", "update", "examples", "reconstruction", "sat_low", "sat_high",
-                    "mean", "std", "seconds")
 
 
 def check_options(pretrain, updates, corruption, lr):
@@ -93,7 +91,7 @@ def pretrain_dae(model, batches, *, updates, lr, corruption=0.25, seed=0, log_ev
     Returns
     -------
     list of dict
-        One row per logged interval and layer (:data:`PRETRAIN_COLUMNS`): the mean
+        One row per logged interval and layer (:data:`fastff.record.PRETRAIN_COLUMNS`): the mean
         reconstruction cross-entropy per example over the interval and the encoder's saturation
         and moments counted by the forward kernel.
 

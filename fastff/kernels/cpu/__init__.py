@@ -1,9 +1,10 @@
 """Fused Numba kernels for the CPU, with the contracts of :mod:`fastff.kernels.reference`.
 
-The call tree (each entry point validates, then calls its ``*_unchecked`` twin, which the MLP
-calls directly on arrays it owns)::
+The call tree (each public kernel checks its arguments once, for every backend, in
+:mod:`fastff.kernels.checked`, then calls its ``*_unchecked`` twin here, which the MLP calls
+directly on arrays it owns)::
 
-    dense_forward -> forward_unchecked
+    dense_forward -> forward_unchecked           (the checks: fastff.kernels.checked)
         batch <= CPU_SMALL_BATCH_MAX   tiles.gemm_blocks          W by blocks of rows, in parallel,
                                                                   read in row order
                                        epilogues.forward_epilogue sum of the blocks, bias, f,
@@ -37,13 +38,18 @@ import numpy as np
 
 from ... import activations, config
 from ...errors import InputError
-from ..contracts import backward_args, forward_args, second_order_args, softmax_args
+from ..checked import public
 from ..memory import empty
 from . import blas, simd, softmax, tiles
 from . import rates as rate_kernels
 from .epilogues import (delta_bias, delta_bias_serial, delta_stat_args, forward_epilogue,
                         forward_epilogue_serial, forward_stat_args, grad_w_moments)
 
+
+
+def array_module():
+    """The array module of these kernels' arrays."""
+    return np
 
 
 def _use_tiles(batch):
@@ -164,75 +170,11 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     return (grad_x if compute_grad_x else None), (curv_x if compute_grad_x and hessian else None)
 
 
-def dense_backward_second_order(x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
-                                grad_x=None, curv_x=None, stats=None, compute_grad_x=True):
-    """Backward pass and per-parameter-rate update in one pass over W; the contract of
-    reference.dense_backward_second_order."""
-    grad_x, curv_x = second_order_args(x, h, W, b, grad_h, activation, lr, rates, curv_h,
-                                       grad_x, curv_x, stats, compute_grad_x)
-    c = np.ascontiguousarray
-    return second_order_unchecked(c(x), c(h), W, b, c(grad_h), activations.get(activation).name,
-                                  lr, rates, None if curv_h is None else c(curv_h), grad_x,
-                                  curv_x, stats, bool(compute_grad_x))
-
-
-def dense_forward(x, W, b, activation, out=None, stats=None):
-    """h = f(x @ W + b) with statistics, fused; the contract of reference.dense_forward.
-
-    Parameters
-    ----------
-    x : ndarray (batch, n_in), float32 or float64
-    W : ndarray (n_in, n_out), same dtype
-    b : ndarray (n_out,), same dtype
-    activation : str
-    out : ndarray (batch, n_out), optional
-    stats : ForwardStats, optional
-        Accumulates saturation counts, sums and the histogram of h in the same pass; made for
-        this layer (``ForwardStats(n_out, activation)``).
-
-    Returns
-    -------
-    ndarray (batch, n_out)
-    """
-    activation, out = forward_args(x, W, b, activation, out, stats)
-    return forward_unchecked(np.ascontiguousarray(x), np.ascontiguousarray(W),
-                             np.ascontiguousarray(b), activation, out, stats)
-
-
-def dense_backward_sgd(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True):
-    """Backward pass and SGD update in one pass over W; the contract of reference.dense_backward_sgd.
-
-    W and b are updated in place and must be C-contiguous and writable. Returns dC/dx computed
-    with the old W (or None when ``compute_grad_x`` is False).
-    """
-    activation, grad_x = backward_args(x, h, W, b, grad_h, activation, lr, grad_x, stats,
-                                       compute_grad_x)
-    return backward_unchecked(np.ascontiguousarray(x), np.ascontiguousarray(h), W, b,
-                              np.ascontiguousarray(grad_h), activation, lr, grad_x, stats,
-                              bool(compute_grad_x))
-
-
-def softmax_nll(z, y, grad_z=None):
-    """Mean softmax negative log-likelihood and its gradient; the contract of reference.softmax_nll."""
-    grad_z = softmax_args(z, y, grad_z)
-    return softmax_nll_unchecked(np.ascontiguousarray(z), np.ascontiguousarray(y, dtype=np.int64),
-                                 grad_z)
-
-
 def softmax_nll_unchecked(z, y, grad_z=None):
     """softmax_nll on validated arrays (used by the MLP)."""
     if grad_z is None:
         grad_z = np.empty_like(z)
     return float(softmax.softmax_nll(z, y, grad_z)), grad_z
-
-
-def softmax_quadratic(z, y, grad_z=None):
-    """Mean quadratic cost of a softmax and its gradient; the contract of
-    reference.softmax_quadratic."""
-    grad_z = softmax_args(z, y, grad_z)
-    return softmax_quadratic_unchecked(np.ascontiguousarray(z),
-                                       np.ascontiguousarray(y, dtype=np.int64), grad_z)
 
 
 def softmax_quadratic_unchecked(z, y, grad_z=None):
@@ -245,3 +187,8 @@ def softmax_quadratic_unchecked(z, y, grad_z=None):
 def threading_layer():
     """The Numba threading layer in use (after the first parallel call)."""
     return numba.threading_layer()
+
+
+# the public kernels, checked (fastff.kernels.checked): the same on every backend
+(dense_forward, dense_backward_sgd, dense_backward_second_order, softmax_nll,
+ softmax_quadratic) = public(__name__)

@@ -5,9 +5,11 @@ dataset calls it for a model that trains on the GPU, so that batches never cross
 """
 import numpy as np
 
-from . import SHAPESET_THREADS, require_on_device, runtime
+from .compiler import SHAPESET_THREADS
+from .runtimes import require_on_device, runtime
 from ...checks import writable_c_contiguous
 from ...errors import InputError
+from ...shapeset_spec import angle_table, check_stream
 
 _MAX_GRID = 65_535  # blocks of one launch; the kernel loops over the rest
 
@@ -19,7 +21,6 @@ def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
     Returns (x (n, 1024) float32, labels (n,) int64, n_objects (n,) int64), arrays of the
     runtime (CuPy on a GPU); ``x``, ``labels`` and ``n_objects`` may be given to be filled.
     """
-    from ...data.shapeset_counter import angle_table, check_stream
     check_stream(key, first, n)
     if n >= 2 ** 31:  # the kernel counts images in an int
         raise InputError(f"at most 2^31 - 1 images a launch, got {n}")
@@ -41,8 +42,21 @@ def render(key, first, n, balanced, scale, x=None, labels=None, n_objects=None):
                              f"{a.dtype} of shape {tuple(a.shape)}")
         writable_c_contiguous(name, a)
     if n:
-        rt.launch("shapeset_render", (min(n, _MAX_GRID),), (SHAPESET_THREADS,),
-                  (np.uint32(key[0]), np.uint32(key[1]), np.uint64(first), np.int32(n),
-                   np.int32(bool(balanced)), table, np.float32(scale[0]), np.float32(scale[1]),
-                   x, labels, n_objects))
+        rt.launch_named("shapeset_render", (min(n, _MAX_GRID),), (SHAPESET_THREADS,),
+                        k0=np.uint32(key[0]), k1=np.uint32(key[1]), first=np.uint64(first),
+                        n=np.int32(n), balanced=np.int32(bool(balanced)), table=table,
+                        mul=np.float32(scale[0]), add=np.float32(scale[1]), x=x, labels=labels,
+                        n_objects=n_objects)
     return x, labels, n_objects
+
+
+def render_batch(buffers, key, first, n, balanced, scale):
+    """(x, labels) of :func:`render` into buffers kept in the dict ``buffers`` (the caller's,
+    one set per batch size and stream, made on first use): a dataset's training batches on the
+    device without an allocation per batch (valid until the next call)."""
+    slot = (n, runtime().stream())
+    if slot not in buffers:
+        buffers[slot] = render(key, first, n, balanced, scale)
+    else:
+        render(key, first, n, balanced, scale, *buffers[slot])
+    return buffers[slot][:2]

@@ -11,12 +11,15 @@ shape, so that one launch steps them all (:func:`fastff.train_many`). A step the
 nothing, synchronizes nothing and uploads nothing but a changed learning rate or batch
 address: it is one launch.
 """
+import warnings
+
 import numpy as np
 
 from ... import activations, config
 from ...errors import InputError
 from ..backend import Plan
-from . import CTYPES, runtime
+from .compiler import CTYPES
+from .runtimes import runtime
 
 COSTS = {"nll": 0, "quadratic": 1}  # the costs train_step.cu knows: softmax_loss.cu's fastff::Cost
 SLOTS = 24  # int64 slots of a fastff::LayerDesc
@@ -215,10 +218,12 @@ class StepLaunch:
             self.io_host = io
         self.set_rate(lrs, steps)
         out = self.rt.loss_slots(steps * nets)
-        args = (self.desc, np.int32(len(self.params)), np.int32(nets), self.io,
-                np.int32(self.batch), np.int32(steps), self.rates, np.int32(self.cost),
-                np.int32(self.want_stats), np.int32(self.want_gw), out, self.barrier)
-        self.rt.launch(self.kernel, (self.grid,), (threads(),), args, cooperative=True)
+        self.rt.launch_named(self.kernel, (self.grid,), (threads(),), cooperative=True,
+                             desc=self.desc, L=np.int32(len(self.params)), nets=np.int32(nets),
+                             io=self.io, B=np.int32(self.batch), steps=np.int32(steps),
+                             lr=self.rates, cost=np.int32(self.cost),
+                             want_stats=np.int32(self.want_stats),
+                             want_gw=np.int32(self.want_gw), losses=out, barrier=self.barrier)
         return out.reshape(nets, steps) if self.grouped else out
 
 
@@ -331,6 +336,7 @@ class CUDAPlan(Plan):
     def __init__(self, backend, sizes, dtype):
         super().__init__(backend, sizes, dtype)
         self.launch = self.graph = None
+        self.said_float32 = False
 
     def lockstep_applies(self, model, batch, rates):
         return Lockstep.applies(model, batch, rates)
@@ -353,6 +359,13 @@ class CUDAPlan(Plan):
             if path == "persistent":
                 raise InputError(f"config.CUDA_STEP_PATH = 'persistent', but {reason}")
             return self._graph_step(params, activation, x, y, lr, stats, rates, loss, layers)
+        if self.hints.get("tf32") and not self.said_float32:
+            self.said_float32 = True  # once a model: tf32 asks for tensor cores it will not get
+            warnings.warn(f"tf32=True: at batch {batch} the step runs as one persistent launch, "
+                          "in float32 on CUDA cores (tensor cores serve batches over "
+                          f"config.CUDA_STEP_MAX_BATCH = {config.CUDA_STEP_MAX_BATCH}); set "
+                          "config.CUDA_STEP_PATH = 'layers' for TF32 products at any batch",
+                          stacklevel=4)
         launch = self.launch
         if (launch is None or launch.params is not params
                 or not launch.matches(batch, stats, activation, loss)):

@@ -1,0 +1,47 @@
+"""Launch geometry of the layer-by-layer kernels: plain Python, shared with the host emulator of
+the tests. Counts are fixed by :mod:`fastff.config`, never read from the GPU, so that every sum
+runs in the same order (and gives the same bits) on every GPU.
+"""
+from ... import config
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def gemm_geometry(M, R, Nc):
+    """(grid, block, chunk, splits) of a split-R product of an (M, R) by (R, Nc) matrix.
+
+    The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
+    that there are about ``config.CUDA_SPLIT_BLOCKS`` blocks: at batch 10 a 1000 x 1000 layer
+    has 16 column tiles and one row tile, and the splits give the other SMs work. The count is
+    fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU
+    (on CUDA cores: with ``tf32`` the tensor cores add each 8-term product their own way, which
+    may differ between GPU generations).
+    """
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    tiles = _ceil(Nc, tn) * _ceil(M, tm)
+    want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_SPLIT_BLOCKS, tiles)))
+    chunk = _ceil(_ceil(R, want), tk) * tk
+    splits = _ceil(R, chunk)
+    return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 4, 1), chunk, splits
+
+
+def columns_geometry(n, sms):
+    """(grid, block) of a kernel with one thread per column (grid-stride beyond that)."""
+    threads = int(config.CUDA_THREADS)
+    return (max(1, min(_ceil(n, threads), config.CUDA_BLOCKS_PER_SM * sms)),), (threads,)
+
+
+def delta_geometry(B, N):
+    """(grid, block) of dense_backward_delta: blocks of CUDA_THREADS columns by
+    CUDA_DELTA_ROWS rows, so that a large batch spreads over the SMs."""
+    threads = int(config.CUDA_THREADS)
+    return (_ceil(N, threads), _ceil(B, config.CUDA_DELTA_ROWS), 1), (threads, 1, 1)
+
+
+def update_geometry(K, N):
+    """(grid, block, blocks) of the weight update: one block per UT x UT tile of W."""
+    ut = config.CUDA_UPDATE_TILE
+    grid = (_ceil(N, ut), _ceil(K, ut), 1)
+    return grid, (ut // 4, ut // 4, 1), grid[0] * grid[1]

@@ -1,0 +1,206 @@
+"""The unchecked CUDA kernels: each builds its launches' arguments by the names of the kernels'
+parameters in the ``.cu`` sources (:meth:`~fastff.kernels.cuda.runtimes.Runtime.launch_named`)
+and launches through the runtime. Their arguments were checked by
+:mod:`fastff.kernels.checked` (or belong to a model that checked them once).
+"""
+import numpy as np
+
+from ... import activations, config
+from ...errors import DeviceError, InputError
+from .compiler import CTYPES
+from .geometry import columns_geometry, delta_geometry, gemm_geometry, update_geometry
+from .runtimes import runtime
+
+_i32, _i64, _f64 = np.int32, np.int64, np.float64
+
+
+def array_module():
+    """The array module of these kernels' arrays: the runtime's (CuPy on a GPU); creating the
+    runtime says what is missing where there is none."""
+    return runtime().xp
+
+
+def check_tf32(dtype, rt=None):
+    """Refuse TF32 products for anything but float32, with GEMM tiles that the tensor-core
+    path cannot cover (rows a multiple of 32, columns of 16, depth of 8: a warp forms 32 x 16
+    outputs from 16 x 8 x 8 products), or on runtime ``rt``'s GPU where it has no TF32."""
+    if rt is not None and not rt.has_tf32():
+        raise DeviceError(f"tf32=True needs TF32 tensor cores (compute capability 8.0 or newer); "
+                          f"this GPU is {rt.compute_capability()}")
+    if np.dtype(dtype) != np.float32:
+        raise InputError(f"tf32=True rounds float32 operands to TF32 on tensor cores; the "
+                         f"parameters are {np.dtype(dtype).name}")
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    if tm % 32 or tn % 16 or tk % 8:
+        raise InputError(f"tf32=True needs config.CUDA_GEMM_TILE rows a multiple of 32, columns "
+                         f"of 16 and depth of 8; it is {config.CUDA_GEMM_TILE}")
+
+
+def _dummies(rt):
+    """Stand-ins for statistics arrays a launch without statistics never touches."""
+    return rt.scratch("no_i64", 2, np.int64), rt.scratch("no_f64", 2, np.float64)
+
+
+def _layer(x, W, tf32):
+    """(runtime, batch, n_in, n_out, dtype, C++ type) of one layer's launches."""
+    rt = runtime()
+    if tf32:
+        check_tf32(W.dtype, rt)
+    return rt, x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
+
+
+def _split_k(rt, kernel, B, K, N, dtype, transposed, out=None):
+    """(grid, block, fields) of one layer's fused split-K product (x @ W, or delta @ W^T when
+    ``transposed``): the per-split partial products (a scratch buffer; with one split and
+    ``out`` given, ``out`` itself), the tiles' arrival counters, the sizes and the chunk."""
+    M, R, Nc = (B, N, K) if transposed else (B, K, N)
+    grid, block, chunk, splits = gemm_geometry(M, R, Nc)
+    parts = out if splits == 1 and out is not None else rt.scratch(kernel, splits * M * Nc, dtype)
+    return grid, block, dict(parts=parts, counters=rt.counters(grid[0] * grid[1] + grid[0]),
+                             B=_i32(B), K=_i32(K), N=_i32(N), chunk=_i32(chunk))
+
+
+def _forward_stats(rt, stats, T, grid, N):
+    """The statistics fields of a dense_forward_fused launch (stand-ins without ``stats``)."""
+    no_i64, no_f64 = _dummies(rt)
+    if stats is None:
+        return dict(want_stats=_i32(0), low=T.type(0), high=T.type(0), sat_low=no_i64,
+                    sat_high=no_i64, total=no_f64, total_sq=no_f64, hist=no_i64, bins=_i32(1),
+                    hist_lo=_f64(0), hist_scale=_f64(0), rows=no_i64, col_parts=no_f64)
+    bins = int(stats.hist.shape[0])  # the array's own length: what the kernel may index
+    if bins > config.CUDA_MAX_BINS:
+        raise InputError(f"the CUDA kernels count at most config.CUDA_MAX_BINS = "
+                         f"{config.CUDA_MAX_BINS} histogram bins, got {bins}")
+    return dict(want_stats=_i32(1), low=T.type(stats.low), high=T.type(stats.high),
+                sat_low=stats.sat_low, sat_high=stats.sat_high, total=stats.total,
+                total_sq=stats.total_sq, hist=stats.hist, bins=_i32(bins),
+                hist_lo=_f64(stats.hist_lo), hist_scale=_f64(bins / (stats.hist_hi - stats.hist_lo)),
+                rows=stats.rows, col_parts=rt.scratch("column_parts", grid[1] * 4 * N, np.float64))
+
+
+def _delta_stats(rt, stats):
+    """The dC/ds statistics fields of a delta (or rates' columns) launch."""
+    no_i64, no_f64 = _dummies(rt)
+    want = stats is not None
+    return dict(want_stats=_i32(want), d_total=stats.delta_total if want else no_f64,
+                d_total_sq=stats.delta_total_sq if want else no_f64,
+                counts=stats.counts if want else no_i64)
+
+
+def _grad_w_sums(rt, K, N, stats):
+    """The dC/dW fields of an update launch: whether to sum dC/dW, the blocks' partial sums,
+    their arrival counter and the totals."""
+    want = stats is not None and stats.weight_grad
+    _, _, blocks = update_geometry(K, N)
+    no_f64 = _dummies(rt)[1]
+    return dict(want_gw=_i32(want), gw_parts=rt.scratch("grad_w_parts", 2 * blocks, np.float64),
+                counter=rt.counters(1), grad_w_total=stats.grad_w_total if want else no_f64,
+                grad_w_total_sq=stats.grad_w_total_sq if want else no_f64)
+
+
+def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
+                      parallel=True, tf32=False):
+    """dense_forward on checked device arrays (``prefetch`` and ``parallel``, CPU hints,
+    mean nothing here; ``tf32``: the product on tensor cores in TF32, float32 only)."""
+    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    if out is None:
+        out = rt.empty((B, N), T)
+    name = f"dense_forward_fused<{ct}, {activations.CODES[activation]}>"
+    grid, block, split = _split_k(rt, name, B, K, N, T, False)
+    rt.launch_named(name, grid, block, x=x, W=W, b=b, out=out, tf32=_i32(bool(tf32)), **split,
+                    **_forward_stats(rt, stats, T, grid, N))
+    return out
+
+
+def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False):
+    """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
+    workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only)."""
+    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    if delta is None:
+        delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
+    grid, block = delta_geometry(B, N)
+    rate = rt.rate(lr, T)
+    rt.launch_named(f"dense_backward_delta<{ct}, {activations.CODES[activation]}>", grid, block,
+                    grad_h=grad_h, h=h, delta=delta, b=b, lr=rate, B=_i32(B), N=_i32(N),
+                    counters=rt.counters(grid[0]),
+                    col_parts=rt.scratch("column_parts", grid[1] * 3 * N, np.float64),
+                    **_delta_stats(rt, stats))
+    if compute_grad_x:
+        if grad_x is None:
+            grad_x = rt.empty((B, K), T)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
+    grid, block, _ = update_geometry(K, N)
+    rt.launch_named(f"dense_backward_update<{ct}>", grid, block, x=x, delta=delta, W=W, lr=rate,
+                    B=_i32(B), K=_i32(K), N=_i32(N), **_grad_w_sums(rt, K, N, stats))
+    return grad_x if compute_grad_x else None
+
+
+def _grad_x(rt, a, W, out, B, K, N, ct, tf32=False):
+    """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
+    last block of each tile; one split is written into ``out`` directly)."""
+    name = f"grad_x_fused<{ct}>"
+    grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True, out)
+    rt.launch_named(name, grid, block, delta=a, W=W, out=out, tf32=_i32(bool(tf32)), **split)
+
+
+def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
+                           curv_x=None, stats=None, compute_grad_x=True, delta=None,
+                           prefetch=True, parallel=True, tf32=False):
+    """dense_backward_second_order on checked device arrays; ``delta`` is an optional
+    (batch, n_out) workspace; ``tf32``: dC/dx (and the curvature's product) in TF32."""
+    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    hessian = rates.method == "diag_hessian"
+    if delta is None:
+        delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
+    q = rt.scratch("rates_q", B * N, T)[:B * N].reshape(B, N)
+    # lr / (1 + A / damping) as lr * damping / (damping + A), as the CPU's
+    hyper = dict(lr=T.type(lr * rates.damping), hessian=_i32(hessian),
+                 damping=T.type(rates.damping), keep=T.type(rates.decay),
+                 corr=T.type(rates.correction()))
+    grid, block = columns_geometry(N, rt.sms)
+    rt.launch_named(f"second_order_columns<{ct}, {activations.CODES[activation]}>", grid, block,
+                    # grad_variance reads no curvature: h stands in (not q, which is written)
+                    grad_h=grad_h, h=h, curv_h=curv_h if hessian else h, delta=delta, q=q, b=b,
+                    avg_b=rates.b, B=_i32(B), N=_i32(N), **hyper, **_delta_stats(rt, stats))
+    if compute_grad_x:
+        if grad_x is None:
+            grad_x = rt.empty((B, K), T)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
+        if hessian:
+            if curv_x is None:
+                curv_x = rt.empty((B, K), T)
+            w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
+            grid, block = columns_geometry(K * N, rt.sms)
+            rt.launch_named(f"square_into<{ct}>", grid, block, a=W, out=w_sq, count=_i64(K * N))
+            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct, tf32)
+    grid, block, _ = update_geometry(K, N)
+    rt.launch_named(f"second_order_update<{ct}>", grid, block, x=x, delta=delta, q=q, W=W,
+                    avg=rates.W, B=_i32(B), K=_i32(K), N=_i32(N), **hyper,
+                    **_grad_w_sums(rt, K, N, stats))
+    rates.steps += 1
+    return ((grad_x if compute_grad_x else None),
+            (curv_x if compute_grad_x and hessian else None))
+
+
+def _softmax_loss(kernel, z, y, grad_z):
+    rt = runtime()
+    B, K = z.shape
+    if grad_z is None:
+        grad_z = rt.empty(z.shape, z.dtype)
+    loss = rt.loss_slots()
+    rt.launch_named(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
+                    z=z, y=y, grad=grad_z, row_loss=rt.scratch("row_loss", B, np.float64),
+                    loss=loss, B=_i32(B), K=_i32(K))
+    return loss.reshape(()), grad_z  # a view of the slot (a graph replay writes it again)
+
+
+def softmax_nll_unchecked(z, y, grad_z=None):
+    """softmax_nll on checked device arrays; the loss comes back as a 0-d device array (no
+    synchronization)."""
+    return _softmax_loss("softmax_nll", z, y, grad_z)
+
+
+def softmax_quadratic_unchecked(z, y, grad_z=None):
+    """softmax_quadratic on checked device arrays; the loss stays a 0-d device array."""
+    return _softmax_loss("softmax_quadratic", z, y, grad_z)
