@@ -20,6 +20,7 @@ from pathlib import Path
 from ._version import __version__
 from .checks import positive
 from .errors import FastffError, InputError
+from .flags import add_flags, flag_values
 from .training import Interrupted, options as training_options
 
 
@@ -105,27 +106,22 @@ def _data_fetch(args):
 
 def _sweep(args):
     import json
-    from .sweeps import sweep
+    from .sweeps import SWEEP_FLAGS, sweep
     spec = Path(args.spec)
     try:
         grid = json.loads(spec.read_text() if spec.is_file() else args.spec)
     except ValueError as exc:
         raise InputError(f"SPEC must be a JSON file or JSON text of a grid: {exc}") from None
-    rows = sweep(grid, args.out, scheduler=args.scheduler, workers=args.workers,
-                 progress=not args.quiet)
+    rows = sweep(grid, **flag_values(args, SWEEP_FLAGS))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "diverged", "failed")}
     print(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f"; table: {Path(args.out) / 'runs.csv'}")
+          + f"; table: {Path(args.out_dir) / 'runs.csv'}")
     return 0 if not counts["failed"] else 1
 
 
 def _reproduce(args):
-    from .reproduction import reproduce
-    result = reproduce(args.paper, budget=args.budget, out_dir=args.out, datasets=args.datasets,
-                       seeds=args.seeds, scheduler=args.scheduler, workers=args.workers,
-                       data_dir=args.data_dir, progress=not args.quiet,
-                       experiments=args.experiments, train=not args.no_train,
-                       device=args.device, widen=args.widen, publish=args.publish)
+    from .reproduction import REPRODUCE_FLAGS, reproduce
+    result = reproduce(args.paper, **flag_values(args, REPRODUCE_FLAGS))
     print((result.out_dir / "table1.md").read_text())
     if result.experiments:
         print((result.out_dir / "experiments.md").read_text())
@@ -212,20 +208,16 @@ def _add_sweep(sub, fmt):
                        "on a LocalCluster of worker processes or an existing Dask cluster, and "
                        "keep OUT/runs.csv. Run again, finished runs are skipped and unfinished "
                        "ones resumed.")
+    from .sweeps import SWEEP_FLAGS
     w.add_argument("spec", help='grid as JSON (a file, or the text), e.g. \'{"activation": '
                    '["tanh", "softsign"], "init": ["standard", "normalized"], "updates": 1000}\'')
-    w.add_argument("--out", required=True, help="sweep directory: one run folder per point")
-    w.add_argument("--scheduler", default=None,
-                   help="address of a Dask scheduler (default: a LocalCluster here)")
-    w.add_argument("--workers", type=int, default=None,
-                   help="LocalCluster worker processes (default: one per core)")
-    w.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_flags(w, SWEEP_FLAGS)
     w.set_defaults(func=_sweep)
 
 
 def _add_reproduce(sub, fmt):
     """``fastff reproduce``."""
-    from .reproduction.glorot2010 import BUDGETS, DATASETS
+    from .reproduction import REPRODUCE_FLAGS
     rp = sub.add_parser("reproduce", formatter_class=fmt,
                         help="reproduce a paper's comparison (Table 1 and the figures)",
                         description="Train every model of Glorot & Bengio (2010)'s Table 1 over a "
@@ -233,38 +225,7 @@ def _add_reproduce(sub, fmt):
                         "error, and write OUT/table1.csv, table1.md, the figures and index.html. "
                         "Run again, finished runs are skipped and unfinished ones resumed.")
     rp.add_argument("paper", choices=["glorot2010"], help="the paper")
-    rp.add_argument("--budget", default="quick", choices=list(BUDGETS),
-                    help="smoke: narrow nets, a minute or two; quick: the paper's nets, about an "
-                    "hour on 2 cores (Shapeset, MNIST); long: 200,000 Shapeset and 60,000 MNIST updates, "
-                    "about 3 hours on 2 cores; paper: 5 million updates per run")
-    rp.add_argument("--out", default="reproduction", help="output directory")
-    rp.add_argument("--datasets", default=",".join(DATASETS),
-                    help="comma-separated; those not available offline are skipped with a note")
-    rp.add_argument("--seeds", type=int, default=None,
-                    help="runs per model, learning rate and dataset (default: the budget's)")
-    rp.add_argument("--scheduler", default=None,
-                    help="address of a Dask scheduler (default: a LocalCluster here)")
-    rp.add_argument("--workers", type=int, default=None,
-                    help="LocalCluster worker processes (default: one per core)")
-    rp.add_argument("--experiments", default="table1",
-                    help="comma-separated, some of table1, pretrain (the denoising auto-encoder "
-                    "reference), cost (the quadratic cost), svm (the RBF SVM on a finite "
-                    "Shapeset), second_order (per-parameter rates from a diagonal Hessian or a "
-                    "gradient-variance estimate), or all")
-    rp.add_argument("--data-dir", default=None, help="directory holding dataset files")
-    rp.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="cuda: one Dask worker per GPU, each training packs of runs in "
-                    "lockstep (fastff.train_many)")
-    rp.add_argument("--widen", type=int, default=None,
-                    help="rounds of widening: a model whose chosen learning rate sits at its "
-                    "grid's edge gets a run one rung beyond (default: the budget's; 0: none)")
-    rp.add_argument("--quiet", action="store_true", help="no progress lines")
-    rp.add_argument("--publish", default=None, metavar="DIR",
-                    help="copy the results and the runs' records, without checkpoints, to the "
-                         "new folder DIR: what a reader needs to recompute every number")
-    rp.add_argument("--no-train", action="store_true",
-                    help="train nothing: the tables, figures and claims of the runs already "
-                    "finished in --out (an interrupted reproduction's results so far)")
+    add_flags(rp, REPRODUCE_FLAGS)
     rp.set_defaults(func=_reproduce)
 
 

@@ -33,6 +33,7 @@ from .checks import positive
 from .data.shapeset import GENERATOR_BEFORE
 from .errors import DivergenceError, FastffError, InputError
 from .files import atomic_write_bytes
+from .flags import Flag
 from .record import RunDir
 from .training.signals import Interrupted, StopRequests
 
@@ -268,6 +269,20 @@ def gpu_cluster(n):
         "nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}} for i in range(n)}
     return SpecCluster(workers=workers, scheduler={"cls": Scheduler,
                                                    "options": {"dashboard_address": ":0"}})
+
+
+# The keywords of sweep() as the ``fastff sweep`` command's flags (fastff.flags)
+SCHEDULER_FLAG = Flag("scheduler", "address of a Dask scheduler (default: a LocalCluster here)")
+WORKERS_FLAG = Flag("workers", "LocalCluster worker processes (default: one per core)",
+                    cli=dict(type=int))
+SWEEP_FLAGS = (
+    Flag("out_dir", "sweep directory: one run folder per point", flag="--out",
+         cli=dict(required=True, metavar="OUT")),
+    SCHEDULER_FLAG, WORKERS_FLAG,
+    Flag("progress", "no progress lines", flag="--quiet", invert=True),
+    Flag("pack", "runs on GPUs trained together by one task (fastff.train_many; default: "
+         "enough packs for every worker)", cli=dict(type=int)),
+)
 
 
 def sweep(grid, out_dir, scheduler=None, *, workers=None, progress=True, pack=None):

@@ -391,7 +391,7 @@ def _signal_at(monkeypatch, update, seed):
     real = Trainer.stepped
 
     def stepped(self, k, loss, parallel=None):
-        if k == update and self.v["seed"] == seed:
+        if k == update and self.v.seed == seed:
             signal.raise_signal(signal.SIGINT)
         return real(self, k, loss, parallel)
 
@@ -552,7 +552,7 @@ def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, mo
     real, refused = Trainer.compile, []
 
     def compile(self, parallel=None):
-        if self.v["seed"] == 2 and not refused:
+        if self.v.seed == 2 and not refused:
             refused.append(True)
             raise MemoryError("out of memory allocating 1,048,576 bytes")
         return real(self, parallel)
@@ -566,7 +566,7 @@ def test_train_many_a_run_the_full_device_refuses_waits_for_the_next_wave(rt, mo
             np.testing.assert_array_equal(W1, W2)
     # alone on the device and still refused: the run fails with the error, the others go on
     monkeypatch.setattr(Trainer, "compile", lambda self, parallel=None: (_ for _ in ()).throw(
-        MemoryError("out of memory")) if self.v["seed"] == 2 else real(self, parallel))
+        MemoryError("out of memory")) if self.v.seed == 2 else real(self, parallel))
     out = fastff.train_many([dict(c, out_dir=None) for c in configs[1:] + configs[:1]],
                             errors="return")
     assert isinstance(out[0], MemoryError) and isinstance(out[1], fastff.training.Run)

@@ -20,9 +20,15 @@ Differences in test error (:func:`fastff.reproduction.table.comparison`):
   :func:`margin`; disagrees when it lies wholly outside; else inconclusive. A p-value above
   0.005 is never agreement.
 """
+import functools
+
 import numpy as np
 
+from ..files import atomic_write_bytes
+from ..report.runs import load_run
+from .chosen import chosen_runs, test_outcomes
 from .glorot2010 import DATASET_TITLES, PAPER_TABLE1, SIGNIFICANCE_LEVEL
+from .table import comparison, csv_bytes
 
 CLAIM_COLUMNS = ("claim", "source", "paper", "fastff", "test", "verdict")
 AGREES, DISAGREES, INCONCLUSIVE = "agrees", "disagrees", "inconclusive"
@@ -398,3 +404,16 @@ def markdown(rows):
     lines += ["", "How each is judged:", ""]
     lines += [f"- {r['claim']}: {r['test']}." for r in rows if r["test"]]
     return "\n".join(lines) + "\n"
+
+
+def write_claims(out, rows, table):
+    """The paper's claims beside the runs' numbers (:mod:`.claims`), written to
+    ``claims.csv`` and ``claims.md``."""
+    runs = {m: load_run(out / "runs" / name, title=m)
+            for m, name in chosen_runs(rows, table, "shapeset").items()}
+    outcomes = functools.partial(test_outcomes, out / "runs")
+    compare = functools.partial(comparison, rows, outcomes=outcomes)
+    claims = table_claims(table, compare) + (layer_claims(runs) if runs else [])
+    atomic_write_bytes(out / "claims.csv", csv_bytes(CLAIM_COLUMNS, claims))
+    atomic_write_bytes(out / "claims.md", markdown(claims).encode())
+    return claims

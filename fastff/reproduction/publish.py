@@ -66,3 +66,11 @@ def publish(out_dir, dest):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
     return size
+
+
+def publish_folder(out, dest, progress=True):
+    """:func:`publish`, saying what it weighed."""
+    size = publish(out, dest)
+    if progress:
+        print(f"published to {dest}: {size / 2**20:.1f} MiB", flush=True)
+    return size

@@ -114,7 +114,7 @@ def _checked(configs, device, errors):
                 raise named from None
             runs.append(named)
             continue
-        out_dir = run[1]["out_dir"]
+        out_dir = run[1].out_dir
         if out_dir is not None:
             key = str(Path(out_dir).resolve())
             if key in dirs:
@@ -135,23 +135,23 @@ def _checked_one(config, device):
     if device is not None:
         kwargs["device"] = device
     v = options.check(kwargs)
-    resolve(v["device"])
+    resolve(v.device)
     return arch, v
 
 
 def _on_gpu(v):
     """Whether the run's kernels step several nets in one launch (a GPU's); its device was
     resolved by :func:`_checked_one`."""
-    return get_backend(v["device"]).can("lockstep")
+    return get_backend(v.device).can("lockstep")
 
 
 def _group_key(t):
     """Runs that can share a launch: one shape, dtype, activation, cost and batch size, on the
     persistent step (any other run steps alone, and a failure of its step is its own)."""
     m, v = t.model, t.v
-    if not m.plan.lockstep_applies(m, v["batch_size"], t.rates):
+    if not m.plan.lockstep_applies(m, v.batch_size, t.rates):
         return ("alone", id(t))
-    return (tuple(m.sizes), m.dtype.str, m.activation, m.loss, v["batch_size"])
+    return (tuple(m.sizes), m.dtype.str, m.activation, m.loss, v.batch_size)
 
 
 def _lockstep(runs, indices, results):
@@ -205,9 +205,9 @@ def _set_up(runs, pending, results, stop):
     ``config.TRAIN_MANY_MEMORY_MARGIN`` more runs like the last, or one runs out of it; returns
     (index -> Trainer of the runs set up, the indices left for a later wave)."""
     live = {}
-    rt = get_backend(runs[pending[0]][1]["device"]).module.runtime()
+    rt = get_backend(runs[pending[0]][1].device).runtime()
     for n, i in enumerate(pending):
-        record = RunDir(runs[i][1]["out_dir"]) if runs[i][1]["out_dir"] is not None else None
+        record = RunDir(runs[i][1].out_dir) if runs[i][1].out_dir is not None else None
         fresh = record is not None and (not record.holds_run()
                                         or record.stopped_before_first_checkpoint())
         before, t = rt.free_bytes(), None
@@ -310,7 +310,7 @@ def _round(members, live, stepper, results, own):
         _, trainers, xs, ys = zip(*made)
         try:
             losses = stepper.step([t.model for t in trainers], xs, ys,
-                                  [t.v["lr"] for t in trainers], [t.stats for t in trainers])
+                                  [t.v.lr for t in trainers], [t.stats for t in trainers])
         except Exception as exc:  # noqa: BLE001 -- the launch was the group's: so is the failure
             for i, t, _, _ in made:
                 _drop(i, t, exc, live, results)
@@ -319,7 +319,7 @@ def _round(members, live, stepper, results, own):
         losses = []
         for i, t, x, y in made:
             try:
-                losses.append(t.model.step_unchecked(x, y, t.v["lr"], t.stats, t.rates))
+                losses.append(t.model.step_unchecked(x, y, t.v.lr, t.stats, t.rates))
             except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
                 _drop(i, t, exc, live, results)
                 losses.append(None)
@@ -336,7 +336,7 @@ def _round(members, live, stepper, results, own):
         except Exception as exc:  # noqa: BLE001 -- a run's failure is its own
             _drop(i, t, exc, live, results)
             continue
-        if t.next == t.v["updates"]:
+        if t.next == t.v.updates:
             t.end()
             results[i] = t.result()
             del live[i]

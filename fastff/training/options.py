@@ -5,9 +5,10 @@ and whether a resumed run may change it. From this one table come ``train``'s si
 docstring, the ``fastff train`` command line, ``config.json`` and the rules of ``--resume``.
 Adding an option means adding an entry here (and using its value where the run needs it).
 """
-import inspect
+import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Optional
 
 
 from .. import activations, data as datasets
@@ -73,8 +74,8 @@ class Option:
         What it does (the docstring's text and, up to its first period, ``--help``'s).
     check : callable
         value -> the value to use; raises InputError.
-    record : str or None
-        The key of ``config.json`` that keeps it (None: not recorded).
+    config_key : str or None
+        The key of ``config.json`` that keeps it (None: not kept there).
     resume : str
         ``fixed``: a resumed run must have the saved value; ``saved``: fixed, and when not
         given it is the saved run's; ``free``: a resumed run may change it.
@@ -93,7 +94,7 @@ class Option:
     type: str
     help: str
     check: object = None
-    record: object = None
+    config_key: object = None
     resume: str = "fixed"
     cli: dict = field(default_factory=dict)
     cli_default: object = _NO
@@ -111,147 +112,199 @@ class Option:
         return text if text[:2].isupper() else text[:1].lower() + text[1:]  # SGD stays SGD
 
 
-OPTIONS = (
-    Option("dataset", "shapeset", "str or Dataset",
-           "``shapeset`` (online, the default), ``mnist``, ``cifar10`` or ``small_imagenet``, or "
-           "a Dataset object (its arrays are checked: float inputs, finite, labels in range).",
-           record="dataset", cli=dict(choices=sorted(datasets.LOADERS)),
-           short="dataset; shapeset is generated online"),
-    Option("activation", "tanh", "str", "Hidden-unit nonlinearity (:mod:`fastff.activations`).",
-           check=_one_of("activation", activations.HIDDEN_ACTIVATIONS), record="activation", cli=dict(choices=activations.HIDDEN_ACTIVATIONS)),
-    Option("init", "normalized", "str",
-           "Weight initialization: the paper's standard (eq. 1) or normalized (eq. 16) "
-           "(:mod:`fastff.init`).", check=_one_of("init", INITS), record="init",
-           cli=dict(choices=sorted(INITS)),
-           short="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)"),
-    Option("lr", 0.01, "float",
-           "Learning rate; the paper tunes it per network (its §2.3; docs/protocol.md).",
-           check=lambda v: positive("lr", v), record="lr", cli=dict(type=float)),
-    Option("batch_size", 10, "int", "Examples per update (10 in the paper).",
-           check=_positive_int("batch_size"), record="batch_size", cli=dict(type=int)),
-    Option("updates", 20_000, "int",
-           "SGD updates in all. On resume: the new total, at least what the checkpoint has done.",
-           check=_positive_int("updates"), record="updates", resume="free",
-           cli=dict(type=int), cli_default=10_000),
-    Option("device", "cpu", "str", "Where to train: ``cpu`` or ``cuda``.",
-           check=_one_of("device", ("cpu", "cuda")), record="device",
-           resume="free", cli=dict(choices=["cpu", "cuda"])),
-    Option("seed", 0, "int",
-           "Fixes the weights and, unless ``data_seed`` is given, the data: the same seed gives "
-           "the same numbers on the CPU.",
-           check=check_seed, record="seed", cli=dict(type=int)),
-    Option("data_seed", None, "int, optional",
-           "Fixes the dataset apart from the weights: Shapeset's training stream and its "
-           "validation and test sets, a finite dataset's epoch order (default: ``seed``). Runs "
-           "of several seeds with one ``data_seed`` are scored on the same test set, so they "
-           "can be compared pairwise.",
-           check=_optional(check_seed), record="data_seed", before=None, cli=dict(type=int),
-           short="fixes the dataset (stream, validation and test sets, epoch order) apart from "
-           "the weights (default: --seed)"),
-    Option("eval_every", None, "int, optional",
-           "Updates between evaluations (default: updates / 10; on resume, the saved run's). "
-           "Update 0 is always evaluated.",
-           check=_optional(_positive_int("eval_every")), record="eval_every", resume="saved",
-           cli=dict(type=int)),
-    Option("out_dir", None, "str, optional",
-           "Run directory (config.json, metrics.csv, stats.npz, checkpoint.npz). A directory "
-           "that already holds a run is refused unless ``resume`` or ``overwrite`` is given.",
-           resume="free", cli=None),
-    Option("progress", True, "bool",
-           "Show a progress bar (and say when kernels are being compiled).",
-           check=_bool("progress"), resume="free", cli=None),
-    Option("resume", False, "bool",
-           "Continue the run in ``out_dir`` from its checkpoint; the result equals an "
-           "uninterrupted run's.", check=_bool("resume"), resume="free",
-           cli=dict(action="store_true")),
-    Option("overwrite", False, "bool",
-           "Replace the run in ``out_dir``: every file of the old run is removed first.",
-           check=_bool("overwrite"), resume="free", cli=dict(action="store_true")),
-    Option("dtype", "float32", "str", "Floating-point type of parameters and activations.",
-           record="dtype", cli=dict(choices=["float32", "float64"])),
-    Option("tf32", False, "bool",
-           "With ``device='cuda'`` and float32: products of batches over 16 on tensor cores, "
-           "operands rounded to TF32 (:class:`fastff.MLP`). Faster, but no longer the paper's "
-           "float32 numbers.", check=_bool("tf32"), record="tf32", before=False,
-           cli=dict(action="store_true"),
-           short="CUDA, float32: products of batches over 16 on tensor cores in TF32 (not the "
-                 "paper's float32 numbers)"),
-    Option("data_options", None, "dict, optional",
-           "Passed to :func:`fastff.data.load` (e.g. ``{\"valid_size\": 2000}`` for Shapeset).",
-           check=_data_options, record="data_options", cli=None),
-    Option("data_dir", None, "str, optional",
-           "Where to look for dataset files first (see :func:`fastff.data.load`).",
-           resume="free", cli={}),
-    Option("monitor_every", None, "int, optional",
-           "Updates between measurements of the paper's statistics on the fixed monitor set "
-           "(the first 300 test examples; :mod:`fastff.monitor`). Update 0 and the last update "
-           "are always measured. Default: updates / 10 (on resume, the saved run's), which "
-           "keeps monitoring under 5% of the training time of the paper's net at batch 10 on "
-           "the CPU; 0 turns monitoring off.",
-           check=_monitor_every, record="monitor_every", resume="saved", cli=dict(type=int)),
-    Option("jacobian_every", None, "int, optional",
-           "Updates between layer-Jacobian decompositions, taken at monitor snapshots (the most "
-           "expensive measurement; the last update is included). Default: at update 0 only, "
-           "where the paper measures it.",
-           check=_optional(_positive_int("jacobian_every")), record="jacobian_every",
-           resume="saved", cli=dict(type=int)),
-    Option("loss", "nll", "str",
-           "The output cost: ``nll`` (the softmax's negative log-likelihood, the paper's) or "
-           "``quadratic`` (the squared error between the softmax and the one-hot target; "
-           ":mod:`fastff.losses`, Fig. 5).", check=_one_of("loss", ("nll", "quadratic")),
-           record="loss", before="nll",
-           cli=dict(choices=["nll", "quadratic"]),
-           short="output cost: the softmax's negative log-likelihood (the paper's) or the "
-           "quadratic cost between the softmax and the one-hot target (Fig. 5)"),
-    Option("pretrain", None, "str, optional",
-           "``\"dae\"``: before the supervised updates, pre-train each hidden layer as a "
-           "denoising auto-encoder (:mod:`fastff.training.pretrain`; the paper's reference of "
-           "Fig. 11), logged to ``pretrain.csv`` and in ``Run.pretrain``.",
-           record="pretrain", before=None, cli=dict(choices=["dae"])),
-    Option("pretrain_updates", None, "int, optional",
-           "Auto-encoder updates per hidden layer (default: ``updates`` / 10).",
-           record="pretrain", cli=dict(type=int)),
-    Option("corruption", 0.25, "float",
-           "Masking-noise probability of the auto-encoders (Vincent et al. 2008 use 0.25 among "
-           "others).", record="pretrain", cli=dict(type=float)),
-    Option("pretrain_lr", None, "float, optional",
-           "Learning rate of the auto-encoders (default: ``lr``).", record="pretrain",
-           cli=dict(type=float)),
-    Option("optimizer", "sgd", "str",
-           "``sgd`` (the paper's), or SGD with a per-parameter rate ``lr / (1 + A / damping)`` "
-           "from a running estimate A (the paper's \"second-order\" trials, "
-           ":mod:`fastff.kernels.rates`): ``diag_hessian``, the Gauss-Newton diagonal of LeCun "
-           "et al. (1998b); ``grad_variance``, the per-example gradient's standard deviation. "
-           "``lr`` is then the largest rate a parameter gets.",
-           check=_one_of("optimizer", OPTIMIZERS),
-           record="optimizer", before="sgd", cli=dict(choices=list(OPTIMIZERS))),
-    Option("damping", None, "float, optional",
-           "The estimate's scale in the per-parameter rate (default: "
-           "``fastff.config.SECOND_ORDER_DAMPING[optimizer]``).",
-           record="rate_options", before=None, cli=dict(type=float)),
-    Option("estimate_decay", None, "float, optional",
-           "The running average's memory, in [0, 1) (default: "
-           "``fastff.config.SECOND_ORDER_DECAY``).", record="rate_options", cli=dict(type=float)),
-    Option("checkpoint_every", 300.0, "float",
-           "Seconds of wall time between checkpoints of a run with ``out_dir``, whatever the "
-           "evaluation cadence (each evaluation writes one too); 0 writes them only at "
-           "evaluations. A run interrupted (Ctrl-C, SIGTERM) writes one at once.",
-           check=_seconds, record="checkpoint_every", resume="free", cli=dict(type=float)),
-)
+def option(default, type, help, **entry):
+    """A field of :class:`TrainOptions`: its default, and the rest of its :class:`Option`
+    entry (``type`` as the docstring says it, ``help``, ``check``, ``config_key``, ...)."""
+    return field(default=default, metadata={"option": dict(type=type, help=help, **entry)})
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What a run derives from its options once they are checked (never an option itself).
+
+    Attributes
+    ----------
+    pretrain : dict or None
+        The pre-training phase's settings (:func:`fastff.training.pretrain.check_options`:
+        method, updates, corruption, lr); None without one.
+    rates : dict or None
+        ``damping`` and ``decay`` of the per-parameter rates; None for ``sgd``.
+    """
+
+    pretrain: Optional[dict]
+    rates: Optional[dict]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Every option of :func:`fastff.train`, typed, checked when made and frozen after: the
+    one table of the options (each field's metadata is its :class:`Option` entry), from which
+    come ``train``'s docstring, the command line's flags, ``config.json`` and the rules of
+    ``--resume``. ``TrainOptions(lr=0.1, updates=500)`` gives a :class:`Trainer` its options;
+    what the run derives from them is in ``derived`` (:class:`Derived`).
+    """
+
+    dataset: "str | datasets.Dataset" = option("shapeset", "str or Dataset",
+            "``shapeset`` (online, the default), ``mnist``, ``cifar10`` or ``small_imagenet``, or "
+            "a Dataset object (its arrays are checked: float inputs, finite, labels in range).",
+            config_key="dataset", cli=dict(choices=sorted(datasets.LOADERS)),
+            short="dataset; shapeset is generated online")
+    activation: str = option("tanh", "str", "Hidden-unit nonlinearity (:mod:`fastff.activations`).",
+            check=_one_of("activation", activations.HIDDEN_ACTIVATIONS), config_key="activation",
+            cli=dict(choices=activations.HIDDEN_ACTIVATIONS))
+    init: str = option("normalized", "str",
+            "Weight initialization: the paper's standard (eq. 1) or normalized (eq. 16) "
+            "(:mod:`fastff.init`).", check=_one_of("init", INITS), config_key="init",
+            cli=dict(choices=sorted(INITS)),
+            short="weight initialization: the paper's standard (eq. 1) or normalized (eq. 16)")
+    lr: float = option(0.01, "float",
+            "Learning rate; the paper tunes it per network (its §2.3; docs/protocol.md).",
+            check=lambda v: positive("lr", v), config_key="lr", cli=dict(type=float))
+    batch_size: int = option(10, "int", "Examples per update (10 in the paper).",
+            check=_positive_int("batch_size"), config_key="batch_size", cli=dict(type=int))
+    updates: int = option(20_000, "int",
+            "SGD updates in all. On resume: the new total, at least what the checkpoint has done.",
+            check=_positive_int("updates"), config_key="updates", resume="free",
+            cli=dict(type=int), cli_default=10_000)
+    device: str = option("cpu", "str", "Where to train: ``cpu`` or ``cuda``.",
+            check=_one_of("device", ("cpu", "cuda")), config_key="device",
+            resume="free", cli=dict(choices=["cpu", "cuda"]))
+    seed: int = option(0, "int",
+            "Fixes the weights and, unless ``data_seed`` is given, the data: the same seed gives "
+            "the same numbers on the CPU.",
+            check=check_seed, config_key="seed", cli=dict(type=int))
+    data_seed: Optional[int] = option(None, "int, optional",
+            "Fixes the dataset apart from the weights: Shapeset's training stream and its "
+            "validation and test sets, a finite dataset's epoch order (default: ``seed``). Runs "
+            "of several seeds with one ``data_seed`` are scored on the same test set, so they "
+            "can be compared pairwise.",
+            check=_optional(check_seed), config_key="data_seed", before=None, cli=dict(type=int),
+            short="fixes the dataset (stream, validation and test sets, epoch order) apart from "
+            "the weights (default: --seed)")
+    eval_every: Optional[int] = option(None, "int, optional",
+            "Updates between evaluations (default: updates / 10; on resume, the saved run's). "
+            "Update 0 is always evaluated.",
+            check=_optional(_positive_int("eval_every")), config_key="eval_every", resume="saved",
+            cli=dict(type=int))
+    out_dir: "Optional[str | os.PathLike]" = option(None, "str, optional",
+            "Run directory (config.json, metrics.csv, stats.npz, checkpoint.npz). A directory "
+            "that already holds a run is refused unless ``resume`` or ``overwrite`` is given.",
+            resume="free", cli=None)
+    progress: bool = option(True, "bool",
+            "Show a progress bar (and say when kernels are being compiled).",
+            check=_bool("progress"), resume="free", cli=None)
+    resume: bool = option(False, "bool",
+            "Continue the run in ``out_dir`` from its checkpoint; the result equals an "
+            "uninterrupted run's.", check=_bool("resume"), resume="free",
+            cli=dict(action="store_true"))
+    overwrite: bool = option(False, "bool",
+            "Replace the run in ``out_dir``: every file of the old run is removed first.",
+            check=_bool("overwrite"), resume="free", cli=dict(action="store_true"))
+    dtype: str = option("float32", "str", "Floating-point type of parameters and activations.",
+            config_key="dtype", cli=dict(choices=["float32", "float64"]))
+    tf32: bool = option(False, "bool",
+            "With ``device='cuda'`` and float32: products of batches over 16 on tensor cores, "
+            "operands rounded to TF32 (:class:`fastff.MLP`). Faster, but no longer the paper's "
+            "float32 numbers.", check=_bool("tf32"), config_key="tf32", before=False,
+            cli=dict(action="store_true"),
+            short="CUDA, float32: products of batches over 16 on tensor cores in TF32 (not the "
+                  "paper's float32 numbers)")
+    data_options: Optional[dict] = option(None, "dict, optional",
+            "Passed to :func:`fastff.data.load` (e.g. ``{\"valid_size\": 2000}`` for Shapeset).",
+            check=_data_options, config_key="data_options", cli=None)
+    data_dir: "Optional[str | os.PathLike]" = option(None, "str, optional",
+            "Where to look for dataset files first (see :func:`fastff.data.load`).",
+            resume="free", cli={})
+    monitor_every: Optional[int] = option(None, "int, optional",
+            "Updates between measurements of the paper's statistics on the fixed monitor set "
+            "(the first 300 test examples; :mod:`fastff.monitor`). Update 0 and the last update "
+            "are always measured. Default: updates / 10 (on resume, the saved run's), which "
+            "keeps monitoring under 5% of the training time of the paper's net at batch 10 on "
+            "the CPU; 0 turns monitoring off.",
+            check=_monitor_every, config_key="monitor_every", resume="saved", cli=dict(type=int))
+    jacobian_every: Optional[int] = option(None, "int, optional",
+            "Updates between layer-Jacobian decompositions, taken at monitor snapshots (the most "
+            "expensive measurement; the last update is included). Default: at update 0 only, "
+            "where the paper measures it.",
+            check=_optional(_positive_int("jacobian_every")), config_key="jacobian_every",
+            resume="saved", cli=dict(type=int))
+    loss: str = option("nll", "str",
+            "The output cost: ``nll`` (the softmax's negative log-likelihood, the paper's) or "
+            "``quadratic`` (the squared error between the softmax and the one-hot target; "
+            ":mod:`fastff.losses`, Fig. 5).", check=_one_of("loss", ("nll", "quadratic")),
+            config_key="loss", before="nll",
+            cli=dict(choices=["nll", "quadratic"]),
+            short="output cost: the softmax's negative log-likelihood (the paper's) or the "
+            "quadratic cost between the softmax and the one-hot target (Fig. 5)")
+    pretrain: Optional[str] = option(None, "str, optional",
+            "``\"dae\"``: before the supervised updates, pre-train each hidden layer as a "
+            "denoising auto-encoder (:mod:`fastff.training.pretrain`; the paper's reference of "
+            "Fig. 11), logged to ``pretrain.csv`` and in ``Run.pretrain``.",
+            config_key="pretrain", before=None, cli=dict(choices=["dae"]))
+    pretrain_updates: Optional[int] = option(None, "int, optional",
+            "Auto-encoder updates per hidden layer (default: ``updates`` / 10).",
+            config_key="pretrain", cli=dict(type=int))
+    corruption: float = option(0.25, "float",
+            "Masking-noise probability of the auto-encoders (Vincent et al. 2008 use 0.25 among "
+            "others).", config_key="pretrain", cli=dict(type=float))
+    pretrain_lr: Optional[float] = option(None, "float, optional",
+            "Learning rate of the auto-encoders (default: ``lr``).", config_key="pretrain",
+            cli=dict(type=float))
+    optimizer: str = option("sgd", "str",
+            "``sgd`` (the paper's), or SGD with a per-parameter rate ``lr / (1 + A / damping)`` "
+            "from a running estimate A (the paper's \"second-order\" trials, "
+            ":mod:`fastff.kernels.rates`): ``diag_hessian``, the Gauss-Newton diagonal of LeCun "
+            "et al. (1998b); ``grad_variance``, the per-example gradient's standard deviation. "
+            "``lr`` is then the largest rate a parameter gets.",
+            check=_one_of("optimizer", OPTIMIZERS),
+            config_key="optimizer", before="sgd", cli=dict(choices=list(OPTIMIZERS)))
+    damping: Optional[float] = option(None, "float, optional",
+            "The estimate's scale in the per-parameter rate (default: "
+            "``fastff.config.SECOND_ORDER_DAMPING[optimizer]``).",
+            config_key="rate_options", before=None, cli=dict(type=float))
+    estimate_decay: Optional[float] = option(None, "float, optional",
+            "The running average's memory, in [0, 1) (default: "
+            "``fastff.config.SECOND_ORDER_DECAY``).", config_key="rate_options", cli=dict(type=float))
+    checkpoint_every: float = option(300.0, "float",
+            "Seconds of wall time between checkpoints of a run with ``out_dir``, whatever the "
+            "evaluation cadence (each evaluation writes one too); 0 writes them only at "
+            "evaluations. A run interrupted (Ctrl-C, SIGTERM) writes one at once.",
+            check=_seconds, config_key="checkpoint_every", resume="free", cli=dict(type=float))
+    derived: Derived = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for o in OPTIONS:  # each alone, normalized (while the object is made: frozen after)
+            if o.check is not None:
+                object.__setattr__(self, o.name, o.check(getattr(self, o.name)))
+        object.__setattr__(self, "derived", _derive(self))
+
+    @classmethod
+    def from_dict(cls, options):
+        """TrainOptions from a dict of ``train()`` keywords (unknown names: InputError)."""
+        if isinstance(options, cls):
+            return options
+        if not isinstance(options, dict):
+            raise InputError(f"the options must be a dict of train() options or TrainOptions, "
+                             f"got {type(options).__name__}")
+        unknown = [k for k in options if k not in BY_NAME]
+        if unknown:
+            raise InputError(f"train() got unknown option(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(BY_NAME)}")
+        return cls(**options)
+
+    def as_dict(self):
+        """Every option by name (``derived`` left out)."""
+        return {o.name: getattr(self, o.name) for o in OPTIONS}
+
+
+OPTIONS = tuple(Option(name=f.name, default=f.default, **f.metadata["option"])
+                for f in fields(TrainOptions) if f.init)
 BY_NAME = {o.name: o for o in OPTIONS}
 # Keys of config.json that a resumed run must share with the saved one, and the values of runs
 # recorded before a key existed
-RESUME_FIXED = tuple(dict.fromkeys(o.record for o in OPTIONS
-                                   if o.record and o.resume in ("fixed", "saved")))
-OLD_DEFAULTS = {o.record: o.before for o in OPTIONS if o.before is not _NO}
-
-
-def signature(func):
-    """``func``'s signature: ``arch`` then every option as a keyword with its default."""
-    params = [inspect.Parameter("arch", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="1000x5")]
-    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default)
-               for o in OPTIONS]
-    return inspect.Signature(params)
+RESUME_FIXED = tuple(dict.fromkeys(o.config_key for o in OPTIONS
+                                   if o.config_key and o.resume in ("fixed", "saved")))
+OLD_DEFAULTS = {o.config_key: o.before for o in OPTIONS if o.before is not _NO}
 
 
 def docstring(head, tail):
@@ -277,63 +330,50 @@ def _wrap(text, indent, width=96):
     return out + [line.rstrip()]
 
 
-class Checked(dict):
-    """The options :func:`check` returns: every option's value, checked (a plain dict given
-    to :class:`~fastff.training.Trainer` is checked first)."""
-
-
-def check(options):
-    """The options of a ``train`` call, checked alone and together; returns a :class:`Checked`
-    dict of every option's value (defaults filled in, values normalized)."""
-    if not isinstance(options, dict):
-        raise InputError(f"the options must be a dict of train() options, got "
-                         f"{type(options).__name__}")
-    unknown = [k for k in options if k not in BY_NAME]
-    if unknown:
-        raise InputError(f"train() got unknown option(s) {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(BY_NAME)}")
-    values = Checked((o.name, options.get(o.name, o.default)) for o in OPTIONS)
-    for o in OPTIONS:
-        if o.check is not None:
-            values[o.name] = o.check(values[o.name])
-    v = values
-    if v["pretrain"] is None and (v["pretrain_updates"], v["pretrain_lr"]) != (None, None):
+def _derive(v):
+    """The options checked together; returns what the run derives from them."""
+    if v.pretrain is None and (v.pretrain_updates, v.pretrain_lr) != (None, None):
         raise InputError("pretrain_updates and pretrain_lr need pretrain='dae'")
-    v["pretrain_options"] = check_pretrain(
-        v["pretrain"], max(1, v["updates"] // 10) if v["pretrain_updates"] is None
-        else v["pretrain_updates"], v["corruption"],
-        v["lr"] if v["pretrain_lr"] is None else v["pretrain_lr"])
-    v["rate_options"] = None
-    if v["optimizer"] == "sgd":
-        if (v["damping"], v["estimate_decay"]) != (None, None):
+    pretrain = check_pretrain(
+        v.pretrain, max(1, v.updates // 10) if v.pretrain_updates is None else v.pretrain_updates,
+        v.corruption, v.lr if v.pretrain_lr is None else v.pretrain_lr)
+    rates = None
+    if v.optimizer == "sgd":
+        if (v.damping, v.estimate_decay) != (None, None):
             raise InputError("damping and estimate_decay are for optimizer='diag_hessian' or "
                              "'grad_variance'")
     else:
-        _, v["damping"], v["estimate_decay"] = check_rates(v["optimizer"], v["damping"],
-                                                           v["estimate_decay"])
-        v["rate_options"] = dict(damping=v["damping"], decay=v["estimate_decay"])
-        if v["optimizer"] == "grad_variance" and v["batch_size"] < 2:
+        _, damping, decay = check_rates(v.optimizer, v.damping, v.estimate_decay)
+        rates = dict(damping=damping, decay=decay)
+        if v.optimizer == "grad_variance" and v.batch_size < 2:
             raise InputError("optimizer='grad_variance' estimates a variance over each batch "
                              "and needs batch_size >= 2")
-    if v["resume"] and v["overwrite"]:
+    if v.resume and v.overwrite:
         raise InputError("resume=True continues the run in out_dir and overwrite=True replaces "
                          "it: choose one")
-    if (v["resume"] or v["overwrite"]) and v["out_dir"] is None:
-        raise InputError(f"{'resume' if v['resume'] else 'overwrite'}=True needs out_dir, the "
-                         f"run to {'continue' if v['resume'] else 'replace'}")
-    return v
+    if (v.resume or v.overwrite) and v.out_dir is None:
+        raise InputError(f"{'resume' if v.resume else 'overwrite'}=True needs out_dir, the "
+                         f"run to {'continue' if v.resume else 'replace'}")
+    return Derived(pretrain=pretrain, rates=rates)
 
 
-def record(v, sizes, data, model, versions, threads):
+def check(options):
+    """The options of a ``train`` call (a dict of its keywords, or :class:`TrainOptions`),
+    checked alone and together: a :class:`TrainOptions`."""
+    return TrainOptions.from_dict(options)
+
+
+def config_json(v, cadence, sizes, data, model, versions, threads):
     """The run's config.json: every recorded option (the grouped ones under their group's key:
-    ``pretrain``, ``rate_options``), with the values the run resolved."""
+    ``pretrain``, ``rate_options``), with the values the run resolved (``cadence``: the
+    evaluation and monitoring cadences, :func:`fastff.training.resume.resolve_cadences`)."""
     out = dict(arch=sizes)
     for o in OPTIONS:
-        if o.record and o.record not in out:
-            out[o.record] = v[o.name]
+        if o.config_key and o.config_key not in out:
+            out[o.config_key] = getattr(cadence, o.name, getattr(v, o.name))
     out.update(dataset=data.name, activation=model.activation, device=model.device,
-               dtype=model.dtype.name, loss=model.loss, data_options=v["data_options"] or {},
-               pretrain=v["pretrain_options"], rate_options=v["rate_options"],
+               dtype=model.dtype.name, loss=model.loss, data_options=v.data_options or {},
+               pretrain=v.derived.pretrain, rate_options=v.derived.rates,
                versions=versions, threads=threads)
     if getattr(data, "generator", None):  # which Shapeset stream the images came from
         out["shapeset_generator"] = data.generator
@@ -345,7 +385,7 @@ def _saved_check(o):
     if o.check is not None:
         return o.check
     choices = (o.cli or {}).get("choices")
-    if choices is not None and o.record != "dataset":  # a Dataset object records its own name
+    if choices is not None and o.config_key != "dataset":  # a Dataset object records its own name
         return _one_of(o.name, choices)
     return None
 
@@ -380,8 +420,8 @@ def check_saved(config, path):
     """
     checks = dict(_SAVED_EXTRA)
     for o in OPTIONS:
-        if o.record and o.record not in checks and _saved_check(o) is not None:
-            checks[o.record] = _saved_check(o)
+        if o.config_key and o.config_key not in checks and _saved_check(o) is not None:
+            checks[o.config_key] = _saved_check(o)
     for key, check_value in checks.items():
         if key not in config:
             continue

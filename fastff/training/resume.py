@@ -8,6 +8,8 @@ evaluation (``pending_losses``), the kernels' statistics accumulated since then
 that the resumed run writes the same history, bit for bit, as an uninterrupted one.
 """
 import warnings
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -55,15 +57,28 @@ def open_record(record, resume, overwrite):
     return opts.check_saved(record.read_config(), record.path / "config.json")
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """How often a run evaluates, monitors and decomposes the layer Jacobians, in updates
+    (``monitor_every`` 0: never; ``jacobian_every`` None: at update 0 only), resolved from its
+    options and, when it resumes, its saved record."""
+
+    eval_every: int
+    monitor_every: int
+    jacobian_every: Optional[int]
+
+
 def resolve_cadences(v, saved):
-    """The cadences not given: the saved run's when resuming (their defaults depend on
-    ``updates``), else updates / 10."""
-    for name in ("eval_every", "monitor_every", "jacobian_every"):
-        if saved is not None and v[name] is None:
-            v[name] = saved.get(name)
+    """The run's :class:`Cadence`: each cadence not given is the saved run's when resuming
+    (their defaults depend on ``updates``), else updates / 10 (``jacobian_every``: None)."""
+    given = {name: getattr(v, name) for name in ("eval_every", "monitor_every", "jacobian_every")}
+    for name, value in given.items():
+        if saved is not None and value is None:
+            given[name] = saved.get(name)
     for name in ("eval_every", "monitor_every"):
-        if v[name] is None:
-            v[name] = max(1, v["updates"] // 10)
+        if given[name] is None:
+            given[name] = max(1, v.updates // 10)
+    return Cadence(**given)
 
 
 def saved_stream(config):
@@ -97,11 +112,11 @@ def restore(trainer, saved):
     old = {**opts.OLD_DEFAULTS, **saved}
     diff = [k for k in opts.RESUME_FIXED if _fixed(old, k) != _fixed(config, k)]
     if diff:
-        raise InputError(f"cannot resume {v['out_dir']}: {', '.join(diff)} differ from the saved "
+        raise InputError(f"cannot resume {v.out_dir}: {', '.join(diff)} differ from the saved "
                          f"run ({', '.join(_shown(old, k) for k in diff)})")
     state, start, history = record.load_checkpoint()
-    if v["updates"] < start:
-        raise InputError(f"cannot resume {v['out_dir']} with updates={v['updates']}: its "
+    if v.updates < start:
+        raise InputError(f"cannot resume {v.out_dir} with updates={v.updates}: its "
                          f"checkpoint has already done {start}; ask for more to extend it")
     try:
         trainer.model.load_state(state)
@@ -121,10 +136,10 @@ def restore(trainer, saved):
 
 def _warn_blas_threads(v, old, config):
     saved_blas = (old.get("threads") or {}).get("blas")
-    if (v["batch_size"] > fastff_config.CPU_SMALL_BATCH_MAX and saved_blas is not None
+    if (v.batch_size > fastff_config.CPU_SMALL_BATCH_MAX and saved_blas is not None
             and saved_blas != config["threads"]["blas"]):
-        warnings.warn(f"{v['out_dir']} ran with {saved_blas} BLAS threads and resumes with "
-                      f"{config['threads']['blas']}: at batch_size {v['batch_size']} (above "
+        warnings.warn(f"{v.out_dir} ran with {saved_blas} BLAS threads and resumes with "
+                      f"{config['threads']['blas']}: at batch_size {v.batch_size} (above "
                       f"{fastff_config.CPU_SMALL_BATCH_MAX}) the products go to BLAS, whose "
                       "sums can differ in their last bits, so the result may not be "
                       "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=4)

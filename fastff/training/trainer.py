@@ -103,18 +103,18 @@ def _check_memory(sizes, batch_size, dtype):
 
 def _load_data(v, saved=None):
     """The run's dataset; a resumed Shapeset run keeps the stream its record names."""
-    dataset = v["dataset"]
+    dataset = v.dataset
     if isinstance(dataset, datasets.Dataset):
-        if v["data_seed"] is not None:
+        if v.data_seed is not None:
             raise InputError("data_seed chooses the data of a named dataset; a Dataset object "
                              "carries its own seed")
         return dataset
     if isinstance(dataset, str):
-        seed = v["seed"] if v["data_seed"] is None else v["data_seed"]
-        options = dict(v["data_options"] or {})
+        seed = v.seed if v.data_seed is None else v.data_seed
+        options = dict(v.data_options or {})
         if dataset == "shapeset" and saved is not None and "generator" not in options:
             options["generator"] = resume.saved_stream(saved)
-        return datasets.load(dataset, seed=seed, data_dir=v["data_dir"], **options)
+        return datasets.load(dataset, seed=seed, data_dir=v.data_dir, **options)
     raise InputError(f"dataset must be a name or a fastff.data.Dataset, got {type(dataset).__name__}")
 
 
@@ -125,39 +125,39 @@ class Trainer:
     ----------
     arch : str or list of int
         As :func:`fastff.train`'s.
-    v : dict, optional
-        :func:`fastff.train`'s options by name; checked here unless they come from
-        :func:`options.check` (unknown names and bad values raise InputError).
+    v : TrainOptions or dict, optional
+        :func:`fastff.train`'s options (:class:`~fastff.training.TrainOptions`, or a dict of
+        them by name, checked here: unknown names and bad values raise InputError).
     """
 
     def __init__(self, arch="1000x5", v=None):
-        if not isinstance(v, opts.Checked):
-            v = opts.check({} if v is None else v)
-        self.v = v
-        self.record = RunDir(v["out_dir"]) if v["out_dir"] is not None else None
-        saved = resume.open_record(self.record, v["resume"], v["overwrite"])
+        self.v = v = opts.check({} if v is None else v)
+        self.record = RunDir(v.out_dir) if v.out_dir is not None else None
+        saved = resume.open_record(self.record, v.resume, v.overwrite)
         self.resuming = saved is not None
         # on a first run the data's and the initialization's kernels compile here: the notice
         # says so from the first of them, and its time counts them (compile() ends it)
-        self.notice = CompileNotice(v["progress"])
+        self.notice = CompileNotice(v.progress)
         with numba_event.install_listener("numba:run_pass", self.notice):
             self.data = _load_data(v, saved)
             self.sizes = parse_sizes(arch, self.data.n_in, self.data.n_classes)
-            self.model = MLP(self.sizes, activation=v["activation"], init=v["init"],
-                             device=v["device"], seed=v["seed"], dtype=v["dtype"],
-                             loss=v["loss"], tf32=v["tf32"])
+            self.model = MLP(self.sizes, activation=v.activation, init=v.init,
+                             device=v.device, seed=v.seed, dtype=v.dtype,
+                             loss=v.loss, tf32=v.tf32)
         _check_dataset(self.data, self.model.dtype)
-        _check_memory(self.sizes, v["batch_size"], self.model.dtype)
-        self.rates = (self.model.new_rates(v["optimizer"], v["damping"], v["estimate_decay"])
-                      if v["optimizer"] != "sgd" else None)
-        resume.resolve_cadences(v, saved)
-        self.config = opts.record(v, self.sizes, self.data, self.model, versions(), thread_counts())
+        _check_memory(self.sizes, v.batch_size, self.model.dtype)
+        self.rates = (self.model.new_rates(v.optimizer, v.derived.rates["damping"],
+                                           v.derived.rates["decay"])
+                      if v.derived.rates is not None else None)
+        self.cadence = resume.resolve_cadences(v, saved)
+        self.config = opts.config_json(v, self.cadence, self.sizes, self.data, self.model,
+                                       versions(), thread_counts())
         self.history, self.start, self.pending = [], 0, {}
         monitor_stats = None
         if saved is not None:
             state = resume.restore(self, saved)
             monitor_stats, self.pending = state["monitor_stats"], state["pending"]
-        self.monitor = Monitor.from_dataset(self.data) if v["monitor_every"] else None
+        self.monitor = Monitor.from_dataset(self.data) if self.cadence.monitor_every else None
         if self.monitor is not None and monitor_stats is not None:
             self.monitor.stats = monitor_stats
         self.stats = self.model.new_stats()
@@ -175,7 +175,7 @@ class Trainer:
     @property
     def finished(self):
         """Whether a resumed run has nothing left to train."""
-        return self.start == self.v["updates"] and self.v["resume"]
+        return self.start == self.v.updates and self.v.resume
 
     def run(self):
         """Train to ``updates`` and return the :class:`Run`."""
@@ -188,7 +188,7 @@ class Trainer:
                     StopRequests() as self.stop:
                 # the parallel passes compile in another process; the serial twins (the same
                 # numbers) compile here, before the clock starts (warmup.py)
-                parallel = ParallelCompile(self.model, self.v["batch_size"], self.v["optimizer"])
+                parallel = ParallelCompile(self.model, self.v.batch_size, self.v.optimizer)
                 try:
                     self.compile(parallel)
                     self.pretrain_or_read_log(parallel)
@@ -218,14 +218,14 @@ class Trainer:
         notice.compiled = False  # whether the step's kernels compiled (a cold cache)
         try:
             with numba_event.install_listener("numba:run_pass", notice):
-                warm_up(self.model, v["batch_size"], v["optimizer"])
+                warm_up(self.model, v.batch_size, v.optimizer)
                 if self.monitor is not None:  # else its kernels compile at update 0, on the clock
                     self.monitor.warm_up(self.model)
         finally:
             notice.done()
         if parallel is not None:
             parallel.start(compiled=notice.compiled)
-        self.threads = ThreadChoice(self.model, v["batch_size"], parallel)
+        self.threads = ThreadChoice(self.model, v.batch_size, parallel)
 
     def result(self):
         """The :class:`Run` (a finished resumed run: the saved one, unchanged)."""
@@ -240,9 +240,9 @@ class Trainer:
         self.begin()
         v, threads = self.v, self.threads
         threads.restart()
-        for k in range(self.start, v["updates"]):
+        for k in range(self.start, v.updates):
             x, y = self.batch(k)
-            self.stepped(k, self.model.step_unchecked(x, y, v["lr"], self.stats, self.rates), parallel)
+            self.stepped(k, self.model.step_unchecked(x, y, v.lr, self.stats, self.rates), parallel)
             threads.tick()
         self.end()
 
@@ -256,9 +256,9 @@ class Trainer:
             self.log(0)
         self.next = self.start  # the update the next step makes (lockstep: fastff.train_many)
         self.check_each_step = not model.backend.loss_on_device  # a GPU's loss waits for a log
-        self.every = v["checkpoint_every"] if self.record is not None else 0
+        self.every = v.checkpoint_every if self.record is not None else 0
         self.last_checkpoint = clock()
-        self.bar = _progress(v["progress"], self.start, v["updates"])
+        self.bar = _progress(v.progress, self.start, v.updates)
         self.stop.deferring = True
 
     def stepped(self, k, loss, parallel=None):
@@ -275,7 +275,7 @@ class Trainer:
         if len(self.losses) >= self.read_every:
             self.read()
         self.observe(k + 1)
-        if (k + 1) % v["eval_every"] == 0 or k + 1 == v["updates"]:
+        if (k + 1) % self.cadence.eval_every == 0 or k + 1 == v.updates:
             row = self.log(k + 1)
             self.last_checkpoint = clock()
             if self.bar is not None:
@@ -286,7 +286,7 @@ class Trainer:
             self.last_checkpoint = clock()
         if self.bar is not None:
             self.bar.update(1)
-        if self.stop.requested and k + 1 < v["updates"]:
+        if self.stop.requested and k + 1 < v.updates:
             self.end()
             raise self.interrupted(k + 1)
 
@@ -301,7 +301,7 @@ class Trainer:
         """Training batch k as contiguous arrays of the model's dtype; checked unless trusted.
         For CUDA kernels a built-in dataset makes it on the device (a finite set gathered from
         its staged copy, Shapeset's counter stream rendered there); otherwise it is uploaded."""
-        model, batch_size, trusted = self.model, self.v["batch_size"], self.trusted
+        model, batch_size, trusted = self.model, self.v.batch_size, self.trusted
         made = self.data.device_batch(k, batch_size, model.backend) if trusted and \
             self.on_device else None
         if made is not None:
@@ -324,12 +324,13 @@ class Trainer:
     def observe(self, update):
         """The monitor's snapshot at its cadence (and at update 0 and the last update)."""
         v = self.v
-        if self.monitor is None or not (update % v["monitor_every"] == 0 or update == v["updates"]):
+        if self.monitor is None or not (update % self.cadence.monitor_every == 0
+                                        or update == v.updates):
             return
         t = clock()
-        every = v["jacobian_every"]
-        jac = update == 0 or bool(every and (update % every == 0 or update == v["updates"]))
-        self.monitor(self.model, update=update, examples=update * v["batch_size"], jacobian=jac)
+        every = self.cadence.jacobian_every
+        jac = update == 0 or bool(every and (update % every == 0 or update == v.updates))
+        self.monitor(self.model, update=update, examples=update * v.batch_size, jacobian=jac)
         self.monitor_seconds += clock() - t
         if self.record is not None:
             self.record.save_stats(self.monitor.stats)
@@ -362,7 +363,7 @@ class Trainer:
         valid_err = model.error(*self.eval_set("valid"))
         correct = model.correct(*self.eval_set("test"))
         test_err = float((~correct).mean())
-        row = dict(update=update, examples=update * v["batch_size"],
+        row = dict(update=update, examples=update * v.batch_size,
                    train_loss=float(np.mean(host)) if host.size else math.nan,
                    valid_error=valid_err, test_error=test_err,
                    seconds=round(self.elapsed(), 3),
@@ -390,7 +391,7 @@ class Trainer:
         self.eval_set("valid")
         self.eval_set("test")
         if self.trusted:
-            self.data.device_batch(self.start, self.v["batch_size"], self.model.backend)
+            self.data.device_batch(self.start, self.v.batch_size, self.model.backend)
 
     def eval_set(self, name):
         """The validation or test set; for CUDA kernels a copy on the device, made at the first
@@ -440,7 +441,7 @@ class Trainer:
         record = self.record
         where = f"; last good checkpoint: {record.checkpoint_path}" if record else ""
         what = what or f"loss became {loss}"
-        raise DivergenceError(f"{what} at update {update} (lr={self.v['lr']}){where}")
+        raise DivergenceError(f"{what} at update {update} (lr={self.v.lr}){where}")
 
     def elapsed(self):
         """Seconds the run has trained (a resumed run's include the saved run's)."""
@@ -455,9 +456,9 @@ class Trainer:
         """The pre-training phase, when the run has one and starts from update 0; a resumed
         run reads its log back instead."""
         v, record = self.v, self.record
-        if v["pretrain_options"] is not None and self.start == 0 and not self.history:
-            self.pretrain_log = self._pretrain(v["pretrain_options"], parallel)
-        elif v["resume"] and record is not None:
+        if v.derived.pretrain is not None and self.start == 0 and not self.history:
+            self.pretrain_log = self._pretrain(v.derived.pretrain, parallel)
+        elif v.resume and record is not None:
             self.pretrain_log = record.read_pretrain()
 
     def _pretrain(self, options, parallel=None):
@@ -479,7 +480,7 @@ class Trainer:
             rows.append(row)
             if record is not None:
                 record.write_pretrain(rows)
-            if v["progress"]:
+            if v.progress:
                 print(f"fastff: pre-training layer {row['layer']}/{model.n_hidden}, update "
                       f"{row['update']}/{options['pretrain_updates']}: reconstruction "
                       f"{row['reconstruction']:.4g}", file=sys.stderr, flush=True)
@@ -487,7 +488,7 @@ class Trainer:
         x_valid = self.data.valid[0]  # the validation inputs tell the data's range
         pretrain_dae(model, batch,
                      updates=options["pretrain_updates"], lr=options["pretrain_lr"],
-                     corruption=options["corruption"], seed=v["seed"], on_log=on_log,
+                     corruption=options["corruption"], seed=v.seed, on_log=on_log,
                      input_range=(float(x_valid.min()), float(x_valid.max())))
         return rows
 
