@@ -118,6 +118,19 @@ def test_training_in_tf32_follows_float32(rt, rng):
         np.testing.assert_allclose(host(W1), host(W0), atol=2e-3)
 
 
+def test_tf32_at_a_persistent_batch_says_it_runs_in_float32(rt, rng):
+    net = _net(rt, [37, 45, 5], True)
+    x = rt.xp.asarray(rng.standard_normal((10, 37)).astype(np.float32))
+    y = rt.xp.asarray(rng.integers(0, 5, 10))
+    with pytest.warns(UserWarning, match="at batch 10 the step runs as one persistent launch, "
+                      "in float32"):
+        net.step(x, y, 0.1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once a model
+        net.step(x, y, 0.1)
+
+
 def test_tf32_is_refused_where_it_does_not_apply(monkeypatch):
     import fastff
     with pytest.raises(InputError, match="device='cuda'"):

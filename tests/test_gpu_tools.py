@@ -1,5 +1,6 @@
 """The GPU tools of benchmarks/: the cost model and the one-command GPU check (without a GPU it
 must say so and time nothing)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,53 @@ def test_the_gpu_check_table():
     assert "5 million in about 833.3 min" in table
     results["torch"] = dict(error="ImportError: no torch")
     assert "torch: ImportError" in gpu_check.markdown(results)
+
+
+def _dry_check(tmp_path, env=None, *args):
+    out = tmp_path / "check"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", "--out",
+                           str(out), "--updates", "0", *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, **(env or {})))
+    return proc, out
+
+
+def test_the_gpu_check_s_dry_run_passes_and_writes_after_every_part(tmp_path):
+    import json
+    proc, out = _dry_check(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "gpu_check.json").read_text())
+    assert set(results["status"]) == {n for n, _ in gpu_check.PARTS} - {"long_run"}
+    assert set(results["status"].values()) == {"ok"}
+    # correctness ran the real comparison: the CPU kernels against the float64 reference
+    rows = results["correctness"]["rows"]
+    assert [r["batch"] for r in rows] == list(gpu_check.BATCHES) and all(r["ok"] for r in rows)
+    assert 0 < max(r["weight_error"] for r in rows) < 1
+    assert "| 10 | cpu |" in (out / "gpu_check.md").read_text()
+
+
+def test_a_failing_or_hanging_part_loses_only_itself_and_fails_the_check(tmp_path):
+    import json
+    import time
+    t = time.perf_counter()
+    proc, out = _dry_check(tmp_path, dict(FASTFF_GPU_CHECK_HANG="torch",
+                                          FASTFF_GPU_CHECK_FAIL="fastff"),
+                           "--timeout-scale", "0.05")
+    assert time.perf_counter() - t < 120  # the hang cost its timeout (4.5 s), no more
+    assert proc.returncode == gpu_check.FAILED_STATUS, proc.stdout + proc.stderr
+    assert "fastff (failed), torch (timeout) did not pass" in proc.stderr
+    results = json.loads((out / "gpu_check.json").read_text())
+    status = results["status"]
+    assert status["torch"] == "timeout" and status["fastff"] == "failed"
+    assert status["correctness"] == status["shapeset"] == status["lockstep"] == "ok"
+    assert "failed on purpose" in results["fastff"]["error"]
+    assert "torch: timed out after" in (out / "gpu_check.md").read_text()
+
+
+def test_a_spent_budget_is_reported_not_ignored(tmp_path):
+    import json
+    proc, out = _dry_check(tmp_path, dict(FASTFF_GPU_CHECK_HANG="host_time"), "--budget", "12")
+    assert proc.returncode == gpu_check.FAILED_STATUS
+    status = json.loads((out / "gpu_check.json").read_text())["status"]
+    assert status["host_time"] == "timeout"
+    assert status["torch"] == status["lockstep"] == "out of time"
+    assert status["correctness"] == "ok"
