@@ -13,14 +13,18 @@ after every part. The parts, correctness first:
    persistent step's grid is recorded), against the float64 NumPy reference from the same
    weights and batches: the weights' changes and the losses must agree (TF32 at its own
    tolerance);
-3. ``fastff``: the step's time on each path with CUDA events (the persistent step one launch a
+3. ``barrier``: the grid barrier alone (``barrier_rounds``: 0 and 12 barriers in one
+   cooperative launch at the persistent step's grid), its cost per barrier;
+4. ``phases``: a profiling build of the persistent step (``config.CUDA_PROFILE_STEP``) at
+   batch 10: how long each of its 2 L phases takes, barrier included (the GPU's clock, block 0);
+5. ``fastff``: the step's time on each path with CUDA events (the persistent step one launch a
    step and 100 steps a launch; the layer-by-layer kernels in a CUDA graph, launched one by
    one, and in TF32 on tensor cores): warm-up, then the median of several repeats;
-4. ``host_time``: the host's time per step call on each path (what Python and the launch cost);
-5. ``torch``: PyTorch's step of the same net, eager and captured in a CUDA graph;
-6. ``shapeset``: Shapeset-3x2 drawn on the GPU; ``lockstep``: ``train_many``'s lockstep of 1
+6. ``host_time``: the host's time per step call on each path (what Python and the launch cost);
+7. ``torch``: PyTorch's step of the same net, eager and captured in a CUDA graph;
+8. ``shapeset``: Shapeset-3x2 drawn on the GPU; ``lockstep``: ``train_many``'s lockstep of 1
    to 64 copies of the paper's net;
-7. ``long_run``: the paper's Shapeset run for ``--updates`` updates, extrapolated to 5 million.
+9. ``long_run``: the paper's Shapeset run for ``--updates`` updates, extrapolated to 5 million.
 
 It exits with status 0 when every part ran and passed, 1 when one failed, timed out or was
 left out for lack of time, and 2 (having timed nothing) without a usable GPU. ``--dry-run``
@@ -48,7 +52,8 @@ TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}
 NO_GPU_STATUS = 2
 FAILED_STATUS = 1
 # (part, its timeout in seconds), in the order they run: correctness before any timing
-PARTS = (("tests", 240), ("correctness", 150), ("fastff", 150), ("host_time", 60), ("torch", 90),
+PARTS = (("tests", 240), ("correctness", 150), ("barrier", 45), ("phases", 90),
+         ("fastff", 150), ("host_time", 60), ("torch", 90),
          ("shapeset", 45), ("lockstep", 90), ("long_run", 240))
 # Tolerances of the correctness part: a weight's change over three steps against the float64
 # reference's, relative to the largest change (float32 sums of 1000 terms; TF32 rounds operands
@@ -314,6 +319,42 @@ def time_lockstep(args):
     return dict(rows=rows)
 
 
+def time_barrier(args):
+    """The grid barrier's cost: launches of 0 and of 12 barriers (a step's 2 L at the paper's
+    L = 6) at the grid the persistent step gets, the difference over 12."""
+    from fastff.kernels.cuda.barrier import barrier_rounds
+    grid = barrier_rounds(0)
+    empty = time_device(lambda: barrier_rounds(0, grid), args.steps, args.repeats)
+    twelve = time_device(lambda: barrier_rounds(12, grid), args.steps, args.repeats)
+    return dict(grid=grid, launch_us=empty["median_us"], twelve_us=twelve["median_us"],
+                per_barrier_us=round((twelve["median_us"] - empty["median_us"]) / 12, 3))
+
+
+def time_phases(args, batch=10):
+    """Each phase of the persistent step at ``batch`` in a profiling build: the median over
+    ``--steps`` launches of one step, in microseconds, forward F1..FL then backward BL..B1."""
+    import numpy as np
+    import fastff
+    from fastff import config
+    config.CUDA_PROFILE_STEP, config.CUDA_STEP_PATH = True, "persistent"
+    try:
+        net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
+        stats = net.new_stats()
+        x, y = paper_batch(batch)
+        runs = []
+        for _ in range(args.steps):
+            net.step_unchecked(x, y, 0.01, stats)
+            runs.append(net.plan.launch.phase_ns.copy())
+    finally:
+        config.CUDA_PROFILE_STEP, config.CUDA_STEP_PATH = False, "auto"
+    L = len(PAPER_SIZES) - 1
+    names = [f"F{l + 1}" for l in range(L)] + [f"B{l}" for l in range(L, 0, -1)]
+    median = np.median(np.array(runs[3:] or runs), axis=0) / 1e3
+    return dict(batch=batch, grid=net.plan.launch.grid,
+                phases_us={n: round(float(v), 2) for n, v in zip(names, median)},
+                total_us=round(float(median.sum()), 2))
+
+
 def host_time(args, calls=50):
     """Host microseconds per step call on each path at each batch (Python, the arguments and
     the launch, the GPU's queue kept from filling by a synchronization every ``calls``)."""
@@ -343,7 +384,9 @@ def host_time(args, calls=50):
 
 
 # what each part runs; a dry run's stand-ins run the same control flow without a GPU
-RUNNERS = dict(tests=run_tests, correctness=check_correctness, fastff=time_fastff,
+RUNNERS = dict(tests=run_tests, correctness=check_correctness, barrier=time_barrier,
+               phases=time_phases,
+               fastff=time_fastff,
                host_time=host_time, torch=time_torch, shapeset=time_shapeset, lockstep=time_lockstep,
                long_run=long_run)
 
@@ -452,7 +495,7 @@ def markdown(results):
     for r in sorted(rows, key=lambda r: (r["batch"], r["path"])):
         out.append(f"| {r['batch']} | {r['path']} | {r['median_us']} | {TARGETS_US[r['batch']]:.0f} "
                    f"| {', '.join(map(str, r['runs_us']))} |")
-    for name in ("tests", "correctness", "fastff", "host_time", "torch"):
+    for name in ("tests", "correctness", "barrier", "phases", "fastff", "host_time", "torch"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             out.append(f"\n{name}: {results[name]['error']}")
     sh = results.get("shapeset", {})
@@ -469,6 +512,17 @@ def markdown(results):
             f"({r['speedup']}x one net)" for r in ls["rows"]))
     elif ls.get("error"):
         out.append(f"\ntrain_many: {ls.get('error')}")
+    bar = results.get("barrier", {})
+    if "per_barrier_us" in bar:
+        out.append(f"\ngrid barrier: {bar['per_barrier_us']} us each at {bar['grid']} blocks "
+                   f"(an empty cooperative launch {bar['launch_us']} us; 12 barriers "
+                   f"{bar['twelve_us']} us)")
+    ph = results.get("phases", {})
+    if "phases_us" in ph:
+        out.append(f"\npersistent step's phases at batch {ph['batch']} ({ph['grid']} blocks, "
+                   f"us, barrier included): " + ", ".join(f"{n} {v}" for n, v in
+                                                          ph["phases_us"].items())
+                   + f"; in all {ph['total_us']}")
     host = results.get("host_time", {})
     if "rows" in host:
         out.append("\nhost time per step call: " + "; ".join(

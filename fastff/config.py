@@ -144,6 +144,15 @@ CUDA_STEP_MAX_CLASSES = 32
 # reads them: it does at least every LOSS_READ_EVERY steps (fastff/training/trainer.py), well
 # inside the ring.
 CUDA_STEP_LOSS_RING = 65536
+# A debugging bound on the persistent step's grid barriers: a block that has polled a barrier
+# this many times (about 100 ns a poll) gives up, and the step raises a DeviceError naming the
+# block, the phase and the blocks that arrived, instead of hanging. 0 (production): wait for
+# ever, with nothing in the loop but the poll.
+CUDA_BARRIER_POLLS = 0
+# A profiling build of the persistent step: it records when each phase ends (the GPU's
+# nanosecond clock, block 0, after the phase's barrier), kept in StepLaunch.phase_ns. Off in
+# production (compiled out).
+CUDA_PROFILE_STEP = False
 LOSS_READ_EVERY = 4096  # fastff.train_many reads more often: every run's losses share the ring
 
 # -- Sweeps on GPUs (fastff/sweeps.py) ---------------------------------------------------------

@@ -357,8 +357,8 @@ def test_thread_sanitizer_finds_no_race_in_the_persistent_step(tsan_available):
 
 def test_thread_sanitizer_finds_a_missing_grid_barrier(tsan_available, tmp_path):
     # the forward's last barrier: the cost then reads logits other blocks may still write
-    anchor = "      fastff::grid_sync(barrier);\n    }\n    for (int l = L - 1;"
-    out = _step_tsan(tmp_path, _break(anchor, anchor.replace("fastff::grid_sync(barrier);", "")))
+    anchor = "      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;"
+    out = _step_tsan(tmp_path, _break(anchor, ""))
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
 
 
@@ -423,6 +423,55 @@ def test_the_watchdog_reports_a_deadlock(tmp_path):
     out = cuda_emulator.child_run(tmp_path, src, _STEP_SCRIPT, env={"FASTFF_EMU_WATCHDOG_S": "2"})
     assert out.returncode == 86, out.stderr[-2000:]
     assert "deadlock: block" in out.stderr and "blocks arrived" in out.stderr, out.stderr
+
+
+def test_a_bounded_barrier_names_the_block_and_the_phase_that_hung(tmp_path):
+    # block 1 leaves before the barrier after the forward of layer 2: with the debugging bound
+    # the others give up and the step raises where the barrier waited, instead of hanging
+    anchor = "          fastff::forward_strip<T, fastff::LINEAR>"
+    src = _break("      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;",
+                 "      if (l == 1 && blockIdx.x == 1) return;\n"
+                 "      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;")
+    assert anchor in src
+    script = """
+from fastff import config
+from fastff.errors import DeviceError
+config.CUDA_BARRIER_POLLS = 20000
+net = cuda_emulator.host_mlp([11, 17, 13, 5], "tanh", "float32", seed=1)
+rng = np.random.default_rng(2)
+try:
+    net.step(rng.standard_normal((10, 11)), rng.integers(0, 5, 10), 0.1)
+except DeviceError as exc:
+    print("raised:", exc)
+"""
+    tiles = dict(cuda_emulator.SMALL, CUDA_BARRIER_POLLS=20000)
+    out = cuda_emulator.child_run(tmp_path, src, script, tiles=tiles,
+                                  env={"FASTFF_EMU_WATCHDOG_S": "60"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "raised: a grid barrier gave up after config.CUDA_BARRIER_POLLS = 20000 polls" \
+        in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "waited at step 1 of 1, after the forward of layer 2 of 3" in out.stdout
+    assert "blocks arrived" in out.stdout
+
+
+def test_a_profiling_build_times_every_phase(emulate, rng, monkeypatch, tmp_path_factory):
+    monkeypatch.setattr(config, "CUDA_PROFILE_STEP", True)
+    lib = cuda_emulator.build(tmp_path_factory.mktemp("emu-profile"))
+    emulate(lib)
+    sizes = [11, 17, 13, 5]
+    net = cuda_net(sizes, "tanh", "float64")
+    x, y = batches(rng, sizes, 10, 1, np.float64)[0]
+    net.step(x, y, 0.1)
+    phases = net.plan.launch.phase_ns
+    assert phases.shape == (6,) and (phases > 0).all()  # 2 L phases, each took some time
+
+
+def test_the_barrier_alone_runs_its_rounds(emulate):
+    from fastff.kernels.cuda import barrier
+    rt = emulate(sms=2)
+    grid = barrier.barrier_rounds(12, rt=rt)
+    assert grid == rt.resident("barrier_rounds", barrier.threads())
+    barrier.barrier_rounds(12, grid=2, rt=rt)
 
 
 def test_the_emulator_finds_a_misaligned_vector_load(tmp_path):

@@ -12,7 +12,7 @@ import fastff
 from fastff.errors import DeviceError
 from fastff.kernels import BackwardStats, ForwardStats, LayerRates, checked, cpu, cuda
 from fastff.kernels import reference as ref
-from fastff.kernels.cuda import launchers, step
+from fastff.kernels.cuda import barrier, launchers, step
 from fastff.kernels.cuda.compiler import parameters
 
 
@@ -124,6 +124,7 @@ def test_every_launcher_passes_its_kernel_s_parameters(monkeypatch, rng, dtype):
     ws = dict(h=[np.empty((B, n), dtype) for n in (11, 5)],
               delta=[np.empty((B, n), dtype) for n in (11, 5)])
     step.StepLaunch(params, "tanh", B, ws, None, "nll", rt=rt).run(x, y, 0.1)
+    barrier.barrier_rounds(12, rt=rt)
     launched = {name.partition("<")[0] for name, _ in rt.launches}
     rendered = {"shapeset_render"} if dtype == np.float64 else set()  # float32 images only
     assert launched == set(parameters()) - rendered, set(parameters()) - launched

@@ -245,7 +245,14 @@ inline double __longlong_as_double(long long v) {
 }
 
 // The grid barrier's memory operations (common.cuh has their PTX twins).
+#ifndef FASTFF_BARRIER_POLLS
+#define FASTFF_BARRIER_POLLS 0
+#endif
 namespace fastff {
+inline unsigned long long global_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 inline unsigned load_acquire(const unsigned* p) {
   return std::atomic_ref<unsigned>(*const_cast<unsigned*>(p)).load(std::memory_order_acquire);
 }
@@ -255,11 +262,29 @@ inline void store_release(unsigned* p, unsigned v) {
 inline unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
   return std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_acq_rel);
 }
-inline void wait_while_equal(const unsigned* p, unsigned v) {
+// common.cuh's debugging bound on a grid barrier's wait (give_up), and the wait itself, with
+// the emulator's watchdog for the unbounded wait of production builds.
+inline void give_up(const unsigned* p, unsigned* report, unsigned phase) {
+  unsigned none = 0u;
+  if (std::atomic_ref<unsigned>(*report).compare_exchange_strong(none, blockIdx.x + 1u)) {
+    report[1] = phase + 1u;
+    report[2] = load_acquire(p - 1);
+    store_release(report + 3, 1u);
+  }
+}
+inline bool wait_while_equal(const unsigned* p, unsigned v, unsigned* report, unsigned phase) {
   const auto start = std::chrono::steady_clock::now();
   const double limit = fastff_emu::watchdog_seconds();
+  unsigned long long polls = 0;
   while (load_acquire(p) == v) {
     std::this_thread::yield();
+    if (FASTFF_BARRIER_POLLS) {
+      if (load_acquire(report + 3) != 0u) return false;
+      if (++polls >= (unsigned long long)FASTFF_BARRIER_POLLS) {
+        give_up(p, report, phase);
+        return false;
+      }
+    }
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited > limit) {
@@ -272,6 +297,7 @@ inline void wait_while_equal(const unsigned* p, unsigned v) {
       std::_Exit(86);
     }
   }
+  return true;
 }
 }  // namespace fastff
 

@@ -32,6 +32,8 @@ bits every time. The rooms, one job each:
     launchers.py  the unchecked kernels, each launch's arguments named as in the ``.cu`` source
     step.py       the whole training step in one launch (the persistent kernel), the lockstep
                   of several nets and the captured layer-by-layer step: the backend's plan
+    barrier.py    the persistent step's grid barrier from the host: its words, its debugging
+                  bound's report, the barrier alone (barrier_rounds)
     shapeset.py   Shapeset-3x2 rendered on the device
 
 The public, checked kernels are :mod:`fastff.kernels.checked`'s, as on every backend.

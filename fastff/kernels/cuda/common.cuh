@@ -67,7 +67,19 @@ __device__ __forceinline__ double ff_sqrt(double v) { return sqrt(v); }
 // Grid-scope memory operations of the grid barrier (fastff::grid_sync). On the GPU they are
 // PTX with the orders named, on generic addresses (the pointers are generic: no .global); the host emulator (tests/cuda_host/emu.h) gives the same orders
 // through std::atomic_ref, so ThreadSanitizer judges the barrier by the orders the GPU gets.
+#ifndef FASTFF_BARRIER_POLLS
+#define FASTFF_BARRIER_POLLS 0  // a grid barrier's polls before it gives up (0: never; debugging)
+#endif
+#ifndef FASTFF_PROFILE
+#define FASTFF_PROFILE 0  // 1: the persistent step records when each phase ends (profiling)
+#endif
 #ifndef FASTFF_EMULATED
+// The GPU's nanosecond clock, the same on every SM (profiling builds only).
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
@@ -81,29 +93,74 @@ __device__ __forceinline__ unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
   asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
   return old;
 }
-__device__ __forceinline__ void wait_while_equal(const unsigned* p, unsigned v) {
+// A block gives up at a grid barrier (the debugging bound): the first to do so records itself
+// (block + 1), the phase (+ 1) and the blocks that had arrived in report[0..2], then report[3]
+// tells every other waiting block to give up too.
+__device__ __forceinline__ void give_up(const unsigned* p, unsigned* report, unsigned phase) {
+  if (atomicCAS(report, 0u, blockIdx.x + 1u) == 0u) {
+    report[1] = phase + 1u;
+    report[2] = load_acquire(p - 1);
+    store_release(report + 3, 1u);
+  }
+}
+
+// Wait while *p == v; false where the debugging bound (FASTFF_BARRIER_POLLS) gave up first.
+__device__ __forceinline__ bool wait_while_equal(const unsigned* p, unsigned v, unsigned* report,
+                                                 unsigned phase) {
+#if FASTFF_BARRIER_POLLS
+  unsigned long long polls = 0;
+  while (load_acquire(p) == v) {
+    __nanosleep(64);
+    if (load_acquire(report + 3) != 0u) return false;  // another block gave up: so does this
+    if (++polls >= FASTFF_BARRIER_POLLS) {
+      give_up(p, report, phase);
+      return false;
+    }
+  }
+#else
+  (void)report, (void)phase;
   while (load_acquire(p) == v) __nanosleep(64);
+#endif
+  return true;
 }
 #endif
 
 // A barrier across every block of a co-resident (cooperative) launch. bar[0] counts arrivals,
 // bar[1] is the generation: the last block to arrive resets the count, then publishes the next
-// generation; the others wait for it. Zeroed once, the pair serves any number of launches.
-// Everything a block wrote before the barrier is visible to every block after it.
-__device__ __forceinline__ void grid_sync(unsigned* bar) {
+// generation; the others wait for it. Zeroed once, the words serve any number of launches.
+// Everything a block wrote before the barrier is visible to every block after it. With the
+// debugging bound (FASTFF_BARRIER_POLLS) it returns false, in every thread of the block, where
+// a block gave up waiting: bar[2..5] then say who, where (``phase``) and how many had arrived
+// (give_up), and the kernel must return.
+__device__ __forceinline__ bool grid_sync(unsigned* bar, unsigned phase) {
+#if FASTFF_BARRIER_POLLS
+  FASTFF_SHARED(int, waited, 1);
+#endif
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned gen = load_acquire(bar + 1);
     __threadfence();
+    bool ok = true;
     if (fetch_add_acq_rel(bar, 1u) == gridDim.x - 1) {
       atomicExch(bar, 0u);
       store_release(bar + 1, gen + 1u);
     } else {
-      wait_while_equal(bar + 1, gen);
+      ok = wait_while_equal(bar + 1, gen, bar + 2, phase);
     }
+#if FASTFF_BARRIER_POLLS
+    waited[0] = ok;
+#else
+    (void)ok;
+#endif
   }
   __syncthreads();
+#if FASTFF_BARRIER_POLLS
+  return waited[0] != 0;
+#else
+  return true;
+#endif
 }
+
 
 // The last block to arrive at ``counter`` of ``expected`` blocks that each wrote a part of one
 // result (the split-K partial products of a tile, the rows of a column tile): true in every

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import activations, config
+from ...checks import flag
 from ...errors import DeviceError, InputError
 
 SOURCE_DIR = Path(__file__).parent
@@ -34,7 +35,7 @@ def name_expressions():
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
         out += [f"train_steps<{t}, {activations.CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
-    return out + ["shapeset_render"]
+    return out + ["shapeset_render", "barrier_rounds"]
 
 
 def defines():
@@ -53,6 +54,10 @@ def defines():
     if strip * lanes > 1024:
         raise InputError(f"config.CUDA_STEP_STRIP x CUDA_STEP_LANES = {strip * lanes} threads "
                          "a block; CUDA allows at most 1024")
+    polls = config.CUDA_BARRIER_POLLS
+    if isinstance(polls, bool) or not isinstance(polls, int) or polls < 0:
+        raise InputError(f"config.CUDA_BARRIER_POLLS must be an integer >= 0 (0: no bound), "
+                         f"got {polls!r}")
     for name in ("CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES", "CUDA_MAX_BINS"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
@@ -69,13 +74,16 @@ def defines():
             f"-DFASTFF_THREADS={config.CUDA_THREADS}", f"-DFASTFF_DR={config.CUDA_DELTA_ROWS}",
             f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}", f"-DFASTFF_ST={strip}",
             f"-DFASTFF_SL={lanes}", f"-DFASTFF_PB={config.CUDA_STEP_MAX_BATCH}",
-            f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}"]
+            f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}",
+            f"-DFASTFF_BARRIER_POLLS={polls}ULL",
+            f"-DFASTFF_PROFILE={int(flag('config.CUDA_PROFILE_STEP', config.CUDA_PROFILE_STEP))}"]
 
 
 # the config settings the compile reads: its options are made once for each set of their values
 COMPILE_SETTINGS = ("CUDA_GEMM_TILE", "CUDA_UPDATE_TILE", "CUDA_DELTA_ROWS", "CUDA_STEP_STRIP",
                     "CUDA_STEP_LANES", "CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES",
-                    "CUDA_MAX_BINS", "CUDA_THREADS", "CUDA_BLOCKS_PER_SM")
+                    "CUDA_MAX_BINS", "CUDA_THREADS", "CUDA_BLOCKS_PER_SM", "CUDA_BARRIER_POLLS",
+                    "CUDA_PROFILE_STEP")
 _OPTIONS = {}
 
 
@@ -179,7 +187,7 @@ def threads_per_block(name):
         return (tn // 4) * (tm // 4)
     if name.startswith(("dense_backward_update", "second_order_update")):
         return (ut // 4) ** 2
-    if name.startswith("train_steps"):
+    if name.startswith(("train_steps", "barrier_rounds")):
         return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
     if name == "shapeset_render":
         return SHAPESET_THREADS

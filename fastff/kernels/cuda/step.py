@@ -16,8 +16,10 @@ import warnings
 import numpy as np
 
 from ... import activations, config
+from ...arrays import to_host
 from ...errors import InputError
 from ..backend import Plan
+from .barrier import BARRIER_WORDS, check_barrier, threads
 from .compiler import CTYPES
 from .runtimes import runtime
 
@@ -32,11 +34,6 @@ assert len(_FIELDS) == SLOTS
 def strips(n):
     """Strips of config.CUDA_STEP_STRIP units that cover ``n`` units."""
     return -(-n // config.CUDA_STEP_STRIP)
-
-
-def threads():
-    """Threads of a train_steps block."""
-    return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
 
 
 def why_not_persistent(sizes, batch, rates, loss):
@@ -123,7 +120,11 @@ class StepLaunch:
         rt.upload(self.desc, table)
         self.io = rt.zeros((len(nets), 2), np.int64)  # each net's x and y addresses
         self.io_host = np.zeros((len(nets), 2), np.int64)
-        self.barrier = rt.zeros(2, np.uint32)
+        self.barrier = rt.zeros(BARRIER_WORDS, np.uint32)
+        # config.CUDA_PROFILE_STEP: the buffer the kernel's clock readings go to, and the
+        # length of each phase of the last launch in nanoseconds (2 L a step, forward then
+        # backward, each with its barrier)
+        self.profile, self.phase_ns = None, None
         self.rates = rt.zeros(len(nets), self.dtype)
         self.rates_host = None
         most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in self.params)
@@ -153,6 +154,14 @@ class StepLaunch:
                                np.float64).view(np.int64)
             row.update(zip(("low", "high", "hist_lo", "hist_scale"), doubles.tolist()))
         return [int(row[name]) for name in _FIELDS]
+
+    def _profile(self, steps):
+        """The profile buffer of a launch of ``steps`` steps (a one-slot stand-in when not
+        profiling: the kernel does not touch it)."""
+        size = 1 + 2 * len(self.params) * steps if config.CUDA_PROFILE_STEP else 1
+        if self.profile is None or self.profile.shape[0] < size:
+            self.profile = self.rt.zeros(size, np.uint64)
+        return self.profile
 
     def matches(self, batch, stats, activation, loss):
         """Whether this (one-model) launch serves a step of ``batch`` rows with ``stats``,
@@ -223,7 +232,12 @@ class StepLaunch:
                              io=self.io, B=np.int32(self.batch), steps=np.int32(steps),
                              lr=self.rates, cost=np.int32(self.cost),
                              want_stats=np.int32(self.want_stats),
-                             want_gw=np.int32(self.want_gw), losses=out, barrier=self.barrier)
+                             want_gw=np.int32(self.want_gw), losses=out, barrier=self.barrier,
+                             profile=self._profile(steps))
+        if config.CUDA_PROFILE_STEP:  # profiling: each phase's length, read back (a sync)
+            self.phase_ns = np.diff(to_host(self.profile)[:1 + 2 * len(self.params) * steps])
+        if config.CUDA_BARRIER_POLLS:  # debugging: a barrier that gave up says where
+            check_barrier(self.rt, self.barrier, self.grid, len(self.params), steps)
         return out.reshape(nets, steps) if self.grouped else out
 
 

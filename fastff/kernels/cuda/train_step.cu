@@ -237,15 +237,19 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
 // batches x (steps, B, K_0) and labels y (steps, B); lr: (nets, steps) rates; losses: (nets,
 // steps) gets each step's mean cost. A phase's strips of every net are dealt to the blocks
 // together, and a strip's arithmetic does not depend on which net or block it is, so each
-// net's bits are those of training it alone. ``barrier``: two zeroed words, kept between
-// launches. Launched cooperatively (every block co-resident) with ST x SL threads a block;
+// net's bits are those of training it alone. ``barrier``: six zeroed words, kept between
+// launches (the grid barrier's two, and where its debugging bound reports; step s's phases are
+// numbered s * 2 L + l forward, s * 2 L + 2 L - 1 - l backward). ``profile``: in a profiling
+// build (FASTFF_PROFILE), block 0 writes the time the launch started and each phase's end
+// (after its barrier) there, 1 + 2 L steps values; unused otherwise. Launched cooperatively (every block co-resident) with ST x SL threads a block;
 // the launch bounds ask for MIN_BLOCKS blocks an SM, so that ptxas gives each thread the
 // registers of its PB-row accumulators (with 1, it chose 80 and spilled on sm_80).
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, FASTFF_MIN_BLOCKS)
 train_steps(const long long* __restrict__ desc, int L, int nets, const long long* __restrict__ io,
             int B, int steps, const T* __restrict__ lr, int cost, int want_stats, int want_gw,
-            double* __restrict__ losses, unsigned* __restrict__ barrier) {
+            double* __restrict__ losses, unsigned* __restrict__ barrier,
+            unsigned long long* __restrict__ profile) {
   using fastff::LayerDesc;
   FASTFF_SHARED(T, red, FASTFF_PB * FASTFF_ST * FASTFF_SL);
   FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
@@ -255,6 +259,11 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
   const LayerDesc* all = reinterpret_cast<const LayerDesc*>(desc);
   for (int i = threadIdx.x; i < FASTFF_MAX_BINS; i += blockDim.x) local_hist[i] = 0u;
   const int K0 = int(all[0].K);
+#if FASTFF_PROFILE
+  if (blockIdx.x == 0 && threadIdx.x == 0) profile[0] = fastff::global_ns();
+#else
+  (void)profile;
+#endif
   for (int s = 0; s < steps; ++s) {
     for (int l = 0; l < L; ++l) {
       const int strips = (int(all[l].N) + FASTFF_ST - 1) / FASTFF_ST;
@@ -268,7 +277,10 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
         else
           fastff::forward_strip<T, fastff::LINEAR>(layers[l], in, B, t, false, red, local_hist);
       }
-      fastff::grid_sync(barrier);
+      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;  // forward of layer l
+#if FASTFF_PROFILE
+      if (blockIdx.x == 0 && threadIdx.x == 0) profile[1 + s * 2 * L + l] = fastff::global_ns();
+#endif
     }
     for (int l = L - 1; l >= 0; --l) {
       const int strips = (int(all[l].K) + FASTFF_ST - 1) / FASTFF_ST;
@@ -289,7 +301,12 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
         }
         fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, sums);
       }
-      fastff::grid_sync(barrier);
+      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + 2 * L - 1 - l))) return;  // backward
+#if FASTFF_PROFILE
+      if (blockIdx.x == 0 && threadIdx.x == 0)
+        profile[1 + s * 2 * L + 2 * L - 1 - l] = fastff::global_ns();
+#endif
+
     }
     if (want_gw && blockIdx.x == 0 && threadIdx.x == 0) {
       for (int i = 0; i < nets * L; ++i) {  // strip order: the same sums on every launch
@@ -306,4 +323,12 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
       }
     }
   }
+}
+
+// The grid barrier alone, ``rounds`` in a row (benchmarks/gpu_check.py times it at the
+// persistent step's grid; the debugging bound applies as in the step).
+__global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, FASTFF_MIN_BLOCKS)
+barrier_rounds(unsigned* __restrict__ barrier, int rounds) {
+  for (int r = 0; r < rounds; ++r)
+    if (!fastff::grid_sync(barrier, unsigned(r))) return;
 }
