@@ -25,7 +25,7 @@ def chosen_runs(rows, table, dataset):
 def test_outcomes(runs_dir, row):
     """A sweep row's run's test outcomes at its last update (None where it has none)."""
     try:
-        kept = RunDir(Path(runs_dir) / row["name"]).loadtest_outcomes()
+        kept = RunDir(Path(runs_dir) / row["name"]).load_test_outcomes()
     except FastffError:
         return None
     if kept is None or kept[0] != row.get("updates_done"):
