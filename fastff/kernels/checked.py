@@ -31,10 +31,10 @@ class CheckedKernels:
     def __init__(self, module_for):
         self._module_for = module_for
 
-    def _kernels(self, tf32, dtype, **arrays):
+    def _kernels(self, tf32, weights, **arrays):
         """(kernels module, its array module, the unchecked call's hints) for one call:
         every array must be of the module's kind (no copy between host and GPU), and
-        ``tf32=True`` needs kernels that have tensor cores."""
+        ``tf32=True`` needs kernels that have tensor cores, and ``weights`` they can round."""
         module = self._module_for(*arrays.values())
         xp = module.array_module()  # for CUDA: the runtime, or an error saying what is missing
         for name, a in arrays.items():
@@ -48,8 +48,8 @@ class CheckedKernels:
         if "tf32" not in getattr(module, "CAPABILITIES", ()):
             raise InputError("tf32=True runs products on NVIDIA tensor cores: only the CUDA "
                              f"kernels have it, not {module.__name__}'s")
-        if hasattr(dtype, "dtype"):
-            module.check_tf32(dtype.dtype, module.runtime())
+        if hasattr(weights, "dtype"):  # (weights that are no array: the contracts refuse them)
+            module.check_tf32(weights.dtype, module.runtime())
         return module, xp, {"tf32": True}
 
     def dense_forward(self, x, W, b, activation, out=None, stats=None, *, tf32=False):
