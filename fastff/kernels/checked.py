@@ -31,10 +31,11 @@ class CheckedKernels:
     def __init__(self, module_for):
         self._module_for = module_for
 
-    def _kernels(self, tf32, weights, **arrays):
+    def _kernels(self, tf32, **arrays):
         """(kernels module, its array module, the unchecked call's hints) for one call:
         every array must be of the module's kind (no copy between host and GPU), and
-        ``tf32=True`` needs kernels that have tensor cores, and ``weights`` they can round."""
+        ``tf32=True`` needs kernels that have tensor cores (the CUDA kernels check the dtype,
+        the tiles and the GPU themselves, check_tf32)."""
         module = self._module_for(*arrays.values())
         xp = module.array_module()  # for CUDA: the runtime, or an error saying what is missing
         for name, a in arrays.items():
@@ -48,8 +49,6 @@ class CheckedKernels:
         if "tf32" not in getattr(module, "CAPABILITIES", ()):
             raise InputError("tf32=True runs products on NVIDIA tensor cores: only the CUDA "
                              f"kernels have it, not {module.__name__}'s")
-        if hasattr(weights, "dtype"):  # (weights that are no array: the contracts refuse them)
-            module.check_tf32(weights.dtype, module.runtime())
         return module, xp, {"tf32": True}
 
     def dense_forward(self, x, W, b, activation, out=None, stats=None, *, tf32=False):
@@ -76,7 +75,7 @@ class CheckedKernels:
         -------
         array (batch, n_out)
         """
-        module, xp, hints = self._kernels(tf32, W, x=x, W=W, b=b, out=out)
+        module, xp, hints = self._kernels(tf32, x=x, W=W, b=b, out=out)
         activation, out = contracts.forward_args(x, W, b, activation, out, stats, xp)
         c = xp.ascontiguousarray
         return module.forward_unchecked(x=c(x), W=c(W), b=c(b), activation=activation, out=out,
@@ -115,7 +114,7 @@ class CheckedKernels:
         -------
         array (batch, n_in) or None
         """
-        module, xp, hints = self._kernels(tf32, W, x=x, h=h, W=W, b=b, grad_h=grad_h,
+        module, xp, hints = self._kernels(tf32, x=x, h=h, W=W, b=b, grad_h=grad_h,
                                           grad_x=grad_x)
         activation, grad_x = contracts.backward_args(x, h, W, b, grad_h, activation, lr, grad_x,
                                                      stats, compute_grad_x, xp)
@@ -163,7 +162,7 @@ class CheckedKernels:
             ``grad_variance``).
         """
         module, xp, hints = self._kernels(
-            tf32, W, x=x, h=h, W=W, b=b, grad_h=grad_h, curv_h=curv_h, grad_x=grad_x,
+            tf32, x=x, h=h, W=W, b=b, grad_h=grad_h, curv_h=curv_h, grad_x=grad_x,
             curv_x=curv_x, rates_W=getattr(rates, "W", None), rates_b=getattr(rates, "b", None))
         grad_x, curv_x = contracts.second_order_args(x, h, W, b, grad_h, activation, lr, rates,
                                                      curv_h, grad_x, curv_x, stats,
@@ -221,7 +220,7 @@ class CheckedKernels:
         return self._loss("softmax_quadratic_unchecked", z, y, grad_z)
 
     def _loss(self, unchecked, z, y, grad_z):
-        module, xp, _ = self._kernels(False, None, z=z, y=y, grad_z=grad_z)
+        module, xp, _ = self._kernels(False, z=z, y=y, grad_z=grad_z)
         grad_z = contracts.softmax_args(z, y, grad_z, xp)
         loss, grad_z = getattr(module, unchecked)(
             z=xp.ascontiguousarray(z), y=xp.ascontiguousarray(y, dtype=np.int64), grad_z=grad_z)
