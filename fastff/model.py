@@ -6,7 +6,7 @@ import numpy as np
 from . import activations, device as devices, losses
 from .kernels import get_backend
 from .arch import parse_sizes
-from .arrays import array_module, to_host
+from .arrays import array_module, like, shared, to_host
 from .checks import choose, finite, flag, float_array, labels, positive, seed as check_seed
 from .errors import InputError
 from .init import INITS, init_weights
@@ -305,8 +305,8 @@ class MLP:
 
     def logits(self, x, chunk=1024):
         """The softmax layer's input for every row of ``x`` (evaluated in chunks of rows), on
-        the host."""
-        return self.backend.to_host(self._logits(self.check_x(x), chunk))
+        the host (a CPU tensor for a tensor ``x``: see :meth:`forward`)."""
+        return like(x, self.backend.to_host(self._logits(self.check_x(shared("x", x)), chunk)))
 
     def _logits(self, x, chunk=1024):
         """The logits of a checked ``x``, where the model's arrays are."""
@@ -314,25 +314,86 @@ class MLP:
                                             for i in range(0, x.shape[0], chunk)])
 
     def forward(self, x):
-        """Class probabilities, shape (batch, n_classes)."""
-        return softmax(self.logits(x).astype(np.float64)).astype(self.dtype)
+        """Class probabilities, shape (batch, n_classes), on the host.
+
+        ``x`` may be any array that exports DLPack (a PyTorch tensor): it is read without a
+        copy (:func:`fastff.arrays.from_foreign`) and the probabilities come back as an array
+        of its library, on the host (a CPU tensor)."""
+        logits = self.logits(shared("x", x))
+        return like(x, softmax(logits.astype(np.float64)).astype(self.dtype))
 
     def predict(self, x):
-        """The most probable class of every row."""
-        return self.logits(x).argmax(axis=1)
+        """The most probable class of every row (of ``x``'s library, as :meth:`forward`)."""
+        return like(x, self.logits(shared("x", x)).argmax(axis=1))
 
     def error(self, x, y):
         """Fraction of rows whose predicted class differs from ``y``."""
-        return float((~self.correct(x, y)).mean())
+        return float((~self._correct(shared("x", x), shared("y", y))).mean())
 
     def correct(self, x, y):
         """Whether each row's predicted class is ``y``'s: a boolean array on the host (the
-        paired outcomes two models' comparison on one test set needs)."""
+        paired outcomes two models' comparison on one test set needs; of ``x``'s library, as
+        :meth:`forward`)."""
+        return like(x, self._correct(shared("x", x), shared("y", y)))
+
+    def _correct(self, x, y):
         x = self.check_x(x)
         labels(y, x.shape[0], self.sizes[-1])
         # compared where the logits are: the host reads back one bool a row
         hit = self._logits(x).argmax(axis=1) == self.backend.to_device(y, np.int64)
         return self.backend.to_host(hit)
+
+    # -- PyTorch ------------------------------------------------------------------------------
+    def to_torch(self, device=None):
+        """This network as a PyTorch ``nn.Sequential`` (:mod:`fastff.pytorch`): its Linear
+        layers hold copies of the weights (transposed to PyTorch's layout, every bit kept) with
+        the hidden activation between them (``nn.Softsign`` for softsign). It returns the
+        logits; the model's :meth:`forward` is ``torch.softmax(module(x), 1)``.
+
+        Parameters
+        ----------
+        device : str, optional
+            Where the module's parameters go (a PyTorch device); default: the model's device.
+
+        Returns
+        -------
+        torch.nn.Sequential
+        """
+        from . import pytorch
+        host = [(self.backend.to_host(W), self.backend.to_host(b)) for W, b in self.params]
+        return pytorch.build(self.sizes, self.activation, host, self.dtype.name,
+                             self.device if device is None else device)
+
+    @classmethod
+    def from_torch(cls, module, device=None, init="normalized", loss="nll"):
+        """A fastff network with the weights of a plain PyTorch MLP (copied; every bit kept).
+
+        Parameters
+        ----------
+        module : torch.nn.Sequential
+            Linear layers with biases and one hidden activation (``nn.Sigmoid``, ``nn.Tanh``,
+            ``nn.Softsign`` or ``nn.ReLU``) between them; an ``nn.Flatten`` first and an
+            ``nn.Softmax``/``nn.LogSoftmax`` last are accepted. Anything else is refused with
+            the layer fastff cannot represent (:func:`fastff.pytorch.read`).
+        device : str, optional
+            ``cpu`` or ``cuda``; default: where the module's parameters are.
+        init : str
+            Recorded as the network's initialization (its weights are the module's).
+        loss : str
+            The output cost its :meth:`step` takes (``nll``: ``nn.CrossEntropyLoss``).
+
+        Returns
+        -------
+        MLP
+            Of the module's sizes, activation and dtype (float32 or float64).
+        """
+        from . import pytorch
+        sizes, activation, params, dtype, where = pytorch.read(module)
+        net = cls(sizes, activation or "tanh", init=init, device=where if device is None
+                  else device, dtype=dtype, loss=loss)
+        net.params = [(net.backend.copy(W), net.backend.copy(b)) for W, b in params]
+        net.plan = net.new_plan()
+        return net
 
     # -- training -----------------------------------------------------------------------------
     def new_stats(self, weight_grad=False):
@@ -361,6 +422,7 @@ class MLP:
         Parameters
         ----------
         x : ndarray (batch, n_in)
+            Or any array that exports DLPack (a PyTorch tensor), read without a copy.
         y : ndarray (batch,) of class ids
         lr : float
             Learning rate (the paper's epsilon): theta <- theta - lr * mean gradient.
@@ -376,8 +438,8 @@ class MLP:
             The loss, read from the device (a synchronization on a GPU; the trainer keeps it on
             the device and reads it only when it logs).
         """
-        x = self.check_x(x)
-        y = self.check_y(y, x.shape[0])
+        x = self.check_x(shared("x", x))
+        y = self.check_y(shared("y", y), x.shape[0])
         positive("lr", lr)
         if stats is not None:
             if not isinstance(stats, StepStats):

@@ -72,7 +72,8 @@ def backend_of(*arrays):
         elif on_device(a):
             kinds.add("cuda")
         else:
-            raise InputError(f"expected a NumPy or CuPy array, got {type(a).__name__}")
+            raise InputError(f"expected a NumPy or CuPy array (or one that exports DLPack, "
+                             f"such as a PyTorch tensor), got {type(a).__name__}")
     if len(kinds) > 1:
         raise DeviceError("some arrays are NumPy (host) and some CuPy (GPU); fastff never copies "
                           "between them inside a kernel call: move them first "

@@ -8,19 +8,60 @@ module its arrays belong to. Its public names come from :func:`public`, so the f
 kernels have one signature, one docstring and one set of checks on every backend
 (:mod:`.contracts`), and :mod:`fastff.kernels` dispatches by array type through the same
 definitions.
+
+Every public kernel also takes arrays of other libraries that export DLPack (PyTorch tensors on
+the CPU or a CUDA GPU): they are read as NumPy or CuPy arrays sharing their memory, and what
+comes back is of the caller's kind (:func:`accepts_dlpack`).
 """
+import functools
 import importlib
+import inspect
 
 import numpy as np
 
 from .. import activations
-from ..arrays import on_device
+from ..arrays import foreign, from_foreign, like, on_device
 from ..checks import flag
 from ..errors import DeviceError, InputError
 from . import contracts
 
 PUBLIC = ("dense_forward", "dense_backward_sgd", "dense_backward_second_order", "softmax_nll",
           "softmax_quadratic")
+
+
+def accepts_dlpack(kernel):
+    """``kernel`` taking arrays of other libraries too (:func:`fastff.arrays.foreign`).
+
+    Each such argument is read through DLPack as the NumPy or CuPy array that shares its memory
+    (no copy; a tensor that requires grad is refused, :func:`fastff.arrays.from_foreign`), so
+    the contracts hold for it exactly as for a NumPy array. The arrays that come back are of
+    the kind of the call's first foreign argument, sharing memory with fastff's result: an
+    ``out=`` (``grad_x=``, ``curv_x=``, ``grad_z=``) given as a tensor comes back as that very
+    tensor, written in place. A call without foreign arguments goes straight through.
+    """
+    names = list(inspect.signature(kernel).parameters)[1:]  # after self
+
+    @functools.wraps(kernel)
+    def call(self, *args, **kwargs):
+        if not (any(map(foreign, args)) or any(map(foreign, kwargs.values()))):
+            return kernel(self, *args, **kwargs)
+        given = {**dict(zip(names, args)), **kwargs}
+        caller = next(a for a in given.values() if foreign(a))
+        shared, originals = {}, {}
+        for name, a in given.items():
+            if foreign(a):
+                shared[name] = from_foreign(name, a)
+                originals[id(shared[name])] = a
+            else:
+                shared[name] = a
+        result = kernel(self, **shared)
+
+        def back(r):
+            if r is None or isinstance(r, float):
+                return r
+            return originals[id(r)] if id(r) in originals else like(caller, r)
+        return tuple(map(back, result)) if isinstance(result, tuple) else back(result)
+    return call
 
 
 class CheckedKernels:
@@ -51,6 +92,7 @@ class CheckedKernels:
                              f"kernels have it, not {module.__name__}'s")
         return module, xp, {"tf32": True}
 
+    @accepts_dlpack
     def dense_forward(self, x, W, b, activation, out=None, stats=None, *, tf32=False):
         """h = f(x @ W + b), fused with the statistics of h.
 
@@ -81,6 +123,7 @@ class CheckedKernels:
         return module.forward_unchecked(x=c(x), W=c(W), b=c(b), activation=activation, out=out,
                                         stats=stats, **hints)
 
+    @accepts_dlpack
     def dense_backward_sgd(self, x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
                            compute_grad_x=True, *, tf32=False):
         """Back-propagate through one layer and apply its SGD update in place.
@@ -124,6 +167,7 @@ class CheckedKernels:
                                          stats=stats, compute_grad_x=bool(compute_grad_x),
                                          **hints)
 
+    @accepts_dlpack
     def dense_backward_second_order(self, x, h, W, b, grad_h, activation, lr, rates, curv_h=None,
                                     grad_x=None, curv_x=None, stats=None, compute_grad_x=True, *,
                                     tf32=False):
@@ -174,6 +218,7 @@ class CheckedKernels:
             curv_h=None if curv_h is None else c(curv_h), grad_x=grad_x, curv_x=curv_x,
             stats=stats, compute_grad_x=bool(compute_grad_x), **hints)
 
+    @accepts_dlpack
     def softmax_nll(self, z, y, grad_z=None):
         """Mean negative log-likelihood of a softmax over ``z`` and its gradient.
 
@@ -195,6 +240,7 @@ class CheckedKernels:
         """
         return self._loss("softmax_nll_unchecked", z, y, grad_z)
 
+    @accepts_dlpack
     def softmax_quadratic(self, z, y, grad_z=None):
         """Mean quadratic cost between a softmax over ``z`` and the one-hot target, and its
         gradient.
