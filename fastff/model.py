@@ -83,6 +83,10 @@ class StepStats:
         return [{**f.summary(sums[2 * k]), **b.summary(n_in, sums[2 * k + 1])}
                 for k, (f, b, n_in) in enumerate(zip(self.forward, self.backward, self.sizes[:-2]))]
 
+    def _repr_html_(self):
+        from .notebook import step_stats_html
+        return step_stats_html(self)
+
 
 class Rates:
     """Per-parameter learning rates for every layer of a model (:mod:`fastff.kernels.rates`),
@@ -264,6 +268,10 @@ class MLP:
                 f"init={self.init!r}, device={self.device!r}, dtype={self.dtype.name!r}"
                 + (f", loss={self.loss!r}" if self.loss != "nll" else "")
                 + (", tf32=True)" if self.tf32 else ")"))
+
+    def _repr_html_(self):
+        from .notebook import model_html
+        return model_html(self)
 
     # -- input checks -------------------------------------------------------------------------
     def check_x(self, x):

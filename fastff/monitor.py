@@ -121,6 +121,10 @@ class Measurement:
     def __repr__(self):
         return f"Measurement(update={self.update}, layers={self.n_layers}, finite={self.finite})"
 
+    def _repr_html_(self):
+        from .notebook import box, measurement_table
+        return box(repr(self), measurement_table(self))
+
 
 def measure(model, x, y, *, jacobian_examples=None, update=None, examples=None):
     """Measure every hidden layer of ``model`` on the examples ``x``, ``y``.
@@ -294,6 +298,10 @@ class Stats:
         ups = self.updates
         span = f"updates {ups[0]}..{ups[-1]}" if len(ups) else "empty"
         return f"Stats({len(self)} snapshots, {span})"
+
+    def _repr_html_(self):
+        from .notebook import stats_html
+        return stats_html(self)
 
     @property
     def updates(self):

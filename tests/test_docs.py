@@ -76,11 +76,16 @@ CHECKS = {
     "training.md": lambda ns, out, tmp: (
         ns["run"].final["update"] == 2000 and (tmp / "report" / "index.html").is_file()
         and bool(list((tmp / "tensorboard").glob("*/events.out.tfevents.*")))),
-    "kernels.md": lambda ns, out, tmp: ns["gx"].shape == (10, 1024),
+    "kernels.md": lambda ns, out, tmp: ns["gx"].shape == (10, 1024) and ns["Wt"].shape == (1024, 1000),
+    "pytorch-and-notebooks.md": lambda ns, out, tmp: ns["gap"] < 1e-14 and "loss 2.190505 vs 2.190505" in out and "layer 1 of the module (Dropout)" in out,
     "sweeps-and-reproduction.md": lambda ns, out, tmp: (
         (tmp / "sweeps" / "init-lr" / "runs.csv").is_file()
         and (tmp / "repro-smoke" / "table1.md").is_file()),
 }
+
+
+# pages whose blocks need an optional package beyond the [test] extra
+NEEDS = {"kernels.md": "torch", "pytorch-and-notebooks.md": "torch"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
@@ -90,6 +95,8 @@ def test_every_block_of_the_page_runs(page, tmp_path, monkeypatch, capsys):
         return
     pytest.importorskip("matplotlib")
     pytest.importorskip("tensorboardX")
+    if page.name in NEEDS:
+        pytest.importorskip(NEEDS[page.name])
     monkeypatch.chdir(tmp_path)
     namespace, out = run_page(page, capsys)
     check = CHECKS.get(page.name)

@@ -179,7 +179,8 @@ def test_import_fastff_loads_no_cuda_code_and_warns_nothing():
 # floor. CONTRIBUTING.md ("The house") describes the same floors.
 FLOORS = [
     {"errors", "config", "arrays", "checks", "files", "_version", "activations", "softmax",
-     "shapeset_spec", "losses", "arch", "init", "device", "flags", "pytorch"}, # leaves
+     "shapeset_spec", "losses", "arch", "init", "device", "flags", "pytorch",
+     "notebook"},                                                     # leaves
     {"kernels"},                                                     # the fused kernels
     {"model", "monitor", "data"},                                    # a net, its measurements, data
     {"record", "baselines"},                                         # a run's folder; the SVMs

@@ -115,6 +115,10 @@ class ForwardStats(_Watched):
                              "must be finite and increasing")
         return self
 
+    def _repr_html_(self):
+        from ..notebook import forward_stats_html
+        return forward_stats_html(self)
+
     def reset(self):
         """Zero every accumulator in place."""
         for a in (self.sat_low, self.sat_high, self.total, self.total_sq, self.hist, self.rows):
@@ -168,6 +172,10 @@ class BackwardStats(_Watched):
     @property
     def steps(self):
         return self.counts[1:2]
+
+    def _repr_html_(self):
+        from ..notebook import backward_stats_html
+        return backward_stats_html(self)
 
     def reset(self):
         """Zero every accumulator in place."""

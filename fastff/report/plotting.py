@@ -1,16 +1,19 @@
 """What every figure module of fastff.report shares: matplotlib on the Agg backend, writing a
 PNG, a figure's title."""
 import io
+import os
 
 from ..errors import FastffError
 from ..files import atomic_write_bytes
 
 
 def pyplot():
-    """matplotlib.pyplot on the Agg backend, or a clear error when matplotlib is missing."""
+    """matplotlib.pyplot on the Agg backend (in a Jupyter kernel: its inline backend, so that
+    figures show in the notebook), or a clear error when matplotlib is missing."""
     try:
         import matplotlib
-        matplotlib.use("Agg")
+        if "inline" not in os.environ.get("MPLBACKEND", ""):
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise FastffError("figures need matplotlib: pip install 'fastff[plot]'") from None

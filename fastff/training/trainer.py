@@ -70,6 +70,10 @@ class Run:
         """The last evaluation."""
         return self.history[-1] if self.history else None
 
+    def _repr_html_(self):
+        from ..notebook import run_html
+        return run_html(self)
+
 
 def _layer_columns(summaries):
     row = {}
