@@ -1,5 +1,6 @@
 """A cost model of the CUDA training step: what each path moves and computes per step of the
-paper's net, and the floor that implies on the project's GPU, beside the targets.
+paper's net, the floor that implies on the project's GPU and the forecast of its compiled code
+(from its SASS, benchmarks/sass.py, and the host's measured time per step), beside the targets.
 
 Run: ``python benchmarks/gpu_model.py``. No GPU needed: the numbers are counted
 from the kernels' decomposition (fastff/kernels/cuda/), not measured. Measured times come from
@@ -19,23 +20,17 @@ Counted per step, float32, statistics on:
 
 The floor is max(HBM bytes / HBM bandwidth, L2 bytes / L2 bandwidth, FLOPs / FP32 peak) plus
 the launches' and barriers' fixed costs: what the step cannot beat, not what it will take.
+
+The forecast (:func:`forecast_persistent`, :func:`forecast_layers`) is what it is expected to
+take: each hot loop's instructions and loads per iteration as the SASS has them, the chain of
+dependent loads they form (Little's law: what a warp keeps in flight over an L2 round trip),
+instruction issue, the barriers' parts, and the host's measured time per step.
 """
 import argparse
 
 PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]
 BATCHES = (10, 128, 1024)
 TARGETS_US = {10: 25.0, 128: 100.0, 1024: 650.0}  # the CUDA issue's targets on an H200
-# The current estimate of the layer-by-layer path on an H100/H200: 4 L = 24 launches at 5-10 us
-# of Python and CuPy each (the host's cost sets batches 10 and 128), epilogues and deltas over
-# row tiles, the GEMMs' 4 x 4 register tiles fed by 16-byte shared loads (one per 8 FMAs in
-# the SASS) at an estimated 55-65% of FP32 peak (batch 1024). With the 2 x 4 tiles of scalar
-# loads (0.7 shared loads per FMA), 35-40%: 1200-1800 us at batch 1024; before the split-K
-# reduction and the epilogues were fused: 300-550, 600-900 and 3000-4500.
-# With tf32=True, x @ W and dC/dx (two thirds of the FLOPs) go to tensor cores, assumed at 40-60%
-# of their peak (16 x 8 x 8 products from shared memory, no asynchronous copies).
-LAYERS_ESTIMATE_US = {10: (150, 300), 128: (200, 350), 1024: (800, 1100)}
-TF32_ESTIMATE_US = {128: (150, 300), 1024: (350, 500)}
-
 H200 = dict(
     name="NVIDIA H200 (132 SMs)",
     hbm_bytes_per_s=4.8e12,
@@ -52,6 +47,19 @@ H200 = dict(
     # one grid-wide barrier of a cooperative kernel: an atomic round trip through L2 and a
     # spin (assumed; gpu_check.py measures the persistent step, which holds 2 L of them)
     barrier_s=1.0e-6,
+    # for the forecast (forecast_persistent, forecast_layers): the clock the FP32 peak is
+    # quoted at, four warp schedulers an SM issuing one instruction a cycle each, and the
+    # round trip of a load that hits L2 (assumed: microbenchmarks of Hopper report about
+    # 260 cycles to the near L2 partition and more to the far one; gpu_check.py's phases
+    # measure what a strip iteration takes)
+    clock_hz=1.98e9,
+    schedulers=4,
+    l2_latency_cycles=350,
+    # a grid barrier as train_step.cu makes it (fastff::grid_sync): a release fence, an atomic
+    # arrival per block on one word (serialized at its L2 slice), polls until the last
+    # arrival is seen, an acquire fence (assumed cycles of each; gpu_check.py's barrier
+    # microbenchmark measures the sum)
+    fence_cycles=800, atomic_serial_cycles=4,
 )
 ITEM = 4  # float32
 
@@ -81,14 +89,17 @@ def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8, 
                 flops=6 * P * batch * nets, w_in_l2=resident, nets=nets)
 
 
-def lockstep_table(gpu=H200, batch=10, counts=(1, 2, 4, 16, 64)):
+def lockstep_table(gpu=H200, batch=10, counts=(1, 2, 4, 16, 64), sass=None):
     """train_many's rounds at ``batch``: the floor of a round and the total updates/s it
-    allows, against one net alone."""
+    allows, against one net alone; with the SASS counts, the forecast beside it."""
     rows = []
     for nets in counts:
         row = persistent(batch, gpu, nets=nets)
         us, limit, fixed = floor_us(row, gpu)
         row.update(floor_us=us, limit=limit, fixed_us=fixed, updates_per_s=nets / (us * 1e-6))
+        if sass is not None:
+            f = forecast_persistent(batch, sass, gpu, nets=nets)["gpu_us"]
+            row.update(forecast_us=f, forecast_updates_per_s=nets / (f * 1e-6))
         rows.append(row)
     for row in rows:
         row["speedup"] = row["updates_per_s"] / rows[0]["updates_per_s"]
@@ -96,13 +107,15 @@ def lockstep_table(gpu=H200, batch=10, counts=(1, 2, 4, 16, 64)):
 
 
 def lockstep_markdown(rows):
-    out = ["| nets | W in L2 | HBM MB | L2 MB | floor us a round | set by | updates/s | vs one net |",
-           "|---:|---|---:|---:|---:|---|---:|---:|"]
+    out = ["| nets | W in L2 | HBM MB | L2 MB | floor us a round | set by | updates/s at the "
+           "floor | vs one net | forecast us a round | updates/s forecast |",
+           "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['nets']} | {'yes' if r['w_in_l2'] else 'no'} | "
                    f"{r['hbm_bytes'] / 1e6:.0f} | {r['l2_bytes'] / 1e6:.0f} | "
                    f"{r['floor_us']:.1f} | {r['limit']} | {r['updates_per_s']:,.0f} | "
-                   f"{r['speedup']:.2f}x |")
+                   f"{r['speedup']:.2f}x | {r.get('forecast_us', float('nan')):.0f} | "
+                   f"{r.get('forecast_updates_per_s', float('nan')):,.0f} |")
     return "\n".join(out)
 
 
@@ -141,7 +154,178 @@ def floor_us(row, gpu=H200):
     return 1e6 * (parts[limit] + fixed), limit, 1e6 * fixed
 
 
-def table(gpu=H200):
+# -- the forecast: from the compiled code ---------------------------------------------------------
+# What one iteration of each hot loop issues, as benchmarks/sass.py read it from NVRTC 12.9's
+# sm_90 SASS of train_steps<float, tanh> and of the layer kernels' main loops (an iteration
+# with each loop inside it once). Used where the compiler or cuobjdump is missing;
+# tests/test_gpu_tools.py checks them against a fresh read.
+RECORDED_SASS = {
+    "forward": {"total": 159, "load": 17, "fp32": 16},
+    "backward": {"total": 165, "load": 17, "store": 1, "fp32": 33, "fp64": 2},
+    "gemm": {"total": 630, "fp32": 256},           # dense_forward_fused<float, tanh>
+    "gemm_tf32": {"total": 431, "tensor": 8},       # its TF32 loop (mma.m16n8k8)
+}
+FLOPS_PER_WARP = {"fp32": 32 * 2, "tensor": 16 * 8 * 8 * 2}  # an FFMA; an m16n8k8 product
+# The strip epilogues (reduce_lanes' 5 rounds of shared memory and __syncthreads, the
+# activation and the statistics of B x 8 outputs; backward: delta, the bias step, its
+# statistics) and the softmax every block forms: cycles, assumed.
+EPILOGUE_CYCLES = {"forward": 800, "backward": 1600, "softmax": 2000}
+# Python's work per step on the host (the trainer's step_unchecked through CUDAPlan with a
+# runtime that launches nothing), measured by host_step_us() on the machine that runs this;
+# launches are asynchronous, so a step takes max(host, GPU) while the GPU keeps up.
+HOST_STEP_US = None
+
+
+def read_sass(arch="sm_90"):
+    """The hot loops' counts, read now (benchmarks/sass.py), or :data:`RECORDED_SASS` where
+    the compiler or cuobjdump is missing; and where they came from."""
+    try:
+        import sass
+        step = sass.step_loops("tanh", "float", arch)
+        gemm = sass.gemm_loop("dense_forward_fused<float, 2>", arch)
+        tf32 = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor=True)
+    except Exception as exc:  # noqa: BLE001 (no NVRTC, no cuobjdump: the recorded counts)
+        return dict(RECORDED_SASS), f"recorded counts ({type(exc).__name__}: {exc})"
+    return ({"forward": step["forward"], "backward": step["backward"],
+             "gemm": dict(gemm["counts"], total=gemm["with_nested"]),
+             "gemm_tf32": dict(tf32["counts"], total=tf32["with_nested"])},
+            f"read now from {arch} SASS")
+
+
+def host_step_us(batch=10, sizes=PAPER_SIZES, steps=2000):
+    """Microseconds of host work per persistent step: :meth:`fastff.MLP.step_unchecked`
+    through the CUDA plan with a runtime that launches nothing (NumPy arrays stand for the
+    device's), statistics on."""
+    import time
+    import numpy as np
+    import fastff
+    from fastff.kernels import Backend, cuda
+    from fastff.kernels.cuda.step import CUDAPlan
+
+    class NoLaunch(cuda.Runtime):
+        sms = 132
+
+        def launch(self, name, grid, block, args, cooperative=False):
+            pass
+
+        def resident(self, name, threads):
+            return 2
+    before = cuda.runtimes._RUNTIME
+    cuda.set_runtime(NoLaunch())
+    try:
+        net = fastff.MLP(sizes, activation="tanh")
+        net.backend = Backend("cuda-host-time", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
+        net.plan = net.new_plan()
+        x = np.random.default_rng(0).random((batch, sizes[0]), dtype=np.float32)
+        y = np.arange(batch) % sizes[-1]
+        stats = net.new_stats()
+        for _ in range(50):
+            net.step_unchecked(x, y, 0.01, stats)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(steps):
+                net.step_unchecked(x, y, 0.01, stats)
+            best = min(best, (time.perf_counter() - t) / steps * 1e6)
+        return best
+    finally:
+        cuda.set_runtime(before)
+
+
+def barrier_us(grid, gpu=H200):
+    """Forecast of one grid barrier: two fences, ``grid`` arrivals on one word, one poll's
+    round trip."""
+    cycles = (2 * gpu["fence_cycles"] + grid * gpu["atomic_serial_cycles"]
+              + gpu["l2_latency_cycles"])
+    return 1e6 * cycles / gpu["clock_hz"]
+
+
+def _strip_phase(kind, reduce_len, strip_count, loop, gpu, grid, threads=256):
+    """One phase of the persistent step: ``strip_count`` strips dealt to ``grid`` blocks, each
+    thread running ``reduce_len / lanes`` iterations of ``loop``. An iteration takes the longer
+    of its dependent chain (its loads' L2 round trip, then its instructions one a cycle: the
+    loop is not unrolled, so the next loads wait for this iteration's FMAs) and the issue of
+    every resident warp's instructions on a scheduler."""
+    from fastff import config
+    lanes = config.CUDA_STEP_LANES
+    per_sm = min(config.CUDA_BLOCKS_PER_SM, -(-strip_count // gpu["sms"]))
+    warps_per_scheduler = per_sm * threads / 32 / gpu["schedulers"]
+    chain = gpu["l2_latency_cycles"] + loop["total"]
+    issue = loop["total"] * warps_per_scheduler
+    iterations = -(-reduce_len // lanes)
+    rounds = -(-strip_count // grid)
+    cycles = rounds * (iterations * max(chain, issue) + EPILOGUE_CYCLES[kind])
+    return 1e6 * cycles / gpu["clock_hz"], "chain" if chain >= issue else "issue"
+
+
+def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host_us=None):
+    """Forecast of the persistent step (one net, or a round of ``nets`` in lockstep): its
+    phases from the SASS counts, its barriers, the softmax, and the host's time per step
+    (overlapped: the step takes the longer of host and GPU)."""
+    from fastff import config
+    grid = config.CUDA_BLOCKS_PER_SM * gpu["sms"]
+    phases, limits = 0.0, set()
+    for k, n in layer_shapes(sizes):
+        for kind, reduce_len, strip_count in (("forward", k, nets * strips(n)),
+                                              ("backward", n, nets * strips(k))):
+            us, limit = _strip_phase(kind, reduce_len, strip_count, counts[kind], gpu, grid)
+            phases += us
+            limits.add(limit)
+    L = len(sizes) - 1
+    barriers = 2 * L * barrier_us(grid, gpu)
+    softmax = 1e6 * EPILOGUE_CYCLES["softmax"] / gpu["clock_hz"]
+    gpu_us = phases + barriers + softmax
+    host = host_us if host_us is not None else 0.0
+    return dict(forecast_us=max(gpu_us, host), gpu_us=gpu_us, phases_us=phases,
+                barriers_us=barriers, host_us=host,
+                limit=("host" if host > gpu_us else
+                       f"dependent loads ({'/'.join(sorted(limits))})"))
+
+
+def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4):
+    """Forecast of one layer-path product (M, R) x (R, Nc) in its geometry
+    (:func:`fastff.kernels.cuda.geometry.gemm_geometry`; the update's reduction over the batch
+    in one slice): the longer of issuing its padded tiles' instructions on every scheduler
+    and its blocks' dependent chain (each tile depth's loads wait a round trip: no double
+    buffering), in waves of ``blocks_per_sm`` blocks an SM (assumed: registers allow 4 of
+    256 threads)."""
+    from fastff import config
+    from fastff.kernels.cuda.geometry import gemm_geometry
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    grid, _, chunk, splits = gemm_geometry(M, R, Nc)
+    blocks = grid[0] * grid[1] * grid[2]
+    padded = 2 * (-(-M // tm) * tm) * (-(-Nc // tn) * tn) * splits * chunk
+    per_warp = loop[kind] * FLOPS_PER_WARP[kind] / loop["total"]
+    issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
+    waves = -(-blocks // (gpu["sms"] * blocks_per_sm))
+    chain = waves * (chunk // tk) * (gpu["l2_latency_cycles"] + loop["total"]) / gpu["clock_hz"]
+    return 1e6 * max(issue, chain)
+
+
+def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, tf32=False, host_us=None):
+    """Forecast of the layer-by-layer path (a CUDA graph of 4 L launches): each product as
+    :func:`_product_us` forecasts it from its main loop's SASS (x @ W and dC/dx on the TF32
+    loop with ``tf32``; the update stays FP32), the element-wise passes at the L2 floor, the
+    launches' fixed cost, and the host's time per step (overlapped)."""
+    floor = layers(batch, gpu, sizes, tf32=tf32)
+    gemm = ("gemm_tf32", "tensor") if tf32 else ("gemm", "fp32")
+    products = 0.0
+    for l, (k, n) in enumerate(layer_shapes(sizes)):
+        products += _product_us(batch, k, n, counts[gemm[0]], gemm[1], gpu)  # x @ W
+        if l > 0:
+            products += _product_us(batch, n, k, counts[gemm[0]], gemm[1], gpu)  # dC/dx
+        products += _product_us(k, batch, n, counts["gemm"], "fp32", gpu)  # x^T delta
+    passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
+    fixed = 1e6 * floor["launches"] * gpu["launch_s"]
+    gpu_us = products + passes + fixed
+    host = host_us if host_us is not None else 0.0
+    return dict(forecast_us=max(gpu_us, host), gpu_us=gpu_us, host_us=host,
+                limit="host" if host > gpu_us else "the products' issue and load chains")
+
+
+def table(gpu=H200, counts=None, host=None):
+    """Every path and batch: the floor and, given the SASS ``counts`` (:func:`read_sass`) and
+    the host's time per step ``host`` ({"persistent": us, "layers": us}), the forecast."""
     rows = []
     for batch in BATCHES:
         candidates = [layers(batch, gpu)]
@@ -153,6 +337,18 @@ def table(gpu=H200):
         for row in candidates:
             us, limit, fixed = floor_us(row, gpu)
             row.update(floor_us=us, limit=limit, fixed_us=fixed, target_us=TARGETS_US[batch])
+            if counts is not None:
+                host = host or {}
+                if row["path"] == "persistent":
+                    many = row["launches"] < 1  # 100 steps a launch: the host's share is 1/100
+                    f = forecast_persistent(batch, counts, gpu, host_us=host.get(
+                        "persistent", 0.0) * (row["launches"]))
+                    f["forecast_us"] = max(f["gpu_us"], f["host_us"]) if many else \
+                        f["forecast_us"]
+                else:
+                    f = forecast_layers(batch, counts, gpu, tf32=row["path"].endswith("tf32"),
+                                        host_us=host.get("layers"))
+                row.update(forecast_us=f["forecast_us"], forecast_limit=f["limit"])
             rows.append(row)
     return rows
 
@@ -162,19 +358,19 @@ def markdown(rows, gpu=H200):
            f"{gpu['hbm_bytes_per_s'] / 1e12:.1f} TB/s HBM, {gpu['l2_bytes'] / 1e6:.0f} MB L2 "
            f"(assumed {gpu['l2_bytes_per_s'] / 1e12:.0f} TB/s), {gpu['fp32_flops'] / 1e12:.0f} "
            f"TFLOP/s FP32; a launch {gpu['launch_s'] * 1e6:.0f} us, a grid barrier "
-           f"{gpu['barrier_s'] * 1e6:.0f} us (assumed).", "",
+           f"{gpu['barrier_s'] * 1e6:.0f} us (assumed) in the floor. The floor is what the "
+           "design cannot beat; the forecast is what its compiled code is expected to take.", "",
            "| batch | path | launches | barriers | W MB | other MB | HBM MB | GFLOP | floor us "
-           "| set by | fixed us | target us | estimate now us |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+           "| floor set by | forecast us | forecast set by | target us |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|"]
     for r in rows:
         path = r["path"] + (" (100 steps a launch)" if r["launches"] < 1 else "")
-        est = {"layers": LAYERS_ESTIMATE_US, "layers, tf32": TF32_ESTIMATE_US}.get(
-            r["path"], {}).get(r["batch"])
+        forecast = f"{r['forecast_us']:.0f}" if "forecast_us" in r else "-"
         out.append(f"| {r['batch']} | {path} | {r['launches']:g} | {r['barriers']} | "
                    f"{r['w_bytes'] / 1e6:.1f} | {r['other_bytes'] / 1e6:.1f} | "
                    f"{r['hbm_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.2f} | {r['floor_us']:.1f} | "
-                   f"{r['limit']} | {r['fixed_us']:.1f} | {r['target_us']:.0f} | "
-                   f"{f'{est[0]}-{est[1]}' if est else 'not measured'} |")
+                   f"{r['limit']} | {forecast} | {r.get('forecast_limit', '-')} | "
+                   f"{r['target_us']:.0f} |")
     return "\n".join(out)
 
 
@@ -244,19 +440,24 @@ def paper_runs(datasets=("shapeset",)):
     return sorted(runs, key=lambda r: (r[0], r[1], r[2]))
 
 
-def pack_seconds(pack, gpu=H200, batch=10):
+def pack_seconds(pack, gpu=H200, batch=10, sass=None):
     """One train_many pack on one GPU: every round, a lockstep launch per group of one net
-    (shape and activation), for as many rounds as its longest run."""
+    (shape and activation), for as many rounds as its longest run; at the floor, or with the
+    SASS counts at the forecast."""
     groups = {}
     for dataset, sizes, activation, updates in pack:
         groups.setdefault((sizes, activation), []).append(updates)
-    round_us = sum(floor_us(persistent(batch, gpu, sizes=list(sizes), nets=len(members)), gpu)[0]
-                   for (sizes, _), members in groups.items())
+
+    def one_round(sizes, nets):
+        if sass is not None:
+            return forecast_persistent(batch, sass, gpu, sizes=list(sizes), nets=nets)["gpu_us"]
+        return floor_us(persistent(batch, gpu, sizes=list(sizes), nets=nets), gpu)[0]
+    round_us = sum(one_round(sizes, len(members)) for (sizes, _), members in groups.items())
     return round_us * 1e-6 * max(r[3] for r in pack)
 
 
 def budget_rows(gpu=H200, pack=None, gpus=(1, 8), datasets=("shapeset", "mnist", "cifar10",
-                                                              "small_imagenet")):
+                                                              "small_imagenet"), sass=None):
     """The ``paper`` budget's Table 1 per dataset and in all: the modelled floor in hours on
     ``gpus`` GPUs (the sweep's packs, :func:`fastff.sweeps.pack_size`, each pack a task, dealt
     longest first to the least loaded GPU) and the CPU's core-hours and the hours of one run on
@@ -271,7 +472,7 @@ def budget_rows(gpu=H200, pack=None, gpus=(1, 8), datasets=("shapeset", "mnist",
             size = pack_size(len(runs), n, pack)
             packs = [runs[i:i + size] for i in range(0, len(runs), size)]
             load = [0.0] * n
-            for t in sorted((pack_seconds(p, gpu) for p in packs), reverse=True):
+            for t in sorted((pack_seconds(p, gpu, sass=sass) for p in packs), reverse=True):
                 load[load.index(min(load))] += t
             row[f"gpu{n}_h"], row[f"gpu{n}_pack"] = max(load) / 3600, size
         paper = sum(k * n for k, n in layer_shapes())
@@ -283,32 +484,64 @@ def budget_rows(gpu=H200, pack=None, gpus=(1, 8), datasets=("shapeset", "mnist",
 
 
 def budget_markdown(rows, gpu=H200, gpus=(1, 8)):
+    kind = gpu['name'].split(' (')[0].split()[-1]
     head = ("| Table 1 of | runs x updates | " + " | ".join(
-        f"{n} {gpu['name'].split(' (')[0].split()[-1]} (h)" for n in gpus)
+        f"{n} {kind}, floor (h) | {n} {kind}, forecast (h)" for n in gpus)
         + f" | CPU core-hours ({CPU_NAME}) | CPU, a core per run (h) |")
-    out = [head, "|---|---:|" + "---:|" * (len(gpus) + 2)]
+    out = [head, "|---|---:|" + "---:|" * (2 * len(gpus) + 2)]
     for r in rows:
         name = " + ".join(r["datasets"]) if len(r["datasets"]) < 4 else "all four datasets"
         out.append(f"| {name} | {r['runs']} x {r['updates'] / 1e6:g}M | "
-                   + " | ".join(f"{r[f'gpu{n}_h']:.1f} (packs of {r[f'gpu{n}_pack']})"
+                   + " | ".join(f"{r[f'gpu{n}_h']:.1f} (packs of {r[f'gpu{n}_pack']}) | "
+                                f"{r.get(f'forecast{n}_h', float('nan')):.1f}"
                                 for n in gpus)
                    + f" | {r['cpu_core_h']:,.0f} | {r['cpu_run_h']:.1f} |")
     return "\n".join(out)
 
 
+def processor():
+    """This machine's processor as /proc/cpuinfo names it (its family and model too)."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        import platform
+        return platform.machine()
+    return (f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} model "
+            f"{info.get('model', '?')}")
+
+
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
-    print(markdown(table()))
+    counts, where = read_sass()
+    host = {"persistent": host_step_us(10), "layers": host_step_us(128, steps=300)}
+    print(f"SASS counts: {where}; per iteration, the persistent step's forward strip loop "
+          f"{counts['forward']['total']} instructions ({counts['forward']['load']} loads, "
+          f"{counts['forward'].get('fp32', 0)} FP32), backward {counts['backward']['total']} "
+          f"({counts['backward']['load']} loads, {counts['backward'].get('fp32', 0)} FP32); the "
+          f"layer path's product {counts['gemm']['total']} ({counts['gemm']['fp32']} FFMA), "
+          f"with TF32 {counts['gemm_tf32']['total']} ({counts['gemm_tf32']['tensor']} mma). "
+          f"Host per step, measured here ({processor()}): "
+          f"persistent {host['persistent']:.1f} us, layers {host['layers']:.1f} us.")
+    print()
+    print(markdown(table(counts=counts, host=host)))
     print()
     print("train_many's lockstep at batch 10 (the persistent step, every net's strips in one "
           "launch):")
-    print(lockstep_markdown(lockstep_table()))
+    print(lockstep_markdown(lockstep_table(sass=counts)))
     print()
     print(shapeset_markdown(shapeset_rate()))
     print()
-    print("The paper budget (`fastff reproduce glorot2010 --budget paper`), Table 1, modelled: "
-          "the lockstep's floor per round, the sweep's packs; the CPU from its measured step:")
-    print(budget_markdown(budget_rows()))
+    print("The paper budget (`fastff reproduce glorot2010 --budget paper`), Table 1: the "
+          "lockstep's rounds in the sweep's packs, at the floor and at the forecast; the CPU "
+          "from its measured step:")
+    floor, forecast = budget_rows(), budget_rows(sass=counts)
+    for f, g in zip(floor, forecast):
+        for n in (1, 8):
+            f[f"forecast{n}_h"] = g[f"gpu{n}_h"]
+    print(budget_markdown(floor))
 
 
 if __name__ == "__main__":

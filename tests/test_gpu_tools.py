@@ -62,6 +62,81 @@ def test_the_cost_model_of_the_paper_budget():
     assert "| shapeset + mnist | 180 x 5M |" in gpu_model.budget_markdown(list(rows.values()))
 
 
+import sass  # noqa: E402
+
+
+def _sass_tools():
+    try:
+        from cupy.cuda import nvrtc  # noqa: F401
+    except ImportError:
+        return False
+    return sass.find_cuobjdump() is not None
+
+
+needs_sass = pytest.mark.skipif(not _sass_tools(), reason="needs CuPy's NVRTC and cuobjdump "
+                                "(pip install nvidia-cuda-cuobjdump)")
+
+
+@needs_sass
+def test_the_sass_of_the_persistent_step_is_read_and_matches_the_recorded_counts():
+    from fastff import config
+    found = sass.step_loops("tanh", "float", "sm_90")
+    fwd, bwd = found["forward"], found["backward"]
+    pb = config.CUDA_STEP_MAX_BATCH  # the loop is compiled for FASTFF_PB rows, predicated
+    assert fwd["load"] == pb + 1 and fwd["fp32"] == pb  # one weight and a column of inputs
+    assert bwd["store"] == 1 and bwd["load"] == pb + 1 and bwd["fp32"] >= 2 * pb
+    assert fwd["total"] > fwd["load"] + fwd["fp32"]  # and the address arithmetic around them
+    counts, where = gpu_model.read_sass()
+    assert where.startswith("read now")
+    for loop, recorded in gpu_model.RECORDED_SASS.items():  # the fallback is today's code
+        assert {k: counts[loop].get(k) for k in recorded} == recorded, loop
+    gemm = sass.gemm_loop("grad_x_fused<float>")
+    assert gemm["counts"]["fp32"] == 256 and gemm["with_nested"] > gemm["counts"]["total"]
+
+
+@needs_sass
+def test_loops_are_found_by_their_backward_branches(tmp_path):
+    # a kernel with one loop inside another: the inner is innermost, the outer holds it
+    instructions = [(0x00, "MOV", "R1, R2"), (0x10, "LD.E", "R3, [R4]"),
+                    (0x20, "FFMA", "R5, R3, R3, R5"), (0x30, "BRA", "0x10"),
+                    (0x40, "IADD3", "R6, R6, 1"), (0x50, "BRA", "0x0"), (0x60, "EXIT", "")]
+    inner, = sass.loops(instructions)
+    assert (inner["start"], inner["end"]) == (0x10, 0x30)
+    assert inner["counts"] == {"load": 1, "fp32": 1, "branch": 1, "total": 3}
+    both = sass.loops(instructions, innermost=False)
+    outer = [l for l in both if not l["innermost"]][0]
+    assert outer["counts"]["total"] == 3 and outer["with_nested"] == 6
+
+
+def test_the_forecast_is_never_under_the_floor_and_follows_the_compiled_code():
+    counts = gpu_model.RECORDED_SASS
+    rows = gpu_model.table(counts=counts, host={"persistent": 20.0, "layers": 20.0})
+    for r in rows:
+        assert r["forecast_us"] >= r["floor_us"], r
+    one = {(r["batch"], r["path"], r["launches"]): r for r in rows}[(10, "persistent", 1)]
+    # a longer loop forecasts a longer step; a slower host past the GPU sets it
+    longer = dict(counts, forward=dict(counts["forward"], total=2 * counts["forward"]["total"]))
+    assert gpu_model.forecast_persistent(10, longer)["gpu_us"] > one["forecast_us"]
+    slow = gpu_model.forecast_persistent(10, counts, host_us=1e4)
+    assert slow["forecast_us"] == 1e4 and slow["limit"] == "host"
+    # the barrier: two fences, one arrival per block, a poll's round trip
+    g = gpu_model.H200
+    assert gpu_model.barrier_us(264) == pytest.approx(
+        1e6 * (2 * g["fence_cycles"] + 264 * g["atomic_serial_cycles"]
+               + g["l2_latency_cycles"]) / g["clock_hz"])
+    table = gpu_model.markdown(rows)
+    assert "| floor us | floor set by | forecast us |" in table
+    # the paper budget at the forecast: the lockstep's rounds from the same counts
+    floor, forecast = gpu_model.budget_rows(datasets=("shapeset",)), gpu_model.budget_rows(
+        datasets=("shapeset",), sass=counts)
+    assert forecast[0]["gpu1_h"] > 2 * floor[0]["gpu1_h"]
+
+
+def test_the_host_time_of_a_persistent_step_is_measured():
+    us = gpu_model.host_step_us(batch=10, sizes=[20, 30, 30, 5], steps=50)
+    assert 0 < us < 5_000
+
+
 @pytest.mark.skipif(gpu_check.gpu_info()[0], reason="a GPU is present: the check would run")
 def test_the_gpu_check_says_there_is_no_gpu(tmp_path):
     out = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path)],

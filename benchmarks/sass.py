@@ -1,0 +1,176 @@
+"""The SASS of fastff's CUDA kernels, read without a GPU: what one iteration of each inner loop
+issues, for the cost model's forecast (benchmarks/gpu_model.py).
+
+The kernels are compiled as the backend compiles them (NVRTC, the backend's options,
+:mod:`fastff.kernels.cuda.compiler`) for one architecture, and the cubin is disassembled with
+``cuobjdump -sass`` (``pip install nvidia-cuda-cuobjdump`` puts it in the environment; a CUDA
+toolkit's works too). A loop is a backward branch; an innermost loop holds no other. Each is
+counted by kind of instruction: loads and stores of global memory, shared loads and stores, FP32 and
+FP64 arithmetic, atomics and the rest (addresses, predicates, moves).
+
+Run: ``python benchmarks/sass.py [--arch sm_90] [--kernel "train_steps<float, 1>"]``.
+"""
+import argparse
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+# the kinds of instruction, by the opcode's stem (the part before the first dot)
+# (LD and ST: generic addresses, which the step's pointers from its layer table are; they go
+# through L1 and L2 as LDG and STG do)
+KINDS = {"LDG": "load", "LD": "load", "STG": "store", "ST": "store", "LDS": "shared load",
+         "STS": "shared store", "FFMA": "fp32", "FADD": "fp32", "FMUL": "fp32",
+         "HMMA": "tensor", "DFMA": "fp64", "DADD": "fp64", "DMUL": "fp64",
+         "ATOMG": "atomic", "RED": "atomic", "ATOM": "atomic", "BAR": "barrier",
+         "MEMBAR": "fence", "FENCE": "fence", "LDC": "constant load", "BRA": "branch"}
+LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+FUNCTION = re.compile(r"Function : (\S+)")
+
+
+def find_cuobjdump():
+    """The path of cuobjdump: on PATH, or the one the ``nvidia-cuda-cuobjdump`` wheel installs
+    beside this Python; None where there is none."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    for base in map(Path, sys.path):
+        for candidate in base.glob("nvidia/cu*/bin/cuobjdump"):
+            return str(candidate)
+    return None
+
+
+def _whole_elf(cubin):
+    """The cubin with its last bytes restored: CuPy's ``getCUBIN`` returns it as a C string,
+    one byte short (a NUL) of the program headers' end."""
+    phoff, = struct.unpack_from("<Q", cubin, 0x20)
+    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", cubin, 0x36)
+    end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+    return cubin + b"\0" * max(0, end - len(cubin))
+
+
+def compile_cubin(names, arch="sm_90"):
+    """(cubin bytes, {template instance: lowered name}) of ``names`` compiled as the backend
+    compiles them."""
+    from cupy.cuda import nvrtc
+    from fastff.kernels.cuda import compiler
+    prog = nvrtc.createProgram(compiler.source(), "fastff_kernels.cu", [], [])
+    try:
+        for n in names:
+            nvrtc.addNameExpression(prog, n)
+        nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}", *compiler.compile_options()])
+        lowered = {n: nvrtc.getLoweredName(prog, n) for n in names}
+        return _whole_elf(nvrtc.getCUBIN(prog)), lowered
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def disassemble(cubin, tool=None):
+    """``cuobjdump -sass`` of a cubin: {lowered function name: [(address, opcode, operands)]}."""
+    tool = tool or find_cuobjdump()
+    if tool is None:
+        raise FileNotFoundError("no cuobjdump: pip install nvidia-cuda-cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    functions, current = {}, None
+    for line in text.splitlines():
+        m = FUNCTION.search(line)
+        if m:
+            current = functions.setdefault(m.group(1), [])
+            continue
+        m = LINE.search(line)
+        if m and current is not None:
+            current.append((int(m.group(1), 16), m.group(3), m.group(4).strip()))
+    return functions
+
+
+def kind(opcode):
+    return KINDS.get(opcode.split(".")[0], "other")
+
+
+def loops(instructions, innermost=True):
+    """The loops of one function (the innermost only, by default): for each, its address
+    range and the counts of its own instructions by kind (``total``, ``load``, ``fp32``, ...;
+    a loop's own: not those of the loops inside it), in address order."""
+    spans = set()
+    for address, opcode, operands in instructions:
+        if opcode == "BRA":
+            m = re.search(r"0x([0-9a-f]+)", operands)
+            if m and int(m.group(1), 16) <= address:
+                spans.add((int(m.group(1), 16), address))
+
+    def inside(s):
+        return [o for o in spans if o != s and s[0] <= o[0] and o[1] <= s[1]]
+    out = []
+    for start, end in sorted(spans):
+        nested = inside((start, end))
+        if innermost and nested:
+            continue
+        body = [op for a, op, _ in instructions if start <= a <= end
+                and not any(n[0] <= a <= n[1] for n in nested)]
+        counts = Counter(kind(op) for op in body)
+        counts["total"] = len(body)
+        # an iteration with each loop inside it run once (the GEMMs' staging loops of a tile)
+        once = sum(1 for a, _, _ in instructions if start <= a <= end)
+        out.append(dict(start=start, end=end, counts=dict(counts), innermost=not nested,
+                        with_nested=once))
+    return out
+
+
+def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False):
+    """The main loop of a layer-by-layer product (the loop whose own instructions hold the
+    most FP32 arithmetic, or with ``tensor`` the most tensor-core products, the TF32 path):
+    its counts per iteration (one tile depth of the product)."""
+    cubin, lowered = compile_cubin([kernel], arch)
+    found = loops(disassemble(cubin)[lowered[kernel]], innermost=False)
+    best = max(found, key=lambda l: l["counts"].get("tensor" if tensor else "fp32", 0))
+    return dict(kernel=kernel, arch=arch, counts=best["counts"], with_nested=best["with_nested"])
+
+
+def step_loops(activation="tanh", dtype="float", arch="sm_90"):
+    """The persistent step's two hot loops, from train_steps' SASS: ``forward`` (a strip of
+    F_l: per iteration one weight and a row of the batch's inputs, FASTFF_PB FMAs) and
+    ``backward`` (a strip of B_l: it also stores the updated weight). Each is the innermost
+    loop of its kind with the most loads (then the most arithmetic)."""
+    from fastff import activations
+    name = f"train_steps<{dtype}, {activations.CODES[activation]}>"
+    cubin, lowered = compile_cubin([name], arch)
+    found = loops(disassemble(cubin)[lowered[name]])
+    fp = "fp32" if dtype == "float" else "fp64"
+    forward = [l for l in found if l["counts"].get("load", 0) >= 2
+               and not l["counts"].get("store") and l["counts"].get(fp, 0) >= 2]
+    backward = [l for l in found if l["counts"].get("store")
+                and l["counts"].get("load", 0) >= 2 and l["counts"].get(fp, 0) >= 4]
+    pick = lambda ls: max(ls, key=lambda l: (l["counts"]["load"], l["counts"].get(fp, 0)))  # noqa: E731
+    return dict(kernel=name, arch=arch, forward=pick(forward)["counts"],
+                backward=pick(backward)["counts"], loops=len(found))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="sm_90")
+    p.add_argument("--kernel", default=None, help="one template instance; default: the "
+                   "persistent step's two hot loops")
+    a = p.parse_args(argv)
+    if a.kernel is None:
+        found = step_loops(arch=a.arch)
+        for name in ("forward", "backward"):
+            print(f"{found['kernel']} {a.arch}, {name} strip loop, one iteration: "
+                  + ", ".join(f"{v} {k}" for k, v in sorted(found[name].items())))
+        return
+    cubin, lowered = compile_cubin([a.kernel], a.arch)
+    for l in loops(disassemble(cubin)[lowered[a.kernel]], innermost=False):
+        print(f"{l['start']:#06x}-{l['end']:#06x}{'' if l['innermost'] else ' (outer)'}: "
+              + ", ".join(f"{v} {k}" for k, v in sorted(l["counts"].items())))
+
+
+if __name__ == "__main__":
+    main()
