@@ -1,7 +1,9 @@
 """CPU throughput of the paper's network (1024-1000x5-9, tanh, float32).
 
 Run: ``pytest benchmarks --benchmark-only``. Each group puts fastff's Numba kernels beside the
-NumPy reference (and PyTorch eager, when installed) in the same run; compare the medians.
+NumPy reference (and PyTorch eager and JAX's jit, when installed) in the same run; compare the
+medians. In one process the contenders' thread pools can slow each other: compare_step.py runs
+each in its own.
 Samples/s = batch / median step time. Floors and measured ratios: benchmarks/NOTES.md.
 """
 import numpy as np
@@ -27,13 +29,15 @@ def _rounds(batch):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("impl", ["fastff", "numpy-reference", "pytorch-eager"])
+@pytest.mark.parametrize("impl", ["fastff", "numpy-reference", "pytorch-eager", "jax-jit"])
 def test_train_step(benchmark, batch_data, impl, batch):
     """One full SGD step: forward, softmax NLL, backward and update of every layer."""
     benchmark.group = f"train step, batch {batch}"
     x, y = batch_data(batch)
     if impl == "pytorch-eager":
         pytest.importorskip("torch")
+    if impl == "jax-jit":
+        pytest.importorskip("jax")
     step = paper_step(impl, x, y)
     step()
     benchmark.extra_info["samples_per_s"] = None

@@ -1,5 +1,6 @@
 """The paper's SGD step, each contender in its own process, alternating: fastff, PyTorch eager,
-the NumPy reference.
+JAX's jit (XLA, where ``jax`` is installed: ``pip install 'fastff[jax]'``), the NumPy
+reference.
 
 Run: ``python benchmarks/compare_step.py [--batches 10 128 1024] [--rounds 3]``. Prints the
 processor (``lscpu``), then per batch the median step of each contender (the median over its
@@ -15,11 +16,18 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 
 import numpy as np
 
 PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]  # Shapeset input, 5 x 1000 tanh, 9 classes
-CONTENDERS = ["fastff", "pytorch-eager", "numpy-reference"]
+CONTENDERS = ["fastff", "pytorch-eager", "jax-jit", "numpy-reference"]
+
+
+def installed(contender):
+    """Whether a contender's library is importable here (fastff and NumPy always are)."""
+    needs = {"pytorch-eager": "torch", "jax-jit": "jax"}.get(contender)
+    return needs is None or find_spec(needs) is not None
 
 
 def processor():
@@ -64,13 +72,46 @@ def torch_step(tx, ty, device="cpu"):
     return step
 
 
+def jax_step(x, y, params, lr=0.01):
+    """JAX's SGD step of the paper's network on (x, y) from ``params`` (the (W, b) pairs, W of
+    shape (n_in, n_out)), as a new user would write it: ``jax.jit`` of ``value_and_grad`` and
+    the update, the parameters donated so that XLA updates them in place. The function returns
+    the loss and keeps the parameters (``step.params()``)."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss(params, x, y):
+        h = x
+        for i, (W, b) in enumerate(params):
+            h = h @ W + b
+            if i < len(params) - 1:
+                h = jnp.tanh(h)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), y[:, None], axis=1))
+
+    def update(params, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads), value
+    update = jax.jit(update, donate_argnums=0)
+    state = [[(jnp.asarray(W), jnp.asarray(b)) for W, b in params]]
+    tx, ty = jnp.asarray(x), jnp.asarray(y)
+
+    def step():
+        state[0], value = update(state[0], tx, ty)
+        return float(value)  # waits for the step, as fastff's returned loss does
+    step.params = lambda: [(np.asarray(W), np.asarray(b)) for W, b in state[0]]
+    return step
+
+
 def paper_step(contender, x, y):
     """A function taking one SGD step of the paper's network on (x, y), for ``contender``:
-    fastff, the NumPy reference (both with per-step statistics) or PyTorch eager."""
+    fastff, the NumPy reference (both with per-step statistics), PyTorch eager or JAX's jit
+    (neither with statistics)."""
     if contender == "pytorch-eager":
         import torch
         return torch_step(torch.from_numpy(x), torch.from_numpy(y))
     import fastff
+    if contender == "jax-jit":  # the same first weights as fastff's
+        return jax_step(x, y, fastff.MLP(PAPER_SIZES, activation="tanh").params)
     net = fastff.MLP(PAPER_SIZES, activation="tanh",
                      kernels="reference" if contender == "numpy-reference" else None)
     stats = net.new_stats()
@@ -94,7 +135,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[10, 128, 1024])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--contenders", nargs="+", default=CONTENDERS, choices=CONTENDERS)
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS,
+                        default=[c for c in CONTENDERS if installed(c)],
+                        help="default: every contender installed here")
     parser.add_argument("--one", nargs=2, metavar=("CONTENDER", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:

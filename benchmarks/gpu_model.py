@@ -159,11 +159,12 @@ def floor_us(row, gpu=H200):
 # sm_90 SASS of train_steps<float, tanh> and of the layer kernels' main loops (an iteration
 # with each loop inside it once). Used where the compiler or cuobjdump is missing;
 # tests/test_gpu_tools.py checks them against a fresh read.
+# "round trips": how many times an iteration waits for its own loads (sass.round_trips).
 RECORDED_SASS = {
-    "forward": {"total": 159, "load": 17, "fp32": 16},
-    "backward": {"total": 165, "load": 17, "store": 1, "fp32": 33, "fp64": 2},
-    "gemm": {"total": 630, "fp32": 256},           # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 431, "tensor": 8},       # its TF32 loop (mma.m16n8k8)
+    "forward": {"total": 237, "load": 68, "fp32": 64, "round trips": 3},  # 4 k-steps (unrolled)
+    "backward": {"total": 204, "load": 17, "store": 1, "fp32": 33, "fp64": 2, "round trips": 1},
+    "gemm": {"total": 630, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
+    "gemm_tf32": {"total": 431, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
 }
 FLOPS_PER_WARP = {"fp32": 32 * 2, "tensor": 16 * 8 * 8 * 2}  # an FFMA; an m16n8k8 product
 # The strip epilogues (reduce_lanes' 5 rounds of shared memory and __syncthreads, the
@@ -242,19 +243,21 @@ def barrier_us(grid, gpu=H200):
 
 def _strip_phase(kind, reduce_len, strip_count, loop, gpu, grid, threads=256):
     """One phase of the persistent step: ``strip_count`` strips dealt to ``grid`` blocks, each
-    thread running ``reduce_len / lanes`` iterations of ``loop``. An iteration takes the longer
-    of its dependent chain (its loads' L2 round trip, then its instructions one a cycle: the
-    loop is not unrolled, so the next loads wait for this iteration's FMAs) and the issue of
-    every resident warp's instructions on a scheduler."""
+    thread taking ``reduce_len / lanes`` steps of the reduction, ``loop["load"] / (PB + 1)``
+    of them an iteration of the compiled loop (one weight and PB inputs a step; more where it
+    is unrolled). An iteration takes the longer of its dependent chain (each of its round
+    trips an L2 latency, then its instructions one a cycle) and the issue of every resident
+    warp's instructions on a scheduler."""
     from fastff import config
     lanes = config.CUDA_STEP_LANES
     per_sm = min(config.CUDA_BLOCKS_PER_SM, -(-strip_count // gpu["sms"]))
     warps_per_scheduler = per_sm * threads / 32 / gpu["schedulers"]
-    chain = gpu["l2_latency_cycles"] + loop["total"]
+    steps_per_iteration = max(1, loop["load"] // (config.CUDA_STEP_MAX_BATCH + 1))
+    chain = loop.get("round trips", 1) * gpu["l2_latency_cycles"] + loop["total"]
     issue = loop["total"] * warps_per_scheduler
-    iterations = -(-reduce_len // lanes)
+    steps = -(-reduce_len // lanes)
     rounds = -(-strip_count // grid)
-    cycles = rounds * (iterations * max(chain, issue) + EPILOGUE_CYCLES[kind])
+    cycles = rounds * (steps * max(chain, issue) / steps_per_iteration + EPILOGUE_CYCLES[kind])
     return 1e6 * cycles / gpu["clock_hz"], "chain" if chain >= issue else "issue"
 
 
@@ -298,7 +301,8 @@ def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4):
     per_warp = loop[kind] * FLOPS_PER_WARP[kind] / loop["total"]
     issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
     waves = -(-blocks // (gpu["sms"] * blocks_per_sm))
-    chain = waves * (chunk // tk) * (gpu["l2_latency_cycles"] + loop["total"]) / gpu["clock_hz"]
+    chain = waves * (chunk // tk) * (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
+                                     + loop["total"]) / gpu["clock_hz"]
     return 1e6 * max(issue, chain)
 
 
@@ -519,8 +523,10 @@ def main(argv=None):
     host = {"persistent": host_step_us(10), "layers": host_step_us(128, steps=300)}
     print(f"SASS counts: {where}; per iteration, the persistent step's forward strip loop "
           f"{counts['forward']['total']} instructions ({counts['forward']['load']} loads, "
-          f"{counts['forward'].get('fp32', 0)} FP32), backward {counts['backward']['total']} "
-          f"({counts['backward']['load']} loads, {counts['backward'].get('fp32', 0)} FP32); the "
+          f"{counts['forward'].get('fp32', 0)} FP32, {counts['forward']['round trips']} round "
+          f"trips), backward {counts['backward']['total']} ({counts['backward']['load']} loads, "
+          f"{counts['backward'].get('fp32', 0)} FP32, {counts['backward']['round trips']} round "
+          f"trips); the "
           f"layer path's product {counts['gemm']['total']} ({counts['gemm']['fp32']} FFMA), "
           f"with TF32 {counts['gemm_tf32']['total']} ({counts['gemm_tf32']['tensor']} mma). "
           f"Host per step, measured here ({processor()}): "

@@ -96,6 +96,37 @@ def kind(opcode):
     return KINDS.get(opcode.split(".")[0], "other")
 
 
+REGISTER = re.compile(r"\bR(\d+)\b")
+
+
+def _written(opcode, operands):
+    """The registers a load writes: its first operand, 1, 2 or 4 of them by its width."""
+    first = REGISTER.match(operands.split(",")[0].strip())
+    if not first:
+        return set()
+    width = 4 if ".128" in opcode else 2 if ".64" in opcode else 1
+    return {int(first.group(1)) + i for i in range(width)}
+
+
+def round_trips(body):
+    """How many times an iteration of a loop waits for its own loads: a scoreboard over the
+    body (twice, so that loads issued at the end of one iteration and used in the next count):
+    an instruction that reads a register a load in flight will write waits for every load in
+    flight (they were issued together and come back together, near enough)."""
+    pending, stalls = set(), 0
+    for rep in range(2):
+        for opcode, operands in body:
+            regs = [m for m in REGISTER.findall(operands)]
+            is_load = kind(opcode) == "load"
+            reads = regs[1:] if (is_load or kind(opcode) in ("fp32", "fp64", "other")) else regs
+            if pending & {int(r) for r in reads}:
+                stalls += rep  # counted on the second pass
+                pending.clear()
+            if is_load:
+                pending |= _written(opcode, operands)
+    return max(stalls, 1)
+
+
 def loops(instructions, innermost=True):
     """The loops of one function (the innermost only, by default): for each, its address
     range and the counts of its own instructions by kind (``total``, ``load``, ``fp32``, ...;
@@ -114,10 +145,12 @@ def loops(instructions, innermost=True):
         nested = inside((start, end))
         if innermost and nested:
             continue
-        body = [op for a, op, _ in instructions if start <= a <= end
-                and not any(n[0] <= a <= n[1] for n in nested)]
+        own = [(op, operands) for a, op, operands in instructions if start <= a <= end
+               and not any(n[0] <= a <= n[1] for n in nested)]
+        body = [op for op, _ in own]
         counts = Counter(kind(op) for op in body)
         counts["total"] = len(body)
+        counts["round trips"] = round_trips(own)
         # an iteration with each loop inside it run once (the GEMMs' staging loops of a tile)
         once = sum(1 for a, _, _ in instructions if start <= a <= end)
         out.append(dict(start=start, end=end, counts=dict(counts), innermost=not nested,

@@ -15,3 +15,38 @@ def test_compare_step_prints_the_processor_and_a_ratio_per_batch():
     assert "cores" in lines[0]  # the processor, from lscpu
     assert lines[1].startswith("batch 10: fastff ") and "numpy-reference" in lines[1]
     assert lines[2].strip().startswith("fastff is faster by: ") and lines[2].endswith("x numpy-reference")
+
+
+def test_jax_s_step_is_the_papers_step_from_fastff_s_weights():
+    """The JAX contender computes what fastff's step computes: from the same weights and batch,
+    one step gives the same loss and the same new weights (float32 tolerance)."""
+    import pytest
+    pytest.importorskip("jax")
+    import numpy as np
+    sys.path.insert(0, str(SCRIPT.parent))
+    import compare_step
+    import fastff
+    sizes = [30, 20, 20, 7]
+    net = fastff.MLP(sizes, activation="tanh", seed=3)
+    x = np.random.default_rng(1).random((10, 30), dtype=np.float32)
+    y = np.arange(10) % 7
+    step = compare_step.jax_step(x, y, [(W.copy(), b.copy()) for W, b in net.params])
+    jax_loss = step()
+    loss = net.step(x, y, 0.01)
+    assert abs(jax_loss - loss) < 1e-5
+    for (W, b), (W2, b2) in zip(net.params, step.params()):
+        np.testing.assert_allclose(W2, W, atol=1e-6)
+        np.testing.assert_allclose(b2, b, atol=1e-6)
+    assert compare_step.installed("jax-jit") and compare_step.installed("fastff")
+
+
+def test_compare_step_times_jax_beside_fastff_when_installed():
+    import pytest
+    pytest.importorskip("jax")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--batches", "10", "--rounds", "1",
+                          "--contenders", "fastff", "jax-jit"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[1].startswith("batch 10: fastff ") and "jax-jit" in lines[1]
+    assert lines[2].endswith("x jax-jit")

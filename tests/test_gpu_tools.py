@@ -83,8 +83,13 @@ def test_the_sass_of_the_persistent_step_is_read_and_matches_the_recorded_counts
     found = sass.step_loops("tanh", "float", "sm_90")
     fwd, bwd = found["forward"], found["backward"]
     pb = config.CUDA_STEP_MAX_BATCH  # the loop is compiled for FASTFF_PB rows, predicated
-    assert fwd["load"] == pb + 1 and fwd["fp32"] == pb  # one weight and a column of inputs
+    # a step of the reduction: one weight and a column of inputs; float's forward is unrolled
+    # 4 times, and its loads overlap: fewer round trips than steps
+    assert fwd["load"] == 4 * (pb + 1) and fwd["fp32"] == 4 * pb
+    assert fwd["round trips"] < 4
+    # the backward stages its loads: one round trip an iteration
     assert bwd["store"] == 1 and bwd["load"] == pb + 1 and bwd["fp32"] >= 2 * pb
+    assert bwd["round trips"] == 1
     assert fwd["total"] > fwd["load"] + fwd["fp32"]  # and the address arithmetic around them
     counts, where = gpu_model.read_sass()
     assert where.startswith("read now")
@@ -102,7 +107,12 @@ def test_loops_are_found_by_their_backward_branches(tmp_path):
                     (0x40, "IADD3", "R6, R6, 1"), (0x50, "BRA", "0x0"), (0x60, "EXIT", "")]
     inner, = sass.loops(instructions)
     assert (inner["start"], inner["end"]) == (0x10, 0x30)
-    assert inner["counts"] == {"load": 1, "fp32": 1, "branch": 1, "total": 3}
+    assert inner["counts"] == {"load": 1, "fp32": 1, "branch": 1, "total": 3, "round trips": 1}
+    # the scoreboard: two loads used at once wait once; a load used at once, then another, twice
+    together = [("LD.E", "R1, [R8]"), ("LD.E", "R2, [R9]"), ("FFMA", "R5, R1, R2, R5")]
+    apart = [("LD.E", "R1, [R8]"), ("FFMA", "R5, R1, R1, R5"), ("LD.E", "R2, [R9]"),
+             ("FFMA", "R5, R2, R2, R5")]
+    assert sass.round_trips(together) == 1 and sass.round_trips(apart) == 2
     both = sass.loops(instructions, innermost=False)
     outer = [l for l in both if not l["innermost"]][0]
     assert outer["counts"]["total"] == 3 and outer["with_nested"] == 6

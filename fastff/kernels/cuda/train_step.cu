@@ -62,6 +62,9 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __res
   for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
   if (j < N) {
     const T* W = ptr<const T>(d.W);
+  // float: four iterations' loads in flight together (each acc[r] keeps its k order); double
+  // has no registers to spare for them (the compile gate refuses a spill)
+#pragma unroll (sizeof(T) == 4 ? 4 : 1)
     for (int k = kg; k < K; k += FASTFF_SL) {
       const T w = W[(size_t)k * N + j];
       for (int r = 0; r < FASTFF_PB; ++r)
@@ -138,9 +141,16 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
     for (int j = lane; j < N; j += FASTFF_SL) {
       const T w = Wr[j];
       T g = T(0);  // dC/dW[i, j] = sum_r x[r, i] delta[r, j]
+      // float: every load of the iteration issued before the first FMA waits on one (one L2
+      // round trip an iteration, where loads used as they came cost five); double has no
+      // registers to spare for them
+      constexpr bool staged = sizeof(T) == 4;
+      T dvs[FASTFF_PB];
+      for (int r = 0; r < FASTFF_PB; ++r)
+        dvs[r] = staged && r < B ? dl[(size_t)r * N + j] : T(0);
       for (int r = 0; r < FASTFF_PB; ++r)
         if (r < B) {
-          const T dv = dl[(size_t)r * N + j];
+          const T dv = staged ? dvs[r] : dl[(size_t)r * N + j];
           acc[r] += dv * w;
           g += xv[r] * dv;
         }
