@@ -50,3 +50,19 @@ def test_compare_step_times_jax_beside_fastff_when_installed():
     lines = out.stdout.strip().splitlines()
     assert lines[1].startswith("batch 10: fastff ") and "jax-jit" in lines[1]
     assert lines[2].endswith("x jax-jit")
+
+
+def test_the_breakdown_accounts_for_the_step_and_restores_the_kernels():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import breakdown
+    from fastff.kernels import cpu
+    from fastff.kernels.cpu import blas
+    before = (cpu.forward_epilogue_serial, cpu.delta_bias_serial, blas.forward_product,
+              blas.sgd_update, cpu.softmax_nll_unchecked)
+    parts = breakdown.breakdown(128, steps=2)
+    assert (cpu.forward_epilogue_serial, cpu.delta_bias_serial, blas.forward_product,
+            blas.sgd_update, cpu.softmax_nll_unchecked) == before
+    assert set(parts) == set(breakdown.PARTS.values()) | {"step", "other"}
+    timed = sum(v for k, v in parts.items() if k not in ("step", "other"))
+    assert all(parts[name] > 0 for name in breakdown.PARTS.values())  # every part was seen
+    assert timed + parts["other"] > 0.5 * parts["step"] and parts["other"] >= 0
