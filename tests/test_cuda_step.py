@@ -17,6 +17,11 @@ from fastff.errors import InputError
 from fastff.kernels import cuda, reference as ref
 from fastff.kernels.cuda import step as cuda_step
 
+# the persistent step's production geometry, read before any test shrinks it: blocks of
+# STRIP x LANES threads (256), BLOCKS_PER_SM of them an SM (128 blocks on 64 SMs)
+PRODUCTION = {key: getattr(config, key) for key in
+              ("CUDA_STEP_STRIP", "CUDA_STEP_LANES", "CUDA_BLOCKS_PER_SM")}
+
 import cuda_emulator
 from conftest import assert_close
 
@@ -125,6 +130,53 @@ def test_the_bits_do_not_depend_on_the_grid_or_the_block_order(emulate, rng):
         assert losses == runs[0][0]
         for a, b in zip(arrays, runs[0][1]):
             np.testing.assert_array_equal(a, b)
+
+
+def _against_reference(net, sizes, data, dtype="float32"):
+    twin = fastff.MLP(sizes, activation="tanh", dtype=dtype, seed=4, kernels="reference")
+    stats, twin_stats = net.new_stats(weight_grad=True), twin.new_stats(weight_grad=True)
+    for x, y in data:
+        assert net.step(x, y, 0.1, stats) == pytest.approx(twin.step(x, y, 0.1, twin_stats),
+                                                           rel=1e-5)
+    for (W1, b1), (W2, b2) in zip(net.params, twin.params):
+        assert_close(W1, W2, dtype, scale=np.abs(W2).max())
+        assert_close(b1, b2, dtype, scale=np.abs(b2).max() + 1e-3)
+    for mine, theirs in zip(stats.summary(), twin_stats.summary()):
+        for key, value in theirs.items():
+            assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-9, nan_ok=True), key
+
+
+def test_the_production_block_shape_runs_the_persistent_step(emulate, rng, monkeypatch,
+                                                              tmp_path_factory):
+    # blocks of 8 x 32 = 256 threads, as on a GPU; widths past 4 x 32 so that a thread's
+    # reduction runs the forward's unrolled body and its remainder; a full batch of 16 rows
+    for key in ("CUDA_STEP_STRIP", "CUDA_STEP_LANES"):
+        monkeypatch.setattr(config, key, PRODUCTION[key])
+    lib = cuda_emulator.build(tmp_path_factory.mktemp("emu-production-block"))
+    rt = emulate(lib, sms=2)
+    sizes = [150, 141, 37, 9]
+    net = cuda_net(sizes, "tanh", "float32")
+    _against_reference(net, sizes, batches(rng, sizes, 16, 2, np.float32))
+    name, grid, block = rt.launches[-1]
+    assert block == (PRODUCTION["CUDA_STEP_STRIP"] * PRODUCTION["CUDA_STEP_LANES"],)
+    assert block[0] == 256 and grid == (4,)
+
+
+def test_the_production_grid_runs_the_persistent_step(emulate, rng):
+    # 128 co-resident blocks (64 SMs x 2), every one with strips in every hidden layer, and the
+    # same bits as a grid of one block
+    sizes = [40, 300, 263, 9]
+    data = batches(rng, sizes, 10, 2, np.float32)
+    runs = []
+    for sms in (64, 1):
+        rt = emulate(sms=sms, resident=PRODUCTION["CUDA_BLOCKS_PER_SM"])
+        runs.append(_trained(sizes, data))
+        assert rt.launches[-1][1] == (sms * PRODUCTION["CUDA_BLOCKS_PER_SM"],)
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+    rt = emulate(sms=64, resident=PRODUCTION["CUDA_BLOCKS_PER_SM"])
+    _against_reference(cuda_net(sizes, "tanh", "float32"), sizes, data)
 
 
 def test_several_steps_per_launch_equal_single_steps(emulate, rng):
