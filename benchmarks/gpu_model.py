@@ -211,8 +211,7 @@ def host_step_us(batch=10, sizes=PAPER_SIZES, steps=2000):
 
         def resident(self, name, threads):
             return 2
-    before = cuda.runtimes._RUNTIME
-    cuda.set_runtime(NoLaunch())
+    before = cuda.set_runtime(NoLaunch())
     try:
         net = fastff.MLP(sizes, activation="tanh")
         net.backend = Backend("cuda-host-time", "cpu", "fastff.kernels.cuda", plan_class=CUDAPlan)
