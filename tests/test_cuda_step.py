@@ -275,6 +275,28 @@ def test_launch_audit(emulate, rng, batch, graph, monkeypatch):
             assert rows == [(4 * L, 0)] * 2
 
 
+def test_a_reused_batch_buffer_is_checked_once_a_new_one_each_time(emulate, rng, monkeypatch):
+    rt = emulate()
+    sizes = [12, 16, 9]
+    net = cuda_net(sizes, "tanh", "float32")
+    (x, y), (x2, y2) = batches(rng, sizes, 10, 2, np.float32)
+    net.step_unchecked(x, y, 0.1)
+    launch, checks = net.plan.launch, []
+    real = launch._check_batches
+    monkeypatch.setattr(launch, "_check_batches", lambda *a: (checks.append(1), real(*a)))
+    uploads = len(rt.uploads)
+    for _ in range(3):  # a trainer's buffers: refilled in place, never checked or uploaded again
+        x[...] = x2
+        net.step_unchecked(x, y, 0.1)
+    assert checks == [] and len(rt.uploads) == uploads
+    net.step_unchecked(x2, y2, 0.1)  # another array: checked, its address uploaded
+    assert checks == [1] and len(rt.uploads) == uploads + 1
+    with pytest.raises(InputError, match="x must be a contiguous float32 array"):
+        launch.run(x2[:, :-1].copy(), y2, 0.1)  # a wrong shape is still refused
+    net.step_unchecked(x2, y2, 0.3)  # a new rate: uploaded, the batch not checked again
+    assert checks == [1, 1] and len(rt.uploads) == uploads + 2
+
+
 @pytest.mark.parametrize("batch", [10, 128])
 def test_launch_audit_with_shapeset_drawn_on_the_device(emulate, batch):
     # a step fed by the counter stream: one launch renders the batch into buffers the dataset
@@ -463,7 +485,7 @@ def test_a_cooperative_grid_too_large_to_be_resident_is_refused(emulate, rng):
     x, y = batches(rng, [11, 17, 5], 10, 1, np.float64)[0]
     net.step(x, y, 0.1)
     assert net.plan.launch.grid == 2  # the plan asked for what fits
-    net.plan.launch.grid = 3
+    net.plan.launch.grid, net.plan.launch.prepared = 3, None  # prepared anew, too large
     with pytest.raises(RuntimeError, match="3 blocks: more than the 2 that fit at once"):
         net.step(x, y, 0.1)
 

@@ -303,3 +303,31 @@ def test_nothing_outside_the_kernels_imports_the_cuda_kernels():
     outside = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
                      if b.startswith("fastff.kernels.cuda") and _room(a) != "kernels")
     assert not outside, outside
+
+
+def test_a_prepared_launch_is_checked_once_and_changes_only_what_it_is_told():
+    from fastff.kernels.cuda.arguments import PackedArgs
+    rt = RecordingRuntime()
+    barrier = np.zeros(6, np.uint32)
+    prepared = rt.prepare("barrier_rounds", (4,), (32,), cooperative=True, barrier=barrier,
+                          rounds=np.int32(3))
+    prepared.launch()
+    prepared.set(rounds=np.int32(5))
+    prepared.launch()
+    assert [(name, args[0] is barrier, int(args[1])) for name, args in rt.launches] == [
+        ("barrier_rounds", True, 3), ("barrier_rounds", True, 5)]
+    with pytest.raises(DeviceError, match="takes no parameter 'round'"):
+        prepared.set(round=np.int32(1))
+    with pytest.raises(DeviceError, match="leaves out its parameter 'rounds'"):
+        rt.prepare("barrier_rounds", (1,), (1,), barrier=barrier)
+    # CUDA's form, packed once: an array's address, a scalar's value; one replaced in place
+    import ctypes
+    a, b = np.arange(4, dtype=np.float32), np.zeros(3, np.float32)
+    packed = PackedArgs((a, np.int32(7)), lambda v: v.ctypes.data)
+
+    def value(i, ctype):
+        return ctypes.cast(packed.params[i], ctypes.POINTER(ctype)).contents.value
+    assert value(0, ctypes.c_void_p) == a.ctypes.data and value(1, ctypes.c_int32) == 7
+    packed.update(0, b)
+    packed.update(1, np.int32(9))
+    assert value(0, ctypes.c_void_p) == b.ctypes.data and value(1, ctypes.c_int32) == 9

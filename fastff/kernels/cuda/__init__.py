@@ -29,9 +29,12 @@ bits every time. The rooms, one job each:
     geometry.py   launch geometry, plain Python, shared with the host emulator of the tests
                   (``tests/cuda_host``, which runs these very sources and launchers on the CPU)
     runtimes.py   where kernels run: devices, streams, scratch buffers, graphs (CuPy on a GPU)
+    arguments.py  a launch's arguments by name, in CUDA's form, prepared once for a launch
+                  repeated every step
     launchers.py  the unchecked kernels, each launch's arguments named as in the ``.cu`` source
     step.py       the whole training step in one launch (the persistent kernel), the lockstep
-                  of several nets and the captured layer-by-layer step: the backend's plan
+                  of several nets: the backend's plan
+    layer_graph.py  the layer-by-layer step captured in a CUDA graph
     barrier.py    the persistent step's grid barrier from the host: its words, its debugging
                   bound's report, the barrier alone (barrier_rounds)
     shapeset.py   Shapeset-3x2 rendered on the device

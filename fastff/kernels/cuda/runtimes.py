@@ -8,30 +8,9 @@ import threading
 import numpy as np
 
 from ... import config
-from ...arrays import on_device
 from ...errors import DeviceError, InputError
-from .compiler import compile_options, name_expressions, parameters, source
-
-
-_VALUE_TYPES = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
-                np.dtype(np.uint32): ctypes.c_uint32, np.dtype(np.uint64): ctypes.c_uint64,
-                np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
-
-
-def kernel_params(args, address):
-    """CUDA's form of a launch's arguments: an array of pointers to each value, with the
-    values it points to (keep both alive until the launch has been issued). ``address(a)``
-    gives an array's device address; scalars must be NumPy scalars of the kernel's types."""
-    values = []
-    for a in args:
-        if on_device(a) or isinstance(a, np.ndarray) and a.ndim > 0:
-            values.append(ctypes.c_void_p(address(a)))
-        else:
-            values.append(_VALUE_TYPES[np.asarray(a).dtype](np.asarray(a).item()))
-    params = (ctypes.c_void_p * max(1, len(values)))()
-    for i, v in enumerate(values):
-        params[i] = ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
-    return params, values
+from .arguments import Prepared, PackedArgs, kernel_params, named_args
+from .compiler import compile_options, name_expressions, source
 
 
 class Graph:
@@ -68,15 +47,12 @@ class Runtime:
         """Launch kernel ``name`` with its arguments by their names in the ``.cu`` source
         (:func:`fastff.kernels.cuda.compiler.parameters`): a field the kernel does not take, or
         a parameter left out, is an error, not a shifted argument."""
-        params = parameters()[name.split("<", 1)[0]]
-        try:
-            args = tuple(fields[p] for _, p in params)
-        except KeyError as missing:
-            raise DeviceError(f"a launch of {name} leaves out its parameter {missing}") from None
-        if len(fields) != len(params):
-            extra = sorted(set(fields) - {p for _, p in params})
-            raise DeviceError(f"a launch of {name} names {extra}, which it does not take")
-        self.launch(name, grid, block, args, cooperative)
+        self.launch(name, grid, block, named_args(name, fields), cooperative)
+
+    def prepare(self, name, grid, block, cooperative=False, **fields):
+        """A :class:`Prepared` launch of ``name``: its arguments named and checked as
+        :meth:`launch_named` checks them, once; a step then sets only what changed."""
+        return Prepared(self, name, grid, block, cooperative, fields)
 
     def capture(self, loss_slot=None):
         """A context whose launches are recorded into a :class:`Graph` (run by its
@@ -245,6 +221,9 @@ class CuPyRuntime(Runtime):
                                        self.xp.cuda.get_current_stream().ptr,
                                        ctypes.addressof(params))
 
+    def prepare(self, name, grid, block, cooperative=False, **fields):
+        return CuPyPrepared(self, name, grid, block, cooperative, fields)
+
     def resident(self, name, threads):
         device = self.xp.cuda.Device()  # the current one: its SMs, not the first device's
         key = (compile_options(), name, threads, device.id)
@@ -290,6 +269,33 @@ class CuPyRuntime(Runtime):
     @staticmethod
     def address(a):
         return a.data.ptr
+
+
+class CuPyPrepared(Prepared):
+    """A prepared cooperative launch on CuPy: its arguments packed once, the changed ones
+    repacked; launched straight through the driver (a stream capture takes the plain path)."""
+
+    packed = None
+
+    def set(self, **fields):
+        super().set(**fields)
+        if self.packed is not None:
+            for field in fields:
+                self.packed.update(self.slot[field], self.args[self.slot[field]])
+
+    def launch(self):
+        if not self.cooperative or self.rt.graph is not None:
+            return super().launch()
+        from cupy.cuda import driver
+        if self.packed is None or self.options is not compile_options():
+            self.options = compile_options()  # a changed CUDA setting compiles, as launch does
+            self.packed = PackedArgs(self.args, self.rt.address)
+            self.fn = self.rt.function(self.name).kernel.ptr
+            self.dims = (self.grid + (1,) * (3 - len(self.grid))
+                         + self.block + (1,) * (3 - len(self.block)))
+        driver.launchCooperativeKernel(self.fn, *self.dims, 0,
+                                       self.rt.xp.cuda.get_current_stream().ptr,
+                                       ctypes.addressof(self.packed.params))
 
 
 class _CuPyCapture(_Capture):

@@ -11,6 +11,7 @@ shape, so that one launch steps them all (:func:`fastff.train_many`). A step the
 nothing, synchronizes nothing and uploads nothing but a changed learning rate or batch
 address: it is one launch.
 """
+import operator
 import warnings
 
 import numpy as np
@@ -21,6 +22,7 @@ from ...errors import InputError
 from ..backend import Plan
 from .barrier import BARRIER_WORDS, check_barrier, threads
 from .compiler import CTYPES
+from .layer_graph import LayerGraph, same_step, versions
 from .runtimes import runtime
 
 COSTS = {"nll": 0, "quadratic": 1}  # the costs train_step.cu knows: softmax_loss.cu's fastff::Cost
@@ -103,7 +105,7 @@ class StepLaunch:
                 raise InputError(f"the models of one launch must have one shape and dtype: "
                                  f"{shape} {params[0][0].dtype} beside {self.sizes} {self.dtype}")
         self.stream = rt.stream()
-        self.versions = [_versions(stats) for _, _, stats in nets]
+        self.versions = [versions(stats) for _, _, stats in nets]
         self.want_stats = any(stats is not None for _, _, stats in nets)
         self.want_gw = any(_wants_gw(stats) for _, _, stats in nets)
         L = len(self.params)
@@ -126,7 +128,8 @@ class StepLaunch:
         # backward, each with its barrier)
         self.profile, self.phase_ns = None, None
         self.rates = rt.zeros(len(nets), self.dtype)
-        self.rates_host = None
+        self.rates_host = self.rate_key = None
+        self.prepared = self.checked = None  # the launch and the batches run() last checked
         most = max(max(strips(W.shape[1]), strips(W.shape[0])) for W, _ in self.params)
         self.grid = max(1, min(len(nets) * most, rt.resident(self.kernel, threads())))
 
@@ -174,13 +177,17 @@ class StepLaunch:
         """Whether this launch steps exactly ``nets`` (a list of (params, workspace, stats), as
         given to :meth:`group`) with ``batch``, ``activation`` and ``loss`` on the current
         stream."""
-        return (_same_step(self, batch, activation, loss) and len(nets) == len(self.nets)
-                and all(p is q and w is v and s is t and _versions(s) == version
+        return (same_step(self, batch, activation, loss) and len(nets) == len(self.nets)
+                and all(p is q and w is v and s is t and versions(s) == version
                         for (p, w, s), (q, v, t), version in zip(nets, self.nets, self.versions)))
 
     def set_rate(self, lr, count=1):
         """The learning rate of the next ``count`` steps (one rate, or one per model of a
         group), uploaded only when it changes."""
+        key = (count, *lr) if isinstance(lr, (list, tuple)) else (count, lr)
+        if key == self.rate_key:  # the last launch's rates: nothing to do
+            return
+        self.rate_key = key
         rates = np.repeat(np.broadcast_to(np.asarray(lr, self.dtype), (len(self.nets),)), count)
         if self.rates_host is None or not np.array_equal(rates, self.rates_host):
             if self.rates.shape[0] != rates.shape[0]:
@@ -195,9 +202,8 @@ class StepLaunch:
         that step's loss NaN); returns the device array of their losses (slots of the
         runtime's loss ring, valid until it comes round). For a :meth:`group`, ``x``, ``y``
         and ``lr`` are lists with one entry per model, and the losses are (models, steps).
-
-        The batches are read where they are: their addresses go to the device only when they
-        change (a trainer's batch buffers are reused, so a step uploads nothing)."""
+        The batches are read where they are: a trainer's batch buffers are reused, so a step
+        checks and uploads nothing, and only the launch's changing arguments are set."""
         if not isinstance(steps, int) or not 1 <= steps <= config.CUDA_STEP_LOSS_RING:
             raise InputError(f"steps must be an integer in [1, config.CUDA_STEP_LOSS_RING = "
                              f"{config.CUDA_STEP_LOSS_RING}], got {steps!r}")
@@ -209,8 +215,34 @@ class StepLaunch:
         if steps * nets > config.CUDA_STEP_LOSS_RING:
             raise InputError(f"{nets} models x {steps} steps: more losses than "
                              f"config.CUDA_STEP_LOSS_RING = {config.CUDA_STEP_LOSS_RING}")
+        seen = self.checked
+        if seen is None or not (steps == seen[0] and all(map(operator.is_, xs, seen[1]))
+                                and all(map(operator.is_, ys, seen[2]))):
+            self._check_batches(xs, ys, steps)
+        self.set_rate(lrs, steps)
+        out, profile = self.rt.loss_slots(steps * nets), self._profile(steps)
+        if self.prepared is None:
+            self.prepared = self.rt.prepare(
+                self.kernel, (self.grid,), (threads(),), cooperative=True, desc=self.desc,
+                L=np.int32(len(self.params)), nets=np.int32(nets), io=self.io,
+                B=np.int32(self.batch), steps=np.int32(steps), lr=self.rates,
+                cost=np.int32(self.cost), want_stats=np.int32(self.want_stats),
+                want_gw=np.int32(self.want_gw), losses=out, barrier=self.barrier,
+                profile=profile)
+        else:  # what changes from one launch to the next
+            self.prepared.set(losses=out, steps=np.int32(steps), lr=self.rates, profile=profile)
+        self.prepared.launch()
+        if config.CUDA_PROFILE_STEP:  # profiling: each phase's length, read back (a sync)
+            self.phase_ns = np.diff(to_host(self.profile)[:1 + 2 * len(self.params) * steps])
+        if config.CUDA_BARRIER_POLLS:  # debugging: a barrier that gave up says where
+            check_barrier(self.rt, self.barrier, self.grid, len(self.params), steps)
+        return out.reshape(nets, steps) if self.grouped else out
+
+    def _check_batches(self, xs, ys, steps):
+        """Check each model's batch (shape, dtype, layout); upload their addresses where they
+        changed; hold them (an array referenced here cannot be resized in place)."""
         rows, n_in = steps * self.batch, self.sizes[0]
-        io = np.empty((nets, 2), np.int64)
+        io = np.empty((len(xs), 2), np.int64)
         for n, (xn, yn) in enumerate(zip(xs, ys)):
             for name, a, shapes, dtype in (
                     ("x", xn, ((rows, n_in), (steps, self.batch, n_in)), self.dtype),
@@ -225,20 +257,7 @@ class StepLaunch:
         if not np.array_equal(io, self.io_host):
             self.rt.upload(self.io, io)
             self.io_host = io
-        self.set_rate(lrs, steps)
-        out = self.rt.loss_slots(steps * nets)
-        self.rt.launch_named(self.kernel, (self.grid,), (threads(),), cooperative=True,
-                             desc=self.desc, L=np.int32(len(self.params)), nets=np.int32(nets),
-                             io=self.io, B=np.int32(self.batch), steps=np.int32(steps),
-                             lr=self.rates, cost=np.int32(self.cost),
-                             want_stats=np.int32(self.want_stats),
-                             want_gw=np.int32(self.want_gw), losses=out, barrier=self.barrier,
-                             profile=self._profile(steps))
-        if config.CUDA_PROFILE_STEP:  # profiling: each phase's length, read back (a sync)
-            self.phase_ns = np.diff(to_host(self.profile)[:1 + 2 * len(self.params) * steps])
-        if config.CUDA_BARRIER_POLLS:  # debugging: a barrier that gave up says where
-            check_barrier(self.rt, self.barrier, self.grid, len(self.params), steps)
-        return out.reshape(nets, steps) if self.grouped else out
+        self.checked = (steps, list(xs), list(ys))
 
 
 class Lockstep:
@@ -272,60 +291,6 @@ class Lockstep:
         return [out[n, 0] for n in range(len(models))]
 
 
-class LayerGraph:
-    """The layer-by-layer step of one model, batch size, statistics object, activation and cost,
-    captured in a CUDA graph on its first run and replayed after: a step is then two input
-    copies, one graph launch and a copy of the loss into the runtime's loss ring.
-
-    The graph reads the batch from its own input buffers and the learning rate from the
-    runtime's rate buffer (:meth:`~fastff.kernels.cuda.Runtime.rate`), so one capture serves
-    every batch and rate. Build it after an ordinary step of the same shape has made every
-    buffer (the capture may not allocate).
-    """
-
-    def __init__(self, params, activation, batch, workspace, stats, loss, layers, rt=None):
-        rt = runtime() if rt is None else rt
-        self.rt, self.batch, self.stats = rt, batch, stats
-        self.activation, self.loss_name, self.layers = activation, loss, layers
-        self.workspace, self.stream = workspace, rt.stream()
-        self.arrays = [a for W, b in params for a in (W, b)]
-        self.versions = _versions(stats)
-        self.dtype = np.dtype(params[0][0].dtype)
-        self.x = rt.empty((batch, params[0][0].shape[0]), self.dtype)
-        self.y = rt.empty(batch, np.int64)
-        self.loss_slot = rt.zeros(1, np.float64)  # the captured cost's own, outside the ring
-        self.graph = self.loss = None
-
-    def matches(self, params, batch, stats, activation, loss, workspace):
-        """Whether this graph runs a step of these (the same arrays, on the current stream)."""
-        return (_same_step(self, batch, activation, loss) and stats is self.stats
-                and _versions(stats) == self.versions and workspace is self.workspace
-                and all(a is b for a, b in zip(self.arrays, (a for W, b in params
-                                                             for a in (W, b)))))
-
-    def run(self, x, y, lr):
-        """One step on device arrays ``x`` and ``y``; returns the loss (a device scalar)."""
-        self.x[...] = x
-        self.y[...] = y
-        self.rt.rate(lr, self.dtype)  # written before the graph runs, in stream order
-        if self.graph is None:
-            with self.rt.capture(self.loss_slot) as graph:
-                self.loss = self.layers(self.x, self.y, lr, self.stats, None)
-            self.graph = graph
-        self.graph.launch()
-        out = self.rt.loss_slots()
-        out[...] = self.loss
-        return out.reshape(())
-
-
-def _same_step(launch, batch, activation, loss):
-    """Whether a StepLaunch or LayerGraph was built for a step of ``batch`` rows with
-    ``activation`` and ``loss``, on the current stream (its buffers must not be shared by
-    launches in flight on two streams)."""
-    return (batch == launch.batch and launch.stream == launch.rt.stream()
-            and launch.activation == activation and launch.loss_name == loss)
-
-
 def _sizes(params):
     """Every layer size of a model with parameters ``params``, input and output included."""
     return [params[0][0].shape[0]] + [W.shape[1] for W, _ in params]
@@ -334,13 +299,6 @@ def _sizes(params):
 def _wants_gw(stats):
     """Whether a StepStats keeps the sums of dC/dW."""
     return bool(stats is not None and stats.backward and stats.backward[0].weight_grad)
-
-
-def _versions(stats):
-    """What identifies the arrays of a StepStats: its layers' assignment counts."""
-    if stats is None:
-        return None
-    return tuple(s.version for s in (*stats.forward, *stats.backward))
 
 
 class CUDAPlan(Plan):
