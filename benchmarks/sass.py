@@ -4,13 +4,14 @@ issues, for the cost model's forecast (benchmarks/gpu_model.py).
 The kernels are compiled as the backend compiles them (NVRTC, the backend's options,
 :mod:`fastff.kernels.cuda.compiler`) for one architecture, and the cubin is disassembled with
 ``cuobjdump -sass`` (``pip install nvidia-cuda-cuobjdump`` puts it in the environment; a CUDA
-toolkit's works too). A loop is a backward branch; an innermost loop holds no other. Each is
+toolkit's works too; it runs ``nvdisasm``, from ``nvidia-cuda-nvdisasm``). A loop is a backward branch; an innermost loop holds no other. Each is
 counted by kind of instruction: loads and stores of global memory, shared loads and stores, FP32 and
 FP64 arithmetic, atomics and the rest (addresses, predicates, moves).
 
 Run: ``python benchmarks/sass.py [--arch sm_90] [--kernel "train_steps<float, 1>"]``.
 """
 import argparse
+import os
 import re
 import shutil
 import struct
@@ -32,16 +33,24 @@ LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(
 FUNCTION = re.compile(r"Function : (\S+)")
 
 
-def find_cuobjdump():
-    """The path of cuobjdump: on PATH, or the one the ``nvidia-cuda-cuobjdump`` wheel installs
-    beside this Python; None where there is none."""
-    found = shutil.which("cuobjdump")
+def find_tool(name):
+    """The path of a CUDA tool (``cuobjdump``, ``nvdisasm``): on PATH, or where the
+    ``nvidia-cuda-<name>`` wheel installs it beside this Python; None where there is none."""
+    found = shutil.which(name)
     if found:
         return found
     for base in map(Path, sys.path):
-        for candidate in base.glob("nvidia/cu*/bin/cuobjdump"):
+        for candidate in base.glob(f"nvidia/cu*/bin/{name}"):
             return str(candidate)
     return None
+
+
+def find_cuobjdump():
+    """cuobjdump's path where it can disassemble (it runs nvdisasm, which must be found too:
+    ``pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm``); None otherwise."""
+    if find_tool("nvdisasm") is None:
+        return None
+    return find_tool("cuobjdump")
 
 
 def _whole_elf(cubin):
@@ -74,12 +83,17 @@ def disassemble(cubin, tool=None):
     """``cuobjdump -sass`` of a cubin: {lowered function name: [(address, opcode, operands)]}."""
     tool = tool or find_cuobjdump()
     if tool is None:
-        raise FileNotFoundError("no cuobjdump: pip install nvidia-cuda-cuobjdump")
+        raise FileNotFoundError("no cuobjdump with nvdisasm: pip install nvidia-cuda-cuobjdump "
+                                "nvidia-cuda-nvdisasm")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True,
-                              check=True).stdout
+        # cuobjdump runs nvdisasm: found on PATH or through NVDISASM_PATH
+        env = dict(os.environ, NVDISASM_PATH=str(Path(find_tool("nvdisasm") or "").parent))
+        run = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, env=env)
+        if run.returncode:
+            raise RuntimeError(f"cuobjdump failed: {run.stderr.strip()[-500:]}")
+        text = run.stdout
     functions, current = {}, None
     for line in text.splitlines():
         m = FUNCTION.search(line)
