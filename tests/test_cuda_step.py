@@ -293,8 +293,12 @@ def test_a_reused_batch_buffer_is_checked_once_a_new_one_each_time(emulate, rng,
     assert checks == [1] and len(rt.uploads) == uploads + 1
     with pytest.raises(InputError, match="x must be a contiguous float32 array"):
         launch.run(x2[:, :-1].copy(), y2, 0.1)  # a wrong shape is still refused
+    x2.dtype = np.int32  # the same array, its dtype changed in place: checked again, refused
+    with pytest.raises(InputError, match="x must be a contiguous float32 array"):
+        launch.run(x2, y2, 0.1)
+    x2.dtype = np.float32
     net.step_unchecked(x2, y2, 0.3)  # a new rate: uploaded, the batch not checked again
-    assert checks == [1, 1] and len(rt.uploads) == uploads + 2
+    assert checks == [1, 1, 1] and len(rt.uploads) == uploads + 2
 
 
 @pytest.mark.parametrize("batch", [10, 128])
