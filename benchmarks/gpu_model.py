@@ -502,22 +502,9 @@ def budget_markdown(rows, gpu=H200, gpus=(1, 8)):
     return "\n".join(out)
 
 
-def processor():
-    """This machine's processor as /proc/cpuinfo names it (its family and model too)."""
-    info = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        import platform
-        return platform.machine()
-    return (f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} model "
-            f"{info.get('model', '?')}")
-
-
 def main(argv=None):
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    from compare_step import processor  # lscpu's model name, family and model
     counts, where = read_sass()
     host = {"persistent": host_step_us(10), "layers": host_step_us(128, steps=300)}
     print(f"SASS counts: {where}; per iteration, the persistent step's forward strip loop "

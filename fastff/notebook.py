@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .arrays import to_host
+
 # the figure's size in inches and its resolution: small enough to sit beside the tables
 FIGURE_INCHES, FIGURE_DPI = (6.4, 2.2), 80
 
@@ -192,7 +194,7 @@ def step_stats_html(step_stats):
 def forward_stats_html(stats):
     """One layer's :class:`fastff.kernels.ForwardStats`."""
     s = stats.summary()
-    rows = int(np.asarray(stats.rows.get() if hasattr(stats.rows, "get") else stats.rows)[0])
+    rows = int(to_host(stats.rows)[0])
     keys, [row] = _layer_rows([s], ["sat_low", "sat_high", "mean", "std", "dead"],
                               stats.activation == "relu")
     return box(f"fastff ForwardStats: {stats.n_units} {stats.activation} units, {rows} rows",
@@ -202,7 +204,7 @@ def forward_stats_html(stats):
 def backward_stats_html(stats):
     """One layer's :class:`fastff.kernels.BackwardStats` (dC/dW's spread needs the layer's
     input width: :meth:`fastff.model.StepStats.summary` has it)."""
-    counts = np.asarray(stats.counts.get() if hasattr(stats.counts, "get") else stats.counts)
+    counts = to_host(stats.counts)
     s = stats.summary(1)
     return box(f"fastff BackwardStats: {stats.n_units} units, {int(counts[0])} rows, "
                f"{int(counts[1])} steps", table(["std dC/ds"], [[number(s["delta_std"])]]))
