@@ -59,8 +59,9 @@ def _flat(module):
 
 def read(module):
     """What :meth:`fastff.MLP.from_torch` needs of a plain PyTorch MLP: ``(sizes, activation,
-    params, dtype, device)``, with ``params`` the (W, b) pairs as new NumPy arrays in fastff's
-    layout.
+    params, dtype, device)``, with ``params`` the (W, b) pairs as NumPy arrays in fastff's
+    layout: host views of the module's parameters (copied from a GPU), which the caller
+    copies (:meth:`fastff.MLP.from_torch` copies them into the model's own arrays).
 
     Accepted: an ``nn.Sequential`` (nested ones opened) of ``nn.Linear`` layers with biases,
     one hidden activation of :data:`TORCH_ACTIVATIONS` after each but the last, optionally an
@@ -119,8 +120,8 @@ def read(module):
         raise InputError(f"the module's parameters must all be on the CPU or all on one CUDA "
                          f"GPU; they are on {', '.join(sorted(devices))}")
     with torch.no_grad():
-        params = [(linear.weight.detach().cpu().numpy().T.copy(),
-                   linear.bias.detach().cpu().numpy().copy()) for linear in linears]
+        params = [(linear.weight.detach().cpu().numpy().T, linear.bias.detach().cpu().numpy())
+                  for linear in linears]
     for k, (W, b) in enumerate(params):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise InputError(f"Linear layer {k} holds NaN or inf")
