@@ -55,11 +55,13 @@ H200 = dict(
     clock_hz=1.98e9,
     schedulers=4,
     l2_latency_cycles=350,
-    # a grid barrier as train_step.cu makes it (fastff::grid_sync): a release fence, an atomic
-    # arrival per block on one word (serialized at its L2 slice), polls until the last
-    # arrival is seen, an acquire fence (assumed cycles of each; gpu_check.py's barrier
-    # microbenchmark measures the sum)
+    # a grid barrier as train_step.cu makes it (fastff::grid_sync): one acq_rel atomic
+    # arrival per block on one word (its fence, MEMBAR.ALL.GPU in the SASS, then the atomic,
+    # serialized at its L2 slice), polls until the last arrival flips the word's top bit
+    # (assumed cycles of each; gpu_check.py's barrier microbenchmark measures the sum)
     fence_cycles=800, atomic_serial_cycles=4,
+    # a __syncthreads of a block whose warps arrive together (assumed)
+    sync_cycles=40,
 )
 ITEM = 4  # float32
 
@@ -161,8 +163,10 @@ def floor_us(row, gpu=H200):
 # tests/test_gpu_tools.py checks them against a fresh read.
 # "round trips": how many times an iteration waits for its own loads (sass.round_trips).
 RECORDED_SASS = {
-    "forward": {"total": 237, "load": 68, "fp32": 64, "round trips": 3},  # 4 k-steps (unrolled)
-    "backward": {"total": 204, "load": 17, "store": 1, "fp32": 33, "fp64": 2, "round trips": 1},
+    # the persistent step's chunk loops, with their staging loop once (train_steps<float, tanh>)
+    "forward": {"total": 388, "load": 22, "16-byte loads": 6, "fp32": 96, "round trips": 2},
+    "backward": {"total": 678, "load": 18, "16-byte loads": 2, "store": 10, "fp32": 264,
+                 "round trips": 2},
     "gemm": {"total": 630, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
     "gemm_tf32": {"total": 431, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
 }
@@ -233,30 +237,31 @@ def host_step_us(batch=10, sizes=PAPER_SIZES, steps=2000):
 
 
 def barrier_us(grid, gpu=H200):
-    """Forecast of one grid barrier: two fences, ``grid`` arrivals on one word, one poll's
-    round trip."""
-    cycles = (2 * gpu["fence_cycles"] + grid * gpu["atomic_serial_cycles"]
+    """Forecast of one grid barrier (common.cuh's ``grid_sync``: one acq_rel atomic a block,
+    then polls): its fence, ``grid`` arrivals on one word, one poll's round trip."""
+    cycles = (gpu["fence_cycles"] + grid * gpu["atomic_serial_cycles"]
               + gpu["l2_latency_cycles"])
     return 1e6 * cycles / gpu["clock_hz"]
 
 
 def _strip_phase(kind, reduce_len, strip_count, loop, gpu, grid, threads=256):
     """One phase of the persistent step: ``strip_count`` strips dealt to ``grid`` blocks, each
-    thread taking ``reduce_len / lanes`` steps of the reduction, ``loop["load"] / (PB + 1)``
-    of them an iteration of the compiled loop (one weight and PB inputs a step; more where it
-    is unrolled). An iteration takes the longer of its dependent chain (each of its round
-    trips an L2 latency, then its instructions one a cycle) and the issue of every resident
-    warp's instructions on a scheduler."""
+    strip taking its reduction (``reduce_len``) a chunk at a time (forward KC inputs, backward
+    JC columns of delta: :func:`fastff.kernels.cuda.geometry.step_chunks`), one iteration of
+    the compiled chunk loop each. An iteration takes the longer of its dependent chain (its
+    round trips, each an L2 latency, its two ``__syncthreads``, then its instructions one a
+    cycle) and the issue of every resident warp's instructions on a scheduler."""
     from fastff import config
-    lanes = config.CUDA_STEP_LANES
+    from fastff.kernels.cuda.geometry import step_chunks
+    kc, jc, _ = step_chunks()
     per_sm = min(config.CUDA_BLOCKS_PER_SM, -(-strip_count // gpu["sms"]))
     warps_per_scheduler = per_sm * threads / 32 / gpu["schedulers"]
-    steps_per_iteration = max(1, loop["load"] // (config.CUDA_STEP_MAX_BATCH + 1))
-    chain = loop.get("round trips", 1) * gpu["l2_latency_cycles"] + loop["total"]
+    chain = (loop.get("round trips", 1) * gpu["l2_latency_cycles"] + 2 * gpu["sync_cycles"]
+             + loop["total"])
     issue = loop["total"] * warps_per_scheduler
-    steps = -(-reduce_len // lanes)
+    chunks = -(-reduce_len // (kc if kind == "forward" else jc))
     rounds = -(-strip_count // grid)
-    cycles = rounds * (steps * max(chain, issue) / steps_per_iteration + EPILOGUE_CYCLES[kind])
+    cycles = rounds * (chunks * max(chain, issue) + EPILOGUE_CYCLES[kind])
     return 1e6 * cycles / gpu["clock_hz"], "chain" if chain >= issue else "issue"
 
 

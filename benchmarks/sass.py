@@ -163,6 +163,9 @@ def loops(instructions, innermost=True):
                and not any(n[0] <= a <= n[1] for n in nested)]
         body = [op for op, _ in own]
         counts = Counter(kind(op) for op in body)
+        wide = sum(1 for op in body if kind(op) == "load" and ".128" in op)
+        if wide:
+            counts["16-byte loads"] = wide
         counts["total"] = len(body)
         counts["round trips"] = round_trips(own)
         # an iteration with each loop inside it run once (the GEMMs' staging loops of a tile)
@@ -183,22 +186,36 @@ def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False
 
 
 def step_loops(activation="tanh", dtype="float", arch="sm_90"):
-    """The persistent step's two hot loops, from train_steps' SASS: ``forward`` (a strip of
-    F_l: per iteration one weight and a row of the batch's inputs, FASTFF_PB FMAs) and
-    ``backward`` (a strip of B_l: it also stores the updated weight). Each is the innermost
-    loop of its kind with the most loads (then the most arithmetic)."""
+    """The persistent step's two hot loops, from train_steps' SASS: the chunk loops of
+    ``forward`` (a strip of F_l: per iteration, KC steps of the reduction for every lane: its
+    weights, the staging of the chunk's inputs in shared memory, FMAs from shared memory) and
+    ``backward`` (a strip of B_l, JC columns of delta a chunk; it also stores the updated
+    weights). Each is the loop of its kind with the most 16-byte loads, then the most
+    arithmetic (the strips are compiled twice, with 16-byte loads of W and without). Its
+    counts are per iteration with the staging loop inside it once (``total``, and ``round
+    trips``: its own and the staging loop's)."""
     from fastff import activations
     name = f"train_steps<{dtype}, {activations.CODES[activation]}>"
     cubin, lowered = compile_cubin([name], arch)
-    found = loops(disassemble(cubin)[lowered[name]])
+    found = loops(disassemble(cubin)[lowered[name]], innermost=False)
     fp = "fp32" if dtype == "float" else "fp64"
-    forward = [l for l in found if l["counts"].get("load", 0) >= 2
-               and not l["counts"].get("store") and l["counts"].get(fp, 0) >= 2]
-    backward = [l for l in found if l["counts"].get("store")
-                and l["counts"].get("load", 0) >= 2 and l["counts"].get(fp, 0) >= 4]
-    pick = lambda ls: max(ls, key=lambda l: (l["counts"]["load"], l["counts"].get(fp, 0)))  # noqa: E731
-    return dict(kernel=name, arch=arch, forward=pick(forward)["counts"],
-                backward=pick(backward)["counts"], loops=len(found))
+
+    def chunk(loop):
+        nested = [o for o in found if o is not loop and loop["start"] <= o["start"]
+                  and o["end"] <= loop["end"]]
+        counts = dict(loop["counts"], total=loop["with_nested"])
+        for key in ("load", "shared store"):
+            counts[key] = counts.get(key, 0) + sum(o["counts"].get(key, 0) for o in nested)
+        counts["round trips"] = loop["counts"]["round trips"] + sum(
+            o["counts"]["round trips"] for o in nested)
+        return counts
+    chunks = [l for l in found if l["counts"].get("barrier", 0) == 2 and l["counts"].get(fp, 0) >= 8]
+    forward = [l for l in chunks if not l["counts"].get("store")]
+    backward = [l for l in chunks if l["counts"].get("store")]
+    pick = lambda ls: max(ls, key=lambda l: (l["counts"].get("16-byte loads", 0),  # noqa: E731
+                                             l["counts"].get(fp, 0)))
+    return dict(kernel=name, arch=arch, forward=chunk(pick(forward)),
+                backward=chunk(pick(backward)), loops=len(found))
 
 
 def main(argv=None):

@@ -264,35 +264,39 @@ inline unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
 }
 // common.cuh's debugging bound on a grid barrier's wait (give_up), and the wait itself, with
 // the emulator's watchdog for the unbounded wait of production builds.
-inline void give_up(const unsigned* p, unsigned* report, unsigned phase) {
+inline void give_up(const unsigned* p, unsigned start, unsigned* report, unsigned phase) {
   unsigned none = 0u;
   if (std::atomic_ref<unsigned>(*report).compare_exchange_strong(none, blockIdx.x + 1u)) {
     report[1] = phase + 1u;
-    report[2] = load_acquire(p - 1);
+    report[2] = load_acquire(p) - start;
     store_release(report + 3, 1u);
   }
 }
-inline bool wait_while_equal(const unsigned* p, unsigned v, unsigned* report, unsigned phase) {
+inline bool wait_for_flip(const unsigned* p, unsigned old, unsigned* report, unsigned phase) {
   const auto start = std::chrono::steady_clock::now();
   const double limit = fastff_emu::watchdog_seconds();
+  const unsigned top = old & 0x80000000u;
   unsigned long long polls = 0;
-  while (load_acquire(p) == v) {
+  while ((load_acquire(p) & 0x80000000u) == top) {
     std::this_thread::yield();
     if (FASTFF_BARRIER_POLLS) {
       if (load_acquire(report + 3) != 0u) return false;
       if (++polls >= (unsigned long long)FASTFF_BARRIER_POLLS) {
-        give_up(p, report, phase);
+        give_up(p, top, report, phase);
         return false;
       }
     }
     const double waited =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited > limit) {
-      const unsigned arrived = std::atomic_ref<unsigned>(*const_cast<unsigned*>(p - 1)).load();
+      // block 0 adds 2^31 - (G - 1), the others 1 (common.cuh's grid_sync)
+      const unsigned grid = gridDim.x * gridDim.y * gridDim.z;
+      const unsigned moved = load_acquire(p) - top, first = 0x80000000u - (grid - 1u);
+      const unsigned arrived = moved < first ? moved : moved - first + 1u;
       std::fprintf(stderr,
                    "fastff CUDA emulator: deadlock: block %u waited %.1f s at a grid barrier; "
                    "%u of %u blocks arrived\n",
-                   blockIdx.x, waited, arrived, gridDim.x * gridDim.y * gridDim.z);
+                   blockIdx.x, waited, arrived, grid);
       std::fflush(stderr);
       std::_Exit(86);
     }

@@ -14,7 +14,15 @@ def threads():
     return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
 
 
-BARRIER_WORDS = 6  # train_step.cu's barrier: the grid barrier's words and its debugging report
+BARRIER_WORDS = 6  # train_step.cu's barrier: the grid barrier's word, one unused, its debugging report
+
+
+def arrivals(moved, grid):
+    """Blocks that had arrived at a grid barrier whose word had moved by ``moved`` since the
+    barrier began: block 0 adds 2^31 - (grid - 1), every other block 1 (common.cuh,
+    ``grid_sync``)."""
+    first = 2**31 - (grid - 1)
+    return moved if moved < first else moved - first + 1
 
 
 def check_barrier(rt, barrier, grid, layers=None, steps=1):
@@ -25,7 +33,7 @@ def check_barrier(rt, barrier, grid, layers=None, steps=1):
     report = to_host(barrier)
     if not report[5]:
         return
-    block, phase, arrived = int(report[2]) - 1, int(report[3]) - 1, int(report[4])
+    block, phase, arrived = int(report[2]) - 1, int(report[3]) - 1, arrivals(int(report[4]), grid)
     barrier.fill(0)
     where = f"phase {phase}"
     if layers:

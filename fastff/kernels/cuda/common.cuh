@@ -46,6 +46,18 @@
 #ifndef FASTFF_MAXC
 #define FASTFF_MAXC 32
 #endif
+// How a strip stages its inputs in shared memory (fastff.kernels.cuda.geometry.step_chunks):
+// KC columns of a layer's input a time (forward), JC columns of delta (backward), in one
+// buffer of STAGE elements that the strip's reduction shares.
+#ifndef FASTFF_KC
+#define FASTFF_KC 192
+#endif
+#ifndef FASTFF_JC
+#define FASTFF_JC 256
+#endif
+#ifndef FASTFF_STAGE
+#define FASTFF_STAGE 4096
+#endif
 
 namespace fastff {
 
@@ -94,59 +106,60 @@ __device__ __forceinline__ unsigned fetch_add_acq_rel(unsigned* p, unsigned v) {
   return old;
 }
 // A block gives up at a grid barrier (the debugging bound): the first to do so records itself
-// (block + 1), the phase (+ 1) and the blocks that had arrived in report[0..2], then report[3]
-// tells every other waiting block to give up too.
-__device__ __forceinline__ void give_up(const unsigned* p, unsigned* report, unsigned phase) {
+// (block + 1), the phase (+ 1) and how far the barrier's word had moved since the wait began
+// (fastff.kernels.cuda.barrier turns that into arrivals) in report[0..2], then report[3] tells
+// every other waiting block to give up too.
+__device__ __forceinline__ void give_up(const unsigned* p, unsigned start, unsigned* report,
+                                        unsigned phase) {
   if (atomicCAS(report, 0u, blockIdx.x + 1u) == 0u) {
     report[1] = phase + 1u;
-    report[2] = load_acquire(p - 1);
+    report[2] = load_acquire(p) - start;
     store_release(report + 3, 1u);
   }
 }
 
-// Wait while *p == v; false where the debugging bound (FASTFF_BARRIER_POLLS) gave up first.
-__device__ __forceinline__ bool wait_while_equal(const unsigned* p, unsigned v, unsigned* report,
-                                                 unsigned phase) {
+// Wait until the top bit of *p differs from that of ``old`` (the word's value this block's
+// arrival saw); false where the debugging bound (FASTFF_BARRIER_POLLS) gave up first.
+__device__ __forceinline__ bool wait_for_flip(const unsigned* p, unsigned old, unsigned* report,
+                                              unsigned phase) {
+  const unsigned top = old & 0x80000000u;
 #if FASTFF_BARRIER_POLLS
   unsigned long long polls = 0;
-  while (load_acquire(p) == v) {
+  while ((load_acquire(p) & 0x80000000u) == top) {
     __nanosleep(64);
     if (load_acquire(report + 3) != 0u) return false;  // another block gave up: so does this
     if (++polls >= FASTFF_BARRIER_POLLS) {
-      give_up(p, report, phase);
+      give_up(p, top, report, phase);
       return false;
     }
   }
 #else
   (void)report, (void)phase;
-  while (load_acquire(p) == v) __nanosleep(64);
+  while ((load_acquire(p) & 0x80000000u) == top) __nanosleep(64);
 #endif
   return true;
 }
 #endif
 
-// A barrier across every block of a co-resident (cooperative) launch. bar[0] counts arrivals,
-// bar[1] is the generation: the last block to arrive resets the count, then publishes the next
-// generation; the others wait for it. Zeroed once, the words serve any number of launches.
-// Everything a block wrote before the barrier is visible to every block after it. With the
-// debugging bound (FASTFF_BARRIER_POLLS) it returns false, in every thread of the block, where
-// a block gave up waiting: bar[2..5] then say who, where (``phase``) and how many had arrived
-// (give_up), and the kernel must return.
+// A barrier across every block of a co-resident (cooperative) launch, one atomic a block: block
+// 0 adds 2^31 - (G - 1) to bar[0] and every other block 1, so the word's top bit flips exactly
+// when the G-th block arrives, and its low bits are back where they were; each block waits for
+// the flip. No block resets anything, so the word, zeroed once, serves any number of barriers
+// and launches (as cooperative groups' grid sync). The arrival is a release and the wait an
+// acquire: everything a block wrote before the barrier is visible to every block after it.
+// With the debugging bound (FASTFF_BARRIER_POLLS) it returns false, in every thread of the
+// block, where a block gave up waiting: bar[2..5] then say who, where (``phase``) and how far
+// the arrivals got (give_up), and the kernel must return. bar[1] is unused.
 __device__ __forceinline__ bool grid_sync(unsigned* bar, unsigned phase) {
 #if FASTFF_BARRIER_POLLS
   FASTFF_SHARED(int, waited, 1);
 #endif
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned gen = load_acquire(bar + 1);
-    __threadfence();
-    bool ok = true;
-    if (fetch_add_acq_rel(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      store_release(bar + 1, gen + 1u);
-    } else {
-      ok = wait_while_equal(bar + 1, gen, bar + 2, phase);
-    }
+    // the acq_rel atomic is the only fence: its release covers the block's writes, which
+    // __syncthreads ordered before it (happens-before is transitive)
+    const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1u) : 1u;
+    const bool ok = wait_for_flip(bar, fetch_add_acq_rel(bar, add), bar + 2, phase);
 #if FASTFF_BARRIER_POLLS
     waited[0] = ok;
 #else

@@ -11,6 +11,7 @@ import numpy as np
 from ... import activations, config
 from ...checks import flag
 from ...errors import DeviceError, InputError
+from .geometry import step_chunks
 
 SOURCE_DIR = Path(__file__).parent
 SOURCES = ("common.cuh", "dense_forward.cu", "dense_backward_sgd.cu",
@@ -62,9 +63,11 @@ def defines():
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InputError(f"config.{name} must be a positive integer, got {value!r}")
-    # train_step.cu's static shared memory in double: red, dz, row_cost, sums, local_hist
+    # train_step.cu's static shared memory in double: the staged inputs (and red), dz,
+    # row_cost, sums, local_hist
     pb, classes = config.CUDA_STEP_MAX_BATCH, config.CUDA_STEP_MAX_CLASSES
-    shared = 8 * (pb * strip * lanes + pb * classes + pb + strip * lanes) + 4 * config.CUDA_MAX_BINS
+    kc, jc, stage = step_chunks(strip, lanes, pb)
+    shared = 8 * (stage + pb * classes + pb + strip * lanes) + 4 * config.CUDA_MAX_BINS
     if shared > STATIC_SHARED_BYTES:
         raise InputError(f"the persistent step would need {shared} bytes of shared memory a block "
                          f"(config.CUDA_STEP_MAX_BATCH, CUDA_STEP_MAX_CLASSES, CUDA_MAX_BINS, "
@@ -74,7 +77,8 @@ def defines():
             f"-DFASTFF_THREADS={config.CUDA_THREADS}", f"-DFASTFF_DR={config.CUDA_DELTA_ROWS}",
             f"-DFASTFF_MIN_BLOCKS={config.CUDA_BLOCKS_PER_SM}", f"-DFASTFF_ST={strip}",
             f"-DFASTFF_SL={lanes}", f"-DFASTFF_PB={config.CUDA_STEP_MAX_BATCH}",
-            f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}",
+            f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}", f"-DFASTFF_KC={kc}",
+            f"-DFASTFF_JC={jc}", f"-DFASTFF_STAGE={stage}",
             f"-DFASTFF_BARRIER_POLLS={polls}ULL",
             f"-DFASTFF_PROFILE={int(flag('config.CUDA_PROFILE_STEP', config.CUDA_PROFILE_STEP))}"]
 
@@ -199,5 +203,7 @@ def blocks_per_sm(name):
     argument, which caps the registers ptxas gives a thread)."""
     if name.startswith(("dense_forward_fused", "grad_x_fused", "dense_backward_update",
                         "second_order_update", "shapeset_render")):
+        return 1
+    if name.startswith("train_steps<double"):  # its registers: train_step.cu's launch bounds
         return 1
     return int(config.CUDA_BLOCKS_PER_SM)

@@ -45,3 +45,26 @@ def update_geometry(K, N):
     ut = config.CUDA_UPDATE_TILE
     grid = (_ceil(N, ut), _ceil(K, ut), 1)
     return grid, (ut // 4, ut // 4, 1), grid[0] * grid[1]
+
+
+def step_chunks(strip=None, lanes=None, rows=None):
+    """How the persistent step (train_step.cu) stages its strips' inputs in shared memory, as
+    the -D defines of its compile: ``(kc, jc, stage)``.
+
+    A forward strip copies ``kc`` columns of its layer's input at a time, transposed to
+    ``[k][rows padded to the thread's row groups, + 4]`` so that a thread reads its rows with
+    16-byte loads; a backward strip copies ``jc`` columns of delta as ``[row][j]``, each
+    thread taking 4 consecutive columns. Both share one buffer of ``stage`` elements with the
+    strip's reduction (``red``, rows x strip x lanes): ``kc`` is the largest multiple of the
+    lanes that fits beside ``red``, ``jc`` the largest multiple of 4 lanes (at least one of
+    each).
+    """
+    strip = config.CUDA_STEP_STRIP if strip is None else strip
+    lanes = config.CUDA_STEP_LANES if lanes is None else lanes
+    rows = config.CUDA_STEP_MAX_BATCH if rows is None else rows
+    red = rows * strip * lanes
+    row_groups = min(strip, 4)  # as many as a thread's columns: strip x lanes threads in all
+    pitch = row_groups * _ceil(rows, row_groups) + 4
+    kc = max(lanes, red // pitch // lanes * lanes)
+    jc = max(4 * lanes, red // rows // (4 * lanes) * (4 * lanes))
+    return kc, jc, max(red, kc * pitch, rows * jc)

@@ -49,31 +49,133 @@ __device__ __forceinline__ void reduce_lanes(T* red, int groups) {
   }
 }
 
+// A forward strip's threads: STEP_CG groups of STEP_CPT columns (4: one 16-byte load of W a
+// reduction step) by STEP_RG groups of STEP_RPT rows, by SL lanes along the reduction; the
+// column group varies fastest, so the threads of a row group that read one weight load one
+// address. Its input is staged KC columns at a time as xs[k][r], STEP_XP a column (the rows
+// padded to whole row groups, then by 4: a thread's rows are one 16-byte load, and a quarter
+// warp's loads fall in distinct banks).
+constexpr int STEP_THREADS = FASTFF_ST * FASTFF_SL;
+constexpr int STEP_CPT = FASTFF_ST < 4 ? FASTFF_ST : 4;
+constexpr int STEP_CG = FASTFF_ST / STEP_CPT, STEP_RG = STEP_CPT;
+constexpr int STEP_RPT = (FASTFF_PB + STEP_RG - 1) / STEP_RG;
+constexpr int STEP_XR = STEP_RG * STEP_RPT, STEP_XP = STEP_XR + 4;
+static_assert(FASTFF_KC % FASTFF_SL == 0 && FASTFF_KC * STEP_XP <= FASTFF_STAGE,
+              "FASTFF_KC: see geometry.step_chunks");
+static_assert(FASTFF_JC % (4 * FASTFF_SL) == 0 && FASTFF_PB * FASTFF_JC <= FASTFF_STAGE &&
+              FASTFF_PB * FASTFF_ST * FASTFF_SL <= FASTFF_STAGE,
+              "FASTFF_JC, FASTFF_STAGE: see geometry.step_chunks");
+
+// v = p[0 .. C), zero past ``valid`` (> 0) columns: with VEC (C = 4, the row length a
+// multiple of 4 and the array aligned, so a group of four is whole wherever it starts inside
+// the row) one 16-byte load, one load each otherwise. The strips are compiled once for each
+// VEC, so that their hot loops hold one of the two.
+template <bool VEC, typename T, int C>
+__device__ __forceinline__ void load_cols(const T* p, int valid, T (&v)[C]) {
+  if constexpr (VEC && C == 4) {
+    load4(p, v);
+  } else {
+    for (int c = 0; c < C; ++c) v[c] = c < valid ? p[c] : T(0);
+  }
+}
+
+// p[0 .. 4) = v, the first ``valid`` only, as load_cols.
+template <bool VEC, typename T>
+__device__ __forceinline__ void store_cols(T* p, int valid, const T (&v)[4]) {
+  if constexpr (VEC) {
+    store4(p, v);
+  } else {
+    for (int c = 0; c < 4 && c < valid; ++c) p[c] = v[c];
+  }
+}
+
+// v = p[0 .. n) from shared memory, 16 bytes a load where n is a multiple of 4.
+template <typename T, int n>
+__device__ __forceinline__ void load_rows(const T* p, T (&v)[n]) {
+  if constexpr (n % 4 == 0) {
+    for (int q = 0; q < n / 4; ++q) {
+      T four[4];
+      load4(p + 4 * q, four);
+      for (int e = 0; e < 4; ++e) v[4 * q + e] = four[e];
+    }
+  } else {
+    for (int e = 0; e < n; ++e) v[e] = p[e];
+  }
+}
+
+// The forward strip's sums (forward_strip): acc[r][c] = sum over k = kg, kg + SL, ... of
+// in[r0 + r, k] W[k, j + c], the input staged KC columns at a time in xs.
+template <bool VEC, typename T>
+__device__ __forceinline__ void forward_sums(const T* __restrict__ W, const T* __restrict__ in,
+                                             T* xs, int K, int N, int B, int j, int r0, int kg,
+                                             bool busy, T (&acc)[STEP_RPT][STEP_CPT]) {
+  constexpr int CPT = STEP_CPT, RPT = STEP_RPT, PER = FASTFF_KC / FASTFF_SL;
+  // float: the chunk's weights are asked for before the staging waits (PER 16-byte loads in
+  // flight); double has no registers to spare for them and loads each as it is used
+  constexpr bool early = sizeof(T) == 4;
+  auto weights = [&](int kc, int i, T (&w)[CPT]) {
+    const int k = kc + kg + i * FASTFF_SL;
+    if (busy && k < K) load_cols<VEC>(W + (size_t)k * N, N - j, w);
+    else for (int c = 0; c < CPT; ++c) w[c] = T(0);
+  };
+  for (int kc = 0; kc < K; kc += FASTFF_KC) {
+    T w[early ? PER : 1][CPT];
+    if constexpr (early)
+#pragma unroll
+      for (int i = 0; i < PER; ++i) weights(kc, i, w[i]);
+    __syncthreads();  // xs is free: the last chunk's (or strip's) readers are done with it
+    for (int k = threadIdx.x; k < FASTFF_KC; k += STEP_THREADS) {  // a column a thread
+      const bool inside = kc + k < K;
+      const T* column = in + kc + k;
+      T v[STEP_XR];  // every load issued before the first store: one round trip, not XR
+#pragma unroll
+      for (int r = 0; r < STEP_XR; ++r) v[r] = (r < B && inside) ? column[(size_t)r * K] : T(0);
+#pragma unroll
+      for (int r = 0; r < STEP_XR; ++r) xs[k * STEP_XP + r] = v[r];
+    }
+    __syncthreads();
+    if (busy) {
+#pragma unroll
+      for (int i = 0; i < PER; ++i) {
+        const int k = kg + i * FASTFF_SL;
+        if (kc + k >= K) break;
+        T wi[CPT];  // double: loaded here, one step's weights live at a time
+        if constexpr (early) for (int c = 0; c < CPT; ++c) wi[c] = w[i][c];
+        else weights(kc, i, wi);
+        T x[RPT];  // rows past the batch are staged as zero: their sums are never read
+        load_rows<T, RPT>(xs + k * STEP_XP + r0, x);
+        for (int r = 0; r < RPT; ++r)
+          for (int c = 0; c < CPT; ++c) acc[r][c] += x[r] * wi[c];
+      }
+    }
+  }
+}
+
 // F_l for columns [t ST, t ST + ST) of layer d: h = f(in W + b) and, with statistics, the
-// columns' saturation counts, sums and the layer histogram. Thread (c, kg) sums rows kg,
-// kg + SL, ... of column c for every row of the batch; the SL partial sums are then added by
-// reduce_lanes.
+// columns' saturation counts, sums and the layer histogram. Lane kg of a thread sums rows kg,
+// kg + SL, ... of its columns (in that order: the bits of unstaged sums) for its rows of the
+// batch (forward_sums); the SL partial sums are then added by reduce_lanes. ``red`` holds
+// STAGE elements: the staged input, then the sums.
 template <typename T, int ACT>
 __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __restrict__ in, int B, int t,
                               bool stats, T* red, unsigned int* local_hist) {
+  constexpr int CPT = STEP_CPT, RPT = STEP_RPT;
   const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
-  const int c = tid % FASTFF_ST, kg = tid / FASTFF_ST, j = t * FASTFF_ST + c;
-  T acc[FASTFF_PB];
-  for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
-  if (j < N) {
-    const T* W = ptr<const T>(d.W);
-  // float: four iterations' loads in flight together (each acc[r] keeps its k order); double
-  // has no registers to spare for them (the compile gate refuses a spill)
-#pragma unroll (sizeof(T) == 4 ? 4 : 1)
-    for (int k = kg; k < K; k += FASTFF_SL) {
-      const T w = W[(size_t)k * N + j];
-      for (int r = 0; r < FASTFF_PB; ++r)
-        if (r < B) acc[r] += in[(size_t)r * K + k] * w;
-    }
-  }
-  __syncthreads();  // red is free: the block's previous strip is done with it
-  for (int r = 0; r < FASTFF_PB; ++r)
-    if (r < B) red[(r * FASTFF_ST + c) * FASTFF_SL + kg] = acc[r];
+  const int cg = tid % STEP_CG, rg = tid / STEP_CG % STEP_RG, kg = tid / (STEP_CG * STEP_RG);
+  const int c0 = cg * CPT, j = t * FASTFF_ST + c0, r0 = rg * RPT;
+  const bool busy = j < N && r0 < B;
+  const T* W = ptr<const T>(d.W) + j;
+  T acc[RPT][CPT];
+  for (int r = 0; r < RPT; ++r)
+    for (int c = 0; c < CPT; ++c) acc[r][c] = T(0);
+  if (N % 4 == 0 && (d.W & 15) == 0)
+    forward_sums<true>(W, in, red, K, N, B, j, r0, kg, busy, acc);
+  else
+    forward_sums<false>(W, in, red, K, N, B, j, r0, kg, busy, acc);
+  __syncthreads();  // red is free: every thread is done with xs
+  for (int r = 0; r < RPT; ++r)
+    for (int c = 0; c < CPT; ++c)
+      if (r0 + r < B) red[((r0 + r) * FASTFF_ST + c0 + c) * FASTFF_SL + kg] = acc[r][c];
   __syncthreads();
   reduce_lanes(red, B * FASTFF_ST);
   T* h = ptr<T>(d.h);
@@ -120,9 +222,72 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __res
   __syncthreads();
 }
 
+// The backward strip's main pass (backward_strip) for row i of W: acc[r] = dC/dx[r, i] =
+// sum_j delta[r, j] W[i, j] with the old W, then W[i, j] -= rate dC/dW[i, j], and the sums of
+// dC/dW and its squares; delta staged JC columns at a time in ds[r][j].
+template <bool VEC, typename T>
+__device__ __forceinline__ void backward_sums(T* Wr, const T* __restrict__ dl, T* ds, int i,
+                                              int K, int N, int B, int lane, T rate,
+                                              const T (&xv)[FASTFF_PB], T (&acc)[FASTFF_PB],
+                                              double& g_sum, double& g_sq) {
+  constexpr int PER = FASTFF_JC / (4 * FASTFF_SL);
+  // float: the chunk's weights are asked for before the staging waits; double has no
+  // registers to spare for them
+  constexpr bool early = sizeof(T) == 4;
+  auto weights = [&](int j, T (&w)[4]) {
+    if (i < K && j < N) load_cols<VEC>(Wr + j, N - j, w);
+    else for (int c = 0; c < 4; ++c) w[c] = T(0);
+  };
+  for (int jc = 0; jc < N; jc += FASTFF_JC) {
+    T w[early ? PER : 1][4];
+    if constexpr (early)
+#pragma unroll
+      for (int m = 0; m < PER; ++m) weights(jc + 4 * lane + 4 * FASTFF_SL * m, w[m]);
+    __syncthreads();  // ds is free
+    for (int j = threadIdx.x; j < FASTFF_JC; j += STEP_THREADS) {  // a column a thread
+      const bool inside = jc + j < N;
+      const T* column = dl + jc + j;
+      T v[FASTFF_PB];  // every load issued before the first store: one round trip, not PB
+#pragma unroll
+      for (int r = 0; r < FASTFF_PB; ++r) v[r] = (r < B && inside) ? column[(size_t)r * N] : T(0);
+#pragma unroll
+      for (int r = 0; r < FASTFF_PB; ++r) ds[r * FASTFF_JC + j] = v[r];
+    }
+    __syncthreads();
+    if (i >= K) continue;
+#pragma unroll
+    for (int m = 0; m < PER; ++m) {
+      const int jq = 4 * lane + 4 * FASTFF_SL * m, j = jc + jq;
+      if (j >= N) break;
+      T wq[4];  // double: loaded here, one quad live at a time
+      if constexpr (early) for (int c = 0; c < 4; ++c) wq[c] = w[m][c];
+      else weights(j, wq);
+      T g[4] = {T(0), T(0), T(0), T(0)};  // dC/dW[i, j + c] = sum_r x[r, i] delta[r, j + c]
+      for (int r = 0; r < FASTFF_PB; ++r)
+        if (r < B) {
+          T dv[4];
+          load4(ds + r * FASTFF_JC + jq, dv);
+          for (int c = 0; c < 4; ++c) {
+            acc[r] += dv[c] * wq[c];
+            g[c] += xv[r] * dv[c];
+          }
+        }
+      T updated[4];  // W[i, j + c] was read above: dC/dx has the old value
+      for (int c = 0; c < 4; ++c) updated[c] = wq[c] - rate * g[c];
+      store_cols<VEC>(Wr + j, N - j, updated);
+      for (int c = 0; c < 4 && j + c < N; ++c) {
+        g_sum += double(g[c]);
+        g_sq += double(g[c]) * double(g[c]);
+      }
+    }
+  }
+}
+
 // B_l for rows [t ST, t ST + ST) of W_l, given delta_l (B, N): dC/dx for those rows with the old
 // W, the update of those rows, and then delta_{l-1}, the bias step and the statistics of the
-// layer below for the same units. Thread (ri, lane) takes row ri and columns lane, lane + SL, ...
+// layer below for the same units. delta is staged in shared memory JC columns at a time
+// (ds[r][j], in ``red``); thread (ri, lane) takes row ri and the four columns 4 lane, 4 lane +
+// 4 SL, ... of each chunk: one 16-byte load and store of W, and a 16-byte load of delta a row.
 template <typename T, int ACT>
 __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* __restrict__ x,
                                const T* __restrict__ dl, int B, int t, T rate, bool stats,
@@ -136,29 +301,11 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
     acc[r] = T(0);
   }
   double g_sum = 0.0, g_sq = 0.0;
-  if (i < K) {
-    T* Wr = ptr<T>(d.W) + (size_t)i * N;
-    for (int j = lane; j < N; j += FASTFF_SL) {
-      const T w = Wr[j];
-      T g = T(0);  // dC/dW[i, j] = sum_r x[r, i] delta[r, j]
-      // float: every load of the iteration issued before the first FMA waits on one (one L2
-      // round trip an iteration, where loads used as they came cost five); double has no
-      // registers to spare for them
-      constexpr bool staged = sizeof(T) == 4;
-      T dvs[FASTFF_PB];
-      for (int r = 0; r < FASTFF_PB; ++r)
-        dvs[r] = staged && r < B ? dl[(size_t)r * N + j] : T(0);
-      for (int r = 0; r < FASTFF_PB; ++r)
-        if (r < B) {
-          const T dv = staged ? dvs[r] : dl[(size_t)r * N + j];
-          acc[r] += dv * w;
-          g += xv[r] * dv;
-        }
-      Wr[j] = w - rate * g;  // this thread read W[i, j] above: dC/dx has the old value
-      g_sum += double(g);
-      g_sq += double(g) * double(g);
-    }
-  }
+  T* Wr = ptr<T>(d.W) + (size_t)(i < K ? i : 0) * N;
+  if (N % 4 == 0 && (d.W & 15) == 0)
+    backward_sums<true>(Wr, dl, red, i, K, N, B, lane, rate, xv, acc, g_sum, g_sq);
+  else
+    backward_sums<false>(Wr, dl, red, i, K, N, B, lane, rate, xv, acc, g_sum, g_sq);
   if (want_gw) {  // per-strip sums, added up in strip order after the step (train_steps)
     const double s = block_sum(g_sum, sums, tid, blockDim.x);
     const double q = block_sum(g_sq, sums, tid, blockDim.x);
@@ -248,20 +395,22 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
 // steps) gets each step's mean cost. A phase's strips of every net are dealt to the blocks
 // together, and a strip's arithmetic does not depend on which net or block it is, so each
 // net's bits are those of training it alone. ``barrier``: six zeroed words, kept between
-// launches (the grid barrier's two, and where its debugging bound reports; step s's phases are
+// launches (the grid barrier's word, one unused, and where its debugging bound reports; step s's phases are
 // numbered s * 2 L + l forward, s * 2 L + 2 L - 1 - l backward). ``profile``: in a profiling
 // build (FASTFF_PROFILE), block 0 writes the time the launch started and each phase's end
-// (after its barrier) there, 1 + 2 L steps values; unused otherwise. Launched cooperatively (every block co-resident) with ST x SL threads a block;
-// the launch bounds ask for MIN_BLOCKS blocks an SM, so that ptxas gives each thread the
-// registers of its PB-row accumulators (with 1, it chose 80 and spilled on sm_80).
+// (after its barrier) there, 1 + 2 L steps values; unused otherwise. Launched cooperatively
+// (every block co-resident) with ST x SL threads a block. The launch bounds ask for MIN_BLOCKS
+// blocks an SM in float (128 registers a thread, no spills); double asks for one, since the
+// backward's PB rows of x and of dC/dx take 64 of its registers (158 in all on sm_80 and
+// sm_90, where 128 spilled).
 template <typename T, int ACT>
-__global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, FASTFF_MIN_BLOCKS)
+__global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, sizeof(T) == 4 ? FASTFF_MIN_BLOCKS : 1)
 train_steps(const long long* __restrict__ desc, int L, int nets, const long long* __restrict__ io,
             int B, int steps, const T* __restrict__ lr, int cost, int want_stats, int want_gw,
             double* __restrict__ losses, unsigned* __restrict__ barrier,
             unsigned long long* __restrict__ profile) {
   using fastff::LayerDesc;
-  FASTFF_SHARED(T, red, FASTFF_PB * FASTFF_ST * FASTFF_SL);
+  FASTFF_SHARED(T, red, FASTFF_STAGE);  // a strip's staged inputs, then its sums
   FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
   FASTFF_SHARED(double, row_cost, FASTFF_PB);
   FASTFF_SHARED(double, sums, FASTFF_ST * FASTFF_SL);
