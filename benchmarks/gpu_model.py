@@ -164,9 +164,11 @@ def floor_us(row, gpu=H200):
 # "round trips": how many times an iteration waits for its own loads (sass.round_trips).
 RECORDED_SASS = {
     # the persistent step's chunk loops, with their staging loop once (train_steps<float, tanh>)
-    "forward": {"total": 388, "load": 22, "16-byte loads": 6, "fp32": 96, "round trips": 2},
-    "backward": {"total": 678, "load": 18, "16-byte loads": 2, "store": 10, "fp32": 264,
-                 "round trips": 2},
+    # ("chain cycles": sass.chain_cycles at H200's assumed latencies)
+    "forward": {"total": 282, "load": 22, "16-byte loads": 6, "fp32": 96, "round trips": 1,
+                "chain cycles": 525},
+    "backward": {"total": 485, "load": 18, "16-byte loads": 2, "store": 10, "fp32": 264,
+                 "round trips": 1, "chain cycles": 1021},
     "gemm": {"total": 630, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
     "gemm_tf32": {"total": 431, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
 }
@@ -186,7 +188,8 @@ def read_sass(arch="sm_90"):
     the compiler or cuobjdump is missing; and where they came from."""
     try:
         import sass
-        step = sass.step_loops("tanh", "float", arch)
+        step = sass.step_loops("tanh", "float", arch, latency=H200["l2_latency_cycles"],
+                               sync=H200["sync_cycles"])
         gemm = sass.gemm_loop("dense_forward_fused<float, 2>", arch)
         tf32 = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor=True)
     except Exception as exc:  # noqa: BLE001 (no NVRTC, no cuobjdump: the recorded counts)
@@ -250,14 +253,16 @@ def _strip_phase(kind, reduce_len, strip_count, loop, gpu, grid, threads=256):
     JC columns of delta: :func:`fastff.kernels.cuda.geometry.step_chunks`), one iteration of
     the compiled chunk loop each. An iteration takes the longer of its dependent chain (its
     round trips, each an L2 latency, its two ``__syncthreads``, then its instructions one a
-    cycle) and the issue of every resident warp's instructions on a scheduler."""
+    cycle; or, where the SASS was read, its simulated ``chain cycles``: each load waited on only
+    for what the instructions since it was issued do not cover, as a load issued a chunk ahead)
+    and the issue of every resident warp's instructions on a scheduler."""
     from fastff import config
     from fastff.kernels.cuda.geometry import step_chunks
     kc, jc, _ = step_chunks()
     per_sm = min(config.CUDA_BLOCKS_PER_SM, -(-strip_count // gpu["sms"]))
     warps_per_scheduler = per_sm * threads / 32 / gpu["schedulers"]
-    chain = (loop.get("round trips", 1) * gpu["l2_latency_cycles"] + 2 * gpu["sync_cycles"]
-             + loop["total"])
+    chain = loop.get("chain cycles") or (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
+                                         + 2 * gpu["sync_cycles"] + loop["total"])
     issue = loop["total"] * warps_per_scheduler
     chunks = -(-reduce_len // (kc if kind == "forward" else jc))
     rounds = -(-strip_count // grid)
@@ -512,12 +517,13 @@ def main(argv=None):
     from compare_step import processor  # lscpu's model name, family and model
     counts, where = read_sass()
     host = {"persistent": host_step_us(10), "layers": host_step_us(128, steps=300)}
-    print(f"SASS counts: {where}; per iteration, the persistent step's forward strip loop "
-          f"{counts['forward']['total']} instructions ({counts['forward']['load']} loads, "
-          f"{counts['forward'].get('fp32', 0)} FP32, {counts['forward']['round trips']} round "
-          f"trips), backward {counts['backward']['total']} ({counts['backward']['load']} loads, "
-          f"{counts['backward'].get('fp32', 0)} FP32, {counts['backward']['round trips']} round "
-          f"trips); the "
+    def chunk(loop):
+        c = counts[loop]
+        chain = f", a chain of {c['chain cycles']} cycles" if "chain cycles" in c else ""
+        return (f"{c['total']} instructions ({c['load']} global loads, {c.get('fp32', 0)} FP32, "
+                f"{c['round trips']} round trips{chain})")
+    print(f"SASS counts: {where}; per iteration, the persistent step's forward chunk loop "
+          f"{chunk('forward')}, backward {chunk('backward')}; the "
           f"layer path's product {counts['gemm']['total']} ({counts['gemm']['fp32']} FFMA), "
           f"with TF32 {counts['gemm_tf32']['total']} ({counts['gemm_tf32']['tensor']} mma). "
           f"Host per step, measured here ({processor()}): "

@@ -141,6 +141,34 @@ def round_trips(body):
     return max(stalls, 1)
 
 
+def chain_cycles(body, latency, shared_latency=30, sync=0):
+    """Cycles an iteration of a loop takes on its own in steady state (the second of two
+    passes over ``body``, so that loads issued in one iteration for the next count): one
+    instruction a cycle; an instruction that reads a register a load writes waits for the
+    value, ``latency`` cycles after a global load issued and ``shared_latency`` after a shared
+    one; each ``__syncthreads`` (BAR) adds ``sync``. A load issued well before its use (a chunk
+    ahead) costs only what the instructions in between do not cover."""
+    ready, t, start = {}, 0, 0
+    for rep in range(2):
+        start = t
+        for opcode, operands in body:
+            k = kind(opcode)
+            regs = [int(r) for r in REGISTER.findall(operands)]
+            first = REGISTER.match(operands.split(",")[0].strip())
+            writes = first is not None and k not in ("store", "shared store", "branch")
+            reads = regs[1:] if writes else regs
+            t = max([t] + [ready.get(r, 0) for r in reads]) + 1
+            if k == "barrier":
+                t += sync
+            if k in ("load", "shared load"):
+                arrives = t + (latency if k == "load" else shared_latency)
+                for r in _written(opcode, operands):
+                    ready[r] = arrives
+            elif writes:
+                ready[int(first.group(1))] = 0
+    return t - start
+
+
 def loops(instructions, innermost=True):
     """The loops of one function (the innermost only, by default): for each, its address
     range and the counts of its own instructions by kind (``total``, ``load``, ``fp32``, ...;
@@ -169,9 +197,9 @@ def loops(instructions, innermost=True):
         counts["total"] = len(body)
         counts["round trips"] = round_trips(own)
         # an iteration with each loop inside it run once (the GEMMs' staging loops of a tile)
-        once = sum(1 for a, _, _ in instructions if start <= a <= end)
+        whole = [(op, operands) for a, op, operands in instructions if start <= a <= end]
         out.append(dict(start=start, end=end, counts=dict(counts), innermost=not nested,
-                        with_nested=once))
+                        with_nested=len(whole), body=whole))
     return out
 
 
@@ -185,7 +213,7 @@ def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False
     return dict(kernel=kernel, arch=arch, counts=best["counts"], with_nested=best["with_nested"])
 
 
-def step_loops(activation="tanh", dtype="float", arch="sm_90"):
+def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, sync=0):
     """The persistent step's two hot loops, from train_steps' SASS: the chunk loops of
     ``forward`` (a strip of F_l: per iteration, KC steps of the reduction for every lane: its
     weights, the staging of the chunk's inputs in shared memory, FMAs from shared memory) and
@@ -193,7 +221,8 @@ def step_loops(activation="tanh", dtype="float", arch="sm_90"):
     weights). Each is the loop of its kind with the most 16-byte loads, then the most
     arithmetic (the strips are compiled twice, with 16-byte loads of W and without). Its
     counts are per iteration with the staging loop inside it once (``total``, and ``round
-    trips``: its own and the staging loop's)."""
+    trips``: its own and the staging loop's; with ``latency``, ``chain cycles``: its
+    :func:`chain_cycles` at that global load latency and ``sync`` cycles a __syncthreads)."""
     from fastff import activations
     name = f"train_steps<{dtype}, {activations.CODES[activation]}>"
     cubin, lowered = compile_cubin([name], arch)
@@ -208,6 +237,8 @@ def step_loops(activation="tanh", dtype="float", arch="sm_90"):
             counts[key] = counts.get(key, 0) + sum(o["counts"].get(key, 0) for o in nested)
         counts["round trips"] = loop["counts"]["round trips"] + sum(
             o["counts"]["round trips"] for o in nested)
+        if latency is not None:
+            counts["chain cycles"] = chain_cycles(loop["body"], latency, sync=sync)
         return counts
     chunks = [l for l in found if l["counts"].get("barrier", 0) == 2 and l["counts"].get(fp, 0) >= 8]
     forward = [l for l in chunks if not l["counts"].get("store")]

@@ -87,14 +87,20 @@ def test_the_sass_of_the_persistent_step_is_read_and_matches_the_recorded_counts
     pb, lanes = config.CUDA_STEP_MAX_BATCH, config.CUDA_STEP_LANES
     # forward, a chunk: each lane's KC / SL steps of the reduction, each one 16-byte load of
     # four weights and 4 x 4 FMAs (its rows by its columns) from the staged inputs; the
-    # weights' loads and the staging's wait one round trip each, not one a step
+    # weights' loads wait one round trip a chunk, and the inputs, loaded a chunk ahead, none
     assert fwd["16-byte loads"] == kc // lanes and fwd["fp32"] == kc // lanes * pb
-    assert fwd["round trips"] == 2
+    assert fwd["round trips"] == 1
     # backward, a chunk: JC / (4 SL) groups of four weights, each loaded and stored once and
     # met by PB rows of delta (dC/dx and dC/dW: 8 FMAs a row), then the step of the four
     quads = jc // (4 * lanes)
     assert bwd["16-byte loads"] == quads and bwd["store"] >= quads
-    assert bwd["fp32"] >= quads * 8 * pb and bwd["round trips"] == 2
+    assert bwd["fp32"] >= quads * 8 * pb and bwd["round trips"] == 1
+    # the chain of an iteration: more than its instructions, less than the two round trips
+    # (weights, then the staging) it waited before its inputs were loaded a chunk ahead
+    timed = sass.step_loops("tanh", "float", "sm_90", latency=350, sync=40)
+    for loop in ("forward", "backward"):
+        total = timed[loop]["total"]
+        assert total < timed[loop]["chain cycles"] < 2 * 350 + 2 * 40 + total
     assert fwd["total"] > fwd["load"] + fwd["fp32"]  # and the address arithmetic around them
     counts, where = gpu_model.read_sass()
     assert where.startswith("read now")
@@ -129,6 +135,13 @@ def test_loops_are_found_by_their_backward_branches(tmp_path):
     apart = [("LD.E", "R1, [R8]"), ("FFMA", "R5, R1, R1, R5"), ("LD.E", "R2, [R9]"),
              ("FFMA", "R5, R2, R2, R5")]
     assert sass.round_trips(together) == 1 and sass.round_trips(apart) == 2
+    # the simulated chain: a load used at once waits its whole latency; ten instructions
+    # between a load and its use cost nothing more (they run while it is in flight)
+    assert sass.chain_cycles(apart, latency=100) == 2 * (100 + 2)
+    early = [("LD.E", "R1, [R8]")] + [("IADD3", f"R{20 + i}, R9, 1, RZ") for i in range(10)] + [
+        ("FFMA", "R5, R1, R1, R5")]
+    assert sass.chain_cycles(early, latency=100) == 102  # 1 + 100 + 1, as without them
+    assert sass.chain_cycles([("BAR.SYNC", "0x0")], latency=100, sync=40) == 41
     both = sass.loops(instructions, innermost=False)
     outer = [l for l in both if not l["innermost"]][0]
     assert outer["counts"]["total"] == 3 and outer["with_nested"] == 6

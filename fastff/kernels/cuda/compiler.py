@@ -63,11 +63,12 @@ def defines():
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InputError(f"config.{name} must be a positive integer, got {value!r}")
-    # train_step.cu's static shared memory in double: the staged inputs (and red), dz,
+    # train_step.cu's static shared memory in double: the staged inputs (and red), xrows, dz,
     # row_cost, sums, local_hist
     pb, classes = config.CUDA_STEP_MAX_BATCH, config.CUDA_STEP_MAX_CLASSES
     kc, jc, stage = step_chunks(strip, lanes, pb)
-    shared = 8 * (stage + pb * classes + pb + strip * lanes) + 4 * config.CUDA_MAX_BINS
+    shared = (8 * (stage + strip * pb + pb * classes + pb + strip * lanes)
+              + 4 * config.CUDA_MAX_BINS)
     if shared > STATIC_SHARED_BYTES:
         raise InputError(f"the persistent step would need {shared} bytes of shared memory a block "
                          f"(config.CUDA_STEP_MAX_BATCH, CUDA_STEP_MAX_CLASSES, CUDA_MAX_BINS, "

@@ -104,51 +104,57 @@ __device__ __forceinline__ void load_rows(const T* p, T (&v)[n]) {
 }
 
 // The forward strip's sums (forward_strip): acc[r][c] = sum over k = kg, kg + SL, ... of
-// in[r0 + r, k] W[k, j + c], the input staged KC columns at a time in xs.
+// in[r0 + r, k] W[k, j + c], the input staged KC columns at a time in xs. The input column a
+// thread stages is loaded a chunk ahead, so that it arrives during the sums of the chunk
+// before; in float the chunk's weights are asked for before the staging waits (PER 16-byte
+// loads in flight: a chunk ahead too would take the registers of a second set, and spill);
+// double has no registers to spare for them and loads each weight as it is used.
 template <bool VEC, typename T>
 __device__ __forceinline__ void forward_sums(const T* __restrict__ W, const T* __restrict__ in,
                                              T* xs, int K, int N, int B, int j, int r0, int kg,
                                              bool busy, T (&acc)[STEP_RPT][STEP_CPT]) {
   constexpr int CPT = STEP_CPT, RPT = STEP_RPT, PER = FASTFF_KC / FASTFF_SL;
-  // float: the chunk's weights are asked for before the staging waits (PER 16-byte loads in
-  // flight); double has no registers to spare for them and loads each as it is used
   constexpr bool early = sizeof(T) == 4;
+  static_assert(FASTFF_KC <= STEP_THREADS, "a column of a chunk a thread (step_chunks)");
+  const int k_own = threadIdx.x;  // the column of each chunk this thread stages
   auto weights = [&](int kc, int i, T (&w)[CPT]) {
     const int k = kc + kg + i * FASTFF_SL;
     if (busy && k < K) load_cols<VEC>(W + (size_t)k * N, N - j, w);
     else for (int c = 0; c < CPT; ++c) w[c] = T(0);
   };
-  for (int kc = 0; kc < K; kc += FASTFF_KC) {
-    T w[early ? PER : 1][CPT];
+  T v[STEP_XR];
+  auto inputs = [&](int kc) {  // every load issued before any is used; none past K
+    const bool inside = k_own < FASTFF_KC && kc + k_own < K;
+    const T* p = in + kc + k_own;
+#pragma unroll
+    for (int r = 0; r < STEP_XR; ++r, p += K) v[r] = (r < B && inside) ? *p : T(0);
+  };
+  // one chunk: (float) its weights asked for, its inputs into xs and the next chunk's asked
+  // for, then its sums
+  T w[PER][CPT];
+  auto chunk = [&](int kc) {
     if constexpr (early)
 #pragma unroll
       for (int i = 0; i < PER; ++i) weights(kc, i, w[i]);
     __syncthreads();  // xs is free: the last chunk's (or strip's) readers are done with it
-    for (int k = threadIdx.x; k < FASTFF_KC; k += STEP_THREADS) {  // a column a thread
-      const bool inside = kc + k < K;
-      const T* column = in + kc + k;
-      T v[STEP_XR];  // every load issued before the first store: one round trip, not XR
+    if (k_own < FASTFF_KC)
 #pragma unroll
-      for (int r = 0; r < STEP_XR; ++r) v[r] = (r < B && inside) ? column[(size_t)r * K] : T(0);
-#pragma unroll
-      for (int r = 0; r < STEP_XR; ++r) xs[k * STEP_XP + r] = v[r];
-    }
+      for (int r = 0; r < STEP_XR; ++r) xs[k_own * STEP_XP + r] = v[r];
+    inputs(kc + FASTFF_KC);
     __syncthreads();
-    if (busy) {
+    if (!busy) return;
 #pragma unroll
-      for (int i = 0; i < PER; ++i) {
-        const int k = kg + i * FASTFF_SL;
-        if (kc + k >= K) break;
-        T wi[CPT];  // double: loaded here, one step's weights live at a time
-        if constexpr (early) for (int c = 0; c < CPT; ++c) wi[c] = w[i][c];
-        else weights(kc, i, wi);
-        T x[RPT];  // rows past the batch are staged as zero: their sums are never read
-        load_rows<T, RPT>(xs + k * STEP_XP + r0, x);
-        for (int r = 0; r < RPT; ++r)
-          for (int c = 0; c < CPT; ++c) acc[r][c] += x[r] * wi[c];
-      }
+    for (int i = 0; i < PER; ++i) {  // past K both the weights and the inputs are zeros
+      const int k = kg + i * FASTFF_SL;
+      if constexpr (!early) weights(kc, i, w[i]);
+      T x[RPT];  // rows past the batch are staged as zero: their sums are never read
+      load_rows<T, RPT>(xs + k * STEP_XP + r0, x);
+      for (int r = 0; r < RPT; ++r)
+        for (int c = 0; c < CPT; ++c) acc[r][c] += x[r] * w[i][c];
     }
-  }
+  };
+  inputs(0);
+  for (int kc = 0; kc < K; kc += FASTFF_KC) chunk(kc);
 }
 
 // F_l for columns [t ST, t ST + ST) of layer d: h = f(in W + b) and, with statistics, the
@@ -224,63 +230,76 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __res
 
 // The backward strip's main pass (backward_strip) for row i of W: acc[r] = dC/dx[r, i] =
 // sum_j delta[r, j] W[i, j] with the old W, then W[i, j] -= rate dC/dW[i, j], and the sums of
-// dC/dW and its squares; delta staged JC columns at a time in ds[r][j].
+// dC/dW and its squares; delta staged JC columns at a time in ds[r][j], the columns a thread
+// stages loaded a chunk ahead and (float) the chunk's weights before the staging waits, as in
+// forward_sums.
 template <bool VEC, typename T>
 __device__ __forceinline__ void backward_sums(T* Wr, const T* __restrict__ dl, T* ds, int i,
                                               int K, int N, int B, int lane, T rate,
-                                              const T (&xv)[FASTFF_PB], T (&acc)[FASTFF_PB],
+                                              const T* xrow, T (&acc)[FASTFF_PB],
                                               double& g_sum, double& g_sq) {
   constexpr int PER = FASTFF_JC / (4 * FASTFF_SL);
-  // float: the chunk's weights are asked for before the staging waits; double has no
-  // registers to spare for them
+  constexpr int SC = (FASTFF_JC + STEP_THREADS - 1) / STEP_THREADS;  // columns a thread stages
   constexpr bool early = sizeof(T) == 4;
   auto weights = [&](int j, T (&w)[4]) {
     if (i < K && j < N) load_cols<VEC>(Wr + j, N - j, w);
     else for (int c = 0; c < 4; ++c) w[c] = T(0);
   };
-  for (int jc = 0; jc < N; jc += FASTFF_JC) {
-    T w[early ? PER : 1][4];
+  T v[SC][FASTFF_PB];
+  auto inputs = [&](int jc) {  // every load issued before any is used; none past N
+#pragma unroll
+    for (int q = 0; q < SC; ++q) {
+      const int j = threadIdx.x + q * STEP_THREADS;
+      const bool inside = j < FASTFF_JC && jc + j < N;
+      const T* p = dl + jc + j;
+#pragma unroll
+      for (int r = 0; r < FASTFF_PB; ++r, p += N) v[q][r] = (r < B && inside) ? *p : T(0);
+    }
+  };
+  T w[PER][4];
+  auto chunk = [&](int jc) {
     if constexpr (early)
 #pragma unroll
       for (int m = 0; m < PER; ++m) weights(jc + 4 * lane + 4 * FASTFF_SL * m, w[m]);
     __syncthreads();  // ds is free
-    for (int j = threadIdx.x; j < FASTFF_JC; j += STEP_THREADS) {  // a column a thread
-      const bool inside = jc + j < N;
-      const T* column = dl + jc + j;
-      T v[FASTFF_PB];  // every load issued before the first store: one round trip, not PB
 #pragma unroll
-      for (int r = 0; r < FASTFF_PB; ++r) v[r] = (r < B && inside) ? column[(size_t)r * N] : T(0);
+    for (int q = 0; q < SC; ++q) {
+      const int j = threadIdx.x + q * STEP_THREADS;
+      if (j < FASTFF_JC)
 #pragma unroll
-      for (int r = 0; r < FASTFF_PB; ++r) ds[r * FASTFF_JC + j] = v[r];
+        for (int r = 0; r < FASTFF_PB; ++r) ds[r * FASTFF_JC + j] = v[q][r];
     }
+    inputs(jc + FASTFF_JC);
     __syncthreads();
-    if (i >= K) continue;
+    if (i >= K) return;
 #pragma unroll
     for (int m = 0; m < PER; ++m) {
       const int jq = 4 * lane + 4 * FASTFF_SL * m, j = jc + jq;
       if (j >= N) break;
-      T wq[4];  // double: loaded here, one quad live at a time
-      if constexpr (early) for (int c = 0; c < 4; ++c) wq[c] = w[m][c];
-      else weights(j, wq);
-      T g[4] = {T(0), T(0), T(0), T(0)};  // dC/dW[i, j + c] = sum_r x[r, i] delta[r, j + c]
-      for (int r = 0; r < FASTFF_PB; ++r)
-        if (r < B) {
-          T dv[4];
-          load4(ds + r * FASTFF_JC + jq, dv);
-          for (int c = 0; c < 4; ++c) {
-            acc[r] += dv[c] * wq[c];
-            g[c] += xv[r] * dv[c];
-          }
+      if constexpr (!early) weights(j, w[m]);
+      // dC/dW[i, j + c] = sum_r x[r, i] delta[r, j + c]; rows past the batch add exact zeros
+      // (x and delta are zero there), and their dC/dx is never read
+      T g[4] = {T(0), T(0), T(0), T(0)};
+      for (int r = 0; r < FASTFF_PB; ++r) {
+        T dv[4];
+        load4(ds + r * FASTFF_JC + jq, dv);
+        const T xr = xrow[r];
+        for (int c = 0; c < 4; ++c) {
+          acc[r] += dv[c] * w[m][c];
+          g[c] += xr * dv[c];
         }
+      }
       T updated[4];  // W[i, j + c] was read above: dC/dx has the old value
-      for (int c = 0; c < 4; ++c) updated[c] = wq[c] - rate * g[c];
+      for (int c = 0; c < 4; ++c) updated[c] = w[m][c] - rate * g[c];
       store_cols<VEC>(Wr + j, N - j, updated);
       for (int c = 0; c < 4 && j + c < N; ++c) {
         g_sum += double(g[c]);
         g_sq += double(g[c]) * double(g[c]);
       }
     }
-  }
+  };
+  inputs(0);
+  for (int jc = 0; jc < N; jc += FASTFF_JC) chunk(jc);
 }
 
 // B_l for rows [t ST, t ST + ST) of W_l, given delta_l (B, N): dC/dx for those rows with the old
@@ -291,21 +310,26 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* __restrict__ dl, T
 template <typename T, int ACT>
 __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* __restrict__ x,
                                const T* __restrict__ dl, int B, int t, T rate, bool stats,
-                               bool want_gw, T* red, double* sums) {
+                               bool want_gw, T* red, T* xrows, double* sums) {
   const LayerDesc& d = layers[l];
   const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
   const int ri = tid / FASTFF_SL, lane = tid % FASTFF_SL, i0 = t * FASTFF_ST, i = i0 + ri;
-  T xv[FASTFF_PB], acc[FASTFF_PB];
-  for (int r = 0; r < FASTFF_PB; ++r) {
-    xv[r] = (r < B && i < K) ? x[(size_t)r * K + i] : T(0);
-    acc[r] = T(0);
+  // the strip's rows of x, xrows[ri][r], in shared memory: registers go to the rows of dC/dx
+  __syncthreads();  // xrows is free: the block's last strip is done with it
+  for (int e = tid; e < FASTFF_ST * FASTFF_PB; e += blockDim.x) {
+    const int r = e % FASTFF_PB, ii = i0 + e / FASTFF_PB;
+    xrows[e] = (r < B && ii < K) ? x[(size_t)r * K + ii] : T(0);
   }
+  T acc[FASTFF_PB];
+  for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
   double g_sum = 0.0, g_sq = 0.0;
   T* Wr = ptr<T>(d.W) + (size_t)(i < K ? i : 0) * N;
   if (N % 4 == 0 && (d.W & 15) == 0)
-    backward_sums<true>(Wr, dl, red, i, K, N, B, lane, rate, xv, acc, g_sum, g_sq);
+    backward_sums<true>(Wr, dl, red, i, K, N, B, lane, rate, xrows + ri * FASTFF_PB, acc, g_sum,
+                        g_sq);
   else
-    backward_sums<false>(Wr, dl, red, i, K, N, B, lane, rate, xv, acc, g_sum, g_sq);
+    backward_sums<false>(Wr, dl, red, i, K, N, B, lane, rate, xrows + ri * FASTFF_PB, acc, g_sum,
+                         g_sq);
   if (want_gw) {  // per-strip sums, added up in strip order after the step (train_steps)
     const double s = block_sum(g_sum, sums, tid, blockDim.x);
     const double q = block_sum(g_sq, sums, tid, blockDim.x);
@@ -411,6 +435,7 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
             unsigned long long* __restrict__ profile) {
   using fastff::LayerDesc;
   FASTFF_SHARED(T, red, FASTFF_STAGE);  // a strip's staged inputs, then its sums
+  FASTFF_SHARED(T, xrows, FASTFF_ST * FASTFF_PB);  // a backward strip's rows of x
   FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
   FASTFF_SHARED(double, row_cost, FASTFF_PB);
   FASTFF_SHARED(double, sums, FASTFF_ST * FASTFF_SL);
@@ -458,7 +483,8 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
                                 losses + (size_t)n * steps + s);
           dl = dz;
         }
-        fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, sums);
+        fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, xrows,
+                                       sums);
       }
       if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + 2 * L - 1 - l))) return;  // backward
 #if FASTFF_PROFILE
