@@ -70,11 +70,13 @@ def layer_shapes(sizes=PAPER_SIZES):
     return list(zip(sizes[:-1], sizes[1:]))
 
 
-def strips(n, strip=8):
-    return -(-n // strip)
+def strips(n, strip=None):
+    """Strips of the persistent step over ``n`` units (config.CUDA_STEP_STRIP wide)."""
+    from fastff import config
+    return -(-n // (config.CUDA_STEP_STRIP if strip is None else strip))
 
 
-def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=8, nets=1):
+def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=None, nets=1):
     """The persistent step (train_step.cu): one launch, 2 L barriers; with ``nets`` > 1, one
     round of train_many's lockstep (the nets' strips share the launch and its barriers)."""
     L = len(sizes) - 1
