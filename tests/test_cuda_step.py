@@ -148,15 +148,19 @@ def _against_reference(net, sizes, data, dtype="float32"):
 
 def test_the_production_block_shape_runs_the_persistent_step(emulate, rng, monkeypatch,
                                                               tmp_path_factory):
-    # blocks of 8 x 32 = 256 threads, as on a GPU; widths past 4 x 32 so that a thread's
-    # reduction runs the forward's unrolled body and its remainder; a full batch of 16 rows
+    # blocks of 8 x 32 = 256 threads, as on a GPU. Widths that are not multiples of 4 (one load
+    # a weight) and a full batch of 16 rows; then widths that are (16-byte loads of W), past a
+    # chunk (192 inputs forward, 256 columns of delta backward), and a batch of 10, whose
+    # fourth row group has no rows; both dtypes
     for key in ("CUDA_STEP_STRIP", "CUDA_STEP_LANES"):
         monkeypatch.setattr(config, key, PRODUCTION[key])
     lib = cuda_emulator.build(tmp_path_factory.mktemp("emu-production-block"))
     rt = emulate(lib, sms=2)
-    sizes = [150, 141, 37, 9]
-    net = cuda_net(sizes, "tanh", "float32")
-    _against_reference(net, sizes, batches(rng, sizes, 16, 2, np.float32))
+    for sizes, batch, dtype in (([150, 141, 37, 9], 16, np.float32),
+                                ([200, 400, 64, 8], 10, np.float32),
+                                ([200, 400, 64, 8], 10, np.float64)):
+        net = cuda_net(sizes, "tanh", np.dtype(dtype).name)
+        _against_reference(net, sizes, batches(rng, sizes, batch, 2, dtype))
     name, grid, block = rt.launches[-1]
     assert block == (PRODUCTION["CUDA_STEP_STRIP"] * PRODUCTION["CUDA_STEP_LANES"],)
     assert block[0] == 256 and grid == (4,)
@@ -529,7 +533,19 @@ except DeviceError as exc:
     assert "raised: a grid barrier gave up after config.CUDA_BARRIER_POLLS = 20000 polls" \
         in out.stdout, out.stdout + out.stderr[-2000:]
     assert "waited at step 1 of 1, after the forward of layer 2 of 3" in out.stdout
-    assert "blocks arrived" in out.stdout
+    # the report decodes the barrier's word: some blocks, never the one that left
+    import re
+    arrived, grid = map(int, re.search(r"with (\d+) of (\d+) blocks arrived", out.stdout).groups())
+    assert 1 <= arrived < grid
+
+
+def test_the_barrier_s_word_tells_how_many_blocks_arrived():
+    # block 0 adds 2^31 - (G - 1), every other block 1 (common.cuh, grid_sync)
+    from fastff.kernels.cuda.barrier import arrivals
+    assert arrivals(0, 264) == 0 and arrivals(5, 264) == 5  # block 0 not yet there
+    assert arrivals(2**31 - 263, 264) == 1 and arrivals(2**31 - 263 + 5, 264) == 6
+    assert arrivals(2**31, 264) == 264  # the flip: all of them
+    assert arrivals(2**31 + 7, 264) == 264  # the next barrier begun before the report
 
 
 def test_a_profiling_build_times_every_phase(emulate, rng, monkeypatch, tmp_path_factory):

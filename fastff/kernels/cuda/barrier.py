@@ -22,7 +22,9 @@ def arrivals(moved, grid):
     barrier began: block 0 adds 2^31 - (grid - 1), every other block 1 (common.cuh,
     ``grid_sync``)."""
     first = 2**31 - (grid - 1)
-    return moved if moved < first else moved - first + 1
+    # at most the grid: where the barrier completed between the last poll and the report,
+    # blocks may already be arriving at the next one
+    return min(grid, moved if moved < first else moved - first + 1)
 
 
 def check_barrier(rt, barrier, grid, layers=None, steps=1):

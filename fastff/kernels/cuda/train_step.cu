@@ -109,8 +109,11 @@ __device__ __forceinline__ void load_rows(const T* p, T (&v)[n]) {
 // before; in float the chunk's weights are asked for before the staging waits (PER 16-byte
 // loads in flight: a chunk ahead too would take the registers of a second set, and spill);
 // double has no registers to spare for them and loads each weight as it is used.
+// (W, in, dl and x carry no __restrict__, here and in the strips: the launch writes them, the
+// backward stepping W and the forward writing h, so no load of them may take the read-only
+// path that a proof of no aliasing would allow.)
 template <bool VEC, typename T>
-__device__ __forceinline__ void forward_sums(const T* __restrict__ W, const T* __restrict__ in,
+__device__ __forceinline__ void forward_sums(const T* W, const T* in,
                                              T* xs, int K, int N, int B, int j, int r0, int kg,
                                              bool busy, T (&acc)[STEP_RPT][STEP_CPT]) {
   constexpr int CPT = STEP_CPT, RPT = STEP_RPT, PER = FASTFF_KC / FASTFF_SL;
@@ -163,7 +166,7 @@ __device__ __forceinline__ void forward_sums(const T* __restrict__ W, const T* _
 // batch (forward_sums); the SL partial sums are then added by reduce_lanes. ``red`` holds
 // STAGE elements: the staged input, then the sums.
 template <typename T, int ACT>
-__device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __restrict__ in, int B, int t,
+__device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* in, int B, int t,
                               bool stats, T* red, unsigned int* local_hist) {
   constexpr int CPT = STEP_CPT, RPT = STEP_RPT;
   const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
@@ -234,7 +237,7 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* __res
 // stages loaded a chunk ahead and (float) the chunk's weights before the staging waits, as in
 // forward_sums.
 template <bool VEC, typename T>
-__device__ __forceinline__ void backward_sums(T* Wr, const T* __restrict__ dl, T* ds, int i,
+__device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
                                               int K, int N, int B, int lane, T rate,
                                               const T* xrow, T (&acc)[FASTFF_PB],
                                               double& g_sum, double& g_sq) {
@@ -308,8 +311,8 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* __restrict__ dl, T
 // (ds[r][j], in ``red``); thread (ri, lane) takes row ri and the four columns 4 lane, 4 lane +
 // 4 SL, ... of each chunk: one 16-byte load and store of W, and a 16-byte load of delta a row.
 template <typename T, int ACT>
-__device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* __restrict__ x,
-                               const T* __restrict__ dl, int B, int t, T rate, bool stats,
+__device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* x,
+                               const T* dl, int B, int t, T rate, bool stats,
                                bool want_gw, T* red, T* xrows, double* sums) {
   const LayerDesc& d = layers[l];
   const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
