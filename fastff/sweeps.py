@@ -402,10 +402,31 @@ def collect(grid, out_dir):
     return _table_rows(names, points, rows)
 
 
+def run_names(points, out):
+    """Each point's run folder in ``out``: :func:`run_name` with the sweep's varying keys, or
+    the folder a run of the same point already has there under another name (the hash of the
+    whole point is its name's end). A sweep that gains a varying key (more seeds, another
+    dataset) renames its points, and so finds its finished and half-trained runs by their
+    hash: a finished one first, then the folder of the new name, then any other."""
+    names = [run_name(p, varying(points)) for p in points]
+    out = Path(out)
+    by_hash = {}
+    if out.is_dir():
+        for d in sorted(out.iterdir()):
+            if d.is_dir() and "-" in d.name:
+                by_hash.setdefault(d.name.rsplit("-", 1)[1], []).append(d.name)
+    resolved = []
+    for name, point in zip(names, points):
+        same = by_hash.get(name.rsplit("-", 1)[1], [])
+        candidates = ([name] if name in same else []) + [n for n in same if n != name]
+        done = [n for n in candidates if finished(out / n, point) is not None]
+        resolved.append(done[0] if done else name if name in same or not same else same[0])
+    return resolved
+
+
 def _finished_rows(points, out):
     """Each point's run name, and the result rows of those already finished in ``out``."""
-    keys = varying(points)
-    names = [run_name(p, keys) for p in points]
+    names = run_names(points, out)
     rows = {}
     for name, point in zip(names, points):
         done = finished(out / name, point)

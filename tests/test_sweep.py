@@ -100,6 +100,30 @@ def test_diverged_and_failed_runs_are_rows_not_the_end(client, tmp_path):
     assert "dataset has 1024 inputs" in failed["message"]
 
 
+def test_runs_keep_their_folders_when_the_sweep_gains_a_varying_key(tmp_path):
+    # the reproduction adds seeds to a grid of one seed: "seed" starts to vary and every run's
+    # name changes; the runs already there are found by the hash of their point, finished or
+    # not, and only the new points get new folders
+    from fastff.reproduction.estimate import remaining
+    from fastff.sweeps import collect, run_names
+    one = dict(arch="8x2", lr=[0.1, 0.3], seed=0, updates=100)
+    first = run_names(expand(one), tmp_path)
+    for name, point in zip(first, expand(one)):
+        (tmp_path / name).mkdir()
+    (tmp_path / first[0] / "sweep_status.json").write_text(json.dumps(
+        {"status": "done", "point": expand(one)[0]}))
+    more = dict(one, seed=[0, 1])
+    names = run_names(expand(more), tmp_path)
+    assert names[0] == first[0] and names[2] == first[1]  # seed 0 of each rate: their folders
+    assert names[1].startswith("lr=0.1,seed=1-") and names[1] not in first
+    rows = collect(more, tmp_path)
+    assert [r["status"] for r in rows] == ["done", "", "", ""]
+    assert [p["seed"] for p, _ in remaining(expand(more), tmp_path)] == [1, 0, 1]
+    # a finished run is preferred to a folder of the new name that began it again
+    (tmp_path / run_name(expand(more)[0], varying(expand(more)))).mkdir()
+    assert run_names(expand(more), tmp_path)[0] == first[0]
+
+
 def test_a_sweep_resumes_an_unfinished_run_from_its_checkpoint(client, tmp_path):
     from fastff.sweeps import run_name
     point = {**GRID, "activation": "tanh", "init": "normalized"}

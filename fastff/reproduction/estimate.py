@@ -8,16 +8,15 @@ import numpy as np
 
 from ..errors import FastffError
 from ..record import RunDir
-from ..sweeps import finished, run_name, varying
+from ..sweeps import finished, run_names
 
 
 def remaining(points, runs_dir):
     """[(point, updates left)] of the runs not finished in ``runs_dir`` (an unfinished run
     counts from its last evaluation, where its checkpoint is at least)."""
-    keys = varying(points)
     out = []
-    for point in points:
-        run_dir = runs_dir / run_name(point, keys)
+    for point, name in zip(points, run_names(points, runs_dir)):
+        run_dir = runs_dir / name
         if finished(run_dir, point) is not None:
             continue
         done = 0
