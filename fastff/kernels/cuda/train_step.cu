@@ -89,6 +89,12 @@ __device__ __forceinline__ void store_cols(T* p, int valid, const T (&v)[4]) {
   }
 }
 
+// Whether layer d's rows of W can be read and written 16 bytes at a time (VEC): each row a
+// multiple of 4 long and W 16-byte aligned, so a group of four is whole wherever it starts.
+__device__ __forceinline__ bool rows_of_four(const LayerDesc& d) {
+  return d.N % 4 == 0 && (d.W & 15) == 0;
+}
+
 // v = p[0 .. n) from shared memory, 16 bytes a load where n is a multiple of 4.
 template <typename T, int n>
 __device__ __forceinline__ void load_rows(const T* p, T (&v)[n]) {
@@ -177,7 +183,7 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* in, i
   T acc[RPT][CPT];
   for (int r = 0; r < RPT; ++r)
     for (int c = 0; c < CPT; ++c) acc[r][c] = T(0);
-  if (N % 4 == 0 && (d.W & 15) == 0)
+  if (rows_of_four(d))
     forward_sums<true>(W, in, red, K, N, B, j, r0, kg, busy, acc);
   else
     forward_sums<false>(W, in, red, K, N, B, j, r0, kg, busy, acc);
@@ -327,7 +333,7 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
   for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
   double g_sum = 0.0, g_sq = 0.0;
   T* Wr = ptr<T>(d.W) + (size_t)(i < K ? i : 0) * N;
-  if (N % 4 == 0 && (d.W & 15) == 0)
+  if (rows_of_four(d))
     backward_sums<true>(Wr, dl, red, i, K, N, B, lane, rate, xrows + ri * FASTFF_PB, acc, g_sum,
                         g_sq);
   else
@@ -428,8 +434,8 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
 // (after its barrier) there, 1 + 2 L steps values; unused otherwise. Launched cooperatively
 // (every block co-resident) with ST x SL threads a block. The launch bounds ask for MIN_BLOCKS
 // blocks an SM in float (128 registers a thread, no spills); double asks for one, since the
-// backward's PB rows of x and of dC/dx take 64 of its registers (158 in all on sm_80 and
-// sm_90, where 128 spilled).
+// backward's PB rows of dC/dx and of staged delta take 64 of its registers (194 in all on
+// sm_80, 212 on sm_90, where 128 spilled).
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, sizeof(T) == 4 ? FASTFF_MIN_BLOCKS : 1)
 train_steps(const long long* __restrict__ desc, int L, int nets, const long long* __restrict__ io,
