@@ -123,11 +123,20 @@ def lockstep_markdown(rows):
     return "\n".join(out)
 
 
-def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=264, tf32=False):
+# How the layer path forms its products (fastff.kernels.cuda.launchers.products): on CUDA cores
+# (the default); in 3xTF32, three tensor-core products for one (config.CUDA_SPLIT_TF32 = True);
+# with tf32=True, plain TF32 in the forward and dC/dx, the update on CUDA cores.
+LAYER_PATHS = {"fp32": "layers", "3xtf32": "layers, 3xTF32", "tf32": "layers, tf32"}
+
+
+def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=264,
+           products="fp32"):
     """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 4 L launches (a
     fused forward a layer, the cost, a backward's delta, dC/dx and update, no dC/dx for the
-    first layer), W read three times and written once, split-K partials. With ``tf32`` the
-    forward product and dC/dx (4 P B FLOPs) run on tensor cores."""
+    first layer), W read three times and written once, split-K partials. ``products`` (a key
+    of :data:`LAYER_PATHS`) says which of the three products (2 P B FLOPs each) run on tensor
+    cores and how many times (``tf32_flops``: what the tensor cores execute; ``tensor_useful``:
+    the FLOPs of the step they stand for)."""
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
@@ -140,16 +149,20 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
     w_bytes = 4 * P * ITEM
     resident = P * ITEM <= gpu["l2_bytes"] * 0.8
-    return dict(path="layers, tf32" if tf32 else "layers", batch=batch, launches=4 * L,
+    product = 2 * P * batch
+    passes = {"fp32": (0, 0, 0), "tf32": (1, 1, 0), "3xtf32": (3, 3, 3)}[products]
+    return dict(path=LAYER_PATHS[products], products=products, batch=batch, launches=4 * L,
                 barriers=0, w_bytes=w_bytes, other_bytes=partials + acts,
                 hbm_bytes=0 if resident else w_bytes, l2_bytes=w_bytes + partials + acts,
-                flops=6 * P * batch, tf32_flops=4 * P * batch if tf32 else 0, w_in_l2=resident)
+                flops=3 * product, tf32_flops=sum(passes) * product,
+                tensor_useful=sum(1 for p in passes if p) * product, w_in_l2=resident)
 
 
 def floor_us(row, gpu=H200):
     """The step's floor in microseconds and what sets it."""
     tf32 = row.get("tf32_flops", 0)
-    compute = (row["flops"] - tf32) / gpu["fp32_flops"] + tf32 / gpu["tf32_flops"]
+    compute = ((row["flops"] - row.get("tensor_useful", 0)) / gpu["fp32_flops"]
+               + tf32 / gpu["tf32_flops"])
     parts = {"HBM": row["hbm_bytes"] / gpu["hbm_bytes_per_s"],
              "L2": row["l2_bytes"] / gpu["l2_bytes_per_s"],
              "FP32+TF32" if tf32 else "FP32": compute}
@@ -171,9 +184,14 @@ RECORDED_SASS = {
                 "chain cycles": 525},
     "backward": {"total": 485, "load": 18, "16-byte loads": 2, "store": 10, "fp32": 264,
                  "round trips": 1, "chain cycles": 1021},
-    "gemm": {"total": 630, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 431, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
+    "gemm": {"total": 608, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
+    "gemm_tf32": {"total": 447, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
+    "gemm_3xtf32": {"total": 606, "tensor": 24, "round trips": 6},  # its 3xTF32 loop (3 mma a product)
+    "update": {"total": 585, "fp32": 256, "round trips": 3},  # dense_backward_update<float>: CUDA cores
+    "update_3xtf32": {"total": 557, "tensor": 24, "round trips": 3},  # and its 3xTF32 loop
 }
+# the loops whose tensor-core products each stand for a third of an output's terms
+SPLIT_LOOPS = ("gemm_3xtf32", "update_3xtf32")
 FLOPS_PER_WARP = {"fp32": 32 * 2, "tensor": 16 * 8 * 8 * 2}  # an FFMA; an m16n8k8 product
 # The strip epilogues (reduce_lanes' 5 rounds of shared memory and __syncthreads, the
 # activation and the statistics of B x 8 outputs; backward: delta, the bias step, its
@@ -194,12 +212,15 @@ def read_sass(arch="sm_90"):
                                sync=H200["sync_cycles"])
         gemm = sass.gemm_loop("dense_forward_fused<float, 2>", arch)
         tf32 = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor=True)
+        split = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor="3xtf32")
+        update = sass.gemm_loop("dense_backward_update<float>", arch)
+        update_split = sass.gemm_loop("dense_backward_update<float>", arch, tensor="3xtf32")
     except Exception as exc:  # noqa: BLE001 (no NVRTC, no cuobjdump: the recorded counts)
         return dict(RECORDED_SASS), f"recorded counts ({type(exc).__name__}: {exc})"
-    return ({"forward": step["forward"], "backward": step["backward"],
-             "gemm": dict(gemm["counts"], total=gemm["with_nested"]),
-             "gemm_tf32": dict(tf32["counts"], total=tf32["with_nested"])},
-            f"read now from {arch} SASS")
+    loop = lambda l: dict(l["counts"], total=l["with_nested"])  # noqa: E731
+    return ({"forward": step["forward"], "backward": step["backward"], "gemm": loop(gemm),
+             "gemm_tf32": loop(tf32), "gemm_3xtf32": loop(split), "update": loop(update),
+             "update_3xtf32": loop(update_split)}, f"read now from {arch} SASS")
 
 
 def host_step_us(batch=10, sizes=PAPER_SIZES, steps=2000):
@@ -296,20 +317,27 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
                        f"dependent loads ({'/'.join(sorted(limits))})"))
 
 
-def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4):
+def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4, passes=1, update=False):
     """Forecast of one layer-path product (M, R) x (R, Nc) in its geometry
-    (:func:`fastff.kernels.cuda.geometry.gemm_geometry`; the update's reduction over the batch
-    in one slice): the longer of issuing its padded tiles' instructions on every scheduler
-    and its blocks' dependent chain (each tile depth's loads wait a round trip: no double
-    buffering), in waves of ``blocks_per_sm`` blocks an SM (assumed: registers allow 4 of
-    256 threads)."""
+    (:func:`fastff.kernels.cuda.geometry.gemm_geometry`, or with ``update`` the weight update's
+    UT x UT tiles over the whole batch, update_geometry): the longer of issuing its padded
+    tiles' instructions on every scheduler and its blocks' dependent chain (each tile depth's
+    loads wait a round trip: no double buffering), in waves of ``blocks_per_sm`` blocks an SM
+    (assumed: registers allow 4 of 256 threads). ``passes``: tensor-core products per useful
+    one (3 for 3xTF32)."""
     from fastff import config
-    from fastff.kernels.cuda.geometry import gemm_geometry
+    from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
-    grid, _, chunk, splits = gemm_geometry(M, R, Nc)
+    if update:
+        ut = config.CUDA_UPDATE_TILE
+        grid, _, _ = update_geometry(M, Nc)
+        tm = tn = ut
+        chunk, splits = -(-R // tk) * tk, 1
+    else:
+        grid, _, chunk, splits = gemm_geometry(M, R, Nc)
     blocks = grid[0] * grid[1] * grid[2]
     padded = 2 * (-(-M // tm) * tm) * (-(-Nc // tn) * tn) * splits * chunk
-    per_warp = loop[kind] * FLOPS_PER_WARP[kind] / loop["total"]
+    per_warp = loop[kind] * FLOPS_PER_WARP[kind] / passes / loop["total"]
     issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
     waves = -(-blocks // (gpu["sms"] * blocks_per_sm))
     chain = waves * (chunk // tk) * (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
@@ -317,24 +345,33 @@ def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4):
     return 1e6 * max(issue, chain)
 
 
-def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, tf32=False, host_us=None):
+def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
     """Forecast of the layer-by-layer path (a CUDA graph of 4 L launches): each product as
-    :func:`_product_us` forecasts it from its main loop's SASS (x @ W and dC/dx on the TF32
-    loop with ``tf32``; the update stays FP32), the element-wise passes at the L2 floor, the
-    launches' fixed cost, and the host's time per step (overlapped)."""
-    floor = layers(batch, gpu, sizes, tf32=tf32)
-    gemm = ("gemm_tf32", "tensor") if tf32 else ("gemm", "fp32")
-    products = 0.0
+    :func:`_product_us` forecasts it from its main loop's SASS (``products`` as
+    :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
+    its own FP32 or 3xTF32 loop), the element-wise passes at the L2 floor, the launches' fixed
+    cost, and the host's time per step (overlapped)."""
+    floor = layers(batch, gpu, sizes, products=products)
+    gemm = {"fp32": ("gemm", "fp32"), "tf32": ("gemm_tf32", "tensor"),
+            "3xtf32": ("gemm_3xtf32", "tensor")}[products]
+    update = ("update_3xtf32", "tensor") if products == "3xtf32" else ("update", "fp32")
+
+    def product(M, R, Nc, which, is_update=False):
+        name, kind = which
+        return _product_us(M, R, Nc, counts[name], kind, gpu, update=is_update,
+                           passes=3 if name in SPLIT_LOOPS else 1)
+    products_us = 0.0
     for l, (k, n) in enumerate(layer_shapes(sizes)):
-        products += _product_us(batch, k, n, counts[gemm[0]], gemm[1], gpu)  # x @ W
+        products_us += product(batch, k, n, gemm)  # x @ W
         if l > 0:
-            products += _product_us(batch, n, k, counts[gemm[0]], gemm[1], gpu)  # dC/dx
-        products += _product_us(k, batch, n, counts["gemm"], "fp32", gpu)  # x^T delta
+            products_us += product(batch, n, k, gemm)  # dC/dx
+        products_us += product(k, batch, n, update, is_update=True)  # x^T delta
     passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
     fixed = 1e6 * floor["launches"] * gpu["launch_s"]
-    gpu_us = products + passes + fixed
+    gpu_us = products_us + passes + fixed
     host = host_us if host_us is not None else 0.0
     return dict(forecast_us=max(gpu_us, host), gpu_us=gpu_us, host_us=host,
+                products_us=products_us,
                 limit="host" if host > gpu_us else "the products' issue and load chains")
 
 
@@ -344,8 +381,9 @@ def table(gpu=H200, counts=None, host=None):
     rows = []
     for batch in BATCHES:
         candidates = [layers(batch, gpu)]
-        if batch > 16:  # where tf32 applies: the layer path's products
-            candidates.append(layers(batch, gpu, tf32=True))
+        if batch > 16:  # where tensor cores apply: the layer path's products
+            candidates += [layers(batch, gpu, products="3xtf32"),
+                           layers(batch, gpu, products="tf32")]
         if batch <= 16:  # config.CUDA_STEP_MAX_BATCH
             candidates.insert(0, persistent(batch, gpu))
             candidates.insert(1, persistent(batch, gpu, steps_per_launch=100))
@@ -361,7 +399,7 @@ def table(gpu=H200, counts=None, host=None):
                     f["forecast_us"] = max(f["gpu_us"], f["host_us"]) if many else \
                         f["forecast_us"]
                 else:
-                    f = forecast_layers(batch, counts, gpu, tf32=row["path"].endswith("tf32"),
+                    f = forecast_layers(batch, counts, gpu, products=row["products"],
                                         host_us=host.get("layers"))
                 row.update(forecast_us=f["forecast_us"], forecast_limit=f["limit"])
             rows.append(row)
@@ -527,7 +565,11 @@ def main(argv=None):
     print(f"SASS counts: {where}; per iteration, the persistent step's forward chunk loop "
           f"{chunk('forward')}, backward {chunk('backward')}; the "
           f"layer path's product {counts['gemm']['total']} ({counts['gemm']['fp32']} FFMA), "
-          f"with TF32 {counts['gemm_tf32']['total']} ({counts['gemm_tf32']['tensor']} mma). "
+          f"with TF32 {counts['gemm_tf32']['total']} ({counts['gemm_tf32']['tensor']} mma), "
+          f"with 3xTF32 {counts['gemm_3xtf32']['total']} ({counts['gemm_3xtf32']['tensor']} "
+          f"mma); the update's {counts['update']['total']} ({counts['update']['fp32']} FFMA), "
+          f"with 3xTF32 {counts['update_3xtf32']['total']} "
+          f"({counts['update_3xtf32']['tensor']} mma). "
           f"Host per step, measured here ({processor()}): "
           f"persistent {host['persistent']:.1f} us, layers {host['layers']:.1f} us.")
     print()

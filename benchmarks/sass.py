@@ -204,12 +204,19 @@ def loops(instructions, innermost=True):
 
 
 def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False):
-    """The main loop of a layer-by-layer product (the loop whose own instructions hold the
-    most FP32 arithmetic, or with ``tensor`` the most tensor-core products, the TF32 path):
-    its counts per iteration (one tile depth of the product)."""
+    """The main loop of a layer-by-layer product: its counts per iteration (one tile depth of
+    the product). On CUDA cores (``tensor`` False) the loop whose own instructions hold the
+    most FP32 arithmetic; on tensor cores the plain TF32 loop (``tensor`` True or "tf32") or
+    the split-precision one ("3xtf32"), which forms every product three times: of the loops
+    with tensor-core products, the one with the fewest or the most."""
     cubin, lowered = compile_cubin([kernel], arch)
     found = loops(disassemble(cubin)[lowered[kernel]], innermost=False)
-    best = max(found, key=lambda l: l["counts"].get("tensor" if tensor else "fp32", 0))
+    if not tensor:
+        best = max(found, key=lambda l: l["counts"].get("fp32", 0))
+    else:
+        mma = [l for l in found if l["counts"].get("tensor", 0)]
+        pick = max if tensor == "3xtf32" else min
+        best = pick(mma, key=lambda l: l["counts"]["tensor"])
     return dict(kernel=kernel, arch=arch, counts=best["counts"], with_nested=best["with_nested"])
 
 

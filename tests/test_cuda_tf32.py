@@ -155,18 +155,26 @@ def test_tf32_is_refused_where_it_does_not_apply(monkeypatch):
         fastff.train([4], updates=1, tf32=True, progress=False)
 
 
-def test_the_emulator_finds_an_operand_not_rounded_to_tf32(tmp_path):
-    # the A operand staged without tf32_round: a GPU would silently drop its low bits
+def assert_the_emulator_finds_an_unrounded_operand(tmp_path, anchor, replacement, tiles,
+                                                  tf32):
+    """The sources with ``anchor`` replaced (an operand no longer rounded to TF32), built with
+    ``tiles``: a forward product on tensor cores (``tf32``: plain TF32, else as the tiles'
+    config says) must stop the emulator with its own status and message."""
     src = cuda.source()
-    anchor = "    if constexpr (TF32) v = tf32_round(v);\n    as[k * GEMM_AS + r] = v;"
     assert anchor in src
-    src = src.replace(anchor, "    as[k * GEMM_AS + r] = v;")
-    out = cuda_emulator.child_run(tmp_path, src, """
+    out = cuda_emulator.child_run(tmp_path, src.replace(anchor, replacement), f"""
 rng = np.random.default_rng(0)
 x = rng.standard_normal((19, 37)).astype(np.float32)
 W = rng.standard_normal((37, 45)).astype(np.float32)
-cuda.dense_forward(x, W, np.zeros(45, np.float32), "tanh", tf32=True)
+cuda.dense_forward(x, W, np.zeros(45, np.float32), "tanh", tf32={tf32})
 print("done")
-""", tiles=TF32_TILES)
+""", tiles=tiles)
     assert out.returncode == 90, out.stderr[-2000:]
     assert "an mma.sync operand that is not TF32" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_emulator_finds_an_operand_not_rounded_to_tf32(tmp_path):
+    # the A operand staged without tf32_round: a GPU would silently drop its low bits
+    assert_the_emulator_finds_an_unrounded_operand(
+        tmp_path, "as[k * GEMM_AS + r] = staged<MODE>(", "as[k * GEMM_AS + r] = (", TF32_TILES,
+        True)

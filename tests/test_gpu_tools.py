@@ -28,7 +28,11 @@ def test_the_cost_model_counts_each_path():
     assert rows[(1024, "layers", 24)]["floor_us"] > 2 * tf32["floor_us"]
     assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
     table = gpu_model.markdown(gpu_model.table())
-    assert table.count("\n| ") == 1 + 3 + 2 * 2  # header; 3 rows at batch 10, 2 at 128 and 1024
+    split = rows[(1024, "layers, 3xTF32", 24)]  # all three products, three times each
+    assert split["tf32_flops"] == 18 * 5_033_000 * 1024 and split["tensor_useful"] == \
+        split["flops"]
+    assert split["floor_us"] < rows[(1024, "layers", 24)]["floor_us"] / 2
+    assert table.count("\n| ") == 1 + 3 + 2 * 3  # header; 3 rows at batch 10, 3 at 128 and 1024
 
 
 def test_the_cost_model_of_shapeset_on_the_gpu():
@@ -108,6 +112,9 @@ def test_the_sass_of_the_persistent_step_is_read_and_matches_the_recorded_counts
         assert {k: counts[loop].get(k) for k in recorded} == recorded, loop
     gemm = sass.gemm_loop("grad_x_fused<float>")
     assert gemm["counts"]["fp32"] == 256 and gemm["with_nested"] > gemm["counts"]["total"]
+    plain = sass.gemm_loop("grad_x_fused<float>", tensor=True)["counts"]["tensor"]
+    split = sass.gemm_loop("grad_x_fused<float>", tensor="3xtf32")["counts"]["tensor"]
+    assert split == 3 * plain == 24  # a tile depth of 16: 2 steps of 8, 4 products a warp
 
 
 @needs_sass

@@ -331,37 +331,117 @@ __device__ __forceinline__ void sgd4(T* w, const T (&g)[4], T lr) {
   }
 }
 
-// Types whose products may take the TF32 path (float32 only: float64 keeps its own).
+// Types whose products may take the tensor cores (float32 only: float64 keeps its own).
 template <typename T>
 struct Tf32Able { static constexpr bool value = false; };
 template <>
 struct Tf32Able<float> { static constexpr bool value = true; };
 
+// How a product's terms are formed (the kernels' ``products`` argument, chosen on the host by
+// fastff.kernels.cuda.launchers.products): on CUDA cores in the array's type; on tensor cores
+// with the operands rounded to TF32 (tf32=True: about 1e-3 relative); or on tensor cores in
+// split-precision TF32, "3xTF32": each operand v is big + small with big = tf32(v) and
+// small = tf32(v - big), and a b is formed as a_small b_big + a_big b_small + a_big b_big
+// (the small terms first, so that they are not lost beside the big one; a_small b_small,
+// about 2^-22 |a b|, is left out): float32's accuracy from three tensor-core products.
+enum Products { PRODUCTS_FP32 = 0, PRODUCTS_TF32 = 1, PRODUCTS_3XTF32 = 2 };
+
+// A value as the staging stores it: rounded to TF32 for plain TF32 products; whole for 3xTF32,
+// which splits it as the fragments are read (warp_slice_mma).
+template <int MODE, typename T>
+__device__ __forceinline__ T staged(T v) {
+  if constexpr (MODE == PRODUCTS_TF32) return tf32_round(v);
+  return v;
+}
+
+// big and small TF32 parts of four (two) fragment values, in place: v becomes its big part.
+template <int N>
+__device__ __forceinline__ void split_tf32(float (&v)[N], float (&small)[N]) {
+  for (int i = 0; i < N; ++i) {
+    const float big = tf32_round(v[i]);
+    small[i] = tf32_round(v[i] - big);
+    v[i] = big;
+  }
+}
+
+// One TK-deep slice of a warp's 32 x 16 corner (wm, wn) of a tile on tensor cores, with TF32
+// or 3xTF32 products: acc[2 mi + ni] += A[wm + 16 mi + (0..15), k] B[k, wn + 8 ni + (0..7)],
+// as fragments (the PTX layout above), from as[k][row] (pitch AS) and bs[k][column] (pitch BS)
+// in shared memory.
+template <int MODE>
+__device__ __forceinline__ void warp_slice_mma(const float* as, int AS, const float* bs, int BS,
+                                               int wm, int wn, int lane, float (&acc)[4][4]) {
+  const int g = lane / 4, t = lane % 4;
+  for (int ks = 0; ks < FASTFF_TK; ks += 8) {
+    float a[2][4], b[2][2];
+    for (int mi = 0; mi < 2; ++mi) {
+      const float* p = as + (ks + t) * AS + wm + 16 * mi + g;
+      a[mi][0] = p[0];
+      a[mi][1] = p[8];
+      a[mi][2] = p[4 * AS];
+      a[mi][3] = p[4 * AS + 8];
+    }
+    for (int ni = 0; ni < 2; ++ni) {
+      const float* q = bs + (ks + t) * BS + wn + 8 * ni + g;
+      b[ni][0] = q[0];
+      b[ni][1] = q[4 * BS];
+    }
+    if constexpr (MODE == PRODUCTS_3XTF32) {
+      float a_small[2][4], b_small[2][2];
+      for (int mi = 0; mi < 2; ++mi) split_tf32(a[mi], a_small[mi]);
+      for (int ni = 0; ni < 2; ++ni) split_tf32(b[ni], b_small[ni]);
+      for (int mi = 0; mi < 2; ++mi)
+        for (int ni = 0; ni < 2; ++ni) {
+          mma_tf32(acc[2 * mi + ni], a_small[mi], b[ni]);
+          mma_tf32(acc[2 * mi + ni], a[mi], b_small[ni]);
+          mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
+        }
+    } else {
+      for (int mi = 0; mi < 2; ++mi)
+        for (int ni = 0; ni < 2; ++ni) mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
+    }
+  }
+}
+
+// Where a warp's accumulator acc[i][c] (warp_slice_mma) lies in its tile: row and column.
+__device__ __forceinline__ int fragment_row(int wm, int lane, int i, int c) {
+  return wm + 16 * (i / 2) + lane / 4 + 8 * (c / 2);
+}
+__device__ __forceinline__ int fragment_col(int wn, int lane, int i, int c) {
+  return wn + 8 * (i % 2) + 2 * (lane % 4) + c % 2;
+}
+
+// A warp's 32 x 16 corner of a tile of TM rows: (wm, wn) of warp ``warp``.
+__device__ __forceinline__ int warp_row0(int warp, int tile_rows) {
+  return 32 * (warp % (tile_rows / 32 > 0 ? tile_rows / 32 : 1));
+}
+__device__ __forceinline__ int warp_col0(int warp, int tile_rows) {
+  return 16 * (warp / (tile_rows / 32 > 0 ? tile_rows / 32 : 1));
+}
+
 // parts[split] = A[:, slice] @ op(Bm)[slice, :] for one tile of C (M x Nc), where the reduction
 // dimension R is cut into splits of ``chunk`` (a multiple of TK): the split-K product that
 // spreads a batch-10 layer over every SM. A is (M, R); Bm is (R, Nc), or (Nc, R) with TRANS_B.
-// Block: (TN / 4) x (TM / 4) threads. On CUDA cores (TF32 false) each thread forms 4 rows x 4
-// consecutive columns: per step of k, two 16-byte shared loads feed 16 FMAs (a 2 x 4 tile of
-// scalar loads took 6 loads for 8 FMAs). With TF32 each warp forms 32 rows x 16 columns with
-// tensor cores, the operands rounded to TF32 as they are staged (float32 only; TM a multiple
-// of 32, TN of 16, TK of 8: fastff/kernels/cuda/__init__.py checks).
+// Block: (TN / 4) x (TM / 4) threads. On CUDA cores (PRODUCTS_FP32) each thread forms 4 rows x
+// 4 consecutive columns: per step of k, two 16-byte shared loads feed 16 FMAs (a 2 x 4 tile of
+// scalar loads took 6 loads for 8 FMAs). On tensor cores each warp forms 32 rows x 16 columns
+// (warp_slice_mma; float32 only; TM a multiple of 32, TN of 16, TK of 8:
+// fastff/kernels/cuda/launchers.py checks).
 // Rows of the staged slices padded by four elements: the staging loops write as (and bs with
 // TRANS_B) with k fastest, which at a stride of TM (TN) words would put every thread of a warp
 // in one bank; four words leave two-way conflicts there and in the TF32 fragment loads (one
 // word would break the 16-byte alignment of load4).
 constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
 
-// One TK-deep slice of a tile's operands into shared memory, zero beyond the edges (rounded to
-// TF32 for the tensor cores): as[k][r] = A[r0 + r, kt + k], bs[k][c] = op(Bm)[kt + k, c0 + c].
-template <typename T, bool TRANS_B, bool TF32>
+// One TK-deep slice of a tile's operands into shared memory, zero beyond the edges (as
+// ``staged`` keeps them): as[k][r] = A[r0 + r, kt + k], bs[k][c] = op(Bm)[kt + k, c0 + c].
+template <typename T, bool TRANS_B, int MODE>
 __device__ __forceinline__ void stage_slices(const T* __restrict__ A, const T* __restrict__ Bm,
                                              int M, int R, int Nc, int kt, int k_end, int r0,
                                              int c0, int tid, int threads, T* as, T* bs) {
   for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
     const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
-    T v = (gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
-    if constexpr (TF32) v = tf32_round(v);
-    as[k * GEMM_AS + r] = v;
+    as[k * GEMM_AS + r] = staged<MODE>((gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0));
   }
   for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
     int k, c;
@@ -370,12 +450,11 @@ __device__ __forceinline__ void stage_slices(const T* __restrict__ A, const T* _
     const int gk = kt + k, gc = c0 + c;
     T v = T(0);
     if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
-    if constexpr (TF32) v = tf32_round(v);
-    bs[k * GEMM_BS + c] = v;
+    bs[k * GEMM_BS + c] = staged<MODE>(v);
   }
 }
 
-template <typename T, bool TRANS_B, bool TF32>
+template <typename T, bool TRANS_B, int MODE>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,
                                                   int chunk, T* as, T* bs) {
@@ -386,34 +465,17 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
   const int k_begin = blockIdx.z * chunk;
   const int k_end = min(R, k_begin + chunk);
-  // TF32: this warp's 32 x 16 corner (wm, wn) of the tile, and its lane's fragment place
-  const int lane = tid % 32, g = lane / 4, t = lane % 4, warp = tid / 32;
-  const int wm = 32 * (warp % (FASTFF_TM / 32 > 0 ? FASTFF_TM / 32 : 1));
-  const int wn = 16 * (warp / (FASTFF_TM / 32 > 0 ? FASTFF_TM / 32 : 1));
-  T acc[4][4];  // CUDA cores: acc[row][column]; TF32: acc[2 mi + ni][fragment element]
+  // tensor cores: this warp's 32 x 16 corner (wm, wn) of the tile
+  const int lane = tid % 32, warp = tid / 32;
+  const int wm = warp_row0(warp, FASTFF_TM), wn = warp_col0(warp, FASTFF_TM);
+  T acc[4][4];  // CUDA cores: acc[row][column]; tensor cores: acc[2 mi + ni][fragment element]
   for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
-    stage_slices<T, TRANS_B, TF32>(A, Bm, M, R, Nc, kt, k_end, r0, c0, tid, threads, as, bs);
+    stage_slices<T, TRANS_B, MODE>(A, Bm, M, R, Nc, kt, k_end, r0, c0, tid, threads, as, bs);
     __syncthreads();
-    if constexpr (TF32) {
-      for (int ks = 0; ks < FASTFF_TK; ks += 8) {
-        T a[2][4], b[2][2];
-        for (int mi = 0; mi < 2; ++mi) {
-          const T* p = as + (ks + t) * AS + wm + 16 * mi + g;
-          a[mi][0] = p[0];
-          a[mi][1] = p[8];
-          a[mi][2] = p[4 * AS];
-          a[mi][3] = p[4 * AS + 8];
-        }
-        for (int ni = 0; ni < 2; ++ni) {
-          const T* q = bs + (ks + t) * BS + wn + 8 * ni + g;
-          b[ni][0] = q[0];
-          b[ni][1] = q[4 * BS];
-        }
-        for (int mi = 0; mi < 2; ++mi)
-          for (int ni = 0; ni < 2; ++ni) mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
-      }
+    if constexpr (MODE != PRODUCTS_FP32) {
+      warp_slice_mma<MODE>(as, AS, bs, BS, wm, wn, lane, acc);
     } else {
       for (int k = 0; k < FASTFF_TK; ++k) {
         T a[4], w[4];
@@ -427,10 +489,9 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   }
 #pragma unroll  // acc stays in registers only if every index is a constant
   for (int i = 0; i < 4; ++i) {
-    if constexpr (TF32) {
+    if constexpr (MODE != PRODUCTS_FP32) {
       for (int c = 0; c < 4; ++c) {
-        const int r = r0 + wm + 16 * (i / 2) + g + 8 * (c / 2);
-        const int col = c0 + wn + 8 * (i % 2) + 2 * t + c % 2;
+        const int r = r0 + fragment_row(wm, lane, i, c), col = c0 + fragment_col(wn, lane, i, c);
         if (r < M && col < Nc) parts[((size_t)blockIdx.z * M + r) * Nc + col] = acc[i][c];
       }
     } else {
@@ -446,18 +507,21 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   }
 }
 
-// The split-K product of one tile (gemm_partial_tile) on tensor cores in TF32 when ``tf32``
-// is set and T is float, on CUDA cores otherwise.
+// The split-K product of one tile (gemm_partial_tile) as ``products`` says (Products; float32
+// only on tensor cores: float64 always on CUDA cores).
 template <typename T, bool TRANS_B>
 __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                           T* __restrict__ parts, int M, int R, int Nc, int chunk,
-                                          int tf32) {
-  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS);  // one set for both paths
+                                          int products) {
+  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS);  // one set for every path
   FASTFF_SHARED(T, bs, FASTFF_TK * GEMM_BS);
-  if (Tf32Able<T>::value && tf32)
-    gemm_partial_tile<T, TRANS_B, Tf32Able<T>::value>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+  constexpr bool tc = Tf32Able<T>::value;
+  if (tc && products == PRODUCTS_3XTF32)
+    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_3XTF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+  else if (tc && products == PRODUCTS_TF32)
+    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_TF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs);
   else
-    gemm_partial_tile<T, TRANS_B, false>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+    gemm_partial_tile<T, TRANS_B, PRODUCTS_FP32>(A, Bm, parts, M, R, Nc, chunk, as, bs);
 }
 
 }  // namespace fastff

@@ -76,8 +76,8 @@ template <typename T>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
 grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
              unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
-             int chunk, int tf32) {
-  fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, tf32);
+             int chunk, int products) {
+  fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, products);
   const int splits = gridDim.z;
   if (splits == 1) return;
   if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
@@ -97,8 +97,13 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
 // as W -= lr g; with RATES (dense_backward_second_order) also s = (x^2)^T q and the
 // per-parameter rate step of fastff::rate_step. Per-block sums of g (and of its squares) go to
 // gw_parts, which the last block to finish adds up in block order into grad_w_total and
-// grad_w_total_sq (deterministic).
-template <typename T, bool RATES>
+// grad_w_total_sq (deterministic). With MODE 3xTF32 (plain SGD, float32) the products run on
+// tensor cores: each warp forms a 32 x 16 corner of the tile (fastff::warp_slice_mma, A = x^T
+// read from xs[r][i], B = delta from ds[r][j]); otherwise each thread forms 4 x 4 entries.
+// Rows of the staged slices are padded by four words, as the GEMM's are (fastff::GEMM_AS).
+constexpr int UPDATE_PITCH = FASTFF_UT + 4;
+
+template <typename T, bool RATES, int MODE>
 __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __restrict__ delta,
                                             const T* __restrict__ q, T* __restrict__ W,
                                             T* __restrict__ avg, T lr, int hessian, T damping,
@@ -107,39 +112,61 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
                                             unsigned* __restrict__ counter,
                                             double* __restrict__ grad_w_total,
                                             double* __restrict__ grad_w_total_sq) {
-  FASTFF_SHARED(T, xs, FASTFF_TK * FASTFF_UT);  // xs[r][i] = x[r, i0 + i]
-  FASTFF_SHARED(T, ds, FASTFF_TK * FASTFF_UT);  // ds[r][j] = delta[r, j0 + j]
-  FASTFF_SHARED(T, qs, RATES ? FASTFF_TK * FASTFF_UT : 1);  // qs[r][j] = q[r, j0 + j]
+  constexpr int P = UPDATE_PITCH;
+  constexpr bool TC = MODE != fastff::PRODUCTS_FP32;
+  static_assert(!(TC && RATES), "the rates' update runs on CUDA cores");
+  FASTFF_SHARED(T, xs, FASTFF_TK * P);  // xs[r][i] = x[r, i0 + i]
+  FASTFF_SHARED(T, ds, FASTFF_TK * P);  // ds[r][j] = delta[r, j0 + j]
+  FASTFF_SHARED(T, qs, RATES ? FASTFF_TK * P : 1);  // qs[r][j] = q[r, j0 + j]
   FASTFF_SHARED(double, scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));
   const int side = FASTFF_UT / 4;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * side + tx, threads = side * side;
   const int i0 = blockIdx.y * FASTFF_UT, j0 = blockIdx.x * FASTFF_UT;
+  const int lane = tid % 32, warp = tid / 32;  // tensor cores: the warp's corner (wm, wn)
+  const int wm = fastff::warp_row0(warp, FASTFF_UT), wn = fastff::warp_col0(warp, FASTFF_UT);
   T acc[4][4], acc_sq[4][4];  // acc_sq: RATES only (dropped by the compiler otherwise)
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) acc[a][c] = acc_sq[a][c] = T(0);
   for (int rt = 0; rt < B; rt += FASTFF_TK) {
     for (int e = tid; e < FASTFF_TK * FASTFF_UT; e += threads) {
-      const int r = e / FASTFF_UT, k = e % FASTFF_UT, gr = rt + r;
-      xs[e] = (gr < B && i0 + k < K) ? x[(size_t)gr * K + i0 + k] : T(0);
-      ds[e] = (gr < B && j0 + k < N) ? delta[(size_t)gr * N + j0 + k] : T(0);
-      if (RATES) qs[e] = (gr < B && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
+      const int r = e / FASTFF_UT, k = e % FASTFF_UT, gr = rt + r, s = r * P + k;
+      xs[s] = fastff::staged<MODE>((gr < B && i0 + k < K) ? x[(size_t)gr * K + i0 + k] : T(0));
+      ds[s] = fastff::staged<MODE>((gr < B && j0 + k < N) ? delta[(size_t)gr * N + j0 + k] : T(0));
+      if (RATES) qs[s] = (gr < B && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
     }
     __syncthreads();
-    for (int r = 0; r < FASTFF_TK; ++r) {  // 16-byte loads: 4 rows and 4 columns of W a thread
-      T xv[4], dv[4], qv[4];
-      fastff::load4(xs + r * FASTFF_UT + 4 * ty, xv);
-      fastff::load4(ds + r * FASTFF_UT + 4 * tx, dv);
-      if (RATES) fastff::load4(qs + r * FASTFF_UT + 4 * tx, qv);
-      for (int a = 0; a < 4; ++a)
-        for (int c = 0; c < 4; ++c) {
-          acc[a][c] += xv[a] * dv[c];
-          if (RATES) acc_sq[a][c] += (xv[a] * xv[a]) * qv[c];
-        }
+    if constexpr (TC) {
+      fastff::warp_slice_mma<MODE>(xs, P, ds, P, wm, wn, lane, acc);
+    } else {
+      for (int r = 0; r < FASTFF_TK; ++r) {  // 16-byte loads: 4 rows and 4 columns a thread
+        T xv[4], dv[4], qv[4];
+        fastff::load4(xs + r * P + 4 * ty, xv);
+        fastff::load4(ds + r * P + 4 * tx, dv);
+        if (RATES) fastff::load4(qs + r * P + 4 * tx, qv);
+        for (int a = 0; a < 4; ++a)
+          for (int c = 0; c < 4; ++c) {
+            acc[a][c] += xv[a] * dv[c];
+            if (RATES) acc_sq[a][c] += (xv[a] * xv[a]) * qv[c];
+          }
+      }
     }
     __syncthreads();
   }
   double g_sum = 0.0, g_sq = 0.0;
+#pragma unroll  // acc stays in registers only if every index is a constant
   for (int a = 0; a < 4; ++a) {
+    if constexpr (TC) {  // this block is the only writer of W[i, j]
+      for (int c = 0; c < 4; ++c) {
+        const int i = i0 + fastff::fragment_row(wm, lane, a, c);
+        const int j = j0 + fastff::fragment_col(wn, lane, a, c);
+        if (i < K && j < N) {
+          W[(size_t)i * N + j] -= lr * acc[a][c];
+          g_sum += double(acc[a][c]);
+          g_sq += double(acc[a][c]) * double(acc[a][c]);
+        }
+      }
+      continue;
+    }
     const int i = i0 + 4 * ty + a;
     // this block is the only writer of W[i, j]; plain SGD updates 4 columns at once
     const bool whole = !RATES && i < K && j0 + 4 * tx + 3 < N;
@@ -182,10 +209,17 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
 dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict__ W,
-                      const T* __restrict__ lr, int B, int K, int N, int want_gw,
-                      double* __restrict__ gw_parts,
+                      const T* __restrict__ lr, int B, int K, int N, int products,
+                      int want_gw, double* __restrict__ gw_parts,
                       unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
                       double* __restrict__ grad_w_total_sq) {
-  update_tile<T, false>(x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw,
-                        gw_parts, counter, grad_w_total, grad_w_total_sq);
+  constexpr bool tc = fastff::Tf32Able<T>::value;  // float32 only on tensor cores
+  if (tc && products == fastff::PRODUCTS_3XTF32)
+    update_tile<T, false, tc ? fastff::PRODUCTS_3XTF32 : 0>(
+        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
+        counter, grad_w_total, grad_w_total_sq);
+  else
+    update_tile<T, false, fastff::PRODUCTS_FP32>(
+        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
+        counter, grad_w_total, grad_w_total_sq);
 }

@@ -1,8 +1,8 @@
 // dense_forward: h = f(x @ W + b) with the layer statistics, in one launch.
 //
 // The grid is (column tiles, row tiles, K splits); each block forms one split's partial product
-// of one TM x TN tile (fastff::gemm_tile, on tensor cores in TF32 when tf32 is set): at batch 10
-// a 1000 x 1000 layer is one row tile, and the K splits are what spread it over every SM. The
+// of one TM x TN tile (fastff::gemm_tile, on CUDA or tensor cores as ``products`` says): at
+// batch 10 a 1000 x 1000 layer is one row tile, and the K splits spread it over every SM. The
 // last block to finish a tile (fastff::last_to_arrive) sums its splits in split order (the same
 // bits whichever block that is), adds b, applies f, and keeps the tile's statistics per column
 // in col_parts; the last row tile of a column tile to finish adds those up in row-tile order
@@ -40,11 +40,11 @@ __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
 dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
                     unsigned* __restrict__ counters, double* __restrict__ col_parts,
                     const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
-                    int tf32, int want_stats, T low, T high, long long* __restrict__ sat_low,
+                    int products, int want_stats, T low, T high, long long* __restrict__ sat_low,
                     long long* __restrict__ sat_high, double* __restrict__ total,
                     double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
                     int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
-  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, tf32);
+  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, products);
   const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
   const int tile = blockIdx.y * col_tiles + blockIdx.x;
   if (!fastff::last_to_arrive(counters + tile, splits)) return;

@@ -20,6 +20,19 @@ def array_module():
     return runtime().xp
 
 
+# The kernels' ``products`` argument (common.cuh, enum Products): how a product's terms are
+# formed.
+FP32, TF32, SPLIT_TF32 = 0, 1, 2
+
+
+def _tensor_core_tiles(update=False):
+    """Whether the GEMM tiles (and with ``update`` the update tile, which is square) can be
+    dealt to warps of 32 x 16 outputs formed by 16 x 8 x 8 tensor-core products: rows a
+    multiple of 32, columns of 16, depth of 8."""
+    tm, tn, tk = config.CUDA_GEMM_TILE
+    return not (tm % 32 or tn % 16 or tk % 8 or (update and config.CUDA_UPDATE_TILE % 32))
+
+
 def check_tf32(dtype, rt=None):
     """Refuse TF32 products for anything but float32, with GEMM tiles that the tensor-core
     path cannot cover (rows a multiple of 32, columns of 16, depth of 8: a warp forms 32 x 16
@@ -30,10 +43,21 @@ def check_tf32(dtype, rt=None):
     if np.dtype(dtype) != np.float32:
         raise InputError(f"tf32=True rounds float32 operands to TF32 on tensor cores; the "
                          f"parameters are {np.dtype(dtype).name}")
-    tm, tn, tk = config.CUDA_GEMM_TILE
-    if tm % 32 or tn % 16 or tk % 8:
+    if not _tensor_core_tiles():
         raise InputError(f"tf32=True needs config.CUDA_GEMM_TILE rows a multiple of 32, columns "
                          f"of 16 and depth of 8; it is {config.CUDA_GEMM_TILE}")
+
+
+def products(dtype, tf32, rt):
+    """How one layer's products are formed: ``(layer products, update products)``, each FP32,
+    TF32 or SPLIT_TF32. ``tf32=True`` (checked by :func:`check_tf32`) rounds the forward's and
+    dC/dx's operands to TF32; otherwise float32 products run in 3xTF32 where
+    ``config.CUDA_SPLIT_TF32`` asks for it, the GPU has TF32 and the tiles allow it, and on
+    CUDA cores elsewhere (float64 always)."""
+    split = (bool(config.CUDA_SPLIT_TF32) and np.dtype(dtype) == np.float32
+             and _tensor_core_tiles(update=True) and rt.has_tf32())
+    tensor = SPLIT_TF32 if split else FP32
+    return (TF32 if tf32 else tensor), tensor
 
 
 def _dummies(rt):
@@ -42,11 +66,13 @@ def _dummies(rt):
 
 
 def _layer(x, W, tf32):
-    """(runtime, batch, n_in, n_out, dtype, C++ type) of one layer's launches."""
+    """(runtime, batch, n_in, n_out, dtype, C++ type, (layer products, update products)) of one
+    layer's launches."""
     rt = runtime()
     if tf32:
         check_tf32(W.dtype, rt)
-    return rt, x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype]
+    return (rt, x.shape[0], x.shape[1], W.shape[1], W.dtype, CTYPES[W.dtype],
+            products(W.dtype, tf32, rt))
 
 
 def _split_k(rt, kernel, B, K, N, dtype, transposed, out=None):
@@ -101,13 +127,14 @@ def _grad_w_sums(rt, K, N, stats):
 def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
                       parallel=True, tf32=False):
     """dense_forward on checked device arrays (``prefetch`` and ``parallel``, CPU hints,
-    mean nothing here; ``tf32``: the product on tensor cores in TF32, float32 only)."""
-    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    mean nothing here; ``tf32``: the product on tensor cores in TF32, float32 only; without
+    it, as :func:`products` says)."""
+    rt, B, K, N, T, ct, (mode, _) = _layer(x, W, tf32)
     if out is None:
         out = rt.empty((B, N), T)
     name = f"dense_forward_fused<{ct}, {activations.CODES[activation]}>"
     grid, block, split = _split_k(rt, name, B, K, N, T, False)
-    rt.launch_named(name, grid, block, x=x, W=W, b=b, out=out, tf32=_i32(bool(tf32)), **split,
+    rt.launch_named(name, grid, block, x=x, W=W, b=b, out=out, products=_i32(mode), **split,
                     **_forward_stats(rt, stats, T, grid, N))
     return out
 
@@ -115,8 +142,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
                        compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
-    workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only)."""
-    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only); the products' kinds as
+    :func:`products` says."""
+    rt, B, K, N, T, ct, (mode, update_mode) = _layer(x, W, tf32)
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     grid, block = delta_geometry(B, N)
@@ -129,27 +157,30 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
     grid, block, _ = update_geometry(K, N)
     rt.launch_named(f"dense_backward_update<{ct}>", grid, block, x=x, delta=delta, W=W, lr=rate,
-                    B=_i32(B), K=_i32(K), N=_i32(N), **_grad_w_sums(rt, K, N, stats))
+                    B=_i32(B), K=_i32(K), N=_i32(N), products=_i32(update_mode),
+                    **_grad_w_sums(rt, K, N, stats))
     return grad_x if compute_grad_x else None
 
 
-def _grad_x(rt, a, W, out, B, K, N, ct, tf32=False):
+def _grad_x(rt, a, W, out, B, K, N, ct, mode):
     """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
-    last block of each tile; one split is written into ``out`` directly)."""
+    last block of each tile; one split is written into ``out`` directly), its products formed
+    as ``mode`` says."""
     name = f"grad_x_fused<{ct}>"
     grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True, out)
-    rt.launch_named(name, grid, block, delta=a, W=W, out=out, tf32=_i32(bool(tf32)), **split)
+    rt.launch_named(name, grid, block, delta=a, W=W, out=out, products=_i32(mode), **split)
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
                            curv_x=None, stats=None, compute_grad_x=True, delta=None,
                            prefetch=True, parallel=True, tf32=False):
     """dense_backward_second_order on checked device arrays; ``delta`` is an optional
-    (batch, n_out) workspace; ``tf32``: dC/dx (and the curvature's product) in TF32."""
-    rt, B, K, N, T, ct = _layer(x, W, tf32)
+    (batch, n_out) workspace; ``tf32``: dC/dx (and the curvature's product) in TF32; the
+    update (with its rates) on CUDA cores."""
+    rt, B, K, N, T, ct, (mode, _) = _layer(x, W, tf32)
     hessian = rates.method == "diag_hessian"
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
@@ -166,14 +197,14 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct, tf32)
+        _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
         if hessian:
             if curv_x is None:
                 curv_x = rt.empty((B, K), T)
             w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
             grid, block = columns_geometry(K * N, rt.sms)
             rt.launch_named(f"square_into<{ct}>", grid, block, a=W, out=w_sq, count=_i64(K * N))
-            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct, tf32)
+            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct, mode)
     grid, block, _ = update_geometry(K, N)
     rt.launch_named(f"second_order_update<{ct}>", grid, block, x=x, delta=delta, q=q, W=W,
                     avg=rates.W, B=_i32(B), K=_i32(K), N=_i32(N), **hyper,
