@@ -77,8 +77,9 @@ def strips(n, strip=None):
 
 
 def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=None, nets=1):
-    """The persistent step (train_step.cu): one launch, 2 L barriers; with ``nets`` > 1, one
-    round of train_many's lockstep (the nets' strips share the launch and its barriers)."""
+    """The persistent step (train_step.cu): one launch, 2 L barriers a step but the launch's
+    last (nothing reads across blocks after it without dC/dW statistics); with ``nets`` > 1,
+    one round of train_many's lockstep (the nets' strips share the launch and its barriers)."""
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     w_bytes = 3 * P * ITEM * nets  # forward read, backward read and write
@@ -88,9 +89,15 @@ def persistent(batch, gpu=H200, sizes=PAPER_SIZES, steps_per_launch=1, strip=Non
     resident = nets * P * ITEM <= gpu["l2_bytes"] * 0.8  # W stays in L2 between steps
     hbm = 0 if resident else w_bytes
     return dict(path="persistent" if nets == 1 else f"lockstep of {nets}", batch=batch,
-                launches=1 / steps_per_launch, barriers=2 * L, w_bytes=w_bytes,
+                launches=1 / steps_per_launch, barriers=step_barriers(L, steps_per_launch),
+                w_bytes=w_bytes,
                 other_bytes=other, hbm_bytes=hbm, l2_bytes=w_bytes + other,
                 flops=6 * P * batch * nets, w_in_l2=resident, nets=nets)
+
+
+def step_barriers(L, steps_per_launch=1):
+    """Grid barriers a step of the persistent step takes: 2 L, less the launch's last."""
+    return 2 * L - 1 / steps_per_launch
 
 
 def lockstep_table(gpu=H200, batch=10, counts=(1, 2, 4, 16, 64), sass=None):
@@ -173,21 +180,21 @@ def floor_us(row, gpu=H200):
 
 # -- the forecast: from the compiled code ---------------------------------------------------------
 # What one iteration of each hot loop issues, as benchmarks/sass.py read it from NVRTC 12.9's
-# sm_90 SASS of train_steps<float, tanh> and of the layer kernels' main loops (an iteration
-# with each loop inside it once). Used where the compiler or cuobjdump is missing;
+# sm_90 SASS of train_steps<float, tanh, 12> (batch 10's rows) and of the layer kernels' main
+# loops (an iteration with each loop inside it once). Used where the compiler or cuobjdump is missing;
 # tests/test_gpu_tools.py checks them against a fresh read.
 # "round trips": how many times an iteration waits for its own loads (sass.round_trips).
 RECORDED_SASS = {
-    # the persistent step's chunk loops, with their staging loop once (train_steps<float, tanh>)
+    # the persistent step's chunk loops, with their staging loop once (at batch 10)
     # ("chain cycles": sass.chain_cycles at H200's assumed latencies)
-    "forward": {"total": 282, "load": 22, "16-byte loads": 6, "fp32": 96, "round trips": 1,
-                "chain cycles": 525},
-    "backward": {"total": 485, "load": 18, "16-byte loads": 2, "store": 10, "fp32": 264,
-                 "round trips": 1, "chain cycles": 1021},
+    "forward": {"total": 251, "load": 18, "16-byte loads": 6, "fp32": 72, "round trips": 1,
+                "chain cycles": 515},
+    "backward": {"total": 345, "load": 14, "16-byte loads": 2, "store": 10, "fp32": 200,
+                 "round trips": 1, "chain cycles": 678},
     "gemm": {"total": 608, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
     "gemm_tf32": {"total": 447, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
-    "gemm_3xtf32": {"total": 606, "tensor": 24, "round trips": 6},  # its 3xTF32 loop (3 mma a product)
-    "update": {"total": 585, "fp32": 256, "round trips": 3},  # dense_backward_update<float>: CUDA cores
+    "gemm_3xtf32": {"total": 606, "tensor": 24, "round trips": 6},  # 3xTF32: 3 mma a product
+    "update": {"total": 585, "fp32": 256, "round trips": 3},  # dense_backward_update<float>
     "update_3xtf32": {"total": 557, "tensor": 24, "round trips": 3},  # and its 3xTF32 loop
 }
 # the loops whose tensor-core products each stand for a third of an output's terms
@@ -209,7 +216,7 @@ def read_sass(arch="sm_90"):
     try:
         import sass
         step = sass.step_loops("tanh", "float", arch, latency=H200["l2_latency_cycles"],
-                               sync=H200["sync_cycles"])
+                               sync=H200["sync_cycles"], batch=BATCHES[0])
         gemm = sass.gemm_loop("dense_forward_fused<float, 2>", arch)
         tf32 = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor=True)
         split = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor="3xtf32")
@@ -293,12 +300,16 @@ def _strip_phase(kind, reduce_len, strip_count, loop, gpu, grid, threads=256):
     return 1e6 * cycles / gpu["clock_hz"], "chain" if chain >= issue else "issue"
 
 
-def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host_us=None):
+def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host_us=None,
+                        steps_per_launch=1):
     """Forecast of the persistent step (one net, or a round of ``nets`` in lockstep): its
     phases from the SASS counts, its barriers, the softmax, and the host's time per step
     (overlapped: the step takes the longer of host and GPU)."""
     from fastff import config
-    grid = config.CUDA_BLOCKS_PER_SM * gpu["sms"]
+    # the launch's grid (fastff/kernels/cuda/step.py): no more blocks than the most strips of a
+    # phase, so that every block has work, and no more than are co-resident
+    most = max(max(strips(n), strips(k)) for k, n in layer_shapes(sizes))
+    grid = min(nets * most, config.CUDA_BLOCKS_PER_SM * gpu["sms"])
     phases, limits = 0.0, set()
     for k, n in layer_shapes(sizes):
         for kind, reduce_len, strip_count in (("forward", k, nets * strips(n)),
@@ -307,7 +318,7 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
             phases += us
             limits.add(limit)
     L = len(sizes) - 1
-    barriers = 2 * L * barrier_us(grid, gpu)
+    barriers = step_barriers(L, steps_per_launch) * barrier_us(grid, gpu)
     softmax = 1e6 * EPILOGUE_CYCLES["softmax"] / gpu["clock_hz"]
     gpu_us = phases + barriers + softmax
     host = host_us if host_us is not None else 0.0
@@ -395,7 +406,8 @@ def table(gpu=H200, counts=None, host=None):
                 if row["path"] == "persistent":
                     many = row["launches"] < 1  # 100 steps a launch: the host's share is 1/100
                     f = forecast_persistent(batch, counts, gpu, host_us=host.get(
-                        "persistent", 0.0) * (row["launches"]))
+                        "persistent", 0.0) * (row["launches"]),
+                        steps_per_launch=round(1 / row["launches"]))
                     f["forecast_us"] = max(f["gpu_us"], f["host_us"]) if many else \
                         f["forecast_us"]
                 else:
@@ -419,7 +431,7 @@ def markdown(rows, gpu=H200):
     for r in rows:
         path = r["path"] + (" (100 steps a launch)" if r["launches"] < 1 else "")
         forecast = f"{r['forecast_us']:.0f}" if "forecast_us" in r else "-"
-        out.append(f"| {r['batch']} | {path} | {r['launches']:g} | {r['barriers']} | "
+        out.append(f"| {r['batch']} | {path} | {r['launches']:g} | {r['barriers']:g} | "
                    f"{r['w_bytes'] / 1e6:.1f} | {r['other_bytes'] / 1e6:.1f} | "
                    f"{r['hbm_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.2f} | {r['floor_us']:.1f} | "
                    f"{r['limit']} | {forecast} | {r.get('forecast_limit', '-')} | "

@@ -220,7 +220,7 @@ def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False
     return dict(kernel=kernel, arch=arch, counts=best["counts"], with_nested=best["with_nested"])
 
 
-def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, sync=0):
+def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, sync=0, batch=None):
     """The persistent step's two hot loops, from train_steps' SASS: the chunk loops of
     ``forward`` (a strip of F_l: per iteration, KC steps of the reduction for every lane: its
     weights, the staging of the chunk's inputs in shared memory, FMAs from shared memory) and
@@ -229,9 +229,12 @@ def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, syn
     arithmetic (the strips are compiled twice, with 16-byte loads of W and without). Its
     counts are per iteration with the staging loop inside it once (``total``, and ``round
     trips``: its own and the staging loop's; with ``latency``, ``chain cycles``: its
-    :func:`chain_cycles` at that global load latency and ``sync`` cycles a __syncthreads)."""
-    from fastff import activations
-    name = f"train_steps<{dtype}, {activations.CODES[activation]}>"
+    :func:`chain_cycles` at that global load latency and ``sync`` cycles a __syncthreads).
+    ``batch``: the instance a step at that batch launches (its rows, compiler.step_rows;
+    default the most rows)."""
+    from fastff import config
+    from fastff.kernels.cuda.compiler import step_name
+    name = step_name(dtype, activation, config.CUDA_STEP_MAX_BATCH if batch is None else batch)
     cubin, lowered = compile_cubin([name], arch)
     found = loops(disassemble(cubin)[lowered[name]], innermost=False)
     fp = "fp32" if dtype == "float" else "fp64"
@@ -250,8 +253,12 @@ def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, syn
     chunks = [l for l in found if l["counts"].get("barrier", 0) == 2 and l["counts"].get(fp, 0) >= 8]
     forward = [l for l in chunks if not l["counts"].get("store")]
     backward = [l for l in chunks if l["counts"].get("store")]
+    # a training step's loops: 16-byte loads of W, then the most arithmetic, then (for float)
+    # the backward without the dC/dW sums' double arithmetic (a step keeps them only on demand)
+    other = "fp64" if fp == "fp32" else "fp32"
     pick = lambda ls: max(ls, key=lambda l: (l["counts"].get("16-byte loads", 0),  # noqa: E731
-                                             l["counts"].get(fp, 0)))
+                                             l["counts"].get(fp, 0),
+                                             -l["counts"].get(other, 0)))
     return dict(kernel=name, arch=arch, forward=chunk(pick(forward)),
                 backward=chunk(pick(backward)), loops=len(found))
 

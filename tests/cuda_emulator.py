@@ -32,7 +32,7 @@ SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_
 def translation_unit(src=None, main=""):
     """emu.h, the kernel sources, a table from name expression to kernel, and the launcher."""
     table = ",\n".join(f'  {{"{n}", [](void** a) {{ call_kernel(&{n}, a); }}}}'
-                       for n in cuda.name_expressions())
+                       for n in cuda.name_expressions(every_rows=True))
     return f"""#include "emu.h"
 #include <map>
 #include <string>

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from fastff import config
 from fastff.errors import DeviceError
 from fastff.kernels import cuda
 
@@ -41,6 +42,23 @@ def test_every_kernel_compiles_within_its_budget(nvrtc, arch, capsys):
         # the blocks per SM each kernel's __launch_bounds__ promises must fit the register file
         assert r["registers"] * r["threads"] * r["blocks_per_sm"] <= REGISTERS_PER_SM, r
         assert r["smem"] <= cuda.STATIC_SHARED_BYTES, r
+
+
+def test_the_step_compiles_for_every_row_count_within_its_budget(nvrtc, capsys):
+    # the persistent step at batches under config.CUDA_STEP_MAX_BATCH: the instances a GPU
+    # compiles when a batch first asks for them (every activation shares their registers)
+    from fastff.kernels.cuda.compiler import step_name, step_rows
+    most = config.CUDA_STEP_MAX_BATCH
+    rows_counts = sorted({step_rows(b) for b in range(1, most + 1)} - {most})
+    assert rows_counts == [4, 8, 12]  # and the most rows, 16, in the module itself
+    names = [step_name(t, "tanh", r) for t in ("float", "double") for r in rows_counts]
+    rows = cuda.compile_report("sm_80", names=names)
+    with capsys.disabled():
+        print("\n" + _table("sm_80", rows))
+    assert [r["kernel"] for r in rows] == names
+    for r in rows:
+        assert r["stack"] == r["spill_stores"] == r["spill_loads"] == 0, r
+        assert r["registers"] * r["threads"] * r["blocks_per_sm"] <= REGISTERS_PER_SM, r
 
 
 def test_gpus_without_tf32_still_build_every_kernel(nvrtc):

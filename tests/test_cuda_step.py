@@ -132,6 +132,25 @@ def test_the_bits_do_not_depend_on_the_grid_or_the_block_order(emulate, rng):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("batch", [3, 10])
+def test_the_bits_do_not_depend_on_the_rows_the_step_is_compiled_for(emulate, rng, monkeypatch,
+                                                                      batch):
+    # a step runs the instance compiled for its batch rounded up to 4 rows; the rows past the
+    # batch add exact zeros, so the instance for the most rows gives the same bits
+    from fastff.kernels.cuda import compiler
+    sizes = [11, 17, 13, 5]
+    data = batches(rng, sizes, batch, 3, np.float32)
+    runs = []
+    for rows in (compiler.step_rows(batch), config.CUDA_STEP_MAX_BATCH):
+        monkeypatch.setattr(compiler, "step_rows", lambda b, rows=rows: rows)
+        rt = emulate()
+        runs.append(_trained(sizes, data))
+        assert rt.launches[-1][0] == f"train_steps<float, 2, {rows}>"
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def _against_reference(net, sizes, data, dtype="float32"):
     twin = fastff.MLP(sizes, activation="tanh", dtype=dtype, seed=4, kernels="reference")
     stats, twin_stats = net.new_stats(weight_grad=True), twin.new_stats(weight_grad=True)
@@ -510,7 +529,7 @@ def test_the_watchdog_reports_a_deadlock(tmp_path):
 def test_a_bounded_barrier_names_the_block_and_the_phase_that_hung(tmp_path):
     # block 1 leaves before the barrier after the forward of layer 2: with the debugging bound
     # the others give up and the step raises where the barrier waited, instead of hanging
-    anchor = "          fastff::forward_strip<T, fastff::LINEAR>"
+    anchor = "          fastff::forward_strip<PB, T, fastff::LINEAR>"
     src = _break("      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;",
                  "      if (l == 1 && blockIdx.x == 1) return;\n"
                  "      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;")

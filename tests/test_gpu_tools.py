@@ -18,7 +18,9 @@ def test_the_cost_model_counts_each_path():
     rows = {(r["batch"], r["path"], r["launches"]): r for r in gpu_model.table()}
     one = rows[(10, "persistent", 1)]
     layers = rows[(10, "layers", 24)]
-    assert one["barriers"] == 12 and layers["barriers"] == 0  # 2 L barriers, 4 L launches
+    # 2 L barriers a step but the launch's last; 4 L launches
+    assert one["barriers"] == 11 and layers["barriers"] == 0
+    assert rows[(10, "persistent", 0.01)]["barriers"] == 12 - 1 / 100
     assert one["flops"] == layers["flops"] == 6 * 5_033_000 * 10
     assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
     assert one["floor_us"] < layers["floor_us"]

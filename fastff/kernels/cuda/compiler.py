@@ -26,8 +26,26 @@ def source():
     return "\n".join((SOURCE_DIR / name).read_text() for name in SOURCES)
 
 
-def name_expressions():
-    """Every kernel template instance the backend launches."""
+def step_rows(batch):
+    """The rows the persistent step (train_step.cu's ``PB``) is compiled for at ``batch``: the
+    batch rounded up to a multiple of 4 (a forward thread's row groups), at most
+    config.CUDA_STEP_MAX_BATCH. Fewer rows, fewer padded FMAs; the bits do not change."""
+    most = config.CUDA_STEP_MAX_BATCH
+    return min(most, -(-int(batch) // 4) * 4)
+
+
+def step_name(ctype, activation, batch):
+    """The name expression of the persistent step's instance for ``batch``."""
+    return f"train_steps<{ctype}, {activations.CODES[activation]}, {step_rows(batch)}>"
+
+
+def name_expressions(every_rows=False):
+    """Every kernel template instance the backend launches: the persistent step's for its most
+    rows (config.CUDA_STEP_MAX_BATCH), or with ``every_rows`` for every row count
+    :func:`step_rows` gives. A GPU compiles the other row counts when a batch first asks for
+    them (:meth:`fastff.kernels.cuda.runtimes.CuPyRuntime.function`)."""
+    rows = sorted({step_rows(b) for b in range(1, config.CUDA_STEP_MAX_BATCH + 1)}) \
+        if every_rows else [config.CUDA_STEP_MAX_BATCH]
     out = []
     for t in CTYPES.values():
         out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"softmax_nll<{t}>",
@@ -35,7 +53,8 @@ def name_expressions():
         for code in sorted(set(activations.CODES.values())):
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
-        out += [f"train_steps<{t}, {activations.CODES[a]}>" for a in activations.HIDDEN_ACTIVATIONS]
+        out += [f"train_steps<{t}, {activations.CODES[a]}, {r}>"
+                for a in activations.HIDDEN_ACTIVATIONS for r in rows]
     return out + ["shapeset_render", "barrier_rounds"]
 
 
@@ -136,19 +155,20 @@ PTXAS_GATE = ("-Xptxas", "-v", "-Xptxas", "-warn-spills", "-Xptxas", "-warn-lmem
               "-Xptxas", "--warning-as-error")
 
 
-def compile_report(arch, src=None):
+def compile_report(arch, src=None, names=None):
     """Compile every kernel instance with NVRTC for ``arch`` (``sm_80``, ``sm_90``), ptxas
     warnings as errors, and return one dict per instance: registers, shared memory, stack,
     spills and the threads per block the launches use. Needs CuPy's NVRTC, not a GPU.
 
     Raises DeviceError with the compiler's log when the compile fails (a spill, local memory).
-    ``src`` replaces :func:`source` (the tests break a kernel on purpose with it).
+    ``src`` replaces :func:`source` (the tests break a kernel on purpose with it); ``names``
+    the instances compiled (default :func:`name_expressions`).
     """
     try:
         from cupy.cuda import nvrtc
     except ImportError as exc:
         raise DeviceError(f"the compile check needs CuPy's NVRTC: pip install 'fastff[cuda]' ({exc})") from None
-    names = name_expressions()
+    names = name_expressions() if names is None else list(names)
     prog = nvrtc.createProgram(source() if src is None else src, "fastff_kernels.cu", [], [])
     try:
         for n in names:
@@ -165,8 +185,9 @@ def compile_report(arch, src=None):
     rows, current = {}, None
     for line in log.splitlines():
         m = re.search(r"(?:Compiling entry function|Function properties for) '?([\w$]+)'?", line)
-        if m and m.group(1) in lowered:
-            current = rows.setdefault(lowered[m.group(1)], dict(kernel=lowered[m.group(1)]))
+        if m:  # a kernel not asked for (the plain __global__ ones always compile): skipped
+            current = rows.setdefault(lowered[m.group(1)], dict(kernel=lowered[m.group(1)])) \
+                if m.group(1) in lowered else None
             continue
         if current is None:
             continue

@@ -199,10 +199,15 @@ class CuPyRuntime(Runtime):
         key = (options, name, device)
         fn = self._functions.get(key)
         if fn is None:
-            module = self._modules.get((options, device))
+            names = name_expressions()
+            # an instance outside the module (the persistent step for fewer rows): a module of
+            # its own, compiled when first asked for
+            which = None if name in names else name
+            module = self._modules.get((options, device, which))
             if module is None:
-                module = self._modules[options, device] = self.xp.RawModule(
-                    code=source(), options=options, name_expressions=name_expressions())
+                module = self._modules[options, device, which] = self.xp.RawModule(
+                    code=source(), options=options,
+                    name_expressions=names if which is None else [name])
             fn = self._functions[key] = module.get_function(name)
         return fn
 

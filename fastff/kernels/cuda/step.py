@@ -21,7 +21,7 @@ from ...arrays import to_host
 from ...errors import InputError
 from ..backend import Plan
 from .barrier import BARRIER_WORDS, check_barrier, threads
-from .compiler import CTYPES
+from .compiler import CTYPES, step_name
 from .layer_graph import LayerGraph, same_step, versions
 from .runtimes import runtime
 
@@ -96,7 +96,7 @@ class StepLaunch:
         self.params, self.workspace, self.stats = nets[0]
         self.dtype = np.dtype(self.params[0][0].dtype)
         self.activation = activation
-        self.kernel = f"train_steps<{CTYPES[self.dtype]}, {activations.CODES[activation]}>"
+        self.kernel = step_name(CTYPES[self.dtype], activation, batch)
         self.cost, self.loss_name = COSTS[loss], loss
         self.sizes = _sizes(self.params)
         for params, _, _ in nets:

@@ -3,7 +3,8 @@
 // The layer-by-layer kernels (dense_forward.cu, dense_backward_sgd.cu, softmax_loss.cu) cost
 // about 35 launches a step; at batch 10 the launches, not the arithmetic, set the time. Here
 // every block of a co-resident (cooperative) grid runs every phase of the step, with a grid
-// barrier (fastff::grid_sync) between dependent phases, 2 L per step for L weight layers:
+// barrier (fastff::grid_sync) between dependent phases, 2 L per step for L weight layers (the
+// launch's last left out where no block reads another's work after it):
 //
 //   F_l (l = 0 .. L-1)    h_l = f(h_{l-1} W_l + b_l) and its statistics, by column strips of
 //                         W_l: each strip's outputs are summed over all of K by one block
@@ -50,21 +51,29 @@ __device__ __forceinline__ void reduce_lanes(T* red, int groups) {
 }
 
 // A forward strip's threads: STEP_CG groups of STEP_CPT columns (4: one 16-byte load of W a
-// reduction step) by STEP_RG groups of STEP_RPT rows, by SL lanes along the reduction; the
+// reduction step) by STEP_RG groups of RPT rows, by SL lanes along the reduction; the
 // column group varies fastest, so the threads of a row group that read one weight load one
-// address. Its input is staged KC columns at a time as xs[k][r], STEP_XP a column (the rows
-// padded to whole row groups, then by 4: a thread's rows are one 16-byte load, and a quarter
-// warp's loads fall in distinct banks).
+// address. Its input is staged KC columns at a time as xs[k][r], XP a column (the rows padded
+// to whole row groups, then by 4: a thread's rows are one 16-byte load, and a quarter warp's
+// loads fall in distinct banks).
+// PB, a template parameter of the step: the rows it is compiled for, the batch rounded up
+// (fastff.kernels.cuda.compiler.step_rows); rows past the batch are staged as exact zeros, so
+// the bits do not depend on PB. The chunks (KC, JC) and the buffer (STAGE) are sized for
+// FASTFF_PB, the most rows (config.CUDA_STEP_MAX_BATCH), so a smaller PB sums in the same order.
 constexpr int STEP_THREADS = FASTFF_ST * FASTFF_SL;
 constexpr int STEP_CPT = FASTFF_ST < 4 ? FASTFF_ST : 4;
 constexpr int STEP_CG = FASTFF_ST / STEP_CPT, STEP_RG = STEP_CPT;
-constexpr int STEP_RPT = (FASTFF_PB + STEP_RG - 1) / STEP_RG;
-constexpr int STEP_XR = STEP_RG * STEP_RPT, STEP_XP = STEP_XR + 4;
-static_assert(FASTFF_KC % FASTFF_SL == 0 && FASTFF_KC * STEP_XP <= FASTFF_STAGE,
-              "FASTFF_KC: see geometry.step_chunks");
-static_assert(FASTFF_JC % (4 * FASTFF_SL) == 0 && FASTFF_PB * FASTFF_JC <= FASTFF_STAGE &&
-              FASTFF_PB * FASTFF_ST * FASTFF_SL <= FASTFF_STAGE,
-              "FASTFF_JC, FASTFF_STAGE: see geometry.step_chunks");
+template <int PB>
+struct StepRows {
+  static_assert(PB >= 1 && PB <= FASTFF_PB, "PB: at most config.CUDA_STEP_MAX_BATCH rows");
+  static constexpr int RPT = (PB + STEP_RG - 1) / STEP_RG;  // a forward thread's rows
+  static constexpr int XR = STEP_RG * RPT, XP = XR + 4;  // staged rows, and their pitch
+  static_assert(FASTFF_KC % FASTFF_SL == 0 && FASTFF_KC * XP <= FASTFF_STAGE,
+                "FASTFF_KC: see geometry.step_chunks");
+  static_assert(FASTFF_JC % (4 * FASTFF_SL) == 0 && PB * FASTFF_JC <= FASTFF_STAGE &&
+                PB * FASTFF_ST * FASTFF_SL <= FASTFF_STAGE,
+                "FASTFF_JC, FASTFF_STAGE: see geometry.step_chunks");
+};
 
 // v = p[0 .. C), zero past ``valid`` (> 0) columns: with VEC (C = 4, the row length a
 // multiple of 4 and the array aligned, so a group of four is whole wherever it starts inside
@@ -118,11 +127,13 @@ __device__ __forceinline__ void load_rows(const T* p, T (&v)[n]) {
 // (W, in, dl and x carry no __restrict__, here and in the strips: the launch writes them, the
 // backward stepping W and the forward writing h, so no load of them may take the read-only
 // path that a proof of no aliasing would allow.)
-template <bool VEC, typename T>
+template <int PB, bool VEC, typename T>
 __device__ __forceinline__ void forward_sums(const T* W, const T* in,
                                              T* xs, int K, int N, int B, int j, int r0, int kg,
-                                             bool busy, T (&acc)[STEP_RPT][STEP_CPT]) {
-  constexpr int CPT = STEP_CPT, RPT = STEP_RPT, PER = FASTFF_KC / FASTFF_SL;
+                                             bool busy,
+                                             T (&acc)[StepRows<PB>::RPT][STEP_CPT]) {
+  constexpr int CPT = STEP_CPT, RPT = StepRows<PB>::RPT, PER = FASTFF_KC / FASTFF_SL;
+  constexpr int XR = StepRows<PB>::XR, XP = StepRows<PB>::XP;
   constexpr bool early = sizeof(T) == 4;
   static_assert(FASTFF_KC <= STEP_THREADS, "a column of a chunk a thread (step_chunks)");
   const int k_own = threadIdx.x;  // the column of each chunk this thread stages
@@ -131,12 +142,12 @@ __device__ __forceinline__ void forward_sums(const T* W, const T* in,
     if (busy && k < K) load_cols<VEC>(W + (size_t)k * N, N - j, w);
     else for (int c = 0; c < CPT; ++c) w[c] = T(0);
   };
-  T v[STEP_XR];
+  T v[XR];
   auto inputs = [&](int kc) {  // every load issued before any is used; none past K
     const bool inside = k_own < FASTFF_KC && kc + k_own < K;
     const T* p = in + kc + k_own;
 #pragma unroll
-    for (int r = 0; r < STEP_XR; ++r, p += K) v[r] = (r < B && inside) ? *p : T(0);
+    for (int r = 0; r < XR; ++r, p += K) v[r] = (r < B && inside) ? *p : T(0);
   };
   // one chunk: (float) its weights asked for, its inputs into xs and the next chunk's asked
   // for, then its sums
@@ -148,7 +159,7 @@ __device__ __forceinline__ void forward_sums(const T* W, const T* in,
     __syncthreads();  // xs is free: the last chunk's (or strip's) readers are done with it
     if (k_own < FASTFF_KC)
 #pragma unroll
-      for (int r = 0; r < STEP_XR; ++r) xs[k_own * STEP_XP + r] = v[r];
+      for (int r = 0; r < XR; ++r) xs[k_own * XP + r] = v[r];
     inputs(kc + FASTFF_KC);
     __syncthreads();
     if (!busy) return;
@@ -157,7 +168,7 @@ __device__ __forceinline__ void forward_sums(const T* W, const T* in,
       const int k = kg + i * FASTFF_SL;
       if constexpr (!early) weights(kc, i, w[i]);
       T x[RPT];  // rows past the batch are staged as zero: their sums are never read
-      load_rows<T, RPT>(xs + k * STEP_XP + r0, x);
+      load_rows<T, RPT>(xs + k * XP + r0, x);
       for (int r = 0; r < RPT; ++r)
         for (int c = 0; c < CPT; ++c) acc[r][c] += x[r] * w[i][c];
     }
@@ -171,10 +182,10 @@ __device__ __forceinline__ void forward_sums(const T* W, const T* in,
 // kg + SL, ... of its columns (in that order: the bits of unstaged sums) for its rows of the
 // batch (forward_sums); the SL partial sums are then added by reduce_lanes. ``red`` holds
 // STAGE elements: the staged input, then the sums.
-template <typename T, int ACT>
+template <int PB, typename T, int ACT>
 __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* in, int B, int t,
                               bool stats, T* red, unsigned int* local_hist) {
-  constexpr int CPT = STEP_CPT, RPT = STEP_RPT;
+  constexpr int CPT = STEP_CPT, RPT = StepRows<PB>::RPT;
   const int K = int(d.K), N = int(d.N), tid = threadIdx.x;
   const int cg = tid % STEP_CG, rg = tid / STEP_CG % STEP_RG, kg = tid / (STEP_CG * STEP_RG);
   const int c0 = cg * CPT, j = t * FASTFF_ST + c0, r0 = rg * RPT;
@@ -184,9 +195,9 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* in, i
   for (int r = 0; r < RPT; ++r)
     for (int c = 0; c < CPT; ++c) acc[r][c] = T(0);
   if (rows_of_four(d))
-    forward_sums<true>(W, in, red, K, N, B, j, r0, kg, busy, acc);
+    forward_sums<PB, true>(W, in, red, K, N, B, j, r0, kg, busy, acc);
   else
-    forward_sums<false>(W, in, red, K, N, B, j, r0, kg, busy, acc);
+    forward_sums<PB, false>(W, in, red, K, N, B, j, r0, kg, busy, acc);
   __syncthreads();  // red is free: every thread is done with xs
   for (int r = 0; r < RPT; ++r)
     for (int c = 0; c < CPT; ++c)
@@ -239,13 +250,14 @@ __device__ __forceinline__ void forward_strip(const LayerDesc& d, const T* in, i
 
 // The backward strip's main pass (backward_strip) for row i of W: acc[r] = dC/dx[r, i] =
 // sum_j delta[r, j] W[i, j] with the old W, then W[i, j] -= rate dC/dW[i, j], and the sums of
-// dC/dW and its squares; delta staged JC columns at a time in ds[r][j], the columns a thread
+// dC/dW and its squares (GW: only where they are kept, so that a step without them issues no
+// double arithmetic here); delta staged JC columns at a time in ds[r][j], the columns a thread
 // stages loaded a chunk ahead and (float) the chunk's weights before the staging waits, as in
 // forward_sums.
-template <bool VEC, typename T>
+template <int PB, bool VEC, bool GW, typename T>
 __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
                                               int K, int N, int B, int lane, T rate,
-                                              const T* xrow, T (&acc)[FASTFF_PB],
+                                              const T* xrow, T (&acc)[PB],
                                               double& g_sum, double& g_sq) {
   constexpr int PER = FASTFF_JC / (4 * FASTFF_SL);
   constexpr int SC = (FASTFF_JC + STEP_THREADS - 1) / STEP_THREADS;  // columns a thread stages
@@ -254,7 +266,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
     if (i < K && j < N) load_cols<VEC>(Wr + j, N - j, w);
     else for (int c = 0; c < 4; ++c) w[c] = T(0);
   };
-  T v[SC][FASTFF_PB];
+  T v[SC][PB];
   auto inputs = [&](int jc) {  // every load issued before any is used; none past N
 #pragma unroll
     for (int q = 0; q < SC; ++q) {
@@ -262,7 +274,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
       const bool inside = j < FASTFF_JC && jc + j < N;
       const T* p = dl + jc + j;
 #pragma unroll
-      for (int r = 0; r < FASTFF_PB; ++r, p += N) v[q][r] = (r < B && inside) ? *p : T(0);
+      for (int r = 0; r < PB; ++r, p += N) v[q][r] = (r < B && inside) ? *p : T(0);
     }
   };
   T w[PER][4];
@@ -276,7 +288,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
       const int j = threadIdx.x + q * STEP_THREADS;
       if (j < FASTFF_JC)
 #pragma unroll
-        for (int r = 0; r < FASTFF_PB; ++r) ds[r * FASTFF_JC + j] = v[q][r];
+        for (int r = 0; r < PB; ++r) ds[r * FASTFF_JC + j] = v[q][r];
     }
     inputs(jc + FASTFF_JC);
     __syncthreads();
@@ -289,7 +301,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
       // dC/dW[i, j + c] = sum_r x[r, i] delta[r, j + c]; rows past the batch add exact zeros
       // (x and delta are zero there), and their dC/dx is never read
       T g[4] = {T(0), T(0), T(0), T(0)};
-      for (int r = 0; r < FASTFF_PB; ++r) {
+      for (int r = 0; r < PB; ++r) {
         T dv[4];
         load4(ds + r * FASTFF_JC + jq, dv);
         const T xr = xrow[r];
@@ -301,7 +313,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
       T updated[4];  // W[i, j + c] was read above: dC/dx has the old value
       for (int c = 0; c < 4; ++c) updated[c] = w[m][c] - rate * g[c];
       store_cols<VEC>(Wr + j, N - j, updated);
-      for (int c = 0; c < 4 && j + c < N; ++c) {
+      for (int c = 0; GW && c < 4 && j + c < N; ++c) {  // GW: a constant, folded away
         g_sum += double(g[c]);
         g_sq += double(g[c]) * double(g[c]);
       }
@@ -316,7 +328,7 @@ __device__ __forceinline__ void backward_sums(T* Wr, const T* dl, T* ds, int i,
 // layer below for the same units. delta is staged in shared memory JC columns at a time
 // (ds[r][j], in ``red``); thread (ri, lane) takes row ri and the four columns 4 lane, 4 lane +
 // 4 SL, ... of each chunk: one 16-byte load and store of W, and a 16-byte load of delta a row.
-template <typename T, int ACT>
+template <int PB, typename T, int ACT>
 __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, const T* x,
                                const T* dl, int B, int t, T rate, bool stats,
                                bool want_gw, T* red, T* xrows, double* sums) {
@@ -325,20 +337,24 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
   const int ri = tid / FASTFF_SL, lane = tid % FASTFF_SL, i0 = t * FASTFF_ST, i = i0 + ri;
   // the strip's rows of x, xrows[ri][r], in shared memory: registers go to the rows of dC/dx
   __syncthreads();  // xrows is free: the block's last strip is done with it
-  for (int e = tid; e < FASTFF_ST * FASTFF_PB; e += blockDim.x) {
-    const int r = e % FASTFF_PB, ii = i0 + e / FASTFF_PB;
+  for (int e = tid; e < FASTFF_ST * PB; e += blockDim.x) {
+    const int r = e % PB, ii = i0 + e / PB;
     xrows[e] = (r < B && ii < K) ? x[(size_t)r * K + ii] : T(0);
   }
-  T acc[FASTFF_PB];
-  for (int r = 0; r < FASTFF_PB; ++r) acc[r] = T(0);
+  T acc[PB];
+  for (int r = 0; r < PB; ++r) acc[r] = T(0);
   double g_sum = 0.0, g_sq = 0.0;
   T* Wr = ptr<T>(d.W) + (size_t)(i < K ? i : 0) * N;
-  if (rows_of_four(d))
-    backward_sums<true>(Wr, dl, red, i, K, N, B, lane, rate, xrows + ri * FASTFF_PB, acc, g_sum,
-                        g_sq);
+  const T* xrow = xrows + ri * PB;
+  const bool vec = rows_of_four(d);
+  if (vec && want_gw)
+    backward_sums<PB, true, true>(Wr, dl, red, i, K, N, B, lane, rate, xrow, acc, g_sum, g_sq);
+  else if (vec)
+    backward_sums<PB, true, false>(Wr, dl, red, i, K, N, B, lane, rate, xrow, acc, g_sum, g_sq);
+  else if (want_gw)
+    backward_sums<PB, false, true>(Wr, dl, red, i, K, N, B, lane, rate, xrow, acc, g_sum, g_sq);
   else
-    backward_sums<false>(Wr, dl, red, i, K, N, B, lane, rate, xrows + ri * FASTFF_PB, acc, g_sum,
-                         g_sq);
+    backward_sums<PB, false, false>(Wr, dl, red, i, K, N, B, lane, rate, xrow, acc, g_sum, g_sq);
   if (want_gw) {  // per-strip sums, added up in strip order after the step (train_steps)
     const double s = block_sum(g_sum, sums, tid, blockDim.x);
     const double q = block_sum(g_sq, sums, tid, blockDim.x);
@@ -349,7 +365,7 @@ __device__ __forceinline__ void backward_strip(const LayerDesc* layers, int l, c
   }
   if (l == 0) return;  // the first layer's dC/dx is not needed
   __syncthreads();  // red is free
-  for (int r = 0; r < FASTFF_PB; ++r)
+  for (int r = 0; r < PB; ++r)
     if (r < B) red[(r * FASTFF_ST + ri) * FASTFF_SL + lane] = acc[r];
   __syncthreads();
   reduce_lanes(red, B * FASTFF_ST);
@@ -436,7 +452,7 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
 // blocks an SM in float (128 registers a thread, no spills); double asks for one, since the
 // backward's PB rows of dC/dx and of staged delta take 64 of its registers (194 in all on
 // sm_80, 212 on sm_90, where 128 spilled).
-template <typename T, int ACT>
+template <typename T, int ACT, int PB>
 __global__ void __launch_bounds__(FASTFF_ST * FASTFF_SL, sizeof(T) == 4 ? FASTFF_MIN_BLOCKS : 1)
 train_steps(const long long* __restrict__ desc, int L, int nets, const long long* __restrict__ io,
             int B, int steps, const T* __restrict__ lr, int cost, int want_stats, int want_gw,
@@ -444,9 +460,9 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
             unsigned long long* __restrict__ profile) {
   using fastff::LayerDesc;
   FASTFF_SHARED(T, red, FASTFF_STAGE);  // a strip's staged inputs, then its sums
-  FASTFF_SHARED(T, xrows, FASTFF_ST * FASTFF_PB);  // a backward strip's rows of x
-  FASTFF_SHARED(T, dz, FASTFF_PB * FASTFF_MAXC);
-  FASTFF_SHARED(double, row_cost, FASTFF_PB);
+  FASTFF_SHARED(T, xrows, FASTFF_ST * PB);  // a backward strip's rows of x
+  FASTFF_SHARED(T, dz, PB * FASTFF_MAXC);
+  FASTFF_SHARED(double, row_cost, PB);
   FASTFF_SHARED(double, sums, FASTFF_ST * FASTFF_SL);
   FASTFF_SHARED(unsigned int, local_hist, FASTFF_MAX_BINS);
   const LayerDesc* all = reinterpret_cast<const LayerDesc*>(desc);
@@ -465,10 +481,10 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
         const LayerDesc* layers = all + (size_t)n * L;
         const T* in = fastff::layer_input<T>(layers, io, n, l, s, B, K0);
         if (l < L - 1)
-          fastff::forward_strip<T, ACT>(layers[l], in, B, t, want_stats && layers[l].sat_low,
+          fastff::forward_strip<PB, T, ACT>(layers[l], in, B, t, want_stats && layers[l].sat_low,
                                         red, local_hist);
         else
-          fastff::forward_strip<T, fastff::LINEAR>(layers[l], in, B, t, false, red, local_hist);
+          fastff::forward_strip<PB, T, fastff::LINEAR>(layers[l], in, B, t, false, red, local_hist);
       }
       if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + l))) return;  // forward of layer l
 #if FASTFF_PROFILE
@@ -492,10 +508,14 @@ train_steps(const long long* __restrict__ desc, int L, int nets, const long long
                                 losses + (size_t)n * steps + s);
           dl = dz;
         }
-        fastff::backward_strip<T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, xrows,
+        fastff::backward_strip<PB, T, ACT>(layers, l, in, dl, B, t, rate, stats, gw, red, xrows,
                                        sums);
       }
-      if (!fastff::grid_sync(barrier, unsigned(s * 2 * L + 2 * L - 1 - l))) return;  // backward
+      // the launch's last barrier orders nothing that its end does not, unless block 0 goes
+      // on to add every strip's dC/dW sums (want_gw) or the profile stamps it
+      const bool last = s == steps - 1 && l == 0 && !want_gw && !FASTFF_PROFILE;
+      if (!last && !fastff::grid_sync(barrier, unsigned(s * 2 * L + 2 * L - 1 - l)))
+        return;  // backward of layer l
 #if FASTFF_PROFILE
       if (blockIdx.x == 0 && threadIdx.x == 0)
         profile[1 + s * 2 * L + 2 * L - 1 - l] = fastff::global_ns();
