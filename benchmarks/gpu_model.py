@@ -60,6 +60,9 @@ H200 = dict(
     # serialized at its L2 slice), polls until the last arrival flips the word's top bit
     # (assumed cycles of each; gpu_check.py's barrier microbenchmark measures the sum)
     fence_cycles=800, atomic_serial_cycles=4,
+    # what an SM holds: registers, shared memory (228 KB, 1 KB of it the runtime's a block)
+    # and threads; with a kernel's registers and shared memory a block, how many blocks fit
+    registers_per_sm=65536, shared_per_sm=228 * 1024, threads_per_sm=2048,
     # a __syncthreads of a block whose warps arrive together (assumed)
     sync_cycles=40,
 )
@@ -191,11 +194,16 @@ RECORDED_SASS = {
                 "chain cycles": 515},
     "backward": {"total": 345, "load": 14, "16-byte loads": 2, "store": 10, "fp32": 200,
                  "round trips": 1, "chain cycles": 678},
-    "gemm": {"total": 608, "fp32": 256, "round trips": 6},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 447, "tensor": 8, "round trips": 6},  # its TF32 loop (mma.m16n8k8)
-    "gemm_3xtf32": {"total": 606, "tensor": 24, "round trips": 6},  # 3xTF32: 3 mma a product
-    "update": {"total": 585, "fp32": 256, "round trips": 3},  # dense_backward_update<float>
-    "update_3xtf32": {"total": 557, "tensor": 24, "round trips": 3},  # and its 3xTF32 loop
+    "gemm": {"total": 415, "fp32": 256, "round trips": 1, "chain cycles": 1225,
+             "blocks per SM": 3},  # dense_forward_fused<float, tanh>
+    "gemm_tf32": {"total": 182, "tensor": 8, "round trips": 1, "chain cycles": 521,
+                  "blocks per SM": 3},  # its TF32 loop (mma.m16n8k8)
+    "gemm_3xtf32": {"total": 375, "tensor": 24, "round trips": 1, "chain cycles": 533,
+                    "blocks per SM": 3},  # 3xTF32: 3 mma a product
+    "update": {"total": 420, "fp32": 256, "round trips": 1, "chain cycles": 759,
+               "blocks per SM": 4},  # dense_backward_update<float>
+    "update_3xtf32": {"total": 373, "tensor": 24, "round trips": 1, "chain cycles": 499,
+                      "blocks per SM": 4},  # and its 3xTF32 loop
 }
 # the loops whose tensor-core products each stand for a third of an output's terms
 SPLIT_LOOPS = ("gemm_3xtf32", "update_3xtf32")
@@ -217,17 +225,33 @@ def read_sass(arch="sm_90"):
         import sass
         step = sass.step_loops("tanh", "float", arch, latency=H200["l2_latency_cycles"],
                                sync=H200["sync_cycles"], batch=BATCHES[0])
-        gemm = sass.gemm_loop("dense_forward_fused<float, 2>", arch)
-        tf32 = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor=True)
-        split = sass.gemm_loop("dense_forward_fused<float, 2>", arch, tensor="3xtf32")
-        update = sass.gemm_loop("dense_backward_update<float>", arch)
-        update_split = sass.gemm_loop("dense_backward_update<float>", arch, tensor="3xtf32")
+        timing = dict(latency=H200["l2_latency_cycles"], sync=H200["sync_cycles"])
+        forward, update = "dense_forward_fused<float, 2>", "dense_backward_update<float>"
+        gemm = sass.gemm_loop(forward, arch, **timing)
+        tf32 = sass.gemm_loop(forward, arch, tensor=True, **timing)
+        split = sass.gemm_loop(forward, arch, tensor="3xtf32", **timing)
+        update_split = sass.gemm_loop(update, arch, tensor="3xtf32", **timing)
+        update = sass.gemm_loop(update, arch, **timing)
+        from fastff.kernels.cuda.compiler import compile_report
+        kernels = {r["kernel"]: resident_blocks(r) for r in compile_report(
+            arch, names=["dense_forward_fused<float, 2>", "dense_backward_update<float>"])}
     except Exception as exc:  # noqa: BLE001 (no NVRTC, no cuobjdump: the recorded counts)
         return dict(RECORDED_SASS), f"recorded counts ({type(exc).__name__}: {exc})"
-    loop = lambda l: dict(l["counts"], total=l["with_nested"])  # noqa: E731
+
+    def loop(l):
+        return dict(l["counts"], total=l["with_nested"], **{"blocks per SM": kernels[l["kernel"]]})
     return ({"forward": step["forward"], "backward": step["backward"], "gemm": loop(gemm),
              "gemm_tf32": loop(tf32), "gemm_3xtf32": loop(split), "update": loop(update),
              "update_3xtf32": loop(update_split)}, f"read now from {arch} SASS")
+
+
+def resident_blocks(report, gpu=H200):
+    """Blocks of a kernel an SM holds at once, from its compile report's registers, shared
+    memory and threads a block (:func:`fastff.kernels.cuda.compiler.compile_report`)."""
+    threads = report["threads"]
+    return max(1, min(gpu["registers_per_sm"] // (report["registers"] * threads),
+                      gpu["shared_per_sm"] // (report["smem"] + 1024),
+                      gpu["threads_per_sm"] // threads))
 
 
 def host_step_us(batch=10, sizes=PAPER_SIZES, steps=2000):
@@ -328,14 +352,16 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
                        f"dependent loads ({'/'.join(sorted(limits))})"))
 
 
-def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4, passes=1, update=False):
+def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     """Forecast of one layer-path product (M, R) x (R, Nc) in its geometry
     (:func:`fastff.kernels.cuda.geometry.gemm_geometry`, or with ``update`` the weight update's
     UT x UT tiles over the whole batch, update_geometry): the longer of issuing its padded
-    tiles' instructions on every scheduler and its blocks' dependent chain (each tile depth's
-    loads wait a round trip: no double buffering), in waves of ``blocks_per_sm`` blocks an SM
-    (assumed: registers allow 4 of 256 threads). ``passes``: tensor-core products per useful
-    one (3 for 3xTF32)."""
+    tiles' instructions on every scheduler and its blocks' dependent chain (a tile depth's
+    simulated ``chain cycles`` where the SASS was read, with the next slice's loads in flight
+    during this slice's products; else its round trips at the L2 latency plus its
+    instructions), in waves of the loop's ``blocks per SM`` (from the kernel's registers and
+    shared memory, :func:`resident_blocks`). ``passes``: tensor-core products per useful one
+    (3 for 3xTF32)."""
     from fastff import config
     from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
@@ -350,9 +376,10 @@ def _product_us(M, R, Nc, loop, kind, gpu, blocks_per_sm=4, passes=1, update=Fal
     padded = 2 * (-(-M // tm) * tm) * (-(-Nc // tn) * tn) * splits * chunk
     per_warp = loop[kind] * FLOPS_PER_WARP[kind] / passes / loop["total"]
     issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
-    waves = -(-blocks // (gpu["sms"] * blocks_per_sm))
-    chain = waves * (chunk // tk) * (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
-                                     + loop["total"]) / gpu["clock_hz"]
+    waves = -(-blocks // (gpu["sms"] * loop["blocks per SM"]))
+    depth = loop.get("chain cycles") or (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
+                                         + loop["total"])
+    chain = waves * (chunk // tk) * depth / gpu["clock_hz"]
     return 1e6 * max(issue, chain)
 
 

@@ -203,12 +203,15 @@ def loops(instructions, innermost=True):
     return out
 
 
-def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False):
+def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False, latency=None,
+              sync=0):
     """The main loop of a layer-by-layer product: its counts per iteration (one tile depth of
     the product). On CUDA cores (``tensor`` False) the loop whose own instructions hold the
     most FP32 arithmetic; on tensor cores the plain TF32 loop (``tensor`` True or "tf32") or
     the split-precision one ("3xtf32"), which forms every product three times: of the loops
-    with tensor-core products, the one with the fewest or the most."""
+    with tensor-core products, the one with the fewest or the most. With ``latency``, its
+    ``chain cycles`` too (:func:`chain_cycles`: the next slice's loads, issued before this
+    slice's products, wait only for what those do not cover)."""
     cubin, lowered = compile_cubin([kernel], arch)
     found = loops(disassemble(cubin)[lowered[kernel]], innermost=False)
     if not tensor:
@@ -217,7 +220,10 @@ def gemm_loop(kernel="dense_forward_fused<float, 2>", arch="sm_90", tensor=False
         mma = [l for l in found if l["counts"].get("tensor", 0)]
         pick = max if tensor == "3xtf32" else min
         best = pick(mma, key=lambda l: l["counts"]["tensor"])
-    return dict(kernel=kernel, arch=arch, counts=best["counts"], with_nested=best["with_nested"])
+    counts = dict(best["counts"])
+    if latency is not None:
+        counts["chain cycles"] = chain_cycles(best["body"], latency, sync=sync)
+    return dict(kernel=kernel, arch=arch, counts=counts, with_nested=best["with_nested"])
 
 
 def step_loops(activation="tanh", dtype="float", arch="sm_90", latency=None, sync=0, batch=None):

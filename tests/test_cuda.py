@@ -275,8 +275,7 @@ def test_thread_sanitizer_finds_no_race(tsan_available):
 def test_thread_sanitizer_finds_a_missing_syncthreads(tsan_available, tmp_path):
     # the check itself: drop the barrier between staging a GEMM tile and reading it
     src = cuda.source()
-    anchor = ("    stage_slices<T, TRANS_B, MODE>(A, Bm, M, R, Nc, kt, k_end, r0, c0, tid, threads, as, bs);"
-              "\n    __syncthreads();")
+    anchor = "    store_slices<T, TRANS_B, MODE>(va, vb, tid, as, bs);\n    __syncthreads();"
     assert anchor in src
     out = _tsan_run(tmp_path, src=src.replace(anchor, anchor.replace("__syncthreads();", "")))
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]

@@ -433,24 +433,61 @@ __device__ __forceinline__ int warp_col0(int warp, int tile_rows) {
 // word would break the 16-byte alignment of load4).
 constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
 
-// One TK-deep slice of a tile's operands into shared memory, zero beyond the edges (as
-// ``staged`` keeps them): as[k][r] = A[r0 + r, kt + k], bs[k][c] = op(Bm)[kt + k, c0 + c].
-template <typename T, bool TRANS_B, int MODE>
-__device__ __forceinline__ void stage_slices(const T* __restrict__ A, const T* __restrict__ Bm,
-                                             int M, int R, int Nc, int kt, int k_end, int r0,
-                                             int c0, int tid, int threads, T* as, T* bs) {
-  for (int e = tid; e < FASTFF_TM * FASTFF_TK; e += threads) {
-    const int r = e / FASTFF_TK, k = e % FASTFF_TK, gr = r0 + r, gk = kt + k;
-    as[k * GEMM_AS + r] = staged<MODE>((gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0));
+// One TK-deep slice of a tile's operands, zero beyond the edges, in two halves so that the
+// next slice's global loads are in flight during this slice's products (double buffering in
+// registers): load_slices gives a thread its GEMM_EA values of A[r0 + r, kt + k] and GEMM_EB
+// of op(Bm)[kt + k, c0 + c]; store_slices puts them in shared memory (as ``staged`` keeps
+// them) as as[k][r] and bs[k][c].
+constexpr int GEMM_THREADS = (FASTFF_TN / 4) * (FASTFF_TM / 4);
+constexpr int GEMM_EA = (FASTFF_TM * FASTFF_TK + GEMM_THREADS - 1) / GEMM_THREADS;
+constexpr int GEMM_EB = (FASTFF_TK * FASTFF_TN + GEMM_THREADS - 1) / GEMM_THREADS;
+
+// Which entry of the B slice element e of a thread's share is: (k, c), B's rows read
+// contiguously either way.
+template <bool TRANS_B>
+__device__ __forceinline__ void b_entry(int e, int& k, int& c) {
+  if (TRANS_B) { c = e / FASTFF_TK; k = e % FASTFF_TK; }
+  else { k = e / FASTFF_TN; c = e % FASTFF_TN; }
+}
+
+template <typename T, bool TRANS_B>
+__device__ __forceinline__ void load_slices(const T* __restrict__ A, const T* __restrict__ Bm,
+                                            int M, int R, int Nc, int kt, int k_end, int r0,
+                                            int c0, int tid, T (&va)[GEMM_EA],
+                                            T (&vb)[GEMM_EB]) {
+#pragma unroll
+  for (int q = 0; q < GEMM_EA; ++q) {
+    const int e = tid + q * GEMM_THREADS;
+    const int gr = r0 + e / FASTFF_TK, gk = kt + e % FASTFF_TK;
+    va[q] = (e < FASTFF_TM * FASTFF_TK && gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
   }
-  for (int e = tid; e < FASTFF_TK * FASTFF_TN; e += threads) {
+#pragma unroll
+  for (int q = 0; q < GEMM_EB; ++q) {
+    const int e = tid + q * GEMM_THREADS;
     int k, c;
-    if (TRANS_B) { c = e / FASTFF_TK; k = e % FASTFF_TK; }  // read Bm rows contiguously
-    else { k = e / FASTFF_TN; c = e % FASTFF_TN; }
+    b_entry<TRANS_B>(e, k, c);
     const int gk = kt + k, gc = c0 + c;
     T v = T(0);
-    if (gk < k_end && gc < Nc) v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
-    bs[k * GEMM_BS + c] = staged<MODE>(v);
+    if (e < FASTFF_TK * FASTFF_TN && gk < k_end && gc < Nc)
+      v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
+    vb[q] = v;
+  }
+}
+
+template <typename T, bool TRANS_B, int MODE>
+__device__ __forceinline__ void store_slices(const T (&va)[GEMM_EA], const T (&vb)[GEMM_EB],
+                                             int tid, T* as, T* bs) {
+#pragma unroll
+  for (int q = 0; q < GEMM_EA; ++q) {
+    const int e = tid + q * GEMM_THREADS, r = e / FASTFF_TK, k = e % FASTFF_TK;
+    if (e < FASTFF_TM * FASTFF_TK) as[k * GEMM_AS + r] = staged<MODE>(va[q]);
+  }
+#pragma unroll
+  for (int q = 0; q < GEMM_EB; ++q) {
+    const int e = tid + q * GEMM_THREADS;
+    int k, c;
+    b_entry<TRANS_B>(e, k, c);
+    if (e < FASTFF_TK * FASTFF_TN) bs[k * GEMM_BS + c] = staged<MODE>(vb[q]);
   }
 }
 
@@ -459,9 +496,7 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
                                                   T* __restrict__ parts, int M, int R, int Nc,
                                                   int chunk, T* as, T* bs) {
   constexpr int AS = GEMM_AS, BS = GEMM_BS;  // as[k][r], bs[k][c]: TK rows each
-  const int cols = FASTFF_TN / 4;
-  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * cols + tx;
-  const int threads = cols * (FASTFF_TM / 4);
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * (FASTFF_TN / 4) + tx;
   const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
   const int k_begin = blockIdx.z * chunk;
   const int k_end = min(R, k_begin + chunk);
@@ -471,9 +506,14 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   T acc[4][4];  // CUDA cores: acc[row][column]; tensor cores: acc[2 mi + ni][fragment element]
   for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
+  T va[GEMM_EA], vb[GEMM_EB];  // a slice on its way from global to shared memory
+  if (k_begin < k_end)
+    load_slices<T, TRANS_B>(A, Bm, M, R, Nc, k_begin, k_end, r0, c0, tid, va, vb);
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
-    stage_slices<T, TRANS_B, MODE>(A, Bm, M, R, Nc, kt, k_end, r0, c0, tid, threads, as, bs);
+    store_slices<T, TRANS_B, MODE>(va, vb, tid, as, bs);
     __syncthreads();
+    if (kt + FASTFF_TK < k_end)  // the next slice's loads, in flight during these products
+      load_slices<T, TRANS_B>(A, Bm, M, R, Nc, kt + FASTFF_TK, k_end, r0, c0, tid, va, vb);
     if constexpr (MODE != PRODUCTS_FP32) {
       warp_slice_mma<MODE>(as, AS, bs, BS, wm, wn, lane, acc);
     } else {

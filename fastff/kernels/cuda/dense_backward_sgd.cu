@@ -101,7 +101,7 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
 // tensor cores: each warp forms a 32 x 16 corner of the tile (fastff::warp_slice_mma, A = x^T
 // read from xs[r][i], B = delta from ds[r][j]); otherwise each thread forms 4 x 4 entries.
 // Rows of the staged slices are padded by four words, as the GEMM's are (fastff::GEMM_AS).
-constexpr int UPDATE_PITCH = FASTFF_UT + 4;
+constexpr int UPDATE_PITCH = FASTFF_UT + 4, UPDATE_THREADS = (FASTFF_UT / 4) * (FASTFF_UT / 4);
 
 template <typename T, bool RATES, int MODE>
 __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __restrict__ delta,
@@ -127,14 +127,33 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
   T acc[4][4], acc_sq[4][4];  // acc_sq: RATES only (dropped by the compiler otherwise)
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) acc[a][c] = acc_sq[a][c] = T(0);
+  // a TK-row slice of x, delta (and q) on its way from global to shared memory: the next
+  // slice's loads are in flight during this slice's products (double buffering in registers)
+  constexpr int E = (FASTFF_TK * FASTFF_UT + UPDATE_THREADS - 1) / UPDATE_THREADS;
+  T vx[E], vd[E], vq[RATES ? E : 1];
+  auto load = [&](int rt) {
+#pragma unroll
+    for (int u = 0; u < E; ++u) {
+      const int e = tid + u * threads, gr = rt + e / FASTFF_UT, k = e % FASTFF_UT;
+      const bool row = e < FASTFF_TK * FASTFF_UT && gr < B;
+      vx[u] = (row && i0 + k < K) ? x[(size_t)gr * K + i0 + k] : T(0);
+      vd[u] = (row && j0 + k < N) ? delta[(size_t)gr * N + j0 + k] : T(0);
+      if (RATES) vq[u] = (row && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
+    }
+  };
+  if (B > 0) load(0);
   for (int rt = 0; rt < B; rt += FASTFF_TK) {
-    for (int e = tid; e < FASTFF_TK * FASTFF_UT; e += threads) {
-      const int r = e / FASTFF_UT, k = e % FASTFF_UT, gr = rt + r, s = r * P + k;
-      xs[s] = fastff::staged<MODE>((gr < B && i0 + k < K) ? x[(size_t)gr * K + i0 + k] : T(0));
-      ds[s] = fastff::staged<MODE>((gr < B && j0 + k < N) ? delta[(size_t)gr * N + j0 + k] : T(0));
-      if (RATES) qs[s] = (gr < B && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
+#pragma unroll
+    for (int u = 0; u < E; ++u) {
+      const int e = tid + u * threads, s = e / FASTFF_UT * P + e % FASTFF_UT;
+      if (e < FASTFF_TK * FASTFF_UT) {
+        xs[s] = fastff::staged<MODE>(vx[u]);
+        ds[s] = fastff::staged<MODE>(vd[u]);
+        if (RATES) qs[s] = vq[u];
+      }
     }
     __syncthreads();
+    if (rt + FASTFF_TK < B) load(rt + FASTFF_TK);
     if constexpr (TC) {
       fastff::warp_slice_mma<MODE>(xs, P, ds, P, wm, wn, lane, acc);
     } else {
