@@ -113,7 +113,7 @@ CUDA_UPDATE_TILE = 64
 # True: float32 products of the layer-by-layer path (batches past the persistent step's) on
 # tensor cores in split-precision TF32 ("3xTF32": float32's accuracy, three tensor-core products
 # for one) on GPUs with TF32 and tiles that allow it: the forward, dC/dx and the update of plain
-# SGD. Off until a GPU shows it faster: its main loop is forecast only 7-10% faster than the
+# SGD. Off until a GPU shows it faster: its main loop is forecast only 6-9% faster than the
 # CUDA cores' (benchmarks/NOTES.md, "3xTF32"). tf32=True asks for plain TF32 in forward, dC/dx.
 CUDA_SPLIT_TF32 = False
 # Threads per block of the one-thread-per-column kernels (delta, softmax, second-order columns).

@@ -491,6 +491,19 @@ __device__ __forceinline__ void store_slices(const T (&va)[GEMM_EA], const T (&v
   }
 }
 
+// v = p[0 .. 4), zero past ``valid`` values (none read where ``valid`` <= 0): with ``vec`` (the
+// row a multiple of 4 long and 16-byte aligned, so a group inside it is whole) one 16-byte
+// load, one load each otherwise. The weight update stages its slices with it; the products'
+// staging keeps one value a load (in groups of 4 the double instances spilled on sm_80).
+template <typename T>
+__device__ __forceinline__ void load_group(bool vec, const T* p, int valid, T (&v)[4]) {
+  if (vec && valid > 0) {
+    load4(p, v);
+  } else {
+    for (int i = 0; i < 4; ++i) v[i] = i < valid ? p[i] : T(0);
+  }
+}
+
 template <typename T, bool TRANS_B, int MODE>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,

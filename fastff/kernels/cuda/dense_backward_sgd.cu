@@ -128,28 +128,41 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) acc[a][c] = acc_sq[a][c] = T(0);
   // a TK-row slice of x, delta (and q) on its way from global to shared memory: the next
-  // slice's loads are in flight during this slice's products (double buffering in registers)
-  constexpr int E = (FASTFF_TK * FASTFF_UT + UPDATE_THREADS - 1) / UPDATE_THREADS;
-  T vx[E], vd[E], vq[RATES ? E : 1];
+  // slice's loads are in flight during this slice's products (double buffering in registers).
+  // A thread's share is groups of 4 consecutive columns of a row, one 16-byte load each where
+  // the rows are a multiple of 4 long and the arrays 16-byte aligned (fastff::load_group).
+  constexpr int G = (FASTFF_TK * FASTFF_UT / 4 + UPDATE_THREADS - 1) / UPDATE_THREADS;
+  const bool vec = K % 4 == 0 && N % 4 == 0 &&
+                   ((reinterpret_cast<unsigned long long>(x) |
+                     reinterpret_cast<unsigned long long>(delta) |
+                     reinterpret_cast<unsigned long long>(RATES ? q : delta)) & 15) == 0;
+  T vx[G][4], vd[G][4], vq[RATES ? G : 1][4];
   auto load = [&](int rt) {
 #pragma unroll
-    for (int u = 0; u < E; ++u) {
-      const int e = tid + u * threads, gr = rt + e / FASTFF_UT, k = e % FASTFF_UT;
-      const bool row = e < FASTFF_TK * FASTFF_UT && gr < B;
-      vx[u] = (row && i0 + k < K) ? x[(size_t)gr * K + i0 + k] : T(0);
-      vd[u] = (row && j0 + k < N) ? delta[(size_t)gr * N + j0 + k] : T(0);
-      if (RATES) vq[u] = (row && j0 + k < N) ? q[(size_t)gr * N + j0 + k] : T(0);
+    for (int u = 0; u < G; ++u) {
+      const int g = tid + u * threads, gr = rt + g / (FASTFF_UT / 4);
+      const int k = 4 * (g % (FASTFF_UT / 4));
+      const bool row = g < FASTFF_TK * FASTFF_UT / 4 && gr < B;
+      fastff::load_group(vec, x + (size_t)gr * K + i0 + k, row ? K - i0 - k : 0, vx[u]);
+      fastff::load_group(vec, delta + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0, vd[u]);
+      if (RATES)
+        fastff::load_group(vec, q + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0, vq[RATES ? u : 0]);
     }
   };
   if (B > 0) load(0);
   for (int rt = 0; rt < B; rt += FASTFF_TK) {
 #pragma unroll
-    for (int u = 0; u < E; ++u) {
-      const int e = tid + u * threads, s = e / FASTFF_UT * P + e % FASTFF_UT;
-      if (e < FASTFF_TK * FASTFF_UT) {
-        xs[s] = fastff::staged<MODE>(vx[u]);
-        ds[s] = fastff::staged<MODE>(vd[u]);
-        if (RATES) qs[s] = vq[u];
+    for (int u = 0; u < G; ++u) {
+      const int g = tid + u * threads, s = g / (FASTFF_UT / 4) * P + 4 * (g % (FASTFF_UT / 4));
+      if (g < FASTFF_TK * FASTFF_UT / 4) {
+        T sx[4], sd[4];
+        for (int c = 0; c < 4; ++c) {
+          sx[c] = fastff::staged<MODE>(vx[u][c]);
+          sd[c] = fastff::staged<MODE>(vd[u][c]);
+        }
+        fastff::store4(xs + s, sx);
+        fastff::store4(ds + s, sd);
+        if (RATES) fastff::store4(qs + s, vq[RATES ? u : 0]);
       }
     }
     __syncthreads();
