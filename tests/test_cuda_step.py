@@ -132,20 +132,40 @@ def test_the_bits_do_not_depend_on_the_grid_or_the_block_order(emulate, rng):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture(scope="module")
+def every_rows_library(tmp_path_factory):
+    """The SMALL build with the persistent step for every row count (the module's library has
+    the most rows' only, which EmuRuntime runs for any batch)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cuda_emulator.SMALL.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.build(tmp_path_factory.mktemp("emu-rows"), every_rows=True)
+
+
 @pytest.mark.parametrize("batch", [3, 10])
-def test_the_bits_do_not_depend_on_the_rows_the_step_is_compiled_for(emulate, rng, monkeypatch,
-                                                                      batch):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_bits_do_not_depend_on_the_rows_the_step_is_compiled_for(
+        emulate, every_rows_library, rng, monkeypatch, batch, dtype):
     # a step runs the instance compiled for its batch rounded up to 4 rows; the rows past the
-    # batch add exact zeros, so the instance for the most rows gives the same bits
+    # batch add exact zeros, so the instance for the most rows gives the same bits, and both
+    # follow the reference
     from fastff.kernels.cuda import compiler
     sizes = [11, 17, 13, 5]
-    data = batches(rng, sizes, batch, 3, np.float32)
+    data = batches(rng, sizes, batch, 3, dtype)
     runs = []
     for rows in (compiler.step_rows(batch), config.CUDA_STEP_MAX_BATCH):
         monkeypatch.setattr(compiler, "step_rows", lambda b, rows=rows: rows)
-        rt = emulate()
-        runs.append(_trained(sizes, data))
-        assert rt.launches[-1][0] == f"train_steps<float, 2, {rows}>"
+        rt = emulate(lib=every_rows_library)
+        net = cuda_net(sizes, "tanh", dtype)
+        st = net.new_stats(weight_grad=True)
+        losses = [float(net.step_unchecked(x, y, 0.2, st)) for x, y in data]
+        arrays = [a.copy() for W, b in net.params for a in (W, b)]
+        arrays += [a.copy() for s in (*st.forward, *st.backward) for a in s.arrays()]
+        runs.append((losses, arrays))
+        ctype = "float" if dtype == "float32" else "double"
+        assert rt.launches[-1][0] == f"train_steps<{ctype}, 2, {rows}>"
+        if rows < config.CUDA_STEP_MAX_BATCH:
+            _against_reference(cuda_net(sizes, "tanh", dtype), sizes, data, dtype)
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(a, b)
