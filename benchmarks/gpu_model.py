@@ -184,8 +184,8 @@ def floor_us(row, gpu=H200):
 # -- the forecast: from the compiled code ---------------------------------------------------------
 # What one iteration of each hot loop issues, as benchmarks/sass.py read it from NVRTC 12.9's
 # sm_90 SASS of train_steps<float, tanh, 12> (batch 10's rows) and of the layer kernels' main
-# loops (an iteration with each loop inside it once). Used where the compiler or cuobjdump is missing;
-# tests/test_gpu_tools.py checks them against a fresh read.
+# loops (an iteration with each loop inside it once). Used where the compiler or cuobjdump is
+# missing; tests/test_gpu_tools.py checks them against a fresh read.
 # "round trips": how many times an iteration waits for its own loads (sass.round_trips).
 RECORDED_SASS = {
     # the persistent step's chunk loops, with their staging loop once (at batch 10)

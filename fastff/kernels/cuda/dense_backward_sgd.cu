@@ -146,7 +146,8 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
       fastff::load_group(vec, x + (size_t)gr * K + i0 + k, row ? K - i0 - k : 0, vx[u]);
       fastff::load_group(vec, delta + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0, vd[u]);
       if (RATES)
-        fastff::load_group(vec, q + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0, vq[RATES ? u : 0]);
+        fastff::load_group(vec, q + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0,
+                           vq[RATES ? u : 0]);
     }
   };
   if (B > 0) load(0);
