@@ -65,6 +65,9 @@ H200 = dict(
     registers_per_sm=65536, shared_per_sm=228 * 1024, threads_per_sm=2048,
     # a __syncthreads of a block whose warps arrive together (assumed)
     sync_cycles=40,
+    # what one SM can pull from L2 a cycle when few SMs pull at once (assumed; the split-K
+    # epilogue's last block of a tile reads every split of its tile)
+    sm_l2_bytes_per_cycle=64,
 )
 ITEM = 4  # float32
 
@@ -154,7 +157,7 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     for k, n in layer_shapes(sizes):
         for M, R, Nc in ((batch, k, n), (batch, n, k)):  # x W, delta W^T
             tiles = strips(Nc, tn) * strips(M, tm)
-            splits = max(1, min(strips(R, tk), strips(split_blocks, tiles)))
+            splits = max(1, min(strips(R, tk), split_blocks // tiles))  # as gemm_geometry
             partials += 2 * splits * M * Nc * ITEM  # written, then read by the epilogue
     acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
     w_bytes = 4 * P * ITEM
@@ -194,16 +197,16 @@ RECORDED_SASS = {
                 "chain cycles": 515},
     "backward": {"total": 345, "load": 14, "16-byte loads": 2, "store": 10, "fp32": 200,
                  "round trips": 1, "chain cycles": 678},
-    "gemm": {"total": 415, "fp32": 256, "round trips": 1, "chain cycles": 1225,
-             "blocks per SM": 3},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 182, "tensor": 8, "round trips": 1, "chain cycles": 521,
-                  "blocks per SM": 3},  # its TF32 loop (mma.m16n8k8)
-    "gemm_3xtf32": {"total": 375, "tensor": 24, "round trips": 1, "chain cycles": 533,
-                    "blocks per SM": 3},  # 3xTF32: 3 mma a product
-    "update": {"total": 361, "fp32": 256, "round trips": 1, "chain cycles": 921,
-               "blocks per SM": 4},  # dense_backward_update<float>
-    "update_3xtf32": {"total": 332, "tensor": 24, "round trips": 1, "chain cycles": 468,
-                      "blocks per SM": 4},  # and its 3xTF32 loop
+    "gemm": {"total": 363, "fp32": 256, "round trips": 1, "chain cycles": 747,
+             "blocks per SM": 2},  # dense_forward_fused<float, tanh>
+    "gemm_tf32": {"total": 125, "tensor": 8, "round trips": 1, "chain cycles": 481,
+                  "blocks per SM": 2},  # its TF32 loop (mma.m16n8k8)
+    "gemm_3xtf32": {"total": 149, "tensor": 24, "round trips": 1, "chain cycles": 486,
+                    "blocks per SM": 2},  # 3xTF32: 3 mma a product
+    "update": {"total": 355, "fp32": 256, "round trips": 1, "chain cycles": 548,
+               "blocks per SM": 3},  # dense_backward_update<float>
+    "update_3xtf32": {"total": 147, "tensor": 24, "round trips": 1, "chain cycles": 482,
+                      "blocks per SM": 3},  # and its 3xTF32 loop
 }
 # the loops whose tensor-core products each stand for a third of an output's terms
 SPLIT_LOOPS = ("gemm_3xtf32", "update_3xtf32")
@@ -383,12 +386,33 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     return 1e6 * max(issue, chain)
 
 
+def _split_epilogue_us(M, R, Nc, gpu, threads=256):
+    """Forecast of the split-K epilogue of a product (dense_forward_fused's, grad_x_fused's):
+    after a tile's last split, its last block adds the splits of its outputs with every thread,
+    each thread about TM TN / threads of them, the loads of ``config.CUDA_EPILOGUE_ROWS``
+    outputs (float32; one in float64) and of 4 splits (the ``#pragma unroll 4``) in flight
+    together: the longer of a chain of round trips at the L2 latency and the tile's splits
+    read by one SM. One split needs none (its product is the output)."""
+    from fastff import config
+    from fastff.kernels.cuda.geometry import gemm_geometry
+    tm, tn, _ = config.CUDA_GEMM_TILE
+    _, _, _, splits = gemm_geometry(M, R, Nc)
+    if splits == 1:
+        return 0.0
+    outputs = min(tm, M) * min(tn, Nc)
+    trips = -(-(-(-outputs // threads)) // config.CUDA_EPILOGUE_ROWS) * -(-splits // 4)
+    chain = trips * gpu["l2_latency_cycles"]
+    reads = splits * outputs * ITEM / gpu["sm_l2_bytes_per_cycle"]
+    return 1e6 * max(chain, reads) / gpu["clock_hz"]
+
+
 def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
     """Forecast of the layer-by-layer path (a CUDA graph of 4 L launches): each product as
     :func:`_product_us` forecasts it from its main loop's SASS (``products`` as
     :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
-    its own FP32 or 3xTF32 loop), the element-wise passes at the L2 floor, the launches' fixed
-    cost, and the host's time per step (overlapped)."""
+    its own FP32 or 3xTF32 loop) and its split-K epilogue's chain (:func:`_split_epilogue_us`),
+    the element-wise passes at the L2 floor, the launches' fixed cost, and the host's time per
+    step (overlapped)."""
     floor = layers(batch, gpu, sizes, products=products)
     gemm = {"fp32": ("gemm", "fp32"), "tf32": ("gemm_tf32", "tensor"),
             "3xtf32": ("gemm_3xtf32", "tensor")}[products]
@@ -396,8 +420,9 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
 
     def product(M, R, Nc, which, is_update=False):
         name, kind = which
-        return _product_us(M, R, Nc, counts[name], kind, gpu, update=is_update,
-                           passes=3 if name in SPLIT_LOOPS else 1)
+        epilogue = 0.0 if is_update else _split_epilogue_us(M, R, Nc, gpu)
+        return epilogue + _product_us(M, R, Nc, counts[name], kind, gpu, update=is_update,
+                                      passes=3 if name in SPLIT_LOOPS else 1)
     products_us = 0.0
     for l, (k, n) in enumerate(layer_shapes(sizes)):
         products_us += product(batch, k, n, gemm)  # x @ W

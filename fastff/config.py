@@ -120,12 +120,17 @@ CUDA_SPLIT_TF32 = False
 CUDA_THREADS = 256
 # Rows per block of the delta kernel: a batch of 1024 is 32 row blocks, not one block a column.
 CUDA_DELTA_ROWS = 32
-# Blocks per SM the launch bounds of the one-thread-per-column kernels leave room for.
+# Blocks per SM the launch bounds of the one-thread-per-column kernels and of the layer products
+# leave room for.
 CUDA_BLOCKS_PER_SM = 2
-# Split-K aims at this many blocks, so that a batch-10 layer fills a GPU (2 x 132 SMs of an
-# H100 or H200). A fixed number, not read from the GPU, so that every GPU adds the same splits
-# in the same order and gives the same bits.
+# Split-K gives a product at most this many blocks, so that a batch-10 layer fills a GPU in
+# one wave (2 x 132 SMs of an H100 or H200). A fixed number, not read from the GPU, so that
+# every GPU adds the same splits in the same order and gives the same bits.
 CUDA_SPLIT_BLOCKS = 264
+# Outputs of a thread whose split-K partial products the layer products' epilogue loads
+# together (fastff::add_splits), in float32 (float64 takes one: its sums leave no registers
+# for more): more loads in flight, the same sums.
+CUDA_EPILOGUE_ROWS = 4
 # Largest activation histogram the CUDA epilogue counts in shared memory.
 CUDA_MAX_BINS = 1024
 

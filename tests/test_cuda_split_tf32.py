@@ -1,5 +1,6 @@
 """Split-precision TF32 ("3xTF32") products on tensor cores: each float32 operand v is split
-into big = tf32(v) and small = tf32(v - big), and a b is formed as three TF32 products
+into big = tf32(v) and small = v - big with its low 13 bits cleared (fastff::split_tf32), and
+a b is formed as three TF32 products
 (config.CUDA_SPLIT_TF32, on by default for float32 on GPUs with TF32). The forward, dC/dx and
 the plain-SGD update take it; the kernels are held to the float64 reference of the float32
 inputs at float32's tolerance, where plain TF32 misses by about 1e-3.
@@ -88,6 +89,42 @@ def test_the_split_products_are_not_the_cuda_cores(rt, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_float64_in_these_tiles_stays_on_the_cuda_cores(rt, rng, shape):
+    # tiles shaped as a GPU's (their threads a multiple of TK and TN): the slices' loads take
+    # the strided shares (common.cuh's SliceShares), here in double and with dC/dx's Bm^T too
+    B, K, N = shape
+    x, W, b = (a.astype(np.float64) for a in _operands(rng, B, K, N))
+    xp = rt.xp
+    h = host(cuda.dense_forward(xp.asarray(x), xp.asarray(W), xp.asarray(b), "tanh"))
+    assert_close(h, ref.dense_forward(x, W, b, "tanh"), np.float64)
+    g = rng.standard_normal(h.shape)
+    W1, b1 = xp.array(W), xp.array(b)
+    gx = host(cuda.dense_backward_sgd(xp.asarray(x), xp.asarray(h), W1, b1, xp.asarray(g),
+                                      "tanh", 0.1))
+    delta = g * (1 - h * h)
+    assert_close(gx, delta @ W.T, np.float64)
+    assert_close(host(W1), W - 0.1 * (x.T @ delta), np.float64)
+
+
+def test_split_tf32_keeps_nan_and_inf(rt, rng):
+    # a NaN with every mantissa bit set (a GPU's own NaN) wraps the integer rounding of its big
+    # part to -0: its small part must carry it. An inf's small part is inf - inf, NaN: where
+    # the float64 sums are inf the split's are NaN (non-finite either way, as a diverging run's
+    # check needs)
+    x, W, b = _operands(rng, 19, 37, 45)
+    gpu_nan = np.array([0x7FFFFFFF], np.uint32).view(np.float32)[0]
+    x[3, 5], x[7, 11], W[20, 2] = gpu_nan, np.inf, -np.inf
+    xp = rt.xp  # the unchecked launch: what a diverging run's weights go through
+    h = host(launchers.forward_unchecked(xp.asarray(x), xp.asarray(W), xp.asarray(b), "linear"))
+    with np.errstate(invalid="ignore"):  # the reference refuses non-finite input: by hand
+        want = x.astype(np.float64) @ W.astype(np.float64) + b.astype(np.float64)
+    bad = ~np.isfinite(want)
+    assert bad[3].all() and bad[7].all() and bad[:, 2].all()
+    assert np.isnan(h[bad]).all()
+    assert_close(h[~bad], want[~bad], np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_backward_in_split_tf32_has_float32_accuracy(rt, rng, shape):
     B, K, N = shape
     x, W, b = _operands(rng, B, K, N)
@@ -135,5 +172,5 @@ def test_training_in_split_tf32_follows_float32(rt, rng, monkeypatch):
 def test_the_emulator_finds_a_small_part_not_rounded_to_tf32(tmp_path):
     # the small part left unrounded: a GPU would silently drop its low bits
     assert_the_emulator_finds_an_unrounded_operand(
-        tmp_path, "small[i] = tf32_round(v[i] - big);", "small[i] = v[i] - big;", SPLIT_TILES,
-        False)
+        tmp_path, "small = __uint_as_float(__float_as_uint(v - big) & 0xFFFFE000u);",
+        "small = v - big;", SPLIT_TILES, False)

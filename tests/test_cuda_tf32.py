@@ -174,7 +174,6 @@ print("done")
 
 
 def test_the_emulator_finds_an_operand_not_rounded_to_tf32(tmp_path):
-    # the A operand staged without tf32_round: a GPU would silently drop its low bits
+    # the operands staged without tf32_round: a GPU would silently drop their low bits
     assert_the_emulator_finds_an_unrounded_operand(
-        tmp_path, "as[k * GEMM_AS + r] = staged<MODE>(", "as[k * GEMM_AS + r] = (", TF32_TILES,
-        True)
+        tmp_path, "    slice[at] = tf32_round(v);", "    slice[at] = v;", TF32_TILES, True)

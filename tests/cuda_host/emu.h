@@ -243,6 +243,16 @@ inline double __longlong_as_double(long long v) {
   std::memcpy(&d, &v, sizeof d);
   return d;
 }
+inline unsigned __float_as_uint(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+inline float __uint_as_float(unsigned u) {
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
 
 // The grid barrier's memory operations (common.cuh has their PTX twins).
 #ifndef FASTFF_BARRIER_POLLS
@@ -305,9 +315,21 @@ inline bool wait_for_flip(const unsigned* p, unsigned old, unsigned* report, uns
 }
 }  // namespace fastff
 
-// common.cuh's 16-byte shared loads, with the check of the alignment a GPU faults on, and its
-// global stores of four values (one 16-byte store where aligned).
+// common.cuh's 16-byte and 8-byte shared loads, with the check of the alignment a
+// GPU faults on, and its global stores of four values (one 16-byte store where aligned).
 namespace fastff {
+inline void check_aligned(const void* p, unsigned bytes) {
+  if (reinterpret_cast<std::uintptr_t>(p) % bytes) {
+    std::fprintf(stderr, "fastff CUDA emulator: misaligned address: a %u-byte access at %p\n",
+                 bytes, p);
+    std::_Exit(88);
+  }
+}
+inline void load2(const float* p, float (&v)[2]) {
+  check_aligned(p, 8);
+  v[0] = p[0];
+  v[1] = p[1];
+}
 template <typename T>
 inline void store4(T* p, const T (&v)[4]) {
   for (int i = 0; i < 4; ++i) p[i] = v[i];

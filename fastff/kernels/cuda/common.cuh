@@ -341,64 +341,103 @@ struct Tf32Able<float> { static constexpr bool value = true; };
 // fastff.kernels.cuda.launchers.products): on CUDA cores in the array's type; on tensor cores
 // with the operands rounded to TF32 (tf32=True: about 1e-3 relative); or on tensor cores in
 // split-precision TF32, "3xTF32": each operand v is big + small with big = tf32(v) and
-// small = tf32(v - big), and a b is formed as a_small b_big + a_big b_small + a_big b_big
-// (the small terms first, so that they are not lost beside the big one; a_small b_small,
-// about 2^-22 |a b|, is left out): float32's accuracy from three tensor-core products.
+// small = v - big, its low bits cleared (split_tf32), and a b is formed as a_small b_big +
+// a_big b_small + a_big b_big (the small terms first, so that they are not lost beside the big
+// one; a_small b_small, about 2^-22 |a b|, is left out): float32's accuracy from three
+// tensor-core products.
 enum Products { PRODUCTS_FP32 = 0, PRODUCTS_TF32 = 1, PRODUCTS_3XTF32 = 2 };
 
-// A value as the staging stores it: rounded to TF32 for plain TF32 products; whole for 3xTF32,
-// which splits it as the fragments are read (warp_slice_mma).
-template <int MODE, typename T>
-__device__ __forceinline__ T staged(T v) {
-  if constexpr (MODE == PRODUCTS_TF32) return tf32_round(v);
-  return v;
+// The big and small TF32 parts of v, for 3xTF32. big is v rounded to nearest, ties away (what
+// cvt.rna.tf32.f32 gives a finite v): half a TF32 ulp added to the bits, the 13 low ones
+// cleared, two integer instructions where the cvt takes four (sm_90 guards it against NaN and
+// inf with a compare and a select). small = v - big is exact (at most half a TF32 ulp of v); its
+// low bits are cleared, not rounded: it loses at most 2^-21 |v|, the size of the a_small
+// b_small term left out. A NaN v whose bits wrap big to -0 keeps its NaN in small (v - big is
+// NaN, and clearing bits keeps a quiet NaN one), so a NaN still reaches the sum; an inf v gives
+// big = inf and small = NaN, as the cvt does.
+__device__ __forceinline__ void split_tf32(float v, float& big, float& small) {
+  big = __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xFFFFE000u);
+  small = __uint_as_float(__float_as_uint(v - big) & 0xFFFFE000u);
 }
 
-// big and small TF32 parts of four (two) fragment values, in place: v becomes its big part.
-template <int N>
-__device__ __forceinline__ void split_tf32(float (&v)[N], float (&small)[N]) {
-  for (int i = 0; i < N; ++i) {
-    const float big = tf32_round(v[i]);
-    small[i] = tf32_round(v[i] - big);
-    v[i] = big;
+// Tensor-core slices in fragment order. A TK-deep slice of A (ROWS rows) and of B (COLS
+// columns) is stored so that a lane's fragment of an m16n8k8 product (the PTX layout above) is
+// consecutive words: A's four in one 16-byte load, B's two in one 8-byte load (the row-major
+// slice took a load a value, 12 for a warp's 4 products). Entry (k, r) of A and (k, c) of B,
+// with t = k % 4 and h = k / 4 % 2 (the fragment's k and k + 4), g = r % 8 (c % 8):
+//   A: [k / 8][t] [r / 16] [g] [(r / 8) % 2 + 2 h]      B: [k / 8][t] [c / 8] [g] [h]
+// Each [k / 8][t] row holds 2 ROWS (2 COLS) words and is padded by 8, so that the 8 lanes of a
+// quarter warp's 16-byte loads (the 16 of a half warp's 8-byte ones) fall in distinct banks;
+// a slice then takes TK (ROWS + 4) words, as the row-major one does. In 3xTF32 the small parts
+// are a second such slice right after the first (``frag_plane`` words on).
+__device__ __forceinline__ constexpr int frag_pitch(int n) { return 2 * n + 8; }
+__device__ __forceinline__ constexpr int frag_plane(int n) { return FASTFF_TK / 2 * frag_pitch(n); }
+template <int ROWS>
+__device__ __forceinline__ int a_frag_index(int k, int r) {
+  return (k / 8 * 4 + k % 4) * frag_pitch(ROWS) + r / 16 * 32 + r % 8 * 4 + (r / 8) % 2 +
+         2 * ((k / 4) % 2);
+}
+template <int COLS>
+__device__ __forceinline__ int b_frag_index(int k, int c) {
+  return (k / 8 * 4 + k % 4) * frag_pitch(COLS) + c / 8 * 16 + c % 8 * 2 + (k / 4) % 2;
+}
+
+// Entry ``at`` of a staged tensor-core slice (a_frag_index, b_frag_index): rounded to TF32 for
+// plain TF32 products; in 3xTF32 its big part there and its small part a plane on (ROWS: the
+// slice's rows or columns).
+template <int MODE, int ROWS>
+__device__ __forceinline__ void stage_tensor(float* slice, int at, float v) {
+  if constexpr (MODE == PRODUCTS_3XTF32) {
+    float big, small;
+    split_tf32(v, big, small);
+    slice[at] = big;
+    slice[at + frag_plane(ROWS)] = small;
+  } else {
+    slice[at] = tf32_round(v);
   }
 }
 
+#ifndef FASTFF_EMULATED
+__device__ __forceinline__ void load2(const float* p, float (&v)[2]) {
+  const float2 q = *reinterpret_cast<const float2*>(p);
+  v[0] = q.x;
+  v[1] = q.y;
+}
+#endif
+
 // One TK-deep slice of a warp's 32 x 16 corner (wm, wn) of a tile on tensor cores, with TF32
 // or 3xTF32 products: acc[2 mi + ni] += A[wm + 16 mi + (0..15), k] B[k, wn + 8 ni + (0..7)],
-// as fragments (the PTX layout above), from as[k][row] (pitch AS) and bs[k][column] (pitch BS)
-// in shared memory.
-template <int MODE>
-__device__ __forceinline__ void warp_slice_mma(const float* as, int AS, const float* bs, int BS,
-                                               int wm, int wn, int lane, float (&acc)[4][4]) {
+// from the fragment-ordered slices as (ROWS rows) and bs (COLS columns) in shared memory.
+template <int MODE, int ROWS, int COLS>
+__device__ __forceinline__ void warp_slice_mma(const float* as, const float* bs, int wm, int wn,
+                                               int lane, float (&acc)[4][4]) {
+  constexpr bool SPLIT = MODE == PRODUCTS_3XTF32;
   const int g = lane / 4, t = lane % 4;
+#pragma unroll
   for (int ks = 0; ks < FASTFF_TK; ks += 8) {
-    float a[2][4], b[2][2];
-    for (int mi = 0; mi < 2; ++mi) {
-      const float* p = as + (ks + t) * AS + wm + 16 * mi + g;
-      a[mi][0] = p[0];
-      a[mi][1] = p[8];
-      a[mi][2] = p[4 * AS];
-      a[mi][3] = p[4 * AS + 8];
-    }
+    const int ka = (ks / 8 * 4 + t) * frag_pitch(ROWS) + g * 4;
+    const int kb = (ks / 8 * 4 + t) * frag_pitch(COLS) + g * 2;
+    float b[2][2], b_small[2][2];  // small: 3xTF32 only
+#pragma unroll
     for (int ni = 0; ni < 2; ++ni) {
-      const float* q = bs + (ks + t) * BS + wn + 8 * ni + g;
-      b[ni][0] = q[0];
-      b[ni][1] = q[4 * BS];
+      const int at = kb + (wn / 8 + ni) * 16;
+      load2(bs + at, b[ni]);
+      if constexpr (SPLIT) load2(bs + frag_plane(COLS) + at, b_small[ni]);
     }
-    if constexpr (MODE == PRODUCTS_3XTF32) {
-      float a_small[2][4], b_small[2][2];
-      for (int mi = 0; mi < 2; ++mi) split_tf32(a[mi], a_small[mi]);
-      for (int ni = 0; ni < 2; ++ni) split_tf32(b[ni], b_small[ni]);
-      for (int mi = 0; mi < 2; ++mi)
-        for (int ni = 0; ni < 2; ++ni) {
-          mma_tf32(acc[2 * mi + ni], a_small[mi], b[ni]);
-          mma_tf32(acc[2 * mi + ni], a[mi], b_small[ni]);
-          mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi) {  // one row block's fragments live at a time
+      float a[4], a_small[4];
+      const int at = ka + (wm / 16 + mi) * 32;
+      load4(as + at, a);
+      if constexpr (SPLIT) load4(as + frag_plane(ROWS) + at, a_small);
+#pragma unroll
+      for (int ni = 0; ni < 2; ++ni) {
+        if constexpr (SPLIT) {  // the small terms first, so that they are not lost beside the big
+          mma_tf32(acc[2 * mi + ni], a_small, b[ni]);
+          mma_tf32(acc[2 * mi + ni], a, b_small[ni]);
         }
-    } else {
-      for (int mi = 0; mi < 2; ++mi)
-        for (int ni = 0; ni < 2; ++ni) mma_tf32(acc[2 * mi + ni], a[mi], b[ni]);
+        mma_tf32(acc[2 * mi + ni], a, b[ni]);
+      }
     }
   }
 }
@@ -429,15 +468,15 @@ __device__ __forceinline__ int warp_col0(int warp, int tile_rows) {
 // fastff/kernels/cuda/launchers.py checks).
 // Rows of the staged slices padded by four elements: the staging loops write as (and bs with
 // TRANS_B) with k fastest, which at a stride of TM (TN) words would put every thread of a warp
-// in one bank; four words leave two-way conflicts there and in the TF32 fragment loads (one
-// word would break the 16-byte alignment of load4).
+// in one bank; four words leave two-way conflicts there (one word would break the 16-byte
+// alignment of load4). The tensor cores' fragment-ordered slices take as many words.
 constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
 
 // One TK-deep slice of a tile's operands, zero beyond the edges, in two halves so that the
 // next slice's global loads are in flight during this slice's products (double buffering in
-// registers): load_slices gives a thread its GEMM_EA values of A[r0 + r, kt + k] and GEMM_EB
-// of op(Bm)[kt + k, c0 + c]; store_slices puts them in shared memory (as ``staged`` keeps
-// them) as as[k][r] and bs[k][c].
+// registers): SliceShares gives a thread its GEMM_EA values of A[r0 + r, kt + k] and GEMM_EB
+// of op(Bm)[kt + k, c0 + c]; store_slices puts them in shared memory, as as[k][r] and bs[k][c]
+// on CUDA cores, in fragment order (stage_tensor) on tensor cores.
 constexpr int GEMM_THREADS = (FASTFF_TN / 4) * (FASTFF_TM / 4);
 constexpr int GEMM_EA = (FASTFF_TM * FASTFF_TK + GEMM_THREADS - 1) / GEMM_THREADS;
 constexpr int GEMM_EB = (FASTFF_TK * FASTFF_TN + GEMM_THREADS - 1) / GEMM_THREADS;
@@ -450,29 +489,101 @@ __device__ __forceinline__ void b_entry(int e, int& k, int& c) {
   else { k = e / FASTFF_TN; c = e % FASTFF_TN; }
 }
 
-template <typename T, bool TRANS_B>
-__device__ __forceinline__ void load_slices(const T* __restrict__ A, const T* __restrict__ Bm,
-                                            int M, int R, int Nc, int kt, int k_end, int r0,
-                                            int c0, int tid, T (&va)[GEMM_EA],
-                                            T (&vb)[GEMM_EB]) {
+// SliceShares<T, TRANS_B>: a thread's shares of a tile's slices, one slice after another from
+// k_begin; load(k_end, va, vb) gives va[q] = the entry e = tid + q GEMM_THREADS of the A slice
+// (k fastest) and vb[q] that of op(Bm)'s (k fastest for Bm^T, the column for Bm), zero past
+// the edges, then moves to the next slice. The general case finds each entry's place anew.
+template <typename T, bool TRANS_B, bool STRIDED>
+struct SliceShares {
+  const T* A;
+  const T* Bm;
+  int M, R, Nc, kt, r0, c0, tid;
+  __device__ __forceinline__ SliceShares(const T* A_, const T* Bm_, int M_, int R_, int Nc_,
+                                         int k_begin, int r0_, int c0_, int tid_)
+      : A(A_), Bm(Bm_), M(M_), R(R_), Nc(Nc_), kt(k_begin), r0(r0_), c0(c0_), tid(tid_) {}
+  __device__ __forceinline__ void load(int k_end, T (&va)[GEMM_EA], T (&vb)[GEMM_EB]) {
 #pragma unroll
-  for (int q = 0; q < GEMM_EA; ++q) {
-    const int e = tid + q * GEMM_THREADS;
-    const int gr = r0 + e / FASTFF_TK, gk = kt + e % FASTFF_TK;
-    va[q] = (e < FASTFF_TM * FASTFF_TK && gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
-  }
+    for (int q = 0; q < GEMM_EA; ++q) {
+      const int e = tid + q * GEMM_THREADS;
+      const int gr = r0 + e / FASTFF_TK, gk = kt + e % FASTFF_TK;
+      va[q] = (e < FASTFF_TM * FASTFF_TK && gr < M && gk < k_end) ? A[(size_t)gr * R + gk] : T(0);
+    }
 #pragma unroll
-  for (int q = 0; q < GEMM_EB; ++q) {
-    const int e = tid + q * GEMM_THREADS;
-    int k, c;
-    b_entry<TRANS_B>(e, k, c);
-    const int gk = kt + k, gc = c0 + c;
-    T v = T(0);
-    if (e < FASTFF_TK * FASTFF_TN && gk < k_end && gc < Nc)
-      v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
-    vb[q] = v;
+    for (int q = 0; q < GEMM_EB; ++q) {
+      const int e = tid + q * GEMM_THREADS;
+      int k, c;
+      b_entry<TRANS_B>(e, k, c);
+      const int gk = kt + k, gc = c0 + c;
+      T v = T(0);
+      if (e < FASTFF_TK * FASTFF_TN && gk < k_end && gc < Nc)
+        v = TRANS_B ? Bm[(size_t)gc * R + gk] : Bm[(size_t)gk * Nc + gc];
+      vb[q] = v;
+    }
+    kt += FASTFF_TK;
   }
+};
+
+// How many of a thread's ``count`` entries, from ``first`` (its row or column) in steps of
+// ``step``, lie before ``limit``, and whose index tid + q GEMM_THREADS is under ``entries``.
+__device__ __forceinline__ int shares_in(int first, int limit, int step, int count, int tid,
+                                         int entries) {
+  int n = first < limit ? (limit - first + step - 1) / step : 0;
+  const int m = (entries - tid + GEMM_THREADS - 1) / GEMM_THREADS;
+  n = n < m ? n : m;
+  return n < count ? n : count;
 }
+
+// The tiles of a GPU (GEMM_THREADS a multiple of TK and TN): a thread's k (A, Bm^T) or column
+// (Bm) is the same for every q, and its row (A, Bm^T) or k (Bm) steps by GEMM_THREADS / TK
+// (TN). Its entries are then an address and a stride set once a tile and moved a slice at a
+// time, and a count of those in range: the division, bounds and 64-bit index of each entry
+// took 11 instructions, 88 of the 196 of the 3xTF32 main loop.
+template <typename T, bool TRANS_B>
+struct SliceShares<T, TRANS_B, true> {
+  static constexpr int SA = GEMM_THREADS / FASTFF_TK;
+  static constexpr int SB = GEMM_THREADS / (TRANS_B ? FASTFF_TK : FASTFF_TN);
+  const T* a;  // this slice's entry q = 0 of A, and of op(Bm)
+  const T* b;
+  size_t a_step, b_step, b_move;  // between entries q and q + 1; b's move to the next slice
+  int ak, bk, a_in, b_in;  // entry 0's k; entries whose row (column) is in range: q < a_in
+  __device__ __forceinline__ SliceShares(const T* A, const T* Bm, int M, int R, int Nc,
+                                         int k_begin, int r0, int c0, int tid) {
+    const int ar = r0 + tid / FASTFF_TK;
+    ak = k_begin + tid % FASTFF_TK;
+    a = A + (size_t)ar * R + ak;
+    a_step = (size_t)SA * R;
+    a_in = shares_in(ar, M, SA, GEMM_EA, tid, FASTFF_TM * FASTFF_TK);
+    if (TRANS_B) {  // Bm (Nc, R): entry (k, c) at c R + k, c stepping
+      const int bc = c0 + tid / FASTFF_TK;
+      bk = k_begin + tid % FASTFF_TK;
+      b = Bm + (size_t)bc * R + bk;
+      b_step = (size_t)SB * R;
+      b_move = FASTFF_TK;
+      b_in = shares_in(bc, Nc, SB, GEMM_EB, tid, FASTFF_TK * FASTFF_TN);
+    } else {  // Bm (R, Nc): entry (k, c) at k Nc + c, k stepping (its bound checked a slice)
+      const int bc = c0 + tid % FASTFF_TN;
+      bk = k_begin + tid / FASTFF_TN;
+      b = Bm + (size_t)bk * Nc + bc;
+      b_step = (size_t)SB * Nc;
+      b_move = (size_t)FASTFF_TK * Nc;
+      b_in = bc < Nc ? shares_in(0, GEMM_EB, 1, GEMM_EB, tid, FASTFF_TK * FASTFF_TN) : 0;
+    }
+  }
+  __device__ __forceinline__ void load(int k_end, T (&va)[GEMM_EA], T (&vb)[GEMM_EB]) {
+#pragma unroll
+    for (int q = 0; q < GEMM_EA; ++q) va[q] = q < a_in && ak < k_end ? a[q * a_step] : T(0);
+#pragma unroll
+    for (int q = 0; q < GEMM_EB; ++q) {
+      const bool k_in = TRANS_B ? bk < k_end : bk + q * SB < k_end;
+      vb[q] = q < b_in && k_in ? b[q * b_step] : T(0);
+    }
+    a += FASTFF_TK;
+    ak += FASTFF_TK;
+    b += b_move;
+    bk += FASTFF_TK;
+  }
+};
+constexpr bool GEMM_STRIDED = GEMM_THREADS % FASTFF_TK == 0 && GEMM_THREADS % FASTFF_TN == 0;
 
 template <typename T, bool TRANS_B, int MODE>
 __device__ __forceinline__ void store_slices(const T (&va)[GEMM_EA], const T (&vb)[GEMM_EB],
@@ -480,14 +591,18 @@ __device__ __forceinline__ void store_slices(const T (&va)[GEMM_EA], const T (&v
 #pragma unroll
   for (int q = 0; q < GEMM_EA; ++q) {
     const int e = tid + q * GEMM_THREADS, r = e / FASTFF_TK, k = e % FASTFF_TK;
-    if (e < FASTFF_TM * FASTFF_TK) as[k * GEMM_AS + r] = staged<MODE>(va[q]);
+    if (e >= FASTFF_TM * FASTFF_TK) continue;
+    if constexpr (MODE == PRODUCTS_FP32) as[k * GEMM_AS + r] = va[q];
+    else stage_tensor<MODE, FASTFF_TM>(as, a_frag_index<FASTFF_TM>(k, r), va[q]);
   }
 #pragma unroll
   for (int q = 0; q < GEMM_EB; ++q) {
     const int e = tid + q * GEMM_THREADS;
     int k, c;
     b_entry<TRANS_B>(e, k, c);
-    if (e < FASTFF_TK * FASTFF_TN) bs[k * GEMM_BS + c] = staged<MODE>(vb[q]);
+    if (e >= FASTFF_TK * FASTFF_TN) continue;
+    if constexpr (MODE == PRODUCTS_FP32) bs[k * GEMM_BS + c] = vb[q];
+    else stage_tensor<MODE, FASTFF_TN>(bs, b_frag_index<FASTFF_TN>(k, c), vb[q]);
   }
 }
 
@@ -520,15 +635,15 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   for (int i = 0; i < 4; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = T(0);
   T va[GEMM_EA], vb[GEMM_EB];  // a slice on its way from global to shared memory
-  if (k_begin < k_end)
-    load_slices<T, TRANS_B>(A, Bm, M, R, Nc, k_begin, k_end, r0, c0, tid, va, vb);
+  SliceShares<T, TRANS_B, GEMM_STRIDED> shares(A, Bm, M, R, Nc, k_begin, r0, c0, tid);
+  if (k_begin < k_end) shares.load(k_end, va, vb);
   for (int kt = k_begin; kt < k_end; kt += FASTFF_TK) {
     store_slices<T, TRANS_B, MODE>(va, vb, tid, as, bs);
     __syncthreads();
     if (kt + FASTFF_TK < k_end)  // the next slice's loads, in flight during these products
-      load_slices<T, TRANS_B>(A, Bm, M, R, Nc, kt + FASTFF_TK, k_end, r0, c0, tid, va, vb);
+      shares.load(k_end, va, vb);
     if constexpr (MODE != PRODUCTS_FP32) {
-      warp_slice_mma<MODE>(as, AS, bs, BS, wm, wn, lane, acc);
+      warp_slice_mma<MODE, FASTFF_TM, FASTFF_TN>(as, bs, wm, wn, lane, acc);
     } else {
       for (int k = 0; k < FASTFF_TK; ++k) {
         T a[4], w[4];
@@ -560,15 +675,34 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   }
 }
 
+// The split-K epilogue's sums: s[i] = the ``splits`` partial products of the output at
+// offset at[i] (where in[i]), added in split order (the same bits whatever ER is), split p's
+// at parts + p split_size. The loads of ER outputs and of 4 splits are issued together (a
+// thread's outputs one at a time waited a round trip for every 4 splits of each: 32 round
+// trips a thread for a 64 x 64 tile of 8 splits, 8 now).
+template <typename T, int ER>
+__device__ __forceinline__ void add_splits(const T* __restrict__ parts, const size_t (&at)[ER],
+                                           const bool (&in)[ER], int splits, size_t split_size,
+                                           T (&s)[ER]) {
+#pragma unroll
+  for (int i = 0; i < ER; ++i) s[i] = in[i] ? parts[at[i]] : T(0);
+#pragma unroll 4
+  for (int p = 1; p < splits; ++p)
+#pragma unroll
+    for (int i = 0; i < ER; ++i)
+      if (in[i]) s[i] += parts[p * split_size + at[i]];
+}
+
 // The split-K product of one tile (gemm_partial_tile) as ``products`` says (Products; float32
 // only on tensor cores: float64 always on CUDA cores).
 template <typename T, bool TRANS_B>
 __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                           T* __restrict__ parts, int M, int R, int Nc, int chunk,
                                           int products) {
-  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS);  // one set for every path
-  FASTFF_SHARED(T, bs, FASTFF_TK * GEMM_BS);
   constexpr bool tc = Tf32Able<T>::value;
+  constexpr int planes = tc ? 2 : 1;  // 3xTF32 stages big and small parts (stage_tensor)
+  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS * planes);  // one set for every path
+  FASTFF_SHARED(T, bs, FASTFF_TK * GEMM_BS * planes);
   if (tc && products == PRODUCTS_3XTF32)
     gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_3XTF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs);
   else if (tc && products == PRODUCTS_TF32)

@@ -78,7 +78,8 @@ def defines():
     if isinstance(polls, bool) or not isinstance(polls, int) or polls < 0:
         raise InputError(f"config.CUDA_BARRIER_POLLS must be an integer >= 0 (0: no bound), "
                          f"got {polls!r}")
-    for name in ("CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES", "CUDA_MAX_BINS"):
+    for name in ("CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES", "CUDA_MAX_BINS",
+                 "CUDA_EPILOGUE_ROWS"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InputError(f"config.{name} must be a positive integer, got {value!r}")
@@ -99,6 +100,7 @@ def defines():
             f"-DFASTFF_SL={lanes}", f"-DFASTFF_PB={config.CUDA_STEP_MAX_BATCH}",
             f"-DFASTFF_MAXC={config.CUDA_STEP_MAX_CLASSES}", f"-DFASTFF_KC={kc}",
             f"-DFASTFF_JC={jc}", f"-DFASTFF_STAGE={stage}",
+            f"-DFASTFF_ER={config.CUDA_EPILOGUE_ROWS}",
             f"-DFASTFF_BARRIER_POLLS={polls}ULL",
             f"-DFASTFF_PROFILE={int(flag('config.CUDA_PROFILE_STEP', config.CUDA_PROFILE_STEP))}"]
 
@@ -107,7 +109,7 @@ def defines():
 COMPILE_SETTINGS = ("CUDA_GEMM_TILE", "CUDA_UPDATE_TILE", "CUDA_DELTA_ROWS", "CUDA_STEP_STRIP",
                     "CUDA_STEP_LANES", "CUDA_STEP_MAX_BATCH", "CUDA_STEP_MAX_CLASSES",
                     "CUDA_MAX_BINS", "CUDA_THREADS", "CUDA_BLOCKS_PER_SM", "CUDA_BARRIER_POLLS",
-                    "CUDA_PROFILE_STEP")
+                    "CUDA_PROFILE_STEP", "CUDA_EPILOGUE_ROWS")
 _OPTIONS = {}
 
 

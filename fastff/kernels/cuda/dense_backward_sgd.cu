@@ -73,7 +73,7 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
 // transposed operand), the last block of each tile adding the splits in order into out. With
 // one split the product is written into out directly (parts is out).
 template <typename T>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
 grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
              unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
              int chunk, int products) {
@@ -83,13 +83,22 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
   if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
   const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
   const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
-  for (int e = tid; e < FASTFF_TM * FASTFF_TN; e += threads) {
-    const int r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
-    if (r >= B || c >= K) continue;
-    T s = parts[(size_t)r * K + c];
-#pragma unroll 4  // loads in flight together; the sum stays in split order
-    for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * K + c];
-    out[(size_t)r * K + c] = s;
+  // outputs whose splits are added together (fastff::add_splits; one in double)
+  constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
+  for (int e0 = tid; e0 < FASTFF_TM * FASTFF_TN; e0 += ER * threads) {
+    T s[ER];
+    size_t at[ER];
+    bool in[ER];
+#pragma unroll
+    for (int i = 0; i < ER; ++i) {
+      const int e = e0 + i * threads, r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
+      in[i] = e < FASTFF_TM * FASTFF_TN && r < B && c < K;
+      at[i] = (size_t)r * K + c;
+    }
+    fastff::add_splits<T, ER>(parts, at, in, splits, (size_t)B * K, s);
+#pragma unroll
+    for (int i = 0; i < ER; ++i)
+      if (in[i]) out[at[i]] = s[i];
   }
 }
 
@@ -99,7 +108,8 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
 // gw_parts, which the last block to finish adds up in block order into grad_w_total and
 // grad_w_total_sq (deterministic). With MODE 3xTF32 (plain SGD, float32) the products run on
 // tensor cores: each warp forms a 32 x 16 corner of the tile (fastff::warp_slice_mma, A = x^T
-// read from xs[r][i], B = delta from ds[r][j]); otherwise each thread forms 4 x 4 entries.
+// read from xs, B = delta from ds, both staged in fragment order: fastff::stage_tensor);
+// otherwise each thread forms 4 x 4 entries.
 // Rows of the staged slices are padded by four words, as the GEMM's are (fastff::GEMM_AS).
 constexpr int UPDATE_PITCH = FASTFF_UT + 4, UPDATE_THREADS = (FASTFF_UT / 4) * (FASTFF_UT / 4);
 
@@ -115,8 +125,9 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
   constexpr int P = UPDATE_PITCH;
   constexpr bool TC = MODE != fastff::PRODUCTS_FP32;
   static_assert(!(TC && RATES), "the rates' update runs on CUDA cores");
-  FASTFF_SHARED(T, xs, FASTFF_TK * P);  // xs[r][i] = x[r, i0 + i]
-  FASTFF_SHARED(T, ds, FASTFF_TK * P);  // ds[r][j] = delta[r, j0 + j]
+  constexpr int planes = MODE == fastff::PRODUCTS_3XTF32 ? 2 : 1;  // big and small parts
+  FASTFF_SHARED(T, xs, FASTFF_TK * P * planes);  // xs[r][i] = x[r, i0 + i] (CUDA cores)
+  FASTFF_SHARED(T, ds, FASTFF_TK * P * planes);  // ds[r][j] = delta[r, j0 + j]
   FASTFF_SHARED(T, qs, RATES ? FASTFF_TK * P : 1);  // qs[r][j] = q[r, j0 + j]
   FASTFF_SHARED(double, scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));
   const int side = FASTFF_UT / 4;
@@ -137,17 +148,28 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
                      reinterpret_cast<unsigned long long>(delta) |
                      reinterpret_cast<unsigned long long>(RATES ? q : delta)) & 15) == 0;
   T vx[G][4], vd[G][4], vq[RATES ? G : 1][4];
+  // group u: row g / (UT / 4) of a slice, columns 4 (g % (UT / 4)) on of the tile's, at
+  // addresses set once and moved a slice (TK rows) at a time, not found anew each slice
+  const T* x_at[G];
+  const T* d_at[G];
+#pragma unroll
+  for (int u = 0; u < G; ++u) {
+    const int g = tid + u * threads, r = g / (FASTFF_UT / 4), k = 4 * (g % (FASTFF_UT / 4));
+    x_at[u] = x + (size_t)r * K + i0 + k;
+    d_at[u] = delta + (size_t)r * N + j0 + k;
+  }
   auto load = [&](int rt) {
 #pragma unroll
     for (int u = 0; u < G; ++u) {
       const int g = tid + u * threads, gr = rt + g / (FASTFF_UT / 4);
       const int k = 4 * (g % (FASTFF_UT / 4));
       const bool row = g < FASTFF_TK * FASTFF_UT / 4 && gr < B;
-      fastff::load_group(vec, x + (size_t)gr * K + i0 + k, row ? K - i0 - k : 0, vx[u]);
-      fastff::load_group(vec, delta + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0, vd[u]);
-      if (RATES)
-        fastff::load_group(vec, q + (size_t)gr * N + j0 + k, row ? N - j0 - k : 0,
-                           vq[RATES ? u : 0]);
+      fastff::load_group(vec, x_at[u], row ? K - i0 - k : 0, vx[u]);
+      fastff::load_group(vec, d_at[u], row ? N - j0 - k : 0, vd[u]);
+      if (RATES)  // q's rows are delta's: the same offset
+        fastff::load_group(vec, q + (d_at[u] - delta), row ? N - j0 - k : 0, vq[RATES ? u : 0]);
+      x_at[u] += (size_t)FASTFF_TK * K;
+      d_at[u] += (size_t)FASTFF_TK * N;
     }
   };
   if (B > 0) load(0);
@@ -155,21 +177,25 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
 #pragma unroll
     for (int u = 0; u < G; ++u) {
       const int g = tid + u * threads, s = g / (FASTFF_UT / 4) * P + 4 * (g % (FASTFF_UT / 4));
-      if (g < FASTFF_TK * FASTFF_UT / 4) {
-        T sx[4], sd[4];
+      if (g >= FASTFF_TK * FASTFF_UT / 4) continue;
+      if constexpr (TC) {  // A = x^T: entry (k = r, row i); B = delta: (k = r, column j)
+        const int r = g / (FASTFF_UT / 4), i = 4 * (g % (FASTFF_UT / 4));
         for (int c = 0; c < 4; ++c) {
-          sx[c] = fastff::staged<MODE>(vx[u][c]);
-          sd[c] = fastff::staged<MODE>(vd[u][c]);
+          fastff::stage_tensor<MODE, FASTFF_UT>(
+              xs, fastff::a_frag_index<FASTFF_UT>(r, i + c), vx[u][c]);
+          fastff::stage_tensor<MODE, FASTFF_UT>(
+              ds, fastff::b_frag_index<FASTFF_UT>(r, i + c), vd[u][c]);
         }
-        fastff::store4(xs + s, sx);
-        fastff::store4(ds + s, sd);
+      } else {
+        fastff::store4(xs + s, vx[u]);
+        fastff::store4(ds + s, vd[u]);
         if (RATES) fastff::store4(qs + s, vq[RATES ? u : 0]);
       }
     }
     __syncthreads();
     if (rt + FASTFF_TK < B) load(rt + FASTFF_TK);
     if constexpr (TC) {
-      fastff::warp_slice_mma<MODE>(xs, P, ds, P, wm, wn, lane, acc);
+      fastff::warp_slice_mma<MODE, FASTFF_UT, FASTFF_UT>(xs, ds, wm, wn, lane, acc);
     } else {
       for (int r = 0; r < FASTFF_TK; ++r) {  // 16-byte loads: 4 rows and 4 columns a thread
         T xv[4], dv[4], qv[4];

@@ -36,7 +36,7 @@ __device__ __forceinline__ void add_row_tiles(const double* __restrict__ col_par
 }
 
 template <typename T, int ACT>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4))
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
 dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
                     unsigned* __restrict__ counters, double* __restrict__ col_parts,
                     const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
@@ -66,20 +66,33 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
     const int j = c0 + u % ncols;
     const T bias = b[j];
     double lo_count = 0, hi_count = 0, sum = 0.0, sum_sq = 0.0;
-    for (int r = r0 + u / ncols; r < r1; r += groups) {
-      T s = parts[(size_t)r * N + j];
-#pragma unroll 4  // loads in flight together; the sum stays in split order
-      for (int p = 1; p < splits; ++p) s += parts[((size_t)p * B + r) * N + j];
-      const T h = fastff::activate<ACT>(s + bias);
-      out[(size_t)r * N + j] = h;
-      if (want_stats) {
-        lo_count += h <= low;
-        hi_count += h >= high;
-        const double v = double(h);
-        sum += v;
-        sum_sq += v * v;
-        const int bin = fastff::hist_bin(v, hist_lo, hist_scale, bins);
-        if (bin >= 0) atomicAdd(&local[bin], 1u);
+    // rows whose splits are added together (fastff::add_splits; one in double, whose sums
+    // leave no registers for more)
+    constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
+    for (int r = r0 + u / ncols; r < r1; r += ER * groups) {
+      T s[ER];
+      size_t at[ER];
+      bool in[ER];
+#pragma unroll
+      for (int i = 0; i < ER; ++i) {
+        in[i] = r + i * groups < r1;
+        at[i] = (size_t)(r + i * groups) * N + j;
+      }
+      fastff::add_splits<T, ER>(parts, at, in, splits, (size_t)B * N, s);
+#pragma unroll
+      for (int i = 0; i < ER; ++i) {
+        if (!in[i]) break;
+        const T h = fastff::activate<ACT>(s[i] + bias);
+        out[at[i]] = h;
+        if (want_stats) {
+          lo_count += h <= low;
+          hi_count += h >= high;
+          const double v = double(h);
+          sum += v;
+          sum_sq += v * v;
+          const int bin = fastff::hist_bin(v, hist_lo, hist_scale, bins);
+          if (bin >= 0) atomicAdd(&local[bin], 1u);
+        }
       }
     }
     if (want_stats) {

@@ -13,15 +13,16 @@ def gemm_geometry(M, R, Nc):
     """(grid, block, chunk, splits) of a split-R product of an (M, R) by (R, Nc) matrix.
 
     The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
-    that there are about ``config.CUDA_SPLIT_BLOCKS`` blocks: at batch 10 a 1000 x 1000 layer
-    has 16 column tiles and one row tile, and the splits give the other SMs work. The count is
+    that there are at most ``config.CUDA_SPLIT_BLOCKS`` blocks, one wave of the GPU (more would
+    leave a second wave of a few blocks, each as long as the first): at batch 10 a 1000 x 1000
+    layer has 16 column tiles and one row tile, and 16 splits give the other SMs work. The count is
     fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU
     (on CUDA cores: with ``tf32`` the tensor cores add each 8-term product their own way, which
     may differ between GPU generations).
     """
     tm, tn, tk = config.CUDA_GEMM_TILE
     tiles = _ceil(Nc, tn) * _ceil(M, tm)
-    want = max(1, min(_ceil(R, tk), _ceil(config.CUDA_SPLIT_BLOCKS, tiles)))
+    want = max(1, min(_ceil(R, tk), config.CUDA_SPLIT_BLOCKS // tiles))
     chunk = _ceil(_ceil(R, want), tk) * tk
     splits = _ceil(R, chunk)
     return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 4, 1), chunk, splits
