@@ -113,6 +113,131 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
 // Rows of the staged slices are padded by four words, as the GEMM's are (fastff::GEMM_AS).
 constexpr int UPDATE_PITCH = FASTFF_UT + 4, UPDATE_THREADS = (FASTFF_UT / 4) * (FASTFF_UT / 4);
 
+// One slice of the update's operands into shared memory, from a thread's G groups of 4
+// columns (update_tile's vx, vd, vq): as rows of 4 values on CUDA cores (xs[r][i], ds[r][j],
+// qs[r][j]), in fragment order on tensor cores (fastff::stage_tensor: A = x^T with entry
+// (k = r, row i), B = delta with (k = r, column j)).
+template <typename T, bool RATES, int MODE, int G>
+__device__ __forceinline__ void stage_update_slice(const T (&vx)[G][4], const T (&vd)[G][4],
+                                                   const T (&vq)[RATES ? G : 1][4], int tid,
+                                                   int threads, T* xs, T* ds, T* qs) {
+  constexpr int P = UPDATE_PITCH;
+#pragma unroll
+  for (int u = 0; u < G; ++u) {
+    const int g = tid + u * threads, r = g / (FASTFF_UT / 4), i = 4 * (g % (FASTFF_UT / 4));
+    if (g >= FASTFF_TK * FASTFF_UT / 4) continue;
+    if constexpr (MODE != fastff::PRODUCTS_FP32) {
+      for (int c = 0; c < 4; ++c) {
+        fastff::stage_tensor<MODE, FASTFF_UT>(
+            xs, fastff::a_frag_index<FASTFF_UT>(r, i + c), vx[u][c]);
+        fastff::stage_tensor<MODE, FASTFF_UT>(
+            ds, fastff::b_frag_index<FASTFF_UT>(r, i + c), vd[u][c]);
+      }
+    } else {
+      fastff::store4(xs + r * P + i, vx[u]);
+      fastff::store4(ds + r * P + i, vd[u]);
+      if (RATES) fastff::store4(qs + r * P + i, vq[RATES ? u : 0]);
+    }
+  }
+}
+
+// A staged slice's products into a thread's entries of g (acc) and, with RATES, of s
+// (acc_sq): on CUDA cores its 4 x 4 entries from 16-byte loads of 4 rows (ty) and 4 columns
+// (tx); on tensor cores its warp's corner (fastff::warp_slice_mma).
+template <typename T, bool RATES, int MODE>
+__device__ __forceinline__ void update_products(const T* xs, const T* ds, const T* qs, int tx,
+                                                int ty, int wm, int wn, int lane,
+                                                T (&acc)[4][4], T (&acc_sq)[4][4]) {
+  constexpr int P = UPDATE_PITCH;
+  if constexpr (MODE != fastff::PRODUCTS_FP32) {
+    fastff::warp_slice_mma<MODE, FASTFF_UT, FASTFF_UT>(xs, ds, wm, wn, lane, acc);
+  } else {
+    for (int r = 0; r < FASTFF_TK; ++r) {
+      T xv[4], dv[4], qv[4];
+      fastff::load4(xs + r * P + 4 * ty, xv);
+      fastff::load4(ds + r * P + 4 * tx, dv);
+      if (RATES) fastff::load4(qs + r * P + 4 * tx, qv);
+      for (int a = 0; a < 4; ++a)
+        for (int c = 0; c < 4; ++c) {
+          acc[a][c] += xv[a] * dv[c];
+          if (RATES) acc_sq[a][c] += (xv[a] * xv[a]) * qv[c];
+        }
+    }
+  }
+}
+
+// A thread's entries of the tile's g (acc; acc_sq: s, with RATES) applied to W (W -= lr g, or
+// the per-parameter rate step), their sum and sum of squares added to g_sum and g_sq. On CUDA
+// cores the thread's 4 x 4 entries (rows 4 ty, columns 4 tx); on tensor cores its warp
+// corner's fragment (wm, wn). The block is the only writer of its tile of W.
+template <typename T, bool RATES, int MODE>
+__device__ __forceinline__ void apply_update(const T (&acc)[4][4], const T (&acc_sq)[4][4],
+                                             T* __restrict__ W, T* __restrict__ avg, T lr,
+                                             int hessian, T damping, T keep, T corr, int B,
+                                             int K, int N, int i0, int j0, int tx, int ty,
+                                             int wm, int wn, int lane, double& g_sum,
+                                             double& g_sq) {
+#pragma unroll  // acc stays in registers only if every index is a constant
+  for (int a = 0; a < 4; ++a) {
+    if constexpr (MODE != fastff::PRODUCTS_FP32) {
+      for (int c = 0; c < 4; ++c) {
+        const int i = i0 + fastff::fragment_row(wm, lane, a, c);
+        const int j = j0 + fastff::fragment_col(wn, lane, a, c);
+        if (i < K && j < N) {
+          W[(size_t)i * N + j] -= lr * acc[a][c];
+          g_sum += double(acc[a][c]);
+          g_sq += double(acc[a][c]) * double(acc[a][c]);
+        }
+      }
+      continue;
+    }
+    const int i = i0 + 4 * ty + a;
+    // this block is the only writer of W[i, j]; plain SGD updates 4 columns at once
+    const bool whole = !RATES && i < K && j0 + 4 * tx + 3 < N;
+    if (whole) fastff::sgd4(W + (size_t)i * N + j0 + 4 * tx, acc[a], lr);
+    for (int c = 0; c < 4; ++c) {
+      const int j = j0 + 4 * tx + c;
+      if (i < K && j < N) {
+        const size_t e = (size_t)i * N + j;
+        if (RATES)
+          fastff::rate_step(W[e], avg[e], acc[a][c], acc_sq[a][c], lr, hessian,
+                            damping, keep, corr, B);
+        else if (!whole)
+          W[e] -= lr * acc[a][c];
+        g_sum += double(acc[a][c]);
+        g_sq += double(acc[a][c]) * double(acc[a][c]);
+      }
+    }
+  }
+}
+
+// The block's sums of g and of its squares into gw_parts; the last block to finish adds them
+// up in block order into grad_w_total and grad_w_total_sq (the same sum on every launch).
+__device__ __forceinline__ void add_grad_w_sums(double g_sum, double g_sq, double* scratch,
+                                                int tid, int threads,
+                                                double* __restrict__ gw_parts,
+                                                unsigned* __restrict__ counter,
+                                                double* __restrict__ grad_w_total,
+                                                double* __restrict__ grad_w_total_sq) {
+  const double s = fastff::block_sum(g_sum, scratch, tid, threads);
+  const double q2 = fastff::block_sum(g_sq, scratch, tid, threads);
+  if (tid == 0) {
+    const int block = blockIdx.y * gridDim.x + blockIdx.x;
+    gw_parts[2 * block] = s;
+    gw_parts[2 * block + 1] = q2;
+  }
+  const int blocks = gridDim.x * gridDim.y;
+  if (fastff::last_to_arrive(counter, blocks) && tid == 0) {
+    double total = 0.0, total_sq = 0.0;  // block order: the same sum on every launch
+    for (int k = 0; k < blocks; ++k) {
+      total += gw_parts[2 * k];
+      total_sq += gw_parts[2 * k + 1];
+    }
+    grad_w_total[0] += total;
+    grad_w_total_sq[0] += total_sq;
+  }
+}
+
 template <typename T, bool RATES, int MODE>
 __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __restrict__ delta,
                                             const T* __restrict__ q, T* __restrict__ W,
@@ -174,95 +299,18 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
   };
   if (B > 0) load(0);
   for (int rt = 0; rt < B; rt += FASTFF_TK) {
-#pragma unroll
-    for (int u = 0; u < G; ++u) {
-      const int g = tid + u * threads, s = g / (FASTFF_UT / 4) * P + 4 * (g % (FASTFF_UT / 4));
-      if (g >= FASTFF_TK * FASTFF_UT / 4) continue;
-      if constexpr (TC) {  // A = x^T: entry (k = r, row i); B = delta: (k = r, column j)
-        const int r = g / (FASTFF_UT / 4), i = 4 * (g % (FASTFF_UT / 4));
-        for (int c = 0; c < 4; ++c) {
-          fastff::stage_tensor<MODE, FASTFF_UT>(
-              xs, fastff::a_frag_index<FASTFF_UT>(r, i + c), vx[u][c]);
-          fastff::stage_tensor<MODE, FASTFF_UT>(
-              ds, fastff::b_frag_index<FASTFF_UT>(r, i + c), vd[u][c]);
-        }
-      } else {
-        fastff::store4(xs + s, vx[u]);
-        fastff::store4(ds + s, vd[u]);
-        if (RATES) fastff::store4(qs + s, vq[RATES ? u : 0]);
-      }
-    }
+    stage_update_slice<T, RATES, MODE, G>(vx, vd, vq, tid, threads, xs, ds, qs);
     __syncthreads();
     if (rt + FASTFF_TK < B) load(rt + FASTFF_TK);
-    if constexpr (TC) {
-      fastff::warp_slice_mma<MODE, FASTFF_UT, FASTFF_UT>(xs, ds, wm, wn, lane, acc);
-    } else {
-      for (int r = 0; r < FASTFF_TK; ++r) {  // 16-byte loads: 4 rows and 4 columns a thread
-        T xv[4], dv[4], qv[4];
-        fastff::load4(xs + r * P + 4 * ty, xv);
-        fastff::load4(ds + r * P + 4 * tx, dv);
-        if (RATES) fastff::load4(qs + r * P + 4 * tx, qv);
-        for (int a = 0; a < 4; ++a)
-          for (int c = 0; c < 4; ++c) {
-            acc[a][c] += xv[a] * dv[c];
-            if (RATES) acc_sq[a][c] += (xv[a] * xv[a]) * qv[c];
-          }
-      }
-    }
+    update_products<T, RATES, MODE>(xs, ds, qs, tx, ty, wm, wn, lane, acc, acc_sq);
     __syncthreads();
   }
   double g_sum = 0.0, g_sq = 0.0;
-#pragma unroll  // acc stays in registers only if every index is a constant
-  for (int a = 0; a < 4; ++a) {
-    if constexpr (TC) {  // this block is the only writer of W[i, j]
-      for (int c = 0; c < 4; ++c) {
-        const int i = i0 + fastff::fragment_row(wm, lane, a, c);
-        const int j = j0 + fastff::fragment_col(wn, lane, a, c);
-        if (i < K && j < N) {
-          W[(size_t)i * N + j] -= lr * acc[a][c];
-          g_sum += double(acc[a][c]);
-          g_sq += double(acc[a][c]) * double(acc[a][c]);
-        }
-      }
-      continue;
-    }
-    const int i = i0 + 4 * ty + a;
-    // this block is the only writer of W[i, j]; plain SGD updates 4 columns at once
-    const bool whole = !RATES && i < K && j0 + 4 * tx + 3 < N;
-    if (whole) fastff::sgd4(W + (size_t)i * N + j0 + 4 * tx, acc[a], lr);
-    for (int c = 0; c < 4; ++c) {
-      const int j = j0 + 4 * tx + c;
-      if (i < K && j < N) {
-        const size_t e = (size_t)i * N + j;
-        if (RATES)
-          fastff::rate_step(W[e], avg[e], acc[a][c], acc_sq[a][c], lr, hessian,
-                            damping, keep, corr, B);
-        else if (!whole)
-          W[e] -= lr * acc[a][c];
-        g_sum += double(acc[a][c]);
-        g_sq += double(acc[a][c]) * double(acc[a][c]);
-      }
-    }
-  }
-  if (want_gw) {
-    const double s = fastff::block_sum(g_sum, scratch, tid, threads);
-    const double q2 = fastff::block_sum(g_sq, scratch, tid, threads);
-    if (tid == 0) {
-      const int block = blockIdx.y * gridDim.x + blockIdx.x;
-      gw_parts[2 * block] = s;
-      gw_parts[2 * block + 1] = q2;
-    }
-    const int blocks = gridDim.x * gridDim.y;
-    if (fastff::last_to_arrive(counter, blocks) && tid == 0) {
-      double total = 0.0, total_sq = 0.0;  // block order: the same sum on every launch
-      for (int k = 0; k < blocks; ++k) {
-        total += gw_parts[2 * k];
-        total_sq += gw_parts[2 * k + 1];
-      }
-      grad_w_total[0] += total;
-      grad_w_total_sq[0] += total_sq;
-    }
-  }
+  apply_update<T, RATES, MODE>(acc, acc_sq, W, avg, lr, hessian, damping, keep, corr, B, K, N,
+                               i0, j0, tx, ty, wm, wn, lane, g_sum, g_sq);
+  if (want_gw)
+    add_grad_w_sums(g_sum, g_sq, scratch, tid, threads, gw_parts, counter, grad_w_total,
+                    grad_w_total_sq);
 }
 
 template <typename T>
