@@ -678,6 +678,20 @@ def test_the_estimate_counts_evaluations_monitoring_and_checkpoints():
     assert makespan([5, 4, 3, 3, 1], 2) == 8 and makespan([5, 4], 1) == 9
 
 
+def test_the_estimate_bounds_widening_beside_its_hours(tmp_path):
+    from fastff.reproduction.estimate import estimate
+    point = dict(dataset="shapeset", arch="16x2", activation="tanh", init="normalized",
+                 lr=0.01, updates=50_000_000, eval_every=10_000_000, monitor_every=0, seed=0,
+                 data_options=dict(valid_size=200, test_size=300))
+    deeper = dict(point, arch="16x3")
+    text, hours, _ = estimate([point, dict(point, lr=0.03), deeper], tmp_path,
+                              {"shapeset": (1024, 9)}, workers=1, widen=2)
+    # one more run per model: 5 runs of about the same length on one worker against 3
+    bound = float(re.search(r"with one each, about ([\d.]+) h", text).group(1))
+    assert "(up to 2 rounds)" in text and 1.3 * hours < bound < 2.2 * hours
+    assert "1024-16-16-16-9 at batch 10" in text
+
+
 class _Snapshots:
     """The part of fastff.monitor.Stats the per-layer claims read: updates and scalars."""
 

@@ -26,8 +26,8 @@ PAPERS = {glorot2010.PAPER: glorot2010}
 # The keywords of reproduce() as the ``fastff reproduce`` command's flags (fastff.flags)
 REPRODUCE_FLAGS = (
     Flag("budget", "smoke: narrow nets, a minute or two; quick: the paper's nets, about an hour "
-         "on 2 cores (Shapeset, MNIST); long: 200,000 Shapeset and 60,000 MNIST updates, about "
-         "3 hours on 2 cores; paper: 5 million updates per run", default="quick",
+         "on 2 cores (Shapeset, MNIST); long: 200,000 Shapeset and 60,000 MNIST updates with "
+         "seeds, about 10 hours on 2 cores; paper: 5 million updates per run", default="quick",
          cli=dict(choices=list(BUDGETS))),
     Flag("out_dir", "output directory", flag="--out", default="reproduction",
          cli=dict(metavar="OUT")),
@@ -67,8 +67,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
     budget : str
         ``smoke`` (narrow nets, a minute or two), ``quick`` (the paper's nets, about an hour on 2
         cores for Shapeset and MNIST), ``long`` (200,000 Shapeset and 60,000 MNIST updates per
-        run, about 3 hours on 2 cores: the paper's central comparisons) or ``paper`` (5 million
-        updates per run: a cluster or a GPU). Except at ``smoke``, the runs left, their updates,
+        run with seeds, about 10 hours on 2 cores: the paper's central comparisons) or ``paper``
+        (5 million updates per run: a cluster or a GPU). Except at ``smoke``, the runs left, their updates,
         the step time measured here and the hours they imply are printed first. :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
     out_dir : str or Path
         Where the runs, the table, the figures and index.html go.

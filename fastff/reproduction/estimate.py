@@ -197,7 +197,8 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
         For the evaluation sets' sizes and the chosen rates' seeds (counted: their number is
         known before the rates are).
     widen : int
-        Rounds of widening that may follow (said, not counted: they depend on the results).
+        Rounds of widening that may follow: they depend on the results, so the hours are
+        given without them, and beside them with one more run per model and dataset.
 
     Returns
     -------
@@ -213,23 +214,31 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
         [(max(1, min(cores, workers)), max(1, cores // max(1, min(cores, workers))))]
     if not left and not seeds:
         return f"all {len(points)} runs are finished", 0.0, tried[0][0]
-    nets = {(tuple(parse_sizes(p["arch"], *shapes[p["dataset"]])), int(p.get("batch_size", 10)))
-            for p, _ in left + seeds}
+    def sizes_of(point):
+        return tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
+
+    # widening's runs depend on the results: counted apart, one rung per model and dataset
+    rungs = list({(p["dataset"], p["arch"], p["activation"], p["init"]): (p, int(p["updates"]))
+                  for p in points if p.get("seed", 0) == 0}.values()) if widen else []
+    nets = {(sizes_of(p), int(p.get("batch_size", 10))) for p, _ in left + seeds + rungs}
     results = []
     for n_workers, threads in tried:
         steps = {(s, b): (step_seconds(list(s), b, threads) if n_workers == 1
                           else steps_at_once(s, b, threads, n_workers)) for s, b in nets}
         costs = {s: side_costs(s, threads) for s in {s for s, _ in nets}}
-        durations = []
-        for point, updates in left + seeds:
-            sizes = tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
+
+        def seconds(point, updates):
+            sizes = sizes_of(point)
             rows = (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
                     else EVAL_ROWS.get(point["dataset"], 0))
-            durations.append(run_seconds(point, updates, steps[(sizes, int(point.get(
-                "batch_size", 10)))], costs[sizes], rows))
+            return run_seconds(point, updates, steps[(sizes, int(point.get("batch_size", 10)))],
+                               costs[sizes], rows)
+
+        durations = [seconds(p, u) for p, u in left + seeds]
+        widened = durations + [seconds(p, u) for p, u in rungs]
         results.append((makespan(durations, n_workers) / 3600, n_workers, threads, steps,
-                        sum(durations)))
-    hours, n_workers, threads, steps, work = min(results, key=lambda r: r[0])
+                        makespan(widened, n_workers) / 3600))
+    hours, n_workers, threads, steps, bound = min(results, key=lambda r: r[0])
     timed = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
                       for (s, b), t in steps.items())
     alone = "alone" if n_workers == 1 else f"{n_workers} workers stepping at once"
@@ -242,6 +251,6 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
             f"{timed}; with evaluations, monitoring and checkpoints, on {n_workers} worker"
             f"{'s' * (n_workers > 1)}: about {hours:.1f} h{others}")
     if widen:
-        text += (f"; then up to {widen} more run{'s' * (widen > 1)} per model and seed where "
-                 "a chosen rate sits at its grid's edge")
+        text += (f"; widening adds a run per model where a chosen rate sits at its grid's edge "
+                 f"(up to {widen} rounds): with one each, about {bound:.1f} h")
     return text, hours, n_workers

@@ -179,7 +179,7 @@ BUDGETS = {
         rate_lrs=(0.1, 0.3), widen=2,
         about="the paper's 1000-unit nets, 0.4% (Shapeset) and 0.16% (the others) of its 5 "
               "million updates"),
-    # What shows the paper's central comparisons on one 2-core machine in about 3 hours: 4% of
+    # What shows the paper's central comparisons on one 2-core machine overnight: 4% of
     # its Shapeset horizon, where a probe of tanh against Tanh N at lr 0.03 (5,000 test images)
     # had them 7.3 points apart, far beyond noise. Learning rates, from the `quick` budget's
     # choices and that probe: on Shapeset the symmetric nets chose 0.03 (Softsign 0.1) and the
@@ -202,7 +202,9 @@ BUDGETS = {
         # with 3 seeds on Shapeset and 5 on MNIST, each seed its own weights and stream
         rate_lrs=(0.03, 0.1, 0.3), widen=3, chosen_seeds={"shapeset": 3, "mnist": 5},
         about="the paper's 1000-unit nets, 4% (Shapeset) and 1.2% (the others) of its 5 "
-              "million updates: about 3 hours on 2 cores for Shapeset and MNIST"),
+              "million updates, 3 seeds (Shapeset) and 5 (MNIST) of the symmetric models: 58 "
+              "runs, 18 hours of one worker, about 10 hours on 2 cores (AMD EPYC Zen 4) for "
+              "Shapeset and MNIST"),
     # The paper's horizon: 5 million updates per run (§2.3), for a cluster or the GPU.
     "paper": Budget(
         "paper", width=1000, lrs={d: (0.001, 0.003, 0.01, 0.03, 0.1) for d in DATASETS},
