@@ -214,6 +214,7 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
         [(max(1, min(cores, workers)), max(1, cores // max(1, min(cores, workers))))]
     if not left and not seeds:
         return f"all {len(points)} runs are finished", 0.0, tried[0][0]
+
     def sizes_of(point):
         return tuple(parse_sizes(point["arch"], *shapes[point["dataset"]]))
 
