@@ -237,12 +237,24 @@ def _client(scheduler, workers, gpus=False):
     cores = os.cpu_count() or 1
     if gpus:
         n = _gpu_count() if workers is None else workers
-        cluster = gpu_cluster(n)
+        with _worker_malloc():
+            cluster = gpu_cluster(n)
         return Client(cluster), cluster, max(1, cores // n)
     n = max(1, min(cores, workers or cores))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
+    with _worker_malloc():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
     return Client(cluster), cluster, max(1, cores // n)
+
+
+def _worker_malloc():
+    """Dask configuration under which a local cluster's workers start with this process's own
+    ``malloc`` settings. Dask's nannies set ``MALLOC_TRIM_THRESHOLD_`` before a worker starts,
+    which also fixes glibc's ``mmap`` threshold at 128 KiB: every evaluation block and monitor
+    array then comes from a fresh ``mmap``, a page fault per 4 KiB on every call
+    (benchmarks/NOTES.md, "Page faults in Dask workers")."""
+    import dask
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
 def _gpu_count():

@@ -284,6 +284,79 @@ def test_memory_arrays_start_on_a_cache_line(shape, dtype):
     assert c.size == 0 or c.ctypes.data % 64 == 0
 
 
+def test_a_scratch_array_is_one_buffer_per_thread_and_name():
+    import threading
+    from fastff.kernels import memory
+    a = memory.scratch("t", (3, 5, 7), np.float32)
+    assert a.shape == (3, 5, 7) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert a.flags.writeable and a.ctypes.data % 64 == 0
+    b = memory.scratch("t", (2, 5, 7), np.float32)  # the same memory again
+    assert b.ctypes.data == a.ctypes.data and b.shape == (2, 5, 7)
+    c = memory.scratch("t", (4, 50, 7), np.float64)  # more than it has: a larger buffer
+    assert c.shape == (4, 50, 7) and c.dtype == np.float64 and c.ctypes.data % 64 == 0
+    c[...] = 1.0
+    assert memory.scratch("t", (0, 5, 7), np.float32).shape == (0, 5, 7)
+    u, t = memory.scratch("u", (3, 5, 7), np.float32), memory.scratch("t", (3, 5, 7), np.float32)
+    assert not np.shares_memory(u, t)  # two names, two buffers
+    other = []
+    worker = threading.Thread(target=lambda: other.append(memory.scratch("t", (3, 5, 7),
+                                                                         np.float32)))
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(other[0], memory.scratch("t", (3, 5, 7), np.float32))
+
+
+def test_the_small_batch_forward_in_threads_at_once_matches_the_reference():
+    # its partial products live in a per-thread buffer: threads at once must not share it
+    import concurrent.futures
+    rng = np.random.default_rng(11)
+    cases = [(rng.standard_normal((b, n_in), np.float32),
+              (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32),
+              rng.standard_normal(n_out).astype(np.float32))
+             for b, n_in, n_out in [(3, 257, 131), (10, 300, 97), (7, 131, 263), (1, 509, 64)]]
+    want = [ref.dense_forward(x, W, b, "tanh") for x, W, b in cases]
+
+    def run(i):
+        x, W, b = cases[i % len(cases)]
+        return i % len(cases), [cpu.dense_forward(x, W, b, "tanh") for _ in range(20)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for i, outs in pool.map(run, range(8)):
+            for out in outs:
+                assert_close(out, want[i], np.float32)
+
+
+_STEP_FAULTS = """
+import resource
+import numpy as np
+import fastff
+net = fastff.MLP("64-1000x2-10", seed=0)
+rng = np.random.default_rng(0)
+x, y = rng.random((10, 64), dtype=np.float32), rng.integers(0, 10, 10)
+stats = net.new_stats()
+for _ in range(3):
+    net.step(x, y, 0.01, stats)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    net.step(x, y, 0.01, stats)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_a_small_batch_step_touches_no_fresh_pages_in_a_dask_like_process():
+    # Dask starts its workers with MALLOC_TRIM_THRESHOLD_, which keeps glibc's mmap threshold
+    # at 128 KiB: an array of more than that allocated per call faults in every page each step
+    # (the forward's partial products did: about 390 page faults a step, 1.5 MB)
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, "-c", _STEP_FAULTS], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) < 50 * 5, out.stdout
+
+
 def test_model_arrays_start_on_a_cache_line(monkeypatch):
     # the weights, biases, workspaces, second-order rates and the outputs the kernels
     # allocate; the alignment is read when an array is made

@@ -217,6 +217,21 @@ def test_every_gpu_worker_gets_a_pack():
     assert pack_size(90, 8, pack=30) == 30 and pack_size(90, 0) == pack_size(0, 8) == 16
 
 
+def test_local_workers_start_with_this_process_malloc_settings(monkeypatch):
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_, which pins glibc's mmap threshold: every
+    # evaluation block then faults in fresh pages; a sweep's own cluster leaves it out
+    from fastff.sweeps import _client
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    client, cluster, threads = _client(None, 2)
+    try:
+        seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        assert list(seen.values()) == [None, None] and threads == max(1, os.cpu_count() // 2)
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor set here for later processes
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_the_gpu_cluster_gives_each_worker_one_gpu():
     # one worker per GPU: worker i sees GPU i alone (nothing here needs a GPU to check that)
     from fastff.sweeps import gpu_cluster

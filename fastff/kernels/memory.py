@@ -7,10 +7,17 @@ page boundary: every other 32-byte vector of such an array straddles two cache l
 load or store that does costs two. The small-batch step reads and writes all of W in vectors,
 so where W starts shows in the step time (benchmarks/NOTES.md, "Arrays on cache lines").
 Alignment changes no number: the kernels do the same arithmetic on any address.
+
+A kernel's temporary that every call needs again (the small-batch forward's partial products)
+is kept per thread (:func:`scratch`) rather than allocated per call: a fresh array of more than
+128 KiB can come from ``mmap`` and cost a page fault per 4 KiB on first touch, every call, in a
+process whose ``malloc`` keeps a fixed ``mmap`` threshold (as Dask's workers are started, with
+``MALLOC_TRIM_THRESHOLD_``; benchmarks/NOTES.md, "Page faults in Dask workers").
 """
 import ctypes
 import math
 import operator
+import threading
 
 import numpy as np
 
@@ -59,3 +66,34 @@ def zeros(shape, dtype, xp=np):
     a = empty(shape, dtype, xp)
     a.fill(0)
     return a
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(name, shape, dtype):
+    """An uninitialized C-contiguous array that starts on a cache line, kept for the calling
+    thread under ``name`` and handed back (same memory, contents not kept) by its next call with
+    that name: a temporary a kernel needs on every call, allocated once per thread and grown
+    when a call needs more.
+
+    Parameters
+    ----------
+    name : str
+        Which temporary: two names never share memory, one name is one array per thread.
+    shape : tuple of int
+    dtype : data-type
+
+    Returns
+    -------
+    ndarray
+        A view of the thread's buffer, valid until this thread's next call with ``name``.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buffers = _SCRATCH.__dict__
+    buf = buffers.get(name)
+    if buf is None or buf.nbytes < nbytes:
+        buf = buffers[name] = empty(max(nbytes, dtype.itemsize), np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)

@@ -39,7 +39,7 @@ import numpy as np
 from ... import activations, config
 from ...errors import InputError
 from ..checked import public
-from ..memory import empty
+from ..memory import empty, scratch
 from . import blas, simd, softmax, tiles
 from . import rates as rate_kernels
 from .epilogues import (delta_bias, delta_bias_serial, delta_stat_args, forward_epilogue,
@@ -81,9 +81,9 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
     st = forward_stat_args(stats, W.dtype)
     if _use_tiles(x.shape[0]):
         block = int(config.CPU_ROW_BLOCK)
-        # NumPy's own allocation: a block-aligned one costs more per call than it saves here
-        # (benchmarks/NOTES.md, "Arrays on cache lines")
-        blocks = np.empty((-(-W.shape[0] // block), x.shape[0], W.shape[1]), W.dtype)
+        # one buffer per thread, not an allocation per call (see fastff.kernels.memory)
+        blocks = scratch("forward_blocks", (-(-W.shape[0] // block), x.shape[0], W.shape[1]),
+                         W.dtype)
         ahead = tiles.setting("CPU_FWD_PREFETCH_ROWS", 0, 2**20) if prefetch else 0
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
             x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
