@@ -253,7 +253,11 @@ def test_the_long_budget_and_its_estimate(tmp_path):
     from fastff.reproduction.estimate import seed_runs
     extra = seed_runs(points, tmp_path, budget.chosen_seeds)
     assert len(extra) == 4 * 2 + 4 * 4 and {p["seed"] for p, _ in extra} == {1, 2, 3, 4}
-    assert "with evaluations, monitoring and checkpoints" in text
+    assert "with evaluations, monitoring and checkpoints, the training loop" in text
+    # the loop around the step and a run's setup, timed on short real runs of Shapeset's net
+    loop = re.search(r"shapeset ([\d.]+) ms an update, ([\d.]+) s a run\) and a worker's "
+                     r"first run \((\d+) s\)", text)
+    assert loop and int(loop.group(3)) >= 1  # a fresh process imports and loads kernels
     assert "1024-16-16-9 at batch 10" in text and hours > 0
     assert re.search(r"\(\d threads?, alone\)", text)
     # several workers: timed stepping at once, in as many processes
@@ -675,6 +679,9 @@ def test_the_estimate_counts_evaluations_monitoring_and_checkpoints():
     # resumed at update 600: 400 steps, 4 evaluations, 2 snapshots, no Jacobians
     assert run_seconds(point, 400, 1e-3, costs, 20_000) == pytest.approx(
         0.4 + 4 * 0.3 + 2 * 0.5)
+    # a run's setup (its datasets, model and record) once, wherever it starts
+    assert run_seconds(point, 400, 1e-3, costs, 20_000, setup=3.0) == pytest.approx(
+        3.4 + 4 * 0.3 + 2 * 0.5)
     assert makespan([5, 4, 3, 3, 1], 2) == 8 and makespan([5, 4], 1) == 9
 
 

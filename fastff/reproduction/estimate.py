@@ -29,10 +29,12 @@ def remaining(points, runs_dir):
     return out
 
 
-def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None):
+def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None, rounds=5):
     """Seconds per training step (statistics on) of a ``sizes`` net at ``batch_size`` with
     ``threads`` kernel threads, timed here on random data after a warm-up (and, with a
-    ``together`` barrier, once every process sharing it has warmed up too)."""
+    ``together`` barrier, once every process sharing it has warmed up too): the median of
+    ``rounds`` rounds over ``seconds`` in all (a shared machine's quick moments are not what a
+    run of hours sees)."""
     import numba
     from ..model import MLP
     model = MLP(sizes, activation="tanh", init="normalized")
@@ -50,11 +52,14 @@ def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None):
                 together.wait(timeout=120)
             except threading.BrokenBarrierError:  # a worker that never came: time alone
                 pass
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            model.step(x, y, 1e-3, stats)
-            n += 1
-        return (time.perf_counter() - t0) / n
+        times = []
+        for _ in range(max(1, rounds)):
+            n, t0 = 0, time.perf_counter()
+            while n < 1 or time.perf_counter() - t0 < seconds / max(1, rounds):
+                model.step(x, y, 1e-3, stats)
+                n += 1
+            times.append((time.perf_counter() - t0) / n)
+        return float(np.median(times))
     finally:
         numba.set_num_threads(before)
 
@@ -118,10 +123,10 @@ def side_costs(sizes, threads, seconds=0.5):
         numba.set_num_threads(before)
 
 
-def run_seconds(point, updates, step, costs, eval_rows):
-    """Seconds one run (``updates`` of it left) takes: its steps, evaluations (each on
-    ``eval_rows`` examples, with a checkpoint), and monitor snapshots (the Jacobians at
-    update 0 only, as the reproduction measures them)."""
+def run_seconds(point, updates, step, costs, eval_rows, setup=0.0):
+    """Seconds one run (``updates`` of it left) takes: its updates (``step`` seconds each),
+    evaluations (each on ``eval_rows`` examples, with a checkpoint), monitor snapshots (the
+    Jacobians at update 0 only, as the reproduction measures them) and its ``setup``."""
     n = int(point["updates"])
     start = n - updates
     every = max(1, int(point["eval_every"]))
@@ -131,8 +136,85 @@ def run_seconds(point, updates, step, costs, eval_rows):
     if monitor_every:
         snapshots = n // monitor_every - start // monitor_every + (n % monitor_every != 0)
     jacobian = costs["jacobian"] if start == 0 and monitor_every else 0.0  # update 0's
-    return (updates * step + evals * (eval_rows * costs["example"] + costs["checkpoint"])
+    return (updates * step + setup + evals * (eval_rows * costs["example"] + costs["checkpoint"])
             + snapshots * costs["snapshot"] + jacobian)
+
+
+# the keys of a point that make a plain SGD run of its net on its data: what run_overhead times
+_PLAIN = ("dataset", "arch", "activation", "init", "lr", "seed", "batch_size", "data_options",
+          "data_dir", "dtype")
+
+
+def run_overhead(point, sizes, threads, eval_rows, short=(100, 1100)):
+    """What a real run of ``point`` spends beside the bare step and its evaluations, timed here
+    with ``threads`` kernel threads on plain SGD runs of its net and data: one of ``short[0]``
+    updates to warm up, then ``short[0]`` and ``short[1]`` updates, each evaluated at its start
+    and end only and not monitored, so that the last two differ by their updates alone.
+
+    Returns
+    -------
+    dict
+        ``update``: seconds per update beside the bare step (the data stream, the statistics'
+        bookkeeping, the training loop); ``setup``: seconds per run beside its updates and
+        evaluations (the datasets, the model, the record); ``step``: the bare step it was
+        compared with.
+    """
+    import tempfile
+    import numba
+    from threadpoolctl import threadpool_limits
+    from ..training import train
+    plain = {k: point[k] for k in _PLAIN if k in point}
+    step = step_seconds(list(sizes), int(point.get("batch_size", 10)), threads)
+    costs = side_costs(sizes, threads)
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    seconds = []
+    try:
+        with threadpool_limits(threads), tempfile.TemporaryDirectory() as tmp:
+            for i, n in enumerate((short[0],) + tuple(short)):
+                t0 = time.perf_counter()
+                train(**dict(plain, updates=n, eval_every=n, monitor_every=0),
+                      out_dir=os.path.join(tmp, str(i)), progress=False)
+                seconds.append(time.perf_counter() - t0)
+    finally:
+        numba.set_num_threads(before)
+    _, t1, t2 = seconds
+    update = max(step, (t2 - t1) / (short[1] - short[0]))
+    evals = 2 * (eval_rows * costs["example"] + costs["checkpoint"])
+    return dict(update=update - step, setup=max(0.0, t1 - short[0] * update - evals), step=step)
+
+
+_FIRST_RUN = """
+import sys, time, tempfile
+t0 = time.perf_counter()
+import json, fastff
+point = json.loads(sys.argv[1])
+with tempfile.TemporaryDirectory() as tmp:
+    fastff.train(**point, out_dir=tmp, progress=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def first_run_seconds(point, updates=100):
+    """Seconds a fresh process's first run of ``point`` (plain SGD, ``updates`` updates, evaluated
+    at its start and end) spends beyond the same run in this warm process: its imports and
+    the compiled kernels it loads, which each of a sweep's workers pays once."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from ..training import train
+    plain = dict({k: point[k] for k in _PLAIN if k in point}, updates=updates,
+                 eval_every=updates, monitor_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(**plain, out_dir=tmp, progress=False)
+        warm = time.perf_counter() - t0
+    out = subprocess.run([sys.executable, "-c", _FIRST_RUN, json.dumps(plain, default=str)],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return 0.0  # the estimate goes on without it; the sweep will say what is wrong
+    return max(0.0, float(out.stdout.split()[-1]) - warm)
 
 
 def makespan(durations, workers):
@@ -180,8 +262,10 @@ def arrangements(cores):
 
 def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     """The text printed before a reproduction starts: runs and updates left, the step and what
-    a run spends beside it (evaluations, monitoring, checkpoints) measured here per net, and
-    the hours on the fastest arrangement of workers and threads measured (or on ``workers``).
+    a run spends beside it (evaluations, monitoring, checkpoints per net; the training loop
+    around the step and each run's setup, from short real runs once a dataset; a worker's first
+    run) measured here, and the hours on the fastest arrangement of workers and threads
+    measured (or on ``workers``).
 
     Parameters
     ----------
@@ -222,6 +306,18 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     rungs = list({(p["dataset"], p["arch"], p["activation"], p["init"]): (p, int(p["updates"]))
                   for p in points if p.get("seed", 0) == 0}.values()) if widen else []
     nets = {(sizes_of(p), int(p.get("batch_size", 10))) for p, _ in left + seeds + rungs}
+
+    def rows_of(point):
+        return (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
+                else EVAL_ROWS.get(point["dataset"], 0))
+
+    # a real run beside its step, timed once a dataset on its first run's net (the loop's
+    # Python and the data stream do not scale with the kernel threads); a worker's first run
+    probes = {}
+    for p, _ in left + seeds:
+        probes.setdefault(p["dataset"], p)
+    overhead = {d: run_overhead(p, sizes_of(p), cores, rows_of(p)) for d, p in probes.items()}
+    first = first_run_seconds(next(iter(probes.values())))
     results = []
     for n_workers, threads in tried:
         steps = {(s, b): (step_seconds(list(s), b, threads) if n_workers == 1
@@ -230,15 +326,15 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
 
         def seconds(point, updates):
             sizes = sizes_of(point)
-            rows = (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
-                    else EVAL_ROWS.get(point["dataset"], 0))
-            return run_seconds(point, updates, steps[(sizes, int(point.get("batch_size", 10)))],
-                               costs[sizes], rows)
+            extra = overhead.get(point["dataset"], dict(update=0.0, setup=0.0))
+            step = steps[(sizes, int(point.get("batch_size", 10)))] + extra["update"]
+            return run_seconds(point, updates, step, costs[sizes], rows_of(point),
+                               extra["setup"])
 
         durations = [seconds(p, u) for p, u in left + seeds]
         widened = durations + [seconds(p, u) for p, u in rungs]
-        results.append((makespan(durations, n_workers) / 3600, n_workers, threads, steps,
-                        makespan(widened, n_workers) / 3600))
+        results.append(((makespan(durations, n_workers) + first) / 3600, n_workers, threads,
+                        steps, (makespan(widened, n_workers) + first) / 3600))
     hours, n_workers, threads, steps, bound = min(results, key=lambda r: r[0])
     timed = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
                       for (s, b), t in steps.items())
@@ -249,7 +345,11 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
             f"{sum(u for _, u in left):,} updates"
             + (f", and {len(seeds)} runs of the chosen rates' seeds" if seeds else "")
             + f"; the step timed here ({threads} thread{'s' * (threads > 1)}, {alone}): "
-            f"{timed}; with evaluations, monitoring and checkpoints, on {n_workers} worker"
+            f"{timed}; with evaluations, monitoring and checkpoints, the training loop and "
+            f"each run's setup (short real runs timed: "
+            + ", ".join(f"{d} {1e3 * o['update']:.2f} ms an update, {o['setup']:.1f} s a run"
+                        for d, o in overhead.items())
+            + f") and a worker's first run ({first:.0f} s), on {n_workers} worker"
             f"{'s' * (n_workers > 1)}: about {hours:.1f} h{others}")
     if widen:
         text += (f"; widening adds a run per model where a chosen rate sits at its grid's edge "
