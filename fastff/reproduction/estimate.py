@@ -1,5 +1,6 @@
 """How long a reproduction will take here: its remaining runs and updates, the training step
 timed on this machine, and the hours they imply, printed before the sweep starts."""
+import contextlib
 import os
 import threading
 import time
@@ -29,22 +30,34 @@ def remaining(points, runs_dir):
     return out
 
 
+@contextlib.contextmanager
+def _kernel_threads(threads):
+    """Numba's kernels and the BLAS on ``threads`` threads inside the block, as on a sweep's
+    worker (fastff.sweeps), and back as they were after."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None, rounds=5):
     """Seconds per training step (statistics on) of a ``sizes`` net at ``batch_size`` with
     ``threads`` kernel threads, timed here on random data after a warm-up (and, with a
     ``together`` barrier, once every process sharing it has warmed up too): the median of
     ``rounds`` rounds over ``seconds`` in all (a shared machine's quick moments are not what a
     run of hours sees)."""
-    import numba
     from ..model import MLP
     model = MLP(sizes, activation="tanh", init="normalized")
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch_size)
     stats = model.new_stats()
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with _kernel_threads(threads):
         for _ in range(5):
             model.step(x, y, 1e-3, stats)
         if together is not None:
@@ -60,8 +73,6 @@ def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None, rounds=
                 n += 1
             times.append((time.perf_counter() - t0) / n)
         return float(np.median(times))
-    finally:
-        numba.set_num_threads(before)
 
 
 def _timed_in_a_worker(args):
@@ -97,7 +108,6 @@ def side_costs(sizes, threads, seconds=0.5):
     snapshot without and with the Jacobians (on the 300 examples of the monitor set), and per
     checkpoint written (parameters and history). Returns a dict."""
     import tempfile
-    import numba
     from .. import config
     from ..model import MLP
     from ..monitor import Monitor
@@ -108,19 +118,14 @@ def side_costs(sizes, threads, seconds=0.5):
     x = rng.random((1000, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], 1000)
     monitor = Monitor(x[:n], y[:n])
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            record = RunDir(tmp)
-            return dict(
-                example=_seconds_per(lambda: model.error(x, y), seconds) / len(x),
-                snapshot=_seconds_per(lambda: monitor(model, jacobian=False), seconds),
-                jacobian=_seconds_per(lambda: monitor(model, jacobian=True), seconds),
-                checkpoint=_seconds_per(lambda: record.save_checkpoint(
-                    model, 1, [dict(update=1)]), seconds))
-    finally:
-        numba.set_num_threads(before)
+    with _kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        record = RunDir(tmp)
+        return dict(
+            example=_seconds_per(lambda: model.error(x, y), seconds) / len(x),
+            snapshot=_seconds_per(lambda: monitor(model, jacobian=False), seconds),
+            jacobian=_seconds_per(lambda: monitor(model, jacobian=True), seconds),
+            checkpoint=_seconds_per(lambda: record.save_checkpoint(
+                model, 1, [dict(update=1)]), seconds))
 
 
 def run_seconds(point, updates, step, costs, eval_rows, setup=0.0):
@@ -160,24 +165,17 @@ def run_overhead(point, sizes, threads, eval_rows, short=(100, 1100)):
         compared with.
     """
     import tempfile
-    import numba
-    from threadpoolctl import threadpool_limits
     from ..training import train
     plain = {k: point[k] for k in _PLAIN if k in point}
     step = step_seconds(list(sizes), int(point.get("batch_size", 10)), threads)
     costs = side_costs(sizes, threads)
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     seconds = []
-    try:
-        with threadpool_limits(threads), tempfile.TemporaryDirectory() as tmp:
-            for i, n in enumerate((short[0],) + tuple(short)):
-                t0 = time.perf_counter()
-                train(**dict(plain, updates=n, eval_every=n, monitor_every=0),
-                      out_dir=os.path.join(tmp, str(i)), progress=False)
-                seconds.append(time.perf_counter() - t0)
-    finally:
-        numba.set_num_threads(before)
+    with _kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        for i, n in enumerate((short[0],) + tuple(short)):
+            t0 = time.perf_counter()
+            train(**dict(plain, updates=n, eval_every=n, monitor_every=0),
+                  out_dir=os.path.join(tmp, str(i)), progress=False)
+            seconds.append(time.perf_counter() - t0)
     _, t1, t2 = seconds
     update = max(step, (t2 - t1) / (short[1] - short[0]))
     evals = 2 * (eval_rows * costs["example"] + costs["checkpoint"])
@@ -215,6 +213,13 @@ def first_run_seconds(point, updates=100):
     if out.returncode != 0:
         return 0.0  # the estimate goes on without it; the sweep will say what is wrong
     return max(0.0, float(out.stdout.split()[-1]) - warm)
+
+
+def _eval_rows(point, budget):
+    """Examples a run of ``point`` evaluates each time: its validation and test sets."""
+    from .glorot2010 import EVAL_ROWS
+    return (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
+            else EVAL_ROWS.get(point["dataset"], 0))
 
 
 def makespan(durations, workers):
@@ -289,7 +294,6 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     (text, hours, workers)
     """
     from ..arch import parse_sizes
-    from .glorot2010 import EVAL_ROWS
     left = remaining(points, runs_dir)
     seeds = seed_runs(points, runs_dir, budget.chosen_seeds) if budget is not None and \
         budget.chosen_seeds else []
@@ -307,16 +311,10 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
                   for p in points if p.get("seed", 0) == 0}.values()) if widen else []
     nets = {(sizes_of(p), int(p.get("batch_size", 10))) for p, _ in left + seeds + rungs}
 
-    def rows_of(point):
-        return (sum(budget.shapeset_sizes) if point["dataset"] == "shapeset" and budget
-                else EVAL_ROWS.get(point["dataset"], 0))
-
     # a real run beside its step, timed once a dataset on its first run's net (the loop's
     # Python and the data stream do not scale with the kernel threads); a worker's first run
-    probes = {}
-    for p, _ in left + seeds:
-        probes.setdefault(p["dataset"], p)
-    overhead = {d: run_overhead(p, sizes_of(p), cores, rows_of(p)) for d, p in probes.items()}
+    probes = {p["dataset"]: p for p, _ in reversed(left + seeds)}  # each dataset's first
+    overhead = {d: run_overhead(p, sizes_of(p), cores, _eval_rows(p, budget)) for d, p in probes.items()}
     first = first_run_seconds(next(iter(probes.values())))
     results = []
     for n_workers, threads in tried:
@@ -328,14 +326,25 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
             sizes = sizes_of(point)
             extra = overhead.get(point["dataset"], dict(update=0.0, setup=0.0))
             step = steps[(sizes, int(point.get("batch_size", 10)))] + extra["update"]
-            return run_seconds(point, updates, step, costs[sizes], rows_of(point),
+            return run_seconds(point, updates, step, costs[sizes], _eval_rows(point, budget),
                                extra["setup"])
 
         durations = [seconds(p, u) for p, u in left + seeds]
         widened = durations + [seconds(p, u) for p, u in rungs]
         results.append(((makespan(durations, n_workers) + first) / 3600, n_workers, threads,
                         steps, (makespan(widened, n_workers) + first) / 3600))
-    hours, n_workers, threads, steps, bound = min(results, key=lambda r: r[0])
+    best = min(results, key=lambda r: r[0])
+    text = _summary(points, left, seeds, best, results, overhead, first)
+    if widen:
+        text += (f"; widening adds a run per model where a chosen rate sits at its grid's edge "
+                 f"(up to {widen} rounds): with one each, about {best[4]:.1f} h")
+    return text, best[0], best[1]
+
+
+def _summary(points, left, seeds, best, results, overhead, first):
+    """estimate()'s text: what is left, what was timed, and the hours of ``best`` (hours,
+    workers, threads, steps, hours with widening), the other ``results``' hours beside."""
+    hours, n_workers, threads, steps, _ = best
     timed = "; ".join(f"{'-'.join(map(str, s))} at batch {b}: {1e3 * t:.2f} ms"
                       for (s, b), t in steps.items())
     alone = "alone" if n_workers == 1 else f"{n_workers} workers stepping at once"
@@ -351,7 +360,4 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
                         for d, o in overhead.items())
             + f") and a worker's first run ({first:.0f} s), on {n_workers} worker"
             f"{'s' * (n_workers > 1)}: about {hours:.1f} h{others}")
-    if widen:
-        text += (f"; widening adds a run per model where a chosen rate sits at its grid's edge "
-                 f"(up to {widen} rounds): with one each, about {bound:.1f} h")
-    return text, hours, n_workers
+    return text
