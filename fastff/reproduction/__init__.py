@@ -69,7 +69,8 @@ def reproduce(paper="glorot2010", *, budget="quick", out_dir="reproduction", dat
         cores for Shapeset and MNIST), ``long`` (200,000 Shapeset and 60,000 MNIST updates per
         run with seeds, about 10 hours on 2 cores: the paper's central comparisons) or ``paper``
         (5 million updates per run: a cluster or a GPU). Except at ``smoke``, the runs left,
-        their updates, the step time measured here and the hours they imply are printed first. :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
+        their updates, the step time measured here and the hours they imply are printed first.
+        :data:`fastff.reproduction.glorot2010.BUDGETS` lists the updates and grids.
     out_dir : str or Path
         Where the runs, the table, the figures and index.html go.
     datasets : list of str or str, optional

@@ -150,36 +150,45 @@ _PLAIN = ("dataset", "arch", "activation", "init", "lr", "seed", "batch_size", "
           "data_dir", "dtype")
 
 
-def run_overhead(point, sizes, threads, eval_rows, short=(100, 1100)):
+def _plain_run(point, updates):
+    """train() arguments of a plain SGD run of ``point``'s net and data, ``updates`` long,
+    evaluated at its start and end only and not monitored."""
+    return dict({k: point[k] for k in _PLAIN if k in point}, updates=updates,
+                eval_every=updates, monitor_every=0)
+
+
+# run_overhead's short runs: updates of the warm-up and first timed run, of the second
+_SHORT = (100, 1100)
+
+
+def run_overhead(point, sizes, threads, eval_rows, short=_SHORT):
     """What a real run of ``point`` spends beside the bare step and its evaluations, timed here
-    with ``threads`` kernel threads on plain SGD runs of its net and data: one of ``short[0]``
-    updates to warm up, then ``short[0]`` and ``short[1]`` updates, each evaluated at its start
-    and end only and not monitored, so that the last two differ by their updates alone.
+    with ``threads`` kernel threads on plain SGD runs of its net and data (:func:`_plain_run`):
+    one of ``short[0]`` updates to warm up, then ``short[0]`` and ``short[1]`` updates, so that
+    the last two differ by their updates alone.
 
     Returns
     -------
     dict
         ``update``: seconds per update beside the bare step (the data stream, the statistics'
         bookkeeping, the training loop); ``setup``: seconds per run beside its updates and
-        evaluations (the datasets, the model, the record); ``step``: the bare step it was
-        compared with.
+        evaluations (the datasets, the model, the record); ``warm``: seconds of the warm run of
+        ``short[0]`` updates (:func:`first_run_seconds` compares a fresh process's with it).
     """
     import tempfile
     from ..training import train
-    plain = {k: point[k] for k in _PLAIN if k in point}
     step = step_seconds(list(sizes), int(point.get("batch_size", 10)), threads)
     costs = side_costs(sizes, threads)
     seconds = []
     with _kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
         for i, n in enumerate((short[0],) + tuple(short)):
             t0 = time.perf_counter()
-            train(**dict(plain, updates=n, eval_every=n, monitor_every=0),
-                  out_dir=os.path.join(tmp, str(i)), progress=False)
+            train(**_plain_run(point, n), out_dir=os.path.join(tmp, str(i)), progress=False)
             seconds.append(time.perf_counter() - t0)
     _, t1, t2 = seconds
     update = max(step, (t2 - t1) / (short[1] - short[0]))
     evals = 2 * (eval_rows * costs["example"] + costs["checkpoint"])
-    return dict(update=update - step, setup=max(0.0, t1 - short[0] * update - evals), step=step)
+    return dict(update=update - step, setup=max(0.0, t1 - short[0] * update - evals), warm=t1)
 
 
 _FIRST_RUN = """
@@ -193,22 +202,15 @@ print(time.perf_counter() - t0)
 """
 
 
-def first_run_seconds(point, updates=100):
-    """Seconds a fresh process's first run of ``point`` (plain SGD, ``updates`` updates, evaluated
-    at its start and end) spends beyond the same run in this warm process: its imports and
-    the compiled kernels it loads, which each of a sweep's workers pays once."""
+def first_run_seconds(point, warm, updates):
+    """Seconds a fresh process's first run of ``point`` (:func:`_plain_run`, ``updates`` long)
+    spends beyond ``warm``, the same run's seconds in a warm process: its imports and the
+    compiled kernels it loads, which each of a sweep's workers pays once."""
     import json
     import subprocess
     import sys
-    import tempfile
-    from ..training import train
-    plain = dict({k: point[k] for k in _PLAIN if k in point}, updates=updates,
-                 eval_every=updates, monitor_every=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        train(**plain, out_dir=tmp, progress=False)
-        warm = time.perf_counter() - t0
-    out = subprocess.run([sys.executable, "-c", _FIRST_RUN, json.dumps(plain, default=str)],
+    out = subprocess.run([sys.executable, "-c", _FIRST_RUN,
+                          json.dumps(_plain_run(point, updates), default=str)],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         return 0.0  # the estimate goes on without it; the sweep will say what is wrong
@@ -314,8 +316,10 @@ def estimate(points, runs_dir, shapes, workers=None, budget=None, widen=0):
     # a real run beside its step, timed once a dataset on its first run's net (the loop's
     # Python and the data stream do not scale with the kernel threads); a worker's first run
     probes = {p["dataset"]: p for p, _ in reversed(left + seeds)}  # each dataset's first
-    overhead = {d: run_overhead(p, sizes_of(p), cores, _eval_rows(p, budget)) for d, p in probes.items()}
-    first = first_run_seconds(next(iter(probes.values())))
+    overhead = {d: run_overhead(p, sizes_of(p), cores, _eval_rows(p, budget))
+                for d, p in probes.items()}
+    dataset, probe = next(iter(probes.items()))
+    first = first_run_seconds(probe, overhead[dataset]["warm"], _SHORT[0])
     results = []
     for n_workers, threads in tried:
         steps = {(s, b): (step_seconds(list(s), b, threads) if n_workers == 1
