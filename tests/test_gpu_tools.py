@@ -121,6 +121,24 @@ def test_the_sass_of_the_persistent_step_is_read_and_matches_the_recorded_counts
     assert split == 3 * plain == 24  # a tile depth of 16: 2 steps of 8, 4 products a warp
 
 
+def test_a_cubin_is_the_one_two_compiles_agree_on(monkeypatch):
+    # the compiler now and then schedules one program another way: the reader takes the cubin
+    # two compiles agree on, keeps it for the process, and gives up after COMPILE_TRIES
+    from fastff.kernels.cuda import compiler
+    monkeypatch.setattr(compiler, "source", lambda: "// a program")
+    monkeypatch.setattr(compiler, "compile_options", lambda: ("-std=c++17",))
+    monkeypatch.setattr(sass, "_CUBINS", {})
+    given = iter([(b"A", {}), (b"B", {}), (b"A", {}), (b"C", {})])
+    calls = []
+    monkeypatch.setattr(sass, "_compile_once", lambda n, a: calls.append(n) or next(given))
+    assert sass.compile_cubin(["k"], "sm_90") == (b"A", {}) and len(calls) == 3
+    assert sass.compile_cubin(["k"], "sm_90") == (b"A", {}) and len(calls) == 3  # kept
+    every = iter([(bytes([i]), {}) for i in range(sass.COMPILE_TRIES)])
+    monkeypatch.setattr(sass, "_compile_once", lambda n, a: next(every))
+    with pytest.raises(RuntimeError, match="different cubins"):
+        sass.compile_cubin(["other"], "sm_90")
+
+
 @needs_sass
 def test_the_grid_barrier_is_one_atomic_and_one_fence():
     # common.cuh's grid_sync as compiled: a block's arrival is one acq_rel atomic (a fence,
