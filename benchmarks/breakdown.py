@@ -28,15 +28,19 @@ PARTS = {  # (module attribute path, part name)
 }
 
 
-def sgemm_rate(n=1000, batch=1024, repeats=5):
-    """FLOP/s of this machine's sgemm (SciPy's BLAS, the one the kernels use) on a
-    (batch, n) x (n, n) product, the step's typical shape: the best of ``repeats``."""
+def sgemm_rate(n=1000, batch=1024, repeats=15, warm_s=1.0):
+    """FLOP/s of this machine's sgemm (the BLAS library the kernels use,
+    :func:`fastff.kernels.cpu.blas.library`) on a (batch, n) x (n, n) product, the step's
+    typical shape: the best of ``repeats`` after ``warm_s`` seconds of the same product (the
+    first calls run slower: on an Intel Xeon 200 GFLOP/s for the first five, 290 after)."""
     from fastff.kernels.cpu import blas
     rng = np.random.default_rng(0)
     a = rng.random((batch, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
     out = np.empty((batch, n), np.float32)
-    blas.gemm(1.0, a, b, out)
+    start = time.perf_counter()
+    while time.perf_counter() - start < warm_s:
+        blas.gemm(1.0, a, b, out)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -99,7 +103,8 @@ def main(argv=None):
     rate = sgemm_rate()
     P = sum(k * n for k, n in zip(PAPER_SIZES[:-1], PAPER_SIZES[1:]))
     first = PAPER_SIZES[0] * PAPER_SIZES[1]  # the first layer's dC/dx is never formed
-    print(f"sgemm (SciPy's BLAS), 1024 x 1000 by 1000 x 1000: {rate / 1e9:.0f} GFLOP/s")
+    from fastff.kernels.cpu.blas import library
+    print(f"sgemm ({library()}), 1024 x 1000 by 1000 x 1000: {rate / 1e9:.0f} GFLOP/s")
     for batch in a.batches:
         parts = breakdown(batch, a.steps)
         floor = 2 * batch * (3 * P - first) / rate

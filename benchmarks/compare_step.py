@@ -145,6 +145,10 @@ def main(argv=None):
         print(json.dumps(measure(args.one[0], batch, 30 if batch <= 128 else 8)))
         return
     print(processor())
+    from fastff import config
+    from fastff.kernels.cpu.blas import library
+    print(f"fastff's BLAS above batch {config.CPU_SMALL_BATCH_MAX}: {library()} "
+          "(fastff.config.CPU_BLAS)")
     for batch in args.batches:
         medians = {c: [] for c in args.contenders}
         for _ in range(args.rounds):

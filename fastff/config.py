@@ -57,6 +57,12 @@ CPU_ROW_BLOCK = 128
 CPU_FORWARD_W_ROWS = 6
 CPU_FORWARD_W_VECS = 2
 CPU_BACKWARD_W_ROWS = 2
+# The BLAS library of the large-batch products: "auto" takes Intel oneMKL on an Intel processor
+# where the `mkl` package is installed (`pip install 'fastff[mkl]'`), SciPy's OpenBLAS
+# otherwise; "openblas" or "mkl" forces one (so does the environment variable FASTFF_CPU_BLAS).
+# The products' sums differ between the two in their last bits (benchmarks/NOTES.md, "oneMKL on
+# an Intel Xeon").
+CPU_BLAS = os.environ.get("FASTFF_CPU_BLAS", "auto")
 # Software prefetch distances, in rows of W, of the small-batch loops; 0 turns prefetching
 # off. The forward reads W in row order, which the hardware prefetchers follow, but not far
 # enough ahead to keep the panels fed (benchmarks/NOTES.md, "Forward prefetch").

@@ -67,17 +67,22 @@ def versions():
 
 
 def thread_counts():
-    """Threads of the compiled kernels (Numba) and of the BLAS library, as far as known.
+    """Threads of the compiled kernels (Numba) and of the BLAS library, and that library, as far
+    as known.
 
     Above the small-batch limit a step uses BLAS, whose sums can change in their last bits with
-    its thread count; a run records these numbers and a resume warns when they differ.
+    its thread count and between libraries (OpenBLAS, oneMKL:
+    :func:`fastff.kernels.cpu.blas.library`); a run records these and a resume warns when they
+    differ.
     """
     import numba
-    out = {"numba": int(numba.get_num_threads())}
+    from .kernels.cpu.blas import library
+    out = {"numba": int(numba.get_num_threads()), "blas_library": library()}
     try:
         from threadpoolctl import threadpool_info
-        blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        out["blas"] = int(blas[0]) if blas else None
+        found = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        ours = [p for p in found if p.get("internal_api") == out["blas_library"]] or found
+        out["blas"] = int(ours[0]["num_threads"]) if ours else None
     except ImportError:  # threadpoolctl is a dependency, but the record must not need it
         out["blas"] = None
     return out

@@ -13,8 +13,13 @@ def test_compare_step_prints_the_processor_and_a_ratio_per_batch():
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert "cores" in lines[0]  # the processor, from lscpu
-    assert lines[1].startswith("batch 10: fastff ") and "numpy-reference" in lines[1]
-    assert lines[2].strip().startswith("fastff is faster by: ") and lines[2].endswith("x numpy-reference")
+    from fastff import config
+    from fastff.kernels.cpu.blas import library
+    blas_line = f"fastff's BLAS above batch {config.CPU_SMALL_BATCH_MAX}: {library()} "
+    assert lines[1].startswith(blas_line)
+    assert lines[2].startswith("batch 10: fastff ") and "numpy-reference" in lines[2]
+    assert lines[3].strip().startswith("fastff is faster by: ")
+    assert lines[3].endswith("x numpy-reference")
 
 
 def test_jax_s_step_is_the_papers_step_from_fastff_s_weights():
@@ -48,8 +53,8 @@ def test_compare_step_times_jax_beside_fastff_when_installed():
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
-    assert lines[1].startswith("batch 10: fastff ") and "jax-jit" in lines[1]
-    assert lines[2].endswith("x jax-jit")
+    assert lines[2].startswith("batch 10: fastff ") and "jax-jit" in lines[2]
+    assert lines[3].endswith("x jax-jit")
 
 
 def test_the_breakdown_accounts_for_the_step_and_restores_the_kernels():
@@ -66,3 +71,11 @@ def test_the_breakdown_accounts_for_the_step_and_restores_the_kernels():
     timed = sum(v for k, v in parts.items() if k not in ("step", "other"))
     assert all(parts[name] > 0 for name in breakdown.PARTS.values())  # every part was seen
     assert timed + parts["other"] > 0.5 * parts["step"] and parts["other"] >= 0
+
+
+def test_blas_rates_times_the_step_s_three_products_in_this_library():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import blas_rates
+    found = blas_rates.rates(20, n=48, warm_s=0.01)
+    assert set(found) == set(blas_rates.PRODUCTS) and all(r > 0 for r in found.values())
+    assert blas_rates.libraries()[0] == "openblas"

@@ -135,14 +135,16 @@ def restore(trainer, saved):
 
 
 def _warn_blas_threads(v, old, config):
-    saved_blas = (old.get("threads") or {}).get("blas")
-    if (v.batch_size > fastff_config.CPU_SMALL_BATCH_MAX and saved_blas is not None
-            and saved_blas != config["threads"]["blas"]):
-        warnings.warn(f"{v.out_dir} ran with {saved_blas} BLAS threads and resumes with "
-                      f"{config['threads']['blas']}: at batch_size {v.batch_size} (above "
-                      f"{fastff_config.CPU_SMALL_BATCH_MAX}) the products go to BLAS, whose "
-                      "sums can differ in their last bits, so the result may not be "
-                      "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=4)
+    saved = old.get("threads") or {}
+    if v.batch_size <= fastff_config.CPU_SMALL_BATCH_MAX:
+        return
+    for key, what in (("blas", "BLAS threads"), ("blas_library", "as its BLAS library")):
+        if saved.get(key) is not None and saved[key] != config["threads"].get(key):
+            warnings.warn(f"{v.out_dir} ran with {saved[key]} {what} and resumes with "
+                          f"{config['threads'].get(key)}: at batch_size {v.batch_size} (above "
+                          f"{fastff_config.CPU_SMALL_BATCH_MAX}) the products go to BLAS, whose "
+                          "sums can differ in their last bits, so the result may not be "
+                          "bit-identical to an uninterrupted run", RuntimeWarning, stacklevel=4)
 
 
 def _stats_arrays(stats):

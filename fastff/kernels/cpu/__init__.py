@@ -26,12 +26,14 @@ directly on arrays it owns)::
     softmax_nll, softmax_quadratic     softmax.*
 
 Modules: :mod:`.jit` (compile options, one body for parallel and serial passes),
-:mod:`.simd` (register tiles), :mod:`.epilogues`, :mod:`.tiles`, :mod:`.blas`, :mod:`.rates`,
-:mod:`.softmax`. Why each layout was chosen, with timings: benchmarks/NOTES.md.
+:mod:`.simd` (register tiles), :mod:`.epilogues`, :mod:`.tiles`, :mod:`.blas` (the products, in
+OpenBLAS or :mod:`.mkl`, Intel oneMKL: ``config.CPU_BLAS``), :mod:`.rates`, :mod:`.softmax`.
+Why each layout was chosen, with timings: benchmarks/NOTES.md.
 
 Determinism: work is split into a fixed number of chunks that does not depend on the thread
 count, every chunk writes only its own columns or rows, and the per-chunk partial histograms and
-sums are merged in chunk order. Same inputs, same bits.
+sums are merged in chunk order. Same inputs, same bits (above CPU_SMALL_BATCH_MAX: for one BLAS
+library and thread count).
 """
 import numba
 import numpy as np

@@ -8,12 +8,53 @@ fights BLAS's still-spinning threads).
   W = W - lr * x.T @ delta (``beta = 1``): no weight-gradient array, no transposed copy of x.
   When the weight-gradient statistics are asked for, the gradient is formed a block of rows
   at a time instead, its sums taken and the block applied while in cache.
+
+The products go to one BLAS library, :func:`library`: SciPy's OpenBLAS, or Intel oneMKL
+(:mod:`.mkl`) on an Intel processor where the ``mkl`` package is installed
+(``config.CPU_BLAS``).
 """
+import functools
+
 import numpy as np
 from numba import njit
 from scipy.linalg import blas as scipy_blas
 
+from ... import config
+from ...errors import InputError
+from . import mkl
 from .jit import JIT
+
+LIBRARIES = ("auto", "openblas", "mkl")
+
+
+@functools.cache
+def intel_processor():
+    """Whether this machine's processor is Intel's (Linux: /proc/cpuinfo's vendor_id)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    return False
+
+
+def library():
+    """The BLAS library of the products, by ``config.CPU_BLAS``: "openblas" (SciPy's), "mkl"
+    (oneMKL: an error where it is not installed) or "auto": oneMKL on an Intel processor where
+    it is installed (faster there, slower on AMD's: benchmarks/NOTES.md, "oneMKL on an Intel
+    Xeon"), else OpenBLAS."""
+    choice = config.CPU_BLAS
+    if choice not in LIBRARIES:
+        raise InputError(f"config.CPU_BLAS must be one of {', '.join(map(repr, LIBRARIES))}, "
+                         f"got {choice!r}")
+    if choice == "auto":
+        return "mkl" if intel_processor() and mkl.load() is not None else "openblas"
+    if choice == "mkl" and mkl.load() is None:
+        raise InputError("config.CPU_BLAS is 'mkl' but oneMKL is not installed here: "
+                         "pip install 'fastff[mkl]'")
+    return choice
 
 
 def _operand(m):
@@ -23,7 +64,7 @@ def _operand(m):
 
 
 def gemm(alpha, a, b, out, beta=0.0):
-    """out = alpha * a @ b + beta * out, in place, in SciPy's BLAS.
+    """out = alpha * a @ b + beta * out, in place, in the BLAS library of :func:`library`.
 
     Every product of the CPU kernels goes to this one BLAS library: NumPy and SciPy each bring
     their own OpenBLAS, and one's threads spinning after a call slow the other's down (an
@@ -31,6 +72,9 @@ def gemm(alpha, a, b, out, beta=0.0):
     benchmarks/NOTES.md "Batch 128 and 1024"). In Fortran order out.T = b.T @ a.T; C-ordered
     arrays and their transposes pass without a copy.
     """
+    if library() == "mkl":
+        mkl.gemm(alpha, a, b, out, beta)
+        return
     (p, tp), (q, tq) = _operand(b.T), _operand(a.T)
     fn = scipy_blas.get_blas_funcs("gemm", dtype=out.dtype)
     result = fn(alpha, p, q, beta=beta, c=out.T, trans_a=tp, trans_b=tq, overwrite_c=1)
