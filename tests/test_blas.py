@@ -128,3 +128,14 @@ def test_a_resume_in_another_library_warns(monkeypatch, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.warns(RuntimeWarning, match="elsewhere as its BLAS library"):
         fastff.train(**{**opts, "updates": 30}, out_dir=tmp_path, resume=True)
+
+
+@pytest.mark.skipif(not HAVE_MKL, reason="oneMKL is not installed")
+def test_mkl_gemm_refuses_operands_it_would_misread():
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    for args in ((a.astype(np.float64), b, np.empty((3, 5), np.float32)),
+                 (a, b, np.empty((3, 5), np.float16)),
+                 (a, np.ones((5, 5), np.float32), np.empty((3, 5), np.float32)),
+                 (a, b, np.empty((3, 6), np.float32))):
+        with pytest.raises(InputError, match="gemm takes"):
+            mkl.gemm(1.0, *args)

@@ -78,6 +78,11 @@ def gemm(alpha, a, b, out, beta=0.0):
         raise InputError("oneMKL is not installed here: pip install 'fastff[mkl]', or set "
                          "fastff.config.CPU_BLAS to 'openblas'")
     (m, k), n = a.shape, b.shape[1]
+    if not (a.dtype == b.dtype == out.dtype in (np.float32, np.float64)) \
+            or b.shape[0] != k or out.shape != (m, n):
+        raise InputError(f"gemm takes float32 or float64 operands of one dtype and matching "
+                         f"shapes, got {a.dtype} {a.shape} @ {b.dtype} {b.shape} into "
+                         f"{out.dtype} {out.shape}")
     if out.strides[1] != out.itemsize or out.strides[0] < max(1, n) * out.itemsize:
         tmp = np.empty_like(out, order="C")
         if beta:
