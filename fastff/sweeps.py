@@ -15,6 +15,7 @@ scheduler address (or a ``distributed.Client``) to any Dask cluster.
   files come back with the result, and the client writes the run directory.
 * A diverged or failed run is a row of runs.csv, never the end of the sweep.
 """
+import contextlib
 import csv
 import hashlib
 import inspect
@@ -131,14 +132,26 @@ def finished(run_dir, point):
     return row if identity(row.get("point")) == identity(point) else None
 
 
+@contextlib.contextmanager
+def kernel_threads(threads):
+    """Numba's kernels and the BLAS on ``threads`` threads inside the block, as a sweep's worker
+    runs them, and back as they were after."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def _run(points, run_dirs, threads, shared):
     """Train a pack of points (on a worker) with :func:`fastff.train_many`: one after another
     on the CPU, in lockstep on a GPU. Returns each point's result row and, when the client
     cannot see the worker's files, its run directory's files as bytes."""
-    import numba
-    from threadpoolctl import threadpool_limits
     from .training import train_many
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     works = [Path(d) if shared else Path(tempfile.mkdtemp(prefix="fastff-sweep-"))
              for d in run_dirs]
     try:
@@ -156,7 +169,7 @@ def _run(points, run_dirs, threads, shared):
             rows.append(dict(status="done", message="", resumed_from=resumed_from))
         t0 = time.perf_counter()
         try:
-            with threadpool_limits(threads):
+            with kernel_threads(threads):
                 results = train_many(configs, errors="return")
         except Interrupted:
             raise

@@ -1,6 +1,5 @@
 """How long a reproduction will take here: its remaining runs and updates, the training step
 timed on this machine, and the hours they imply, printed before the sweep starts."""
-import contextlib
 import os
 import threading
 import time
@@ -9,7 +8,7 @@ import numpy as np
 
 from ..errors import FastffError
 from ..record import RunDir
-from ..sweeps import finished, run_names
+from ..sweeps import finished, kernel_threads, run_names
 
 
 def remaining(points, runs_dir):
@@ -30,21 +29,6 @@ def remaining(points, runs_dir):
     return out
 
 
-@contextlib.contextmanager
-def _kernel_threads(threads):
-    """Numba's kernels and the BLAS on ``threads`` threads inside the block, as on a sweep's
-    worker (fastff.sweeps), and back as they were after."""
-    import numba
-    from threadpoolctl import threadpool_limits
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        with threadpool_limits(threads):
-            yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None, rounds=5):
     """Seconds per training step (statistics on) of a ``sizes`` net at ``batch_size`` with
     ``threads`` kernel threads, timed here on random data after a warm-up (and, with a
@@ -57,7 +41,7 @@ def step_seconds(sizes, batch_size, threads, seconds=1.0, together=None, rounds=
     x = rng.random((batch_size, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch_size)
     stats = model.new_stats()
-    with _kernel_threads(threads):
+    with kernel_threads(threads):
         for _ in range(5):
             model.step(x, y, 1e-3, stats)
         if together is not None:
@@ -118,7 +102,7 @@ def side_costs(sizes, threads, seconds=0.5):
     x = rng.random((1000, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], 1000)
     monitor = Monitor(x[:n], y[:n])
-    with _kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
+    with kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
         record = RunDir(tmp)
         return dict(
             example=_seconds_per(lambda: model.error(x, y), seconds) / len(x),
@@ -180,7 +164,7 @@ def run_overhead(point, sizes, threads, eval_rows, short=_SHORT):
     step = step_seconds(list(sizes), int(point.get("batch_size", 10)), threads)
     costs = side_costs(sizes, threads)
     seconds = []
-    with _kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
+    with kernel_threads(threads), tempfile.TemporaryDirectory() as tmp:
         for i, n in enumerate((short[0],) + tuple(short)):
             t0 = time.perf_counter()
             train(**_plain_run(point, n), out_dir=os.path.join(tmp, str(i)), progress=False)
