@@ -138,6 +138,8 @@ def kernel_threads(threads):
     runs them, and back as they were after."""
     import numba
     from threadpoolctl import threadpool_limits
+    from .kernels.cpu.blas import library
+    library()  # loads the products' BLAS first: threadpoolctl limits only what is loaded
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:

@@ -139,3 +139,33 @@ def test_mkl_gemm_refuses_operands_it_would_misread():
                  (a, b, np.empty((3, 6), np.float32))):
         with pytest.raises(InputError, match="gemm takes"):
             mkl.gemm(1.0, *args)
+
+
+@pytest.mark.skipif(not HAVE_MKL, reason="oneMKL is not installed")
+@pytest.mark.parametrize("how", ["import", "kernel_threads"])
+def test_thread_limits_reach_onemkl_loaded_after_them(how):
+    # threadpoolctl limits only the libraries loaded when its block opens: oneMKL is loaded on
+    # import where "auto" takes it, and by a sweep's thread block where it is forced
+    import subprocess
+    import sys
+    script = f"""
+import os, json, numpy as np
+from threadpoolctl import threadpool_limits, threadpool_info
+from fastff.kernels.cpu import blas
+from fastff.sweeps import kernel_threads
+block = threadpool_limits(1) if {how!r} == "import" else kernel_threads(1)
+with block:
+    a = np.ones((64, 64), np.float32)
+    blas.gemm(1.0, a, a, np.empty_like(a))
+    print(json.dumps([(p["internal_api"], p["num_threads"]) for p in threadpool_info()]))
+"""
+    env = {**__import__("os").environ, "FASTFF_CPU_BLAS": "mkl" if how == "kernel_threads"
+           else "auto"}
+    if how == "import" and not blas.intel_processor():
+        pytest.skip("'auto' takes oneMKL on Intel processors only")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = dict((api, n) for api, n in json.loads(out.stdout.strip().splitlines()[-1])
+                 if api in ("mkl", "openblas"))
+    assert found.get("mkl") == 1, found

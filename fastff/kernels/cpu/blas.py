@@ -40,6 +40,12 @@ def intel_processor():
     return False
 
 
+# oneMKL loads now where "auto" will take it, as SciPy's OpenBLAS does on import, so that
+# threadpoolctl's limits (a sweep's workers', a user's own) reach its threads from the start
+if intel_processor():
+    mkl.load()
+
+
 def library():
     """The BLAS library of the products, by ``config.CPU_BLAS``: "openblas" (SciPy's), "mkl"
     (oneMKL: an error where it is not installed) or "auto": oneMKL on an Intel processor where
