@@ -23,7 +23,9 @@ PARTS = {  # (module attribute path, part name)
     ("blas", "grad_x_product"): "dC/dx = delta @ W.T (BLAS)",
     ("blas", "sgd_update"): "W -= lr x.T delta (BLAS)",
     ("cpu", "forward_epilogue_serial"): "forward epilogue: bias, f, statistics",
+    ("cpu", "forward_epilogue"): "forward epilogue: bias, f, statistics",  # on every core
     ("cpu", "delta_bias_serial"): "delta epilogue: f', bias step, statistics",
+    ("cpu", "delta_bias"): "delta epilogue: f', bias step, statistics",  # (after oneMKL)
     ("cpu", "softmax_nll_unchecked"): "softmax cost",
 }
 

@@ -169,3 +169,28 @@ with block:
     found = dict((api, n) for api, n in json.loads(out.stdout.strip().splitlines()[-1])
                  if api in ("mkl", "openblas"))
     assert found.get("mkl") == 1, found
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_batch_epilogues_give_the_same_bits_on_every_core_and_on_one(monkeypatch, rng,
+                                                                         library, dtype):
+    # after oneMKL the epilogues run on the kernels' threads, a chunk of columns each; after
+    # OpenBLAS on one thread, the whole width: every statistic is per column, so the bits agree
+    monkeypatch.setattr(config, "CPU_BLAS", library)
+    assert blas.epilogues_share_cores() == (library == "mkl")
+    batch, n_in, n_out = config.CPU_SMALL_BATCH_MAX + 31, 53, 3 * config.CPU_COL_CHUNK + 7
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) * 3 / np.sqrt(n_in)).astype(dtype)
+    b = (rng.standard_normal(n_out) * 0.5).astype(dtype)
+    g = rng.standard_normal((batch, n_out)).astype(dtype)
+    found = []
+    for parallel in (True, False):
+        fs, bs = ForwardStats(n_out, "tanh"), BackwardStats(n_out)
+        h = cpu.forward_unchecked(x, W, b, "tanh", stats=fs, parallel=parallel)
+        W1, b1 = W.copy(), b.copy()
+        gx = cpu.backward_unchecked(x, h, W1, b1, g, "tanh", 0.1, stats=bs, parallel=parallel)
+        found.append([h, gx, W1, b1, fs.sat_low, fs.sat_high, fs.total, fs.total_sq, fs.hist,
+                      bs.delta_total, bs.delta_total_sq, bs.grad_w_total, bs.grad_w_total_sq])
+    for one, other in zip(*found):
+        np.testing.assert_array_equal(one, other)

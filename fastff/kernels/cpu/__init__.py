@@ -12,11 +12,13 @@ directly on arrays it owns)::
         larger batches                 blas.forward_product       x @ W in BLAS
                                        epilogues.forward_epilogue_serial  one chunk: the
                                                                   whole width, rows in order
+                                       (forward_epilogue after oneMKL: blas.epilogues_share_cores)
     dense_backward_sgd -> backward_unchecked
         small                          epilogues.delta_bias       delta, bias update, delta sums
                                        tiles.backward_rows        per row of W: dC/dx with the old
                                                                   row, then its update
         large                          epilogues.delta_bias_serial  one chunk, as above
+                                       (delta_bias after oneMKL)
                                        blas.grad_x_product        delta @ W.T
                                        blas.sgd_update            W -= lr x.T delta, one GEMM
                                        (blas.sgd_update_measured with weight-gradient statistics)
@@ -90,9 +92,13 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True, 
         (tiles.gemm_blocks if parallel else tiles.gemm_blocks_serial)(
             x, W, blocks, block, ahead, *tiles.forward_shape(x.shape[0]))
         (forward_epilogue if parallel else forward_epilogue_serial)(out, blocks, b, code, chunk, st)
-    else:  # one thread: the whole width in one chunk, each row read once in order
+    else:
         blas.forward_product(x, W, out)
-        forward_epilogue_serial(out, np.empty((0, 1, 1), W.dtype), b, code, W.shape[1], st)
+        no_blocks = np.empty((0, 1, 1), W.dtype)
+        if parallel and blas.epilogues_share_cores():
+            forward_epilogue(out, no_blocks, b, code, chunk, st)
+        else:  # one thread: the whole width in one chunk, each row read once in order
+            forward_epilogue_serial(out, no_blocks, b, code, W.shape[1], st)
     return out
 
 
@@ -113,8 +119,9 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     chunk = int(config.CPU_ROW_BLOCK)
     want_gw = stats is not None and stats.weight_grad
     # chunks of columns for threads to share; one chunk when a single thread runs the pass
-    (delta_bias if small and parallel else delta_bias_serial)(
-        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK) if small else W.shape[1],
+    shared = parallel and (small or blas.epilogues_share_cores())
+    (delta_bias if shared else delta_bias_serial)(
+        grad_h, h, delta, b, code, lr, int(config.CPU_COL_CHUNK) if small or shared else W.shape[1],
         delta_stat_args(stats))
     if small:
         if want_gw:  # from x and delta, which the update leaves alone

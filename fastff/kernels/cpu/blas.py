@@ -1,7 +1,8 @@
 """Large batches (more than ``config.CPU_SMALL_BATCH_MAX`` rows): the matrix products in BLAS
 threaded by the BLAS library; the element-wise work around them in fastff's fused epilogues,
-run serially (:mod:`.jit`, ``parallel_and_serial``: a thread team started after a BLAS call
-fights BLAS's still-spinning threads).
+run serially after OpenBLAS (:mod:`.jit`, ``parallel_and_serial``: a thread team started after
+an OpenBLAS call fights its still-spinning threads), in parallel after oneMKL
+(:func:`epilogues_share_cores`).
 
 * Forward: ``out = x @ W``, then bias, activation and statistics in one pass.
 * Backward: dC/dx = delta @ W.T with the old W, then the SGD update as one in-place GEMM,
@@ -42,7 +43,8 @@ def intel_processor():
 
 # oneMKL loads now where "auto" will take it, as SciPy's OpenBLAS does on import, so that
 # threadpoolctl's limits (a sweep's workers', a user's own) reach its threads from the start
-if intel_processor():
+# (not where FASTFF_CPU_BLAS=openblas asks for OpenBLAS alone)
+if config.CPU_BLAS != "openblas" and intel_processor():
     mkl.load()
 
 
@@ -61,6 +63,15 @@ def library():
         raise InputError("config.CPU_BLAS is 'mkl' but oneMKL is not installed here: "
                          "pip install 'fastff[mkl]'")
     return choice
+
+
+def epilogues_share_cores():
+    """Whether the element-wise passes between the products (the epilogues) run on the kernels'
+    threads: after oneMKL's products, yes; after OpenBLAS's, no: its threads, still spinning
+    after a call, fight a thread team (the step at batch 1024 on an Intel Xeon: 196-279 ms in
+    parallel against 119-151 serially on OpenBLAS; 101-110 against 107-147 on oneMKL;
+    benchmarks/NOTES.md, "oneMKL on an Intel Xeon"). The bits are the same either way."""
+    return library() == "mkl"
 
 
 def _operand(m):
