@@ -3,8 +3,9 @@ package is installed (``pip install 'fastff[mkl]'``).
 
 On an Intel Xeon it runs the paper's products faster than SciPy's OpenBLAS, on an AMD EPYC
 slower (benchmarks/NOTES.md, "oneMKL on an Intel Xeon"); :func:`fastff.kernels.cpu.blas.library`
-chooses. MKL is loaded on first use (``libmkl_rt``, found beside this Python, where the wheel
-puts it, or on the library path) and set to its reproducible mode (``MKL_CBWR_AUTO``: the same
+chooses. MKL is loaded when first asked for (:mod:`.blas` asks on import where "auto" will take
+it; ``libmkl_rt``, found beside this Python, where the wheel puts it, or on the library path)
+and set to its reproducible mode (``MKL_CBWR_AUTO``: the same
 bits from one run to the next on one machine with one thread count), unless the environment
 already sets ``MKL_CBWR``.
 """
