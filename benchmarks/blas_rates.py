@@ -21,8 +21,9 @@ import numpy as np
 PRODUCTS = ("x @ W", "delta @ W.T", "W -= lr x.T delta")
 
 
-def rates(batch, n=1000, warm_s=1.0):
-    """{product: GFLOP/s} in this process's library (config.CPU_BLAS)."""
+def rates(batch, n=1000, warm_s=1.0, flop=2e9):
+    """{product: GFLOP/s} in this process's library (config.CPU_BLAS); each timing about
+    ``flop`` operations."""
     from fastff.kernels.cpu import blas
     rng = np.random.default_rng(0)
     x, delta = (rng.standard_normal((batch, n)).astype(np.float32) for _ in range(2))
@@ -36,7 +37,7 @@ def rates(batch, n=1000, warm_s=1.0):
         start = time.perf_counter()
         while time.perf_counter() - start < warm_s:
             call()
-        reps = max(3, int(2e9 / (2 * batch * n * n)))
+        reps = max(3, int(flop / (2 * batch * n * n)))
         times = []
         for _ in range(5):
             t = time.perf_counter()
