@@ -33,22 +33,16 @@ PARTS = {  # (module attribute path, part name)
 def sgemm_rate(n=1000, batch=1024, repeats=15, warm_s=1.0):
     """FLOP/s of this machine's sgemm (the BLAS library the kernels use,
     :func:`fastff.kernels.cpu.blas.library`) on a (batch, n) x (n, n) product, the step's
-    typical shape: the best of ``repeats`` after ``warm_s`` seconds of the same product (the
-    first calls run slower: on an Intel Xeon 200 GFLOP/s for the first five, 290 after)."""
+    typical shape: the best of ``repeats`` after ``warm_s`` seconds of the same product
+    (blas_rates.timings)."""
+    from blas_rates import timings
     from fastff.kernels.cpu import blas
     rng = np.random.default_rng(0)
     a = rng.random((batch, n), dtype=np.float32)
     b = rng.random((n, n), dtype=np.float32)
     out = np.empty((batch, n), np.float32)
-    start = time.perf_counter()
-    while time.perf_counter() - start < warm_s:
-        blas.gemm(1.0, a, b, out)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        blas.gemm(1.0, a, b, out)
-        best = min(best, time.perf_counter() - t)
-    return 2 * batch * n * n / best
+    return 2 * batch * n * n / min(timings(lambda: blas.gemm(1.0, a, b, out), repeats,
+                                           warm_s=warm_s))
 
 
 def breakdown(batch, steps=10):
