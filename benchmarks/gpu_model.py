@@ -27,6 +27,7 @@ dependent loads they form (Little's law: what a warp keeps in flight over an L2 
 instruction issue, the barriers' parts, and the host's measured time per step.
 """
 import argparse
+import re
 
 PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]
 BATCHES = (10, 128, 1024)
@@ -143,13 +144,17 @@ LAYER_PATHS = {"fp32": "layers", "3xtf32": "layers, 3xTF32", "tf32": "layers, tf
 
 
 def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=264,
-           products="fp32"):
-    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): 4 L launches (a
-    fused forward a layer, the cost, a backward's delta, dC/dx and update, no dC/dx for the
-    first layer), W read three times and written once, split-K partials. ``products`` (a key
-    of :data:`LAYER_PATHS`) says which of the three products (2 P B FLOPs each) run on tensor
-    cores and how many times (``tf32_flops``: what the tensor cores execute; ``tensor_useful``:
-    the FLOPs of the step they stand for)."""
+           products="fp32", fused=None):
+    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): a fused forward a
+    layer, the cost (with the output layer's bias step), a dC/dx a layer but the first (each
+    forming the delta of the layer below in its epilogue: ``fused``, config.CUDA_FUSED_BACKWARD)
+    and an update a layer: 3 L launches (4 L a layer at a time, where each layer has its delta
+    launch and dC/dx is written for it to read back). W read three times and written once,
+    split-K partials. ``products`` (a key of :data:`LAYER_PATHS`) says which of the three
+    products (2 P B FLOPs each) run on tensor cores and how many times (``tf32_flops``: what the
+    tensor cores execute; ``tensor_useful``: the FLOPs of the step they stand for)."""
+    from fastff import config
+    fused = config.CUDA_FUSED_BACKWARD if fused is None else fused
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
@@ -160,11 +165,15 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
             splits = max(1, min(strips(R, tk), split_blocks // tiles))  # as gemm_geometry
             partials += 2 * splits * M * Nc * ITEM  # written, then read by the epilogue
     acts = sum(6 * batch * (k + n) * ITEM for k, n in layer_shapes(sizes))  # h, delta, g
+    if fused:  # no dC/dx of a hidden layer written and read back, no output delta copied
+        acts -= sum(2 * batch * k * ITEM for k, _ in layer_shapes(sizes)[1:])
+        acts -= 2 * batch * sizes[-1] * ITEM
     w_bytes = 4 * P * ITEM
     resident = P * ITEM <= gpu["l2_bytes"] * 0.8
     product = 2 * P * batch
     passes = {"fp32": (0, 0, 0), "tf32": (1, 1, 0), "3xtf32": (3, 3, 3)}[products]
-    return dict(path=LAYER_PATHS[products], products=products, batch=batch, launches=4 * L,
+    return dict(path=LAYER_PATHS[products], products=products, batch=batch, fused=fused,
+                launches=3 * L if fused else 4 * L,
                 barriers=0, w_bytes=w_bytes, other_bytes=partials + acts,
                 hbm_bytes=0 if resident else w_bytes, l2_bytes=w_bytes + partials + acts,
                 flops=3 * product, tf32_flops=sum(passes) * product,
@@ -197,11 +206,11 @@ RECORDED_SASS = {
                 "chain cycles": 515},
     "backward": {"total": 345, "load": 14, "16-byte loads": 2, "store": 10, "fp32": 200,
                  "round trips": 1, "chain cycles": 678},
-    "gemm": {"total": 363, "fp32": 256, "round trips": 1, "chain cycles": 747,
+    "gemm": {"total": 357, "fp32": 256, "round trips": 1, "chain cycles": 741,
              "blocks per SM": 2},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 125, "tensor": 8, "round trips": 1, "chain cycles": 481,
+    "gemm_tf32": {"total": 121, "tensor": 8, "round trips": 1, "chain cycles": 481,
                   "blocks per SM": 2},  # its TF32 loop (mma.m16n8k8)
-    "gemm_3xtf32": {"total": 149, "tensor": 24, "round trips": 1, "chain cycles": 486,
+    "gemm_3xtf32": {"total": 149, "tensor": 24, "round trips": 1, "chain cycles": 497,
                     "blocks per SM": 2},  # 3xTF32: 3 mma a product
     "update": {"total": 355, "fp32": 256, "round trips": 1, "chain cycles": 527,
                "blocks per SM": 3},  # dense_backward_update<float>
@@ -386,55 +395,135 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     return 1e6 * max(issue, chain)
 
 
-def _split_epilogue_us(M, R, Nc, gpu, threads=256):
+def split_loads():
+    """How many splits' loads of an output fastff::add_splits issues together: its split loop's
+    ``#pragma unroll`` in common.cuh."""
+    from fastff.kernels import cuda
+    body = cuda.source().split("add_splits(", 1)[1]
+    return int(re.search(r"#pragma unroll (\d+)\s+for \(int p = 1; p < splits", body).group(1))
+
+
+def _split_epilogue_us(M, R, Nc, gpu, threads=256, fused=False):
     """Forecast of the split-K epilogue of a product (dense_forward_fused's, grad_x_fused's):
     after a tile's last split, its last block adds the splits of its outputs with every thread,
     each thread about TM TN / threads of them, the loads of ``config.CUDA_EPILOGUE_ROWS``
-    outputs (float32; one in float64) and of 4 splits (the ``#pragma unroll 4``) in flight
-    together: the longer of a chain of round trips at the L2 latency and the tile's splits
-    read by one SM. One split needs none (its product is the output)."""
+    outputs (float32; one in float64) and of :func:`split_loads` splits in flight together:
+    the longer of a chain of round trips at the L2 latency and the tile's splits read by one
+    SM. One split needs none (its product is the output), unless ``fused``: dC/dx forming the
+    delta of the layer below reads its product back (with h below, in the same round trip)."""
     from fastff import config
     from fastff.kernels.cuda.geometry import gemm_geometry
     tm, tn, _ = config.CUDA_GEMM_TILE
     _, _, _, splits = gemm_geometry(M, R, Nc)
-    if splits == 1:
+    if splits == 1 and not fused:
         return 0.0
     outputs = min(tm, M) * min(tn, Nc)
-    trips = -(-(-(-outputs // threads)) // config.CUDA_EPILOGUE_ROWS) * -(-splits // 4)
+    trips = -(-(-(-outputs // threads)) // config.CUDA_EPILOGUE_ROWS) * -(-splits // split_loads())
     chain = trips * gpu["l2_latency_cycles"]
     reads = splits * outputs * ITEM / gpu["sm_l2_bytes_per_cycle"]
     return 1e6 * max(chain, reads) / gpu["clock_hz"]
 
 
+# The cost's launch (softmax_loss.cu), assumed cycles: a load from shared memory, an arithmetic
+# instruction that waits on the one before (a max, an add of a running sum), a block barrier;
+# and the passes over its row a thread makes (max, exp and sum, divide, gradient and copy out),
+# each one wait on shared memory, its loads in flight together, and a chain of a dependent
+# instruction a class.
+SHARED_CYCLES = 30
+DEPENDENT_CYCLES = 4
+BARRIER_CYCLES = 20
+COST_ROW_PASSES = 4
+
+
+def _cost_us(batch, classes, gpu, fused):
+    """Forecast of the cost's launch (softmax_loss.cu, one block of config.CUDA_THREADS
+    threads): each thread's rows one after another, each a round trip for its logits and label
+    and :data:`COST_ROW_PASSES` passes over the row in shared memory; with ``fused`` the output
+    layer's bias step: each (class, row group) unit's rows with 16 loads in flight (the loop's
+    unrolling in the SASS), then a chain over the row groups; then the loss's tree over the
+    threads (a shared load, an add and a barrier a level)."""
+    from fastff import config
+    threads = int(config.CUDA_THREADS)
+    lat = gpu["l2_latency_cycles"]
+    row = 2 * lat + COST_ROW_PASSES * (SHARED_CYCLES + DEPENDENT_CYCLES * classes)
+    cycles = -(-batch // threads) * row
+    if fused:
+        groups = threads // classes if threads >= 2 * classes else 1
+        cycles += (-(-(-(-batch // groups)) // 16) * lat + SHARED_CYCLES
+                   + DEPENDENT_CYCLES * groups)
+    cycles += (threads - 1).bit_length() * (SHARED_CYCLES + DEPENDENT_CYCLES + BARRIER_CYCLES)
+    return 1e6 * cycles / gpu["clock_hz"]
+
+
+def _arrival_cycles(gpu):
+    """A block's arrival at a counter (common.cuh's last_to_arrive): a block barrier, one
+    acq_rel atomic (its fence, then its round trip to L2), a block barrier."""
+    return gpu["fence_cycles"] + gpu["l2_latency_cycles"] + 2 * gpu["sync_cycles"]
+
+
+def _tile_ends_us(M, R, Nc, gpu, last_split, columns):
+    """What follows a layer product's tiles beyond adding their splits: the last split's arrival
+    (where the tile has several, and always with ``last_split``: dense_forward_fused and the
+    fused dC/dx read their product back) and, with ``columns``, the column stage of the
+    statistics or the bias step: the last row tile of a column tile arrives too, then adds the
+    row tiles' sums, 4 row tiles' loads in flight together (the loop as the compiler unrolls
+    it), a round trip each 4."""
+    from fastff.kernels.cuda.geometry import gemm_geometry
+    grid, _, _, splits = gemm_geometry(M, R, Nc)
+    cycles = _arrival_cycles(gpu) if last_split or splits > 1 else 0
+    if columns:
+        cycles += _arrival_cycles(gpu) + -(-grid[1] // 4) * gpu["l2_latency_cycles"]
+    return 1e6 * cycles / gpu["clock_hz"]
+
+
+def _delta_us(B, N, gpu):
+    """A layer's own delta launch (dense_backward_delta, a layer at a time): a thread's
+    CUDA_DELTA_ROWS rows, 16 rows' loads in flight (as compiled), its column block's arrival,
+    then the row blocks' sums, 4 a round trip."""
+    from fastff import config
+    rows = min(B, config.CUDA_DELTA_ROWS)
+    row_blocks = -(-B // config.CUDA_DELTA_ROWS)
+    trips = -(-rows // 16) + -(-row_blocks // 4)
+    return 1e6 * (_arrival_cycles(gpu) + trips * gpu["l2_latency_cycles"]) / gpu["clock_hz"]
+
+
 def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
-    """Forecast of the layer-by-layer path (a CUDA graph of 4 L launches): each product as
+    """Forecast of the layer-by-layer path (a CUDA graph of 3 L launches): each product as
     :func:`_product_us` forecasts it from its main loop's SASS (``products`` as
     :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
     its own FP32 or 3xTF32 loop) and its split-K epilogue's chain (:func:`_split_epilogue_us`),
-    the element-wise passes at the L2 floor, the launches' fixed cost, and the host's time per
-    step (overlapped)."""
+    the arrivals and column stages after its tiles (:func:`_tile_ends_us`; a layer at a time,
+    each delta launch's, :func:`_delta_us`), the element-wise passes at the L2 floor, the
+    launches' fixed cost, the cost's launch (:func:`_cost_us`), and the host's time per step
+    (overlapped)."""
     floor = layers(batch, gpu, sizes, products=products)
     gemm = {"fp32": ("gemm", "fp32"), "tf32": ("gemm_tf32", "tensor"),
             "3xtf32": ("gemm_3xtf32", "tensor")}[products]
     update = ("update_3xtf32", "tensor") if products == "3xtf32" else ("update", "fp32")
 
-    def product(M, R, Nc, which, is_update=False):
+    def product(M, R, Nc, which, is_update=False, fused=False):
         name, kind = which
-        epilogue = 0.0 if is_update else _split_epilogue_us(M, R, Nc, gpu)
+        epilogue = 0.0 if is_update else _split_epilogue_us(M, R, Nc, gpu, fused=fused)
         return epilogue + _product_us(M, R, Nc, counts[name], kind, gpu, update=is_update,
                                       passes=3 if name in SPLIT_LOOPS else 1)
-    products_us = 0.0
+    products_us = arrivals_us = 0.0
+    fused = floor["fused"]
     for l, (k, n) in enumerate(layer_shapes(sizes)):
         products_us += product(batch, k, n, gemm)  # x @ W
+        arrivals_us += _tile_ends_us(batch, k, n, gpu, last_split=True, columns=True)
         if l > 0:
-            products_us += product(batch, n, k, gemm)  # dC/dx
+            products_us += product(batch, n, k, gemm, fused=fused)  # dC/dx
+            arrivals_us += _tile_ends_us(batch, n, k, gpu, last_split=fused, columns=fused)
+        if not fused:  # the layer's own delta launch
+            arrivals_us += _delta_us(batch, n, gpu)
         products_us += product(k, batch, n, update, is_update=True)  # x^T delta
     passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
     fixed = 1e6 * floor["launches"] * gpu["launch_s"]
-    gpu_us = products_us + passes + fixed
+    cost = _cost_us(batch, sizes[-1], gpu, fused)
+    gpu_us = products_us + arrivals_us + passes + fixed + cost
     host = host_us if host_us is not None else 0.0
     return dict(forecast_us=max(gpu_us, host), gpu_us=gpu_us, host_us=host,
-                products_us=products_us,
+                products_us=products_us, arrivals_us=arrivals_us, cost_us=cost,
                 limit="host" if host > gpu_us else "the products' issue and load chains")
 
 

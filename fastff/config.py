@@ -139,6 +139,12 @@ CUDA_SPLIT_BLOCKS = 264
 CUDA_EPILOGUE_ROWS = 4
 # Largest activation histogram the CUDA epilogue counts in shared memory.
 CUDA_MAX_BINS = 1024
+# A model's layer-by-layer backward pass forms each hidden layer's delta (and steps its bias,
+# with its statistics) in the epilogue of the dC/dx launch of the layer above, and the output
+# layer's bias step in the cost's launch: 3 L launches a step with the forward's, not 4 L, and
+# no dC/dx array written and read back (benchmarks/NOTES.md, "The backward pass fused across
+# layers"). False: a layer at a time (dense_backward_sgd's three launches each).
+CUDA_FUSED_BACKWARD = True
 
 # -- The persistent training step (fastff/kernels/cuda/train_step.cu, step.py) -----------------
 # Which way device="cuda" runs a training step: "auto" (the persistent step wherever it applies:
@@ -148,7 +154,7 @@ CUDA_MAX_BINS = 1024
 CUDA_STEP_PATH = "auto"
 # Capture the layer-by-layer step in a CUDA graph from its second step with one model, batch
 # size and statistics object (then a step is its input copies, one graph launch and a loss copy,
-# not 4 L kernel launches); False launches the kernels one by one every step.
+# not 3 L kernel launches); False launches the kernels one by one every step.
 CUDA_GRAPH = True
 # Units of a layer per strip (the forward's columns, the backward's rows of W) and threads
 # along each; a block has STRIP x LANES threads. Powers of two.

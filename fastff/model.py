@@ -479,19 +479,14 @@ class MLP:
         plan = self.plan
         ws = plan.workspace(x.shape[0])
         hs = self.forward_all(x, stats, ws["h"])
-        loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])
         if rates is not None:
+            loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])
             self._second_order_backward(x, hs, grad, lr, stats, rates, ws)
             return loss
-        back, hints = plan.backward, plan.hints
-        acts = self.layer_activations
-        for l in range(len(self.params) - 1, -1, -1):
-            W, b = self.params[l]
-            inp = hs[l - 1] if l > 0 else x
-            st = stats.backward[l] if stats is not None and l < self.n_hidden else None
-            grad = back(inp, hs[l], W, b, grad, acts[l], lr, grad_x=ws["g"][l] if l > 0 else None,
-                        stats=st, compute_grad_x=l > 0, delta=ws["delta"][l], **hints)
-        return loss
+        layer_stats = [stats.backward[l] if stats is not None and l < self.n_hidden else None
+                       for l in range(len(self.params))]
+        return plan.cost_and_backward(self.loss, x, y, hs, self.params, self.layer_activations,
+                                      lr, layer_stats, ws)
 
     def _second_order_backward(self, x, hs, grad, lr, stats, rates, ws):
         """The backward pass with per-parameter rates: the curvature of ``diag_hessian`` goes

@@ -179,11 +179,11 @@ def test_public_cuda_kernels_check_their_arguments(rt, rng):
             cuda.dense_forward(x, xp.asarray(W), xp.asarray(b), "tanh")
 
 
-def _cuda_model(rt, sizes, act, dtype):
+def _cuda_model(rt, sizes, act, dtype, loss="nll"):
     """An MLP whose steps run through the CUDA kernels: on the GPU, or emulated on the host."""
     if rt.xp is not np:
-        return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda")
-    return cuda_emulator.host_mlp(sizes, act, dtype)
+        return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda", loss=loss)
+    return cuda_emulator.host_mlp(sizes, act, dtype, loss=loss)
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
@@ -201,6 +201,49 @@ def test_whole_steps_through_the_cuda_kernels_match_the_reference(rt, rng, act):
         np.testing.assert_allclose(host(b1), b2, rtol=1e-9, atol=1e-12)
     for mine, theirs in zip(stats.summary(), twin_stats.summary()):
         assert mine == pytest.approx(theirs, rel=1e-7, nan_ok=True)
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_fused_backward_pass_matches_the_reference_and_a_layer_at_a_time(rt, rng, monkeypatch,
+                                                                            act, dtype):
+    """The layer path's backward pass forms each hidden layer's delta, bias step and statistics
+    in the dC/dx epilogue of the layer above, and the output layer's bias step in the cost's
+    launch (config.CUDA_FUSED_BACKWARD): through several row tiles and K splits (the emulator's
+    small tiles: batch 13 is 4 row tiles), it steps as the reference does and as the same
+    kernels a layer at a time do, with no delta launch."""
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "layers")
+    monkeypatch.setattr(config, "CUDA_GRAPH", False)
+    # 3 classes: the output bias step's row groups (the emulator's blocks are 8 threads)
+    sizes = [11, 17, 13, 19, 3 if act in ("softsign", "relu") else 5]
+    loss = "quadratic" if act == "sigmoid" else "nll"
+    fused, alone = (_cuda_model(rt, sizes, act, dtype, loss) for _ in range(2))
+    twin = fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, kernels="reference", loss=loss)
+    nets = {True: fused, False: alone, None: twin}
+    stats = {k: net.new_stats(weight_grad=True) for k, net in nets.items()}
+    losses = {k: [] for k in nets}
+    for _ in range(3):
+        x = rng.standard_normal((13, 11)).astype(dtype)
+        y = rng.integers(0, sizes[-1], 13)
+        for key, net in nets.items():
+            monkeypatch.setattr(config, "CUDA_FUSED_BACKWARD", bool(key))
+            before = len(getattr(rt, "launches", ()))
+            losses[key].append(net.step(x, y, 0.1, stats[key]))
+            if key is not None and rt.xp is np:
+                deltas = [n for n, _, _ in rt.launches[before:] if n.startswith("dense_backward_d")]
+                assert len(deltas) == (0 if key else len(sizes) - 1), deltas
+    rel = 1e-9 if dtype == np.float64 else 2e-5
+    for key in (True, False):
+        assert losses[key] == pytest.approx(losses[None], rel=rel)
+        for (W1, b1), (W2, b2) in zip(nets[key].params, twin.params):
+            assert_close(host(W1), W2, dtype)
+            assert_close(host(b1), b2, dtype)
+        for mine, theirs in zip(stats[key].summary(), stats[None].summary()):
+            assert mine == pytest.approx(theirs, rel=1e-7 if dtype == np.float64 else 1e-3,
+                                         abs=1e-12, nan_ok=True)
+    for (W1, b1), (W2, b2) in zip(fused.params, alone.params):  # the same deltas: W's bits agree
+        assert_close(host(W1), host(W2), dtype, scale=1e-3)      # after the biases' last bits
+        assert_close(host(b1), host(b2), dtype, scale=1e-3)
 
 
 def test_the_persistent_step_gives_the_same_bits_for_any_grid(rt, rng):

@@ -12,29 +12,42 @@ sys.path.insert(0, str(BENCH))
 
 import gpu_check  # noqa: E402
 import gpu_model  # noqa: E402
+from fastff import config  # noqa: E402
 
 
 def test_the_cost_model_counts_each_path():
     rows = {(r["batch"], r["path"], r["launches"]): r for r in gpu_model.table()}
     one = rows[(10, "persistent", 1)]
-    layers = rows[(10, "layers", 24)]
-    # 2 L barriers a step but the launch's last; 4 L launches
+    layers = rows[(10, "layers", 18)]
+    # 2 L barriers a step but the launch's last; 3 L launches (each dC/dx forms the delta of
+    # the layer below, the cost steps the output bias)
     assert one["barriers"] == 11 and layers["barriers"] == 0
     assert rows[(10, "persistent", 0.01)]["barriers"] == 12 - 1 / 100
     assert one["flops"] == layers["flops"] == 6 * 5_033_000 * 10
     assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
     assert one["floor_us"] < layers["floor_us"]
-    assert rows[(1024, "layers", 24)]["limit"] == "FP32"
-    tf32 = rows[(1024, "layers, tf32", 24)]  # two thirds of the FLOPs on tensor cores
+    assert rows[(1024, "layers", 18)]["limit"] == "FP32"
+    tf32 = rows[(1024, "layers, tf32", 18)]  # two thirds of the FLOPs on tensor cores
     assert tf32["tf32_flops"] == 4 * 5_033_000 * 1024 and tf32["floor_us"] < 650
-    assert rows[(1024, "layers", 24)]["floor_us"] > 2 * tf32["floor_us"]
+    assert rows[(1024, "layers", 18)]["floor_us"] > 2 * tf32["floor_us"]
     assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
     table = gpu_model.markdown(gpu_model.table())
-    split = rows[(1024, "layers, 3xTF32", 24)]  # all three products, three times each
+    split = rows[(1024, "layers, 3xTF32", 18)]  # all three products, three times each
     assert split["tf32_flops"] == 18 * 5_033_000 * 1024 and split["tensor_useful"] == \
         split["flops"]
-    assert split["floor_us"] < rows[(1024, "layers", 24)]["floor_us"] / 2
+    assert split["floor_us"] < rows[(1024, "layers", 18)]["floor_us"] / 2
     assert table.count("\n| ") == 1 + 3 + 2 * 3  # header; 3 rows at batch 10, 3 at 128 and 1024
+
+
+def test_the_cost_model_counts_the_fused_backward_pass(monkeypatch):
+    # a layer at a time: a delta launch a layer, and dC/dx written and read back
+    fused, alone = (gpu_model.layers(128, fused=f) for f in (True, False))
+    assert (fused["launches"], alone["launches"]) == (18, 24)
+    # 5 dC/dx and the output delta
+    assert alone["other_bytes"] - fused["other_bytes"] == 2 * 128 * (5 * 1000 + 9) * 4
+    monkeypatch.setattr(config, "CUDA_FUSED_BACKWARD", False)
+    assert gpu_model.layers(128)["launches"] == 24
+    assert gpu_model.split_loads() == 8  # add_splits' #pragma unroll, as the source has it
 
 
 def test_the_cost_model_of_shapeset_on_the_gpu():
@@ -148,6 +161,18 @@ def test_the_grid_barrier_is_one_atomic_and_one_fence():
     kinds = [sass.kind(op) for op in body]
     assert kinds.count("atomic") == 1 and kinds.count("fence") == 1, body
     assert not any(op.startswith(("ST", "RED")) for op in body), body
+
+
+@needs_sass
+def test_a_last_block_arrives_with_one_atomic_and_one_fence():
+    # common.cuh's last_to_arrive as compiled (the delta kernel has one arrival): the acq_rel
+    # atomic's own fence, no sequentially consistent one before it
+    name = "dense_backward_delta<float, 2>"
+    cubin, lowered = sass.compile_cubin([name], "sm_90")
+    body = [op for _, op, _ in sass.disassemble(cubin)[lowered[name]]]
+    assert [sass.kind(op) for op in body].count("fence") == 1, body
+    assert not any(op.startswith("MEMBAR.SC") for op in body), body
+    assert sum(op.startswith("ATOM.E.ADD") for op in body) == 1, body
 
 
 @needs_sass

@@ -136,11 +136,11 @@ def test_a_launch_that_misnames_a_parameter_is_refused(monkeypatch):
     rt = RecordingRuntime()
     z = np.zeros((2, 3))
     with pytest.raises(DeviceError, match="leaves out its parameter 'K'"):
-        rt.launch_named("softmax_nll<double>", (1,), (8,), z=z, y=z, grad=z, row_loss=z,
-                        loss=z, B=np.int32(2))
+        rt.launch_named("softmax_nll<double>", (1,), (8,), z=z, y=z, grad=z, loss=z,
+                        B=np.int32(2), b=z, lr=z, bias_step=np.int32(0))
     with pytest.raises(DeviceError, match=r"names \['k'\], which it does not take"):
-        rt.launch_named("softmax_nll<double>", (1,), (8,), z=z, y=z, grad=z, row_loss=z,
-                        loss=z, B=np.int32(2), K=np.int32(3), k=1)
+        rt.launch_named("softmax_nll<double>", (1,), (8,), z=z, y=z, grad=z, loss=z,
+                        B=np.int32(2), K=np.int32(3), b=z, lr=z, bias_step=np.int32(0), k=1)
     assert not rt.launches
 
 

@@ -29,8 +29,9 @@ from . import memory
 
 class Plan:
     """How one model runs on a backend: the unchecked kernels bound to the model's workspace
-    and tunables. :class:`fastff.MLP` calls only ``workspace``, ``forward``, ``backward`` and
-    one of ``costs`` in its step."""
+    and tunables. :class:`fastff.MLP` calls only ``workspace``, ``forward`` and
+    ``cost_and_backward`` (with per-parameter rates, one of ``costs`` and ``second_order``) in
+    its step."""
 
     def __init__(self, backend, sizes, dtype):
         self.backend, self.sizes, self.dtype = backend, list(sizes), np.dtype(dtype)
@@ -75,6 +76,20 @@ class Plan:
         """A new stepper of several nets like this plan's in one launch (its ``step(models, xs,
         ys, lrs, stats)`` returns their losses), for a backend that can ``lockstep``."""
         raise NotImplementedError(f"the {self.backend.name} kernels cannot step nets in lockstep")
+
+    def cost_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
+        """The cost of a model's outputs ``hs`` (every layer's) for labels ``y`` and its plain-SGD
+        backward pass, top layer first: ``costs[loss]``, then ``backward`` a layer at a time,
+        each layer's dC/dx the gradient of the one below. ``stats``: each layer's BackwardStats
+        or None; ``ws``: the :meth:`workspace` of the batch. Returns the loss. (CUDA's plan
+        fuses each layer's step 1 into the launch before it.)"""
+        value, grad = self.costs[loss](hs[-1], y, ws["grad_z"])
+        for l in range(len(params) - 1, -1, -1):
+            W, b = params[l]
+            grad = self.backward(hs[l - 1] if l > 0 else x, hs[l], W, b, grad, acts[l], lr,
+                                 grad_x=ws["g"][l] if l > 0 else None, stats=stats[l],
+                                 compute_grad_x=l > 0, delta=ws["delta"][l], **self.hints)
+        return value
 
     def workspace(self, batch):
         """Activations h, gradients dC/dx and deltas of every layer, and the cost's gradient

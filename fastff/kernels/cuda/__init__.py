@@ -21,6 +21,11 @@ template instance named in :func:`name_expressions`. The call tree::
     shapeset.render     -> shapeset_render                 Shapeset-3x2's counter stream, the
                                                            bits of fastff.data.shapeset_counter
 
+A model's plain-SGD backward pass fuses across layers (launchers.backward_layers, config.
+CUDA_FUSED_BACKWARD): the cost's launch also steps the output layer's bias, and each layer's
+grad_x_fused forms the delta of the layer below (f', its bias step, its dC/ds sums) in its
+epilogue, so dense_backward_delta never runs: 3 launches a layer in all.
+
 Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
 bits every time. The rooms, one job each:
 

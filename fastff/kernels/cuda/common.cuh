@@ -181,11 +181,13 @@ __device__ __forceinline__ bool grid_sync(unsigned* bar, unsigned phase) {
 // block, acquire by the last, as the grid barrier's). The last block resets the counter, so a
 // counter zeroed once serves every later launch on its stream. Call once per block, from every
 // thread; the answer is uniform over the block.
+// One fence an arrival: the acq_rel atomic's release covers the whole block's writes, which
+// __syncthreads orders before it (release is cumulative in the PTX memory model); a
+// __threadfence before it added a second, sequentially consistent one (MEMBAR.SC.GPU).
 __device__ __forceinline__ bool last_to_arrive(unsigned* counter, unsigned expected) {
   FASTFF_SHARED(int, last, 1);
   __syncthreads();
   if (threadIdx.x == 0 && threadIdx.y == 0) {
-    __threadfence();
     last[0] = fetch_add_acq_rel(counter, 1u) == expected - 1;
     if (last[0]) atomicExch(counter, 0u);
   }
@@ -686,7 +688,7 @@ __device__ __forceinline__ void add_splits(const T* __restrict__ parts, const si
                                            T (&s)[ER]) {
 #pragma unroll
   for (int i = 0; i < ER; ++i) s[i] = in[i] ? parts[at[i]] : T(0);
-#pragma unroll 4
+#pragma unroll 8
   for (int p = 1; p < splits; ++p)
 #pragma unroll
     for (int i = 0; i < ER; ++i)

@@ -8,7 +8,8 @@
 //    their column sums; the last row block of a column block (fastff::last_to_arrive) adds
 //    those in row-block order and applies the bias update and the sums of delta.
 // 2. grad_x_fused (split over N): dC/dx, the last block of each tile adding its splits in split
-//    order (one split writes dC/dx directly).
+//    order (one split writes dC/dx directly). In a model's backward pass it also takes the
+//    layer below's step 1 (delta_epilogue): the layer below then skips its own.
 // 3. dense_backward_update: each block owns a UT x UT tile of W, forms its dC/dW entries over
 //    the whole batch and applies them (update_tile, shared with
 //    dense_backward_second_order.cu); the last block adds the blocks' dC/dW sums in block order.
@@ -69,16 +70,129 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
   }
 }
 
+// f'(h) for an activation code known at run time: one compiled dC/dx serves every activation
+// of the layer below (fastff::derivative for each).
+template <typename T>
+__device__ __forceinline__ T derivative_of(int act, T h) {
+  switch (act) {
+    case fastff::SIGMOID: return fastff::derivative<fastff::SIGMOID>(h);
+    case fastff::TANH: return fastff::derivative<fastff::TANH>(h);
+    case fastff::SOFTSIGN: return fastff::derivative<fastff::SOFTSIGN>(h);
+    case fastff::RELU: return fastff::derivative<fastff::RELU>(h);
+    default: return T(1);
+  }
+}
+
+// The layer below's step 1 in this dC/dx tile's epilogue (grad_x_fused with act >= 0): each
+// output's splits added in split order, times f'(h) of the layer below (activation ``act``),
+// written to delta_x. Each (column, row group) unit keeps its column sum in T (for the bias
+// step) and the sums of delta and of its squares in double (the statistics); a row tile's
+// units are added per column in row-group order into col_parts, and the last row tile of a
+// column tile to finish adds those in row-tile order, steps the bias b and adds the
+// statistics: the same bits on every launch.
+template <typename T>
+__device__ __forceinline__ void delta_epilogue(
+    const T* __restrict__ parts, const T* __restrict__ h, T* __restrict__ delta_x,
+    T* __restrict__ b, const T* __restrict__ lr, unsigned* __restrict__ counters,
+    double* __restrict__ col_parts, int B, int K, int act, int want_stats,
+    double* __restrict__ d_total, double* __restrict__ d_total_sq,
+    long long* __restrict__ counts) {
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
+  const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
+  const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
+  const int c0 = blockIdx.x * FASTFF_TN, ncols = min(FASTFF_TN, K - c0);
+  const int groups = threads >= 2 * ncols ? threads / ncols : 1, units = groups * ncols;
+  constexpr int RED = (FASTFF_TN / 4) * (FASTFF_TM / 4) > FASTFF_TN
+                          ? (FASTFF_TN / 4) * (FASTFF_TM / 4) : FASTFF_TN;  // units at most
+  FASTFF_SHARED(double, red, 3 * RED);  // red[sum][unit]: T column sum, sum, sum of squares
+  constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
+  for (int u = tid; u < units; u += threads) {
+    const int j = c0 + u % ncols;
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int r = r0 + u / ncols; r < r1; r += ER * groups) {
+      T s[ER], hv[ER];
+      size_t at[ER];
+      bool in[ER];
+#pragma unroll
+      for (int i = 0; i < ER; ++i) {
+        in[i] = r + i * groups < r1;
+        at[i] = (size_t)(r + i * groups) * K + j;
+        hv[i] = in[i] ? h[at[i]] : T(0);  // in flight with the splits' loads
+      }
+      fastff::add_splits<T, ER>(parts, at, in, splits, (size_t)B * K, s);
+#pragma unroll
+      for (int i = 0; i < ER; ++i) {
+        if (!in[i]) break;
+        const T d = s[i] * derivative_of(act, hv[i]);
+        delta_x[at[i]] = d;
+        colsum += d;
+        sum += double(d);
+        sum_sq += double(d) * double(d);
+      }
+    }
+    red[u] = double(colsum);  // exact: a T in a double
+    red[RED + u] = sum;
+    red[2 * RED + u] = sum_sq;
+  }
+  __syncthreads();
+  for (int c = tid; c < ncols; c += threads) {  // row groups in order
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int g = 0; g < groups; ++g) {
+      colsum += T(red[g * ncols + c]);
+      sum += red[RED + g * ncols + c];
+      sum_sq += red[2 * RED + g * ncols + c];
+    }
+    double* part = col_parts + (size_t)blockIdx.y * 3 * K;
+    part[c0 + c] = double(colsum);
+    part[K + c0 + c] = sum;
+    part[2 * K + c0 + c] = sum_sq;
+  }
+  if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
+  for (int c = tid; c < ncols; c += threads) {  // row tiles in order
+    const int j = c0 + c;
+    T colsum = T(0);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int t = 0; t < row_tiles; ++t) {
+      const double* part = col_parts + (size_t)t * 3 * K;
+      colsum += T(part[j]);
+      sum += part[K + j];
+      sum_sq += part[2 * K + j];
+    }
+    b[j] -= lr[0] * colsum;
+    if (want_stats) {
+      d_total[j] += sum;
+      d_total_sq[j] += sum_sq;
+    }
+  }
+  if (want_stats && blockIdx.x == 0 && tid == 0) {
+    counts[0] += B;  // rows
+    counts[1] += 1;  // steps
+  }
+}
+
 // dC/dx = delta @ W^T: parts[s] = delta[:, N slice s] @ W[:, N slice s]^T (W (K, N) read as the
 // transposed operand), the last block of each tile adding the splits in order into out. With
-// one split the product is written into out directly (parts is out).
+// one split the product is written into out directly (parts is out). With act >= 0 (the layer
+// below's activation code) the epilogue forms the layer below's delta into out instead, and
+// steps its bias b, with its statistics (delta_epilogue; parts is then always a scratch).
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
 grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
              unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
-             int chunk, int products) {
+             int chunk, int products, int act, const T* __restrict__ h, T* __restrict__ b,
+             const T* __restrict__ lr, double* __restrict__ col_parts, int want_stats,
+             double* __restrict__ d_total, double* __restrict__ d_total_sq,
+             long long* __restrict__ counts) {
   fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, products);
   const int splits = gridDim.z;
+  if (act >= 0) {
+    if (fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits))
+      delta_epilogue<T>(parts, h, out, b, lr, counters, col_parts, B, K, act, want_stats,
+                        d_total, d_total_sq, counts);
+    return;
+  }
   if (splits == 1) return;
   if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
   const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;

@@ -7,6 +7,7 @@ import numpy as np
 
 from ... import activations, config
 from ...errors import DeviceError, InputError
+from ...losses import KERNELS
 from .compiler import CTYPES
 from .geometry import columns_geometry, delta_geometry, gemm_geometry, update_geometry
 from .runtimes import runtime
@@ -140,21 +141,33 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False,
+                       delta_ready=False, below=None):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
     workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only); the products' kinds as
-    :func:`products` says."""
+    :func:`products` says.
+
+    A model's fused backward pass (:func:`backward_layers`) passes two more: ``delta_ready``:
+    ``delta`` holds this layer's delta already and its bias has taken its step (in the dC/dx
+    launch of the layer above), so step 1 is skipped and ``grad_h`` is not read; ``below``: the
+    layer below (a :class:`Below`), whose step 1 then runs in this layer's dC/dx epilogue:
+    dC/dx itself is not kept (returns None).
+    """
     rt, B, K, N, T, ct, (mode, update_mode) = _layer(x, W, tf32)
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
-    grid, block = delta_geometry(B, N)
     rate = rt.rate(lr, T)
-    rt.launch_named(f"dense_backward_delta<{ct}, {activations.CODES[activation]}>", grid, block,
-                    grad_h=grad_h, h=h, delta=delta, b=b, lr=rate, B=_i32(B), N=_i32(N),
-                    counters=rt.counters(grid[0]),
-                    col_parts=rt.scratch("column_parts", grid[1] * 3 * N, np.float64),
-                    **_delta_stats(rt, stats))
-    if compute_grad_x:
+    if not delta_ready:
+        grid, block = delta_geometry(B, N)
+        rt.launch_named(f"dense_backward_delta<{ct}, {activations.CODES[activation]}>", grid,
+                        block, grad_h=grad_h, h=h, delta=delta, b=b, lr=rate, B=_i32(B),
+                        N=_i32(N), counters=rt.counters(grid[0]),
+                        col_parts=rt.scratch("column_parts", grid[1] * 3 * N, np.float64),
+                        **_delta_stats(rt, stats))
+    if compute_grad_x and below is not None:
+        _grad_x(rt, delta, W, below.delta, B, K, N, ct, mode, below=below, rate=rate)
+        grad_x = None
+    elif compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
@@ -165,13 +178,64 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
     return grad_x if compute_grad_x else None
 
 
-def _grad_x(rt, a, W, out, B, K, N, ct, mode):
+class Below:
+    """The layer below in a fused backward pass (:func:`backward_unchecked`'s ``below``): its
+    output ``h``, bias ``b``, activation, statistics (a LayerStats, or None) and the ``delta``
+    array its step 1 fills."""
+
+    __slots__ = ("h", "b", "activation", "stats", "delta")
+
+    def __init__(self, h, b, activation, stats, delta):
+        self.h, self.b, self.activation, self.stats, self.delta = h, b, activation, stats, delta
+
+
+def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
+    """A model's cost and plain-SGD backward pass, top layer first, each layer's dC/dx launch
+    forming the delta of the layer below and stepping its bias in its epilogue, and the cost's
+    launch stepping the output layer's bias (its delta is the cost's gradient: a linear layer
+    without statistics; otherwise the top layer's delta has its own launch): 1 launch for the
+    cost and 2 a layer, where the cost and :func:`backward_unchecked` alone take 1 + 3 a layer
+    (and write dC/dx for the next launch to read back). ``loss``: the cost's name
+    (fastff.losses); ``hs``: the layers' outputs; ``stats``: each layer's BackwardStats or
+    None; ``ws``: the plan's workspace of the batch. Returns the loss (a device scalar)."""
+    top = len(params) - 1
+    kernel = KERNELS[loss]
+    grad_z, deltas = ws["grad_z"], ws["delta"]
+    top_ready = acts[top] == "linear" and stats[top] is None
+    T = params[top][0].dtype
+    value, _ = _softmax_loss(kernel, hs[top], y, grad_z, *(
+        (params[top][1], runtime().rate(lr, T)) if top_ready else ()))
+    for l in range(top, -1, -1):
+        W, b = params[l]
+        below = (Below(hs[l - 1], params[l - 1][1], acts[l - 1], stats[l - 1], deltas[l - 1])
+                 if l > 0 else None)
+        backward_unchecked(hs[l - 1] if l > 0 else x, hs[l], W, b, grad_z, acts[l], lr,
+                           stats=stats[l], compute_grad_x=l > 0, tf32=tf32, below=below,
+                           delta=grad_z if l == top and top_ready else deltas[l],
+                           delta_ready=l < top or top_ready)
+    return value
+
+
+def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
     """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
     last block of each tile; one split is written into ``out`` directly), its products formed
-    as ``mode`` says."""
+    as ``mode`` says. With ``below`` (a :class:`Below`; ``rate``: the device learning rate),
+    out = below.delta = (a @ W^T) f'(below.h) instead, with dense_backward_delta's bias step
+    and statistics (grad_x_fused's delta_epilogue)."""
     name = f"grad_x_fused<{ct}>"
-    grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True, out)
-    rt.launch_named(name, grid, block, delta=a, W=W, out=out, products=_i32(mode), **split)
+    grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True,
+                                  out if below is None else None)
+    no_i64, no_f64 = _dummies(rt)
+    if below is None:
+        no_t = rt.scratch(f"no_{ct}", 1, W.dtype)
+        fused = dict(act=_i32(-1), h=no_t, b=no_t, lr=no_t, col_parts=no_f64,
+                     want_stats=_i32(0), d_total=no_f64, d_total_sq=no_f64, counts=no_i64)
+    else:
+        fused = dict(act=_i32(activations.CODES[below.activation]), h=below.h, b=below.b,
+                     lr=rate, col_parts=rt.scratch("column_parts", grid[1] * 3 * K, np.float64),
+                     **_delta_stats(rt, below.stats))
+    rt.launch_named(name, grid, block, delta=a, W=W, out=out, products=_i32(mode), **split,
+                    **fused)
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
@@ -214,15 +278,20 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
             (curv_x if compute_grad_x and hessian else None))
 
 
-def _softmax_loss(kernel, z, y, grad_z):
+def _softmax_loss(kernel, z, y, grad_z, b=None, rate=None):
+    """The cost ``kernel`` of logits z and labels y, its gradient into grad_z; with ``b`` (and
+    ``rate``, the device learning rate) the output layer's bias step too, b -= lr grad_z.sum(0)
+    (a linear output layer, whose delta is grad_z: :func:`backward_layers`)."""
     rt = runtime()
     B, K = z.shape
     if grad_z is None:
         grad_z = rt.empty(z.shape, z.dtype)
     loss = rt.loss_slots()
+    bias = (dict(b=b, lr=rate, bias_step=_i32(1)) if b is not None else
+            dict(b=rt.scratch(f"no_{CTYPES[z.dtype]}", 1, z.dtype),
+                 lr=rt.scratch(f"no_{CTYPES[z.dtype]}", 1, z.dtype), bias_step=_i32(0)))
     rt.launch_named(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
-                    z=z, y=y, grad=grad_z, row_loss=rt.scratch("row_loss", B, np.float64),
-                    loss=loss, B=_i32(B), K=_i32(K))
+                    z=z, y=y, grad=grad_z, loss=loss, B=_i32(B), K=_i32(K), **bias)
     return loss.reshape(()), grad_z  # a view of the slot (a graph replay writes it again)
 
 

@@ -16,12 +16,13 @@ import warnings
 
 import numpy as np
 
-from ... import activations, config
+from ... import config
 from ...arrays import to_host
 from ...errors import InputError
 from ..backend import Plan
 from .barrier import BARRIER_WORDS, check_barrier, threads
 from .compiler import CTYPES, step_name
+from .launchers import backward_layers
 from .layer_graph import LayerGraph, same_step, versions
 from .runtimes import runtime
 
@@ -318,6 +319,15 @@ class CUDAPlan(Plan):
 
     def lockstep_applies(self, model, batch, rates):
         return Lockstep.applies(model, batch, rates)
+
+    def cost_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
+        """The cost and backward pass fused across layers (launchers.backward_layers: each
+        layer's step 1 in the launch before it) where config.CUDA_FUSED_BACKWARD asks for it,
+        else a layer at a time."""
+        if not config.CUDA_FUSED_BACKWARD:
+            return super().cost_and_backward(loss, x, y, hs, params, acts, lr, stats, ws)
+        return backward_layers(loss, x, y, hs, params, acts, lr, stats, ws,
+                               tf32=bool(self.hints.get("tf32")))
 
     def new_lockstep(self):
         return Lockstep()

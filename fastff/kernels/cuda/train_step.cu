@@ -425,7 +425,7 @@ __device__ __forceinline__ void cost_strip(const LayerDesc& d, const long long* 
     row_cost[r] = cost_row(cost, z + (size_t)r * N, y[r], dz + (size_t)r * N, N, B);
   __syncthreads();
   if (t != 0) return;
-  if (tid == 0) {  // row order, as mean_rows
+  if (tid == 0) {  // row order (at most CUDA_STEP_MAX_BATCH rows)
     double s = 0.0;
     for (int r = 0; r < B; ++r) s += row_cost[r];
     loss[0] = s / B;
