@@ -28,6 +28,29 @@ __device__ __forceinline__ T delta_entry(const T* __restrict__ grad_h, const T* 
   return slope;
 }
 
+// Step 1's last part for column j, by the last block of its column to arrive: the ``parts``
+// partial sums in col_parts (3 N doubles a part: the column sum as a T, the sum and the sum of
+// squares of delta) added in part order, the bias step and the statistics.
+template <typename T>
+__device__ __forceinline__ void step_bias_from_parts(
+    const double* __restrict__ col_parts, int parts, int N, int j, T* __restrict__ b,
+    const T* __restrict__ lr, int want_stats, double* __restrict__ d_total,
+    double* __restrict__ d_total_sq) {
+  T colsum = T(0);
+  double sum = 0.0, sum_sq = 0.0;
+  for (int t = 0; t < parts; ++t) {  // part order: the same bits on every launch
+    const double* part = col_parts + (size_t)t * 3 * N;
+    colsum += T(part[j]);
+    sum += part[N + j];
+    sum_sq += part[2 * N + j];
+  }
+  b[j] -= lr[0] * colsum;
+  if (want_stats) {
+    d_total[j] += sum;
+    d_total_sq[j] += sum_sq;
+  }
+}
+
 template <typename T, int ACT>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* __restrict__ delta,
@@ -49,21 +72,8 @@ dense_backward_delta(const T* __restrict__ grad_h, const T* __restrict__ h, T* _
     part[2 * N + j] = sum_sq;
   }
   if (!fastff::last_to_arrive(counters + blockIdx.x, row_blocks)) return;
-  if (j < N) {
-    T colsum = T(0);
-    double sum = 0.0, sum_sq = 0.0;
-    for (int t = 0; t < row_blocks; ++t) {  // row-block order: the same bits on every launch
-      const double* part = col_parts + (size_t)t * 3 * N;
-      colsum += T(part[j]);
-      sum += part[N + j];
-      sum_sq += part[2 * N + j];
-    }
-    b[j] -= lr[0] * colsum;
-    if (want_stats) {
-      d_total[j] += sum;
-      d_total_sq[j] += sum_sq;
-    }
-  }
+  if (j < N)
+    step_bias_from_parts(col_parts, row_blocks, N, j, b, lr, want_stats, d_total, d_total_sq);
   if (want_stats && blockIdx.x == 0 && threadIdx.x == 0) {
     counts[0] += B;  // rows
     counts[1] += 1;  // steps
@@ -150,22 +160,8 @@ __device__ __forceinline__ void delta_epilogue(
     part[2 * K + c0 + c] = sum_sq;
   }
   if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
-  for (int c = tid; c < ncols; c += threads) {  // row tiles in order
-    const int j = c0 + c;
-    T colsum = T(0);
-    double sum = 0.0, sum_sq = 0.0;
-    for (int t = 0; t < row_tiles; ++t) {
-      const double* part = col_parts + (size_t)t * 3 * K;
-      colsum += T(part[j]);
-      sum += part[K + j];
-      sum_sq += part[2 * K + j];
-    }
-    b[j] -= lr[0] * colsum;
-    if (want_stats) {
-      d_total[j] += sum;
-      d_total_sq[j] += sum_sq;
-    }
-  }
+  for (int c = tid; c < ncols; c += threads)
+    step_bias_from_parts(col_parts, row_tiles, K, c0 + c, b, lr, want_stats, d_total, d_total_sq);
   if (want_stats && blockIdx.x == 0 && tid == 0) {
     counts[0] += B;  // rows
     counts[1] += 1;  // steps

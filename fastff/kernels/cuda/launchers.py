@@ -66,6 +66,11 @@ def _dummies(rt):
     return rt.scratch("no_i64", 2, np.int64), rt.scratch("no_f64", 2, np.float64)
 
 
+def _stand_in(rt, dtype):
+    """A stand-in for a parameter array (a bias, a rate) that a launch's mode never touches."""
+    return rt.scratch(f"no_{CTYPES[np.dtype(dtype)]}", 1, dtype)
+
+
 def _layer(x, W, tf32):
     """(runtime, batch, n_in, n_out, dtype, C++ type, (layer products, update products)) of one
     layer's launches."""
@@ -180,8 +185,8 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
 
 class Below:
     """The layer below in a fused backward pass (:func:`backward_unchecked`'s ``below``): its
-    output ``h``, bias ``b``, activation, statistics (a LayerStats, or None) and the ``delta``
-    array its step 1 fills."""
+    output ``h``, bias ``b``, activation, statistics (a BackwardStats, or None) and the
+    ``delta`` array its step 1 fills."""
 
     __slots__ = ("h", "b", "activation", "stats", "delta")
 
@@ -227,7 +232,7 @@ def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
                                   out if below is None else None)
     no_i64, no_f64 = _dummies(rt)
     if below is None:
-        no_t = rt.scratch(f"no_{ct}", 1, W.dtype)
+        no_t = _stand_in(rt, W.dtype)
         fused = dict(act=_i32(-1), h=no_t, b=no_t, lr=no_t, col_parts=no_f64,
                      want_stats=_i32(0), d_total=no_f64, d_total_sq=no_f64, counts=no_i64)
     else:
@@ -288,8 +293,7 @@ def _softmax_loss(kernel, z, y, grad_z, b=None, rate=None):
         grad_z = rt.empty(z.shape, z.dtype)
     loss = rt.loss_slots()
     bias = (dict(b=b, lr=rate, bias_step=_i32(1)) if b is not None else
-            dict(b=rt.scratch(f"no_{CTYPES[z.dtype]}", 1, z.dtype),
-                 lr=rt.scratch(f"no_{CTYPES[z.dtype]}", 1, z.dtype), bias_step=_i32(0)))
+            dict(b=_stand_in(rt, z.dtype), lr=_stand_in(rt, z.dtype), bias_step=_i32(0)))
     rt.launch_named(f"{kernel}<{CTYPES[z.dtype]}>", (1, 1, 1), (int(config.CUDA_THREADS), 1, 1),
                     z=z, y=y, grad=grad_z, loss=loss, B=_i32(B), K=_i32(K), **bias)
     return loss.reshape(()), grad_z  # a view of the slot (a graph replay writes it again)
