@@ -93,25 +93,34 @@ def run_tests(args):
                 tail=proc.stdout[-3000:] + proc.stderr[-2000:], ok=proc.returncode == 0)
 
 
+# The config values every path starts from (and the check restores after each).
+DEFAULT_PATH = dict(CUDA_STEP_PATH="auto", CUDA_GRAPH=True, CUDA_SPLIT_TF32=False,
+                    CUDA_FUSED_BACKWARD=True)
+
+
 def _paths(batch, device):
-    """(label, config.CUDA_STEP_PATH, config.CUDA_GRAPH, tf32, config.CUDA_SPLIT_TF32) of every
-    path at ``batch``."""
+    """(label, config values, tf32) of every path at ``batch``: the values it sets beyond
+    :data:`DEFAULT_PATH`."""
     from fastff import config
     if device == "cpu":
-        return [("cpu", "auto", True, False, False)]
-    paths = [("layers", "layers", True, False, False),
-             ("layers, no graph", "layers", False, False, False),
-             ("layers, 3xTF32", "layers", True, False, True),
-             ("layers, tf32", "layers", True, True, False)]
+        return [("cpu", {}, False)]
+    layers = dict(CUDA_STEP_PATH="layers")
+    paths = [("layers", layers, False),
+             ("layers, no graph", dict(layers, CUDA_GRAPH=False), False),
+             ("layers, a layer at a time", dict(layers, CUDA_FUSED_BACKWARD=False), False),
+             ("layers, 3xTF32", dict(layers, CUDA_SPLIT_TF32=True), False),
+             ("layers, tf32", layers, True)]
     if batch <= config.CUDA_STEP_MAX_BATCH:
-        paths.insert(0, ("persistent", "persistent", True, False, False))
+        paths.insert(0, ("persistent", dict(CUDA_STEP_PATH="persistent"), False))
     return paths
 
 
-def _set_path(path, graph, split):
-    """Make the next steps take ``path`` (config.CUDA_STEP_PATH), ``graph`` and ``split``."""
+def _set_path(values=None):
+    """Make the next steps take the path of config ``values`` (:data:`DEFAULT_PATH` for the
+    rest; none: the default path)."""
     from fastff import config
-    config.CUDA_STEP_PATH, config.CUDA_GRAPH, config.CUDA_SPLIT_TF32 = path, graph, split
+    for name, value in dict(DEFAULT_PATH, **(values or {})).items():
+        setattr(config, name, value)
 
 
 def check_correctness(args, steps=3):
@@ -119,7 +128,6 @@ def check_correctness(args, steps=3):
     batches; a row per (batch, path) with its errors as multiples of the tolerance."""
     import numpy as np
     import fastff
-    from fastff import config
     sizes, device = (DRY_SIZES, "cpu") if args.dry_run else (PAPER_SIZES, "cuda")
     xp = np
     if device == "cuda":
@@ -135,8 +143,8 @@ def check_correctness(args, steps=3):
                       for x, y in zip(xs, ys)]
         moved = [W - W0 for (W, _), W0 in zip(ref.params, start)]
         scale = max(float(np.abs(m).max()) for m in moved)
-        for label, path, graph, tf32, split in _paths(batch, device):
-            _set_path(path, graph, split)
+        for label, values, tf32 in _paths(batch, device):
+            _set_path(values)
             try:
                 net = fastff.MLP(sizes, activation="tanh", device=device, seed=0, tf32=tf32)
                 stats = net.new_stats()
@@ -144,7 +152,7 @@ def check_correctness(args, steps=3):
                           for x, y in zip(xs, ys)]
                 params = [np.asarray(net.backend.to_host(W), np.float64) for W, _ in net.params]
             finally:
-                _set_path("auto", True, False)
+                _set_path()
             kind = "tf32" if tf32 else "float32"  # 3xTF32 is held to float32's tolerance
             weight = max(float(np.abs((W - W0) - m).max()) for W, W0, m in
                          zip(params, start, moved)) / (scale * WEIGHT_TOLERANCE[kind])
@@ -153,7 +161,7 @@ def check_correctness(args, steps=3):
             row = dict(batch=batch, path=label, weight_error=round(weight, 4),
                        loss_error=round(loss, 4), ok=bool(weight <= 1 and loss <= 1))
             launch = getattr(net.plan, "launch", None)
-            if path == "persistent" and launch is not None:
+            if values.get("CUDA_STEP_PATH") == "persistent" and launch is not None:
                 row["grid"] = launch.grid
             rows.append(row)
     return dict(rows=rows, ok=all(r["ok"] for r in rows),
@@ -198,17 +206,17 @@ def time_fastff(args):
     rows = []
     for batch in BATCHES:
         x, y = paper_batch(batch)
-        for label, path, graph, tf32, split in _paths(batch, "cuda"):
-            _set_path(path, graph, split)
+        for label, values, tf32 in _paths(batch, "cuda"):
+            _set_path(values)
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0, tf32=tf32)
             stats = net.new_stats()
             n = steps if batch <= 128 else max(10, steps // 10)
             row = dict(batch=batch, path=label, **time_device(
                 lambda: net.step_unchecked(x, y, 0.01, stats), n, repeats))
-            if path == "persistent":
+            if values.get("CUDA_STEP_PATH") == "persistent":
                 row["grid"] = net.plan.launch.grid
             rows.append(row)
-        _set_path("auto", True, False)
+        _set_path()
         if batch <= config.CUDA_STEP_MAX_BATCH:  # 100 steps a launch, batches on the device
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0)
             stats = net.new_stats()
@@ -365,12 +373,11 @@ def host_time(args, calls=50):
     the launch, the GPU's queue kept from filling by a synchronization every ``calls``)."""
     import cupy
     import fastff
-    from fastff import config
     rows = []
     for batch in BATCHES:
         x, y = paper_batch(batch)
-        for label, path, graph, tf32, split in _paths(batch, "cuda"):
-            _set_path(path, graph, split)
+        for label, values, tf32 in _paths(batch, "cuda"):
+            _set_path(values)
             net = fastff.MLP(PAPER_SIZES, activation="tanh", device="cuda", seed=0, tf32=tf32)
             stats = net.new_stats()
             for _ in range(3):
@@ -384,7 +391,7 @@ def host_time(args, calls=50):
                 runs.append(1e6 * (time.perf_counter() - t) / calls)
                 cupy.cuda.Device().synchronize()
             rows.append(dict(batch=batch, path=label, host_us=round(statistics.median(runs), 2)))
-        _set_path("auto", True, False)
+        _set_path()
     return dict(rows=rows)
 
 
