@@ -1,7 +1,7 @@
 """Split-precision TF32 ("3xTF32") products on tensor cores: each float32 operand v is split
 into big = tf32(v) and small = v - big with its low 13 bits cleared (fastff::split_tf32), and
 a b is formed as three TF32 products
-(config.CUDA_SPLIT_TF32, on by default for float32 on GPUs with TF32). The forward, dC/dx and
+(config.CUDA_SPLIT_TF32; off by default until a GPU has timed it). The forward, dC/dx and
 the plain-SGD update take it; the kernels are held to the float64 reference of the float32
 inputs at float32's tolerance, where plain TF32 misses by about 1e-3.
 
