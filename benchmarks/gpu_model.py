@@ -461,18 +461,18 @@ def _arrival_cycles(gpu):
     return gpu["fence_cycles"] + gpu["l2_latency_cycles"] + 2 * gpu["sync_cycles"]
 
 
-def _tile_ends_us(M, R, Nc, gpu, last_split, columns):
+def _tile_ends_us(M, R, Nc, gpu, columns):
     """What follows a layer product's tiles beyond adding their splits: the last split's arrival
-    (where the tile has several, and always with ``last_split``: dense_forward_fused and the
-    fused dC/dx read their product back) and, with ``columns``, the column stage of the
-    statistics or the bias step: the last row tile of a column tile arrives too, then adds the
-    row tiles' sums, 4 row tiles' loads in flight together (the loop as the compiler unrolls
-    it), a round trip each 4."""
+    where a tile has several (a lone split arrives with a block barrier only) and, with
+    ``columns``, the column stage of the statistics or the bias step: the last row tile of a
+    column tile arrives too (where there are several), then adds the row tiles' sums, 4 row
+    tiles' loads in flight together (the loop as the compiler unrolls it), a round trip each 4."""
     from fastff.kernels.cuda.geometry import gemm_geometry
     grid, _, _, splits = gemm_geometry(M, R, Nc)
-    cycles = _arrival_cycles(gpu) if last_split or splits > 1 else 0
+    cycles = _arrival_cycles(gpu) if splits > 1 else 0
     if columns:
-        cycles += _arrival_cycles(gpu) + -(-grid[1] // 4) * gpu["l2_latency_cycles"]
+        cycles += ((_arrival_cycles(gpu) if grid[1] > 1 else 0)
+                   + -(-grid[1] // 4) * gpu["l2_latency_cycles"])
     return 1e6 * cycles / gpu["clock_hz"]
 
 
@@ -510,10 +510,10 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
     fused = floor["fused"]
     for l, (k, n) in enumerate(layer_shapes(sizes)):
         products_us += product(batch, k, n, gemm)  # x @ W
-        arrivals_us += _tile_ends_us(batch, k, n, gpu, last_split=True, columns=True)
+        arrivals_us += _tile_ends_us(batch, k, n, gpu, columns=True)
         if l > 0:
             products_us += product(batch, n, k, gemm, fused=fused)  # dC/dx
-            arrivals_us += _tile_ends_us(batch, n, k, gpu, last_split=fused, columns=fused)
+            arrivals_us += _tile_ends_us(batch, n, k, gpu, columns=fused)
         if not fused:  # the layer's own delta launch
             arrivals_us += _delta_us(batch, n, gpu)
         products_us += product(k, batch, n, update, is_update=True)  # x^T delta
