@@ -27,6 +27,7 @@ dependent loads they form (Little's law: what a warp keeps in flight over an L2 
 instruction issue, the barriers' parts, and the host's measured time per step.
 """
 import argparse
+import functools
 import re
 
 PAPER_SIZES = [1024, 1000, 1000, 1000, 1000, 1000, 9]
@@ -395,6 +396,7 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     return 1e6 * max(issue, chain)
 
 
+@functools.cache
 def split_loads():
     """How many splits' loads of an output fastff::add_splits issues together: its split loop's
     ``#pragma unroll`` in common.cuh."""
@@ -481,8 +483,9 @@ def _delta_us(B, N, gpu):
     CUDA_DELTA_ROWS rows, 16 rows' loads in flight (as compiled), its column block's arrival,
     then the row blocks' sums, 4 a round trip."""
     from fastff import config
+    from fastff.kernels.cuda.geometry import delta_geometry
     rows = min(B, config.CUDA_DELTA_ROWS)
-    row_blocks = -(-B // config.CUDA_DELTA_ROWS)
+    row_blocks = delta_geometry(B, N)[0][1]
     trips = -(-rows // 16) + -(-row_blocks // 4)
     return 1e6 * (_arrival_cycles(gpu) + trips * gpu["l2_latency_cycles"]) / gpu["clock_hz"]
 

@@ -680,6 +680,17 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
   }
 }
 
+// How the layer products' epilogues deal a tile's rows to its threads: each of ``columns``
+// columns gets row_groups(threads, columns) threads (4 for a 64-column tile of 256 threads, 28
+// for a 9-class layer), so that no thread walks a long chain of rows x splits; a unit is one
+// (column, row group), at most EPILOGUE_UNITS of them. The cost's bias step deals its rows the
+// same way.
+constexpr int EPILOGUE_UNITS = (FASTFF_TN / 4) * (FASTFF_TM / 4) > FASTFF_TN
+                                   ? (FASTFF_TN / 4) * (FASTFF_TM / 4) : FASTFF_TN;
+__device__ __forceinline__ int row_groups(int threads, int columns) {
+  return threads >= 2 * columns ? threads / columns : 1;
+}
+
 // The split-K epilogue's sums: s[i] = the ``splits`` partial products of the output at
 // offset at[i] (where in[i]), added in split order (the same bits whatever ER is), split p's
 // at parts + p split_size. The loads of ER outputs and of 4 splits are issued together (a

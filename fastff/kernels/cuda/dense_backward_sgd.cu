@@ -111,9 +111,8 @@ __device__ __forceinline__ void delta_epilogue(
   const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
   const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
   const int c0 = blockIdx.x * FASTFF_TN, ncols = min(FASTFF_TN, K - c0);
-  const int groups = threads >= 2 * ncols ? threads / ncols : 1, units = groups * ncols;
-  constexpr int RED = (FASTFF_TN / 4) * (FASTFF_TM / 4) > FASTFF_TN
-                          ? (FASTFF_TN / 4) * (FASTFF_TM / 4) : FASTFF_TN;  // units at most
+  const int groups = fastff::row_groups(threads, ncols), units = groups * ncols;
+  constexpr int RED = fastff::EPILOGUE_UNITS;
   FASTFF_SHARED(double, red, 3 * RED);  // red[sum][unit]: T column sum, sum, sum of squares
   constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
   for (int u = tid; u < units; u += threads) {

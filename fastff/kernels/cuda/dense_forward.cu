@@ -53,14 +53,11 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
   if (want_stats)
     for (int i = tid; i < bins; i += threads) local[i] = 0u;
   __syncthreads();
-  // The tile's epilogue on every thread: each column's rows are dealt to ``groups`` threads
-  // (4 for a 64-column tile of 256 threads, 28 for a 9-class layer), so that no thread walks
-  // a long chain of rows x splits; a unit is one (column, row group).
+  // The tile's epilogue on every thread, a (column, row group) unit each (fastff::row_groups)
   const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
   const int c0 = blockIdx.x * FASTFF_TN, ncols = min(FASTFF_TN, N - c0);
-  const int groups = threads >= 2 * ncols ? threads / ncols : 1, units = groups * ncols;
-  constexpr int RED = (FASTFF_TN / 4) * (FASTFF_TM / 4) > FASTFF_TN
-                          ? (FASTFF_TN / 4) * (FASTFF_TM / 4) : FASTFF_TN;  // units at most
+  const int groups = fastff::row_groups(threads, ncols), units = groups * ncols;
+  constexpr int RED = fastff::EPILOGUE_UNITS;
   FASTFF_SHARED(double, red, 4 * RED);  // red[statistic][unit]
   for (int u = tid; u < units; u += threads) {
     const int j = c0 + u % ncols;

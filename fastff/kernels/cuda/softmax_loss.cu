@@ -105,20 +105,19 @@ __device__ inline double rows_cost(int cost, const T* __restrict__ z,
   }
   return sum;
 }
-}  // namespace fastff
 
-namespace fastff {
 // The output layer's bias step from the cost's gradient (its delta: the layer is linear), in the
 // cost's own block (bias_step != 0: a model's fused backward pass, launchers.backward_layers):
-// b -= lr * grad.sum(0). The block's threads are dealt (column, row group) units, as the layer
-// epilogues' (a 9-class cost: 28 row groups a column), each summing its rows in order in T; the
-// units of a column are then added in row-group order: the same bits on every launch.
+// b -= lr * grad.sum(0). The block's threads are dealt (column, row group) units (row_groups, as
+// the layer epilogues': 28 row groups a column of a 9-class cost), each summing its rows in
+// order in T; the units of a column are then added in row-group order: the same bits on every
+// launch.
 template <typename T>
 __device__ inline void bias_step_of_rows(const T* __restrict__ grad, T* __restrict__ b,
                                          const T* __restrict__ lr, int B, int K) {
   FASTFF_SHARED(T, red, FASTFF_THREADS);
   __syncthreads();  // every row's gradient written
-  const int threads = blockDim.x, groups = threads >= 2 * K ? threads / K : 1;
+  const int threads = blockDim.x, groups = row_groups(threads, K);
   if (groups == 1) {  // a wide output: a thread a column, its rows in order
     for (int c = threadIdx.x; c < K; c += threads) {
       T colsum = T(0);
