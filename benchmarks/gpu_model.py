@@ -149,8 +149,10 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): a fused forward a
     layer, the cost (with the output layer's bias step), a dC/dx a layer but the first (each
     forming the delta of the layer below in its epilogue: ``fused``, config.CUDA_FUSED_BACKWARD)
-    and an update a layer: 3 L launches (4 L a layer at a time, where each layer has its delta
-    launch and dC/dx is written for it to read back). W read three times and written once,
+    and an update a layer, each update in the dC/dx launch of the layer below (``pairs``: fused,
+    with a square GEMM tile as wide as config.CUDA_UPDATE_TILE) and the last two in one launch:
+    2 L + 1 launches (3 L - 1 without pairs; 4 L a layer at a time, where each layer has its
+    delta launch and dC/dx is written for it to read back). W read three times and written once,
     split-K partials. ``products`` (a key of :data:`LAYER_PATHS`) says which of the three
     products (2 P B FLOPs each) run on tensor cores and how many times (``tf32_flops``: what the
     tensor cores execute; ``tensor_useful``: the FLOPs of the step they stand for)."""
@@ -159,6 +161,8 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
+    pairs = fused and tm == tn == config.CUDA_UPDATE_TILE
+    launches = (L + 1 + (L - 1) + (0 if pairs else max(0, L - 2)) + 1) if fused else 4 * L
     partials = 0
     for k, n in layer_shapes(sizes):
         for M, R, Nc in ((batch, k, n), (batch, n, k)):  # x W, delta W^T
@@ -174,7 +178,7 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     product = 2 * P * batch
     passes = {"fp32": (0, 0, 0), "tf32": (1, 1, 0), "3xtf32": (3, 3, 3)}[products]
     return dict(path=LAYER_PATHS[products], products=products, batch=batch, fused=fused,
-                launches=3 * L if fused else 4 * L,
+                pairs=pairs, launches=launches,
                 barriers=0, w_bytes=w_bytes, other_bytes=partials + acts,
                 hbm_bytes=0 if resident else w_bytes, l2_bytes=w_bytes + partials + acts,
                 flops=3 * product, tf32_flops=sum(passes) * product,
@@ -209,7 +213,7 @@ RECORDED_SASS = {
                  "round trips": 1, "chain cycles": 678},
     "gemm": {"total": 357, "fp32": 256, "round trips": 1, "chain cycles": 741,
              "blocks per SM": 2},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 121, "tensor": 8, "round trips": 1, "chain cycles": 481,
+    "gemm_tf32": {"total": 120, "tensor": 8, "round trips": 1, "chain cycles": 475,
                   "blocks per SM": 2},  # its TF32 loop (mma.m16n8k8)
     "gemm_3xtf32": {"total": 149, "tensor": 24, "round trips": 1, "chain cycles": 497,
                     "blocks per SM": 2},  # 3xTF32: 3 mma a product
@@ -217,6 +221,9 @@ RECORDED_SASS = {
                "blocks per SM": 3},  # dense_backward_update<float>
     "update_3xtf32": {"total": 147, "tensor": 24, "round trips": 1, "chain cycles": 482,
                       "blocks per SM": 3},  # and its 3xTF32 loop
+    # the launches of two jobs: their blocks an SM (their loops are the ones above)
+    "dC/dx and update": {"blocks per SM": 2},  # grad_x_and_update<float>
+    "two updates": {"blocks per SM": 3},  # two_updates<float>
 }
 # the loops whose tensor-core products each stand for a third of an output's terms
 SPLIT_LOOPS = ("gemm_3xtf32", "update_3xtf32")
@@ -247,7 +254,8 @@ def read_sass(arch="sm_90"):
         update = sass.gemm_loop(update, arch, **timing)
         from fastff.kernels.cuda.compiler import compile_report
         kernels = {r["kernel"]: resident_blocks(r) for r in compile_report(
-            arch, names=["dense_forward_fused<float, 2>", "dense_backward_update<float>"])}
+            arch, names=["dense_forward_fused<float, 2>", "dense_backward_update<float>",
+                         "grad_x_and_update<float>", "two_updates<float>"])}
     except Exception as exc:  # noqa: BLE001 (no NVRTC, no cuobjdump: the recorded counts)
         return dict(RECORDED_SASS), f"recorded counts ({type(exc).__name__}: {exc})"
 
@@ -255,7 +263,10 @@ def read_sass(arch="sm_90"):
         return dict(l["counts"], total=l["with_nested"], **{"blocks per SM": kernels[l["kernel"]]})
     return ({"forward": step["forward"], "backward": step["backward"], "gemm": loop(gemm),
              "gemm_tf32": loop(tf32), "gemm_3xtf32": loop(split), "update": loop(update),
-             "update_3xtf32": loop(update_split)}, f"read now from {arch} SASS")
+             "update_3xtf32": loop(update_split),
+             "dC/dx and update": {"blocks per SM": kernels["grad_x_and_update<float>"]},
+             "two updates": {"blocks per SM": kernels["two_updates<float>"]}},
+            f"read now from {arch} SASS")
 
 
 def resident_blocks(report, gpu=H200):
@@ -365,7 +376,22 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
                        f"dependent loads ({'/'.join(sorted(limits))})"))
 
 
-def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
+def _product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
+    """(issue, one wave's chain, blocks) of one layer-path product: see :func:`_product_us`."""
+    return _product_us(M, R, Nc, loop, kind, gpu, passes, update, terms=True)
+
+
+def _launch_us(jobs, blocks_per_sm, gpu):
+    """Forecast of one launch of the products ``jobs`` (each :func:`_product_terms`; two in
+    grad_x_and_update and two_updates, whose blocks run side by side): the longer of issuing
+    every job's instructions and the waves of all their blocks at the launch's
+    ``blocks_per_sm``, each as long as the longest job's chain."""
+    issue = sum(j[0] for j in jobs)
+    waves = -(-sum(j[2] for j in jobs) // (gpu["sms"] * blocks_per_sm))
+    return max(issue, waves * max(j[1] for j in jobs))
+
+
+def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False, terms=False):
     """Forecast of one layer-path product (M, R) x (R, Nc) in its geometry
     (:func:`fastff.kernels.cuda.geometry.gemm_geometry`, or with ``update`` the weight update's
     UT x UT tiles over the whole batch, update_geometry): the longer of issuing its padded
@@ -374,7 +400,8 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     during this slice's products; else its round trips at the L2 latency plus its
     instructions), in waves of the loop's ``blocks per SM`` (from the kernel's registers and
     shared memory, :func:`resident_blocks`). ``passes``: tensor-core products per useful one
-    (3 for 3xTF32)."""
+    (3 for 3xTF32). With ``terms``: its issue, one wave's chain and its blocks (microseconds,
+    microseconds, a count) for :func:`_launch_us`."""
     from fastff import config
     from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
@@ -389,11 +416,12 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     padded = 2 * (-(-M // tm) * tm) * (-(-Nc // tn) * tn) * splits * chunk
     per_warp = loop[kind] * FLOPS_PER_WARP[kind] / passes / loop["total"]
     issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
-    waves = -(-blocks // (gpu["sms"] * loop["blocks per SM"]))
     depth = loop.get("chain cycles") or (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
                                          + loop["total"])
-    chain = waves * (chunk // tk) * depth / gpu["clock_hz"]
-    return 1e6 * max(issue, chain)
+    wave = 1e6 * (chunk // tk) * depth / gpu["clock_hz"]
+    if terms:
+        return 1e6 * issue, wave, blocks
+    return _launch_us([(1e6 * issue, wave, blocks)], loop["blocks per SM"], gpu)
 
 
 @functools.cache
@@ -491,10 +519,12 @@ def _delta_us(B, N, gpu):
 
 
 def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
-    """Forecast of the layer-by-layer path (a CUDA graph of 3 L launches): each product as
-    :func:`_product_us` forecasts it from its main loop's SASS (``products`` as
+    """Forecast of the layer-by-layer path (a CUDA graph of 2 L + 1 launches): each launch's
+    products as :func:`_launch_us` forecasts them from their main loops' SASS (``products`` as
     :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
-    its own FP32 or 3xTF32 loop) and its split-K epilogue's chain (:func:`_split_epilogue_us`),
+    its own FP32 or 3xTF32 loop; a dC/dx and an update side by side, and the last two updates,
+    at the blocks an SM of their launch's kernel) and each product's split-K epilogue's chain
+    (:func:`_split_epilogue_us`),
     the arrivals and column stages after its tiles (:func:`_tile_ends_us`; a layer at a time,
     each delta launch's, :func:`_delta_us`), the element-wise passes at the L2 floor, the
     launches' fixed cost, the cost's launch (:func:`_cost_us`), and the host's time per step
@@ -504,22 +534,37 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
             "3xtf32": ("gemm_3xtf32", "tensor")}[products]
     update = ("update_3xtf32", "tensor") if products == "3xtf32" else ("update", "fp32")
 
-    def product(M, R, Nc, which, is_update=False, fused=False):
+    def terms(M, R, Nc, which, is_update=False):
         name, kind = which
-        epilogue = 0.0 if is_update else _split_epilogue_us(M, R, Nc, gpu, fused=fused)
-        return epilogue + _product_us(M, R, Nc, counts[name], kind, gpu, update=is_update,
-                                      passes=3 if name in SPLIT_LOOPS else 1)
+        return _product_terms(M, R, Nc, counts[name], kind, gpu, update=is_update,
+                              passes=3 if name in SPLIT_LOOPS else 1)
+    fused, pairs = floor["fused"], floor["pairs"]
+    shapes = layer_shapes(sizes)
+    ups = [(terms(k, batch, n, update, True), update[0]) for k, n in shapes]  # x^T delta
     products_us = arrivals_us = 0.0
-    fused = floor["fused"]
-    for l, (k, n) in enumerate(layer_shapes(sizes)):
-        products_us += product(batch, k, n, gemm)  # x @ W
+    launches = []  # each launch's products: ([terms, ...], the loop whose blocks an SM it has)
+    for k, n in shapes:
+        launches.append(([terms(batch, k, n, gemm)], gemm[0]))  # x @ W
+        products_us += _split_epilogue_us(batch, k, n, gpu)
         arrivals_us += _tile_ends_us(batch, k, n, gpu, columns=True)
-        if l > 0:
-            products_us += product(batch, n, k, gemm, fused=fused)  # dC/dx
-            arrivals_us += _tile_ends_us(batch, n, k, gpu, columns=fused)
         if not fused:  # the layer's own delta launch
             arrivals_us += _delta_us(batch, n, gpu)
-        products_us += product(k, batch, n, update, is_update=True)  # x^T delta
+    for l in range(len(shapes) - 1, 0, -1):  # dC/dx, top layer first, beside an update
+        k, n = shapes[l]
+        gx = terms(batch, n, k, gemm)
+        products_us += _split_epilogue_us(batch, n, k, gpu, fused=fused)
+        arrivals_us += _tile_ends_us(batch, n, k, gpu, columns=fused)
+        above = ups[l + 1] if l + 1 < len(shapes) else None
+        if pairs and above:  # grad_x_and_update
+            launches.append(([gx, above[0]], "dC/dx and update"))
+        else:
+            launches += [([gx], gemm[0])] + ([([above[0]], above[1])] if above else [])
+    if fused and len(shapes) > 1:  # two_updates
+        launches.append(([ups[1][0], ups[0][0]], "two updates"))
+    else:
+        launches += [([u], name) for u, name in ups[:2]]
+    products_us += sum(_launch_us(jobs, counts[loop]["blocks per SM"], gpu)
+                       for jobs, loop in launches)
     passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
     fixed = 1e6 * floor["launches"] * gpu["launch_s"]
     cost = _cost_us(batch, sizes[-1], gpu, fused)

@@ -14,12 +14,14 @@ that small shapes span several tiles and K splits.
 import numpy as np
 import pytest
 
+import fastff
 from fastff import config
 from fastff.kernels import BackwardStats, ForwardStats, cuda, reference as ref
 from fastff.kernels.cuda import launchers
 
 import cuda_emulator
 from conftest import assert_close
+from test_cuda import _cuda_model
 from test_cuda_tf32 import assert_the_emulator_finds_an_unrounded_operand, host, tf32
 
 SPLIT_TILES = dict(cuda_emulator.SMALL, CUDA_GEMM_TILE=(32, 32, 8), CUDA_UPDATE_TILE=32,
@@ -167,6 +169,51 @@ def test_training_in_split_tf32_follows_float32(rt, rng, monkeypatch):
         np.testing.assert_allclose(host(W1), host(W0), atol=1e-5)
     assert any(not np.array_equal(host(W0), host(W1))
                for (W0, _), (W1, _) in zip(nets[0].params, nets[1].params))
+
+
+@pytest.mark.parametrize("act, loss, split", [("tanh", "nll", True), ("relu", "quadratic", False)])
+def test_each_update_runs_beside_the_dc_dx_of_the_layer_below(rt, rng, monkeypatch, act, loss,
+                                                               split):
+    """Where the GEMM tile is square and as wide as the update's (here 32 x 32 and 32), a
+    float32 model's backward pass runs each layer's update in the dC/dx launch of the layer
+    below (grad_x_and_update): the cost, the top layer's dC/dx, L - 2 launches of both jobs and
+    one of the last two updates (two_updates). Through several row tiles, column tiles and K
+    splits, on CUDA cores and in 3xTF32, it steps as the reference does and as a layer at a
+    time does, the statistics and the dC/dW sums (each job's own arrival counter) included."""
+    monkeypatch.setattr(config, "CUDA_SPLIT_TF32", split)
+    monkeypatch.setattr(config, "CUDA_STEP_PATH", "layers")
+    monkeypatch.setattr(config, "CUDA_GRAPH", False)
+    sizes = [37, 70, 45, 66, 40, 5]
+    L = len(sizes) - 1
+    paired, alone = (_cuda_model(rt, sizes, act, "float32", loss) for _ in range(2))
+    twin = fastff.MLP(sizes, activation=act, dtype="float32", seed=4, kernels="reference",
+                      loss=loss)
+    nets = {True: paired, False: alone, None: twin}
+    stats = {k: net.new_stats(weight_grad=True) for k, net in nets.items()}
+    losses = {k: [] for k in nets}
+    for _ in range(2):
+        x = rng.standard_normal((45, sizes[0])).astype(np.float32)
+        y = rng.integers(0, sizes[-1], 45)
+        for key, net in nets.items():
+            monkeypatch.setattr(config, "CUDA_FUSED_BACKWARD", bool(key))
+            before = len(getattr(rt, "launches", ()))
+            xs, ys = (x, y) if key is None else (rt.xp.asarray(x), rt.xp.asarray(y))
+            losses[key].append(float(host(net.step(xs, ys, 0.05, stats[key]))))
+            if key and rt.xp is np:
+                names = [n.split("<")[0] for n, _, _ in rt.launches[before:]]
+                assert names == (["dense_forward_fused"] * L + [f"softmax_{loss}"]
+                                 + ["grad_x_fused"] + ["grad_x_and_update"] * (L - 2)
+                                 + ["two_updates"]), names
+    for key in (True, False):
+        np.testing.assert_allclose(losses[key], losses[None], rtol=2e-5)
+        for (W1, b1), (W2, b2) in zip(nets[key].params, twin.params):
+            assert_close(host(W1), W2, np.float32)
+            assert_close(host(b1), b2, np.float32)
+        for mine, theirs in zip(stats[key].summary(), stats[None].summary()):
+            assert mine == pytest.approx(theirs, rel=1e-3, abs=1e-9, nan_ok=True)
+    for (W1, b1), (W2, b2) in zip(paired.params, alone.params):
+        assert_close(host(W1), host(W2), np.float32, scale=1e-3)
+        assert_close(host(b1), host(b2), np.float32, scale=1e-3)
 
 
 def test_the_emulator_finds_a_small_part_not_rounded_to_tf32(tmp_path):

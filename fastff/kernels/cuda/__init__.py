@@ -22,9 +22,13 @@ template instance named in :func:`name_expressions`. The call tree::
                                                            bits of fastff.data.shapeset_counter
 
 A model's plain-SGD backward pass fuses across layers (launchers.backward_layers, config.
-CUDA_FUSED_BACKWARD): the cost's launch also steps the output layer's bias, and each layer's
+CUDA_FUSED_BACKWARD): the cost's launch also steps the output layer's bias; each layer's
 grad_x_fused forms the delta of the layer below (f', its bias step, its dC/ds sums) in its
-epilogue, so dense_backward_delta never runs: 3 launches a layer in all.
+epilogue, so dense_backward_delta never runs; a layer's update runs in the dC/dx launch of
+the layer below it (grad_x_and_update<float>: two jobs in one grid, which touch different
+layers); and the last two updates share one (two_updates<T>). So the pass is the cost, the
+top layer's dC/dx, L - 2 launches of both jobs and one of two updates: 2 L + 1 launches a step
+with the forward's L, where a layer at a time takes 4 L.
 
 Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
 bits every time. The rooms, one job each:

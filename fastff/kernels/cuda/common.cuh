@@ -476,6 +476,14 @@ __device__ __forceinline__ int warp_col0(int warp, int tile_rows) {
 // in one bank; four words leave two-way conflicts there (one word would break the 16-byte
 // alignment of load4). The tensor cores' fragment-ordered slices take as many words.
 constexpr int GEMM_AS = FASTFF_TM + 4, GEMM_BS = FASTFF_TN + 4;
+// Planes of a staged slice: 3xTF32 stages big and small parts (stage_tensor), float32 only.
+template <typename T>
+constexpr int gemm_planes = Tf32Able<T>::value ? 2 : 1;
+// A GEMM tile's staged slices, declared by the kernel (gemm_tile's as and bs), so that the two
+// jobs of one launch (grad_x_and_update) share them.
+#define GEMM_SHARED(T, as, bs)                                                    \
+  FASTFF_SHARED(T, as, FASTFF_TK * fastff::GEMM_AS * fastff::gemm_planes<T>); \
+  FASTFF_SHARED(T, bs, FASTFF_TK * fastff::GEMM_BS * fastff::gemm_planes<T>)
 
 // One TK-deep slice of a tile's operands, zero beyond the edges, in two halves so that the
 // next slice's global loads are in flight during this slice's products (double buffering in
@@ -624,14 +632,29 @@ __device__ __forceinline__ void load_group(bool vec, const T* p, int valid, T (&
   }
 }
 
+// Where a block works: its tile in its job's grid (x, y, z) and that grid's size (nx, ny,
+// nz). A launch of one job is its grid (of_launch); grad_x_and_update runs two jobs in one
+// launch and deals its blocks to them in order (of_block).
+struct Tile {
+  int x, y, z, nx, ny, nz;
+  __device__ __forceinline__ static Tile of_launch() {
+    return Tile{int(blockIdx.x), int(blockIdx.y), int(blockIdx.z),
+                int(gridDim.x),  int(gridDim.y),  int(gridDim.z)};
+  }
+  // block ``b`` of a job whose grid is (nx, ny, nz), x fastest as in a launch's grid
+  __device__ __forceinline__ static Tile of_block(int b, int nx, int ny, int nz) {
+    return Tile{b % nx, (b / nx) % ny, b / (nx * ny), nx, ny, nz};
+  }
+};
+
 template <typename T, bool TRANS_B, int MODE>
 __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                                   T* __restrict__ parts, int M, int R, int Nc,
-                                                  int chunk, T* as, T* bs) {
+                                                  int chunk, T* as, T* bs, const Tile& at) {
   constexpr int AS = GEMM_AS, BS = GEMM_BS;  // as[k][r], bs[k][c]: TK rows each
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * (FASTFF_TN / 4) + tx;
-  const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
-  const int k_begin = blockIdx.z * chunk;
+  const int r0 = at.y * FASTFF_TM, c0 = at.x * FASTFF_TN;
+  const int k_begin = at.z * chunk;
   const int k_end = min(R, k_begin + chunk);
   // tensor cores: this warp's 32 x 16 corner (wm, wn) of the tile
   const int lane = tid % 32, warp = tid / 32;
@@ -665,11 +688,11 @@ __device__ __forceinline__ void gemm_partial_tile(const T* __restrict__ A, const
     if constexpr (MODE != PRODUCTS_FP32) {
       for (int c = 0; c < 4; ++c) {
         const int r = r0 + fragment_row(wm, lane, i, c), col = c0 + fragment_col(wn, lane, i, c);
-        if (r < M && col < Nc) parts[((size_t)blockIdx.z * M + r) * Nc + col] = acc[i][c];
+        if (r < M && col < Nc) parts[((size_t)at.z * M + r) * Nc + col] = acc[i][c];
       }
     } else {
       const int r = r0 + 4 * ty + i, col = c0 + 4 * tx;
-      T* p = parts + ((size_t)blockIdx.z * M + r) * Nc + col;
+      T* p = parts + ((size_t)at.z * M + r) * Nc + col;
       if (r < M && col + 3 < Nc) {
         store4(p, acc[i]);
       } else if (r < M) {
@@ -711,20 +734,20 @@ __device__ __forceinline__ void add_splits(const T* __restrict__ parts, const si
 
 // The split-K product of one tile (gemm_partial_tile) as ``products`` says (Products; float32
 // only on tensor cores: float64 always on CUDA cores).
+// ``as`` and ``bs``: the kernel's GEMM_SHARED, one set for every path.
 template <typename T, bool TRANS_B>
 __device__ __forceinline__ void gemm_tile(const T* __restrict__ A, const T* __restrict__ Bm,
                                           T* __restrict__ parts, int M, int R, int Nc, int chunk,
-                                          int products) {
+                                          int products, const Tile& at, T* as, T* bs) {
   constexpr bool tc = Tf32Able<T>::value;
-  constexpr int planes = tc ? 2 : 1;  // 3xTF32 stages big and small parts (stage_tensor)
-  FASTFF_SHARED(T, as, FASTFF_TK * GEMM_AS * planes);  // one set for every path
-  FASTFF_SHARED(T, bs, FASTFF_TK * GEMM_BS * planes);
   if (tc && products == PRODUCTS_3XTF32)
-    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_3XTF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_3XTF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs,
+                                                            at);
   else if (tc && products == PRODUCTS_TF32)
-    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_TF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+    gemm_partial_tile<T, TRANS_B, tc ? PRODUCTS_TF32 : 0>(A, Bm, parts, M, R, Nc, chunk, as, bs,
+                                                          at);
   else
-    gemm_partial_tile<T, TRANS_B, PRODUCTS_FP32>(A, Bm, parts, M, R, Nc, chunk, as, bs);
+    gemm_partial_tile<T, TRANS_B, PRODUCTS_FP32>(A, Bm, parts, M, R, Nc, chunk, as, bs, at);
 }
 
 }  // namespace fastff

@@ -48,14 +48,16 @@ def name_expressions(every_rows=False):
         if every_rows else [config.CUDA_STEP_MAX_BATCH]
     out = []
     for t in CTYPES.values():
-        out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"softmax_nll<{t}>",
+        out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"two_updates<{t}>",
+                f"softmax_nll<{t}>",
                 f"softmax_quadratic<{t}>", f"square_into<{t}>", f"second_order_update<{t}>"]
         for code in sorted(set(activations.CODES.values())):
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]
         out += [f"train_steps<{t}, {activations.CODES[a]}, {r}>"
                 for a in activations.HIDDEN_ACTIVATIONS for r in rows]
-    return out + ["shapeset_render", "barrier_rounds"]
+    # float32 only: in float64 the two jobs' registers spill at 2 blocks an SM
+    return out + ["grad_x_and_update<float>", "shapeset_render", "barrier_rounds"]
 
 
 def defines():
@@ -211,9 +213,9 @@ def threads_per_block(name):
     """Threads per block the launches of kernel ``name`` use (its __launch_bounds__)."""
     tm, tn, _ = config.CUDA_GEMM_TILE
     ut = config.CUDA_UPDATE_TILE
-    if name.startswith(("dense_forward_fused", "grad_x_fused")):
+    if name.startswith(("dense_forward_fused", "grad_x_fused", "grad_x_and_update")):
         return (tn // 4) * (tm // 4)
-    if name.startswith(("dense_backward_update", "second_order_update")):
+    if name.startswith(("dense_backward_update", "two_updates", "second_order_update")):
         return (ut // 4) ** 2
     if name.startswith(("train_steps", "barrier_rounds")):
         return config.CUDA_STEP_STRIP * config.CUDA_STEP_LANES
@@ -225,8 +227,9 @@ def threads_per_block(name):
 def blocks_per_sm(name):
     """Blocks an SM must hold at once by kernel ``name``'s __launch_bounds__ (its second
     argument, which caps the registers ptxas gives a thread)."""
-    if name.startswith(("dense_forward_fused", "grad_x_fused", "dense_backward_update",
-                        "second_order_update", "shapeset_render")):
+    if name.startswith(("dense_forward_fused", "grad_x_fused", "grad_x_and_update",
+                        "dense_backward_update", "two_updates", "second_order_update",
+                        "shapeset_render")):
         return 1
     if name.startswith("train_steps<double"):  # its registers: train_step.cu's launch bounds
         return 1

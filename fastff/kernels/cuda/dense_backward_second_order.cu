@@ -55,7 +55,9 @@ second_order_update(const T* __restrict__ x, const T* __restrict__ delta, const 
                     T corr, int B, int K, int N, int want_gw, double* __restrict__ gw_parts,
                     unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
                     double* __restrict__ grad_w_total_sq) {
+  UPDATE_SHARED(T, sh, 1, true);
   update_tile<T, true, fastff::PRODUCTS_FP32>(x, delta, q, W, avg, lr, hessian, damping, keep,
                                               corr, B, K, N, want_gw, gw_parts, counter,
-                                              grad_w_total, grad_w_total_sq);
+                                              grad_w_total, grad_w_total_sq, sh,
+                                              fastff::Tile::of_launch());
 }

@@ -13,6 +13,11 @@
 // 3. dense_backward_update: each block owns a UT x UT tile of W, forms its dC/dW entries over
 //    the whole batch and applies them (update_tile, shared with
 //    dense_backward_second_order.cu); the last block adds the blocks' dC/dW sums in block order.
+//
+// A model's pass (launchers.backward_layers) also runs two jobs in one launch where they touch
+// different layers: grad_x_and_update (a layer's dC/dx beside the update of the layer above)
+// and two_updates (the last two layers' updates). A job finds its tile in a fastff::Tile, its
+// own grid's, not the launch's.
 
 // delta = grad_h f'(h) at entry e, written, and added to its column's sums; returns f'(h).
 template <typename T, int ACT>
@@ -106,11 +111,11 @@ __device__ __forceinline__ void delta_epilogue(
     T* __restrict__ b, const T* __restrict__ lr, unsigned* __restrict__ counters,
     double* __restrict__ col_parts, int B, int K, int act, int want_stats,
     double* __restrict__ d_total, double* __restrict__ d_total_sq,
-    long long* __restrict__ counts) {
+    long long* __restrict__ counts, const fastff::Tile& at) {
   const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
-  const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
-  const int r0 = blockIdx.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
-  const int c0 = blockIdx.x * FASTFF_TN, ncols = min(FASTFF_TN, K - c0);
+  const int splits = at.nz, col_tiles = at.nx, row_tiles = at.ny;
+  const int r0 = at.y * FASTFF_TM, r1 = min(B, r0 + FASTFF_TM);
+  const int c0 = at.x * FASTFF_TN, ncols = min(FASTFF_TN, K - c0);
   const int groups = fastff::row_groups(threads, ncols), units = groups * ncols;
   constexpr int RED = fastff::EPILOGUE_UNITS;
   FASTFF_SHARED(double, red, 3 * RED);  // red[sum][unit]: T column sum, sum, sum of squares
@@ -121,20 +126,20 @@ __device__ __forceinline__ void delta_epilogue(
     double sum = 0.0, sum_sq = 0.0;
     for (int r = r0 + u / ncols; r < r1; r += ER * groups) {
       T s[ER], hv[ER];
-      size_t at[ER];
+      size_t off[ER];
       bool in[ER];
 #pragma unroll
       for (int i = 0; i < ER; ++i) {
         in[i] = r + i * groups < r1;
-        at[i] = (size_t)(r + i * groups) * K + j;
-        hv[i] = in[i] ? h[at[i]] : T(0);  // in flight with the splits' loads
+        off[i] = (size_t)(r + i * groups) * K + j;
+        hv[i] = in[i] ? h[off[i]] : T(0);  // in flight with the splits' loads
       }
-      fastff::add_splits<T, ER>(parts, at, in, splits, (size_t)B * K, s);
+      fastff::add_splits<T, ER>(parts, off, in, splits, (size_t)B * K, s);
 #pragma unroll
       for (int i = 0; i < ER; ++i) {
         if (!in[i]) break;
         const T d = s[i] * derivative_of(act, hv[i]);
-        delta_x[at[i]] = d;
+        delta_x[off[i]] = d;
         colsum += d;
         sum += double(d);
         sum_sq += double(d) * double(d);
@@ -153,15 +158,15 @@ __device__ __forceinline__ void delta_epilogue(
       sum += red[RED + g * ncols + c];
       sum_sq += red[2 * RED + g * ncols + c];
     }
-    double* part = col_parts + (size_t)blockIdx.y * 3 * K;
+    double* part = col_parts + (size_t)at.y * 3 * K;
     part[c0 + c] = double(colsum);
     part[K + c0 + c] = sum;
     part[2 * K + c0 + c] = sum_sq;
   }
-  if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
+  if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + at.x, row_tiles)) return;
   for (int c = tid; c < ncols; c += threads)
     step_bias_from_parts(col_parts, row_tiles, K, c0 + c, b, lr, want_stats, d_total, d_total_sq);
-  if (want_stats && blockIdx.x == 0 && tid == 0) {
+  if (want_stats && at.x == 0 && tid == 0) {
     counts[0] += B;  // rows
     counts[1] += 1;  // steps
   }
@@ -173,6 +178,46 @@ __device__ __forceinline__ void delta_epilogue(
 // below's activation code) the epilogue forms the layer below's delta into out instead, and
 // steps its bias b, with its statistics (delta_epilogue; parts is then always a scratch).
 template <typename T>
+__device__ __forceinline__ void grad_x_tile(
+    const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
+    unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N, int chunk,
+    int products, int act, const T* __restrict__ h, T* __restrict__ b, const T* __restrict__ lr,
+    double* __restrict__ col_parts, int want_stats, double* __restrict__ d_total,
+    double* __restrict__ d_total_sq, long long* __restrict__ counts, const fastff::Tile& at,
+    T* as, T* bs) {
+  fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, products, at, as, bs);
+  const int splits = at.nz;
+  if (act >= 0) {
+    if (fastff::last_to_arrive(counters + at.y * at.nx + at.x, splits))
+      delta_epilogue<T>(parts, h, out, b, lr, counters, col_parts, B, K, act, want_stats,
+                        d_total, d_total_sq, counts, at);
+    return;
+  }
+  if (splits == 1) return;
+  if (!fastff::last_to_arrive(counters + at.y * at.nx + at.x, splits)) return;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
+  const int r0 = at.y * FASTFF_TM, c0 = at.x * FASTFF_TN;
+  // outputs whose splits are added together (fastff::add_splits; one in double)
+  constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
+  for (int e0 = tid; e0 < FASTFF_TM * FASTFF_TN; e0 += ER * threads) {
+    T s[ER];
+    size_t off[ER];
+    bool in[ER];
+#pragma unroll
+    for (int i = 0; i < ER; ++i) {
+      const int e = e0 + i * threads, r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
+      in[i] = e < FASTFF_TM * FASTFF_TN && r < B && c < K;
+      off[i] = (size_t)r * K + c;
+    }
+    fastff::add_splits<T, ER>(parts, off, in, splits, (size_t)B * K, s);
+#pragma unroll
+    for (int i = 0; i < ER; ++i)
+      if (in[i]) out[off[i]] = s[i];
+  }
+}
+
+// A launch of dC/dx alone: its grid is dC/dx's (column tiles, row tiles, splits).
+template <typename T>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
 grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
              unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
@@ -180,35 +225,10 @@ grad_x_fused(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict
              const T* __restrict__ lr, double* __restrict__ col_parts, int want_stats,
              double* __restrict__ d_total, double* __restrict__ d_total_sq,
              long long* __restrict__ counts) {
-  fastff::gemm_tile<T, true>(delta, W, parts, B, N, K, chunk, products);
-  const int splits = gridDim.z;
-  if (act >= 0) {
-    if (fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits))
-      delta_epilogue<T>(parts, h, out, b, lr, counters, col_parts, B, K, act, want_stats,
-                        d_total, d_total_sq, counts);
-    return;
-  }
-  if (splits == 1) return;
-  if (!fastff::last_to_arrive(counters + blockIdx.y * gridDim.x + blockIdx.x, splits)) return;
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
-  const int r0 = blockIdx.y * FASTFF_TM, c0 = blockIdx.x * FASTFF_TN;
-  // outputs whose splits are added together (fastff::add_splits; one in double)
-  constexpr int ER = sizeof(T) == 4 ? FASTFF_ER : 1;
-  for (int e0 = tid; e0 < FASTFF_TM * FASTFF_TN; e0 += ER * threads) {
-    T s[ER];
-    size_t at[ER];
-    bool in[ER];
-#pragma unroll
-    for (int i = 0; i < ER; ++i) {
-      const int e = e0 + i * threads, r = r0 + e / FASTFF_TN, c = c0 + e % FASTFF_TN;
-      in[i] = e < FASTFF_TM * FASTFF_TN && r < B && c < K;
-      at[i] = (size_t)r * K + c;
-    }
-    fastff::add_splits<T, ER>(parts, at, in, splits, (size_t)B * K, s);
-#pragma unroll
-    for (int i = 0; i < ER; ++i)
-      if (in[i]) out[at[i]] = s[i];
-  }
+  GEMM_SHARED(T, as, bs);
+  grad_x_tile<T>(delta, W, parts, counters, out, B, K, N, chunk, products, act, h, b, lr,
+                 col_parts, want_stats, d_total, d_total_sq, counts, fastff::Tile::of_launch(),
+                 as, bs);
 }
 
 // One UT x UT tile of W per block: its entries of g = x^T delta over the whole batch, applied
@@ -327,15 +347,16 @@ __device__ __forceinline__ void add_grad_w_sums(double g_sum, double g_sq, doubl
                                                 double* __restrict__ gw_parts,
                                                 unsigned* __restrict__ counter,
                                                 double* __restrict__ grad_w_total,
-                                                double* __restrict__ grad_w_total_sq) {
+                                                double* __restrict__ grad_w_total_sq,
+                                                const fastff::Tile& at) {
   const double s = fastff::block_sum(g_sum, scratch, tid, threads);
   const double q2 = fastff::block_sum(g_sq, scratch, tid, threads);
   if (tid == 0) {
-    const int block = blockIdx.y * gridDim.x + blockIdx.x;
+    const int block = at.y * at.nx + at.x;
     gw_parts[2 * block] = s;
     gw_parts[2 * block + 1] = q2;
   }
-  const int blocks = gridDim.x * gridDim.y;
+  const int blocks = at.nx * at.ny;
   if (fastff::last_to_arrive(counter, blocks) && tid == 0) {
     double total = 0.0, total_sq = 0.0;  // block order: the same sum on every launch
     for (int k = 0; k < blocks; ++k) {
@@ -347,6 +368,22 @@ __device__ __forceinline__ void add_grad_w_sums(double g_sum, double g_sq, doubl
   }
 }
 
+// The update's shared memory, declared by its kernel (UPDATE_SHARED) so that one set serves
+// every instance of update_tile it runs: xs[r][i] = x[r, i0 + i], ds[r][j] = delta[r, j0 + j]
+// (two planes, big and small parts, in 3xTF32), qs[r][j] = q[r, j0 + j] (the rates only), and
+// the block sums' scratch.
+template <typename T>
+struct UpdateShared {
+  T *xs, *ds, *qs;
+  double* scratch;
+};
+#define UPDATE_SHARED(T, name, planes, rates)                                      \
+  FASTFF_SHARED(T, name##_xs, FASTFF_TK * UPDATE_PITCH * (planes));               \
+  FASTFF_SHARED(T, name##_ds, FASTFF_TK * UPDATE_PITCH * (planes));               \
+  FASTFF_SHARED(T, name##_qs, (rates) ? FASTFF_TK * UPDATE_PITCH : 1);            \
+  FASTFF_SHARED(double, name##_scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));        \
+  const UpdateShared<T> name{name##_xs, name##_ds, name##_qs, name##_scratch}
+
 template <typename T, bool RATES, int MODE>
 __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __restrict__ delta,
                                             const T* __restrict__ q, T* __restrict__ W,
@@ -355,18 +392,15 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
                                             double* __restrict__ gw_parts,
                                             unsigned* __restrict__ counter,
                                             double* __restrict__ grad_w_total,
-                                            double* __restrict__ grad_w_total_sq) {
+                                            double* __restrict__ grad_w_total_sq,
+                                            const UpdateShared<T>& sh, const fastff::Tile& at) {
   constexpr int P = UPDATE_PITCH;
   constexpr bool TC = MODE != fastff::PRODUCTS_FP32;
   static_assert(!(TC && RATES), "the rates' update runs on CUDA cores");
-  constexpr int planes = MODE == fastff::PRODUCTS_3XTF32 ? 2 : 1;  // big and small parts
-  FASTFF_SHARED(T, xs, FASTFF_TK * P * planes);  // xs[r][i] = x[r, i0 + i] (CUDA cores)
-  FASTFF_SHARED(T, ds, FASTFF_TK * P * planes);  // ds[r][j] = delta[r, j0 + j]
-  FASTFF_SHARED(T, qs, RATES ? FASTFF_TK * P : 1);  // qs[r][j] = q[r, j0 + j]
-  FASTFF_SHARED(double, scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));
+  T *xs = sh.xs, *ds = sh.ds, *qs = sh.qs;
   const int side = FASTFF_UT / 4;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * side + tx, threads = side * side;
-  const int i0 = blockIdx.y * FASTFF_UT, j0 = blockIdx.x * FASTFF_UT;
+  const int i0 = at.y * FASTFF_UT, j0 = at.x * FASTFF_UT;
   const int lane = tid % 32, warp = tid / 32;  // tensor cores: the warp's corner (wm, wn)
   const int wm = fastff::warp_row0(warp, FASTFF_UT), wn = fastff::warp_col0(warp, FASTFF_UT);
   T acc[4][4], acc_sq[4][4];  // acc_sq: RATES only (dropped by the compiler otherwise)
@@ -418,8 +452,35 @@ __device__ __forceinline__ void update_tile(const T* __restrict__ x, const T* __
   apply_update<T, RATES, MODE>(acc, acc_sq, W, avg, lr, hessian, damping, keep, corr, B, K, N,
                                i0, j0, tx, ty, wm, wn, lane, g_sum, g_sq);
   if (want_gw)
-    add_grad_w_sums(g_sum, g_sq, scratch, tid, threads, gw_parts, counter, grad_w_total,
-                    grad_w_total_sq);
+    add_grad_w_sums(g_sum, g_sq, sh.scratch, tid, threads, gw_parts, counter, grad_w_total,
+                    grad_w_total_sq, at);
+}
+
+// Plain SGD's update of one tile of W (update_tile), its products as ``products`` says: in
+// 3xTF32 on tensor cores (float32 only, staged in ``tensor_sh``), on CUDA cores otherwise
+// (in ``cores_sh``). A kernel of this job alone gives each its own set: the CUDA-core loop
+// sharing the tensor cores' set was scheduled with fewer shared loads ahead (a chain of 732
+// cycles an iteration in sm_90's SASS, 527 in its own; benchmarks/sass.py).
+template <typename T>
+__device__ __forceinline__ void sgd_update(const T* __restrict__ x, const T* __restrict__ delta,
+                                           T* __restrict__ W, const T* __restrict__ lr, int B,
+                                           int K, int N, int products, int want_gw,
+                                           double* __restrict__ gw_parts,
+                                           unsigned* __restrict__ counter,
+                                           double* __restrict__ grad_w_total,
+                                           double* __restrict__ grad_w_total_sq,
+                                           const UpdateShared<T>& tensor_sh,
+                                           const UpdateShared<T>& cores_sh,
+                                           const fastff::Tile& at) {
+  constexpr bool tc = fastff::Tf32Able<T>::value;  // float32 only on tensor cores
+  if (tc && products == fastff::PRODUCTS_3XTF32)
+    update_tile<T, false, tc ? fastff::PRODUCTS_3XTF32 : 0>(
+        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
+        counter, grad_w_total, grad_w_total_sq, tensor_sh, at);
+  else
+    update_tile<T, false, fastff::PRODUCTS_FP32>(
+        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
+        counter, grad_w_total, grad_w_total_sq, cores_sh, at);
 }
 
 template <typename T>
@@ -429,13 +490,75 @@ dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* _
                       int want_gw, double* __restrict__ gw_parts,
                       unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
                       double* __restrict__ grad_w_total_sq) {
-  constexpr bool tc = fastff::Tf32Able<T>::value;  // float32 only on tensor cores
-  if (tc && products == fastff::PRODUCTS_3XTF32)
-    update_tile<T, false, tc ? fastff::PRODUCTS_3XTF32 : 0>(
-        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
-        counter, grad_w_total, grad_w_total_sq);
+  UPDATE_SHARED(T, tensor_sh, fastff::gemm_planes<T>, false);
+  UPDATE_SHARED(T, cores_sh, 1, false);
+  sgd_update<T>(x, delta, W, lr, B, K, N, products, want_gw, gw_parts, counter, grad_w_total,
+                grad_w_total_sq, tensor_sh, cores_sh, fastff::Tile::of_launch());
+}
+
+// A model's backward pass, two jobs in one launch: dC/dx of one layer (grad_x_tile, forming
+// the delta of the layer below) and the update of the layer above it (sgd_update, from that
+// layer's delta, ready before the launch). They read and write different layers' W, biases
+// and deltas, so nothing orders them: each waits on no other, and a pass of L layers takes L
+// - 2 launches fewer (launchers.backward_layers). Blocks [0, gx_blocks) take dC/dx's tiles in
+// its grid (column tiles, row tiles, splits), the rest the update's (up_N / UT, up_K / UT);
+// the two jobs' blocks are the same shape (TN = TM = UT). dC/dx's blocks come first, so that
+// its tiles' epilogues overlap the update's products.
+template <typename T>
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
+grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __restrict__ parts,
+                  unsigned* __restrict__ counters, T* __restrict__ out, int B, int K, int N,
+                  int chunk, int products, int act, const T* __restrict__ h, T* __restrict__ b,
+                  const T* __restrict__ lr, double* __restrict__ col_parts, int want_stats,
+                  double* __restrict__ d_total, double* __restrict__ d_total_sq,
+                  long long* __restrict__ counts, const T* __restrict__ x,
+                  const T* __restrict__ up_delta, T* __restrict__ up_W, int up_K, int up_N,
+                  int up_products, int want_gw, double* __restrict__ gw_parts,
+                  unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
+                  double* __restrict__ grad_w_total_sq) {
+  // launched only where the tiles allow it (launchers.pairs_jobs); empty elsewhere
+  if constexpr (FASTFF_TM == FASTFF_UT && FASTFF_TN == FASTFF_UT) {
+    const int gx = (K + FASTFF_TN - 1) / FASTFF_TN, gy = (B + FASTFF_TM - 1) / FASTFF_TM;
+    const int gz = (N + chunk - 1) / chunk, gx_blocks = gx * gy * gz;
+    const int block = blockIdx.x;
+    // a block runs one job: the update's staged slices are the GEMM's (the same size here)
+    GEMM_SHARED(T, as, bs);
+    FASTFF_SHARED(double, scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));
+    const UpdateShared<T> sh{as, bs, as, scratch};
+    if (block < gx_blocks)
+      grad_x_tile<T>(delta, W, parts, counters, out, B, K, N, chunk, products, act, h, b, lr,
+                     col_parts, want_stats, d_total, d_total_sq, counts,
+                     fastff::Tile::of_block(block, gx, gy, gz), as, bs);
+    else
+      sgd_update<T>(x, up_delta, up_W, lr, B, up_K, up_N, up_products, want_gw, gw_parts,
+                    counter, grad_w_total, grad_w_total_sq, sh, sh,
+                    fastff::Tile::of_block(block - gx_blocks, (up_N + FASTFF_UT - 1) / FASTFF_UT,
+                                           (up_K + FASTFF_UT - 1) / FASTFF_UT, 1));
+  }
+}
+
+// A model's last two updates (launchers.backward_layers: layers 1 and 0, whose deltas the same
+// dC/dx launch formed) in one launch: blocks [0, (N / UT) (K / UT)) update W, the rest up_W,
+// each with its own block sums and arrival counter.
+template <typename T>
+__global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
+two_updates(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict__ W,
+            const T* __restrict__ lr, int B, int K, int N, int products, int want_gw,
+            double* __restrict__ gw_parts, unsigned* __restrict__ counter,
+            double* __restrict__ grad_w_total, double* __restrict__ grad_w_total_sq,
+            const T* __restrict__ up_x, const T* __restrict__ up_delta, T* __restrict__ up_W,
+            int up_K, int up_N, int up_want_gw, double* __restrict__ up_gw_parts,
+            unsigned* __restrict__ up_counter, double* __restrict__ up_grad_w_total,
+            double* __restrict__ up_grad_w_total_sq) {
+  UPDATE_SHARED(T, sh, fastff::gemm_planes<T>, false);  // a block runs one job
+  const int gx = (N + FASTFF_UT - 1) / FASTFF_UT, gy = (K + FASTFF_UT - 1) / FASTFF_UT;
+  const int block = blockIdx.x;
+  if (block < gx * gy)
+    sgd_update<T>(x, delta, W, lr, B, K, N, products, want_gw, gw_parts, counter, grad_w_total,
+                  grad_w_total_sq, sh, sh, fastff::Tile::of_block(block, gx, gy, 1));
   else
-    update_tile<T, false, fastff::PRODUCTS_FP32>(
-        x, delta, nullptr, W, nullptr, lr[0], 0, T(0), T(0), T(0), B, K, N, want_gw, gw_parts,
-        counter, grad_w_total, grad_w_total_sq);
+    sgd_update<T>(up_x, up_delta, up_W, lr, B, up_K, up_N, products, up_want_gw, up_gw_parts,
+                  up_counter, up_grad_w_total, up_grad_w_total_sq, sh, sh,
+                  fastff::Tile::of_block(block - gx * gy, (up_N + FASTFF_UT - 1) / FASTFF_UT,
+                                         (up_K + FASTFF_UT - 1) / FASTFF_UT, 1));
 }

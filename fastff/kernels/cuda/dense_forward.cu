@@ -44,7 +44,9 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
                     long long* __restrict__ sat_high, double* __restrict__ total,
                     double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
                     int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
-  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, products);
+  GEMM_SHARED(T, as, bs);
+  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, products, fastff::Tile::of_launch(),
+                              as, bs);
   const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
   const int tile = blockIdx.y * col_tiles + blockIdx.x;
   if (!fastff::last_to_arrive(counters + tile, splits)) return;

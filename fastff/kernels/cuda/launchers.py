@@ -163,12 +163,7 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     rate = rt.rate(lr, T)
     if not delta_ready:
-        grid, block = delta_geometry(B, N)
-        rt.launch_named(f"dense_backward_delta<{ct}, {activations.CODES[activation]}>", grid,
-                        block, grad_h=grad_h, h=h, delta=delta, b=b, lr=rate, B=_i32(B),
-                        N=_i32(N), counters=rt.counters(grid[0]),
-                        col_parts=rt.scratch("column_parts", grid[1] * 3 * N, np.float64),
-                        **_delta_stats(rt, stats))
+        _delta(rt, grad_h, h, delta, b, rate, activation, stats)
     if compute_grad_x and below is not None:
         _grad_x(rt, delta, W, below.delta, B, K, N, ct, mode, below=below, rate=rate)
         grad_x = None
@@ -176,11 +171,35 @@ def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=No
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
         _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
-    grid, block, _ = update_geometry(K, N)
-    rt.launch_named(f"dense_backward_update<{ct}>", grid, block, x=x, delta=delta, W=W, lr=rate,
-                    B=_i32(B), K=_i32(K), N=_i32(N), products=_i32(update_mode),
-                    **_grad_w_sums(rt, K, N, stats))
+    _update(rt, _update_fields(rt, x, delta, W, rate, update_mode, stats))
     return grad_x if compute_grad_x else None
+
+
+def _delta(rt, grad_h, h, delta, b, rate, activation, stats):
+    """Step 1 of a layer in its own launch: delta = grad_h f'(h), the bias step and the dC/ds
+    statistics (dense_backward_delta)."""
+    B, N = delta.shape
+    grid, block = delta_geometry(B, N)
+    rt.launch_named(f"dense_backward_delta<{CTYPES[delta.dtype]}, "
+                    f"{activations.CODES[activation]}>", grid, block, grad_h=grad_h, h=h,
+                    delta=delta, b=b, lr=rate, B=_i32(B), N=_i32(N),
+                    counters=rt.counters(grid[0]),
+                    col_parts=rt.scratch("column_parts", grid[1] * 3 * N, np.float64),
+                    **_delta_stats(rt, stats))
+
+
+def _update_fields(rt, x, delta, W, rate, mode, stats):
+    """The fields of a plain-SGD update of W from its layer's input ``x`` and ``delta``
+    (dense_backward_update's parameters), its products formed as ``mode`` says."""
+    (B, K), N = x.shape, W.shape[1]
+    return dict(x=x, delta=delta, W=W, lr=rate, B=_i32(B), K=_i32(K), N=_i32(N),
+                products=_i32(mode), **_grad_w_sums(rt, K, N, stats))
+
+
+def _update(rt, fields):
+    """A plain-SGD update in its own launch (dense_backward_update)."""
+    grid, block, _ = update_geometry(int(fields["K"]), int(fields["N"]))
+    rt.launch_named(f"dense_backward_update<{CTYPES[fields['W'].dtype]}>", grid, block, **fields)
 
 
 class Below:
@@ -194,13 +213,26 @@ class Below:
         self.h, self.b, self.activation, self.stats, self.delta = h, b, activation, stats, delta
 
 
+def pairs_jobs(dtype):
+    """Whether a layer's dC/dx and another layer's update can share a launch
+    (grad_x_and_update): in float32 (in float64 the two jobs' registers would spill at 2 blocks
+    an SM), where their blocks are the same shape: the GEMM tile square and as wide as the
+    update's (config.CUDA_GEMM_TILE, config.CUDA_UPDATE_TILE: 64 each)."""
+    tm, tn, _ = config.CUDA_GEMM_TILE
+    return np.dtype(dtype) == np.float32 and tm == tn == config.CUDA_UPDATE_TILE
+
+
 def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
-    """A model's cost and plain-SGD backward pass, top layer first, each layer's dC/dx launch
-    forming the delta of the layer below and stepping its bias in its epilogue, and the cost's
-    launch stepping the output layer's bias (its delta is the cost's gradient: a linear layer
-    without statistics; otherwise the top layer's delta has its own launch): 1 launch for the
-    cost and 2 a layer, where the cost and :func:`backward_unchecked` alone take 1 + 3 a layer
-    (and write dC/dx for the next launch to read back). ``loss``: the cost's name
+    """A model's cost and plain-SGD backward pass, top layer first. Each layer's dC/dx launch
+    forms the delta of the layer below and steps its bias in its epilogue; the cost's launch
+    steps the output layer's bias (its delta is the cost's gradient: a linear layer without
+    statistics; otherwise the top layer's delta has its own launch); and each layer's update
+    runs in the dC/dx launch of the layer below it (grad_x_and_update, where
+    :func:`pairs_jobs`): the update of W waits only for dC/dx to have read W, and the layer
+    below's dC/dx reads another W. The last two updates share a launch (two_updates). So the
+    cost, the top layer's dC/dx, L - 2 launches of two jobs and one of two updates: L + 1
+    launches (2 L - 1 without pairs), where the cost and :func:`backward_unchecked` alone take
+    1 + 3 L (and write dC/dx for the next launch to read back). ``loss``: the cost's name
     (fastff.losses); ``hs``: the layers' outputs; ``stats``: each layer's BackwardStats or
     None; ``ws``: the plan's workspace of the batch. Returns the loss (a device scalar)."""
     top = len(params) - 1
@@ -210,15 +242,63 @@ def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
     T = params[top][0].dtype
     value, _ = _softmax_loss(kernel, hs[top], y, grad_z, *(
         (params[top][1], runtime().rate(lr, T)) if top_ready else ()))
+    inputs = [x, *hs[:-1]]
+    waiting = None  # the update of the layer above: it runs beside this layer's dC/dx
     for l in range(top, -1, -1):
         W, b = params[l]
-        below = (Below(hs[l - 1], params[l - 1][1], acts[l - 1], stats[l - 1], deltas[l - 1])
-                 if l > 0 else None)
-        backward_unchecked(hs[l - 1] if l > 0 else x, hs[l], W, b, grad_z, acts[l], lr,
-                           stats=stats[l], compute_grad_x=l > 0, tf32=tf32, below=below,
-                           delta=grad_z if l == top and top_ready else deltas[l],
-                           delta_ready=l < top or top_ready)
+        rt, B, K, N, T, ct, (mode, update_mode) = _layer(inputs[l], W, tf32)
+        rate = rt.rate(lr, T)
+        delta = grad_z if l == top and top_ready else deltas[l]
+        if l == top and not top_ready:
+            _delta(rt, grad_z, hs[l], delta, b, rate, acts[l], stats[l])
+        update = _update_fields(rt, inputs[l], delta, W, rate, update_mode, stats[l])
+        if l == 0:
+            break
+        below = Below(hs[l - 1], params[l - 1][1], acts[l - 1], stats[l - 1], deltas[l - 1])
+        if waiting is not None and pairs_jobs(T):
+            _grad_x_and_update(rt, delta, W, below, B, K, N, ct, mode, rate, waiting)
+        else:
+            if waiting is not None:
+                _update(rt, waiting)
+            _grad_x(rt, delta, W, below.delta, B, K, N, ct, mode, below=below, rate=rate)
+        waiting = update
+    if waiting is None:  # one layer
+        _update(rt, update)
+    else:
+        _two_updates(rt, waiting, update)
     return value
+
+
+def _two_updates(rt, first, second):
+    """Two layers' updates (each :func:`_update_fields`) in one launch (two_updates): the
+    first's blocks, then the second's, each with its own block sums and arrival counter."""
+    ut = config.CUDA_UPDATE_TILE
+    blocks = [update_geometry(int(u["K"]), int(u["N"]))[2] for u in (first, second)]
+    counters = rt.counters(2)
+    parts = rt.scratch("grad_w_parts", 2 * sum(blocks), np.float64)
+    fields = dict(first, gw_parts=parts, counter=counters, **{
+        "up_" + k: second[k] for k in ("x", "delta", "W", "K", "N", "want_gw", "grad_w_total",
+                                       "grad_w_total_sq")})
+    fields.update(up_gw_parts=parts[2 * blocks[0]:], up_counter=counters[1:])
+    rt.launch_named(f"two_updates<{CTYPES[first['W'].dtype]}>", (sum(blocks),),
+                    (ut // 4, ut // 4, 1), **fields)
+
+
+def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
+    """:func:`_grad_x` forming ``below``'s delta and the update of another layer (``update``,
+    :func:`_update_fields`) in one launch (grad_x_and_update): dC/dx's blocks first, then the
+    update's; the update's arrival counter after dC/dx's."""
+    grid, block, fields = _grad_x_fields(rt, f"grad_x_fused<{ct}>", a, W, below.delta, B, K, N,
+                                         mode, below, rate)
+    tiles = grid[0] * grid[1] + grid[0]  # the counters of dC/dx's arrivals
+    counters = rt.counters(tiles + 1)
+    _, _, up_blocks = update_geometry(int(update["K"]), int(update["N"]))
+    fields.update(counters=counters, x=update["x"], up_delta=update["delta"], up_W=update["W"],
+                  up_K=update["K"], up_N=update["N"], up_products=update["products"],
+                  counter=counters[tiles:], **{k: update[k] for k in (
+                      "want_gw", "gw_parts", "grad_w_total", "grad_w_total_sq")})
+    rt.launch_named(f"grad_x_and_update<{ct}>", (grid[0] * grid[1] * grid[2] + up_blocks,),
+                    block, **fields)
 
 
 def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
@@ -228,6 +308,13 @@ def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
     out = below.delta = (a @ W^T) f'(below.h) instead, with dense_backward_delta's bias step
     and statistics (grad_x_fused's delta_epilogue)."""
     name = f"grad_x_fused<{ct}>"
+    grid, block, fields = _grad_x_fields(rt, name, a, W, out, B, K, N, mode, below, rate)
+    rt.launch_named(name, grid, block, **fields)
+
+
+def _grad_x_fields(rt, name, a, W, out, B, K, N, mode, below=None, rate=None):
+    """(grid, block, fields) of :func:`_grad_x`'s launch; ``name``: its kernel's, whose split
+    partial products get their own scratch."""
     grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True,
                                   out if below is None else None)
     no_i64, no_f64 = _dummies(rt)
@@ -239,8 +326,7 @@ def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
         fused = dict(act=_i32(activations.CODES[below.activation]), h=below.h, b=below.b,
                      lr=rate, col_parts=rt.scratch("column_parts", grid[1] * 3 * K, np.float64),
                      **_delta_stats(rt, below.stats))
-    rt.launch_named(name, grid, block, delta=a, W=W, out=out, products=_i32(mode), **split,
-                    **fused)
+    return grid, block, dict(delta=a, W=W, out=out, products=_i32(mode), **split, **fused)
 
 
 def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=None, grad_x=None,
