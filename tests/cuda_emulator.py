@@ -27,6 +27,9 @@ HOST = Path(__file__).resolve().with_name("cuda_host")
 SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_DELTA_ROWS=4,
              CUDA_BLOCKS_PER_SM=2,
              CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
+# The smallest tiles where a float32 model's backward pass runs a dC/dx and an update in one
+# launch (square, as wide as the update's: fastff.kernels.cuda.launchers.pairs_jobs).
+SQUARE = dict(SMALL, CUDA_GEMM_TILE=(8, 8, 4), CUDA_UPDATE_TILE=8)
 
 
 def translation_unit(src=None, main="", every_rows=False):
@@ -245,15 +248,15 @@ def runtime_for(kind, tmp_path_factory, tiles=None, sms=16, seed=7):
         mp.undo()
 
 
-def tsan_run(out_dir, script, src=None, sms=16, env=None):
+def tsan_run(out_dir, script, src=None, sms=16, env=None, tiles=None):
     """Run ``script`` in a child process on the sources (or ``src``) built with
-    ThreadSanitizer, after a prelude that makes them the CUDA runtime (with the SMALL tiles,
-    which the caller must have set in fastff.config for the build). A race ends the child with
-    status 66 and the report on stderr."""
+    ThreadSanitizer, after a prelude that makes them the CUDA runtime (with ``tiles``, default
+    SMALL, which the caller must have set in fastff.config for the build). A race ends the
+    child with status 66 and the report on stderr."""
     lib = build(out_dir, src=src, flags=("-O1", "-g", "-shared", "-fPIC", "-fsanitize=thread"))
     runtime = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True,
                              text=True).stdout.strip()
-    code = prelude(lib, sms) + script
+    code = prelude(lib, sms, tiles) + script
     env = dict(os.environ, LD_PRELOAD=runtime, **(env or {}),
                TSAN_OPTIONS="exitcode=66 halt_on_error=1 report_signal_unsafe=0")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,

@@ -321,6 +321,37 @@ def test_launch_audit(emulate, rng, batch, graph, monkeypatch):
             assert rows == [(3 * L - 1, 0)] * 2
 
 
+@pytest.fixture(scope="module")
+def square_library(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cuda_emulator.SQUARE.items():
+            mp.setattr(config, key, value)
+        return cuda_emulator.build(tmp_path_factory.mktemp("emu-square"))
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_launch_audit_where_dc_dx_and_an_update_share_a_launch(emulate, square_library, rng,
+                                                               graph, monkeypatch):
+    for key, value in cuda_emulator.SQUARE.items():
+        monkeypatch.setattr(config, key, value)
+    monkeypatch.setattr(config, "CUDA_GRAPH", graph)
+    rt = emulate(square_library)
+    sizes = [12, 16, 16, 16, 9]
+    net = cuda_net(sizes, "tanh", "float32")
+    stats = net.new_stats(weight_grad=True)
+    rows = _audit(rt, net, batches(rng, sizes, 128, 3, np.float32), stats)
+    L = len(sizes) - 1
+    # the forward's L, the cost, the top layer's dC/dx, L - 2 launches of a dC/dx beside the
+    # update of the layer above, one of the last two updates: 2 L + 1; nothing allocated
+    if graph:
+        assert rows == [(1, 0)] * 2 and rt.launches[-1][0] == "graph"
+        assert rt.launches[-1][1][0] == 2 * L + 1
+    else:
+        assert rows == [(2 * L + 1, 0)] * 2
+        names = [n.split("<")[0] for n, _, _ in rt.launches[-(2 * L + 1):]]
+        assert names.count("grad_x_and_update") == L - 2 and names[-1] == "two_updates"
+
+
 def test_a_reused_batch_buffer_is_checked_once_a_new_one_each_time(emulate, rng, monkeypatch):
     rt = emulate()
     sizes = [12, 16, 9]
@@ -460,11 +491,11 @@ print("done")
 """
 
 
-def _step_tsan(tmp_path, src=None, env=None, script=_STEP_SCRIPT):
+def _step_tsan(tmp_path, src=None, env=None, script=_STEP_SCRIPT, tiles=cuda_emulator.SMALL):
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in cuda_emulator.SMALL.items():
+        for key, value in tiles.items():
             mp.setattr(config, key, value)
-        return cuda_emulator.tsan_run(tmp_path, script, src=src, sms=2, env=env)
+        return cuda_emulator.tsan_run(tmp_path, script, src=src, sms=2, env=env, tiles=tiles)
 
 
 def _break(anchor, replacement, count=1):
@@ -496,9 +527,18 @@ print("done")
 """
 
 
-def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available):
-    out = _step_tsan(tsan_available, script=_LAYERS_SCRIPT)
-    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-4000:]
+def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available, tmp_path):
+    # square tiles, so that the pass runs every kind of launch it has: the top layer's dC/dx
+    # forming the delta below, the middle layer's dC/dx beside the top layer's update, the last
+    # two updates together; the second step replayed from a captured graph (its own build: the
+    # tiles are compile options)
+    script = _LAYERS_SCRIPT.replace('print("done")', """
+launched = [n for n, _, _ in cuda.runtimes._RUNTIME.launches]
+print(sum(n.startswith("grad_x_and_update") for n in launched), launched[-1])
+print("done")""")
+    out = _step_tsan(tmp_path, script=script, tiles=cuda_emulator.SQUARE)
+    assert out.returncode == 0 and out.stdout.split() == ["1", "graph", "done"], \
+        out.stdout + out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 
 

@@ -227,8 +227,7 @@ def threads_per_block(name):
 def blocks_per_sm(name):
     """Blocks an SM must hold at once by kernel ``name``'s __launch_bounds__ (its second
     argument, which caps the registers ptxas gives a thread)."""
-    if name.startswith(("dense_forward_fused", "grad_x_fused", "grad_x_and_update",
-                        "dense_backward_update", "two_updates", "second_order_update",
+    if name.startswith(("dense_backward_update", "two_updates", "second_order_update",
                         "shapeset_render")):
         return 1
     if name.startswith("train_steps<double"):  # its registers: train_step.cu's launch bounds

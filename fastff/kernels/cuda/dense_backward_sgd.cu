@@ -524,7 +524,7 @@ grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __res
     // a block runs one job: the update's staged slices are the GEMM's (the same size here)
     GEMM_SHARED(T, as, bs);
     FASTFF_SHARED(double, scratch, (FASTFF_UT / 4) * (FASTFF_UT / 4));
-    const UpdateShared<T> sh{as, bs, as, scratch};
+    const UpdateShared<T> sh{as, bs, as, scratch};  // qs: plain SGD reads none (RATES false)
     if (block < gx_blocks)
       grad_x_tile<T>(delta, W, parts, counters, out, B, K, N, chunk, products, act, h, b, lr,
                      col_parts, want_stats, d_total, d_total_sq, counts,

@@ -231,10 +231,11 @@ def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
     :func:`pairs_jobs`): the update of W waits only for dC/dx to have read W, and the layer
     below's dC/dx reads another W. The last two updates share a launch (two_updates). So the
     cost, the top layer's dC/dx, L - 2 launches of two jobs and one of two updates: L + 1
-    launches (2 L - 1 without pairs), where the cost and :func:`backward_unchecked` alone take
-    1 + 3 L (and write dC/dx for the next launch to read back). ``loss``: the cost's name
-    (fastff.losses); ``hs``: the layers' outputs; ``stats``: each layer's BackwardStats or
-    None; ``ws``: the plan's workspace of the batch. Returns the loss (a device scalar)."""
+    launches (2 L - 1 without pairs; one more where the top layer's delta has its own), where
+    the cost and :func:`backward_unchecked` alone take 1 + 3 L (and write dC/dx for the next
+    launch to read back). ``loss``: the cost's name (fastff.losses); ``hs``: the layers'
+    outputs; ``stats``: each layer's BackwardStats or None; ``ws``: the plan's workspace of the
+    batch. Returns the loss (a device scalar)."""
     top = len(params) - 1
     kernel = KERNELS[loss]
     grad_z, deltas = ws["grad_z"], ws["delta"]
@@ -288,6 +289,10 @@ def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
     """:func:`_grad_x` forming ``below``'s delta and the update of another layer (``update``,
     :func:`_update_fields`) in one launch (grad_x_and_update): dC/dx's blocks first, then the
     update's; the update's arrival counter after dC/dx's."""
+    if not pairs_jobs(W.dtype):  # the kernel is empty for other tiles and types
+        raise DeviceError(f"grad_x_and_update takes float32 and square tiles as wide as the "
+                          f"update's; here {W.dtype} and {config.CUDA_GEMM_TILE}, "
+                          f"{config.CUDA_UPDATE_TILE}")
     grid, block, fields = _grad_x_fields(rt, f"grad_x_fused<{ct}>", a, W, below.delta, B, K, N,
                                          mode, below, rate)
     tiles = grid[0] * grid[1] + grid[0]  # the counters of dC/dx's arrivals
