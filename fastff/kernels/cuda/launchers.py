@@ -290,9 +290,8 @@ def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
     :func:`_update_fields`) in one launch (grad_x_and_update): dC/dx's blocks first, then the
     update's; the update's arrival counter after dC/dx's."""
     if not pairs_jobs(W.dtype):  # the kernel is empty for other tiles and types
-        raise DeviceError(f"grad_x_and_update takes float32 and square tiles as wide as the "
-                          f"update's; here {W.dtype} and {config.CUDA_GEMM_TILE}, "
-                          f"{config.CUDA_UPDATE_TILE}")
+        raise DeviceError(f"grad_x_and_update needs float32 and square tiles, not {W.dtype}, "
+                          f"{config.CUDA_GEMM_TILE} and {config.CUDA_UPDATE_TILE}")
     grid, block, fields = _grad_x_fields(rt, f"grad_x_fused<{ct}>", a, W, below.delta, B, K, N,
                                          mode, below, rate)
     tiles = grid[0] * grid[1] + grid[0]  # the counters of dC/dx's arrivals
