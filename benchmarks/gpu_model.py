@@ -376,13 +376,13 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
                        f"dependent loads ({'/'.join(sorted(limits))})"))
 
 
-def _product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
+def product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
     """(issue, one wave's chain, blocks) of one layer-path product: see :func:`_product_us`."""
     return _product_us(M, R, Nc, loop, kind, gpu, passes, update, terms=True)
 
 
-def _launch_us(jobs, blocks_per_sm, gpu):
-    """Forecast of one launch of the products ``jobs`` (each :func:`_product_terms`; two in
+def launch_us(jobs, blocks_per_sm, gpu):
+    """Forecast of one launch of the products ``jobs`` (each :func:`product_terms`; two in
     grad_x_and_update and two_updates, whose blocks run side by side): the longer of issuing
     every job's instructions and the waves of all their blocks at the launch's
     ``blocks_per_sm``, each as long as the longest job's chain."""
@@ -401,7 +401,7 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False, terms=False):
     instructions), in waves of the loop's ``blocks per SM`` (from the kernel's registers and
     shared memory, :func:`resident_blocks`). ``passes``: tensor-core products per useful one
     (3 for 3xTF32). With ``terms``: its issue, one wave's chain and its blocks (microseconds,
-    microseconds, a count) for :func:`_launch_us`."""
+    microseconds, a count) for :func:`launch_us`."""
     from fastff import config
     from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
@@ -421,7 +421,7 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False, terms=False):
     wave = 1e6 * (chunk // tk) * depth / gpu["clock_hz"]
     if terms:
         return 1e6 * issue, wave, blocks
-    return _launch_us([(1e6 * issue, wave, blocks)], loop["blocks per SM"], gpu)
+    return launch_us([(1e6 * issue, wave, blocks)], loop["blocks per SM"], gpu)
 
 
 @functools.cache
@@ -520,7 +520,7 @@ def _delta_us(B, N, gpu):
 
 def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
     """Forecast of the layer-by-layer path (a CUDA graph of 2 L + 1 launches): each launch's
-    products as :func:`_launch_us` forecasts them from their main loops' SASS (``products`` as
+    products as :func:`launch_us` forecasts them from their main loops' SASS (``products`` as
     :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
     its own FP32 or 3xTF32 loop; a dC/dx and an update side by side, and the last two updates,
     at the blocks an SM of their launch's kernel) and each product's split-K epilogue's chain
@@ -536,7 +536,7 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
 
     def terms(M, R, Nc, which, is_update=False):
         name, kind = which
-        return _product_terms(M, R, Nc, counts[name], kind, gpu, update=is_update,
+        return product_terms(M, R, Nc, counts[name], kind, gpu, update=is_update,
                               passes=3 if name in SPLIT_LOOPS else 1)
     fused, pairs = floor["fused"], floor["pairs"]
     shapes = layer_shapes(sizes)
@@ -563,7 +563,7 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
         launches.append(([ups[1][0], ups[0][0]], "two updates"))
     else:
         launches += [([u], name) for u, name in ups[:2]]
-    products_us += sum(_launch_us(jobs, counts[loop]["blocks per SM"], gpu)
+    products_us += sum(launch_us(jobs, counts[loop]["blocks per SM"], gpu)
                        for jobs, loop in launches)
     passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
     fixed = 1e6 * floor["launches"] * gpu["launch_s"]

@@ -98,6 +98,16 @@ def host_mlp(sizes, activation, dtype, seed=4, loss="nll", tf32=False):
     return net
 
 
+def cuda_mlp(rt, sizes, activation, dtype, loss="nll"):
+    """An MLP whose steps run through the CUDA kernels on runtime ``rt``: on the GPU, or
+    emulated on the host (:func:`host_mlp`)."""
+    import fastff
+    if rt.xp is not np:
+        return fastff.MLP(sizes, activation=activation, dtype=dtype, seed=4, device="cuda",
+                          loss=loss)
+    return host_mlp(sizes, activation, dtype, loss=loss)
+
+
 class EmuRuntime(cuda.Runtime):
     """fastff.kernels.cuda's runtime on the host: NumPy arrays, kernels run by emu.h.
 

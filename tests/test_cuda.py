@@ -179,11 +179,7 @@ def test_public_cuda_kernels_check_their_arguments(rt, rng):
             cuda.dense_forward(x, xp.asarray(W), xp.asarray(b), "tanh")
 
 
-def _cuda_model(rt, sizes, act, dtype, loss="nll"):
-    """An MLP whose steps run through the CUDA kernels: on the GPU, or emulated on the host."""
-    if rt.xp is not np:
-        return fastff.MLP(sizes, activation=act, dtype=dtype, seed=4, device="cuda", loss=loss)
-    return cuda_emulator.host_mlp(sizes, act, dtype, loss=loss)
+_cuda_model = cuda_emulator.cuda_mlp
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "softsign", "relu"])

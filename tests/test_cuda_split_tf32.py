@@ -21,7 +21,6 @@ from fastff.kernels.cuda import launchers
 
 import cuda_emulator
 from conftest import assert_close
-from test_cuda import _cuda_model
 from test_cuda_tf32 import assert_the_emulator_finds_an_unrounded_operand, host, tf32
 
 SPLIT_TILES = dict(cuda_emulator.SMALL, CUDA_GEMM_TILE=(32, 32, 8), CUDA_UPDATE_TILE=32,
@@ -185,7 +184,7 @@ def test_each_update_runs_beside_the_dc_dx_of_the_layer_below(rt, rng, monkeypat
     monkeypatch.setattr(config, "CUDA_GRAPH", False)
     sizes = [37, 70, 45, 66, 40, 5]
     L = len(sizes) - 1
-    paired, alone = (_cuda_model(rt, sizes, act, "float32", loss) for _ in range(2))
+    paired, alone = (cuda_emulator.cuda_mlp(rt, sizes, act, "float32", loss) for _ in range(2))
     twin = fastff.MLP(sizes, activation=act, dtype="float32", seed=4, kernels="reference",
                       loss=loss)
     nets = {True: paired, False: alone, None: twin}

@@ -53,14 +53,14 @@ def test_the_cost_model_counts_the_fused_backward_pass(monkeypatch):
     # SM; the output layer's update (16 blocks, a long chain) beside dC/dx costs no wave of its
     # own
     counts = gpu_model.RECORDED_SASS
-    gx = gpu_model._product_terms(1024, 1000, 1000, counts["gemm"], "fp32", gpu_model.H200)
-    top = gpu_model._product_terms(1000, 1024, 9, counts["update"], "fp32", gpu_model.H200,
+    gx = gpu_model.product_terms(1024, 1000, 1000, counts["gemm"], "fp32", gpu_model.H200)
+    top = gpu_model.product_terms(1000, 1024, 9, counts["update"], "fp32", gpu_model.H200,
                                    update=True)
     assert top[2] == 16 and top[1] > 5 * top[0]
-    pair = gpu_model._launch_us([gx, top], 2, gpu_model.H200)
+    pair = gpu_model.launch_us([gx, top], 2, gpu_model.H200)
     assert pair == pytest.approx(max(gx[0] + top[0], 2 * gx[1]))
-    assert pair < gpu_model._launch_us([gx], 2, gpu_model.H200) + \
-        gpu_model._launch_us([top], 3, gpu_model.H200)
+    assert pair < gpu_model.launch_us([gx], 2, gpu_model.H200) + \
+        gpu_model.launch_us([top], 3, gpu_model.H200)
     monkeypatch.setattr(config, "CUDA_FUSED_BACKWARD", False)
     assert gpu_model.layers(128)["launches"] == 24
     assert gpu_model.split_loads() == 8  # add_splits' #pragma unroll, as the source has it
