@@ -49,8 +49,8 @@ def name_expressions(every_rows=False):
     out = []
     for t in CTYPES.values():
         out += [f"grad_x_fused<{t}>", f"dense_backward_update<{t}>", f"two_updates<{t}>",
-                f"softmax_nll<{t}>",
-                f"softmax_quadratic<{t}>", f"square_into<{t}>", f"second_order_update<{t}>"]
+                f"softmax_nll<{t}>", f"softmax_quadratic<{t}>", f"square_into<{t}>",
+                f"second_order_update<{t}>"]
         for code in sorted(set(activations.CODES.values())):
             out += [f"dense_forward_fused<{t}, {code}>", f"dense_backward_delta<{t}, {code}>",
                     f"second_order_columns<{t}, {code}>"]

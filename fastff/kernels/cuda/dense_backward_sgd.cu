@@ -483,6 +483,16 @@ __device__ __forceinline__ void sgd_update(const T* __restrict__ x, const T* __r
         counter, grad_w_total, grad_w_total_sq, cores_sh, at);
 }
 
+// An update job of W (K x N) in a launch of two jobs: its blocks (a UT x UT tile of W each),
+// and block ``b``'s tile, x along N as in dense_backward_update's grid.
+__device__ __forceinline__ int update_job_blocks(int K, int N) {
+  return ((N + FASTFF_UT - 1) / FASTFF_UT) * ((K + FASTFF_UT - 1) / FASTFF_UT);
+}
+__device__ __forceinline__ fastff::Tile update_job_tile(int b, int K, int N) {
+  return fastff::Tile::of_block(b, (N + FASTFF_UT - 1) / FASTFF_UT,
+                                (K + FASTFF_UT - 1) / FASTFF_UT, 1);
+}
+
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_UT / 4) * (FASTFF_UT / 4))
 dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict__ W,
@@ -511,11 +521,11 @@ grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __res
                   int chunk, int products, int act, const T* __restrict__ h, T* __restrict__ b,
                   const T* __restrict__ lr, double* __restrict__ col_parts, int want_stats,
                   double* __restrict__ d_total, double* __restrict__ d_total_sq,
-                  long long* __restrict__ counts, const T* __restrict__ x,
+                  long long* __restrict__ counts, const T* __restrict__ up_x,
                   const T* __restrict__ up_delta, T* __restrict__ up_W, int up_K, int up_N,
-                  int up_products, int want_gw, double* __restrict__ gw_parts,
-                  unsigned* __restrict__ counter, double* __restrict__ grad_w_total,
-                  double* __restrict__ grad_w_total_sq) {
+                  int up_products, int up_want_gw, double* __restrict__ up_gw_parts,
+                  unsigned* __restrict__ up_counter, double* __restrict__ up_grad_w_total,
+                  double* __restrict__ up_grad_w_total_sq) {
   // launched only where the tiles allow it (launchers.pairs_jobs); empty elsewhere
   if constexpr (FASTFF_TM == FASTFF_UT && FASTFF_TN == FASTFF_UT) {
     const int gx = (K + FASTFF_TN - 1) / FASTFF_TN, gy = (B + FASTFF_TM - 1) / FASTFF_TM;
@@ -530,10 +540,9 @@ grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __res
                      col_parts, want_stats, d_total, d_total_sq, counts,
                      fastff::Tile::of_block(block, gx, gy, gz), as, bs);
     else
-      sgd_update<T>(x, up_delta, up_W, lr, B, up_K, up_N, up_products, want_gw, gw_parts,
-                    counter, grad_w_total, grad_w_total_sq, sh, sh,
-                    fastff::Tile::of_block(block - gx_blocks, (up_N + FASTFF_UT - 1) / FASTFF_UT,
-                                           (up_K + FASTFF_UT - 1) / FASTFF_UT, 1));
+      sgd_update<T>(up_x, up_delta, up_W, lr, B, up_K, up_N, up_products, up_want_gw,
+                    up_gw_parts, up_counter, up_grad_w_total, up_grad_w_total_sq, sh, sh,
+                    update_job_tile(block - gx_blocks, up_K, up_N));
   }
 }
 
@@ -551,14 +560,12 @@ two_updates(const T* __restrict__ x, const T* __restrict__ delta, T* __restrict_
             unsigned* __restrict__ up_counter, double* __restrict__ up_grad_w_total,
             double* __restrict__ up_grad_w_total_sq) {
   UPDATE_SHARED(T, sh, fastff::gemm_planes<T>, false);  // a block runs one job
-  const int gx = (N + FASTFF_UT - 1) / FASTFF_UT, gy = (K + FASTFF_UT - 1) / FASTFF_UT;
-  const int block = blockIdx.x;
-  if (block < gx * gy)
+  const int first = update_job_blocks(K, N), block = blockIdx.x;
+  if (block < first)
     sgd_update<T>(x, delta, W, lr, B, K, N, products, want_gw, gw_parts, counter, grad_w_total,
-                  grad_w_total_sq, sh, sh, fastff::Tile::of_block(block, gx, gy, 1));
+                  grad_w_total_sq, sh, sh, update_job_tile(block, K, N));
   else
     sgd_update<T>(up_x, up_delta, up_W, lr, B, up_K, up_N, products, up_want_gw, up_gw_parts,
                   up_counter, up_grad_w_total, up_grad_w_total_sq, sh, sh,
-                  fastff::Tile::of_block(block - gx * gy, (up_N + FASTFF_UT - 1) / FASTFF_UT,
-                                         (up_K + FASTFF_UT - 1) / FASTFF_UT, 1));
+                  update_job_tile(block - first, up_K, up_N));
 }

@@ -273,22 +273,25 @@ def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
 def _two_updates(rt, first, second):
     """Two layers' updates (each :func:`_update_fields`) in one launch (two_updates): the
     first's blocks, then the second's, each with its own block sums and arrival counter."""
-    ut = config.CUDA_UPDATE_TILE
-    blocks = [update_geometry(int(u["K"]), int(u["N"]))[2] for u in (first, second)]
+    (_, block, blocks), (_, _, up_blocks) = (update_geometry(int(u["K"]), int(u["N"]))
+                                             for u in (first, second))
     counters = rt.counters(2)
-    parts = rt.scratch("grad_w_parts", 2 * sum(blocks), np.float64)
-    fields = dict(first, gw_parts=parts, counter=counters, **{
-        "up_" + k: second[k] for k in ("x", "delta", "W", "K", "N", "want_gw", "grad_w_total",
-                                       "grad_w_total_sq")})
-    fields.update(up_gw_parts=parts[2 * blocks[0]:], up_counter=counters[1:])
-    rt.launch_named(f"two_updates<{CTYPES[first['W'].dtype]}>", (sum(blocks),),
-                    (ut // 4, ut // 4, 1), **fields)
+    parts = rt.scratch("grad_w_parts", 2 * (blocks + up_blocks), np.float64)
+    fields = dict(first, gw_parts=parts, counter=counters, **_second_job(
+        second, ("lr", "B", "products"), gw_parts=parts[2 * blocks:], counter=counters[1:]))
+    rt.launch_named(f"two_updates<{CTYPES[first['W'].dtype]}>", (blocks + up_blocks,), block,
+                    **fields)
+
+
+def _second_job(update, shared, **changed):
+    """An update's fields (:func:`_update_fields`, with ``changed``) as the second job of a
+    launch takes them: named up_..., all but those the two jobs ``shared``."""
+    return {"up_" + k: v for k, v in dict(update, **changed).items() if k not in shared}
 
 
 def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
-    """:func:`_grad_x` forming ``below``'s delta and the update of another layer (``update``,
-    :func:`_update_fields`) in one launch (grad_x_and_update): dC/dx's blocks first, then the
-    update's; the update's arrival counter after dC/dx's."""
+    """:func:`_grad_x` forming ``below``'s delta and another layer's ``update`` (its fields) in
+    one launch (grad_x_and_update), dC/dx's blocks and arrival counters first."""
     if not pairs_jobs(W.dtype):  # the kernel is empty for other tiles and types
         raise DeviceError(f"grad_x_and_update needs float32 and square tiles, not {W.dtype}, "
                           f"{config.CUDA_GEMM_TILE} and {config.CUDA_UPDATE_TILE}")
@@ -297,10 +300,7 @@ def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
     tiles = grid[0] * grid[1] + grid[0]  # the counters of dC/dx's arrivals
     counters = rt.counters(tiles + 1)
     _, _, up_blocks = update_geometry(int(update["K"]), int(update["N"]))
-    fields.update(counters=counters, x=update["x"], up_delta=update["delta"], up_W=update["W"],
-                  up_K=update["K"], up_N=update["N"], up_products=update["products"],
-                  counter=counters[tiles:], **{k: update[k] for k in (
-                      "want_gw", "gw_parts", "grad_w_total", "grad_w_total_sq")})
+    fields.update(counters=counters, **_second_job(update, ("lr", "B"), counter=counters[tiles:]))
     rt.launch_named(f"grad_x_and_update<{ct}>", (grid[0] * grid[1] * grid[2] + up_blocks,),
                     block, **fields)
 
