@@ -377,31 +377,16 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
 
 
 def product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
-    """(issue, one wave's chain, blocks) of one layer-path product: see :func:`_product_us`."""
-    return _product_us(M, R, Nc, loop, kind, gpu, passes, update, terms=True)
-
-
-def launch_us(jobs, blocks_per_sm, gpu):
-    """Forecast of one launch of the products ``jobs`` (each :func:`product_terms`; two in
-    grad_x_and_update and two_updates, whose blocks run side by side): the longer of issuing
-    every job's instructions and the waves of all their blocks at the launch's
-    ``blocks_per_sm``, each as long as the longest job's chain."""
-    issue = sum(j[0] for j in jobs)
-    waves = -(-sum(j[2] for j in jobs) // (gpu["sms"] * blocks_per_sm))
-    return max(issue, waves * max(j[1] for j in jobs))
-
-
-def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False, terms=False):
-    """Forecast of one layer-path product (M, R) x (R, Nc) in its geometry
+    """What one layer-path product (M, R) x (R, Nc) takes in its geometry
     (:func:`fastff.kernels.cuda.geometry.gemm_geometry`, or with ``update`` the weight update's
-    UT x UT tiles over the whole batch, update_geometry): the longer of issuing its padded
-    tiles' instructions on every scheduler and its blocks' dependent chain (a tile depth's
-    simulated ``chain cycles`` where the SASS was read, with the next slice's loads in flight
-    during this slice's products; else its round trips at the L2 latency plus its
-    instructions), in waves of the loop's ``blocks per SM`` (from the kernel's registers and
-    shared memory, :func:`resident_blocks`). ``passes``: tensor-core products per useful one
-    (3 for 3xTF32). With ``terms``: its issue, one wave's chain and its blocks (microseconds,
-    microseconds, a count) for :func:`launch_us`."""
+    UT x UT tiles over the whole batch, update_geometry): issuing its padded tiles'
+    instructions on every scheduler, and a block's dependent chain (a tile depth's simulated
+    ``chain cycles`` where the SASS was read, with the next slice's loads in flight during this
+    slice's products; else its round trips at the L2 latency plus its instructions).
+    ``passes``: tensor-core products per useful one (3 for 3xTF32). Returns the issue, one
+    wave's chain (microseconds each) and the blocks, which :func:`launch_us` puts together in
+    waves of the launch's blocks an SM (from its kernel's registers and shared memory,
+    :func:`resident_blocks`)."""
     from fastff import config
     from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
@@ -418,10 +403,17 @@ def _product_us(M, R, Nc, loop, kind, gpu, passes=1, update=False, terms=False):
     issue = padded / (gpu["sms"] * gpu["schedulers"] * gpu["clock_hz"] * per_warp)
     depth = loop.get("chain cycles") or (loop.get("round trips", 1) * gpu["l2_latency_cycles"]
                                          + loop["total"])
-    wave = 1e6 * (chunk // tk) * depth / gpu["clock_hz"]
-    if terms:
-        return 1e6 * issue, wave, blocks
-    return launch_us([(1e6 * issue, wave, blocks)], loop["blocks per SM"], gpu)
+    return 1e6 * issue, 1e6 * (chunk // tk) * depth / gpu["clock_hz"], blocks
+
+
+def launch_us(jobs, blocks_per_sm, gpu):
+    """Forecast of one launch of the products ``jobs`` (each :func:`product_terms`; two in
+    grad_x_and_update and two_updates, whose blocks run side by side): the longer of issuing
+    every job's instructions and the waves of all their blocks at the launch's
+    ``blocks_per_sm``, each as long as the longest job's chain."""
+    issue = sum(j[0] for j in jobs)
+    waves = -(-sum(j[2] for j in jobs) // (gpu["sms"] * blocks_per_sm))
+    return max(issue, waves * max(j[1] for j in jobs))
 
 
 @functools.cache
