@@ -146,26 +146,31 @@ LAYER_PATHS = {"fp32": "layers", "3xtf32": "layers, 3xTF32", "tf32": "layers, tf
 
 def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=264,
            products="fp32", fused=None):
-    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu): a fused forward a
-    layer, the cost (with the output layer's bias step), a dC/dx a layer but the first (each
-    forming the delta of the layer below in its epilogue: ``fused``, config.CUDA_FUSED_BACKWARD)
-    and an update a layer, each update in the dC/dx launch of the layer below (``pairs``: fused,
-    with a square GEMM tile as wide as config.CUDA_UPDATE_TILE) and the last two in one launch:
-    2 L + 1 launches (3 L - 1 without pairs; 4 L a layer at a time, where each layer has its
-    delta launch and dC/dx is written for it to read back). W read three times and written once,
-    split-K partials. ``products`` (a key of :data:`LAYER_PATHS`) says which of the three
-    products (2 P B FLOPs each) run on tensor cores and how many times (``tf32_flops``: what the
-    tensor cores execute; ``tensor_useful``: the FLOPs of the step they stand for)."""
+    """The layer-by-layer path (dense_forward.cu, dense_backward_sgd.cu, fused_pass.py): a fused
+    forward a hidden layer, the output layer's with the cost (and its bias step) in the same
+    launch (``cost_fused``: fused, float32, tiles of at most config.CUDA_THREADS threads), a
+    dC/dx a layer but the first (each forming the delta of the layer below in its epilogue:
+    ``fused``, config.CUDA_FUSED_BACKWARD) and an update a layer, each update in the dC/dx launch
+    of the layer below (``pairs``: fused, with a square GEMM tile as wide as
+    config.CUDA_UPDATE_TILE) and the last two in one launch: 2 L launches (3 L - 1 without pairs;
+    4 L a layer at a time, where each layer has its delta launch and dC/dx is written for it to
+    read back). W read three times and written once, split-K partials. ``products`` (a key of
+    :data:`LAYER_PATHS`) says which of the three products (2 P B FLOPs each) run on tensor cores
+    and how many times (``tf32_flops``: what the tensor cores execute; ``tensor_useful``: the
+    FLOPs of the step they stand for)."""
     from fastff import config
     fused = config.CUDA_FUSED_BACKWARD if fused is None else fused
     L = len(sizes) - 1
     P = sum(k * n for k, n in layer_shapes(sizes))
     tm, tn, tk = tile
     pairs = fused and tm == tn == config.CUDA_UPDATE_TILE
-    launches = (L + 1 + (L - 1) + (0 if pairs else max(0, L - 2)) + 1) if fused else 4 * L
+    cost_fused = fused and ITEM == 4 and (tm // 4) * (tn // 4) <= config.CUDA_THREADS
+    launches = ((L + (0 if cost_fused else 1) + (L - 1) + (0 if pairs else max(0, L - 2)) + 1)
+                if fused else 4 * L)
     partials = 0
-    for k, n in layer_shapes(sizes):
-        for M, R, Nc in ((batch, k, n), (batch, n, k)):  # x W, delta W^T
+    for l, (k, n) in enumerate(layer_shapes(sizes)):
+        # x W, and delta W^T above the first layer (no dC/dx of the input)
+        for M, R, Nc in ((batch, k, n), (batch, n, k))[:2 if l else 1]:
             tiles = strips(Nc, tn) * strips(M, tm)
             splits = max(1, min(strips(R, tk), split_blocks // tiles))  # as gemm_geometry
             partials += 2 * splits * M * Nc * ITEM  # written, then read by the epilogue
@@ -178,7 +183,7 @@ def layers(batch, gpu=H200, sizes=PAPER_SIZES, tile=(64, 64, 16), split_blocks=2
     product = 2 * P * batch
     passes = {"fp32": (0, 0, 0), "tf32": (1, 1, 0), "3xtf32": (3, 3, 3)}[products]
     return dict(path=LAYER_PATHS[products], products=products, batch=batch, fused=fused,
-                pairs=pairs, launches=launches,
+                pairs=pairs, cost_fused=cost_fused, launches=launches,
                 barriers=0, w_bytes=w_bytes, other_bytes=partials + acts,
                 hbm_bytes=0 if resident else w_bytes, l2_bytes=w_bytes + partials + acts,
                 flops=3 * product, tf32_flops=sum(passes) * product,
@@ -213,7 +218,7 @@ RECORDED_SASS = {
                  "round trips": 1, "chain cycles": 678},
     "gemm": {"total": 357, "fp32": 256, "round trips": 1, "chain cycles": 741,
              "blocks per SM": 2},  # dense_forward_fused<float, tanh>
-    "gemm_tf32": {"total": 120, "tensor": 8, "round trips": 1, "chain cycles": 475,
+    "gemm_tf32": {"total": 121, "tensor": 8, "round trips": 1, "chain cycles": 481,
                   "blocks per SM": 2},  # its TF32 loop (mma.m16n8k8)
     "gemm_3xtf32": {"total": 149, "tensor": 24, "round trips": 1, "chain cycles": 497,
                     "blocks per SM": 2},  # 3xTF32: 3 mma a product
@@ -376,19 +381,20 @@ def forecast_persistent(batch, counts, gpu=H200, sizes=PAPER_SIZES, nets=1, host
                        f"dependent loads ({'/'.join(sorted(limits))})"))
 
 
-def product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
+def product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False, beside=0):
     """What one layer-path product (M, R) x (R, Nc) takes in its geometry
     (:func:`fastff.kernels.cuda.geometry.gemm_geometry`, or with ``update`` the weight update's
     UT x UT tiles over the whole batch, update_geometry): issuing its padded tiles'
     instructions on every scheduler, and a block's dependent chain (a tile depth's simulated
     ``chain cycles`` where the SASS was read, with the next slice's loads in flight during this
     slice's products; else its round trips at the L2 latency plus its instructions).
-    ``passes``: tensor-core products per useful one (3 for 3xTF32). Returns the issue, one
+    ``passes``: tensor-core products per useful one (3 for 3xTF32); ``beside``: the blocks of
+    another job in the launch (gemm_geometry_beside). Returns the issue, one
     wave's chain (microseconds each) and the blocks, which :func:`launch_us` puts together in
     waves of the launch's blocks an SM (from its kernel's registers and shared memory,
     :func:`resident_blocks`)."""
     from fastff import config
-    from fastff.kernels.cuda.geometry import gemm_geometry, update_geometry
+    from fastff.kernels.cuda.geometry import gemm_geometry_beside, update_geometry
     tm, tn, tk = config.CUDA_GEMM_TILE
     if update:
         ut = config.CUDA_UPDATE_TILE
@@ -396,7 +402,7 @@ def product_terms(M, R, Nc, loop, kind, gpu, passes=1, update=False):
         tm = tn = ut
         chunk, splits = -(-R // tk) * tk, 1
     else:
-        grid, _, chunk, splits = gemm_geometry(M, R, Nc)
+        grid, _, chunk, splits = gemm_geometry_beside(M, R, Nc, beside)
     blocks = grid[0] * grid[1] * grid[2]
     padded = 2 * (-(-M // tm) * tm) * (-(-Nc // tn) * tn) * splits * chunk
     per_warp = loop[kind] * FLOPS_PER_WARP[kind] / passes / loop["total"]
@@ -498,6 +504,14 @@ def _tile_ends_us(M, R, Nc, gpu, columns):
     return 1e6 * cycles / gpu["clock_hz"]
 
 
+def _launch_arrival_us(M, R, Nc, gpu):
+    """The arrival of a product's tiles, after their epilogues, at one counter of the launch
+    (dense_forward_and_cost: the last runs the cost); none where one tile is the launch."""
+    from fastff.kernels.cuda.geometry import gemm_geometry
+    grid = gemm_geometry(M, R, Nc)[0]
+    return 1e6 * _arrival_cycles(gpu) / gpu["clock_hz"] if grid[0] * grid[1] > 1 else 0.0
+
+
 def _delta_us(B, N, gpu):
     """A layer's own delta launch (dense_backward_delta, a layer at a time): a thread's
     CUDA_DELTA_ROWS rows, 16 rows' loads in flight (as compiled), its column block's arrival,
@@ -511,7 +525,7 @@ def _delta_us(B, N, gpu):
 
 
 def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32", host_us=None):
-    """Forecast of the layer-by-layer path (a CUDA graph of 2 L + 1 launches): each launch's
+    """Forecast of the layer-by-layer path (a CUDA graph of 2 L launches): each launch's
     products as :func:`launch_us` forecasts them from their main loops' SASS (``products`` as
     :func:`layers` takes it: x @ W and dC/dx on the FP32, TF32 or 3xTF32 loop, the update on
     its own FP32 or 3xTF32 loop; a dC/dx and an update side by side, and the last two updates,
@@ -519,34 +533,36 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
     (:func:`_split_epilogue_us`),
     the arrivals and column stages after its tiles (:func:`_tile_ends_us`; a layer at a time,
     each delta launch's, :func:`_delta_us`), the element-wise passes at the L2 floor, the
-    launches' fixed cost, the cost's launch (:func:`_cost_us`), and the host's time per step
-    (overlapped)."""
+    launches' fixed cost, the cost (:func:`_cost_us`; in the output layer's forward launch
+    where ``cost_fused``, after its tiles' arrival, :func:`_launch_arrival_us`), and the host's
+    time per step (overlapped)."""
     floor = layers(batch, gpu, sizes, products=products)
     gemm = {"fp32": ("gemm", "fp32"), "tf32": ("gemm_tf32", "tensor"),
             "3xtf32": ("gemm_3xtf32", "tensor")}[products]
     update = ("update_3xtf32", "tensor") if products == "3xtf32" else ("update", "fp32")
 
-    def terms(M, R, Nc, which, is_update=False):
+    def terms(M, R, Nc, which, is_update=False, beside=0):
         name, kind = which
         return product_terms(M, R, Nc, counts[name], kind, gpu, update=is_update,
-                              passes=3 if name in SPLIT_LOOPS else 1)
+                             passes=3 if name in SPLIT_LOOPS else 1, beside=beside)
     fused, pairs = floor["fused"], floor["pairs"]
     shapes = layer_shapes(sizes)
     ups = [(terms(k, batch, n, update, True), update[0]) for k, n in shapes]  # x^T delta
     products_us = arrivals_us = 0.0
     launches = []  # each launch's products: ([terms, ...], the loop whose blocks an SM it has)
-    for k, n in shapes:
+    for l, (k, n) in enumerate(shapes):
         launches.append(([terms(batch, k, n, gemm)], gemm[0]))  # x @ W
         products_us += _split_epilogue_us(batch, k, n, gpu)
-        arrivals_us += _tile_ends_us(batch, k, n, gpu, columns=True)
+        # the hidden layers' column statistics; the output layer has none
+        arrivals_us += _tile_ends_us(batch, k, n, gpu, columns=l < len(shapes) - 1)
         if not fused:  # the layer's own delta launch
             arrivals_us += _delta_us(batch, n, gpu)
     for l in range(len(shapes) - 1, 0, -1):  # dC/dx, top layer first, beside an update
         k, n = shapes[l]
-        gx = terms(batch, n, k, gemm)
+        above = ups[l + 1] if l + 1 < len(shapes) else None
+        gx = terms(batch, n, k, gemm, beside=above[0][2] if pairs and above else 0)
         products_us += _split_epilogue_us(batch, n, k, gpu, fused=fused)
         arrivals_us += _tile_ends_us(batch, n, k, gpu, columns=fused)
-        above = ups[l + 1] if l + 1 < len(shapes) else None
         if pairs and above:  # grad_x_and_update
             launches.append(([gx, above[0]], "dC/dx and update"))
         else:
@@ -560,6 +576,8 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
     passes = 1e6 * floor["other_bytes"] / gpu["l2_bytes_per_s"]
     fixed = 1e6 * floor["launches"] * gpu["launch_s"]
     cost = _cost_us(batch, sizes[-1], gpu, fused)
+    if floor["cost_fused"]:  # the forward's tiles arrive, then the last runs the cost
+        arrivals_us += _launch_arrival_us(batch, *shapes[-1], gpu)
     gpu_us = products_us + arrivals_us + passes + fixed + cost
     host = host_us if host_us is not None else 0.0
     return dict(forecast_us=max(gpu_us, host), gpu_us=gpu_us, host_us=host,

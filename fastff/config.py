@@ -139,13 +139,14 @@ CUDA_SPLIT_BLOCKS = 264
 CUDA_EPILOGUE_ROWS = 4
 # Largest activation histogram the CUDA epilogue counts in shared memory.
 CUDA_MAX_BINS = 1024
-# A model's layer-by-layer backward pass forms each hidden layer's delta (and steps its bias,
-# with its statistics) in the epilogue of the dC/dx launch of the layer above, the output
-# layer's bias step in the cost's launch, each layer's update in the dC/dx launch of the layer
-# below it (float32, square tiles) and the last two updates in one launch: 2 L + 1 launches a
-# step with the forward's, not 4 L, and no dC/dx array written and read back
-# (benchmarks/NOTES.md, "The backward pass fused across layers", "Updates beside dC/dx").
-# False: a layer at a time (dense_backward_sgd's three launches each).
+# A model's layer-by-layer step runs the cost (and the output layer's bias step) in the output
+# layer's forward launch (float32), forms each hidden layer's delta (and steps its bias, with its
+# statistics) in the epilogue of the dC/dx launch of the layer above, each layer's update in the
+# dC/dx launch of the layer below it (float32, square tiles) and the last two updates in one
+# launch: 2 L launches a step with the forward's, not 4 L, and no dC/dx array written and
+# read back (benchmarks/NOTES.md, "The backward pass fused across layers", "Updates beside
+# dC/dx", "The cost in the output layer's launch"). False: the forward, the cost, then a layer
+# at a time (dense_backward_sgd's three launches each).
 CUDA_FUSED_BACKWARD = True
 
 # -- The persistent training step (fastff/kernels/cuda/train_step.cu, step.py) -----------------
@@ -156,7 +157,7 @@ CUDA_FUSED_BACKWARD = True
 CUDA_STEP_PATH = "auto"
 # Capture the layer-by-layer step in a CUDA graph from its second step with one model, batch
 # size and statistics object (then a step is its input copies, one graph launch and a loss copy,
-# not 2 L + 1 kernel launches); False launches the kernels one by one every step.
+# not 2 L kernel launches); False launches the kernels one by one every step.
 CUDA_GRAPH = True
 # Units of a layer per strip (the forward's columns, the backward's rows of W) and threads
 # along each; a block has STRIP x LANES threads. Powers of two.

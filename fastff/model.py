@@ -298,13 +298,14 @@ class MLP:
         x = self.check_x(x)
         return self.forward_all(x, stats)
 
-    def forward_all(self, x, stats=None, outs=None):
+    def forward_all(self, x, stats=None, outs=None, layers=None):
         """Every layer's output for ``x``, checked already (:meth:`check_x`): ``[h1, ..., hL,
-        logits]``, into ``outs`` when given, with the hidden layers' statistics accumulated
-        into ``stats`` (a StepStats of this model) when given. Unchecked: the hot path."""
+        logits]`` (with ``layers``, the first ``layers`` only), into ``outs`` when given, with
+        the hidden layers' statistics accumulated into ``stats`` (a StepStats of this model)
+        when given. Unchecked: the hot path."""
         fwd, hints = self.plan.forward, self.plan.hints
         hs = []
-        for l, ((W, b), act) in enumerate(zip(self.params, self.layer_activations)):
+        for l, ((W, b), act) in enumerate(zip(self.params[:layers], self.layer_activations)):
             st = stats.forward[l] if stats is not None and l < self.n_hidden else None
             out = outs[l] if outs is not None else None
             x = fwd(x, W, b, act, out=out, stats=st, **hints)
@@ -478,15 +479,16 @@ class MLP:
         """The step layer by layer, one kernel call after another."""
         plan = self.plan
         ws = plan.workspace(x.shape[0])
-        hs = self.forward_all(x, stats, ws["h"])
         if rates is not None:
+            hs = self.forward_all(x, stats, ws["h"])
             loss, grad = plan.costs[self.loss](hs[-1], y, ws["grad_z"])
             self._second_order_backward(x, hs, grad, lr, stats, rates, ws)
             return loss
+        hs = self.forward_all(x, stats, ws["h"], layers=self.n_hidden)  # the plan runs the top
         layer_stats = [stats.backward[l] if stats is not None and l < self.n_hidden else None
                        for l in range(len(self.params))]
-        return plan.cost_and_backward(self.loss, x, y, hs, self.params, self.layer_activations,
-                                      lr, layer_stats, ws)
+        return plan.output_and_backward(self.loss, x, y, hs, self.params,
+                                        self.layer_activations, lr, layer_stats, ws)
 
     def _second_order_backward(self, x, hs, grad, lr, stats, rates, ws):
         """The backward pass with per-parameter rates: the curvature of ``diag_hessian`` goes

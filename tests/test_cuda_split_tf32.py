@@ -17,7 +17,7 @@ import pytest
 import fastff
 from fastff import config
 from fastff.kernels import BackwardStats, ForwardStats, cuda, reference as ref
-from fastff.kernels.cuda import launchers
+from fastff.kernels.cuda import fused_pass, launchers
 
 import cuda_emulator
 from conftest import assert_close
@@ -170,16 +170,20 @@ def test_training_in_split_tf32_follows_float32(rt, rng, monkeypatch):
                for (W0, _), (W1, _) in zip(nets[0].params, nets[1].params))
 
 
-@pytest.mark.parametrize("act, loss, split", [("tanh", "nll", True), ("relu", "quadratic", False)])
+@pytest.mark.parametrize("act, loss, split, blocks", [("tanh", "nll", True, 24),
+                                                      ("relu", "quadratic", False, 19)])
 def test_each_update_runs_beside_the_dc_dx_of_the_layer_below(rt, rng, monkeypatch, act, loss,
-                                                               split):
+                                                               split, blocks):
     """Where the GEMM tile is square and as wide as the update's (here 32 x 32 and 32), a
     float32 model's backward pass runs each layer's update in the dC/dx launch of the layer
-    below (grad_x_and_update): the cost, the top layer's dC/dx, L - 2 launches of both jobs and
-    one of the last two updates (two_updates). Through several row tiles, column tiles and K
-    splits, on CUDA cores and in 3xTF32, it steps as the reference does and as a layer at a
-    time does, the statistics and the dC/dW sums (each job's own arrival counter) included."""
+    below (grad_x_and_update): the cost, the top layer's dC/dx, L - 2 launches of both jobs
+    and one of the last two updates (two_updates). Through several row tiles, column tiles and
+    K splits, on CUDA cores and in 3xTF32, it steps as the reference does and as a layer at a
+    time does, the statistics and the dC/dW sums (each job's own arrival counter) included.
+    With ``blocks`` = 19 two of the dC/dx take fewer splits to leave their update room in one
+    wave (gemm_geometry_beside)."""
     monkeypatch.setattr(config, "CUDA_SPLIT_TF32", split)
+    monkeypatch.setattr(config, "CUDA_SPLIT_BLOCKS", blocks)
     monkeypatch.setattr(config, "CUDA_STEP_PATH", "layers")
     monkeypatch.setattr(config, "CUDA_GRAPH", False)
     sizes = [37, 70, 45, 66, 40, 5]
@@ -200,9 +204,14 @@ def test_each_update_runs_beside_the_dc_dx_of_the_layer_below(rt, rng, monkeypat
             losses[key].append(float(host(net.step(xs, ys, 0.05, stats[key]))))
             if key and rt.xp is np:
                 names = [n.split("<")[0] for n, _, _ in rt.launches[before:]]
+                # (these tiles' 64 threads are more than the cost's 8: its own launch)
+                assert not fused_pass.fuses_cost(np.float32)
                 assert names == (["dense_forward_fused"] * L + [f"softmax_{loss}"]
                                  + ["grad_x_fused"] + ["grad_x_and_update"] * (L - 2)
                                  + ["two_updates"]), names
+                pairs = [grid[0] for n, grid, _ in rt.launches[before:]
+                         if n.startswith("grad_x_and_update")]
+                assert max(pairs) <= blocks, pairs  # each pair one wave
     for key in (True, False):
         np.testing.assert_allclose(losses[key], losses[None], rtol=2e-5)
         for (W1, b1), (W2, b2) in zip(nets[key].params, twin.params):

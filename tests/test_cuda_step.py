@@ -308,17 +308,17 @@ def test_launch_audit(emulate, rng, batch, graph, monkeypatch):
     if batch <= config.CUDA_STEP_MAX_BATCH:
         assert rows == [(1, 0)] * 2  # the persistent step: one launch, nothing allocated
     else:
-        # layer by layer: 1 launch a forward (split-K, bias, f and statistics fused), 1 for
-        # the cost (with the output layer's bias step), a dC/dx a layer but the first (each
+        # layer by layer: 1 launch a forward (split-K, bias, f and statistics fused), the
+        # output layer's with the cost (and its bias step), a dC/dx a layer but the first (each
         # forming the delta of the layer below, its bias step and statistics) and an update a
-        # layer (the dC/dW sums fused), the last two in one launch: 3 L - 1, in one CUDA graph
+        # layer (the dC/dW sums fused), the last two in one launch: 3 L - 2, in one CUDA graph
         # from the second step; nothing allocated. (These tiles do not pair a dC/dx with an
         # update: test_cuda_split_tf32.py's do.)
         if graph:
             assert rows == [(1, 0)] * 2 and rt.launches[-1][0] == "graph"
-            assert rt.launches[-1][1][0] == 3 * L - 1  # the graph's kernels
+            assert rt.launches[-1][1][0] == 3 * L - 2  # the graph's kernels
         else:
-            assert rows == [(3 * L - 1, 0)] * 2
+            assert rows == [(3 * L - 2, 0)] * 2
 
 
 @pytest.fixture(scope="module")
@@ -341,15 +341,17 @@ def test_launch_audit_where_dc_dx_and_an_update_share_a_launch(emulate, square_l
     stats = net.new_stats(weight_grad=True)
     rows = _audit(rt, net, batches(rng, sizes, 128, 3, np.float32), stats)
     L = len(sizes) - 1
-    # the forward's L, the cost, the top layer's dC/dx, L - 2 launches of a dC/dx beside the
-    # update of the layer above, one of the last two updates: 2 L + 1; nothing allocated
+    # the forward's L (the output layer's with the cost), the top layer's dC/dx, L - 2
+    # launches of a dC/dx beside the update of the layer above, one of the last two updates:
+    # 2 L; nothing allocated
     if graph:
         assert rows == [(1, 0)] * 2 and rt.launches[-1][0] == "graph"
-        assert rt.launches[-1][1][0] == 2 * L + 1
+        assert rt.launches[-1][1][0] == 2 * L
     else:
-        assert rows == [(2 * L + 1, 0)] * 2
-        names = [n.split("<")[0] for n, _, _ in rt.launches[-(2 * L + 1):]]
-        assert names.count("grad_x_and_update") == L - 2 and names[-1] == "two_updates"
+        assert rows == [(2 * L, 0)] * 2
+        names = [n.split("<")[0] for n, _, _ in rt.launches[-2 * L:]]
+        assert names[L - 1] == "dense_forward_and_cost" and names[-1] == "two_updates"
+        assert names.count("grad_x_and_update") == L - 2
 
 
 def test_a_reused_batch_buffer_is_checked_once_a_new_one_each_time(emulate, rng, monkeypatch):
@@ -528,16 +530,18 @@ print("done")
 
 
 def test_thread_sanitizer_finds_no_race_in_the_fused_layer_kernels(tsan_available, tmp_path):
-    # square tiles, so that the pass runs every kind of launch it has: the top layer's dC/dx
-    # forming the delta below, the middle layer's dC/dx beside the top layer's update, the last
-    # two updates together; the second step replayed from a captured graph (its own build: the
-    # tiles are compile options)
+    # square tiles, so that the pass runs every kind of launch it has: the output layer's
+    # forward with the cost (its tiles' last block), the top layer's dC/dx forming the delta
+    # below, the middle layer's dC/dx beside the top layer's update, the last two updates
+    # together; the second step replayed from a captured graph (its own build: the tiles are
+    # compile options)
     script = _LAYERS_SCRIPT.replace('print("done")', """
 launched = [n for n, _, _ in cuda.runtimes._RUNTIME.launches]
-print(sum(n.startswith("grad_x_and_update") for n in launched), launched[-1])
+print(sum(n.startswith(("grad_x_and_update", "dense_forward_and_cost")) for n in launched),
+      launched[-1])
 print("done")""")
     out = _step_tsan(tmp_path, script=script, tiles=cuda_emulator.SQUARE)
-    assert out.returncode == 0 and out.stdout.split() == ["1", "graph", "done"], \
+    assert out.returncode == 0 and out.stdout.split() == ["2", "graph", "done"], \
         out.stdout + out.stderr[-4000:]
     assert "ThreadSanitizer" not in out.stderr, out.stderr[-4000:]
 
@@ -548,6 +552,16 @@ def test_thread_sanitizer_finds_an_unordered_last_block(tsan_available, tmp_path
     anchor = "    last[0] = fetch_add_acq_rel(counter, 1u) == expected - 1;"
     out = _step_tsan(tmp_path, _break(anchor, "    last[0] = atomicAdd(counter, 1u) == expected - 1;"),
                      script=_LAYERS_SCRIPT)
+    assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
+
+
+def test_thread_sanitizer_finds_a_cost_that_does_not_wait_for_every_tile(tsan_available,
+                                                                         tmp_path):
+    # the output layer's tiles' arrival left out: each tile's last block would run the cost on
+    # logits the other tiles may still be writing
+    anchor = "    if (!fastff::last_to_arrive(counters + tiles, tiles)) return;\n"
+    out = _step_tsan(tmp_path, _break(anchor, ""), script=_LAYERS_SCRIPT,
+                     tiles=cuda_emulator.SQUARE)
     assert out.returncode == 66 and "data race" in out.stderr, out.stderr[-3000:]
 
 

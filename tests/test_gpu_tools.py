@@ -18,37 +18,37 @@ from fastff import config  # noqa: E402
 def test_the_cost_model_counts_each_path():
     rows = {(r["batch"], r["path"], r["launches"]): r for r in gpu_model.table()}
     one = rows[(10, "persistent", 1)]
-    layers = rows[(10, "layers", 13)]
-    # 2 L barriers a step but the launch's last; 2 L + 1 launches (each dC/dx forms the delta
-    # of the layer below beside the update of the layer above, the cost steps the output bias,
-    # the last two updates share a launch)
+    layers = rows[(10, "layers", 12)]
+    # 2 L barriers a step but the launch's last; 2 L launches (each dC/dx forms the delta of
+    # the layer below beside the update of the layer above, the cost runs in the output layer's
+    # forward launch and steps its bias, the last two updates share a launch)
     assert one["barriers"] == 11 and layers["barriers"] == 0
     assert rows[(10, "persistent", 0.01)]["barriers"] == 12 - 1 / 100
     assert one["flops"] == layers["flops"] == 6 * 5_033_000 * 10
     assert one["w_bytes"] == 3 * 5_033_000 * 4 and layers["w_bytes"] == 4 * 5_033_000 * 4
     assert one["floor_us"] < layers["floor_us"]
-    assert rows[(1024, "layers", 13)]["limit"] == "FP32"
-    tf32 = rows[(1024, "layers, tf32", 13)]  # two thirds of the FLOPs on tensor cores
+    assert rows[(1024, "layers", 12)]["limit"] == "FP32"
+    tf32 = rows[(1024, "layers, tf32", 12)]  # two thirds of the FLOPs on tensor cores
     assert tf32["tf32_flops"] == 4 * 5_033_000 * 1024 and tf32["floor_us"] < 650
-    assert rows[(1024, "layers", 13)]["floor_us"] > 2 * tf32["floor_us"]
+    assert rows[(1024, "layers", 12)]["floor_us"] > 2 * tf32["floor_us"]
     assert not any(r["path"] == "persistent" for r in gpu_model.table() if r["batch"] > 16)
     table = gpu_model.markdown(gpu_model.table())
-    split = rows[(1024, "layers, 3xTF32", 13)]  # all three products, three times each
+    split = rows[(1024, "layers, 3xTF32", 12)]  # all three products, three times each
     assert split["tf32_flops"] == 18 * 5_033_000 * 1024 and split["tensor_useful"] == \
         split["flops"]
-    assert split["floor_us"] < rows[(1024, "layers", 13)]["floor_us"] / 2
+    assert split["floor_us"] < rows[(1024, "layers", 12)]["floor_us"] / 2
     assert table.count("\n| ") == 1 + 3 + 2 * 3  # header; 3 rows at batch 10, 3 at 128 and 1024
 
 
 def test_the_cost_model_counts_the_fused_backward_pass(monkeypatch):
     # a layer at a time: a delta launch a layer, and dC/dx written and read back
     fused, alone = (gpu_model.layers(128, fused=f) for f in (True, False))
-    assert (fused["launches"], alone["launches"]) == (13, 24)
+    assert (fused["launches"], alone["launches"]) == (12, 24)
     # 5 dC/dx and the output delta
     assert alone["other_bytes"] - fused["other_bytes"] == 2 * 128 * (5 * 1000 + 9) * 4
-    # tiles that cannot pair a dC/dx with an update: 3 L - 1 (the last two updates still share)
-    assert gpu_model.layers(128, tile=(32, 64, 16))["launches"] == 17
-    assert gpu_model.layers(128, sizes=[1024, 9])["launches"] == 3  # one layer: nothing to pair
+    # tiles that cannot pair a dC/dx with an update: 3 L - 2 (the last two updates still share)
+    assert gpu_model.layers(128, tile=(32, 64, 16))["launches"] == 16
+    assert gpu_model.layers(128, sizes=[1024, 9])["launches"] == 2  # one layer: nothing to pair
     # a pair's launch: the two products' issue, or their blocks' waves at the pair's blocks an
     # SM; the output layer's update (16 blocks, a long chain) beside dC/dx costs no wave of its
     # own
@@ -61,6 +61,16 @@ def test_the_cost_model_counts_the_fused_backward_pass(monkeypatch):
     assert pair == pytest.approx(max(gx[0] + top[0], 2 * gx[1]))
     assert pair < gpu_model.launch_us([gx], 2, gpu_model.H200) + \
         gpu_model.launch_us([top], 3, gpu_model.H200)
+    # at batch 128 that update's 16 blocks would make the 256 of a 1000-wide dC/dx two waves:
+    # dC/dx takes 7 splits instead of 8 beside it, and the launch is one wave
+    gx = gpu_model.product_terms(128, 1000, 1000, counts["gemm"], "fp32", gpu_model.H200)
+    beside = gpu_model.product_terms(128, 1000, 1000, counts["gemm"], "fp32", gpu_model.H200,
+                                     beside=16)
+    top = gpu_model.product_terms(1000, 128, 9, counts["update"], "fp32", gpu_model.H200,
+                                  update=True)
+    assert (gx[2], beside[2], top[2]) == (256, 224, 16) and beside[1] < 2 * gx[1]
+    assert gpu_model.launch_us([beside, top], 2, gpu_model.H200) < \
+        gpu_model.launch_us([gx, top], 2, gpu_model.H200)
     monkeypatch.setattr(config, "CUDA_FUSED_BACKWARD", False)
     assert gpu_model.layers(128)["launches"] == 24
     assert gpu_model.split_loads() == 8  # add_splits' #pragma unroll, as the source has it

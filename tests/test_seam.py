@@ -12,7 +12,7 @@ import fastff
 from fastff.errors import DeviceError
 from fastff.kernels import BackwardStats, ForwardStats, LayerRates, checked, cpu, cuda
 from fastff.kernels import reference as ref
-from fastff.kernels.cuda import barrier, launchers, step
+from fastff.kernels.cuda import barrier, fused_pass, launchers, step
 from fastff.kernels.cuda.compiler import parameters
 
 
@@ -124,18 +124,22 @@ def test_every_launcher_passes_its_kernel_s_parameters(monkeypatch, rng, dtype):
     ws = dict(h=[np.empty((B, n), dtype) for n in (11, 5)],
               delta=[np.empty((B, n), dtype) for n in (11, 5)])
     step.StepLaunch(params, "tanh", B, ws, None, "nll", rt=rt).run(x, y, 0.1)
-    sizes = (K, N, 9, 5)  # three layers: a dC/dx beside an update (float32), two updates
+    # three layers: the output's forward with the cost (float32), a dC/dx beside an update
+    # (float32), two updates
+    sizes = (K, N, 9, 5)
     params = [(rng.standard_normal((k, n)).astype(dtype), np.zeros(n, dtype))
               for k, n in zip(sizes, sizes[1:])]
-    hs = [np.tanh(rng.standard_normal((B, n))).astype(dtype) for n in sizes[1:]]
-    ws = dict(grad_z=np.empty((B, 5), dtype), delta=[np.empty((B, n), dtype) for n in sizes[1:]])
+    hs = [np.tanh(rng.standard_normal((B, n))).astype(dtype) for n in sizes[1:-1]]
+    ws = dict(grad_z=np.empty((B, 5), dtype), delta=[np.empty((B, n), dtype) for n in sizes[1:]],
+              h=[np.empty((B, n), dtype) for n in sizes[1:]])
     for stats in ([None] * 3, [BackwardStats(n, weight_grad=True) for n in sizes[1:]]):
-        launchers.backward_layers("nll", x, y, hs, params, ["tanh", "tanh", "linear"], 0.1,
-                                  stats, ws)
+        fused_pass.output_and_backward("nll", x, y, hs, params, ["tanh", "tanh", "linear"], 0.1,
+                                       stats, ws)
     barrier.barrier_rounds(12, rt=rt)
     launched = {name.partition("<")[0] for name, _ in rt.launches}
     rendered = {"shapeset_render"} if dtype == np.float64 else set()  # float32 images only
-    paired = {"grad_x_and_update"} if dtype == np.float64 else set()  # float32 only
+    # float32 only
+    paired = {"grad_x_and_update", "dense_forward_and_cost"} if dtype == np.float64 else set()
     assert launched == set(parameters()) - rendered - paired, set(parameters()) - launched
     for name, args in rt.launches:
         _check_arguments(name, args)

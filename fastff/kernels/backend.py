@@ -30,7 +30,7 @@ from . import memory
 class Plan:
     """How one model runs on a backend: the unchecked kernels bound to the model's workspace
     and tunables. :class:`fastff.MLP` calls only ``workspace``, ``forward`` and
-    ``cost_and_backward`` (with per-parameter rates, one of ``costs`` and ``second_order``) in
+    ``output_and_backward`` (with per-parameter rates, one of ``costs`` and ``second_order``) in
     its step."""
 
     def __init__(self, backend, sizes, dtype):
@@ -77,14 +77,19 @@ class Plan:
         ys, lrs, stats)`` returns their losses), for a backend that can ``lockstep``."""
         raise NotImplementedError(f"the {self.backend.name} kernels cannot step nets in lockstep")
 
-    def cost_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
-        """The cost of a model's outputs ``hs`` (every layer's) for labels ``y`` and its plain-SGD
-        backward pass, top layer first: ``costs[loss]``, then ``backward`` a layer at a time,
-        each layer's dC/dx the gradient of the one below. ``stats``: each layer's BackwardStats
-        or None; ``ws``: the :meth:`workspace` of the batch. Returns the loss. (CUDA's plan
-        fuses each layer's step 1 into the launch before it.)"""
-        value, grad = self.costs[loss](hs[-1], y, ws["grad_z"])
-        for l in range(len(params) - 1, -1, -1):
+    def output_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
+        """The output layer of a model whose hidden layers gave ``hs`` (``x`` the input), its
+        cost for labels ``y`` and the plain-SGD backward pass, top layer first: ``forward`` of
+        the output layer into ``ws["h"][-1]``, ``costs[loss]``, then ``backward`` a layer at a
+        time, each layer's dC/dx the gradient of the one below. ``stats``: each layer's
+        BackwardStats or None; ``ws``: the :meth:`workspace` of the batch. Returns the loss.
+        (CUDA's plan runs the cost in the output layer's forward launch and each layer's step 1
+        in the launch before it.)"""
+        (W, b), top = params[-1], len(params) - 1
+        z = self.forward(hs[-1] if hs else x, W, b, acts[top], out=ws["h"][top], **self.hints)
+        hs = [*hs, z]
+        value, grad = self.costs[loss](z, y, ws["grad_z"])
+        for l in range(top, -1, -1):
             W, b = params[l]
             grad = self.backward(hs[l - 1] if l > 0 else x, hs[l], W, b, grad, acts[l], lr,
                                  grad_x=ws["g"][l] if l > 0 else None, stats=stats[l],

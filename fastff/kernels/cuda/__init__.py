@@ -16,19 +16,23 @@ template instance named in :func:`name_expressions`. The call tree::
                         -> grad_x_fused<T>                 dC/dx; with square_into<T>, the
                                                            curvature passed down (diag_hessian)
                         -> second_order_update<T>          W's rate step, dC/dW sums
-    softmax_nll         -> softmax_nll<T>                  loss stays on the device
+    softmax_nll         -> softmax_nll<T>                  loss stays on the device (in a
+                                                           model's step, dense_forward_and_cost
+                                                           runs it in the output layer's launch)
     softmax_quadratic   -> softmax_quadratic<T>            the same, for the quadratic cost
     shapeset.render     -> shapeset_render                 Shapeset-3x2's counter stream, the
                                                            bits of fastff.data.shapeset_counter
 
-A model's plain-SGD backward pass fuses across layers (launchers.backward_layers, config.
-CUDA_FUSED_BACKWARD): the cost's launch also steps the output layer's bias; each layer's
-grad_x_fused forms the delta of the layer below (f', its bias step, its dC/ds sums) in its
-epilogue, so dense_backward_delta never runs; a layer's update runs in the dC/dx launch of
-the layer below it (grad_x_and_update<float>: two jobs in one grid, which touch different
-layers); and the last two updates share one (two_updates<T>). So the pass is the cost, the
-top layer's dC/dx, L - 2 launches of both jobs and one of two updates: 2 L + 1 launches a step
-with the forward's L, where a layer at a time takes 4 L.
+A model's output layer, cost and plain-SGD backward pass fuse across layers
+(fused_pass.output_and_backward, config.CUDA_FUSED_BACKWARD): the output layer's forward runs
+the cost in its last block to finish a tile and steps the layer's bias there
+(dense_forward_and_cost<float>); each layer's grad_x_fused forms the delta of the layer below
+(f', its bias step, its dC/ds sums) in its epilogue, so dense_backward_delta never runs; a
+layer's update runs in the dC/dx launch of the layer below it (grad_x_and_update<float>: two
+jobs in one grid, which touch different layers; dC/dx takes fewer splits where that keeps the
+two in one wave); and the last two updates share one (two_updates<T>). So a step is the hidden
+layers' L - 1 forwards, the output layer's with the cost, the top layer's dC/dx, L - 2 launches
+of both jobs and one of two updates: 2 L launches, where a layer at a time takes 4 L.
 
 Every sum runs in a fixed order and counters use integer atomics, so a launch gives the same
 bits every time. The rooms, one job each:
@@ -41,6 +45,7 @@ bits every time. The rooms, one job each:
     arguments.py  a launch's arguments by name, in CUDA's form, prepared once for a launch
                   repeated every step
     launchers.py  the unchecked kernels, each launch's arguments named as in the ``.cu`` source
+    fused_pass.py a model's output layer, cost and backward pass fused across layers
     step.py       the whole training step in one launch (the persistent kernel), the lockstep
                   of several nets: the backend's plan
     layer_graph.py  the layer-by-layer step captured in a CUDA graph

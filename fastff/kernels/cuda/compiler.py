@@ -56,8 +56,10 @@ def name_expressions(every_rows=False):
                     f"second_order_columns<{t}, {code}>"]
         out += [f"train_steps<{t}, {activations.CODES[a]}, {r}>"
                 for a in activations.HIDDEN_ACTIVATIONS for r in rows]
-    # float32 only: in float64 the two jobs' registers spill at 2 blocks an SM
-    return out + ["grad_x_and_update<float>", "shapeset_render", "barrier_rounds"]
+    # float32 only: in float64 the two jobs' registers spill at 2 blocks an SM, and the
+    # forward with the cost passes 48 KB of shared memory
+    return out + ["grad_x_and_update<float>", "dense_forward_and_cost<float>", "shapeset_render",
+                  "barrier_rounds"]
 
 
 def defines():

@@ -35,21 +35,22 @@ __device__ __forceinline__ void add_row_tiles(const double* __restrict__ col_par
   }
 }
 
+namespace fastff {
+// One block's share of dense_forward: its split of a tile's product (in ``as`` and ``bs``,
+// GEMM_SHARED's), and where it is the tile's last split, the tile's epilogue (h, this row tile's
+// column statistics in col_parts, the histogram). Returns whether it was the last: the block that
+// goes on to the column stage (dense_forward_fused's), or to the cost (dense_forward_and_cost).
 template <typename T, int ACT>
-__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
-dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
-                    unsigned* __restrict__ counters, double* __restrict__ col_parts,
-                    const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
-                    int products, int want_stats, T low, T high, long long* __restrict__ sat_low,
-                    long long* __restrict__ sat_high, double* __restrict__ total,
-                    double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
-                    int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
-  GEMM_SHARED(T, as, bs);
-  fastff::gemm_tile<T, false>(x, W, parts, B, K, N, chunk, products, fastff::Tile::of_launch(),
-                              as, bs);
-  const int splits = gridDim.z, col_tiles = gridDim.x, row_tiles = gridDim.y;
+__device__ __forceinline__ bool forward_tile(
+    const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
+    unsigned* __restrict__ counters, double* __restrict__ col_parts, const T* __restrict__ b,
+    T* __restrict__ out, int B, int K, int N, int chunk, int products, int want_stats, T low,
+    T high, unsigned long long* __restrict__ hist, int bins, double hist_lo, double hist_scale,
+    T* as, T* bs) {
+  gemm_tile<T, false>(x, W, parts, B, K, N, chunk, products, Tile::of_launch(), as, bs);
+  const int splits = gridDim.z, col_tiles = gridDim.x;
   const int tile = blockIdx.y * col_tiles + blockIdx.x;
-  if (!fastff::last_to_arrive(counters + tile, splits)) return;
+  if (!last_to_arrive(counters + tile, splits)) return false;
   FASTFF_SHARED(unsigned int, local, FASTFF_MAX_BINS);
   const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
   if (want_stats)
@@ -120,11 +121,31 @@ dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restr
       part[3 * N + j] = sum_sq;
     }
   }
-  if (!want_stats) return;
+  if (!want_stats) return true;
   __syncthreads();
   for (int i = tid; i < bins; i += threads)
     if (local[i]) atomicAdd(&hist[i], (unsigned long long)local[i]);
+  return true;
+}
+}  // namespace fastff
+
+template <typename T, int ACT>
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
+dense_forward_fused(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
+                    unsigned* __restrict__ counters, double* __restrict__ col_parts,
+                    const T* __restrict__ b, T* __restrict__ out, int B, int K, int N, int chunk,
+                    int products, int want_stats, T low, T high, long long* __restrict__ sat_low,
+                    long long* __restrict__ sat_high, double* __restrict__ total,
+                    double* __restrict__ total_sq, unsigned long long* __restrict__ hist,
+                    int bins, double hist_lo, double hist_scale, long long* __restrict__ rows) {
+  GEMM_SHARED(T, as, bs);
+  if (!fastff::forward_tile<T, ACT>(x, W, parts, counters, col_parts, b, out, B, K, N, chunk,
+                                    products, want_stats, low, high, hist, bins, hist_lo,
+                                    hist_scale, as, bs) || !want_stats)
+    return;
+  const int col_tiles = gridDim.x, row_tiles = gridDim.y;
   if (!fastff::last_to_arrive(counters + col_tiles * row_tiles + blockIdx.x, row_tiles)) return;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
   add_row_tiles(col_parts, N, row_tiles, tid, threads, sat_low, sat_high, total, total_sq);
   if (blockIdx.x == 0 && tid == 0) rows[0] += B;
 }

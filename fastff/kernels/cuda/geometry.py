@@ -9,11 +9,12 @@ def _ceil(a, b):
     return -(-a // b)
 
 
-def gemm_geometry(M, R, Nc):
+def gemm_geometry(M, R, Nc, blocks=None):
     """(grid, block, chunk, splits) of a split-R product of an (M, R) by (R, Nc) matrix.
 
     The reduction is cut into ``splits`` slices of ``chunk`` (a multiple of the tile depth) so
-    that there are at most ``config.CUDA_SPLIT_BLOCKS`` blocks, one wave of the GPU (more would
+    that there are at most ``blocks`` (``config.CUDA_SPLIT_BLOCKS``) blocks, one wave of the GPU
+    (more would
     leave a second wave of a few blocks, each as long as the first): at batch 10 a 1000 x 1000
     layer has 16 column tiles and one row tile, and 16 splits give the other SMs work. The count is
     fixed, not read from the GPU, so that the sums (and so the bits) are the same on every GPU
@@ -22,10 +23,28 @@ def gemm_geometry(M, R, Nc):
     """
     tm, tn, tk = config.CUDA_GEMM_TILE
     tiles = _ceil(Nc, tn) * _ceil(M, tm)
-    want = max(1, min(_ceil(R, tk), config.CUDA_SPLIT_BLOCKS // tiles))
+    budget = config.CUDA_SPLIT_BLOCKS if blocks is None else blocks
+    want = max(1, min(_ceil(R, tk), budget // tiles))
     chunk = _ceil(_ceil(R, want), tk) * tk
     splits = _ceil(R, chunk)
     return (_ceil(Nc, tn), _ceil(M, tm), splits), (tn // 4, tm // 4, 1), chunk, splits
+
+
+def gemm_geometry_beside(M, R, Nc, other):
+    """:func:`gemm_geometry` of a product whose launch also runs ``other`` blocks of another job
+    (grad_x_and_update: an update beside dC/dx). Where the two would pass one wave
+    (``config.CUDA_SPLIT_BLOCKS``), the product takes fewer splits that leave the other job room
+    in it, if each split's chunk stays under twice its own (one wave of longer splits is then
+    shorter than two waves); else its own geometry. At batch 128 the output layer's update (16
+    blocks) beside the 256 of a 1000-wide dC/dx gives that dC/dx 7 splits instead of 8."""
+    own = gemm_geometry(M, R, Nc)
+    budget = config.CUDA_SPLIT_BLOCKS - other
+    grid = own[0]
+    if grid[0] * grid[1] * grid[2] <= budget:
+        return own
+    fit = gemm_geometry(M, R, Nc, budget)
+    grid = fit[0]
+    return fit if grid[0] * grid[1] * grid[2] <= budget and fit[2] < 2 * own[2] else own
 
 
 def columns_geometry(n, sms):

@@ -7,9 +7,9 @@ import numpy as np
 
 from ... import activations, config
 from ...errors import DeviceError, InputError
-from ...losses import KERNELS
 from .compiler import CTYPES
-from .geometry import columns_geometry, delta_geometry, gemm_geometry, update_geometry
+from .geometry import (columns_geometry, delta_geometry, gemm_geometry, gemm_geometry_beside,
+                       update_geometry)
 from .runtimes import runtime
 
 _i32, _i64, _f64 = np.int32, np.int64, np.float64
@@ -71,7 +71,7 @@ def _stand_in(rt, dtype):
     return rt.scratch(f"no_{CTYPES[np.dtype(dtype)]}", 1, dtype)
 
 
-def _layer(x, W, tf32):
+def layer_of(x, W, tf32):
     """(runtime, batch, n_in, n_out, dtype, C++ type, (layer products, update products)) of one
     layer's launches."""
     rt = runtime()
@@ -81,12 +81,14 @@ def _layer(x, W, tf32):
             products(W.dtype, tf32, rt))
 
 
-def _split_k(rt, kernel, B, K, N, dtype, transposed, out=None):
+def split_k_fields(rt, kernel, B, K, N, dtype, transposed, out=None, beside=0):
     """(grid, block, fields) of one layer's fused split-K product (x @ W, or delta @ W^T when
     ``transposed``): the per-split partial products (a scratch buffer; with one split and
-    ``out`` given, ``out`` itself), the tiles' arrival counters, the sizes and the chunk."""
+    ``out`` given, ``out`` itself), the tiles' arrival counters, the sizes and the chunk;
+    ``beside``: the blocks of another job in the same launch (gemm_geometry_beside)."""
     M, R, Nc = (B, N, K) if transposed else (B, K, N)
-    grid, block, chunk, splits = gemm_geometry(M, R, Nc)
+    grid, block, chunk, splits = (gemm_geometry_beside(M, R, Nc, beside) if beside
+                                  else gemm_geometry(M, R, Nc))
     parts = out if splits == 1 and out is not None else rt.scratch(kernel, splits * M * Nc, dtype)
     return grid, block, dict(parts=parts, counters=rt.counters(grid[0] * grid[1] + grid[0]),
                              B=_i32(B), K=_i32(K), N=_i32(N), chunk=_i32(chunk))
@@ -135,47 +137,36 @@ def forward_unchecked(x, W, b, activation, out=None, stats=None, prefetch=True,
     """dense_forward on checked device arrays (``prefetch`` and ``parallel``, CPU hints,
     mean nothing here; ``tf32``: the product on tensor cores in TF32, float32 only; without
     it, as :func:`products` says)."""
-    rt, B, K, N, T, ct, (mode, _) = _layer(x, W, tf32)
+    rt, B, K, N, T, ct, (mode, _) = layer_of(x, W, tf32)
     if out is None:
         out = rt.empty((B, N), T)
     name = f"dense_forward_fused<{ct}, {activations.CODES[activation]}>"
-    grid, block, split = _split_k(rt, name, B, K, N, T, False)
+    grid, block, split = split_k_fields(rt, name, B, K, N, T, False)
     rt.launch_named(name, grid, block, x=x, W=W, b=b, out=out, products=_i32(mode), **split,
                     **_forward_stats(rt, stats, T, grid, N))
     return out
 
 
 def backward_unchecked(x, h, W, b, grad_h, activation, lr, grad_x=None, stats=None,
-                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False,
-                       delta_ready=False, below=None):
+                       compute_grad_x=True, delta=None, prefetch=True, parallel=True, tf32=False):
     """dense_backward_sgd on checked device arrays; ``delta`` is an optional (batch, n_out)
     workspace; ``tf32``: dC/dx on tensor cores in TF32 (float32 only); the products' kinds as
-    :func:`products` says.
-
-    A model's fused backward pass (:func:`backward_layers`) passes two more: ``delta_ready``:
-    ``delta`` holds this layer's delta already and its bias has taken its step (in the dC/dx
-    launch of the layer above), so step 1 is skipped and ``grad_h`` is not read; ``below``: the
-    layer below (a :class:`Below`), whose step 1 then runs in this layer's dC/dx epilogue:
-    dC/dx itself is not kept (returns None).
-    """
-    rt, B, K, N, T, ct, (mode, update_mode) = _layer(x, W, tf32)
+    :func:`products` says. (A model's step fuses the layers' launches instead:
+    :func:`~.fused_pass.output_and_backward`.)"""
+    rt, B, K, N, T, ct, (mode, update_mode) = layer_of(x, W, tf32)
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
     rate = rt.rate(lr, T)
-    if not delta_ready:
-        _delta(rt, grad_h, h, delta, b, rate, activation, stats)
-    if compute_grad_x and below is not None:
-        _grad_x(rt, delta, W, below.delta, B, K, N, ct, mode, below=below, rate=rate)
-        grad_x = None
-    elif compute_grad_x:
+    delta_launch(rt, grad_h, h, delta, b, rate, activation, stats)
+    if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
-    _update(rt, _update_fields(rt, x, delta, W, rate, update_mode, stats))
+        grad_x_launch(rt, delta, W, grad_x, B, K, N, ct, mode)
+    update_launch(rt, update_fields(rt, x, delta, W, rate, update_mode, stats))
     return grad_x if compute_grad_x else None
 
 
-def _delta(rt, grad_h, h, delta, b, rate, activation, stats):
+def delta_launch(rt, grad_h, h, delta, b, rate, activation, stats):
     """Step 1 of a layer in its own launch: delta = grad_h f'(h), the bias step and the dC/ds
     statistics (dense_backward_delta)."""
     B, N = delta.shape
@@ -188,7 +179,7 @@ def _delta(rt, grad_h, h, delta, b, rate, activation, stats):
                     **_delta_stats(rt, stats))
 
 
-def _update_fields(rt, x, delta, W, rate, mode, stats):
+def update_fields(rt, x, delta, W, rate, mode, stats):
     """The fields of a plain-SGD update of W from its layer's input ``x`` and ``delta``
     (dense_backward_update's parameters), its products formed as ``mode`` says."""
     (B, K), N = x.shape, W.shape[1]
@@ -196,14 +187,14 @@ def _update_fields(rt, x, delta, W, rate, mode, stats):
                 products=_i32(mode), **_grad_w_sums(rt, K, N, stats))
 
 
-def _update(rt, fields):
+def update_launch(rt, fields):
     """A plain-SGD update in its own launch (dense_backward_update)."""
     grid, block, _ = update_geometry(int(fields["K"]), int(fields["N"]))
     rt.launch_named(f"dense_backward_update<{CTYPES[fields['W'].dtype]}>", grid, block, **fields)
 
 
 class Below:
-    """The layer below in a fused backward pass (:func:`backward_unchecked`'s ``below``): its
+    """The layer below in a fused backward pass (:func:`grad_x_launch`'s ``below``): its
     output ``h``, bias ``b``, activation, statistics (a BackwardStats, or None) and the
     ``delta`` array its step 1 fills."""
 
@@ -213,114 +204,22 @@ class Below:
         self.h, self.b, self.activation, self.stats, self.delta = h, b, activation, stats, delta
 
 
-def pairs_jobs(dtype):
-    """Whether a layer's dC/dx and another layer's update can share a launch
-    (grad_x_and_update): in float32 (in float64 the two jobs' registers would spill at 2 blocks
-    an SM), where their blocks are the same shape: the GEMM tile square and as wide as the
-    update's (config.CUDA_GEMM_TILE, config.CUDA_UPDATE_TILE: 64 each)."""
-    tm, tn, _ = config.CUDA_GEMM_TILE
-    return np.dtype(dtype) == np.float32 and tm == tn == config.CUDA_UPDATE_TILE
-
-
-def backward_layers(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False):
-    """A model's cost and plain-SGD backward pass, top layer first. Each layer's dC/dx launch
-    forms the delta of the layer below and steps its bias in its epilogue; the cost's launch
-    steps the output layer's bias (its delta is the cost's gradient: a linear layer without
-    statistics; otherwise the top layer's delta has its own launch); and each layer's update
-    runs in the dC/dx launch of the layer below it (grad_x_and_update, where
-    :func:`pairs_jobs`): the update of W waits only for dC/dx to have read W, and the layer
-    below's dC/dx reads another W. The last two updates share a launch (two_updates). So the
-    cost, the top layer's dC/dx, L - 2 launches of two jobs and one of two updates: L + 1
-    launches (2 L - 1 without pairs; one more where the top layer's delta has its own), where
-    the cost and :func:`backward_unchecked` alone take 1 + 3 L (and write dC/dx for the next
-    launch to read back). ``loss``: the cost's name (fastff.losses); ``hs``: the layers'
-    outputs; ``stats``: each layer's BackwardStats or None; ``ws``: the plan's workspace of the
-    batch. Returns the loss (a device scalar)."""
-    top = len(params) - 1
-    kernel = KERNELS[loss]
-    grad_z, deltas = ws["grad_z"], ws["delta"]
-    top_ready = acts[top] == "linear" and stats[top] is None
-    T = params[top][0].dtype
-    value, _ = _softmax_loss(kernel, hs[top], y, grad_z, *(
-        (params[top][1], runtime().rate(lr, T)) if top_ready else ()))
-    inputs = [x, *hs[:-1]]
-    waiting = None  # the update of the layer above: it runs beside this layer's dC/dx
-    for l in range(top, -1, -1):
-        W, b = params[l]
-        rt, B, K, N, T, ct, (mode, update_mode) = _layer(inputs[l], W, tf32)
-        rate = rt.rate(lr, T)
-        delta = grad_z if l == top and top_ready else deltas[l]
-        if l == top and not top_ready:
-            _delta(rt, grad_z, hs[l], delta, b, rate, acts[l], stats[l])
-        update = _update_fields(rt, inputs[l], delta, W, rate, update_mode, stats[l])
-        if l == 0:
-            break
-        below = Below(hs[l - 1], params[l - 1][1], acts[l - 1], stats[l - 1], deltas[l - 1])
-        if waiting is not None and pairs_jobs(T):
-            _grad_x_and_update(rt, delta, W, below, B, K, N, ct, mode, rate, waiting)
-        else:
-            if waiting is not None:
-                _update(rt, waiting)
-            _grad_x(rt, delta, W, below.delta, B, K, N, ct, mode, below=below, rate=rate)
-        waiting = update
-    if waiting is None:  # one layer
-        _update(rt, update)
-    else:
-        _two_updates(rt, waiting, update)
-    return value
-
-
-def _two_updates(rt, first, second):
-    """Two layers' updates (each :func:`_update_fields`) in one launch (two_updates): the
-    first's blocks, then the second's, each with its own block sums and arrival counter."""
-    (_, block, blocks), (_, _, up_blocks) = (update_geometry(int(u["K"]), int(u["N"]))
-                                             for u in (first, second))
-    counters = rt.counters(2)
-    parts = rt.scratch("grad_w_parts", 2 * (blocks + up_blocks), np.float64)
-    fields = dict(first, gw_parts=parts, counter=counters, **_second_job(
-        second, ("lr", "B", "products"), gw_parts=parts[2 * blocks:], counter=counters[1:]))
-    rt.launch_named(f"two_updates<{CTYPES[first['W'].dtype]}>", (blocks + up_blocks,), block,
-                    **fields)
-
-
-def _second_job(update, shared, **changed):
-    """An update's fields (:func:`_update_fields`, with ``changed``) as the second job of a
-    launch takes them: named up_..., all but those the two jobs ``shared``."""
-    return {"up_" + k: v for k, v in dict(update, **changed).items() if k not in shared}
-
-
-def _grad_x_and_update(rt, a, W, below, B, K, N, ct, mode, rate, update):
-    """:func:`_grad_x` forming ``below``'s delta and another layer's ``update`` (its fields) in
-    one launch (grad_x_and_update), dC/dx's blocks and arrival counters first."""
-    if not pairs_jobs(W.dtype):  # the kernel is empty for other tiles and types
-        raise DeviceError(f"grad_x_and_update needs float32 and square tiles, not {W.dtype}, "
-                          f"{config.CUDA_GEMM_TILE} and {config.CUDA_UPDATE_TILE}")
-    grid, block, fields = _grad_x_fields(rt, f"grad_x_fused<{ct}>", a, W, below.delta, B, K, N,
-                                         mode, below, rate)
-    tiles = grid[0] * grid[1] + grid[0]  # the counters of dC/dx's arrivals
-    counters = rt.counters(tiles + 1)
-    _, _, up_blocks = update_geometry(int(update["K"]), int(update["N"]))
-    fields.update(counters=counters, **_second_job(update, ("lr", "B"), counter=counters[tiles:]))
-    rt.launch_named(f"grad_x_and_update<{ct}>", (grid[0] * grid[1] * grid[2] + up_blocks,),
-                    block, **fields)
-
-
-def _grad_x(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
+def grad_x_launch(rt, a, W, out, B, K, N, ct, mode, below=None, rate=None):
     """out = a @ W^T in one launch (split-K partial products, added in a fixed order by the
     last block of each tile; one split is written into ``out`` directly), its products formed
     as ``mode`` says. With ``below`` (a :class:`Below`; ``rate``: the device learning rate),
     out = below.delta = (a @ W^T) f'(below.h) instead, with dense_backward_delta's bias step
     and statistics (grad_x_fused's delta_epilogue)."""
     name = f"grad_x_fused<{ct}>"
-    grid, block, fields = _grad_x_fields(rt, name, a, W, out, B, K, N, mode, below, rate)
+    grid, block, fields = grad_x_fields(rt, name, a, W, out, B, K, N, mode, below, rate)
     rt.launch_named(name, grid, block, **fields)
 
 
-def _grad_x_fields(rt, name, a, W, out, B, K, N, mode, below=None, rate=None):
-    """(grid, block, fields) of :func:`_grad_x`'s launch; ``name``: its kernel's, whose split
-    partial products get their own scratch."""
-    grid, block, split = _split_k(rt, name, B, K, N, W.dtype, True,
-                                  out if below is None else None)
+def grad_x_fields(rt, name, a, W, out, B, K, N, mode, below=None, rate=None, beside=0):
+    """(grid, block, fields) of :func:`grad_x_launch`'s launch; ``name``: its kernel's, whose
+    split partial products get their own scratch; ``beside`` as :func:`split_k_fields`."""
+    grid, block, split = split_k_fields(rt, name, B, K, N, W.dtype, True,
+                                        out if below is None else None, beside)
     no_i64, no_f64 = _dummies(rt)
     if below is None:
         no_t = _stand_in(rt, W.dtype)
@@ -339,7 +238,7 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     """dense_backward_second_order on checked device arrays; ``delta`` is an optional
     (batch, n_out) workspace; ``tf32``: dC/dx (and the curvature's product) in TF32; the
     update (with its rates) on CUDA cores."""
-    rt, B, K, N, T, ct, (mode, _) = _layer(x, W, tf32)
+    rt, B, K, N, T, ct, (mode, _) = layer_of(x, W, tf32)
     hessian = rates.method == "diag_hessian"
     if delta is None:
         delta = rt.scratch("delta", B * N, T)[:B * N].reshape(B, N)
@@ -356,14 +255,14 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
     if compute_grad_x:
         if grad_x is None:
             grad_x = rt.empty((B, K), T)
-        _grad_x(rt, delta, W, grad_x, B, K, N, ct, mode)
+        grad_x_launch(rt, delta, W, grad_x, B, K, N, ct, mode)
         if hessian:
             if curv_x is None:
                 curv_x = rt.empty((B, K), T)
             w_sq = rt.scratch("rates_w_sq", K * N, T)[:K * N].reshape(K, N)
             grid, block = columns_geometry(K * N, rt.sms)
             rt.launch_named(f"square_into<{ct}>", grid, block, a=W, out=w_sq, count=_i64(K * N))
-            _grad_x(rt, q, w_sq, curv_x, B, K, N, ct, mode)
+            grad_x_launch(rt, q, w_sq, curv_x, B, K, N, ct, mode)
     grid, block, _ = update_geometry(K, N)
     rt.launch_named(f"second_order_update<{ct}>", grid, block, x=x, delta=delta, q=q, W=W,
                     avg=rates.W, B=_i32(B), K=_i32(K), N=_i32(N), **hyper,
@@ -373,10 +272,10 @@ def second_order_unchecked(x, h, W, b, grad_h, activation, lr, rates, curv_h=Non
             (curv_x if compute_grad_x and hessian else None))
 
 
-def _softmax_loss(kernel, z, y, grad_z, b=None, rate=None):
+def softmax_loss(kernel, z, y, grad_z, b=None, rate=None):
     """The cost ``kernel`` of logits z and labels y, its gradient into grad_z; with ``b`` (and
     ``rate``, the device learning rate) the output layer's bias step too, b -= lr grad_z.sum(0)
-    (a linear output layer, whose delta is grad_z: :func:`backward_layers`)."""
+    (a linear output layer, whose delta is grad_z: :func:`~.fused_pass.backward_layers`)."""
     rt = runtime()
     B, K = z.shape
     if grad_z is None:
@@ -392,9 +291,9 @@ def _softmax_loss(kernel, z, y, grad_z, b=None, rate=None):
 def softmax_nll_unchecked(z, y, grad_z=None):
     """softmax_nll on checked device arrays; the loss comes back as a 0-d device array (no
     synchronization)."""
-    return _softmax_loss("softmax_nll", z, y, grad_z)
+    return softmax_loss("softmax_nll", z, y, grad_z)
 
 
 def softmax_quadratic_unchecked(z, y, grad_z=None):
     """softmax_quadratic on checked device arrays; the loss stays a 0-d device array."""
-    return _softmax_loss("softmax_quadratic", z, y, grad_z)
+    return softmax_loss("softmax_quadratic", z, y, grad_z)

@@ -19,16 +19,15 @@ __device__ inline void softmax_row(const T* zr, T* gr, int K, T& m, T& tot) {
   for (int k = 0; k < K; ++k) gr[k] = ff_div(gr[k], tot);
 }
 
-// The mean of the rows' costs into loss[0]: ``mine`` is the sum of this thread's rows (tid,
-// tid + threads, ... in order); the threads' sums are added in a fixed tree in shared memory,
-// the same bits on every launch (one thread adding B costs from memory was a chain of B / 16
-// round trips: 64 at batch 1024).
-__device__ inline void mean_rows(double mine, double* loss, int B) {
+// The mean of the rows' costs into loss[0]: ``mine`` is the sum of thread tid's rows (tid,
+// tid + threads, ... in order; threads at most FASTFF_THREADS); the threads' sums are added in
+// a fixed tree in shared memory, the same bits on every launch (one thread adding B costs from
+// memory was a chain of B / 16 round trips: 64 at batch 1024).
+__device__ inline void mean_rows(double mine, double* loss, int B, int tid, int threads) {
   FASTFF_SHARED(double, part, FASTFF_THREADS);
-  const int tid = threadIdx.x;
   part[tid] = mine;
   __syncthreads();
-  for (int width = blockDim.x; width > 1;) {
+  for (int width = threads; width > 1;) {
     const int half = (width + 1) / 2;
     if (tid < width - half) part[tid] += part[tid + half];
     width = half;
@@ -87,16 +86,18 @@ __device__ inline double cost_row(int cost, const T* zr, long long label, T* gr,
 // memory); more go straight to global memory. Rows padded by one: no bank conflicts.
 constexpr int COST_STAGED_CLASSES = 16;
 
-// The block's rows' costs (rows tid, tid + threads, ... of this thread, summed in order) and
-// gradients into grad: the cost kernels' first part.
+// Thread tid's rows' costs (rows tid, tid + threads, ... summed in order) and gradients into
+// grad: the cost's first part. ``staged``: COST_STAGED values a thread in shared memory. z is
+// read as written in the same launch where the output layer's forward forms it (no __restrict__:
+// not through the read-only cache).
+constexpr int COST_STAGED = COST_STAGED_CLASSES + 1;
 template <typename T>
-__device__ inline double rows_cost(int cost, const T* __restrict__ z,
-                                   const long long* __restrict__ y, T* __restrict__ grad, int B,
-                                   int K) {
-  FASTFF_SHARED(T, staged, FASTFF_THREADS * (COST_STAGED_CLASSES + 1));
-  T* own = staged + threadIdx.x * (COST_STAGED_CLASSES + 1);
+__device__ inline double rows_cost(int cost, const T* z, const long long* __restrict__ y,
+                                   T* __restrict__ grad, int B, int K, int tid, int threads,
+                                   T* staged) {
+  T* own = staged + tid * COST_STAGED;
   double sum = 0.0;
-  for (int r = threadIdx.x; r < B; r += blockDim.x) {
+  for (int r = tid; r < B; r += threads) {
     T* out = grad + (size_t)r * K;
     T* gr = K <= COST_STAGED_CLASSES ? own : out;
     sum += cost_row(cost, z + (size_t)r * K, y[r], gr, K, B);
@@ -114,19 +115,20 @@ __device__ inline double rows_cost(int cost, const T* __restrict__ z,
 // launch.
 template <typename T>
 __device__ inline void bias_step_of_rows(const T* __restrict__ grad, T* __restrict__ b,
-                                         const T* __restrict__ lr, int B, int K) {
+                                         const T* __restrict__ lr, int B, int K, int tid,
+                                         int threads) {
   FASTFF_SHARED(T, red, FASTFF_THREADS);
   __syncthreads();  // every row's gradient written
-  const int threads = blockDim.x, groups = row_groups(threads, K);
+  const int groups = row_groups(threads, K);
   if (groups == 1) {  // a wide output: a thread a column, its rows in order
-    for (int c = threadIdx.x; c < K; c += threads) {
+    for (int c = tid; c < K; c += threads) {
       T colsum = T(0);
       for (int r = 0; r < B; ++r) colsum += grad[(size_t)r * K + c];
       b[c] -= lr[0] * colsum;
     }
     return;
   }
-  const int u = threadIdx.x;  // groups * K <= threads units, one a thread
+  const int u = tid;  // groups * K <= threads units, one a thread
   if (u < groups * K) {
     T colsum = T(0);
     for (int r = u / K; r < B; r += groups) colsum += grad[(size_t)r * K + u % K];
@@ -141,24 +143,70 @@ __device__ inline void bias_step_of_rows(const T* __restrict__ grad, T* __restri
 }
 }  // namespace fastff
 
-// The costs' kernels: with bias_step != 0 they also take the output layer's bias step
-// (fastff::bias_step_of_rows; b and lr are not read otherwise).
+namespace fastff {
+// A whole cost in one block of ``threads`` threads (at most FASTFF_THREADS): the rows' costs and
+// gradients (rows_cost), with bias_step the output layer's bias step (bias_step_of_rows), and the
+// mean into loss[0] (mean_rows).
+template <typename T>
+__device__ inline void block_cost(int cost, const T* z, const long long* __restrict__ y,
+                                  T* __restrict__ grad, double* __restrict__ loss, int B, int K,
+                                  T* __restrict__ b, const T* __restrict__ lr, int bias_step,
+                                  int tid, int threads, T* staged) {
+  const double mine = rows_cost(cost, z, y, grad, B, K, tid, threads, staged);
+  if (bias_step) bias_step_of_rows(grad, b, lr, B, K, tid, threads);
+  mean_rows(mine, loss, B, tid, threads);
+}
+}  // namespace fastff
+
+// The costs' kernels, one block of FASTFF_THREADS threads: with bias_step != 0 they also take
+// the output layer's bias step (fastff::bias_step_of_rows; b and lr are not read otherwise).
 template <typename T>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 softmax_nll(const T* __restrict__ z, const long long* __restrict__ y, T* __restrict__ grad,
             double* __restrict__ loss, int B, int K, T* __restrict__ b,
             const T* __restrict__ lr, int bias_step) {
-  const double mine = fastff::rows_cost(fastff::NLL, z, y, grad, B, K);
-  if (bias_step) fastff::bias_step_of_rows(grad, b, lr, B, K);
-  fastff::mean_rows(mine, loss, B);
+  FASTFF_SHARED(T, staged, FASTFF_THREADS * fastff::COST_STAGED);
+  fastff::block_cost(fastff::NLL, z, y, grad, loss, B, K, b, lr, bias_step, threadIdx.x,
+                     blockDim.x, staged);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(FASTFF_THREADS, FASTFF_MIN_BLOCKS)
 softmax_quadratic(const T* __restrict__ z, const long long* __restrict__ y, T* __restrict__ grad,
                   double* __restrict__ loss, int B, int K, T* __restrict__ b,
-            const T* __restrict__ lr, int bias_step) {
-  const double mine = fastff::rows_cost(fastff::QUADRATIC, z, y, grad, B, K);
-  if (bias_step) fastff::bias_step_of_rows(grad, b, lr, B, K);
-  fastff::mean_rows(mine, loss, B);
+                  const T* __restrict__ lr, int bias_step) {
+  FASTFF_SHARED(T, staged, FASTFF_THREADS * fastff::COST_STAGED);
+  fastff::block_cost(fastff::QUADRATIC, z, y, grad, loss, B, K, b, lr, bias_step, threadIdx.x,
+                     blockDim.x, staged);
+}
+
+// The output layer's forward (linear, no statistics: z = x @ W + b, dense_forward_fused's
+// split-K tiles) and then the cost of z (``cost``: fastff::Cost) in the launch's last block to
+// finish a tile, which also takes the output layer's bias step (its delta is the cost's
+// gradient): the cost without a launch of its own (launchers.backward_layers). Every tile's
+// reads of b come before that block's arrival, so the step cannot race them. The cost's staged
+// rows reuse the GEMM's shared memory, dead by then. Float32 with tiles of at most
+// FASTFF_THREADS threads (launchers.fuses_cost); the kernel is empty for others.
+template <typename T>
+__global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
+dense_forward_and_cost(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
+                       unsigned* __restrict__ counters, T* __restrict__ b, T* __restrict__ out,
+                       int B, int K, int N, int chunk, int products, int cost,
+                       const long long* __restrict__ y, T* __restrict__ grad,
+                       double* __restrict__ loss, const T* __restrict__ lr) {
+  constexpr int threads = (FASTFF_TN / 4) * (FASTFF_TM / 4);
+  if constexpr (threads <= FASTFF_THREADS) {
+    constexpr int a_size = FASTFF_TK * fastff::GEMM_AS * fastff::gemm_planes<T>;
+    constexpr int gemm = a_size + FASTFF_TK * fastff::GEMM_BS * fastff::gemm_planes<T>;
+    constexpr int staged = FASTFF_THREADS * fastff::COST_STAGED;
+    FASTFF_SHARED(T, pool, gemm > staged ? gemm : staged);
+    if (!fastff::forward_tile<T, fastff::LINEAR>(x, W, parts, counters, nullptr, b, out, B, K, N,
+                                                 chunk, products, 0, T(0), T(0), nullptr, 1,
+                                                 0.0, 0.0, pool, pool + a_size))
+      return;
+    const int tiles = gridDim.x * gridDim.y;
+    if (!fastff::last_to_arrive(counters + tiles, tiles)) return;
+    fastff::block_cost(cost, out, y, grad, loss, B, N, b, lr, 1,
+                       threadIdx.y * blockDim.x + threadIdx.x, threads, pool);
+  }
 }

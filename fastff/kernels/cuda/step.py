@@ -22,11 +22,10 @@ from ...errors import InputError
 from ..backend import Plan
 from .barrier import BARRIER_WORDS, check_barrier, threads
 from .compiler import CTYPES, step_name
-from .launchers import backward_layers
+from .fused_pass import COSTS, output_and_backward
 from .layer_graph import LayerGraph, same_step, versions
 from .runtimes import runtime
 
-COSTS = {"nll": 0, "quadratic": 1}  # the costs train_step.cu knows: softmax_loss.cu's fastff::Cost
 SLOTS = 24  # int64 slots of a fastff::LayerDesc
 _FIELDS = ("W", "b", "h", "delta", "sat_low", "sat_high", "total", "total_sq", "hist", "rows",
            "d_total", "d_total_sq", "counts", "gw_total", "gw_total_sq", "gw_parts",
@@ -320,14 +319,15 @@ class CUDAPlan(Plan):
     def lockstep_applies(self, model, batch, rates):
         return Lockstep.applies(model, batch, rates)
 
-    def cost_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
-        """The cost and backward pass fused across layers (launchers.backward_layers: each
+    def output_and_backward(self, loss, x, y, hs, params, acts, lr, stats, ws):
+        """The output layer, the cost and the backward pass fused across layers
+        (fused_pass.output_and_backward: the cost in the output layer's forward launch, each
         layer's step 1 in the launch before it) where config.CUDA_FUSED_BACKWARD asks for it,
         else a layer at a time."""
         if not config.CUDA_FUSED_BACKWARD:
-            return super().cost_and_backward(loss, x, y, hs, params, acts, lr, stats, ws)
-        return backward_layers(loss, x, y, hs, params, acts, lr, stats, ws,
-                               tf32=bool(self.hints.get("tf32")))
+            return super().output_and_backward(loss, x, y, hs, params, acts, lr, stats, ws)
+        return output_and_backward(loss, x, y, hs, params, acts, lr, stats, ws,
+                                   tf32=bool(self.hints.get("tf32")))
 
     def new_lockstep(self):
         return Lockstep()
