@@ -431,18 +431,19 @@ def split_loads():
     return int(re.search(r"#pragma unroll (\d+)\s+for \(int p = 1; p < splits", body).group(1))
 
 
-def _split_epilogue_us(M, R, Nc, gpu, threads=256, fused=False):
+def _split_epilogue_us(M, R, Nc, gpu, threads=256, fused=False, beside=0):
     """Forecast of the split-K epilogue of a product (dense_forward_fused's, grad_x_fused's):
     after a tile's last split, its last block adds the splits of its outputs with every thread,
     each thread about TM TN / threads of them, the loads of ``config.CUDA_EPILOGUE_ROWS``
     outputs (float32; one in float64) and of :func:`split_loads` splits in flight together:
     the longer of a chain of round trips at the L2 latency and the tile's splits read by one
     SM. One split needs none (its product is the output), unless ``fused``: dC/dx forming the
-    delta of the layer below reads its product back (with h below, in the same round trip)."""
+    delta of the layer below reads its product back (with h below, in the same round trip).
+    ``beside`` as :func:`product_terms` takes it."""
     from fastff import config
-    from fastff.kernels.cuda.geometry import gemm_geometry
+    from fastff.kernels.cuda.geometry import gemm_geometry_beside
     tm, tn, _ = config.CUDA_GEMM_TILE
-    _, _, _, splits = gemm_geometry(M, R, Nc)
+    _, _, _, splits = gemm_geometry_beside(M, R, Nc, beside)
     if splits == 1 and not fused:
         return 0.0
     outputs = min(tm, M) * min(tn, Nc)
@@ -560,8 +561,9 @@ def forecast_layers(batch, counts, gpu=H200, sizes=PAPER_SIZES, products="fp32",
     for l in range(len(shapes) - 1, 0, -1):  # dC/dx, top layer first, beside an update
         k, n = shapes[l]
         above = ups[l + 1] if l + 1 < len(shapes) else None
-        gx = terms(batch, n, k, gemm, beside=above[0][2] if pairs and above else 0)
-        products_us += _split_epilogue_us(batch, n, k, gpu, fused=fused)
+        beside = above[0][2] if pairs and above else 0  # the update's blocks in its launch
+        gx = terms(batch, n, k, gemm, beside=beside)
+        products_us += _split_epilogue_us(batch, n, k, gpu, fused=fused, beside=beside)
         arrivals_us += _tile_ends_us(batch, n, k, gpu, columns=fused)
         if pairs and above:  # grad_x_and_update
             launches.append(([gx, above[0]], "dC/dx and update"))

@@ -28,7 +28,7 @@ SMALL = dict(CUDA_GEMM_TILE=(4, 8, 4), CUDA_UPDATE_TILE=8, CUDA_THREADS=8, CUDA_
              CUDA_BLOCKS_PER_SM=2,
              CUDA_SPLIT_BLOCKS=32, CUDA_STEP_STRIP=2, CUDA_STEP_LANES=4)
 # The smallest tiles where a float32 model's backward pass runs a dC/dx and an update in one
-# launch (square, as wide as the update's: fastff.kernels.cuda.launchers.pairs_jobs).
+# launch (square, as wide as the update's: fastff.kernels.cuda.fused_pass.pairs_jobs).
 SQUARE = dict(SMALL, CUDA_GEMM_TILE=(8, 8, 4), CUDA_UPDATE_TILE=8)
 
 

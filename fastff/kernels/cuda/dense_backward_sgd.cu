@@ -14,7 +14,7 @@
 //    the whole batch and applies them (update_tile, shared with
 //    dense_backward_second_order.cu); the last block adds the blocks' dC/dW sums in block order.
 //
-// A model's pass (launchers.backward_layers) also runs two jobs in one launch where they touch
+// A model's pass (fused_pass.backward_layers) also runs two jobs in one launch where they touch
 // different layers: grad_x_and_update (a layer's dC/dx beside the update of the layer above)
 // and two_updates (the last two layers' updates). A job finds its tile in a fastff::Tile, its
 // own grid's, not the launch's.
@@ -510,7 +510,7 @@ dense_backward_update(const T* __restrict__ x, const T* __restrict__ delta, T* _
 // the delta of the layer below) and the update of the layer above it (sgd_update, from that
 // layer's delta, ready before the launch). They read and write different layers' W, biases
 // and deltas, so nothing orders them: each waits on no other, and a pass of L layers takes L
-// - 2 launches fewer (launchers.backward_layers). Blocks [0, gx_blocks) take dC/dx's tiles in
+// - 2 launches fewer (fused_pass.backward_layers). Blocks [0, gx_blocks) take dC/dx's tiles in
 // its grid (column tiles, row tiles, splits), the rest the update's (up_N / UT, up_K / UT);
 // the two jobs' blocks are the same shape (TN = TM = UT). dC/dx's blocks come first, so that
 // its tiles' epilogues overlap the update's products.
@@ -526,7 +526,7 @@ grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __res
                   int up_products, int up_want_gw, double* __restrict__ up_gw_parts,
                   unsigned* __restrict__ up_counter, double* __restrict__ up_grad_w_total,
                   double* __restrict__ up_grad_w_total_sq) {
-  // launched only where the tiles allow it (launchers.pairs_jobs); empty elsewhere
+  // launched only where the tiles allow it (fused_pass.pairs_jobs); empty elsewhere
   if constexpr (FASTFF_TM == FASTFF_UT && FASTFF_TN == FASTFF_UT) {
     const int gx = (K + FASTFF_TN - 1) / FASTFF_TN, gy = (B + FASTFF_TM - 1) / FASTFF_TM;
     const int gz = (N + chunk - 1) / chunk, gx_blocks = gx * gy * gz;
@@ -546,7 +546,7 @@ grad_x_and_update(const T* __restrict__ delta, const T* __restrict__ W, T* __res
   }
 }
 
-// A model's last two updates (launchers.backward_layers: layers 1 and 0, whose deltas the same
+// A model's last two updates (fused_pass.backward_layers: layers 1 and 0, whose deltas the same
 // dC/dx launch formed) in one launch: blocks [0, (N / UT) (K / UT)) update W, the rest up_W,
 // each with its own block sums and arrival counter.
 template <typename T>

@@ -108,7 +108,7 @@ __device__ inline double rows_cost(int cost, const T* z, const long long* __rest
 }
 
 // The output layer's bias step from the cost's gradient (its delta: the layer is linear), in the
-// cost's own block (bias_step != 0: a model's fused backward pass, launchers.backward_layers):
+// cost's block (bias_step != 0: a model's fused pass, fused_pass.output_and_backward):
 // b -= lr * grad.sum(0). The block's threads are dealt (column, row group) units (row_groups, as
 // the layer epilogues': 28 row groups a column of a 9-class cost), each summing its rows in
 // order in T; the units of a column are then added in row-group order: the same bits on every
@@ -183,10 +183,10 @@ softmax_quadratic(const T* __restrict__ z, const long long* __restrict__ y, T* _
 // The output layer's forward (linear, no statistics: z = x @ W + b, dense_forward_fused's
 // split-K tiles) and then the cost of z (``cost``: fastff::Cost) in the launch's last block to
 // finish a tile, which also takes the output layer's bias step (its delta is the cost's
-// gradient): the cost without a launch of its own (launchers.backward_layers). Every tile's
+// gradient): the cost without a launch of its own (fused_pass.output_and_backward). Every tile's
 // reads of b come before that block's arrival, so the step cannot race them. The cost's staged
 // rows reuse the GEMM's shared memory, dead by then. Float32 with tiles of at most
-// FASTFF_THREADS threads (launchers.fuses_cost); the kernel is empty for others.
+// FASTFF_THREADS threads (fused_pass.fuses_cost); the kernel is empty for others.
 template <typename T>
 __global__ void __launch_bounds__((FASTFF_TN / 4) * (FASTFF_TM / 4), FASTFF_MIN_BLOCKS)
 dense_forward_and_cost(const T* __restrict__ x, const T* __restrict__ W, T* __restrict__ parts,
@@ -198,7 +198,7 @@ dense_forward_and_cost(const T* __restrict__ x, const T* __restrict__ W, T* __re
   if constexpr (threads <= FASTFF_THREADS) {
     constexpr int a_size = FASTFF_TK * fastff::GEMM_AS * fastff::gemm_planes<T>;
     constexpr int gemm = a_size + FASTFF_TK * fastff::GEMM_BS * fastff::gemm_planes<T>;
-    constexpr int staged = FASTFF_THREADS * fastff::COST_STAGED;
+    constexpr int staged = threads * fastff::COST_STAGED;
     FASTFF_SHARED(T, pool, gemm > staged ? gemm : staged);
     if (!fastff::forward_tile<T, fastff::LINEAR>(x, W, parts, counters, nullptr, b, out, B, K, N,
                                                  chunk, products, 0, T(0), T(0), nullptr, 1,
