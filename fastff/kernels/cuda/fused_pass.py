@@ -12,6 +12,7 @@ from .compiler import CTYPES
 from .geometry import update_geometry
 from .launchers import (Below, delta_launch, forward_unchecked, grad_x_fields, grad_x_launch,
                         layer_of, softmax_loss, split_k_fields, update_fields, update_launch)
+from .runtimes import runtime
 
 COSTS = {"nll": 0, "quadratic": 1}  # the costs' codes: softmax_loss.cu's fastff::Cost
 
@@ -49,9 +50,8 @@ def output_and_backward(loss, x, y, hs, params, acts, lr, stats, ws, tf32=False)
         value = _forward_and_cost(loss, below, W, b, z, y, grad_z, lr, tf32)
     else:
         forward_unchecked(below, W, b, acts[top], out=z, tf32=tf32)
-        rt = layer_of(below, W, tf32)[0]
         value, _ = softmax_loss(KERNELS[loss], z, y, grad_z,
-                                *((b, rt.rate(lr, W.dtype)) if top_ready else ()))
+                                *((b, runtime().rate(lr, W.dtype)) if top_ready else ()))
     backward_layers(x, [*hs, z], params, acts, lr, stats, ws, top_ready, tf32)
     return value
 
